@@ -1,0 +1,259 @@
+//! Bodies of the broker's HTTP API under `/v1`, and the lease set pushed to edges.
+//!
+//! Routes (all JSON):
+//!
+//! | route | who | request | response |
+//! |---|---|---|---|
+//! | `POST /v1/login` | anyone | [`LoginRequest`] | [`LoginResponse`] |
+//! | `POST /v1/leases` | user session (`Authorization: Bearer`) | [`LeaseRequest`] | [`LeaseResponse`] |
+//! | `POST /v1/edge/enrol` | holder of a one-time token | [`EnrolRequest`] | [`EnrolResponse`] |
+//! | `GET /v1/edge/sync` | enrolled edge (`Authorization: Bearer`) | - | server-sent events, each `data:` a [`LeaseSet`] |
+//! | admin routes | admin socket only | [`UserAddRequest`], ... | [`UserAddResponse`], ... |
+//!
+//! Every error is an [`ErrorBody`] with one of the [`ErrorCode`]s.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::{Pin, PresharedKey, Profile, PublicKey};
+
+/// `{"error": {"code": "...", "message": "..."}}`: the only shape an error response has.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+/// Machine-readable error kinds. Each maps to one HTTP status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 400: malformed body or field; the message names the field.
+    BadRequest,
+    /// 401: missing, wrong or expired credentials. Never says which part was wrong.
+    Unauthorized,
+    /// 403: authenticated, but no live grant for this edge.
+    Forbidden,
+    /// 404: unknown edge (or other named resource), for an authenticated caller only.
+    NotFound,
+    /// 409: the name already exists, or the edge's subnet is full.
+    Conflict,
+    /// 413: request body over the limit.
+    PayloadTooLarge,
+    /// 500: something broke on the broker; details are only in its log.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::BadRequest => 400,
+            Self::Unauthorized => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::Internal => 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub user: String,
+    pub password: String,
+    /// The current 6-digit TOTP code.
+    pub code: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// Bearer token for later requests. The broker stores only its hash.
+    pub token: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    /// Edge name, as given to `grantwire-broker edge add`.
+    pub edge: String,
+    /// The public half of the keypair the client made on the device.
+    pub public_key: PublicKey,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    pub profile: Profile,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrolRequest {
+    /// The one-time token printed by `grantwire-broker edge add`.
+    pub token: String,
+    /// The edge's WireGuard public key; the private key never leaves the edge.
+    pub public_key: PublicKey,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EnrolResponse {
+    /// Long-lived bearer credential for `/v1/edge/*`. The broker stores only its hash.
+    pub credential: String,
+    pub config: EdgeConfig,
+}
+
+/// What an edge needs to know about itself, as the broker has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeConfig {
+    pub name: String,
+    /// The tunnel subnet; the edge holds its first host address.
+    pub subnet: Ipv4Net,
+    pub tunnel_address: Ipv4Addr,
+}
+
+/// The complete set of live leases of one edge. Sent on connect and after every change, so an
+/// edge never has to merge deltas: it replaces its table with this.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseSet {
+    pub config: EdgeConfig,
+    pub leases: Vec<EdgeLease>,
+    /// Unix seconds at which the broker built this set.
+    pub generated_at: i64,
+}
+
+/// One lease as the edge enforces it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdgeLease {
+    pub id: String,
+    pub public_key: PublicKey,
+    pub preshared_key: PresharedKey,
+    pub tunnel_address: Ipv4Addr,
+    pub pin: Pin,
+    /// TCP ports on the edge's tunnel address this lease may reach.
+    pub ports: Vec<u16>,
+    /// Unix seconds; the edge drops the peer at this time by its own clock.
+    pub expires_at: i64,
+}
+
+// ---- admin API (served only on the broker's local admin socket) ----
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserAddRequest {
+    pub name: String,
+    pub password: String,
+    #[serde(default)]
+    pub admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserAddResponse {
+    pub name: String,
+    pub admin: bool,
+    /// Base32 (RFC 4648, no padding) TOTP secret, shown once.
+    pub totp_secret: String,
+    pub otpauth_uri: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeAddRequest {
+    pub name: String,
+    /// `HOST:PORT` clients dial, written into their profiles.
+    pub endpoint: String,
+    /// Defaults to 10.77.0.0/24.
+    #[serde(default)]
+    pub subnet: Option<Ipv4Net>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeAddResponse {
+    pub name: String,
+    pub endpoint: String,
+    pub subnet: Ipv4Net,
+    pub tunnel_address: Ipv4Addr,
+    /// One-time enrolment token for `grantwire-edge run --token-file`.
+    pub enrolment_token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantAddRequest {
+    pub user: String,
+    pub edge: String,
+    /// Lifetime of each lease issued under this grant; defaults to 8 h.
+    #[serde(default)]
+    pub lease_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantInfo {
+    pub user: String,
+    pub edge: String,
+    pub lease_ttl_secs: u64,
+    pub ports: Vec<u16>,
+    /// Unix seconds, or none for a grant without an end.
+    pub expires_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRevokeRequest {
+    pub user: String,
+    pub edge: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantRevokeResponse {
+    pub user: String,
+    pub edge: String,
+    pub revoked_leases: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    pub id: String,
+    pub user: String,
+    pub edge: String,
+    pub tunnel_address: Ipv4Addr,
+    pub pin: Pin,
+    pub public_key: PublicKey,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseListResponse {
+    pub leases: Vec<LeaseInfo>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_shape_is_the_documented_one() {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: ErrorCode::PayloadTooLarge,
+                message: "request body is too large".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&body).unwrap(),
+            serde_json::json!({"error": {"code": "payload_too_large", "message": "request body is too large"}})
+        );
+        assert_eq!(ErrorCode::PayloadTooLarge.http_status(), 413);
+    }
+
+    #[test]
+    fn lease_request_with_bad_key_does_not_parse() {
+        let err = serde_json::from_str::<LeaseRequest>(r#"{"edge":"home","public_key":"AAAA"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("32 bytes"), "{err}");
+    }
+}
