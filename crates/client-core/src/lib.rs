@@ -1,7 +1,25 @@
 //! The client side of grantwire: broker trust, login, on-device WireGuard keys, lease requests
 //! and profile output. Shared by the `grantwire` CLI and the mobile apps; it does the work and
-//! they only translate arguments and results.
+//! they only translate arguments and results. It prints nothing and reads no terminal.
+//!
+//! The flow: [`BrokerClient::login`] gives a [`Session`], kept by a [`SessionStore`];
+//! [`keys::generate`] makes the keypair on the device; [`BrokerClient::request_lease`] sends
+//! only the public key and returns the [`Profile`]; [`Profile::to_wg_quick`] adds the private
+//! key, and [`output`] writes it 0600 or renders it as a QR code.
 //!
 //! Also used by `grantwire-edge` for its own HTTPS link to the broker ([`tls`]).
 
+pub mod broker;
+pub mod error;
+pub mod keys;
+pub mod output;
+pub mod session;
+pub mod time;
 pub mod tls;
+
+pub use broker::{parse_broker_url, BrokerClient};
+pub use error::{Error, ErrorKind};
+pub use grantwire_proto::{PrivateKey, Profile, PublicKey};
+pub use output::{default_profile_path, render_qr, write_private_file, write_profile};
+pub use session::{Session, SessionStore};
+pub use tls::{Fingerprint, PinMismatch};

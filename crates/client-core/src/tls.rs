@@ -9,6 +9,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 
 /// SHA-256 of a certificate's DER encoding. Written as 64 lowercase hex digits; parsing also
@@ -70,6 +71,30 @@ impl fmt::Debug for Fingerprint {
     }
 }
 
+/// The broker presented a certificate other than the pinned one. Found inside the
+/// `rustls::Error::InvalidCertificate(CertificateError::Other(..))` a failed handshake returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the broker's certificate does not match the pinned fingerprint {pinned} (it presented {presented})"
+)]
+pub struct PinMismatch {
+    pub pinned: Fingerprint,
+    pub presented: Fingerprint,
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A rustls client configuration that accepts exactly the certificate with `pin`'s fingerprint
 /// (any name, no CA), or, without a pin, certificates signed by the public web CAs.
 pub fn client_config(pin: Option<Fingerprint>) -> ClientConfig {
@@ -94,6 +119,9 @@ pub fn client_config(pin: Option<Fingerprint>) -> ClientConfig {
 pub fn http_client(pin: Option<Fingerprint>) -> reqwest::Client {
     reqwest::Client::builder()
         .use_preconfigured_tls(client_config(pin))
+        // The broker API never redirects; following one could carry a password or bearer token
+        // (307/308 resend the body) to a host the pin or the user never approved.
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(std::time::Duration::from_secs(10))
         .build()
         // Only fails when the TLS backend is missing, which the feature set rules out.
@@ -119,8 +147,15 @@ impl ServerCertVerifier for PinnedVerifier {
         if self.pin.matches(end_entity.as_ref()) {
             Ok(ServerCertVerified::assertion())
         } else {
+            // Carried as a typed error so callers can tell a pin mismatch (possible
+            // interception, or a broker whose certificate was regenerated) from other TLS
+            // failures, and show both fingerprints.
+            let mismatch = PinMismatch {
+                pinned: self.pin,
+                presented: Fingerprint::of_der(end_entity.as_ref()),
+            };
             Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch))),
             ))
         }
     }

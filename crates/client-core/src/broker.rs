@@ -1,0 +1,179 @@
+//! The broker's user API: log in, then ask for a lease with an on-device public key.
+
+use std::time::Duration;
+
+use grantwire_proto::{
+    LeaseRequest, LeaseResponse, LoginRequest, LoginResponse, Profile, PublicKey,
+};
+use reqwest::Url;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{from_reqwest, from_response, Call};
+use crate::time::unix_now;
+use crate::tls::{http_client, Fingerprint};
+use crate::{Error, Session};
+
+/// Longest a whole request may take once connected. The broker answers from a local SQLite
+/// database, so a request that takes this long is stuck, not slow.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An HTTPS client for one broker, trusting it by pin or by the public CAs.
+#[derive(Debug, Clone)]
+pub struct BrokerClient {
+    base: Url,
+    pin: Option<Fingerprint>,
+    http: reqwest::Client,
+}
+
+impl BrokerClient {
+    /// `base_url` as [`parse_broker_url`] takes it. With `pin`, exactly the certificate with
+    /// that SHA-256 fingerprint is accepted; without, one signed by a public CA.
+    pub fn new(base_url: &str, pin: Option<Fingerprint>) -> Result<Self, Error> {
+        Ok(Self {
+            base: parse_broker_url(base_url)?,
+            pin,
+            http: http_client(pin),
+        })
+    }
+
+    /// A client for the broker that issued `session`, trusting it as at login.
+    pub fn for_session(session: &Session) -> Result<Self, Error> {
+        Self::new(&session.broker_url, session.fingerprint)
+    }
+
+    /// The normalised base URL (ends with `/`).
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    pub fn pin(&self) -> Option<Fingerprint> {
+        self.pin
+    }
+
+    /// Logs in with password and the current TOTP code. The returned session records this
+    /// broker and its pin, so later calls reach the same broker trusted the same way.
+    pub async fn login(&self, user: &str, password: &str, code: &str) -> Result<Session, Error> {
+        let body = LoginRequest {
+            user: user.to_owned(),
+            password: password.to_owned(),
+            code: code.to_owned(),
+        };
+        let resp: LoginResponse = self.post("v1/login", &body, None, Call::Login).await?;
+        tracing::info!(user, broker = %self.base, expires_at = resp.expires_at, "logged in");
+        Ok(Session {
+            broker_url: self.base.to_string(),
+            fingerprint: self.pin,
+            user: user.to_owned(),
+            token: resp.token,
+            expires_at: resp.expires_at,
+        })
+    }
+
+    /// Asks for a lease on `edge` for `public_key`; the broker pins it to the source address of
+    /// this request. Refuses to send `session`'s token to any broker but the one that issued it.
+    pub async fn request_lease(
+        &self,
+        session: &Session,
+        edge: &str,
+        public_key: &PublicKey,
+    ) -> Result<Profile, Error> {
+        if parse_broker_url(&session.broker_url)? != self.base {
+            return Err(Error::SessionBrokerMismatch {
+                session_broker: session.broker_url.clone(),
+                broker: self.base.to_string(),
+            });
+        }
+        if session.is_expired_at(unix_now()) {
+            return Err(Error::SessionExpired {
+                expires_at: session.expires_at,
+            });
+        }
+        let body = LeaseRequest {
+            edge: edge.to_owned(),
+            public_key: *public_key,
+        };
+        let call = Call::Lease { edge };
+        let resp: LeaseResponse = self
+            .post("v1/leases", &body, Some(&session.token), call)
+            .await?;
+        let p = &resp.profile;
+        tracing::info!(edge, lease = %p.lease_id, pin = %p.pin, expires_at = p.expires_at, "lease issued");
+        Ok(resp.profile)
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        bearer: Option<&str>,
+        call: Call<'_>,
+    ) -> Result<T, Error> {
+        let url = self
+            .base
+            .join(path)
+            .map_err(|_| invalid_url(self.base.as_str(), "cannot join an API path to it"))?;
+        let mut req = self.http.post(url).timeout(REQUEST_TIMEOUT).json(body);
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| from_reqwest(&self.base, e))?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| from_reqwest(&self.base, e))?;
+        if !status.is_success() {
+            return Err(from_response(status.as_u16(), &bytes, call));
+        }
+        serde_json::from_slice(&bytes).map_err(|source| Error::Protocol {
+            detail: format!("the answer to {path} does not parse: {source}"),
+            source: Some(source),
+        })
+    }
+}
+
+/// Parses and normalises a broker URL. `host:port` without a scheme means HTTPS; any other
+/// scheme is refused, because the password and the bearer token must never cross the network
+/// in clear. Credentials, queries and fragments are refused too: the API adds its own paths.
+pub fn parse_broker_url(input: &str) -> Result<Url, Error> {
+    let trimmed = input.trim();
+    let with_scheme = if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("https://{trimmed}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|_| invalid_url(input, "not a URL"))?;
+    if url.scheme() != "https" {
+        return Err(invalid_url(input, "the broker is reached over https only"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid_url(input, "it names no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid_url(
+            input,
+            "it must not hold a user name or password",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid_url(input, "it must not have a query or fragment"));
+    }
+    // A base path without a trailing slash would lose its last segment in `Url::join`.
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
+}
+
+fn invalid_url(url: &str, reason: &'static str) -> Error {
+    Error::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+#[path = "broker_tests.rs"]
+mod tests;

@@ -1,0 +1,247 @@
+//! The `grantwire` binary against a real broker, started in-process on an ephemeral port with a
+//! temporary SQLite file and its own self-signed certificate: login, profiles, and each way the
+//! broker or the TLS pin can say no, with the exit codes of the contract.
+
+// A test crate: its setup helpers should panic on failure just like the tests themselves
+// (clippy's allow-unwrap-in-tests covers only `#[test]` functions).
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use grantwire_broker::{start, RunningBroker, ServeConfig};
+use grantwire_proto::{
+    EdgeAddRequest, EnrolRequest, GrantAddRequest, GrantRevokeRequest, PrivateKey, UserAddRequest,
+};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the binary off the runtime's threads, so the in-process broker keeps serving.
+async fn grantwire<S: AsRef<str>>(config_dir: &Path, args: &[S], stdin: &str) -> Run {
+    let config_dir = config_dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
+    let stdin = stdin.to_owned();
+    let out = tokio::task::spawn_blocking(move || run_blocking(&config_dir, &args, &stdin))
+        .await
+        .expect("runner thread");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn run_blocking(config_dir: &Path, args: &[String], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_grantwire"))
+        .arg("--config-dir")
+        .arg(config_dir)
+        .args(args)
+        .env_remove("GRANTWIRE_CONFIG_DIR")
+        .env_remove("GRANTWIRE_BROKER")
+        .env_remove("GRANTWIRE_USER")
+        .env_remove("GRANTWIRE_FINGERPRINT")
+        .env_remove("GRANTWIRE_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start grantwire");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait for grantwire")
+}
+
+/// A broker with user alice (whose TOTP secret is returned), an enrolled edge `home` and a
+/// grant for alice on it.
+async fn broker_with_alice(data_dir: &Path) -> (RunningBroker, Vec<u8>) {
+    let broker = start(ServeConfig::for_tests(data_dir)).await.unwrap();
+    let admin = broker.admin();
+    let user = admin
+        .user_add(UserAddRequest {
+            name: "alice".into(),
+            password: PASSWORD.into(),
+            admin: false,
+        })
+        .await
+        .unwrap();
+    let edge = admin
+        .edge_add(EdgeAddRequest {
+            name: "home".into(),
+            endpoint: "192.0.2.1:51820".into(),
+            subnet: None,
+        })
+        .await
+        .unwrap();
+    let edge_key = PrivateKey::from_random_bytes([9; 32]).public_key();
+    admin
+        .enrol(
+            EnrolRequest {
+                token: edge.enrolment_token,
+                public_key: edge_key,
+            },
+            "127.0.0.1".parse().unwrap(),
+        )
+        .await
+        .unwrap();
+    admin
+        .grant_add(GrantAddRequest {
+            user: "alice".into(),
+            edge: "home".into(),
+            lease_ttl_secs: None,
+        })
+        .await
+        .unwrap();
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(user.totp_secret.as_bytes())
+        .unwrap();
+    (broker, secret)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_and_profiles_against_a_real_broker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    let config = tmp.path().join("client");
+    let url = broker.url();
+    let fp = broker.fingerprint().to_owned();
+    let code = || grantwire_broker::totp::code_at(&secret, now());
+    let login = |fingerprint: Option<&str>, extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "login",
+            "--broker",
+            &url,
+            "--user",
+            "alice",
+            "--password-stdin",
+        ];
+        if let Some(fp) = fingerprint {
+            args.extend(["--fingerprint", fp]);
+        }
+        args.iter().chain(extra).map(ToString::to_string).collect()
+    };
+    let password_line = format!("{PASSWORD}\n");
+
+    // Without a pin the self-signed certificate is refused, and the message says what to pass.
+    let args = login(None, &["--totp", &code()]);
+    let run = grantwire(&config, &args, &password_line).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("--fingerprint"), "{}", run.stderr);
+
+    // A wrong pin: the handshake fails before any secret is sent.
+    let args = login(Some(&"00".repeat(32)), &["--totp", &code()]);
+    let run = grantwire(&config, &args, &password_line).await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("does not match the pinned fingerprint"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains(&fp), "{}", run.stderr);
+
+    // Wrong password: refused, exit 3, nothing stored.
+    let args = login(Some(&fp), &["--totp", &code()]);
+    let run = grantwire(&config, &args, "wrong password\n").await;
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(
+        run.stderr.starts_with("grantwire: login refused"),
+        "{}",
+        run.stderr
+    );
+    assert!(!config.join("session.json").exists());
+
+    // The right password and code, the TOTP code piped after the password.
+    let args = login(Some(&fp), &["--json"]);
+    let run = grantwire(&config, &args, &format!("{PASSWORD}\n{}\n", code())).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["user"], "alice");
+    assert_eq!(json["broker"], format!("{url}/"));
+    assert!(json["expires_at"].as_i64().unwrap() > now() as i64);
+    assert!(!run.stderr.contains(PASSWORD));
+
+    // The default profile: written 0600 under the config dir, with the key made here.
+    let run = grantwire(&config, &["profile", "home"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let path = config.join("profiles/home.conf");
+    assert!(
+        run.stderr.contains(&path.display().to_string()),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .contains("Plex on the tunnel: http://10.77.0.1:32400/web"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("127.0.0.1/32"), "{}", run.stderr);
+    assert!(run.stdout.is_empty());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let text = std::fs::read_to_string(&path).unwrap();
+    let private: PrivateKey = text
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let leases = broker.admin().lease_list().await.unwrap().leases;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(leases[0].public_key, private.public_key());
+    assert!(!run.stderr.contains(&private.to_base64()));
+
+    // --json and --qr: each its own lease and key.
+    let run = grantwire(&config, &["profile", "home", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["profile"]["edge"], "home");
+    assert!(json["path"].is_null());
+    assert!(json["wg_quick"].as_str().unwrap().contains("[Peer]"));
+    let out = tmp.path().join("out/gw-home.conf");
+    let out_arg = out.display().to_string();
+    let run = grantwire(&config, &["profile", "home", "--qr", "--out", &out_arg], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stdout.contains('\u{2588}'));
+    assert!(out.exists());
+
+    // Unknown edge: exit 1. No grant: exit 3.
+    let run = grantwire(&config, &["profile", "attic"], "").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("attic"), "{}", run.stderr);
+    broker
+        .admin()
+        .grant_revoke(GrantRevokeRequest {
+            user: "alice".into(),
+            edge: "home".into(),
+        })
+        .await
+        .unwrap();
+    let run = grantwire(&config, &["profile", "home"], "").await;
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains("no grant"), "{}", run.stderr);
+
+    broker.shutdown().await.unwrap();
+}
