@@ -1,0 +1,135 @@
+//! Pure lease arithmetic: tunnel address allocation, edge subnet rules and lease expiry. No I/O,
+//! time passed in, so it is tested without a database.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
+
+use grantwire_proto::pin::{DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6};
+use grantwire_proto::{Pin, PinError};
+use ipnet::Ipv4Net;
+
+/// Subnet sizes an edge may have: /16 leaves room for a large household without making the
+/// allocation scan slow; /29 still leaves five client addresses.
+pub const MIN_SUBNET_PREFIX: u8 = 16;
+pub const MAX_SUBNET_PREFIX: u8 = 29;
+
+/// The edge's own tunnel address: the first host of its subnet.
+pub fn edge_address(subnet: Ipv4Net) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(subnet.network()) + 1)
+}
+
+/// Checks an edge subnet and returns it with host bits cleared.
+pub fn check_subnet(subnet: Ipv4Net) -> Result<Ipv4Net, String> {
+    let p = subnet.prefix_len();
+    if !(MIN_SUBNET_PREFIX..=MAX_SUBNET_PREFIX).contains(&p) {
+        return Err(format!(
+            "subnet prefix must be /{MIN_SUBNET_PREFIX} to /{MAX_SUBNET_PREFIX}, got /{p}"
+        ));
+    }
+    Ok(subnet.trunc())
+}
+
+/// The lowest address of `subnet` a new lease may take: not the network or broadcast address,
+/// not the edge's own address, and not in `used` (addresses of live leases, as u32).
+pub fn lowest_free(subnet: Ipv4Net, used: &HashSet<u32>) -> Option<Ipv4Addr> {
+    let net = u32::from(subnet.network());
+    let broadcast = u32::from(subnet.broadcast());
+    let edge = u32::from(edge_address(subnet));
+    (net + 1..broadcast)
+        .filter(|a| *a != edge)
+        .find(|a| !used.contains(a))
+        .map(Ipv4Addr::from)
+}
+
+/// The pin of a lease requested from `source` (the TCP peer): /32 for IPv4, /64 for IPv6, an
+/// IPv4-mapped IPv6 peer pinned as IPv4. Grants do not carry their own prefix lengths yet.
+pub fn pin_for(source: IpAddr) -> Result<Pin, PinError> {
+    Pin::for_source(source, DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6)
+}
+
+/// A lease ends after the grant's lease lifetime, but never after the grant itself ends.
+pub fn lease_expiry(now: i64, lease_ttl_secs: u64, grant_ends_at: Option<i64>) -> i64 {
+    let ttl = i64::try_from(lease_ttl_secs).unwrap_or(i64::MAX);
+    let by_ttl = now.saturating_add(ttl);
+    match grant_ends_at {
+        Some(end) => by_ttl.min(end),
+        None => by_ttl,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn allocation_skips_network_edge_and_broadcast() {
+        let subnet = net("10.77.0.0/29");
+        let mut used = HashSet::new();
+        let mut got = Vec::new();
+        while let Some(a) = lowest_free(subnet, &used) {
+            used.insert(u32::from(a));
+            got.push(a.to_string());
+        }
+        assert_eq!(
+            got,
+            [
+                "10.77.0.2",
+                "10.77.0.3",
+                "10.77.0.4",
+                "10.77.0.5",
+                "10.77.0.6"
+            ]
+        );
+    }
+
+    #[test]
+    fn allocation_reuses_the_lowest_hole() {
+        let subnet = net("10.77.0.0/24");
+        let used: HashSet<u32> = ["10.77.0.2", "10.77.0.4"]
+            .iter()
+            .map(|s| u32::from(s.parse::<Ipv4Addr>().unwrap()))
+            .collect();
+        assert_eq!(
+            lowest_free(subnet, &used),
+            Some("10.77.0.3".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn subnet_rules() {
+        assert_eq!(
+            check_subnet(net("10.77.0.9/24")).unwrap(),
+            net("10.77.0.0/24")
+        );
+        assert!(check_subnet(net("10.0.0.0/8")).is_err());
+        assert!(check_subnet(net("10.77.0.0/30")).is_err());
+        assert!(check_subnet(net("10.77.0.0/16")).is_ok());
+        assert_eq!(
+            edge_address(net("10.77.0.0/24")),
+            "10.77.0.1".parse::<Ipv4Addr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn pins_follow_the_source_family() {
+        let pin = |s: &str| pin_for(s.parse().unwrap()).unwrap().to_string();
+        assert_eq!(pin("198.51.100.7"), "198.51.100.7/32");
+        assert_eq!(pin("::ffff:198.51.100.7"), "198.51.100.7/32");
+        assert_eq!(pin("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert!(pin_for("198.51.100.7".parse().unwrap())
+            .unwrap()
+            .covers("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn expiry_never_passes_grant_end() {
+        assert_eq!(lease_expiry(1000, 3600, None), 4600);
+        assert_eq!(lease_expiry(1000, 3600, Some(2000)), 2000);
+        assert_eq!(lease_expiry(1000, 3600, Some(9000)), 4600);
+        assert_eq!(lease_expiry(1000, u64::MAX, None), i64::MAX);
+    }
+}

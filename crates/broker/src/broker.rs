@@ -1,0 +1,93 @@
+//! [`Broker`]: the state every handler shares (database, session lifetime, the push channel to
+//! edges) and the operations behind both the HTTP API and the admin socket. Handlers stay thin;
+//! tests and the admin socket call these methods directly.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::SqlitePool;
+use tokio::sync::{broadcast, watch};
+
+use crate::error::Result;
+use crate::store;
+
+/// Capacity of the change channel. A subscriber that falls this far behind is told it lagged
+/// and simply re-reads its set, so nothing is lost by keeping it small.
+const CHANGE_CHANNEL_CAPACITY: usize = 256;
+
+/// Shared broker state. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: SqlitePool,
+    session_ttl: Duration,
+    /// Carries the id of an edge whose lease set changed. Edge streams re-read their set from
+    /// the database on every message for them: the database is the only source of truth.
+    changes: broadcast::Sender<i64>,
+    /// Set on shutdown, so long-lived edge streams end instead of holding the server open.
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    pub fn new(db: SqlitePool, session_ttl: Duration) -> Self {
+        let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
+        let (shutdown, _) = watch::channel(false);
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                session_ttl,
+                changes,
+                shutdown,
+            }),
+        }
+    }
+
+    pub fn db(&self) -> &SqlitePool {
+        &self.inner.db
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        self.inner.session_ttl
+    }
+
+    /// Tells every connected stream of `edge_id` to send a fresh lease set. Called after the
+    /// transaction that made the change has committed.
+    pub(crate) fn notify_edge(&self, edge_id: i64) {
+        // No receivers (no edge connected) is not an error: the edge gets the full set when it
+        // connects.
+        let _ = self.inner.changes.send(edge_id);
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<i64> {
+        self.inner.changes.subscribe()
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Row counts of the main tables, for tests that check a refusal changed nothing.
+    pub async fn counts(&self) -> Result<store::Counts> {
+        let mut conn = self.db().acquire().await?;
+        store::counts(&mut conn).await
+    }
+
+    /// The audit log, oldest first.
+    pub async fn audit_log(&self) -> Result<Vec<store::AuditRow>> {
+        let mut conn = self.db().acquire().await?;
+        store::audit_log(&mut conn).await
+    }
+}
+
+/// Audit text for a source address.
+pub(crate) fn ip_text(ip: Option<IpAddr>) -> Option<String> {
+    ip.map(|ip| ip.to_canonical().to_string())
+}

@@ -1,0 +1,165 @@
+//! The broker's one error type, and the one place where errors become HTTP responses.
+//!
+//! Refusals carry a message safe to show the caller; everything else (database, I/O, TLS) is
+//! logged here and answered with a bare 500, so no response leaks internals.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use grantwire_proto::{ErrorBody, ErrorCode, ErrorDetail};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    /// Deliberately carries no detail: wrong user, password, code or token all look alike.
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    #[error("certificate generation: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("background task: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::BadRequest(_) => ErrorCode::BadRequest,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::NotFound(_) => ErrorCode::NotFound,
+            Self::Conflict(_) => ErrorCode::Conflict,
+            Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            _ => ErrorCode::Internal,
+        }
+    }
+
+    /// The message shown to the caller.
+    fn public_message(&self) -> String {
+        match self {
+            Self::BadRequest(m) | Self::Forbidden(m) | Self::NotFound(m) | Self::Conflict(m) => {
+                m.clone()
+            }
+            Self::Unauthorized => "unauthorized".into(),
+            Self::PayloadTooLarge => "request body is too large".into(),
+            _ => "internal error".into(),
+        }
+    }
+
+    /// Builds the error body without converting to a response, for the admin client and tests.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.public_message(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let code = self.code();
+        if code == ErrorCode::Internal {
+            tracing::error!(error = %self, "request failed");
+        }
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(self.body())).into_response()
+    }
+}
+
+/// A JSON body extractor whose rejections use our error shape. axum's own `Json` deserializes
+/// through `serde_path_to_error`, so its messages name the offending field; we keep that part.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(from_json_rejection(rejection)),
+        }
+    }
+}
+
+fn from_json_rejection(rejection: JsonRejection) -> Error {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return Error::PayloadTooLarge;
+    }
+    match rejection {
+        JsonRejection::JsonDataError(e) => Error::BadRequest(strip_prefix(&e.body_text())),
+        JsonRejection::JsonSyntaxError(e) => Error::BadRequest(strip_prefix(&e.body_text())),
+        JsonRejection::MissingJsonContentType(_) => {
+            Error::BadRequest("expected a JSON body (Content-Type: application/json)".into())
+        }
+        other => Error::BadRequest(format!("unreadable request body: {}", other.body_text())),
+    }
+}
+
+/// axum's text opens with a fixed sentence; what follows is serde's `path: problem at line..`.
+fn strip_prefix(text: &str) -> String {
+    let detail = text
+        .split_once(": ")
+        .map(|(_, rest)| rest)
+        .unwrap_or(text)
+        .to_owned();
+    format!("invalid request body: {detail}")
+}
+
+/// Unknown routes and methods: a 404 in our shape that says nothing about what answers.
+pub async fn not_found() -> Error {
+    Error::NotFound("not found".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn internal_errors_do_not_leak() {
+        let e = Error::Internal("sqlite file /secret/path is locked".into());
+        let body = e.body();
+        assert_eq!(body.error.code, ErrorCode::Internal);
+        assert_eq!(body.error.message, "internal error");
+    }
+
+    #[test]
+    fn prefix_is_stripped_but_field_kept() {
+        let text = "Failed to deserialize the JSON body into the target type: public_key: key must be 32 bytes, got 3 at line 1 column 9";
+        let msg = strip_prefix(text);
+        assert!(
+            msg.starts_with("invalid request body: public_key:"),
+            "{msg}"
+        );
+    }
+}

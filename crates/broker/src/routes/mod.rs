@@ -1,0 +1,87 @@
+//! HTTP routers: the public API (HTTPS) and the admin API (Unix socket only), and the
+//! authorization extractors the handlers take.
+
+pub mod admin;
+mod api;
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::Router;
+
+use crate::broker::Broker;
+use crate::error::{self, Error};
+use crate::store::{edges::EdgeRow, users::SessionUser};
+
+/// Largest request body we read. Every request is a few hundred bytes of JSON; the cap keeps a
+/// stranger from making the broker buffer more.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The public API, served over HTTPS. Must be served with `ConnectInfo<SocketAddr>`.
+pub fn app(broker: Broker) -> Router {
+    Router::new()
+        .merge(api::router())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(broker)
+}
+
+/// The admin API, served only on the owner-only Unix socket.
+pub fn admin_app(broker: Broker) -> Router {
+    Router::new()
+        .merge(admin::router())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(broker)
+}
+
+/// The client's address: the TCP peer of the connection. Forwarding headers are never read, so
+/// a client cannot choose its own pin.
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| Self(addr.ip().to_canonical()))
+            .ok_or_else(|| Error::Internal("server was started without connect info".into()))
+    }
+}
+
+/// A request with a live user session (`Authorization: Bearer <session token>`).
+pub struct UserSession(pub SessionUser);
+
+impl FromRequestParts<Broker> for UserSession {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+        let token = bearer(parts).ok_or(Error::Unauthorized)?;
+        Ok(Self(broker.session(token).await?))
+    }
+}
+
+/// A request from an enrolled edge (`Authorization: Bearer <edge credential>`).
+pub struct EdgeIdentity(pub EdgeRow);
+
+impl FromRequestParts<Broker> for EdgeIdentity {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+        let credential = bearer(parts).ok_or(Error::Unauthorized)?;
+        Ok(Self(broker.edge_by_credential(credential).await?))
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}

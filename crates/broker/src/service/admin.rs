@@ -1,0 +1,233 @@
+//! Operator actions: users, edges, grants and the lease list. Reached through the admin socket
+//! (the CLI) or called in-process by tests.
+
+use std::net::SocketAddr;
+
+use grantwire_proto::{
+    EdgeAddRequest, EdgeAddResponse, GrantAddRequest, GrantInfo, GrantRevokeRequest,
+    GrantRevokeResponse, LeaseListResponse, UserAddRequest, UserAddResponse, PLEX_PORT,
+};
+use ipnet::Ipv4Net;
+
+use crate::alloc;
+use crate::broker::Broker;
+use crate::error::{Error, Result};
+use crate::secrets::{self, Token};
+use crate::store::{self, edges, leases, users, AuditEvent};
+use crate::totp;
+
+/// Lease lifetime of a grant made without `--lease-ttl`.
+pub const DEFAULT_LEASE_TTL_SECS: u64 = 8 * 3600;
+
+/// The edge subnet when none is given (DESIGN.md defaults).
+pub fn default_subnet() -> Ipv4Net {
+    Ipv4Net::new(std::net::Ipv4Addr::new(10, 77, 0, 0), 24).unwrap_or_default()
+}
+
+impl Broker {
+    pub async fn user_add(&self, req: UserAddRequest) -> Result<UserAddResponse> {
+        check_name(&req.name, "user")?;
+        secrets::check_password_policy(&req.password)?;
+        let password = req.password;
+        let phc = tokio::task::spawn_blocking(move || secrets::hash_password(&password)).await??;
+        let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
+        let now = store::now();
+        let mut tx = self.db().begin().await?;
+        users::insert(&mut tx, &req.name, &phc, &secret, req.admin, now).await?;
+        admin_audit(&mut tx, now, "user_added", format!("user={}", req.name)).await?;
+        tx.commit().await?;
+        tracing::info!(user = %req.name, admin = req.admin, "user added");
+        Ok(UserAddResponse {
+            otpauth_uri: totp::otpauth_uri(&req.name, &secret),
+            totp_secret: totp::secret_to_base32(&secret),
+            name: req.name,
+            admin: req.admin,
+        })
+    }
+
+    pub async fn edge_add(&self, req: EdgeAddRequest) -> Result<EdgeAddResponse> {
+        check_name(&req.name, "edge")?;
+        check_endpoint(&req.endpoint)?;
+        let subnet = alloc::check_subnet(req.subnet.unwrap_or_else(default_subnet))
+            .map_err(Error::BadRequest)?;
+        let tunnel_address = alloc::edge_address(subnet);
+        let token = Token::generate();
+        let hash = secrets::token_hash(token.as_str());
+        let now = store::now();
+        let mut tx = self.db().begin().await?;
+        let new = edges::NewEdge {
+            name: &req.name,
+            endpoint: &req.endpoint,
+            subnet,
+            tunnel_address,
+            enrol_token_hash: &hash,
+        };
+        edges::insert(&mut tx, new, now).await?;
+        admin_audit(&mut tx, now, "edge_added", format!("edge={}", req.name)).await?;
+        tx.commit().await?;
+        tracing::info!(edge = %req.name, %subnet, "edge added");
+        Ok(EdgeAddResponse {
+            name: req.name,
+            endpoint: req.endpoint,
+            subnet,
+            tunnel_address,
+            enrolment_token: token.into_string(),
+        })
+    }
+
+    pub async fn grant_add(&self, req: GrantAddRequest) -> Result<GrantInfo> {
+        let lease_ttl_secs = req.lease_ttl_secs.unwrap_or(DEFAULT_LEASE_TTL_SECS);
+        if lease_ttl_secs == 0 {
+            return Err(Error::BadRequest("lease_ttl_secs must be positive".into()));
+        }
+        let ports = [PLEX_PORT];
+        let now = store::now();
+        let mut tx = self.db().begin().await?;
+        let (user_id, edge_id) = user_and_edge(&mut tx, &req.user, &req.edge).await?;
+        let grant = edges::NewGrant {
+            user_id,
+            edge_id,
+            lease_ttl_secs,
+            ports: &ports,
+            ends_at: None,
+        };
+        edges::insert_grant(&mut tx, grant, now).await?;
+        let detail = format!("user={} edge={} ttl={lease_ttl_secs}", req.user, req.edge);
+        admin_audit(&mut tx, now, "grant_added", detail).await?;
+        tx.commit().await?;
+        tracing::info!(user = %req.user, edge = %req.edge, "grant added");
+        Ok(GrantInfo {
+            user: req.user,
+            edge: req.edge,
+            lease_ttl_secs,
+            ports: ports.to_vec(),
+            expires_at: None,
+        })
+    }
+
+    /// Revokes the grant and, in the same transaction, its live leases; then pushes the new
+    /// lease set to the edge.
+    pub async fn grant_revoke(&self, req: GrantRevokeRequest) -> Result<GrantRevokeResponse> {
+        let now = store::now();
+        let mut tx = self.db().begin().await?;
+        let (user_id, edge_id) = user_and_edge(&mut tx, &req.user, &req.edge).await?;
+        let grant_id = edges::revoke_grant(&mut tx, user_id, edge_id, now)
+            .await?
+            .ok_or_else(|| Error::NotFound("this user holds no grant on this edge".into()))?;
+        let revoked = leases::revoke_for_grant(&mut tx, grant_id, now).await?;
+        let detail = format!("user={} edge={}", req.user, req.edge);
+        admin_audit(&mut tx, now, "grant_revoked", detail).await?;
+        for id in &revoked {
+            admin_audit(&mut tx, now, "lease_revoked", format!("lease={id}")).await?;
+        }
+        tx.commit().await?;
+        self.notify_edge(edge_id);
+        tracing::info!(user = %req.user, edge = %req.edge, leases = revoked.len(), "grant revoked");
+        Ok(GrantRevokeResponse {
+            user: req.user,
+            edge: req.edge,
+            revoked_leases: revoked.len() as u64,
+        })
+    }
+
+    pub async fn lease_list(&self) -> Result<LeaseListResponse> {
+        let mut conn = self.db().acquire().await?;
+        let rows = leases::live_all(&mut conn, store::now()).await?;
+        let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
+        Ok(LeaseListResponse { leases })
+    }
+}
+
+async fn user_and_edge(
+    conn: &mut sqlx::SqliteConnection,
+    user: &str,
+    edge: &str,
+) -> Result<(i64, i64)> {
+    let u = users::by_name(conn, user)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no user named {user:?}")))?;
+    let e = edges::by_name(conn, edge)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("no edge named {edge:?}")))?;
+    Ok((u.id, e.id))
+}
+
+async fn admin_audit(
+    conn: &mut sqlx::SqliteConnection,
+    now: i64,
+    kind: &str,
+    detail: String,
+) -> Result<()> {
+    let event = AuditEvent {
+        kind,
+        actor: Some("admin"),
+        source_ip: None,
+        detail: Some(detail),
+    };
+    store::audit(conn, now, event).await
+}
+
+/// Names are `[a-z0-9-]{1,32}`: they appear in URIs, file names and audit lines unescaped.
+pub fn check_name(name: &str, what: &str) -> Result<()> {
+    let ok = (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!(
+            "{what} name must be 1-32 characters of a-z, 0-9 and '-'"
+        )))
+    }
+}
+
+/// `HOST:PORT`, with HOST a name or an address (IPv6 in brackets) and a non-zero port.
+pub fn check_endpoint(endpoint: &str) -> Result<()> {
+    let bad = || Error::BadRequest("endpoint must be HOST:PORT".into());
+    if endpoint.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = endpoint.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if port == 0 || !host_ok {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_endpoints() {
+        assert!(check_name("home-1", "edge").is_ok());
+        for bad in ["", "Home", "a b", "x".repeat(33).as_str(), "é"] {
+            assert!(check_name(bad, "edge").is_err(), "{bad}");
+        }
+        for ok in [
+            "192.0.2.1:51820",
+            "[2001:db8::1]:51820",
+            "plex.example.net:51820",
+        ] {
+            assert!(check_endpoint(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "192.0.2.1",
+            "host:",
+            ":51820",
+            "host:0",
+            "host:99999",
+            "a b:1",
+        ] {
+            assert!(check_endpoint(bad).is_err(), "{bad}");
+        }
+        assert_eq!(default_subnet().to_string(), "10.77.0.0/24");
+    }
+}

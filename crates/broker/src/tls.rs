@@ -1,0 +1,137 @@
+//! The broker's TLS identity: an operator-supplied certificate, or a self-signed one made on
+//! first start and kept in the data directory. Clients and edges pin the SHA-256 fingerprint of
+//! the certificate, so the names it carries matter little.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::error::{Error, Result};
+
+pub const CERT_FILE: &str = "tls-cert.pem";
+pub const KEY_FILE: &str = "tls-key.pem";
+pub const FINGERPRINT_FILE: &str = "tls-cert.sha256";
+
+/// A loaded server identity.
+pub struct Identity {
+    pub config: Arc<ServerConfig>,
+    /// SHA-256 of the leaf certificate's DER, 64 lowercase hex digits.
+    pub fingerprint: String,
+}
+
+/// Loads `cert`/`key` if given, else the self-signed pair in `data_dir` (made if missing), and
+/// writes the fingerprint file.
+pub fn load_or_create(
+    data_dir: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    listen: SocketAddr,
+) -> Result<Identity> {
+    let (cert_pem, key_pem) = match (cert, key) {
+        (Some(c), Some(k)) => (std::fs::read(c)?, std::fs::read(k)?),
+        (None, None) => self_signed(data_dir, listen)?,
+        _ => {
+            return Err(Error::BadRequest(
+                "--tls-cert and --tls-key go together".into(),
+            ))
+        }
+    };
+    let identity = server_identity(&cert_pem, &key_pem)?;
+    let mut line = identity.fingerprint.clone();
+    line.push('\n');
+    std::fs::write(data_dir.join(FINGERPRINT_FILE), line)?;
+    Ok(identity)
+}
+
+/// Builds the rustls configuration (ring provider, TLS 1.2 and 1.3) from PEM text.
+pub fn server_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity> {
+    let certs = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::Internal(format!("reading TLS certificate: {e}")))?;
+    let leaf = certs
+        .first()
+        .ok_or_else(|| Error::Internal("TLS certificate file holds no certificate".into()))?;
+    let fingerprint = fingerprint_of(leaf.as_ref());
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| Error::Internal(format!("reading TLS key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Identity {
+        config: Arc::new(config),
+        fingerprint,
+    })
+}
+
+/// Same format as client-core's `Fingerprint` Display.
+pub fn fingerprint_of(der: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, der)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(Vec<u8>, Vec<u8>)> {
+    let cert_path = data_dir.join(CERT_FILE);
+    let key_path = data_dir.join(KEY_FILE);
+    if cert_path.exists() && key_path.exists() {
+        return Ok((std::fs::read(cert_path)?, std::fs::read(key_path)?));
+    }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".into(), "::1".into()];
+    if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
+        names.push(listen.ip().to_string());
+    }
+    let made = rcgen::generate_simple_self_signed(names)?;
+    let cert_pem = made.cert.pem();
+    let key_pem = made.key_pair.serialize_pem();
+    write_private(&key_path, key_pem.as_bytes())?;
+    write_private(&cert_path, cert_pem.as_bytes())?;
+    tracing::info!(path = %cert_path.display(), "made a self-signed TLS certificate");
+    Ok((cert_pem.into_bytes(), key_pem.into_bytes()))
+}
+
+/// Writes a file readable by the owner only, created with that mode (never widened first).
+pub fn write_private(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn self_signed_identity_is_made_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let first = load_or_create(dir.path(), None, None, listen).unwrap();
+        let second = load_or_create(dir.path(), None, None, listen).unwrap();
+        assert_eq!(first.fingerprint, second.fingerprint);
+        assert_eq!(first.fingerprint.len(), 64);
+        let mode = std::fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let line = std::fs::read_to_string(dir.path().join(FINGERPRINT_FILE)).unwrap();
+        assert_eq!(line.trim(), first.fingerprint);
+    }
+}

@@ -1,0 +1,256 @@
+//! The real binary: `serve` in a child process, admin commands through its admin socket, a
+//! lease over HTTPS, exit codes, and a graceful stop on SIGTERM.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::{keypair, now};
+use grantwire_client_core::tls::{http_client, Fingerprint};
+use grantwire_proto::{
+    EdgeAddResponse, GrantInfo, GrantRevokeResponse, LeaseListResponse, LeaseResponse,
+    LoginResponse, UserAddResponse,
+};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
+
+struct Served {
+    child: Child,
+    url: String,
+    fingerprint: Fingerprint,
+}
+
+/// Starts `serve` and waits for its two start lines on stderr.
+fn serve(data_dir: &Path) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let (mut url, mut fp): (Option<String>, Option<Fingerprint>) = (None, None);
+    while url.is_none() || fp.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("start lines");
+        if let Some(u) = line.strip_prefix("grantwire-broker: listening on ") {
+            url = Some(u.to_owned());
+        }
+        if let Some(f) =
+            line.strip_prefix("grantwire-broker: TLS certificate SHA-256 fingerprint: ")
+        {
+            fp = Some(f.parse().unwrap());
+        }
+    }
+    let url = url.unwrap();
+    assert!(
+        url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"),
+        "{url}"
+    );
+    let fingerprint: Fingerprint = fp.unwrap();
+    let file = std::fs::read_to_string(data_dir.join("tls-cert.sha256")).unwrap();
+    assert_eq!(file.trim(), fingerprint.to_string());
+    Served {
+        child,
+        url,
+        fingerprint,
+    }
+}
+
+fn run(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    if let Some(s) = stdin {
+        input.write_all(s.as_bytes()).unwrap();
+    }
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+/// Runs a `--json` command that must succeed and print exactly one JSON object.
+fn run_json<T: serde::de::DeserializeOwned>(
+    data_dir: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> T {
+    let out = run(data_dir, args, stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+#[tokio::test]
+async fn binary_serves_and_admin_commands_use_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut served = serve(&data);
+
+    let user: UserAddResponse = run_json(
+        &data,
+        &["user", "add", "alice", "--password-stdin", "--json"],
+        Some("long enough pw\n"),
+    );
+    assert_eq!(user.name, "alice");
+    assert!(user.otpauth_uri.contains(&user.totp_secret));
+
+    let short = run(
+        &data,
+        &["user", "add", "bob", "--password-stdin"],
+        Some("short\n"),
+    );
+    assert_eq!(short.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8"));
+    // Nothing was written: the name is still free.
+    let _: UserAddResponse = run_json(
+        &data,
+        &["user", "add", "bob", "--password-stdin", "--json"],
+        Some("long enough pw\n"),
+    );
+
+    let edge: EdgeAddResponse = run_json(
+        &data,
+        &[
+            "edge",
+            "add",
+            "home",
+            "--endpoint",
+            "127.0.0.1:51820",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(edge.tunnel_address.to_string(), "10.77.0.1");
+    let grant: GrantInfo = run_json(
+        &data,
+        &[
+            "grant",
+            "add",
+            "alice",
+            "home",
+            "--lease-ttl",
+            "5s",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(grant.lease_ttl_secs, 5);
+    let missing = run(&data, &["grant", "add", "alice", "nowhere"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    let bad_edge = run(
+        &data,
+        &["edge", "add", "Bad Name", "--endpoint", "h:1"],
+        None,
+    );
+    assert_eq!(bad_edge.status.code(), Some(1));
+
+    // Enrol the edge, log in and take a lease over HTTPS.
+    let http = http_client(Some(served.fingerprint));
+    let enrol = json!({"token": edge.enrolment_token, "public_key": keypair().public_key()});
+    let resp = http
+        .post(format!("{}/v1/edge/enrol", served.url))
+        .json(&enrol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(user.totp_secret.as_bytes())
+        .unwrap();
+    let code = grantwire_broker::totp::code_at(&secret, now());
+    let login = json!({"user": "alice", "password": "long enough pw", "code": code});
+    let resp = http
+        .post(format!("{}/v1/login", served.url))
+        .json(&login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let session: LoginResponse = resp.json().await.unwrap();
+    let body = json!({"edge": "home", "public_key": keypair().public_key()});
+    let resp = http
+        .post(format!("{}/v1/leases", served.url))
+        .bearer_auth(&session.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let profile = resp.json::<LeaseResponse>().await.unwrap().profile;
+
+    let list: LeaseListResponse = run_json(&data, &["lease", "list", "--json"], None);
+    assert_eq!(list.leases.len(), 1);
+    assert_eq!(list.leases[0].id, profile.lease_id);
+    assert_eq!(list.leases[0].expires_at - list.leases[0].created_at, 5);
+    let human = run(&data, &["lease", "list"], None);
+    assert!(String::from_utf8_lossy(&human.stdout).contains(&profile.lease_id));
+
+    let revoked: GrantRevokeResponse =
+        run_json(&data, &["grant", "revoke", "alice", "home", "--json"], None);
+    assert_eq!(revoked.revoked_leases, 1);
+
+    let usage = run(&data, &["grant", "add", "alice"], None);
+    assert_eq!(usage.status.code(), Some(2));
+
+    // SIGTERM stops it cleanly.
+    let pid = served.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_timeout(&mut served.child, Duration::from_secs(15));
+    assert!(status.success(), "{status:?}");
+
+    let down = run(&data, &["lease", "list"], None);
+    assert_eq!(down.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(
+        stderr.contains("cannot reach the broker's admin socket"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is `grantwire-broker serve` running?"),
+        "{stderr}"
+    );
+}
+
+fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("broker did not stop within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,216 @@
+//! Shared harness: a real broker on 127.0.0.1:0 with a temporary data directory, and an HTTPS
+//! client that pins its certificate the way grantwire clients do.
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::StreamExt as _;
+use grantwire_broker::{start, RunningBroker, ServeConfig};
+use grantwire_client_core::tls::{http_client, Fingerprint};
+use grantwire_proto::{
+    EdgeAddRequest, EnrolResponse, ErrorBody, ErrorCode, GrantAddRequest, LeaseSet, PrivateKey,
+    PublicKey, UserAddRequest,
+};
+use rand::RngCore as _;
+use serde_json::{json, Value};
+
+pub const PASSWORD: &str = "correct horse battery";
+
+pub struct Harness {
+    pub broker: RunningBroker,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Harness {
+    pub async fn start() -> Self {
+        Self::with_session_ttl(Duration::from_secs(3600)).await
+    }
+
+    pub async fn with_session_ttl(ttl: Duration) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServeConfig::for_tests(dir.path().join("data"));
+        config.session_ttl = ttl;
+        let broker = start(config).await.unwrap();
+        let fp: Fingerprint = broker.fingerprint().parse().unwrap();
+        Self {
+            http: http_client(Some(fp)),
+            broker,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.broker.url())
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
+    /// Adds a user and returns its raw TOTP secret.
+    pub async fn add_user(&self, name: &str) -> Vec<u8> {
+        let resp = self
+            .broker
+            .admin()
+            .user_add(UserAddRequest {
+                name: name.into(),
+                password: PASSWORD.into(),
+                admin: false,
+            })
+            .await
+            .unwrap();
+        data_encoding::BASE32_NOPAD
+            .decode(resp.totp_secret.as_bytes())
+            .unwrap()
+    }
+
+    pub async fn login_raw(&self, user: &str, password: &str, code: &str) -> reqwest::Response {
+        let body = json!({"user": user, "password": password, "code": code});
+        self.post("/v1/login", None, &body).await
+    }
+
+    /// Adds a user and logs it in; returns the session token.
+    pub async fn session(&self, user: &str) -> String {
+        let secret = self.add_user(user).await;
+        let resp = self.login_raw(user, PASSWORD, &code_now(&secret)).await;
+        assert_eq!(resp.status(), 200);
+        let v: Value = resp.json().await.unwrap();
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Adds an edge and enrols it; returns (credential, edge public key).
+    pub async fn enrolled_edge(&self, name: &str) -> (String, PublicKey) {
+        let token = self.add_edge(name).await;
+        let key = keypair().public_key();
+        let resp = self
+            .post(
+                "/v1/edge/enrol",
+                None,
+                &json!({"token": token, "public_key": key}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        let enrolled: EnrolResponse = resp.json().await.unwrap();
+        (enrolled.credential, key)
+    }
+
+    /// Adds an edge (not enrolled); returns its enrolment token.
+    pub async fn add_edge(&self, name: &str) -> String {
+        self.broker
+            .admin()
+            .edge_add(EdgeAddRequest {
+                name: name.into(),
+                endpoint: "192.0.2.1:51820".into(),
+                subnet: None,
+            })
+            .await
+            .unwrap()
+            .enrolment_token
+    }
+
+    pub async fn grant(&self, user: &str, edge: &str) {
+        self.broker
+            .admin()
+            .grant_add(GrantAddRequest {
+                user: user.into(),
+                edge: edge.into(),
+                lease_ttl_secs: None,
+            })
+            .await
+            .unwrap();
+    }
+
+    pub async fn request_lease(&self, token: &str, edge: &str) -> reqwest::Response {
+        let key = keypair().public_key();
+        self.post(
+            "/v1/leases",
+            Some(token),
+            &json!({"edge": edge, "public_key": key}),
+        )
+        .await
+    }
+
+    pub async fn shutdown(self) {
+        self.broker.shutdown().await.unwrap();
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+pub fn code_now(secret: &[u8]) -> String {
+    grantwire_broker::totp::code_at(secret, now())
+}
+
+pub fn keypair() -> PrivateKey {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    PrivateKey::from_random_bytes(bytes)
+}
+
+/// Asserts an error response's status and code and returns its message.
+pub async fn expect_error(resp: reqwest::Response, status: u16, code: ErrorCode) -> String {
+    assert_eq!(resp.status(), status);
+    let body: ErrorBody = resp.json().await.unwrap();
+    assert_eq!(body.error.code, code);
+    body.error.message
+}
+
+/// Reads `leases` events from an SSE response.
+pub struct SseReader {
+    stream: futures_util::stream::BoxStream<'static, reqwest::Result<hyper::body::Bytes>>,
+    buf: String,
+}
+
+impl SseReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        Self {
+            stream: resp.bytes_stream().boxed(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next lease set, within 10 s.
+    pub async fn next_set(&mut self) -> LeaseSet {
+        tokio::time::timeout(Duration::from_secs(10), self.next_set_inner())
+            .await
+            .expect("no lease set pushed within 10 s")
+    }
+
+    /// The next lease set if one arrives within `d`.
+    pub async fn next_set_within(&mut self, d: Duration) -> Option<LeaseSet> {
+        tokio::time::timeout(d, self.next_set_inner()).await.ok()
+    }
+
+    async fn next_set_inner(&mut self) -> LeaseSet {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let mut name = None;
+                let mut data = None;
+                for line in event.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        name = Some(v.trim().to_owned());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data = Some(v.trim().to_owned());
+                    }
+                }
+                if let (Some("leases"), Some(d)) = (name.as_deref(), data) {
+                    return serde_json::from_str(&d).unwrap();
+                }
+                continue;
+            }
+            let chunk = self.stream.next().await.expect("stream ended").unwrap();
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+}
