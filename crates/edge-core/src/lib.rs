@@ -1,1 +1,28 @@
-//! placeholder
+//! The sans-IO core of `grantwire-edge`: the lease table, source-address pins, lease expiry by
+//! the edge's own clock, the inner filter, and one boringtun `Tunn` per lease.
+//!
+//! It has no tokio, socket or TUN dependency and never reads a clock of its own: the shell
+//! (`grantwire-edge`) reads UDP and the TUN, calls [`EdgeCore`]'s `handle_*` methods with
+//! `now`, and carries out the [`Output`]s. See [`EdgeCore`] for the call order.
+//!
+//! # Admission of a datagram
+//!
+//! 1. Source IP covered by no lease's pin: dropped, counted, no reply of any kind. This runs
+//!    before any parsing or cryptography, so a scanner learns nothing and costs nothing.
+//! 2. Handshake initiation: mac1 (and, under load, cookie) check, then the initiator's static
+//!    key is recovered with `parse_handshake_anon` and looked up. Other messages: the peer is
+//!    found by `receiver_idx >> 8`. Either way, a peer whose own pin does not cover the source
+//!    is refused, so lease A's key cannot be used from lease B's address.
+//! 3. The peer's `Tunn` decrypts (always given the source IP); replies go to that source only.
+//! 4. Decrypted packets pass the inner filter (IPv4 TCP, lease address → edge address, a
+//!    granted port) before they reach the TUN.
+
+mod core;
+mod datapath;
+mod packet;
+mod peer;
+mod stats;
+
+pub use crate::core::{ApplySummary, EdgeCore, Output, TICK};
+pub use crate::packet::build_ipv4;
+pub use crate::stats::Stats;

@@ -1,0 +1,387 @@
+//! In-memory harness: a client-side boringtun `Tunn` (as the official WireGuard apps run it)
+//! joined to an `EdgeCore`, with time passed in and no sockets.
+
+// Helpers outside `#[test]` functions are still test code; a panic here is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519;
+use grantwire_edge_core::{build_ipv4, EdgeCore, Output};
+use grantwire_proto::{EdgeConfig, EdgeLease, LeaseSet, Pin, PresharedKey, PrivateKey};
+use proptest::prelude::*;
+
+const EDGE_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+const A_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+const B_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
+const A_SRC: &str = "192.0.2.10:40000";
+const B_SRC: &str = "192.0.2.20:40000";
+const STRANGER: &str = "198.51.100.9:40000";
+const EDGE_UDP: &str = "203.0.113.1:51820";
+const T0: u64 = 1_700_000_000;
+const TTL: i64 = 3600;
+
+fn now(offset_secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(T0 + offset_secs)
+}
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn config() -> EdgeConfig {
+    EdgeConfig {
+        name: "home".into(),
+        subnet: "10.77.0.0/24".parse().unwrap(),
+        tunnel_address: EDGE_TUN,
+    }
+}
+
+struct Client {
+    tunn: Tunn,
+    lease: EdgeLease,
+    buf: Vec<u8>,
+}
+
+const EDGE_KEY: [u8; 32] = [0x11; 32];
+
+fn edge_public() -> x25519::PublicKey {
+    x25519::PublicKey::from(&x25519::StaticSecret::from(
+        *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes(),
+    ))
+}
+
+/// A client with its own key and psk, and the lease the broker would push for it.
+fn client(seed: u8, id: &str, tunnel: Ipv4Addr, pinned_at: &str) -> Client {
+    let key = PrivateKey::from_random_bytes([seed; 32]);
+    let psk = PresharedKey::from_bytes([seed.wrapping_add(100); 32]);
+    let lease = EdgeLease {
+        id: id.into(),
+        public_key: key.public_key(),
+        preshared_key: psk.clone(),
+        tunnel_address: tunnel,
+        pin: Pin::for_source(addr(pinned_at).ip(), 32, 64).unwrap(),
+        ports: vec![32400],
+        expires_at: (T0 as i64) + TTL,
+    };
+    let tunn = Tunn::new(
+        x25519::StaticSecret::from(*key.as_bytes()),
+        edge_public(),
+        Some(*psk.as_bytes()),
+        Some(25),
+        u32::from(seed),
+        None,
+    );
+    Client {
+        tunn,
+        lease,
+        buf: vec![0; 65_600],
+    }
+}
+
+fn edge(leases: &[&EdgeLease]) -> EdgeCore {
+    let key = *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes();
+    let mut core = EdgeCore::new(key, config());
+    core.apply_lease_set(&set(leases), now(0));
+    core
+}
+
+fn set(leases: &[&EdgeLease]) -> LeaseSet {
+    LeaseSet {
+        config: config(),
+        leases: leases.iter().map(|l| (*l).clone()).collect(),
+        generated_at: T0 as i64,
+    }
+}
+
+fn drain(core: &mut EdgeCore) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+impl Client {
+    fn initiation(&mut self) -> Vec<u8> {
+        match self.tunn.format_handshake_initiation(&mut self.buf, true) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("no initiation: {other:?}"),
+        }
+    }
+
+    /// Feeds an edge datagram to the client; returns what the client sends back.
+    fn receive(&mut self, datagram: &[u8]) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        let (mut net, mut tun) = (vec![], vec![]);
+        let edge_ip = Some(addr(EDGE_UDP).ip());
+        let mut input = datagram;
+        loop {
+            match self.tunn.decapsulate(edge_ip, input, &mut self.buf) {
+                TunnResult::WriteToNetwork(p) => net.push(p.to_vec()),
+                TunnResult::WriteToTunnelV4(p, _) => {
+                    tun.push(p.to_vec());
+                    break;
+                }
+                TunnResult::Done => break,
+                other => panic!("client refused edge datagram: {other:?}"),
+            }
+            input = &[];
+        }
+        (net, tun)
+    }
+
+    fn seal(&mut self, packet: &[u8]) -> Vec<u8> {
+        match self.tunn.encapsulate(packet, &mut self.buf) {
+            TunnResult::WriteToNetwork(p) => p.to_vec(),
+            other => panic!("no session: {other:?}"),
+        }
+    }
+
+    fn tcp_to_plex(&self, port: u16) -> Vec<u8> {
+        build_ipv4(6, self.lease.tunnel_address, EDGE_TUN, 50000, port)
+    }
+}
+
+/// Runs the full handshake from `src`; returns the edge's outputs for the initiation.
+fn handshake(core: &mut EdgeCore, client: &mut Client, src: &str, at: SystemTime) {
+    let init = client.initiation();
+    core.handle_datagram(addr(src), &init, at);
+    let out = drain(core);
+    let [Output::Transmit { dst, payload }] = out.as_slice() else {
+        panic!("expected one handshake response, got {out:?}");
+    };
+    assert_eq!(*dst, addr(src), "reply goes to the datagram's source");
+    let (replies, _) = client.receive(payload);
+    for reply in replies {
+        core.handle_datagram(addr(src), &reply, at);
+        assert!(drain(core).is_empty(), "a keepalive produces nothing");
+    }
+}
+
+fn established() -> (EdgeCore, Client) {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    let mut core = edge(&[&a.lease]);
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    (core, a)
+}
+
+#[test]
+fn handshake_and_plex_packet_reach_the_tun() {
+    let (mut core, mut a) = established();
+    assert_eq!(core.stats().handshakes_completed, 1);
+    let packet = a.tcp_to_plex(32400);
+    let sealed = a.seal(&packet);
+    core.handle_datagram(addr(A_SRC), &sealed, now(2));
+    assert_eq!(drain(&mut core), vec![Output::ToTun(packet)]);
+    assert_eq!(core.stats().packets_to_tun, 1);
+    assert_eq!(core.stats().bytes_sent_unpinned, 0);
+}
+
+#[test]
+fn same_datagrams_from_another_source_get_nothing() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    let mut core = edge(&[&a.lease]);
+    let init = a.initiation();
+    core.handle_datagram(addr(STRANGER), &init, now(1));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_unpinned, 1);
+
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(STRANGER), &sealed, now(2));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_unpinned, 2);
+    assert_eq!(core.stats().packets_to_tun, 0);
+}
+
+#[test]
+fn a_key_is_refused_from_another_lease_pin() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    let b = client(2, "lease-b", B_TUN, B_SRC);
+    let mut core = edge(&[&a.lease, &b.lease]);
+    // A's key from B's pinned address: pinned source, wrong pin for that key.
+    let init = a.initiation();
+    core.handle_datagram(addr(B_SRC), &init, now(1));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_pin_mismatch, 1);
+    assert_eq!(core.stats().dropped_unpinned, 0);
+
+    // After a proper handshake, A's data from B's address is refused the same way.
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(B_SRC), &sealed, now(2));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_pin_mismatch, 2);
+}
+
+#[test]
+fn after_expiry_nothing_passes_and_the_peer_is_gone() {
+    let (mut core, mut a) = established();
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    let end = now(TTL as u64);
+    assert_eq!(core.poll_timeout().map(|t| t <= end), Some(true));
+    core.handle_timeout(end);
+    assert!(!core.has_lease("lease-a"));
+    assert_eq!(core.lease_count(), 0);
+    assert_eq!(core.stats().leases_expired, 1);
+    core.handle_datagram(addr(A_SRC), &sealed, end);
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_unpinned, 1);
+    assert_eq!(core.poll_timeout(), None);
+}
+
+#[test]
+fn expiry_applies_without_a_timeout_call() {
+    let (mut core, mut a) = established();
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(A_SRC), &sealed, now(TTL as u64 + 5));
+    assert!(drain(&mut core).is_empty());
+    assert!(!core.has_lease("lease-a"));
+}
+
+#[test]
+fn expired_leases_are_not_installed() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    a.lease.expires_at = T0 as i64;
+    let core = edge(&[&a.lease]);
+    assert_eq!(core.lease_count(), 0);
+}
+
+#[test]
+fn a_lease_set_without_the_lease_removes_it() {
+    let (mut core, mut a) = established();
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    let summary = core.apply_lease_set(&set(&[]), now(2));
+    assert_eq!(summary.removed, 1);
+    core.handle_datagram(addr(A_SRC), &sealed, now(2));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().leases_removed, 1);
+}
+
+#[test]
+fn re_sent_lease_set_keeps_the_session() {
+    let (mut core, mut a) = established();
+    let summary = core.apply_lease_set(&set(&[&a.lease]), now(2));
+    assert_eq!((summary.kept, summary.installed), (1, 0));
+    let packet = a.tcp_to_plex(32400);
+    let sealed = a.seal(&packet);
+    core.handle_datagram(addr(A_SRC), &sealed, now(3));
+    assert_eq!(drain(&mut core), vec![Output::ToTun(packet)]);
+}
+
+#[test]
+fn changed_psk_replaces_the_tunnel() {
+    let (mut core, mut a) = established();
+    let mut changed = a.lease.clone();
+    changed.preshared_key = PresharedKey::from_bytes([0xee; 32]);
+    let summary = core.apply_lease_set(&set(&[&changed]), now(2));
+    assert_eq!((summary.kept, summary.installed), (0, 1));
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(A_SRC), &sealed, now(3));
+    assert!(drain(&mut core).is_empty(), "old session's index is gone");
+}
+
+#[test]
+fn inner_filter_drops_wrong_source_destination_protocol_and_port() {
+    let (mut core, mut a) = established();
+    let bad = [
+        build_ipv4(6, B_TUN, EDGE_TUN, 50000, 32400),
+        build_ipv4(6, A_TUN, Ipv4Addr::new(10, 77, 0, 9), 50000, 32400),
+        build_ipv4(6, A_TUN, Ipv4Addr::new(192, 168, 1, 1), 50000, 32400),
+        build_ipv4(17, A_TUN, EDGE_TUN, 50000, 32400),
+        build_ipv4(6, A_TUN, EDGE_TUN, 50000, 22),
+        build_ipv4(6, A_TUN, EDGE_TUN, 50000, 32469),
+    ];
+    for packet in &bad {
+        let sealed = a.seal(packet);
+        core.handle_datagram(addr(A_SRC), &sealed, now(2));
+        assert!(drain(&mut core).is_empty(), "{packet:?}");
+    }
+    assert_eq!(core.stats().dropped_inner_filter, bad.len() as u64);
+    assert_eq!(core.stats().packets_to_tun, 0);
+}
+
+#[test]
+fn plex_replies_go_only_to_the_pinned_endpoint() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    let mut core = edge(&[&a.lease]);
+    let reply = build_ipv4(6, EDGE_TUN, A_TUN, 32400, 50000);
+    core.handle_tun_packet(&reply, now(1));
+    assert!(
+        drain(&mut core).is_empty(),
+        "no endpoint before a handshake"
+    );
+
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    core.handle_tun_packet(&reply, now(2));
+    let out = drain(&mut core);
+    let [Output::Transmit { dst, payload }] = out.as_slice() else {
+        panic!("expected one transmit, got {out:?}");
+    };
+    assert_eq!(*dst, addr(A_SRC));
+    assert_eq!(a.receive(payload).1, vec![reply]);
+
+    for refused in [
+        build_ipv4(6, EDGE_TUN, A_TUN, 22, 50000),
+        build_ipv4(17, EDGE_TUN, A_TUN, 32400, 50000),
+        build_ipv4(6, Ipv4Addr::new(10, 77, 0, 9), A_TUN, 32400, 50000),
+        build_ipv4(6, EDGE_TUN, B_TUN, 32400, 50000),
+    ] {
+        core.handle_tun_packet(&refused, now(2));
+        assert!(drain(&mut core).is_empty());
+    }
+    assert_eq!(core.stats().dropped_tun, 5);
+    assert_eq!(core.stats().packets_from_tun, 1);
+}
+
+#[test]
+fn poll_timeout_is_the_earlier_of_tick_and_expiry() {
+    let (mut core, _a) = established();
+    core.handle_timeout(now(1));
+    assert_eq!(
+        core.poll_timeout(),
+        Some(now(1) + grantwire_edge_core::TICK)
+    );
+    core.handle_timeout(now(TTL as u64) - Duration::from_millis(100));
+    assert_eq!(core.poll_timeout(), Some(now(TTL as u64)));
+}
+
+fn outside_pins() -> impl Strategy<Value = IpAddr> {
+    prop_oneof![
+        any::<u32>().prop_map(|v| IpAddr::V4(Ipv4Addr::from(v))),
+        any::<u128>().prop_map(|v| IpAddr::V6(v.into())),
+    ]
+    .prop_filter("outside every pin", |ip| {
+        let ip = ip.to_canonical();
+        ip != addr(A_SRC).ip() && ip != addr(B_SRC).ip()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn unpinned_sources_never_get_output(
+        ip in outside_pins(),
+        port in any::<u16>(),
+        junk in proptest::collection::vec(any::<u8>(), 0..200),
+    ) {
+        let mut a = client(1, "lease-a", A_TUN, A_SRC);
+        let b = client(2, "lease-b", B_TUN, B_SRC);
+        let mut core = edge(&[&a.lease, &b.lease]);
+        handshake(&mut core, &mut a, A_SRC, now(1));
+        let src = SocketAddr::new(ip, port);
+        let init = a.initiation();
+        let data = a.seal(&a.tcp_to_plex(32400));
+        for datagram in [&init[..], &data[..], &junk[..]] {
+            core.handle_datagram(src, datagram, now(2));
+            prop_assert!(core.poll_output().is_none());
+        }
+        core.handle_timeout(now(3));
+        for out in drain(&mut core) {
+            if let Output::Transmit { dst, .. } = out {
+                prop_assert_eq!(dst, addr(A_SRC));
+            }
+        }
+        prop_assert_eq!(core.stats().dropped_unpinned, 3);
+        prop_assert_eq!(core.stats().bytes_sent_unpinned, 0);
+    }
+}

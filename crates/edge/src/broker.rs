@@ -1,0 +1,203 @@
+//! The edge's HTTPS link to the broker: one-time enrolment, then the `/v1/edge/sync` stream of
+//! lease sets, reconnecting with backoff for as long as the edge runs.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use grantwire_proto::{EnrolRequest, EnrolResponse, ErrorBody, LeaseSet, PublicKey};
+use reqwest::{Client, StatusCode, Url};
+use tokio::sync::watch;
+use tracing::{debug, info, warn};
+
+use crate::sse::{SseError, SseParser};
+use crate::state::Credential;
+
+/// The broker sends a keep-alive comment every 15 s; three missed ones mean the connection is
+/// dead even if TCP has not noticed (a NAT dropped it, the broker host vanished).
+const READ_TIMEOUT: Duration = Duration::from_secs(45);
+const BACKOFF_START: Duration = Duration::from_millis(250);
+/// Capped low because a revoke must reach the edge soon after the broker is back.
+const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Failures in a row before the outage is worth a human's attention (about a minute).
+const WARN_AFTER_FAILURES: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot reach the broker")]
+    Http(#[from] reqwest::Error),
+    /// 401/403: the token is spent or wrong, or the credential was revoked.
+    #[error("the broker refused: {0}")]
+    Refused(String),
+    #[error("the broker answered {status}: {message}")]
+    Status { status: StatusCode, message: String },
+    #[error("the broker sent a body this edge does not understand")]
+    Body(#[from] serde_json::Error),
+    #[error("the sync stream broke")]
+    Stream(#[from] SseError),
+    #[error("no data from the broker for {0:?}")]
+    Silent(Duration),
+    #[error("the broker closed the sync stream")]
+    Closed,
+}
+
+impl BrokerError {
+    pub fn is_refused(&self) -> bool {
+        matches!(self, Self::Refused(_))
+    }
+}
+
+/// `POST /v1/edge/enrol` with the one-time token. The token is sent once and never logged.
+pub async fn enrol(
+    client: &Client,
+    broker: &Url,
+    token: &str,
+    public_key: PublicKey,
+) -> Result<EnrolResponse, BrokerError> {
+    let body = EnrolRequest {
+        token: token.to_owned(),
+        public_key,
+    };
+    let response = client
+        .post(endpoint(broker, "v1/edge/enrol"))
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    let bytes = response.bytes().await?;
+    if !status.is_success() {
+        return Err(error_from(status, &bytes));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+/// Keeps a sync stream open for as long as the edge runs, publishing each lease set on `sets`.
+/// Never returns: while the broker is away the data plane keeps enforcing the last set.
+pub async fn sync_forever(
+    client: Client,
+    broker: Url,
+    credential: Credential,
+    sets: watch::Sender<Option<LeaseSet>>,
+) {
+    let mut backoff = BACKOFF_START;
+    let mut failures = 0u32;
+    loop {
+        let mut delivered = false;
+        let err = sync_once(&client, &broker, &credential, &sets, &mut delivered).await;
+        if delivered {
+            backoff = BACKOFF_START;
+            failures = 0;
+        }
+        failures += 1;
+        if err.is_refused() || failures == WARN_AFTER_FAILURES {
+            warn!(error = %error_chain(&err), failures, "broker sync failing; enforcing the last lease set");
+        } else {
+            info!(error = %error_chain(&err), retry_in = ?backoff, "broker sync disconnected; retrying");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_CAP);
+    }
+}
+
+async fn sync_once(
+    client: &Client,
+    broker: &Url,
+    credential: &Credential,
+    sets: &watch::Sender<Option<LeaseSet>>,
+    delivered: &mut bool,
+) -> BrokerError {
+    let response = match client
+        .get(endpoint(broker, "v1/edge/sync"))
+        .bearer_auth(credential.expose())
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        let bytes = response.bytes().await.unwrap_or_default();
+        return error_from(status, &bytes);
+    }
+    info!(broker = %broker, "broker sync connected");
+    let mut stream = response.bytes_stream();
+    let mut parser = SseParser::default();
+    loop {
+        let chunk = match tokio::time::timeout(READ_TIMEOUT, stream.next()).await {
+            Err(_) => return BrokerError::Silent(READ_TIMEOUT),
+            Ok(None) => return BrokerError::Closed,
+            Ok(Some(Err(e))) => return e.into(),
+            Ok(Some(Ok(chunk))) => chunk,
+        };
+        let events = match parser.feed(&chunk) {
+            Ok(events) => events,
+            Err(e) => return e.into(),
+        };
+        for event in events.into_iter().filter(|e| e.event == "leases") {
+            match serde_json::from_str::<LeaseSet>(&event.data) {
+                Ok(set) => {
+                    debug!(leases = set.leases.len(), "lease set received");
+                    *delivered = true;
+                    sets.send_replace(Some(set));
+                }
+                Err(e) => return e.into(),
+            }
+        }
+    }
+}
+
+fn endpoint(broker: &Url, path: &str) -> String {
+    format!("{}/{path}", broker.as_str().trim_end_matches('/'))
+}
+
+/// Maps an error response to a `BrokerError`, quoting the broker's own message (which by
+/// contract never holds secrets) when the body is the documented shape.
+fn error_from(status: StatusCode, body: &[u8]) -> BrokerError {
+    let message = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error.message)
+        .unwrap_or_else(|_| status.canonical_reason().unwrap_or("error").to_owned());
+    match status {
+        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => BrokerError::Refused(message),
+        _ => BrokerError::Status { status, message },
+    }
+}
+
+/// `a: b: c` from an error and its sources, for one log field.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthorized_is_refused_with_the_broker_message() {
+        let body = br#"{"error":{"code":"unauthorized","message":"invalid or used token"}}"#;
+        let err = error_from(StatusCode::UNAUTHORIZED, body);
+        assert!(err.is_refused());
+        assert_eq!(err.to_string(), "the broker refused: invalid or used token");
+        let err = error_from(StatusCode::INTERNAL_SERVER_ERROR, b"<html>");
+        assert!(!err.is_refused());
+        assert!(err.to_string().contains("Internal Server Error"));
+    }
+
+    #[test]
+    fn endpoint_joins_with_or_without_slash() {
+        for base in ["https://b.test:8443", "https://b.test:8443/"] {
+            let url: Url = base.parse().unwrap();
+            assert_eq!(
+                endpoint(&url, "v1/edge/sync"),
+                "https://b.test:8443/v1/edge/sync"
+            );
+        }
+    }
+}

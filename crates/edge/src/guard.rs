@@ -1,0 +1,216 @@
+//! The guard: an nftables table `inet grantwire` that keeps Plex's ports closed on every
+//! interface but the tunnel and loopback, so Plex (which listens everywhere) is reachable only
+//! through admitted leases and the LAN ranges the operator allowed.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+
+/// Plex's TCP ports: the server (32400), DLNA (32469) and Plex Companion (8324).
+pub const PLEX_TCP_PORTS: &str = "32400, 32469, 8324";
+/// Plex's UDP ports: SSDP (1900), mDNS/Bonjour (5353), GDM discovery (32410-32414). SSDP and
+/// GDM answers were the amplification vector fixed in PMS 1.21.3.4014.
+pub const PLEX_UDP_PORTS: &str = "1900, 5353, 32410-32414";
+
+/// What the guard lets through besides the tunnel and loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardSpec {
+    pub tun_name: String,
+    pub allow_lan: Vec<IpNet>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GuardError {
+    #[error("`nft` was not found; install the nftables package")]
+    NftMissing(#[source] std::io::Error),
+    #[error("nftables refused the change: the edge needs CAP_NET_ADMIN (run as root or grant the capability)")]
+    NotPermitted,
+    #[error("running nft failed")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft failed: {0}")]
+    Nft(String),
+}
+
+/// The firewall boundary, so tests run without nftables.
+pub trait Guard {
+    /// Installs the table, atomically replacing any stale one from an earlier run.
+    fn install(&mut self, spec: &GuardSpec) -> Result<(), GuardError>;
+    /// Removes the table (clean exit only: after a crash the table stays, which fails closed).
+    fn remove(&mut self) -> Result<(), GuardError>;
+}
+
+/// The real guard, through `nft -f -`.
+#[derive(Debug, Default)]
+pub struct NftGuard;
+
+impl Guard for NftGuard {
+    fn install(&mut self, spec: &GuardSpec) -> Result<(), GuardError> {
+        run_nft(&["-f", "-"], Some(&render_ruleset(spec)))
+    }
+
+    fn remove(&mut self) -> Result<(), GuardError> {
+        run_nft(&["delete", "table", "inet", "grantwire"], None)
+    }
+}
+
+/// The ruleset piped to `nft -f -`. The leading `table` + `delete table` pair makes the load
+/// one transaction that replaces a stale table whether or not one exists.
+pub fn render_ruleset(spec: &GuardSpec) -> String {
+    let mut allow = String::new();
+    let v4: Vec<String> = spec
+        .allow_lan
+        .iter()
+        .filter(|n| matches!(n, IpNet::V4(_)))
+        .map(|n| n.trunc().to_string())
+        .collect();
+    let v6: Vec<String> = spec
+        .allow_lan
+        .iter()
+        .filter(|n| matches!(n, IpNet::V6(_)))
+        .map(|n| n.trunc().to_string())
+        .collect();
+    if !v4.is_empty() {
+        allow.push_str(&format!(
+            "        ip saddr {{ {} }} accept\n",
+            v4.join(", ")
+        ));
+    }
+    if !v6.is_empty() {
+        allow.push_str(&format!(
+            "        ip6 saddr {{ {} }} accept\n",
+            v6.join(", ")
+        ));
+    }
+    format!(
+        "table inet grantwire\n\
+         delete table inet grantwire\n\
+         table inet grantwire {{\n\
+         \x20   chain input {{\n\
+         \x20       type filter hook input priority filter - 10; policy accept;\n\
+         \x20       iifname \"lo\" accept\n\
+         \x20       iifname {tun} accept\n\
+         {allow}\
+         \x20       tcp dport {{ {PLEX_TCP_PORTS} }} drop\n\
+         \x20       udp dport {{ {PLEX_UDP_PORTS} }} drop\n\
+         \x20   }}\n\
+         }}\n",
+        tun = quote(&spec.tun_name),
+    )
+}
+
+/// nft string literal. Interface names cannot hold quotes (the kernel allows them, but the
+/// name comes from our own flag); any `"` is dropped rather than escaped, which nft lacks.
+fn quote(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', ""))
+}
+
+fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(), GuardError> {
+    let mut child = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => GuardError::NftMissing(e),
+            _ => GuardError::Spawn(e),
+        })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).map_err(GuardError::Spawn)?;
+    }
+    let output = child.wait_with_output().map_err(GuardError::Spawn)?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+    if stderr.contains("Operation not permitted") {
+        return Err(GuardError::NotPermitted);
+    }
+    Err(GuardError::Nft(stderr))
+}
+
+/// Records what it was asked to do, for tests of the shell.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct FakeGuard {
+    pub installed: Option<GuardSpec>,
+    pub removals: usize,
+}
+
+#[cfg(test)]
+impl Guard for FakeGuard {
+    fn install(&mut self, spec: &GuardSpec) -> Result<(), GuardError> {
+        self.installed = Some(spec.clone());
+        Ok(())
+    }
+
+    fn remove(&mut self) -> Result<(), GuardError> {
+        self.installed = None;
+        self.removals += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ruleset_without_lan_ranges() {
+        let text = render_ruleset(&GuardSpec {
+            tun_name: "gw0".into(),
+            allow_lan: vec![],
+        });
+        assert_eq!(
+            text,
+            "table inet grantwire\n\
+             delete table inet grantwire\n\
+             table inet grantwire {\n\
+             \x20   chain input {\n\
+             \x20       type filter hook input priority filter - 10; policy accept;\n\
+             \x20       iifname \"lo\" accept\n\
+             \x20       iifname \"gw0\" accept\n\
+             \x20       tcp dport { 32400, 32469, 8324 } drop\n\
+             \x20       udp dport { 1900, 5353, 32410-32414 } drop\n\
+             \x20   }\n\
+             }\n"
+        );
+    }
+
+    #[test]
+    fn lan_ranges_split_by_family_before_the_drops() {
+        let text = render_ruleset(&GuardSpec {
+            tun_name: "plex\"tun".into(),
+            allow_lan: vec![
+                "192.168.1.7/24".parse().unwrap(),
+                "fd00::/64".parse().unwrap(),
+                "10.1.0.0/16".parse().unwrap(),
+            ],
+        });
+        let v4 = text
+            .find("ip saddr { 192.168.1.0/24, 10.1.0.0/16 } accept")
+            .unwrap();
+        let v6 = text.find("ip6 saddr { fd00::/64 } accept").unwrap();
+        let drop = text.find("tcp dport").unwrap();
+        assert!(v4 < drop && v6 < drop);
+        assert!(text.contains("iifname \"plextun\" accept"));
+    }
+
+    #[test]
+    fn fake_guard_records_install_and_remove() {
+        let mut guard = FakeGuard::default();
+        let spec = GuardSpec {
+            tun_name: "gw0".into(),
+            allow_lan: vec![],
+        };
+        guard.install(&spec).unwrap();
+        assert_eq!(guard.installed.as_ref(), Some(&spec));
+        guard.remove().unwrap();
+        assert_eq!((guard.installed.is_none(), guard.removals), (true, 1));
+    }
+}

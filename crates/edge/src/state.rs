@@ -1,0 +1,205 @@
+//! The edge's state directory: its WireGuard private key, the broker credential and the edge
+//! config from enrolment. Written once, reused on every later start.
+
+use std::fmt;
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use grantwire_proto::{EdgeConfig, PrivateKey};
+use rand::RngCore;
+use zeroize::Zeroize;
+
+const KEY_FILE: &str = "private.key";
+const CREDENTIAL_FILE: &str = "credential";
+const CONFIG_FILE: &str = "config.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} does not hold a WireGuard key")]
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: grantwire_proto::KeyError,
+    },
+    #[error("{path} is not a valid edge config")]
+    BadConfig {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The broker's bearer credential for this edge. Redacted in `Debug`, never logged.
+#[derive(Clone)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
+}
+
+/// A state directory, created 0700 on first use.
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let io = |source| StateError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        fs::create_dir_all(dir).map_err(io)?;
+        // Also on an existing directory: the key inside must not be readable by others.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(io)?;
+        Ok(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// The edge's key, made from OS randomness (and clamped) on first start.
+    pub fn private_key(&self) -> Result<PrivateKey, StateError> {
+        let path = self.dir.join(KEY_FILE);
+        match self.read(KEY_FILE)? {
+            Some(text) => text
+                .parse()
+                .map_err(|source| StateError::BadKey { path, source }),
+            None => {
+                let mut bytes = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut bytes);
+                let key = PrivateKey::from_random_bytes(bytes);
+                bytes.zeroize();
+                self.write_secret(KEY_FILE, &key.to_base64())?;
+                Ok(key)
+            }
+        }
+    }
+
+    /// The credential and config stored at enrolment, if the edge has enrolled.
+    pub fn enrolment(&self) -> Result<Option<(Credential, EdgeConfig)>, StateError> {
+        let (Some(credential), Some(config)) =
+            (self.read(CREDENTIAL_FILE)?, self.read(CONFIG_FILE)?)
+        else {
+            return Ok(None);
+        };
+        let config = serde_json::from_str(&config).map_err(|source| StateError::BadConfig {
+            path: self.dir.join(CONFIG_FILE),
+            source,
+        })?;
+        Ok(Some((
+            Credential::new(credential.trim().to_owned()),
+            config,
+        )))
+    }
+
+    /// Stores the config first and the credential last, so a crash in between leaves an edge
+    /// that is simply not enrolled (its token is spent, but nothing half-written is trusted).
+    pub fn store_enrolment(
+        &self,
+        credential: &Credential,
+        config: &EdgeConfig,
+    ) -> Result<(), StateError> {
+        let json =
+            serde_json::to_string_pretty(config).map_err(|source| StateError::BadConfig {
+                path: self.dir.join(CONFIG_FILE),
+                source,
+            })?;
+        self.write_secret(CONFIG_FILE, &json)?;
+        self.write_secret(CREDENTIAL_FILE, credential.expose())
+    }
+
+    fn read(&self, name: &str) -> Result<Option<String>, StateError> {
+        let path = self.dir.join(name);
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Io { path, source }),
+        }
+    }
+
+    /// Writes through a 0600 temporary file and a rename, so a reader never sees half a key.
+    fn write_secret(&self, name: &str, contents: &str) -> Result<(), StateError> {
+        let path = self.dir.join(name);
+        let tmp = self.dir.join(format!(".{name}.tmp"));
+        let io = |source| StateError::Io {
+            path: path.clone(),
+            source,
+        };
+        let _ = fs::remove_file(&tmp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(contents.as_bytes()).map_err(io)?;
+        file.write_all(b"\n").map_err(io)?;
+        file.sync_all().map_err(io)?;
+        fs::rename(&tmp, &path).map_err(io)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> EdgeConfig {
+        EdgeConfig {
+            name: "home".into(),
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            tunnel_address: "10.77.0.1".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn key_is_made_once_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("state");
+        let state = StateDir::open(&dir).unwrap();
+        let key = state.private_key().unwrap();
+        assert_eq!(key.as_bytes()[0] & 7, 0, "clamped");
+        let again = StateDir::open(&dir).unwrap().private_key().unwrap();
+        assert_eq!(again.public_key(), key.public_key());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join(KEY_FILE)), 0o600);
+    }
+
+    #[test]
+    fn enrolment_round_trips_and_is_absent_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        assert!(state.enrolment().unwrap().is_none());
+        state
+            .store_enrolment(&Credential::new("secret-cred".into()), &config())
+            .unwrap();
+        let (cred, cfg) = state.enrolment().unwrap().unwrap();
+        assert_eq!(cred.expose(), "secret-cred");
+        assert_eq!(cfg, config());
+        assert!(!format!("{cred:?}").contains("secret"));
+        let mode = fs::metadata(tmp.path().join(CREDENTIAL_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
