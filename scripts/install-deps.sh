@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages grantwire's tests and run script use: a real WireGuard client
+# (wireguard-go + wireguard-tools) for the end-to-end tests, nftables for the edge's guard,
+# iproute2 for network namespaces, curl and python3 for the stand-in Plex and its checks.
+# Installs only what is missing, so a warm machine skips apt entirely.
+set -euo pipefail
+
+packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null; then SUDO=sudo; else
+        echo "install-deps: need root to install: ${missing[*]}" >&2
+        exit 1
+    fi
+else
+    SUDO=
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

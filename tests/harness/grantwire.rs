@@ -1,0 +1,403 @@
+//! Drivers for the three binaries, written against DESIGN.md's command-line contract only:
+//! flags, the one JSON object `--json` prints on stdout, files the broker writes, exit codes.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::bins::bins;
+use super::metrics::Metrics;
+use super::netns::Netns;
+use super::plex::http_get;
+use super::proc::{Output, Proc};
+use super::totp;
+
+/// Exit code of a refused request (authentication, grant, pin).
+pub const EXIT_REFUSED: i32 = 3;
+
+pub const BROKER_PORT: u16 = 8443;
+pub const EDGE_WG_PORT: u16 = 51820;
+pub const METRICS_ADDR: &str = "127.0.0.1:9586";
+
+const READY: Duration = Duration::from_secs(20);
+const CMD: Duration = Duration::from_secs(30);
+
+/// Environment for the daemons: plain logs (no colour codes) at INFO unless the caller set
+/// `RUST_LOG`, and backtraces, so a failure's logs say something.
+fn daemon_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("NO_COLOR", "1".to_owned()),
+        (
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+        ),
+        ("RUST_BACKTRACE", "1".to_owned()),
+    ]
+}
+
+fn spawn_daemon(ns: &Netns, label: &str, argv: &[&str]) -> Proc {
+    let env = daemon_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    ns.spawn_env(label, argv, &env)
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+fn json_str(v: &Value, field: &str, out: &Output) -> String {
+    v.get(field)
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("JSON output lacks string field {field:?}:\n{out}"))
+        .to_owned()
+}
+
+/// `grantwire-broker serve` in a namespace, plus its admin commands (which act through the
+/// running broker's admin socket in the data directory).
+pub struct Broker {
+    pub data_dir: PathBuf,
+    /// SHA-256 of the TLS certificate exactly as the broker wrote it to `tls-cert.sha256`.
+    pub fingerprint: String,
+    ns_name: String,
+    proc: Proc,
+}
+
+/// What `user add --json` printed.
+#[derive(Debug, Clone)]
+pub struct UserInfo {
+    pub name: String,
+    pub totp_secret: Vec<u8>,
+    pub otpauth_uri: String,
+    pub password: String,
+}
+
+impl UserInfo {
+    /// The code an authenticator shows at `unix_secs`.
+    pub fn totp_at(&self, unix_secs: u64) -> String {
+        totp::code_at(&self.totp_secret, unix_secs)
+    }
+}
+
+/// What `edge add --json` printed.
+#[derive(Debug, Clone)]
+pub struct EdgeInfo {
+    pub name: String,
+    pub endpoint: String,
+    pub subnet: String,
+    /// The edge's address inside the tunnel, without a prefix length (`10.77.0.1`).
+    pub tunnel_ip: String,
+    pub enrolment_token: String,
+}
+
+impl Broker {
+    /// Starts `grantwire-broker serve --data-dir D --listen 0.0.0.0:8443` and waits until it
+    /// has written its fingerprint, opened its admin socket and answers HTTPS on the port.
+    pub fn start(ns: &Netns, data_dir: &Path) -> Broker {
+        std::fs::create_dir_all(data_dir).expect("broker data dir");
+        let listen = format!("0.0.0.0:{BROKER_PORT}");
+        let mut proc = spawn_daemon(
+            ns,
+            "grantwire-broker serve",
+            &[
+                bins().broker_str(),
+                "serve",
+                "--data-dir",
+                path_str(data_dir),
+                "--listen",
+                &listen,
+            ],
+        );
+        let fp_file = data_dir.join("tls-cert.sha256");
+        let sock = data_dir.join("admin.sock");
+        let url = format!("https://127.0.0.1:{BROKER_PORT}/");
+        let fingerprint = crate::wait_for(READY, Duration::from_millis(50), || {
+            proc.assert_running("the broker to be ready");
+            let fp = std::fs::read_to_string(&fp_file).ok()?.trim().to_owned();
+            if fp.is_empty() || !sock.exists() {
+                return None;
+            }
+            // Any HTTP response at all (a 404 included) means the TLS listener is up.
+            let probe = ns.exec_with(
+                &[
+                    "curl",
+                    "-sSk",
+                    "--noproxy",
+                    "*",
+                    "--max-time",
+                    "1",
+                    "-o",
+                    "/dev/null",
+                    &url,
+                ],
+                None,
+                Duration::from_secs(5),
+            );
+            probe.success().then_some(fp)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the broker did not become ready within {READY:?} (expected {} , {} and HTTPS on \
+                 port {BROKER_PORT})\n{}",
+                fp_file.display(),
+                sock.display(),
+                proc.logs()
+            )
+        });
+        let hex: String = fingerprint
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .collect();
+        let announced = proc.stderr().lines().any(|l| {
+            l.contains("TLS certificate SHA-256 fingerprint:")
+                && l.to_ascii_lowercase().contains(&hex.to_ascii_lowercase())
+        });
+        assert!(
+            announced,
+            "the broker's stderr must announce `grantwire-broker: TLS certificate SHA-256 \
+             fingerprint: {fingerprint}` (the value in {})\n{}",
+            fp_file.display(),
+            proc.logs()
+        );
+        Broker {
+            data_dir: data_dir.to_owned(),
+            fingerprint,
+            ns_name: ns.name().to_owned(),
+            proc,
+        }
+    }
+
+    /// `grantwire-broker ARGS --data-dir D` in the broker's namespace.
+    pub fn admin(&self, ns: &Netns, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        assert_eq!(
+            ns.name(),
+            self.ns_name,
+            "admin commands run beside the broker"
+        );
+        let mut argv = vec![bins().broker_str()];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--data-dir", path_str(&self.data_dir)]);
+        ns.exec_with(&argv, stdin, CMD)
+    }
+
+    pub fn add_user(&self, ns: &Netns, name: &str, password: &str) -> UserInfo {
+        let out = self
+            .admin(
+                ns,
+                &["user", "add", name, "--password-stdin", "--json"],
+                Some(format!("{password}\n").as_bytes()),
+            )
+            .expect_ok(&format!("grantwire-broker user add {name}"));
+        let v = out.json();
+        let secret = json_str(&v, "totp_secret", &out);
+        assert!(
+            !secret.contains('='),
+            "totp_secret must be base32 without padding:\n{out}"
+        );
+        assert_eq!(json_str(&v, "name", &out), name, "{out}");
+        UserInfo {
+            name: name.to_owned(),
+            totp_secret: totp::decode_secret(&secret),
+            otpauth_uri: json_str(&v, "otpauth_uri", &out),
+            password: password.to_owned(),
+        }
+    }
+
+    pub fn add_edge(&self, ns: &Netns, name: &str, endpoint: &str) -> EdgeInfo {
+        let out = self
+            .admin(
+                ns,
+                &["edge", "add", name, "--endpoint", endpoint, "--json"],
+                None,
+            )
+            .expect_ok(&format!("grantwire-broker edge add {name}"));
+        let v = out.json();
+        let tunnel = json_str(&v, "tunnel_address", &out);
+        EdgeInfo {
+            name: json_str(&v, "name", &out),
+            endpoint: json_str(&v, "endpoint", &out),
+            subnet: json_str(&v, "subnet", &out),
+            tunnel_ip: tunnel.split('/').next().unwrap_or(&tunnel).to_owned(),
+            enrolment_token: json_str(&v, "enrolment_token", &out),
+        }
+    }
+
+    /// `grant add USER EDGE [--lease-ttl TTL] --json`.
+    pub fn grant(&self, ns: &Netns, user: &str, edge: &str, lease_ttl: Option<&str>) -> Value {
+        let mut args = vec!["grant", "add", user, edge, "--json"];
+        if let Some(ttl) = lease_ttl {
+            args.extend_from_slice(&["--lease-ttl", ttl]);
+        }
+        self.admin(ns, &args, None)
+            .expect_ok(&format!("grantwire-broker grant add {user} {edge}"))
+            .json()
+    }
+
+    pub fn revoke(&self, ns: &Netns, user: &str, edge: &str) -> Output {
+        self.admin(ns, &["grant", "revoke", user, edge], None)
+            .expect_ok(&format!("grantwire-broker grant revoke {user} {edge}"))
+    }
+
+    /// The `leases` array of `lease list --json`.
+    pub fn leases(&self, ns: &Netns) -> Vec<Value> {
+        let out = self
+            .admin(ns, &["lease", "list", "--json"], None)
+            .expect_ok("grantwire-broker lease list");
+        let v = out.json();
+        v.get("leases")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("lease list --json has no `leases` array:\n{out}"))
+            .clone()
+    }
+
+    pub fn proc(&self) -> &Proc {
+        &self.proc
+    }
+
+    /// Stops the broker (to show the edge enforces expiry on its own).
+    pub fn stop(&mut self) {
+        self.proc.stop(Duration::from_secs(1));
+    }
+}
+
+/// `grantwire-edge run` in the home namespace, with its metrics endpoint.
+pub struct Edge {
+    proc: Proc,
+    pub tun_name: String,
+}
+
+impl Edge {
+    /// Writes the enrolment token to a 0600 file and starts the edge; waits until its metrics
+    /// answer and its nftables guard (`table inet grantwire`) is in place.
+    pub fn start(ns: &Netns, broker: &Broker, token: &str, dir: &Path, tun_name: &str) -> Edge {
+        let token_file = dir.join("edge-token");
+        std::fs::write(&token_file, format!("{token}\n")).expect("token file");
+        std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod token file");
+        let state = dir.join("edge-state");
+        let broker_url = format!("https://127.0.0.1:{BROKER_PORT}");
+        let listen = format!("0.0.0.0:{EDGE_WG_PORT}");
+        let mut proc = spawn_daemon(
+            ns,
+            "grantwire-edge run",
+            &[
+                bins().edge_str(),
+                "run",
+                "--broker",
+                &broker_url,
+                "--token-file",
+                path_str(&token_file),
+                "--broker-fingerprint",
+                &broker.fingerprint,
+                "--listen",
+                &listen,
+                "--state-dir",
+                path_str(&state),
+                "--tun-name",
+                tun_name,
+                "--metrics-listen",
+                METRICS_ADDR,
+            ],
+        );
+        let url = format!("http://{METRICS_ADDR}/metrics");
+        let ready = crate::wait_for(READY, Duration::from_millis(100), || {
+            proc.assert_running("the edge to be ready");
+            let metrics = http_get(ns, &url, Duration::from_secs(1));
+            let guard = ns.exec(&["nft", "list", "table", "inet", "grantwire"]);
+            (metrics.ok() && guard.success()).then_some(())
+        });
+        if ready.is_none() {
+            panic!(
+                "the edge did not become ready within {READY:?} (expected metrics on {url} and \
+                 nftables table `inet grantwire`)\n{}",
+                proc.logs()
+            );
+        }
+        Edge {
+            proc,
+            tun_name: tun_name.to_owned(),
+        }
+    }
+
+    pub fn metrics(&self, ns: &Netns) -> Metrics {
+        let url = format!("http://{METRICS_ADDR}/metrics");
+        let got = http_get(ns, &url, Duration::from_secs(2));
+        assert!(got.ok(), "GET {url} failed: {got:?}\n{}", self.proc.logs());
+        Metrics::parse(&got.body)
+    }
+
+    pub fn proc(&self) -> &Proc {
+        &self.proc
+    }
+
+    /// Panics with the logs if the edge has exited.
+    #[track_caller]
+    pub fn assert_running(&mut self, waiting_for: &str) {
+        self.proc.assert_running(waiting_for);
+    }
+}
+
+/// The `grantwire` CLI with its own config directory (one per simulated device).
+pub struct ClientCli {
+    pub config_dir: PathBuf,
+}
+
+impl ClientCli {
+    pub fn new(config_dir: &Path) -> ClientCli {
+        std::fs::create_dir_all(config_dir).expect("client config dir");
+        ClientCli {
+            config_dir: config_dir.to_owned(),
+        }
+    }
+
+    fn run(&self, ns: &Netns, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        let mut argv = vec![
+            bins().client_str(),
+            "--config-dir",
+            path_str(&self.config_dir),
+        ];
+        argv.extend_from_slice(args);
+        ns.exec_with(&argv, stdin, CMD)
+    }
+
+    /// `grantwire login --broker URL --user NAME --fingerprint FP --password-stdin --totp CODE`.
+    pub fn login(
+        &self,
+        ns: &Netns,
+        broker_url: &str,
+        user: &str,
+        password: &str,
+        fingerprint: &str,
+        code: &str,
+    ) -> Output {
+        super::plex::assert_safe_host(
+            broker_url
+                .trim_start_matches("https://")
+                .split(':')
+                .next()
+                .unwrap_or(broker_url),
+        );
+        self.run(
+            ns,
+            &[
+                "login",
+                "--broker",
+                broker_url,
+                "--user",
+                user,
+                "--fingerprint",
+                fingerprint,
+                "--password-stdin",
+                "--totp",
+                code,
+            ],
+            Some(format!("{password}\n").as_bytes()),
+        )
+    }
+
+    /// `grantwire profile EDGE --out FILE`: a new lease, written as a wg-quick file.
+    pub fn profile(&self, ns: &Netns, edge: &str, out: &Path) -> Output {
+        self.run(ns, &["profile", edge, "--out", path_str(out)], None)
+    }
+}

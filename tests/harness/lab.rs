@@ -1,0 +1,178 @@
+//! The scenario topology:
+//!
+//! ```text
+//!  client ns 192.0.2.2 ──veth── 192.0.2.1  home ns  198.51.100.1 ──veth── 198.51.100.2 other ns
+//!                                 broker :8443, edge udp/51820 + TUN 10.77.0.1,   (default route
+//!                                 stand-in Plex 0.0.0.0:32400, metrics 127.0.0.1:9586  via .1)
+//! ```
+//!
+//! Field order is drop order: the daemons stop before their namespaces go, and the temporary
+//! directory (data dirs, logs of one-shot commands) goes last.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::grantwire::{Broker, ClientCli, Edge, EdgeInfo, UserInfo, BROKER_PORT, EDGE_WG_PORT};
+use super::netns::{unique_base, veth_pair, Netns};
+use super::plex::{http_get, HttpResult, StandInPlex, PLEX_PORT};
+use super::proc::unexpected_warnings;
+
+pub const HOME_OUTSIDE_IP: &str = "192.0.2.1";
+pub const CLIENT_IP: &str = "192.0.2.2";
+pub const OTHER_IP: &str = "198.51.100.2";
+
+pub struct Lab {
+    pub edge: Option<Edge>,
+    pub broker: Broker,
+    pub plex: StandInPlex,
+    pub other: Option<Netns>,
+    pub client: Netns,
+    pub home: Netns,
+    /// Unique name stem of this lab; derive interface names from it with one more character.
+    pub base: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Namespaces, veths, the stand-in Plex and a running broker; `with_other` adds the "other"
+    /// namespace on a second link.
+    pub fn new(tag: &str, with_other: bool) -> Lab {
+        let base = unique_base(tag);
+        let dir = tempfile::Builder::new()
+            .prefix("grantwire-e2e-lab")
+            .tempdir()
+            .expect("lab dir");
+        let home = Netns::new(&format!("{base}-home"));
+        let client = Netns::new(&format!("{base}-client"));
+        veth_pair(
+            &home,
+            &format!("{HOME_OUTSIDE_IP}/24"),
+            &client,
+            &format!("{CLIENT_IP}/24"),
+        );
+        let other = with_other.then(|| {
+            let other = Netns::new(&format!("{base}-other"));
+            veth_pair(&home, "198.51.100.1/24", &other, &format!("{OTHER_IP}/24"));
+            other.route_via("default", "198.51.100.1");
+            other
+        });
+        let plex = StandInPlex::start(&home);
+        let broker = Broker::start(&home, &dir.path().join("broker"));
+        Lab {
+            edge: None,
+            broker,
+            plex,
+            other,
+            client,
+            home,
+            base,
+            dir,
+        }
+    }
+
+    pub fn broker_url(&self) -> String {
+        format!("https://{HOME_OUTSIDE_IP}:{BROKER_PORT}")
+    }
+
+    /// `edge add home --endpoint 192.0.2.1:51820`, then `grantwire-edge run` with its token.
+    pub fn enrol_edge(&mut self) -> EdgeInfo {
+        let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
+        let info = self.broker.add_edge(&self.home, "home", &endpoint);
+        super::plex::assert_safe_host(&info.tunnel_ip);
+        let edge = Edge::start(
+            &self.home,
+            &self.broker,
+            &info.enrolment_token,
+            self.dir.path(),
+            &format!("{}t", self.base),
+        );
+        self.edge = Some(edge);
+        info
+    }
+
+    pub fn edge(&self) -> &Edge {
+        self.edge.as_ref().expect("enrol_edge first")
+    }
+
+    pub fn add_user(&self, name: &str) -> UserInfo {
+        self.broker
+            .add_user(&self.home, name, &format!("{name}-correct-horse-battery"))
+    }
+
+    /// A fresh client config directory (one simulated device).
+    pub fn device(&self, name: &str) -> ClientCli {
+        ClientCli::new(&self.dir.path().join(format!("device-{name}")))
+    }
+
+    /// Logs `user` in from the client namespace with the current TOTP code; panics on refusal.
+    pub fn login(&self, cli: &ClientCli, user: &UserInfo) {
+        let code = user.totp_at(crate::unix_now());
+        cli.login(
+            &self.client,
+            &self.broker_url(),
+            &user.name,
+            &user.password,
+            &self.broker.fingerprint,
+            &code,
+        )
+        .expect_ok(&format!("grantwire login as {}", user.name));
+    }
+
+    /// `grantwire profile home --out FILE` from the client namespace; returns the file.
+    pub fn profile(&self, cli: &ClientCli, file_name: &str) -> PathBuf {
+        let out = self.dir.path().join(file_name);
+        cli.profile(&self.client, "home", &out)
+            .expect_ok("grantwire profile home");
+        assert!(
+            out.is_file(),
+            "grantwire profile --out wrote no {}",
+            out.display()
+        );
+        out
+    }
+
+    pub fn plex_url(&self, edge: &EdgeInfo) -> String {
+        format!("http://{}:{PLEX_PORT}/", edge.tunnel_ip)
+    }
+
+    /// Polls `url` from `ns` until the stand-in page loads; returns how long it took.
+    pub fn wait_page(
+        &self,
+        ns: &Netns,
+        url: &str,
+        timeout: Duration,
+    ) -> Result<Duration, HttpResult> {
+        let start = Instant::now();
+        let mut last = None;
+        while start.elapsed() < timeout {
+            let got = http_get(ns, url, Duration::from_secs(1));
+            if got.has(self.plex.marker()) {
+                return Ok(start.elapsed());
+            }
+            last = Some(got);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Err(last.unwrap_or_else(|| http_get(ns, url, Duration::from_secs(1))))
+    }
+
+    /// Whether the page loads from `ns` right now (one short try).
+    pub fn page_loads(&self, ns: &Netns, url: &str, timeout: Duration) -> bool {
+        http_get(ns, url, timeout).has(self.plex.marker())
+    }
+
+    /// Panics on WARN or ERROR lines in the broker's and edge's logs matching none of `allowed`.
+    #[track_caller]
+    pub fn assert_no_unexpected_warnings(&self, allowed: &[&str]) {
+        let mut found = Vec::new();
+        for proc in std::iter::once(self.broker.proc()).chain(self.edge.as_ref().map(Edge::proc)) {
+            for line in unexpected_warnings(&proc.stderr(), allowed) {
+                found.push(format!("{}: {line}", proc.label()));
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "unexpected WARN/ERROR lines (a WARN means a human should look):\n{}",
+            found.join("\n")
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! The stand-in Plex (an HTTP server on 0.0.0.0:32400 serving a unique marker) and the HTTP
+//! probe the scenarios use, with the address safety rule.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::netns::{unique_base, Netns};
+use super::proc::Proc;
+
+pub const PLEX_PORT: u16 = 32400;
+
+/// `python3 -m http.server 32400 --bind 0.0.0.0` in a namespace, serving `index.html` that holds
+/// a marker no other test uses, so a page that loads is proven to come from this server.
+pub struct StandInPlex {
+    marker: String,
+    proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl StandInPlex {
+    pub fn start(ns: &Netns) -> StandInPlex {
+        let dir = tempfile::Builder::new()
+            .prefix("grantwire-e2e-plex")
+            .tempdir()
+            .expect("plex dir");
+        let marker = format!("stand-in-plex-{}", unique_base("p"));
+        std::fs::write(
+            dir.path().join("index.html"),
+            format!("<html><body>{marker}</body></html>\n"),
+        )
+        .expect("write index.html");
+        let dir_str = dir.path().to_str().expect("UTF-8 temp path").to_owned();
+        let port = PLEX_PORT.to_string();
+        let mut proc = ns.spawn(
+            "stand-in Plex",
+            &[
+                "python3",
+                "-m",
+                "http.server",
+                &port,
+                "--bind",
+                "0.0.0.0",
+                "--directory",
+                &dir_str,
+            ],
+        );
+        let url = format!("http://127.0.0.1:{PLEX_PORT}/");
+        let ready = crate::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
+            proc.assert_running("the stand-in Plex to answer");
+            http_get(ns, &url, Duration::from_secs(1))
+                .has(&marker)
+                .then_some(())
+        });
+        if ready.is_none() {
+            panic!("stand-in Plex did not answer on {url}\n{}", proc.logs());
+        }
+        StandInPlex {
+            marker,
+            proc,
+            _dir: dir,
+        }
+    }
+
+    pub fn marker(&self) -> &str {
+        &self.marker
+    }
+
+    pub fn logs(&self) -> String {
+        self.proc.logs()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.pid()
+    }
+}
+
+/// What one `curl` did.
+#[derive(Debug, Clone)]
+pub struct HttpResult {
+    pub url: String,
+    /// curl's exit code: 0 a response, 7 connection refused, 28 timed out.
+    pub curl_exit: Option<i32>,
+    pub body: String,
+    pub stderr: String,
+}
+
+impl HttpResult {
+    pub fn ok(&self) -> bool {
+        self.curl_exit == Some(0)
+    }
+    /// A response arrived and holds `marker`.
+    pub fn has(&self, marker: &str) -> bool {
+        self.ok() && self.body.contains(marker)
+    }
+    pub fn timed_out(&self) -> bool {
+        self.curl_exit == Some(28)
+    }
+    pub fn refused(&self) -> bool {
+        self.curl_exit == Some(7)
+    }
+}
+
+/// `curl -sS --max-time T URL` inside `ns`. Panics before sending anything if the URL's host is
+/// outside the ranges these tests may reach.
+pub fn http_get(ns: &Netns, url: &str, timeout: Duration) -> HttpResult {
+    assert_safe_host(url_host(url));
+    let max_time = format!("{:.3}", timeout.as_secs_f64());
+    let out = ns.exec_with(
+        &[
+            "curl",
+            "-sS",
+            "--noproxy",
+            "*",
+            "--max-time",
+            &max_time,
+            url,
+        ],
+        None,
+        timeout + Duration::from_secs(5),
+    );
+    HttpResult {
+        url: url.to_owned(),
+        curl_exit: out.code,
+        body: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+/// Panics unless `host` is loopback, a documentation range (used only on veths the tests make)
+/// or the tunnel range 10.77.0.0/24. Everything the harness sends goes through here or through
+/// a profile endpoint checked the same way.
+#[track_caller]
+pub fn assert_safe_host(host: &str) {
+    let ip: Ipv4Addr = host
+        .parse()
+        .unwrap_or_else(|_| panic!("refusing to send to {host:?}: only IPv4 literals are used"));
+    let o = ip.octets();
+    let safe = ip.is_loopback()
+        || o[..3] == [192, 0, 2]
+        || o[..3] == [198, 51, 100]
+        || o[..3] == [203, 0, 113]
+        || o[..3] == [10, 77, 0];
+    assert!(
+        safe,
+        "refusing to send to {ip}: tests reach only loopback, 192.0.2.0/24, 198.51.100.0/24, \
+         203.0.113.0/24 and 10.77.0.0/24"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_host_and_safety() {
+        assert_eq!(url_host("http://10.77.0.1:32400/web"), "10.77.0.1");
+        assert_eq!(url_host("https://192.0.2.1:8443"), "192.0.2.1");
+        assert_safe_host("10.77.0.1");
+        assert_safe_host("127.0.0.1");
+        assert!(std::panic::catch_unwind(|| assert_safe_host("8.8.8.8")).is_err());
+        assert!(std::panic::catch_unwind(|| assert_safe_host("10.77.1.1")).is_err());
+        assert!(std::panic::catch_unwind(|| assert_safe_host("example.com")).is_err());
+    }
+}
