@@ -2,6 +2,7 @@
 //! the admin commands of the CLI so their changes go through the running broker (and reach the
 //! edges at once).
 
+use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use grantwire_proto::{
@@ -26,6 +27,10 @@ pub enum AdminError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket (or its directory) is not ours to open, or the broker hung up on us because
+    /// our uid is neither root nor its own.
+    #[error("permission denied on the admin socket {}: run as root or as the broker's user", .path.display())]
+    PermissionDenied { path: PathBuf },
     #[error("admin socket: {0}")]
     Http(#[from] hyper::Error),
     #[error("admin request: {0}")]
@@ -85,13 +90,22 @@ impl AdminClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<R, AdminError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| AdminError::Unreachable {
-                    path: self.socket.clone(),
-                    source,
-                })?;
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|e| connect_error(&self.socket, e))?;
+        match self.exchange(stream, method, path, body).await {
+            Err(AdminError::Http(e)) => Err(self.explain_hangup(e).await),
+            other => other,
+        }
+    }
+
+    async fn exchange<B: Serialize, R: DeserializeOwned>(
+        &self,
+        stream: UnixStream,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<R, AdminError> {
         let (mut sender, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         let driver = tokio::spawn(async move {
@@ -121,5 +135,89 @@ impl AdminClient {
             code: err.error.code,
             message: err.error.message,
         })
+    }
+
+    /// The broker accepts admin connections only from root and its own uid, and drops any
+    /// other without a word (see `admin_socket`), which reaches us as a connection closed
+    /// before the response. When our uid is one it would drop, say so rather than show a bare
+    /// HTTP error.
+    async fn explain_hangup(&self, e: hyper::Error) -> AdminError {
+        let owner = std::fs::metadata(&self.socket).map(|m| m.uid()).ok();
+        match (own_uid().await, owner) {
+            (Some(own), Some(owner)) if uid_check_refuses(own, owner) => {
+                AdminError::PermissionDenied {
+                    path: self.socket.clone(),
+                }
+            }
+            _ => AdminError::Http(e),
+        }
+    }
+}
+
+fn connect_error(path: &Path, source: std::io::Error) -> AdminError {
+    if source.kind() == std::io::ErrorKind::PermissionDenied {
+        AdminError::PermissionDenied {
+            path: path.to_owned(),
+        }
+    } else {
+        AdminError::Unreachable {
+            path: path.to_owned(),
+            source,
+        }
+    }
+}
+
+/// Mirrors the broker's rule: root and the socket's owner get in, nobody else.
+fn uid_check_refuses(own_uid: u32, socket_owner: u32) -> bool {
+    own_uid != 0 && own_uid != socket_owner
+}
+
+/// This process's effective uid. SO_PEERCRED on one end of a socket pair reports the creator,
+/// which is us: a way to learn it without `unsafe` (denied in this workspace).
+async fn own_uid() -> Option<u32> {
+    let (a, _b) = UnixStream::pair().ok()?;
+    a.peer_cred().ok().map(|c| c.uid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denied_connect_is_reported_as_such() {
+        let path = Path::new("/srv/grantwire/admin.sock");
+        let denied = std::io::Error::from(std::io::ErrorKind::PermissionDenied);
+        let err = connect_error(path, denied);
+        assert!(
+            matches!(err, AdminError::PermissionDenied { .. }),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "permission denied on the admin socket /srv/grantwire/admin.sock: \
+             run as root or as the broker's user"
+        );
+        let missing = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let err = connect_error(path, missing);
+        assert!(matches!(err, AdminError::Unreachable { .. }), "{err:?}");
+        assert!(err
+            .to_string()
+            .contains("is `grantwire-broker serve` running?"));
+    }
+
+    #[test]
+    fn the_uid_rule_matches_the_brokers() {
+        assert!(!uid_check_refuses(0, 1000));
+        assert!(!uid_check_refuses(1000, 1000));
+        assert!(uid_check_refuses(1001, 1000));
+        assert!(uid_check_refuses(1001, 0));
+    }
+
+    #[tokio::test]
+    async fn own_uid_is_found() {
+        let uid = own_uid().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mine = std::fs::metadata(dir.path()).unwrap().uid();
+        assert_eq!(uid, mine);
     }
 }

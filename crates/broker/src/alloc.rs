@@ -47,6 +47,16 @@ pub fn pin_for(source: IpAddr) -> Result<Pin, PinError> {
     Pin::for_source(source, DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6)
 }
 
+/// Whether a client at `source` can reach an edge registered with `endpoint` (`HOST:PORT`). A
+/// name may resolve to either family, so only an address literal of the other family fails:
+/// an IPv6 client pinned to its IPv6 address would send from an address the edge never sees.
+pub fn endpoint_serves(endpoint: &str, source: IpAddr) -> bool {
+    match endpoint.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().to_canonical().is_ipv4() == source.to_canonical().is_ipv4(),
+        Err(_) => true,
+    }
+}
+
 /// A lease ends after the grant's lease lifetime, but never after the grant itself ends.
 pub fn lease_expiry(now: i64, lease_ttl_secs: u64, grant_ends_at: Option<i64>) -> i64 {
     let ttl = i64::try_from(lease_ttl_secs).unwrap_or(i64::MAX);
@@ -123,6 +133,21 @@ mod tests {
         assert!(pin_for("198.51.100.7".parse().unwrap())
             .unwrap()
             .covers("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn endpoint_family_must_match_a_literal() {
+        let v4: IpAddr = "198.51.100.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().unwrap();
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        assert!(endpoint_serves("192.0.2.1:51820", v4));
+        assert!(endpoint_serves("192.0.2.1:51820", mapped));
+        assert!(!endpoint_serves("192.0.2.1:51820", v6));
+        assert!(endpoint_serves("[2001:db8::1]:51820", v6));
+        assert!(!endpoint_serves("[2001:db8::1]:51820", v4));
+        assert!(!endpoint_serves("[2001:db8::1]:51820", mapped));
+        assert!(endpoint_serves("plex.example.net:51820", v4));
+        assert!(endpoint_serves("plex.example.net:51820", v6));
     }
 
     #[test]

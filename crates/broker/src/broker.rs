@@ -10,6 +10,7 @@ use sqlx::SqlitePool;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
+use crate::secrets::Argon2Gate;
 use crate::store;
 
 /// Capacity of the change channel. A subscriber that falls this far behind is told it lagged
@@ -25,6 +26,7 @@ pub struct Broker {
 struct Inner {
     db: SqlitePool,
     session_ttl: Duration,
+    argon2: Argon2Gate,
     /// Carries the id of an edge whose lease set changed. Edge streams re-read their set from
     /// the database on every message for them: the database is the only source of truth.
     changes: broadcast::Sender<i64>,
@@ -33,13 +35,14 @@ struct Inner {
 }
 
 impl Broker {
-    pub fn new(db: SqlitePool, session_ttl: Duration) -> Self {
+    pub fn new(db: SqlitePool, session_ttl: Duration, argon2: Argon2Gate) -> Self {
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (shutdown, _) = watch::channel(false);
         Self {
             inner: Arc::new(Inner {
                 db,
                 session_ttl,
+                argon2,
                 changes,
                 shutdown,
             }),
@@ -52,6 +55,19 @@ impl Broker {
 
     pub fn session_ttl(&self) -> Duration {
         self.inner.session_ttl
+    }
+
+    pub(crate) fn argon2(&self) -> &Argon2Gate {
+        &self.inner.argon2
+    }
+
+    /// Every write transaction starts here. IMMEDIATE takes SQLite's write lock at BEGIN: a
+    /// deferred transaction that reads first holds a WAL snapshot, and if another writer
+    /// commits before it upgrades to a writer, SQLite fails it with SQLITE_BUSY_SNAPSHOT at
+    /// once (the busy timeout does not apply), so e.g. a revoke would fail under lease traffic.
+    /// Taking the lock first makes writers queue on the busy timeout instead.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        Ok(self.db().begin_with("BEGIN IMMEDIATE").await?)
     }
 
     /// Tells every connected stream of `edge_id` to send a fresh lease set. Called after the

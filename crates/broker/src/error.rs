@@ -112,6 +112,31 @@ where
     }
 }
 
+/// The body of an unauthenticated route (login, enrolment). Whatever is wrong with it comes
+/// back as the same 401 a wrong password or token gets: naming a missing or mistyped field would
+/// tell a stranger the shape of the API (DESIGN.md: an unauthenticated request learns nothing
+/// about what the service is). Only an oversized body keeps its 413, which every HTTP server
+/// gives.
+pub struct GuardedJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for GuardedJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::PayloadTooLarge)
+            }
+            Err(_) => Err(Error::Unauthorized),
+        }
+    }
+}
+
 fn from_json_rejection(rejection: JsonRejection) -> Error {
     if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return Error::PayloadTooLarge;

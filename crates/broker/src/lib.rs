@@ -26,4 +26,4 @@ pub use admin_client::{AdminClient, AdminError};
 pub use broker::Broker;
 pub use error::{Error, Result};
 pub use server::{start, RunningBroker, ServeConfig, ADMIN_SOCKET, DB_FILE};
-pub use service::admin::{default_subnet, DEFAULT_LEASE_TTL_SECS};
+pub use service::admin::{check_endpoint, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS};

@@ -7,18 +7,32 @@ mod output;
 use std::io::BufRead as _;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Parser as _;
-use grantwire_broker::{secrets, AdminClient, AdminError, ServeConfig, ADMIN_SOCKET};
+use grantwire_broker::{
+    alloc, check_endpoint, check_name, secrets, AdminClient, AdminError, ServeConfig, ADMIN_SOCKET,
+};
 use grantwire_proto::{
     EdgeAddRequest, ErrorCode, GrantAddRequest, GrantRevokeRequest, UserAddRequest,
 };
 
 use cli::{Cli, Command, EdgeCommand, GrantCommand, LeaseCommand, ServeArgs, UserCommand};
 
-/// Exit code for a refusal (auth, grant, pin), distinct from a runtime failure (1) and a
-/// usage error (2, from clap).
+/// Exit codes (DESIGN.md): a runtime failure is 1; a usage error (clap's, a local argument
+/// check, or the admin API's `bad_request`) is 2; a refusal (auth, grant, pin, the admin
+/// socket's permission check) is 3.
+const EXIT_FAILURE: u8 = 1;
+const EXIT_USAGE: u8 = 2;
 const EXIT_REFUSED: u8 = 3;
+
+/// An argument the command refused before (or instead of) asking the broker.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Usage(String);
+
+fn usage(e: impl std::fmt::Display) -> anyhow::Error {
+    Usage(e.to_string()).into()
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,17 +48,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("grantwire-broker: {e:#}");
-            let refused = e.downcast_ref::<AdminError>().is_some_and(|a| {
-                matches!(
-                    a,
-                    AdminError::Refused {
-                        code: ErrorCode::Unauthorized | ErrorCode::Forbidden,
-                        ..
-                    }
-                )
-            });
-            ExitCode::from(if refused { EXIT_REFUSED } else { 1 })
+            ExitCode::from(exit_code(&e))
         }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<Usage>().is_some() {
+        return EXIT_USAGE;
+    }
+    match e.downcast_ref::<AdminError>() {
+        Some(AdminError::Refused {
+            code: ErrorCode::BadRequest,
+            ..
+        }) => EXIT_USAGE,
+        Some(
+            AdminError::Refused {
+                code: ErrorCode::Unauthorized | ErrorCode::Forbidden,
+                ..
+            }
+            | AdminError::PermissionDenied { .. },
+        ) => EXIT_REFUSED,
+        _ => EXIT_FAILURE,
     }
 }
 
@@ -67,8 +92,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             password_stdin,
             json,
         }) => {
+            check_name(&name, "user").map_err(usage)?;
             let password = read_password(password_stdin)?;
-            secrets::check_password_policy(&password)?;
+            secrets::check_password_policy(&password).map_err(usage)?;
             let req = UserAddRequest {
                 name,
                 password,
@@ -83,6 +109,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subnet,
             json,
         }) => {
+            check_name(&name, "edge").map_err(usage)?;
+            check_endpoint(&endpoint).map_err(usage)?;
+            let subnet = alloc::check_subnet(subnet).map_err(usage)?;
             let req = EdgeAddRequest {
                 name,
                 endpoint,
@@ -97,6 +126,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             lease_ttl,
             json,
         }) => {
+            check_names(&user, &edge)?;
+            if lease_ttl.as_secs() == 0 {
+                return Err(usage("--lease-ttl must be at least 1s"));
+            }
             let req = GrantAddRequest {
                 user,
                 edge,
@@ -105,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::grant_added(&admin.grant_add(&req).await?, json)
         }
         Command::Grant(GrantCommand::Revoke { user, edge, json }) => {
+            check_names(&user, &edge)?;
             let req = GrantRevokeRequest { user, edge };
             output::grant_revoked(&admin.grant_revoke(&req).await?, json)
         }
@@ -112,6 +146,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::lease_list(&admin.lease_list().await?, json)
         }
     }
+}
+
+fn check_names(user: &str, edge: &str) -> anyhow::Result<()> {
+    check_name(user, "user").map_err(usage)?;
+    check_name(edge, "edge").map_err(usage)?;
+    Ok(())
 }
 
 async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<()> {
@@ -163,7 +203,45 @@ fn read_password(from_stdin: bool) -> anyhow::Result<String> {
     let first = rpassword::prompt_password("Password: ").context("reading the password")?;
     let second = rpassword::prompt_password("Again: ").context("reading the password")?;
     if first != second {
-        bail!("the passwords differ");
+        return Err(usage("the passwords differ"));
     }
     Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(code: ErrorCode) -> anyhow::Error {
+        AdminError::Refused {
+            code,
+            message: "m".into(),
+        }
+        .into()
+    }
+
+    #[test]
+    fn exit_codes_follow_the_contract() {
+        assert_eq!(exit_code(&usage("bad name")), EXIT_USAGE);
+        assert_eq!(
+            exit_code(&usage("bad name").context("adding a user")),
+            EXIT_USAGE
+        );
+        assert_eq!(exit_code(&refused(ErrorCode::BadRequest)), EXIT_USAGE);
+        assert_eq!(exit_code(&refused(ErrorCode::Unauthorized)), EXIT_REFUSED);
+        assert_eq!(exit_code(&refused(ErrorCode::Forbidden)), EXIT_REFUSED);
+        assert_eq!(exit_code(&refused(ErrorCode::NotFound)), EXIT_FAILURE);
+        assert_eq!(exit_code(&refused(ErrorCode::Conflict)), EXIT_FAILURE);
+        assert_eq!(exit_code(&refused(ErrorCode::Internal)), EXIT_FAILURE);
+        let denied = AdminError::PermissionDenied {
+            path: "/d/admin.sock".into(),
+        };
+        assert_eq!(exit_code(&denied.into()), EXIT_REFUSED);
+        let down = AdminError::Unreachable {
+            path: "/d/admin.sock".into(),
+            source: std::io::ErrorKind::NotFound.into(),
+        };
+        assert_eq!(exit_code(&down.into()), EXIT_FAILURE);
+        assert_eq!(exit_code(&anyhow::anyhow!("disk full")), EXIT_FAILURE);
+    }
 }

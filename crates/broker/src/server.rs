@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::admin_socket::AdminListener;
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::{routes, store, tls};
+use crate::{routes, secrets, store, tls};
 
 pub const DB_FILE: &str = "broker.db";
 pub const ADMIN_SOCKET: &str = "admin.sock";
@@ -115,7 +115,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     let admin_socket = config.data_dir.join(ADMIN_SOCKET);
     let admin_listener = bind_admin_socket(&admin_socket)?;
     let db = store::open(&config.data_dir.join(DB_FILE)).await?;
-    let broker = Broker::new(db, config.session_ttl);
+    let permits = secrets::argon2_permits(std::thread::available_parallelism().ok());
+    let argon2 = secrets::Argon2Gate::new(permits).await?;
+    let broker = Broker::new(db, config.session_ttl, argon2);
     let identity = tls::load_or_create(
         &config.data_dir,
         config.tls_cert.as_deref(),
@@ -154,13 +156,42 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     })
 }
 
-/// The data directory holds the database, TLS key and admin socket: owner only.
+/// The data directory holds the database, TLS key and admin socket: owner only. A new one is
+/// made 0700. An existing one with any group or other permission is refused rather than
+/// chmodded: whatever was readable may already have been read (the TLS key, the database), and
+/// a mode the operator chose should not change behind their back.
 fn make_private_dir(dir: &Path) -> Result<()> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
+    match std::fs::DirBuilder::new()
+        .recursive(false)
         .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        .create(dir)
+    {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Missing parents: make them (0700 too) and the directory itself.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let meta = std::fs::metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(Error::Internal(format!(
+            "data dir {} is not a directory",
+            dir.display()
+        )));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        let path = dir.display();
+        return Err(Error::Internal(format!(
+            "data dir {path} is mode {mode:04o}; make it 0700 (chmod 700 {path})"
+        )));
+    }
     Ok(())
 }
 
@@ -179,4 +210,53 @@ fn bind_admin_socket(path: &Path) -> Result<AdminListener> {
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(AdminListener::new(listener, path)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_data_dir_is_owner_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/b/data");
+        make_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        // And an owner-only one is taken as it is.
+        make_private_dir(&dir).unwrap();
+        assert_eq!(mode(&dir), 0o700);
+    }
+
+    #[test]
+    fn an_open_data_dir_is_refused_and_left_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        for bits in [0o755, 0o750, 0o701, 0o710, 0o1777] {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(bits)).unwrap();
+            let err = make_private_dir(&dir).unwrap_err().to_string();
+            let path = dir.display();
+            assert_eq!(
+                err,
+                format!("data dir {path} is mode {bits:04o}; make it 0700 (chmod 700 {path})")
+            );
+            assert_eq!(mode(&dir), bits, "the mode was changed");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_broker_does_not_start_in_an_open_data_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = start(ServeConfig::for_tests(&dir)).await.err().unwrap();
+        assert!(err.to_string().contains("is mode 0755"), "{err}");
+        // Refused before anything was written into it.
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+    }
 }

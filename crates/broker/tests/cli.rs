@@ -125,7 +125,7 @@ async fn binary_serves_and_admin_commands_use_the_socket() {
         &["user", "add", "bob", "--password-stdin"],
         Some("short\n"),
     );
-    assert_eq!(short.status.code(), Some(1));
+    assert_eq!(short.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8"));
     // Nothing was written: the name is still free.
     let _: UserAddResponse = run_json(
@@ -163,12 +163,56 @@ async fn binary_serves_and_admin_commands_use_the_socket() {
     assert_eq!(grant.lease_ttl_secs, 5);
     let missing = run(&data, &["grant", "add", "alice", "nowhere"], None);
     assert_eq!(missing.status.code(), Some(1));
-    let bad_edge = run(
+    let duplicate = run(
         &data,
-        &["edge", "add", "Bad Name", "--endpoint", "h:1"],
+        &["user", "add", "alice", "--password-stdin"],
+        Some("long enough pw\n"),
+    );
+    assert_eq!(duplicate.status.code(), Some(1));
+
+    // Usage errors exit 2 and write nothing: the names stay free for the corrected command.
+    for args in [
+        &["edge", "add", "Bad Name", "--endpoint", "h:1"][..],
+        &["edge", "add", "cabin", "--endpoint", "no-port"],
+        &["edge", "add", "cabin", "--endpoint", "h:0"],
+        &[
+            "edge",
+            "add",
+            "cabin",
+            "--endpoint",
+            "h:1",
+            "--subnet",
+            "10.0.0.0/8",
+        ],
+        &[
+            "edge",
+            "add",
+            "cabin",
+            "--endpoint",
+            "h:1",
+            "--subnet",
+            "10.9.0.0/30",
+        ],
+        &["grant", "add", "bob", "home", "--lease-ttl", "0s"],
+        &["grant", "add", "Bob", "home"],
+        &["grant", "revoke", "alice", "Home"],
+    ] {
+        let out = run(&data, args, None);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    }
+    let bad_user = run(
+        &data,
+        &["user", "add", "Carol", "--password-stdin"],
+        Some("long enough pw\n"),
+    );
+    assert_eq!(bad_user.status.code(), Some(2));
+    let _: EdgeAddResponse = run_json(
+        &data,
+        &["edge", "add", "cabin", "--endpoint", "h:1", "--json"],
         None,
     );
-    assert_eq!(bad_edge.status.code(), Some(1));
+    let _: GrantInfo = run_json(&data, &["grant", "add", "bob", "home", "--json"], None);
 
     // Enrol the edge, log in and take a lease over HTTPS.
     let http = http_client(Some(served.fingerprint));
@@ -253,4 +297,69 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus 
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// An admin command from a user the broker does not serve exits 3 and says why, whether the
+/// socket cannot be opened or the broker hangs up on the uid. Running as another uid needs
+/// root; without it only the unopenable socket can be shown (a directory with mode 0000).
+#[tokio::test]
+async fn admin_commands_from_another_user_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut served = serve(&data);
+    let socket = data.join("admin.sock");
+    let is_root = std::fs::metadata(&data).map(|m| {
+        use std::os::unix::fs::MetadataExt as _;
+        m.uid() == 0
+    });
+    let is_root = is_root.unwrap();
+    let as_other = |args: &[&str]| -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args).arg("--data-dir").arg(&data);
+        if is_root {
+            cmd.uid(65534).gid(65534);
+        }
+        cmd.stdin(Stdio::null()).output().unwrap()
+    };
+    let expect_denied = |out: Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{stderr}");
+        let want = format!(
+            "permission denied on the admin socket {}: run as root or as the broker's user",
+            socket.display()
+        );
+        assert!(stderr.contains(&want), "{stderr}");
+        assert!(
+            !stderr.contains("is `grantwire-broker serve` running?"),
+            "{stderr}"
+        );
+    };
+    let set_mode = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+
+    if is_root {
+        // The path is reachable but the data directory is not: connect fails with EACCES.
+        set_mode(dir.path(), 0o755);
+        expect_denied(as_other(&["lease", "list"]));
+        // Everything is open, so only the broker's peer uid check stands in the way.
+        set_mode(&data, 0o755);
+        set_mode(&socket, 0o666);
+        expect_denied(as_other(&["lease", "list"]));
+        set_mode(&socket, 0o600);
+        set_mode(&data, 0o700);
+    } else {
+        set_mode(&data, 0o000);
+        expect_denied(as_other(&["lease", "list"]));
+        set_mode(&data, 0o700);
+    }
+    // The owner is still served.
+    let list: LeaseListResponse = run_json(&data, &["lease", "list", "--json"], None);
+    assert!(list.leases.is_empty());
+
+    let _ = served.child.kill();
+    let _ = served.child.wait();
 }

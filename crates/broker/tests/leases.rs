@@ -260,3 +260,146 @@ async fn expired_leases_leave_the_list_and_free_their_address() {
     assert_ne!(second.lease_id, first.lease_id);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn renewing_with_the_same_key_replaces_the_old_lease() {
+    let h = Harness::start().await;
+    let token = h.session("alice").await;
+    h.enrolled_edge("home").await;
+    h.grant("alice", "home").await;
+    let key = keypair().public_key();
+    let body = json!({"edge": "home", "public_key": key});
+    let first = h.post("/v1/leases", Some(&token), &body).await;
+    let first = first.json::<LeaseResponse>().await.unwrap().profile;
+    let second = h.post("/v1/leases", Some(&token), &body).await;
+    assert_eq!(second.status(), 200);
+    let second = second.json::<LeaseResponse>().await.unwrap().profile;
+    assert_ne!(second.lease_id, first.lease_id);
+
+    let list = h.broker.admin().lease_list().await.unwrap();
+    assert_eq!(list.leases.len(), 1);
+    assert_eq!(list.leases[0].id, second.lease_id);
+    assert_eq!(list.leases[0].public_key, key);
+    // The old lease's address was freed in the same transaction, so the renewal reuses it.
+    assert_eq!(second.address, first.address);
+
+    let audit = h.broker.admin().audit_log().await.unwrap();
+    let revoked: Vec<_> = audit.iter().filter(|r| r.kind == "lease_revoked").collect();
+    assert_eq!(revoked.len(), 1);
+    let detail = revoked[0].detail.as_deref().unwrap();
+    assert!(
+        detail.contains(&format!("lease={}", first.lease_id))
+            && detail.contains(&format!("replaced_by={}", second.lease_id)),
+        "{detail}"
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn another_users_public_key_is_refused() {
+    let h = Harness::start().await;
+    let alice = h.session("alice").await;
+    let bob = h.session("bob").await;
+    h.enrolled_edge("home").await;
+    h.grant("alice", "home").await;
+    h.grant("bob", "home").await;
+    let key = keypair().public_key();
+    let body = json!({"edge": "home", "public_key": key});
+    let first = h.post("/v1/leases", Some(&alice), &body).await;
+    let first = first.json::<LeaseResponse>().await.unwrap().profile;
+    let before = h.broker.admin().counts().await.unwrap();
+    let audit_before = h.broker.admin().audit_log().await.unwrap().len();
+
+    let resp = h.post("/v1/leases", Some(&bob), &body).await;
+    let msg = expect_error(resp, 409, ErrorCode::Conflict).await;
+    assert_eq!(msg, "public key already in use");
+
+    assert_eq!(h.broker.admin().counts().await.unwrap(), before);
+    assert_eq!(
+        h.broker.admin().audit_log().await.unwrap().len(),
+        audit_before
+    );
+    let list = h.broker.admin().lease_list().await.unwrap();
+    assert_eq!(list.leases.len(), 1);
+    assert_eq!(list.leases[0].id, first.lease_id);
+    assert_eq!(list.leases[0].user, "alice");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_of_the_other_family_is_refused() {
+    let h = Harness::start().await;
+    let token = h.session("alice").await;
+    let enrol = h
+        .broker
+        .admin()
+        .edge_add(grantwire_proto::EdgeAddRequest {
+            name: "v6only".into(),
+            endpoint: "[2001:db8::1]:51820".into(),
+            subnet: None,
+        })
+        .await
+        .unwrap()
+        .enrolment_token;
+    let body = json!({"token": enrol, "public_key": keypair().public_key()});
+    assert_eq!(h.post("/v1/edge/enrol", None, &body).await.status(), 200);
+    h.grant("alice", "v6only").await;
+    let before = h.broker.admin().counts().await.unwrap();
+    let audit_before = h.broker.admin().audit_log().await.unwrap().len();
+
+    // The harness connects from 127.0.0.1, so the pin is IPv4.
+    let resp = h.request_lease(&token, "v6only").await;
+    let msg = expect_error(resp, 409, ErrorCode::Conflict).await;
+    assert_eq!(msg, "edge has no endpoint of the client's address family");
+    assert_eq!(h.broker.admin().counts().await.unwrap(), before);
+    assert_eq!(
+        h.broker.admin().audit_log().await.unwrap().len(),
+        audit_before
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_revoke_succeeds_while_leases_are_being_issued() {
+    let h = Harness::start().await;
+    let token = h.session("alice").await;
+    h.enrolled_edge("home").await;
+    for round in 0..5 {
+        h.grant("alice", "home").await;
+        let requests =
+            futures_util::future::join_all((0..10).map(|_| h.request_lease(&token, "home")));
+        let revoke = async {
+            // Revoke once the first lease of the burst is in, with the rest still in flight.
+            while h
+                .broker
+                .admin()
+                .lease_list()
+                .await
+                .unwrap()
+                .leases
+                .is_empty()
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            h.broker
+                .admin()
+                .grant_revoke(GrantRevokeRequest {
+                    user: "alice".into(),
+                    edge: "home".into(),
+                })
+                .await
+        };
+        let (responses, revoked) = tokio::join!(requests, revoke);
+        revoked.unwrap_or_else(|e| panic!("round {round}: revoke failed: {e}"));
+        for resp in responses {
+            assert!(
+                [200, 403].contains(&resp.status().as_u16()),
+                "{}",
+                resp.status()
+            );
+        }
+        let live = h.broker.admin().lease_list().await.unwrap().leases;
+        assert!(live.is_empty(), "round {round}: {live:?}");
+    }
+    h.shutdown().await;
+}

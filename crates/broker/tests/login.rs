@@ -120,3 +120,95 @@ async fn unknown_routes_say_nothing_about_the_service() {
     expect_error(resp, 404, ErrorCode::NotFound).await;
     h.shutdown().await;
 }
+
+/// Bodies that do not parse, as (content type, body).
+fn malformed_bodies(valid_fields: &[&str]) -> Vec<(&'static str, String)> {
+    let mut bodies = vec![
+        ("application/json", "{not json".to_owned()),
+        ("application/json", String::new()),
+        ("application/json", "[]".to_owned()),
+        (
+            "application/json",
+            r#"{"user": 7, "password": [], "code": null}"#.to_owned(),
+        ),
+        ("text/plain", r#"{"user": "alice"}"#.to_owned()),
+        ("", "x".to_owned()),
+    ];
+    // Each valid field alone: the others are missing.
+    for f in valid_fields {
+        bodies.push(("application/json", format!(r#"{{"{f}": "x"}}"#)));
+    }
+    bodies
+}
+
+async fn post_raw(h: &Harness, path: &str, content_type: &str, body: String) -> reqwest::Response {
+    let mut req = h.http.post(h.url(path)).body(body);
+    if !content_type.is_empty() {
+        req = req.header("content-type", content_type);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn a_malformed_login_looks_like_a_wrong_password() {
+    let h = Harness::start().await;
+    let secret = h.add_user("alice").await;
+    let wrong = h
+        .login_raw("alice", "not the password", &code_now(&secret))
+        .await;
+    assert_eq!(wrong.status(), 401);
+    let uniform = wrong.text().await.unwrap();
+    let before = h.broker.admin().counts().await.unwrap();
+    let audit_before = h.broker.admin().audit_log().await.unwrap().len();
+
+    for (ct, body) in malformed_bodies(&["user", "password", "code"]) {
+        let resp = post_raw(&h, "/v1/login", ct, body.clone()).await;
+        assert_eq!(resp.status(), 401, "{ct} {body}");
+        assert_eq!(resp.text().await.unwrap(), uniform, "{ct} {body}");
+    }
+    assert_eq!(h.broker.admin().counts().await.unwrap(), before);
+    assert_eq!(
+        h.broker.admin().audit_log().await.unwrap().len(),
+        audit_before
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_malformed_enrolment_looks_like_a_bad_token() {
+    let h = Harness::start().await;
+    let token = h.add_edge("home").await;
+    let key = keypair().public_key();
+    let bad = h
+        .post(
+            "/v1/edge/enrol",
+            None,
+            &serde_json::json!({"token": "made-up", "public_key": key}),
+        )
+        .await;
+    assert_eq!(bad.status(), 401);
+    let uniform = bad.text().await.unwrap();
+    let before = h.broker.admin().counts().await.unwrap();
+    let audit_before = h.broker.admin().audit_log().await.unwrap().len();
+
+    let mut bodies = malformed_bodies(&["token", "public_key"]);
+    // The right token with a key that does not parse must not reveal that the token was right.
+    bodies.push((
+        "application/json",
+        serde_json::json!({"token": token, "public_key": "AAAA"}).to_string(),
+    ));
+    for (ct, body) in bodies {
+        let resp = post_raw(&h, "/v1/edge/enrol", ct, body.clone()).await;
+        assert_eq!(resp.status(), 401, "{ct} {body}");
+        assert_eq!(resp.text().await.unwrap(), uniform, "{ct} {body}");
+    }
+    assert_eq!(h.broker.admin().counts().await.unwrap(), before);
+    assert_eq!(
+        h.broker.admin().audit_log().await.unwrap().len(),
+        audit_before
+    );
+    // The token is still unused.
+    let body = serde_json::json!({"token": token, "public_key": key});
+    assert_eq!(h.post("/v1/edge/enrol", None, &body).await.status(), 200);
+    h.shutdown().await;
+}

@@ -12,6 +12,7 @@
 //!
 //! Every error is an [`ErrorBody`] with one of the [`ErrorCode`]s.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -43,7 +44,8 @@ pub enum ErrorCode {
     Forbidden,
     /// 404: unknown edge (or other named resource), for an authenticated caller only.
     NotFound,
-    /// 409: the name already exists, or the edge's subnet is full.
+    /// 409: the name already exists, the edge's subnet is full, the edge has not enrolled, the
+    /// public key is another user's, or the edge has no endpoint of the client's address family.
     Conflict,
     /// 413: request body over the limit.
     PayloadTooLarge,
@@ -65,7 +67,8 @@ impl ErrorCode {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` is written out below: it redacts the secret fields.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoginRequest {
     pub user: String,
     pub password: String,
@@ -73,7 +76,8 @@ pub struct LoginRequest {
     pub code: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` is written out below: it redacts the secret fields.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct LoginResponse {
     /// Bearer token for later requests. The broker stores only its hash.
     pub token: String,
@@ -94,7 +98,8 @@ pub struct LeaseResponse {
     pub profile: Profile,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` is written out below: it redacts the secret fields.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct EnrolRequest {
     /// The one-time token printed by `grantwire-broker edge add`.
     pub token: String,
@@ -102,7 +107,8 @@ pub struct EnrolRequest {
     pub public_key: PublicKey,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` is written out below: it redacts the secret fields.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct EnrolResponse {
     /// Long-lived bearer credential for `/v1/edge/*`. The broker stores only its hash.
     pub credential: String,
@@ -144,7 +150,8 @@ pub struct EdgeLease {
 
 // ---- admin API (served only on the broker's local admin socket) ----
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` is written out below: it redacts the secret fields.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct UserAddRequest {
     pub name: String,
     pub password: String,
@@ -152,7 +159,8 @@ pub struct UserAddRequest {
     pub admin: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` is written out below: it redacts the secret fields.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct UserAddResponse {
     pub name: String,
     pub admin: bool,
@@ -171,7 +179,8 @@ pub struct EdgeAddRequest {
     pub subnet: Option<Ipv4Net>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `Debug` is written out below: it redacts the secret fields.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct EdgeAddResponse {
     pub name: String,
     pub endpoint: String,
@@ -230,6 +239,83 @@ pub struct LeaseListResponse {
     pub leases: Vec<LeaseInfo>,
 }
 
+// ---- Debug without secrets ----
+//
+// These bodies carry passwords, TOTP codes and secrets, and bearer tokens. Their `Debug` prints
+// `<redacted>` for those fields, so a `{:?}` in a log line or a test failure cannot leak one.
+
+const REDACTED: &str = "<redacted>";
+
+impl fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("user", &self.user)
+            .field("password", &REDACTED)
+            .field("code", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("token", &REDACTED)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EnrolRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrolRequest")
+            .field("token", &REDACTED)
+            .field("public_key", &self.public_key)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EnrolResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnrolResponse")
+            .field("credential", &REDACTED)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl fmt::Debug for UserAddRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserAddRequest")
+            .field("name", &self.name)
+            .field("password", &REDACTED)
+            .field("admin", &self.admin)
+            .finish()
+    }
+}
+
+impl fmt::Debug for UserAddResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserAddResponse")
+            .field("name", &self.name)
+            .field("admin", &self.admin)
+            .field("totp_secret", &REDACTED)
+            .field("otpauth_uri", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for EdgeAddResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EdgeAddResponse")
+            .field("name", &self.name)
+            .field("endpoint", &self.endpoint)
+            .field("subnet", &self.subnet)
+            .field("tunnel_address", &self.tunnel_address)
+            .field("enrolment_token", &REDACTED)
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +341,103 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("32 bytes"), "{err}");
+    }
+
+    const SECRET: &str = "s3cr3t-VALUE-that-must-not-leak";
+
+    fn key() -> PublicKey {
+        "KNqxBMK9eVN4wqdRrtW8GgGQasnTy/0xtfvLuS6sT3A="
+            .parse()
+            .unwrap()
+    }
+
+    fn assert_redacted(debug: String) {
+        assert!(!debug.contains(SECRET), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+    }
+
+    #[test]
+    fn login_request_debug_hides_password_and_code() {
+        let req = LoginRequest {
+            user: "alice".into(),
+            password: SECRET.into(),
+            code: "123456".into(),
+        };
+        let debug = format!("{req:?}");
+        assert!(!debug.contains("123456"), "{debug}");
+        assert!(debug.contains("alice"), "{debug}");
+        assert_redacted(debug);
+        let req = LoginRequest {
+            code: SECRET.into(),
+            password: "x".into(),
+            ..req
+        };
+        assert_redacted(format!("{req:?}"));
+    }
+
+    #[test]
+    fn login_response_debug_hides_token() {
+        let resp = LoginResponse {
+            token: SECRET.into(),
+            expires_at: 1,
+        };
+        assert_redacted(format!("{resp:?}"));
+    }
+
+    #[test]
+    fn enrol_request_debug_hides_token() {
+        let req = EnrolRequest {
+            token: SECRET.into(),
+            public_key: key(),
+        };
+        assert_redacted(format!("{req:?}"));
+    }
+
+    #[test]
+    fn enrol_response_debug_hides_credential() {
+        let resp = EnrolResponse {
+            credential: SECRET.into(),
+            config: EdgeConfig {
+                name: "home".into(),
+                subnet: "10.77.0.0/24".parse().unwrap(),
+                tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
+            },
+        };
+        assert_redacted(format!("{resp:?}"));
+    }
+
+    #[test]
+    fn user_add_request_debug_hides_password() {
+        let req = UserAddRequest {
+            name: "alice".into(),
+            password: SECRET.into(),
+            admin: false,
+        };
+        assert_redacted(format!("{req:?}"));
+    }
+
+    #[test]
+    fn user_add_response_debug_hides_totp_secret_and_uri() {
+        let resp = UserAddResponse {
+            name: "alice".into(),
+            admin: false,
+            totp_secret: SECRET.into(),
+            otpauth_uri: format!("otpauth://totp/grantwire:alice?secret={SECRET}"),
+        };
+        let debug = format!("{resp:?}");
+        assert!(!debug.contains("otpauth://"), "{debug}");
+        assert_redacted(debug);
+    }
+
+    #[test]
+    fn edge_add_response_debug_hides_enrolment_token() {
+        let resp = EdgeAddResponse {
+            name: "home".into(),
+            endpoint: "192.0.2.1:51820".into(),
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
+            enrolment_token: SECRET.into(),
+        };
+        assert_redacted(format!("{resp:?}"));
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{ClientIp, EdgeIdentity, UserSession};
 use crate::broker::Broker;
-use crate::error::{ApiJson, Result};
+use crate::error::{ApiJson, GuardedJson, Result};
 
 /// Interval of SSE keep-alive comments: short enough to keep NAT and proxy idle timers (often
 /// 30-60 s) from closing the edge's connection.
@@ -32,7 +32,7 @@ pub fn router() -> Router<Broker> {
 async fn login(
     State(broker): State<Broker>,
     ClientIp(ip): ClientIp,
-    ApiJson(req): ApiJson<LoginRequest>,
+    GuardedJson(req): GuardedJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>> {
     Ok(Json(broker.login(req, ip).await?))
 }
@@ -49,7 +49,7 @@ async fn lease(
 async fn enrol(
     State(broker): State<Broker>,
     ClientIp(ip): ClientIp,
-    ApiJson(req): ApiJson<EnrolRequest>,
+    GuardedJson(req): GuardedJson<EnrolRequest>,
 ) -> Result<Json<EnrolResponse>> {
     Ok(Json(broker.enrol(req, ip).await?))
 }

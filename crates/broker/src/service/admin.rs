@@ -28,11 +28,10 @@ impl Broker {
     pub async fn user_add(&self, req: UserAddRequest) -> Result<UserAddResponse> {
         check_name(&req.name, "user")?;
         secrets::check_password_policy(&req.password)?;
-        let password = req.password;
-        let phc = tokio::task::spawn_blocking(move || secrets::hash_password(&password)).await??;
+        let phc = self.argon2().hash(req.password).await?;
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
         let now = store::now();
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.write_tx().await?;
         users::insert(&mut tx, &req.name, &phc, &secret, req.admin, now).await?;
         admin_audit(&mut tx, now, "user_added", format!("user={}", req.name)).await?;
         tx.commit().await?;
@@ -54,7 +53,7 @@ impl Broker {
         let token = Token::generate();
         let hash = secrets::token_hash(token.as_str());
         let now = store::now();
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.write_tx().await?;
         let new = edges::NewEdge {
             name: &req.name,
             endpoint: &req.endpoint,
@@ -82,7 +81,7 @@ impl Broker {
         }
         let ports = [PLEX_PORT];
         let now = store::now();
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.write_tx().await?;
         let (user_id, edge_id) = user_and_edge(&mut tx, &req.user, &req.edge).await?;
         let grant = edges::NewGrant {
             user_id,
@@ -109,7 +108,7 @@ impl Broker {
     /// lease set to the edge.
     pub async fn grant_revoke(&self, req: GrantRevokeRequest) -> Result<GrantRevokeResponse> {
         let now = store::now();
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.write_tx().await?;
         let (user_id, edge_id) = user_and_edge(&mut tx, &req.user, &req.edge).await?;
         let grant_id = edges::revoke_grant(&mut tx, user_id, edge_id, now)
             .await?

@@ -25,11 +25,7 @@ impl Broker {
             None
         };
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let password = req.password;
-        let password_ok = tokio::task::spawn_blocking(move || {
-            secrets::verify_password(&password, phc.as_deref())
-        })
-        .await?;
+        let password_ok = self.argon2().verify(req.password, phc).await?;
         // An unknown user's code is checked against a dummy secret, so the work done (and the
         // time taken) does not depend on whether the name exists.
         let dummy_secret = [0u8; totp::SECRET_LEN];
@@ -39,7 +35,7 @@ impl Broker {
         let secs = u64::try_from(now).unwrap_or(0);
         let step = totp::verify(secret, &req.code, secs).filter(|_| user.is_some());
 
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.write_tx().await?;
         let accepted = match (&user, password_ok, step) {
             (Some(u), true, Some(step)) => users::claim_totp_step(&mut tx, u.id, step).await?,
             _ => false,

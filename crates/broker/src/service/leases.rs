@@ -29,9 +29,9 @@ impl Broker {
         let preshared_key = PresharedKey::from_bytes(secrets::random_bytes::<32>());
         let lease_id = format!("l-{}", hex(&secrets::random_bytes::<8>()));
 
-        // IMMEDIATE takes SQLite's write lock up front, so concurrent requests queue here and
-        // each sees the addresses the previous one took.
-        let mut tx = self.db().begin_with("BEGIN IMMEDIATE").await?;
+        // The write lock is taken up front, so concurrent requests queue here and each sees the
+        // addresses (and keys) the previous one took.
+        let mut tx = self.write_tx().await?;
         let edge = edges::by_name(&mut tx, &req.edge)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no edge named {:?}", req.edge)))?;
@@ -44,8 +44,33 @@ impl Broker {
             .ok_or_else(|| Error::Conflict("edge has not enrolled yet".into()))?
             .parse()
             .map_err(|_| Error::Internal(format!("edge {}: stored key is corrupt", edge.name)))?;
+        if !alloc::endpoint_serves(&edge.endpoint, source) {
+            return Err(Error::Conflict(
+                "edge has no endpoint of the client's address family".into(),
+            ));
+        }
         let subnet = edge.subnet()?;
         let edge_addr = edge.tunnel_address()?;
+
+        // The edge keeps one peer per public key, so two live leases sharing a key would leave
+        // one of them silently dead (or pinned to the wrong address). Another user's key is
+        // refused; the same user asking again with its key is a renewal and replaces the old
+        // lease.
+        let key = req.public_key.to_base64();
+        let holders = leases::live_with_key(&mut tx, edge.id, &key, now).await?;
+        if holders.iter().any(|h| h.user_id != user.user_id) {
+            return Err(Error::Conflict("public key already in use".into()));
+        }
+        for old in &holders {
+            leases::revoke(&mut tx, &old.id, now).await?;
+            let event = AuditEvent {
+                kind: "lease_revoked",
+                actor: Some(&user.name),
+                source_ip: ip_text(Some(source)),
+                detail: Some(format!("lease={} replaced_by={lease_id}", old.id)),
+            };
+            store::audit(&mut tx, now, event).await?;
+        }
 
         leases::free_expired_slots(&mut tx, edge.id, now).await?;
         let used = leases::used_slots(&mut tx, edge.id).await?;
@@ -103,7 +128,7 @@ impl Broker {
         let cred_hash = secrets::token_hash(credential.as_str());
         let token_hash = secrets::token_hash(&req.token);
         let key = req.public_key.to_base64();
-        let mut tx = self.db().begin().await?;
+        let mut tx = self.write_tx().await?;
         let consumed =
             edges::consume_enrolment(&mut tx, &token_hash, &key, &cred_hash, now).await?;
         let Some(edge) = consumed else {

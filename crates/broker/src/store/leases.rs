@@ -163,6 +163,41 @@ pub async fn revoke_for_grant(
     .await?)
 }
 
+/// A live lease holding a given public key.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct KeyHolder {
+    pub id: String,
+    pub user_id: i64,
+}
+
+/// The edge's live leases with this public key (base64).
+pub async fn live_with_key(
+    conn: &mut SqliteConnection,
+    edge_id: i64,
+    public_key: &str,
+    now: i64,
+) -> Result<Vec<KeyHolder>> {
+    Ok(sqlx::query_as(
+        "SELECT id, user_id FROM leases
+         WHERE edge_id = ? AND public_key = ? AND revoked_at IS NULL AND expires_at > ?",
+    )
+    .bind(edge_id)
+    .bind(public_key)
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Revokes one lease, freeing its address.
+pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<()> {
+    sqlx::query("UPDATE leases SET revoked_at = ?, addr_slot = NULL WHERE id = ?")
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 const LIVE_SELECT: &str = "SELECT l.id, u.name AS user_name, e.name AS edge_name, l.public_key,
         l.preshared_key, l.tunnel_address, l.pin, l.ports, l.created_at, l.expires_at
     FROM leases l JOIN users u ON u.id = l.user_id JOIN edges e ON e.id = l.edge_id
