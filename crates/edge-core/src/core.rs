@@ -5,17 +5,17 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
-use boringtun::noise::{Packet, Tunn, TunnResult};
+use boringtun::noise::TunnResult;
 use boringtun::x25519;
-use grantwire_proto::{EdgeConfig, EdgeLease, LeaseSet};
+use grantwire_proto::{EdgeConfig, LeaseSet};
 use tracing::{debug, trace, warn};
 
 use crate::datapath::decapsulate_all;
-use crate::packet::parse_ipv4_tcp;
 use crate::peer::{is_expired, Peer};
 use crate::Stats;
+
+mod admission;
 
 /// How often boringtun's timers run. WireGuard's timers have one-second resolution; a quarter
 /// second keeps handshake retries and rekeys close to their nominal times at negligible cost.
@@ -35,7 +35,9 @@ const INDEX_MASK: u32 = 0x00ff_ffff;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Send `payload` as one UDP datagram to `dst`, which always lies inside the pin of the lease
-    /// the datagram belongs to.
+    /// the datagram belongs to ([`EdgeCore::poll_output`] withholds it otherwise). The one
+    /// datagram that belongs to no lease yet, a cookie reply under load, goes to the source of
+    /// the initiation it answers, which lies inside some pin (see the crate docs).
     Transmit { dst: SocketAddr, payload: Vec<u8> },
     /// Write this IPv4 packet to the TUN device. It has passed the inner filter.
     ToTun(Vec<u8>),
@@ -82,7 +84,7 @@ pub struct EdgeCore {
     by_address: HashMap<Ipv4Addr, u32>,
     next_index: u32,
     next_tick: Option<SystemTime>,
-    outputs: VecDeque<Output>,
+    outputs: VecDeque<Queued>,
     buf: Vec<u8>,
     stats: Stats,
 }
@@ -238,10 +240,13 @@ impl EdgeCore {
         match peer.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(payload) => {
                 self.stats.packets_from_tun += 1;
-                self.outputs.push_back(Output::Transmit {
-                    dst: endpoint,
-                    payload: payload.to_vec(),
-                });
+                self.outputs.push_back(Queued::for_peer(
+                    index,
+                    Output::Transmit {
+                        dst: endpoint,
+                        payload: payload.to_vec(),
+                    },
+                ));
             }
             TunnResult::Err(e) => {
                 self.stats.dropped_tun += 1;
@@ -262,10 +267,13 @@ impl EdgeCore {
             if let TunnResult::WriteToNetwork(payload) = result {
                 // Handshake retries and keepalives go only to an endpoint proven inside the pin.
                 if let Some(dst) = peer.endpoint {
-                    self.outputs.push_back(Output::Transmit {
-                        dst,
-                        payload: payload.to_vec(),
-                    });
+                    self.outputs.push_back(Queued::for_peer(
+                        peer.index,
+                        Output::Transmit {
+                            dst,
+                            payload: payload.to_vec(),
+                        },
+                    ));
                 }
             }
         }
@@ -285,51 +293,27 @@ impl EdgeCore {
     /// The next thing to send or write; `None` when there is nothing left.
     pub fn poll_output(&mut self) -> Option<Output> {
         loop {
-            let output = self.outputs.pop_front()?;
+            let Queued { peer, output } = self.outputs.pop_front()?;
             if let Output::Transmit { dst, payload } = &output {
                 // Defence in depth for the invariant `bytes_sent_unpinned == 0`: should a future
                 // change ever route a transmit elsewhere, it is counted and withheld, not sent.
-                if !self.peers.values().any(|p| p.lease.pin.covers(dst.ip())) {
+                // "Some pin covers it" would not do: a reply for lease A sent into lease B's pin
+                // is exactly the cross-lease leak the per-peer pin check exists to prevent.
+                let inside = match peer {
+                    Some(index) => self
+                        .peers
+                        .get(&index)
+                        .is_some_and(|p| p.lease.pin.covers(dst.ip())),
+                    // A cookie reply belongs to no peer yet (see `identify_initiator`); it goes to
+                    // the datagram's own source, which the first admission step found in a pin.
+                    None => self.peers.values().any(|p| p.lease.pin.covers(dst.ip())),
+                };
+                if !inside {
                     self.stats.bytes_sent_unpinned += payload.len() as u64;
                     continue;
                 }
             }
             return Some(output);
-        }
-    }
-
-    fn refuse_reason(&self, lease: &EdgeLease, now: SystemTime) -> Option<&'static str> {
-        if is_expired(lease, now) {
-            return Some("already expired");
-        }
-        if lease.tunnel_address == self.config.tunnel_address
-            || !self.config.subnet.contains(&lease.tunnel_address)
-        {
-            return Some("tunnel address is the edge's own or outside the subnet");
-        }
-        // Two leases with one key could not be told apart in a handshake, and two with one
-        // address could not be told apart on the way back from Plex: install the first only.
-        if self.by_key.contains_key(lease.public_key.as_bytes()) {
-            return Some("public key already used by another lease in the set");
-        }
-        if self.by_address.contains_key(&lease.tunnel_address) {
-            return Some("tunnel address already used by another lease in the set");
-        }
-        None
-    }
-
-    /// The next free 24-bit index, never one held by a peer being replaced, so a stale datagram
-    /// for a removed session cannot reach its successor. Wraps after 16 million leases.
-    fn allocate_index(&mut self, old: &BTreeMap<u32, Peer>) -> u32 {
-        loop {
-            self.next_index = (self.next_index + 1) & INDEX_MASK;
-            let candidate = self.next_index;
-            if candidate != 0
-                && !old.contains_key(&candidate)
-                && !self.peers.contains_key(&candidate)
-            {
-                return candidate;
-            }
         }
     }
 
@@ -357,167 +341,31 @@ impl EdgeCore {
             }
         }
     }
+}
 
-    /// Which peer a datagram from a pinned source claims to be for. Initiations are identified
-    /// by decrypting the initiator's static key (after the mac1 check and the global cookie
-    /// demand), everything else by the receiver index boringtun gave out.
-    fn identify(&mut self, src: SocketAddr, datagram: &[u8]) -> Option<u32> {
-        let packet = match Tunn::parse_incoming_packet(datagram) {
-            Ok(packet) => packet,
-            Err(e) => {
-                self.stats.dropped_invalid += 1;
-                trace!(%src, error = ?e, "dropped: not a WireGuard message");
-                return None;
-            }
-        };
-        let receiver_idx = match packet {
-            Packet::HandshakeInit(_) => return self.identify_initiator(src, datagram),
-            Packet::HandshakeResponse(p) => p.receiver_idx,
-            Packet::PacketCookieReply(p) => p.receiver_idx,
-            Packet::PacketData(p) => p.receiver_idx,
-        };
-        Some(receiver_idx >> 8)
-    }
+/// An output waiting for [`EdgeCore::poll_output`], with the peer it belongs to, so that a
+/// transmit can be checked against that peer's own pin rather than against any pin.
+pub(crate) struct Queued {
+    /// `None` only for a cookie reply, sent before the initiation is tied to a peer.
+    pub peer: Option<u32>,
+    pub output: Output,
+}
 
-    fn identify_initiator(&mut self, src: SocketAddr, datagram: &[u8]) -> Option<u32> {
-        let init = match self
-            .rate_limiter
-            .verify_packet(Some(src.ip()), datagram, &mut self.buf)
-        {
-            Ok(Packet::HandshakeInit(init)) => init,
-            Err(TunnResult::WriteToNetwork(cookie)) => {
-                // Under load: the cookie reply goes to the datagram's source, which is inside a
-                // pin (checked above) and costs us no Diffie-Hellman.
-                self.outputs.push_back(Output::Transmit {
-                    dst: src,
-                    payload: cookie.to_vec(),
-                });
-                return None;
-            }
-            _ => {
-                self.stats.dropped_invalid += 1;
-                trace!(%src, "dropped: initiation failed mac1");
-                return None;
-            }
-        };
-        let Ok(half) = parse_handshake_anon(&self.static_private, &self.static_public, &init)
-        else {
-            self.stats.dropped_invalid += 1;
-            trace!(%src, "dropped: initiation not for this edge's key");
-            return None;
-        };
-        let index = self.by_key.get(&half.peer_static_public).copied();
-        if index.is_none() {
-            self.stats.dropped_unknown_peer += 1;
-            trace!(%src, "dropped: initiation from a key with no lease");
+impl Queued {
+    pub fn for_peer(index: u32, output: Output) -> Self {
+        Self {
+            peer: Some(index),
+            output,
         }
-        index
-    }
-
-    /// The peer a packet from Plex is for, if the outbound filter allows it: IPv4 TCP from the
-    /// edge's tunnel address, to a lease's address, from one of that lease's ports.
-    fn outbound_peer(&self, packet: &[u8]) -> Option<u32> {
-        let Ok(hdr) = parse_ipv4_tcp(packet) else {
-            trace!("dropped from tun: not an IPv4 TCP segment");
-            return None;
-        };
-        if hdr.src != self.config.tunnel_address {
-            trace!(src = %hdr.src, "dropped from tun: source is not the edge");
-            return None;
-        }
-        let index = *self.by_address.get(&hdr.dst)?;
-        let peer = self.peers.get(&index)?;
-        if !peer.lease.ports.contains(&hdr.src_port) {
-            trace!(lease_id = %peer.lease.id, port = hdr.src_port, "dropped from tun: port");
-            return None;
-        }
-        Some(index)
     }
 }
 
 /// Where the datapath puts its results: disjoint borrows of the core's queue and counters, so
 /// a peer can be borrowed mutably at the same time.
 pub(crate) struct Sink<'a> {
-    pub outputs: &'a mut VecDeque<Output>,
+    pub outputs: &'a mut VecDeque<Queued>,
     pub stats: &'a mut Stats,
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use grantwire_proto::{PresharedKey, PrivateKey};
-    use std::time::UNIX_EPOCH;
-
-    fn config() -> EdgeConfig {
-        EdgeConfig {
-            name: "home".into(),
-            subnet: "10.77.0.0/24".parse().unwrap(),
-            tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
-        }
-    }
-
-    fn lease(id: &str, seed: u8, host: u8) -> EdgeLease {
-        EdgeLease {
-            id: id.into(),
-            public_key: PrivateKey::from_random_bytes([seed; 32]).public_key(),
-            preshared_key: PresharedKey::from_bytes([seed; 32]),
-            tunnel_address: Ipv4Addr::new(10, 77, 0, host),
-            pin: "192.0.2.1/32".parse().unwrap(),
-            ports: vec![32400],
-            expires_at: 2_000_000_000,
-        }
-    }
-
-    fn apply(core: &mut EdgeCore, leases: Vec<EdgeLease>) -> ApplySummary {
-        let set = LeaseSet {
-            config: config(),
-            leases,
-            generated_at: 0,
-        };
-        core.apply_lease_set(&set, UNIX_EPOCH + Duration::from_secs(1_900_000_000))
-    }
-
-    #[test]
-    fn duplicates_and_foreign_addresses_are_skipped() {
-        let mut core = EdgeCore::new([7; 32], config());
-        let summary = apply(
-            &mut core,
-            vec![
-                lease("a", 1, 2),
-                lease("same-key", 1, 3),
-                lease("same-address", 2, 2),
-                lease("edge-address", 3, 1),
-                lease("outside", 4, 0).tap(|l| l.tunnel_address = Ipv4Addr::new(10, 78, 0, 5)),
-            ],
-        );
-        assert_eq!((summary.installed, summary.skipped), (1, 4));
-        assert!(core.has_lease("a"));
-    }
-
-    #[test]
-    fn indices_are_unique_and_not_reused_on_replacement() {
-        let mut core = EdgeCore::new([7; 32], config());
-        apply(&mut core, vec![lease("a", 1, 2), lease("b", 2, 3)]);
-        let first: Vec<u32> = core.peers.keys().copied().collect();
-        let mut changed = lease("a", 1, 2);
-        changed.preshared_key = PresharedKey::from_bytes([9; 32]);
-        apply(&mut core, vec![changed, lease("b", 2, 3)]);
-        let second: Vec<u32> = core.peers.keys().copied().collect();
-        assert_eq!(first.len(), 2);
-        assert!(second.iter().all(|i| *i <= INDEX_MASK && *i != 0));
-        // b kept its index; a got a new one, not its old one.
-        assert!(second.contains(&first[1]));
-        assert!(!second.contains(&first[0]));
-    }
-
-    trait Tap: Sized {
-        fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
-    }
-
-    impl Tap for EdgeLease {
-        fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
-            f(&mut self);
-            self
-        }
-    }
-}
+mod tests;

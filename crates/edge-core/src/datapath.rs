@@ -6,7 +6,7 @@ use boringtun::noise::TunnResult;
 use grantwire_proto::EdgeLease;
 use tracing::trace;
 
-use crate::core::{Output, Sink};
+use crate::core::{Output, Queued, Sink};
 use crate::packet::{parse_ipv4_tcp, NotTcp};
 use crate::peer::Peer;
 
@@ -49,20 +49,28 @@ pub(crate) fn decapsulate_all(
                 let reply_type = payload.first().copied().unwrap_or(0);
                 // A cookie reply is sent before any authentication: it proves nothing.
                 authenticated |= reply_type != COOKIE_REPLY;
+                if reply_type == COOKIE_REPLY {
+                    // The peer's own rate limiter is under load (after the pin check, unlike
+                    // the global one in `EdgeCore::identify_initiator`).
+                    out.stats.cookies_sent += 1;
+                }
                 if first && is_handshake_done(incoming_type, reply_type) {
                     out.stats.handshakes_completed += 1;
                     trace!(%src, lease_id = %peer.lease.id, "handshake completed");
                 }
-                out.outputs.push_back(Output::Transmit {
-                    dst: src,
-                    payload: payload.to_vec(),
-                });
+                out.outputs.push_back(Queued::for_peer(
+                    peer.index,
+                    Output::Transmit {
+                        dst: src,
+                        payload: payload.to_vec(),
+                    },
+                ));
                 input = &[];
                 first = false;
             }
             TunnResult::WriteToTunnelV4(packet, _) => {
                 authenticated = true;
-                admit_inner(&peer.lease, packet, edge_address, out);
+                admit_inner(peer, packet, edge_address, out);
                 break;
             }
             TunnResult::WriteToTunnelV6(_, _) => {
@@ -86,15 +94,16 @@ fn is_handshake_done(incoming: u8, reply: u8) -> bool {
     )
 }
 
-fn admit_inner(lease: &EdgeLease, packet: &[u8], edge_address: Ipv4Addr, out: &mut Sink<'_>) {
-    match inner_filter(lease, packet, edge_address) {
+fn admit_inner(peer: &Peer, packet: &[u8], edge_address: Ipv4Addr, out: &mut Sink<'_>) {
+    match inner_filter(&peer.lease, packet, edge_address) {
         Ok(()) => {
             out.stats.packets_to_tun += 1;
-            out.outputs.push_back(Output::ToTun(packet.to_vec()));
+            out.outputs
+                .push_back(Queued::for_peer(peer.index, Output::ToTun(packet.to_vec())));
         }
         Err(reason) => {
             out.stats.dropped_inner_filter += 1;
-            trace!(lease_id = %lease.id, ?reason, "dropped inner");
+            trace!(lease_id = %peer.lease.id, ?reason, "dropped inner");
         }
     }
 }

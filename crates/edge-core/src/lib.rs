@@ -13,7 +13,16 @@
 //!    key is recovered with `parse_handshake_anon` and looked up. Other messages: the peer is
 //!    found by `receiver_idx >> 8`. Either way, a peer whose own pin does not cover the source
 //!    is refused, so lease A's key cannot be used from lease B's address.
-//! 3. The peer's `Tunn` decrypts (always given the source IP); replies go to that source only.
+//!
+//!    The one exception to "no reply before the per-peer pin check": under load (more
+//!    initiations per second than the edge-wide limit) an initiation without a valid cookie
+//!    gets a cookie reply right after the mac1 check. Telling which peer it is from would take
+//!    `parse_handshake_anon`, a Diffie-Hellman, and sparing that is what cookies exist for. The
+//!    reply goes only to the datagram's source, which step 1 found inside some pin, carries no
+//!    session, and is counted in `Stats::cookies_sent`; the retry with the cookie then passes
+//!    through the per-peer pin check like any other initiation.
+//! 3. The peer's `Tunn` decrypts (always given the source IP); replies go to that source only,
+//!    and [`EdgeCore::poll_output`] withholds any transmit outside its own lease's pin.
 //! 4. Decrypted packets pass the inner filter (IPv4 TCP, lease address → edge address, a
 //!    granted port) before they reach the TUN.
 

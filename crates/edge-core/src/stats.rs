@@ -1,7 +1,9 @@
 //! Counters the shell exports as metrics. Plain numbers, owned by the core, read by copy.
 
 /// Monotonic counters since the core was made. Every datagram or packet the core refuses
-/// bumps exactly one `dropped_*` counter.
+/// bumps exactly one `dropped_*` counter, with one exception: a handshake initiation answered
+/// with a cookie reply under load bumps `cookies_sent` instead (it is not processed, but it is
+/// answered, so counting it as a silent drop would hide the reply).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Datagrams whose source IP lies in no lease's pin, dropped before any cryptography.
@@ -16,6 +18,9 @@ pub struct Stats {
     pub dropped_inner_filter: u64,
     /// Packets from the TUN refused by the outbound filter or with no peer endpoint yet.
     pub dropped_tun: u64,
+    /// Cookie replies sent to handshake initiations under load, by the edge-wide rate limiter
+    /// (before the per-peer pin check, to the datagram's source only) or by a peer's own.
+    pub cookies_sent: u64,
     /// Handshakes this edge answered (response sent) or finished as initiator.
     pub handshakes_completed: u64,
     /// Packets handed to the TUN (after the inner filter).
@@ -28,8 +33,10 @@ pub struct Stats {
     pub leases_expired: u64,
     /// Peers removed because a lease set no longer held them (revoked or replaced).
     pub leases_removed: u64,
-    /// Bytes transmitted to a source outside every pin. Zero by construction: every transmit
-    /// goes to a datagram's source after the pin check, or to a peer endpoint set the same way.
-    /// Kept so that a regression would show up in the metrics and the end-to-end tests.
+    /// Bytes withheld because a transmit's destination lay outside the pin of the lease it
+    /// belongs to (or, for a cookie reply, outside every pin). Zero by construction: every
+    /// transmit goes to a datagram's source after the pin check, or to a peer endpoint set the
+    /// same way. Kept so that a regression would show up in the metrics and the end-to-end
+    /// tests instead of on the wire.
     pub bytes_sent_unpinned: u64,
 }

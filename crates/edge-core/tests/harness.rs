@@ -385,3 +385,210 @@ proptest! {
         prop_assert_eq!(core.stats().bytes_sent_unpinned, 0);
     }
 }
+
+/// Where the edge sends Plex's next reply to `a`: the peer's current endpoint.
+fn endpoint_of(core: &mut EdgeCore, a: &Client, at: SystemTime) -> SocketAddr {
+    let reply = build_ipv4(6, EDGE_TUN, a.lease.tunnel_address, 32400, 50000);
+    core.handle_tun_packet(&reply, at);
+    let out = drain(core);
+    let [Output::Transmit { dst, .. }] = out.as_slice() else {
+        panic!("expected one transmit, got {out:?}");
+    };
+    *dst
+}
+
+#[test]
+fn refused_datagrams_do_not_move_the_endpoint() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    // A /24 pin, so that another address inside the pin can be tried too.
+    a.lease.pin = Pin::new(addr(A_SRC).ip(), 24).unwrap();
+    let mut core = edge(&[&a.lease]);
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(A_SRC), &sealed, now(2));
+    assert_eq!(drain(&mut core).len(), 1, "accepted once");
+
+    // Valid receiver index (the peer is found, its pin covers the source), but the Tunn refuses:
+    // a replay of an accepted packet, and one with a corrupted authentication tag.
+    let mut corrupted = a.seal(&a.tcp_to_plex(32400));
+    *corrupted.last_mut().unwrap() ^= 1;
+    let mut refused = 0;
+    for src in ["192.0.2.10:40001", "192.0.2.99:40000"] {
+        for datagram in [&sealed, &corrupted] {
+            core.handle_datagram(addr(src), datagram, now(3));
+            assert!(drain(&mut core).is_empty());
+            refused += 1;
+            assert_eq!(
+                endpoint_of(&mut core, &a, now(3)),
+                addr(A_SRC),
+                "after {src}"
+            );
+        }
+    }
+    assert_eq!(core.stats().dropped_invalid, refused);
+    assert_eq!(core.stats().dropped_pin_mismatch, 0);
+
+    // Contrast: an authentic datagram from a new address inside the pin does move it (roaming).
+    let fresh = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr("192.0.2.99:40000"), &fresh, now(4));
+    assert_eq!(drain(&mut core).len(), 1);
+    assert_eq!(endpoint_of(&mut core, &a, now(4)), addr("192.0.2.99:40000"));
+}
+
+#[test]
+fn an_ipv4_mapped_source_is_admitted_like_the_plain_ipv4_source() {
+    // What a dual-stack ([::]) socket reports for an IPv4 client.
+    let mapped = "[::ffff:192.0.2.10]:40000";
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    let mut core = edge(&[&a.lease]);
+    let init = a.initiation();
+    core.handle_datagram(addr(mapped), &init, now(1));
+    let out = drain(&mut core);
+    let [Output::Transmit { dst, payload }] = out.as_slice() else {
+        panic!("expected one handshake response, got {out:?}");
+    };
+    // The reply goes to the client, in the canonical (plain IPv4) form the pin check used.
+    assert_eq!(*dst, addr(A_SRC));
+    let (replies, _) = a.receive(payload);
+    for reply in replies {
+        core.handle_datagram(addr(mapped), &reply, now(1));
+        assert!(drain(&mut core).is_empty());
+    }
+    for src in [mapped, A_SRC] {
+        let packet = a.tcp_to_plex(32400);
+        let sealed = a.seal(&packet);
+        core.handle_datagram(addr(src), &sealed, now(2));
+        assert_eq!(drain(&mut core), vec![Output::ToTun(packet)], "from {src}");
+    }
+    assert_eq!(endpoint_of(&mut core, &a, now(2)), addr(A_SRC));
+    let stats = core.stats();
+    assert_eq!(stats.handshakes_completed, 1);
+    assert_eq!(stats.packets_to_tun, 2);
+    assert_eq!(
+        stats.dropped_unpinned + stats.dropped_pin_mismatch + stats.dropped_invalid,
+        0
+    );
+
+    // And a mapped address outside the pin is refused like its IPv4 form.
+    core.handle_datagram(addr("[::ffff:192.0.2.11]:40000"), &init, now(3));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_unpinned, 1);
+}
+
+#[test]
+fn an_ipv6_pin_covers_its_slash_64_only() {
+    // The broker pins an IPv6 client to its /64 by default.
+    let mut a = client(1, "lease-a", A_TUN, "[2001:db8:1:2::10]:40000");
+    assert_eq!(a.lease.pin.to_string(), "2001:db8:1:2::/64");
+    let mut core = edge(&[&a.lease]);
+    // Same /64, another address (privacy addresses change): admitted.
+    let inside = "[2001:db8:1:2:abcd::99]:5000";
+    handshake(&mut core, &mut a, inside, now(1));
+    let packet = a.tcp_to_plex(32400);
+    let sealed = a.seal(&packet);
+    core.handle_datagram(addr(inside), &sealed, now(2));
+    assert_eq!(drain(&mut core), vec![Output::ToTun(packet)]);
+
+    // The neighbouring /64, and the same interface id in another /64: refused, no reply.
+    for outside in ["[2001:db8:1:3::10]:40000", "[2001:db8:1:1:abcd::99]:5000"] {
+        let init = a.initiation();
+        core.handle_datagram(addr(outside), &init, now(3));
+        let sealed = a.seal(&a.tcp_to_plex(32400));
+        core.handle_datagram(addr(outside), &sealed, now(3));
+        assert!(drain(&mut core).is_empty(), "{outside}");
+    }
+    assert_eq!(core.stats().dropped_unpinned, 4);
+    assert_eq!(core.stats().packets_to_tun, 1);
+}
+
+#[test]
+fn of_two_leases_with_one_key_only_the_first_is_installed() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    // Same key as a, but its own id, tunnel address and pin.
+    let mut twin = client(1, "lease-twin", B_TUN, B_SRC);
+    assert_eq!(twin.lease.public_key, a.lease.public_key);
+    let mut core = EdgeCore::new(
+        *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes(),
+        config(),
+    );
+    let summary = core.apply_lease_set(&set(&[&a.lease, &twin.lease]), now(0));
+    assert_eq!((summary.installed, summary.skipped), (1, 1));
+    assert!(core.has_lease("lease-a"));
+    assert!(!core.has_lease("lease-twin"));
+    assert_eq!(core.lease_count(), 1);
+    assert_eq!(core.stats().leases_installed, 1);
+
+    // The twin's pin was never installed: its source is unpinned and gets nothing.
+    let init = twin.initiation();
+    core.handle_datagram(addr(B_SRC), &init, now(1));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_unpinned, 1);
+    // The installed lease works as usual.
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    assert_eq!(core.stats().handshakes_completed, 1);
+
+    // Order decides: the same two the other way round install the twin instead.
+    let summary = core.apply_lease_set(&set(&[&twin.lease, &a.lease]), now(2));
+    assert_eq!(
+        (summary.installed, summary.removed, summary.skipped),
+        (1, 1, 1)
+    );
+    assert!(core.has_lease("lease-twin"));
+    assert!(!core.has_lease("lease-a"));
+}
+
+/// `GLOBAL_HANDSHAKE_LIMIT` in core.rs: initiations per second before the edge demands cookies.
+const GLOBAL_HANDSHAKE_LIMIT: usize = 100;
+
+#[test]
+fn under_load_a_cookie_reply_goes_only_to_the_sending_source() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    let b = client(2, "lease-b", B_TUN, B_SRC);
+    let mut core = edge(&[&a.lease, &b.lease]);
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    // Use up the rest of the limit with initiations that pass mac1 (which is what counts) from
+    // a key without a lease: each is dropped after the Diffie-Hellman, with no reply.
+    let mut nobody = client(3, "no-lease", Ipv4Addr::new(10, 77, 0, 4), A_SRC);
+    for _ in 1..GLOBAL_HANDSHAKE_LIMIT {
+        core.handle_datagram(addr(A_SRC), &nobody.initiation(), now(1));
+        assert!(drain(&mut core).is_empty());
+    }
+    assert_eq!(
+        core.stats().dropped_unknown_peer,
+        GLOBAL_HANDSHAKE_LIMIT as u64 - 1
+    );
+    assert_eq!(core.stats().cookies_sent, 0);
+
+    // Under load now. A's key from B's pinned address: the cookie reply comes before the
+    // per-peer pin check, and goes to that source only, not to A's endpoint.
+    core.handle_datagram(addr(B_SRC), &a.initiation(), now(1));
+    let out = drain(&mut core);
+    let [Output::Transmit { dst, payload }] = out.as_slice() else {
+        panic!("expected one cookie reply, got {out:?}");
+    };
+    assert_eq!(*dst, addr(B_SRC));
+    assert_eq!(payload[0], 3, "a cookie reply, not a handshake response");
+    assert_eq!(core.stats().cookies_sent, 1);
+    assert_eq!(core.stats().handshakes_completed, 1);
+
+    // The cookie buys a retry, not admission: with a valid mac2 the initiation reaches the
+    // per-peer pin check, which refuses it without any reply.
+    assert_eq!(a.receive(payload), (vec![], vec![]));
+    core.handle_datagram(addr(B_SRC), &a.initiation(), now(1));
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(core.stats().dropped_pin_mismatch, 1);
+    assert_eq!(core.stats().cookies_sent, 1);
+
+    // From A's own address the same dance completes the handshake (cookies work under load).
+    core.handle_datagram(addr(A_SRC), &a.initiation(), now(1));
+    let out = drain(&mut core);
+    let [Output::Transmit { dst, payload }] = out.as_slice() else {
+        panic!("expected one cookie reply, got {out:?}");
+    };
+    assert_eq!((*dst, payload[0]), (addr(A_SRC), 3));
+    a.receive(payload);
+    handshake(&mut core, &mut a, A_SRC, now(1));
+    assert_eq!(core.stats().cookies_sent, 2);
+    assert_eq!(core.stats().handshakes_completed, 2);
+    assert_eq!(core.stats().bytes_sent_unpinned, 0);
+}

@@ -71,7 +71,7 @@ async fn respond(mut stream: TcpStream, snapshot: Snapshot) -> std::io::Result<(
 /// Prometheus exposition text. Names are a contract with the end-to-end tests.
 pub fn render(snapshot: &Snapshot) -> String {
     let s = &snapshot.stats;
-    let counters: [(&str, u64, &str); 13] = [
+    let counters: [(&str, u64, &str); 14] = [
         (
             "dropped_unpinned_total",
             s.dropped_unpinned,
@@ -101,6 +101,11 @@ pub fn render(snapshot: &Snapshot) -> String {
             "dropped_tun_total",
             s.dropped_tun,
             "Packets from the TUN refused by the outbound filter.",
+        ),
+        (
+            "cookies_sent_total",
+            s.cookies_sent,
+            "Cookie replies sent to handshake initiations under load.",
         ),
         (
             "handshakes_total",
@@ -161,6 +166,7 @@ mod tests {
     fn renders_the_contract_names() {
         let mut snapshot = Snapshot::default();
         snapshot.stats.dropped_unpinned = 7;
+        snapshot.stats.cookies_sent = 3;
         snapshot.leases = 2;
         let text = render(&snapshot);
         for line in [
@@ -169,6 +175,7 @@ mod tests {
             "grantwire_edge_dropped_inner_filter_total 0",
             "grantwire_edge_bytes_sent_unpinned_total 0",
             "grantwire_edge_handshakes_total 0",
+            "grantwire_edge_cookies_sent_total 3",
             "grantwire_edge_leases 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");

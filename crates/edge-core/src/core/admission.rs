@@ -1,0 +1,137 @@
+//! Admission helpers of [`EdgeCore`]: which leases a set may install, the index each peer
+//! gets, and which peer a datagram or TUN packet belongs to. Split from `core.rs` to keep the
+//! driver readable; these are `impl EdgeCore` blocks with access to its fields.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::SystemTime;
+
+use boringtun::noise::handshake::parse_handshake_anon;
+use boringtun::noise::{Packet, Tunn, TunnResult};
+use grantwire_proto::EdgeLease;
+use tracing::trace;
+
+use super::{EdgeCore, Output, Queued, INDEX_MASK};
+use crate::packet::parse_ipv4_tcp;
+use crate::peer::{is_expired, Peer};
+
+impl EdgeCore {
+    pub(super) fn refuse_reason(&self, lease: &EdgeLease, now: SystemTime) -> Option<&'static str> {
+        if is_expired(lease, now) {
+            return Some("already expired");
+        }
+        if lease.tunnel_address == self.config.tunnel_address
+            || !self.config.subnet.contains(&lease.tunnel_address)
+        {
+            return Some("tunnel address is the edge's own or outside the subnet");
+        }
+        // Two leases with one key could not be told apart in a handshake, and two with one
+        // address could not be told apart on the way back from Plex: install the first only.
+        if self.by_key.contains_key(lease.public_key.as_bytes()) {
+            return Some("public key already used by another lease in the set");
+        }
+        if self.by_address.contains_key(&lease.tunnel_address) {
+            return Some("tunnel address already used by another lease in the set");
+        }
+        None
+    }
+
+    /// The next free 24-bit index, never one held by a peer being replaced, so a stale datagram
+    /// for a removed session cannot reach its successor. Wraps after 16 million leases.
+    pub(super) fn allocate_index(&mut self, old: &BTreeMap<u32, Peer>) -> u32 {
+        loop {
+            self.next_index = (self.next_index + 1) & INDEX_MASK;
+            let candidate = self.next_index;
+            if candidate != 0
+                && !old.contains_key(&candidate)
+                && !self.peers.contains_key(&candidate)
+            {
+                return candidate;
+            }
+        }
+    }
+
+    /// Which peer a datagram from a pinned source claims to be for. Initiations are identified
+    /// by decrypting the initiator's static key (after the mac1 check and the global cookie
+    /// demand), everything else by the receiver index boringtun gave out.
+    pub(super) fn identify(&mut self, src: SocketAddr, datagram: &[u8]) -> Option<u32> {
+        let packet = match Tunn::parse_incoming_packet(datagram) {
+            Ok(packet) => packet,
+            Err(e) => {
+                self.stats.dropped_invalid += 1;
+                trace!(%src, error = ?e, "dropped: not a WireGuard message");
+                return None;
+            }
+        };
+        let receiver_idx = match packet {
+            Packet::HandshakeInit(_) => return self.identify_initiator(src, datagram),
+            Packet::HandshakeResponse(p) => p.receiver_idx,
+            Packet::PacketCookieReply(p) => p.receiver_idx,
+            Packet::PacketData(p) => p.receiver_idx,
+        };
+        Some(receiver_idx >> 8)
+    }
+
+    fn identify_initiator(&mut self, src: SocketAddr, datagram: &[u8]) -> Option<u32> {
+        let init = match self
+            .rate_limiter
+            .verify_packet(Some(src.ip()), datagram, &mut self.buf)
+        {
+            Ok(Packet::HandshakeInit(init)) => init,
+            Err(TunnResult::WriteToNetwork(cookie)) => {
+                // Under load, and the one reply the edge sends before the per-peer pin check:
+                // which peer this is can only be learnt from `parse_handshake_anon`, a
+                // Diffie-Hellman, and sparing that work under a flood is what cookies are for.
+                // It goes only to `src`, which the first admission step found inside some pin,
+                // and carries no session: a retry with the cookie still meets the pin check.
+                self.stats.cookies_sent += 1;
+                trace!(%src, "under load: cookie reply sent");
+                self.outputs.push_back(Queued {
+                    peer: None,
+                    output: Output::Transmit {
+                        dst: src,
+                        payload: cookie.to_vec(),
+                    },
+                });
+                return None;
+            }
+            _ => {
+                self.stats.dropped_invalid += 1;
+                trace!(%src, "dropped: initiation failed mac1");
+                return None;
+            }
+        };
+        let Ok(half) = parse_handshake_anon(&self.static_private, &self.static_public, &init)
+        else {
+            self.stats.dropped_invalid += 1;
+            trace!(%src, "dropped: initiation not for this edge's key");
+            return None;
+        };
+        let index = self.by_key.get(&half.peer_static_public).copied();
+        if index.is_none() {
+            self.stats.dropped_unknown_peer += 1;
+            trace!(%src, "dropped: initiation from a key with no lease");
+        }
+        index
+    }
+
+    /// The peer a packet from Plex is for, if the outbound filter allows it: IPv4 TCP from the
+    /// edge's tunnel address, to a lease's address, from one of that lease's ports.
+    pub(super) fn outbound_peer(&self, packet: &[u8]) -> Option<u32> {
+        let Ok(hdr) = parse_ipv4_tcp(packet) else {
+            trace!("dropped from tun: not an IPv4 TCP segment");
+            return None;
+        };
+        if hdr.src != self.config.tunnel_address {
+            trace!(src = %hdr.src, "dropped from tun: source is not the edge");
+            return None;
+        }
+        let index = *self.by_address.get(&hdr.dst)?;
+        let peer = self.peers.get(&index)?;
+        if !peer.lease.ports.contains(&hdr.src_port) {
+            trace!(lease_id = %peer.lease.id, port = hdr.src_port, "dropped from tun: port");
+            return None;
+        }
+        Some(index)
+    }
+}

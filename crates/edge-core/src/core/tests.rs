@@ -1,0 +1,133 @@
+//! Unit tests of the lease table and the output queue, with access to the core's internals.
+
+use super::*;
+use grantwire_proto::{EdgeLease, PresharedKey, PrivateKey};
+use std::time::UNIX_EPOCH;
+
+fn config() -> EdgeConfig {
+    EdgeConfig {
+        name: "home".into(),
+        subnet: "10.77.0.0/24".parse().unwrap(),
+        tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
+    }
+}
+
+fn lease(id: &str, seed: u8, host: u8) -> EdgeLease {
+    EdgeLease {
+        id: id.into(),
+        public_key: PrivateKey::from_random_bytes([seed; 32]).public_key(),
+        preshared_key: PresharedKey::from_bytes([seed; 32]),
+        tunnel_address: Ipv4Addr::new(10, 77, 0, host),
+        pin: "192.0.2.1/32".parse().unwrap(),
+        ports: vec![32400],
+        expires_at: 2_000_000_000,
+    }
+}
+
+fn apply(core: &mut EdgeCore, leases: Vec<EdgeLease>) -> ApplySummary {
+    let set = LeaseSet {
+        config: config(),
+        leases,
+        generated_at: 0,
+    };
+    core.apply_lease_set(&set, UNIX_EPOCH + Duration::from_secs(1_900_000_000))
+}
+
+#[test]
+fn duplicates_and_foreign_addresses_are_skipped() {
+    let mut core = EdgeCore::new([7; 32], config());
+    let summary = apply(
+        &mut core,
+        vec![
+            lease("a", 1, 2),
+            lease("same-key", 1, 3),
+            lease("same-address", 2, 2),
+            lease("edge-address", 3, 1),
+            lease("outside", 4, 0).tap(|l| l.tunnel_address = Ipv4Addr::new(10, 78, 0, 5)),
+        ],
+    );
+    assert_eq!((summary.installed, summary.skipped), (1, 4));
+    assert!(core.has_lease("a"));
+}
+
+#[test]
+fn indices_are_unique_and_not_reused_on_replacement() {
+    let mut core = EdgeCore::new([7; 32], config());
+    apply(&mut core, vec![lease("a", 1, 2), lease("b", 2, 3)]);
+    let first: Vec<u32> = core.peers.keys().copied().collect();
+    let mut changed = lease("a", 1, 2);
+    changed.preshared_key = PresharedKey::from_bytes([9; 32]);
+    apply(&mut core, vec![changed, lease("b", 2, 3)]);
+    let second: Vec<u32> = core.peers.keys().copied().collect();
+    assert_eq!(first.len(), 2);
+    assert!(second.iter().all(|i| *i <= INDEX_MASK && *i != 0));
+    // b kept its index; a got a new one, not its old one.
+    assert!(second.contains(&first[1]));
+    assert!(!second.contains(&first[0]));
+}
+
+/// A transmit of `len` bytes, so the withheld byte count shows which ones were withheld.
+fn transmit(dst: &str, len: usize) -> Output {
+    Output::Transmit {
+        dst: dst.parse().unwrap(),
+        payload: vec![4; len],
+    }
+}
+
+fn drain(core: &mut EdgeCore) -> Vec<Output> {
+    std::iter::from_fn(|| core.poll_output()).collect()
+}
+
+#[test]
+fn poll_output_withholds_a_transmit_outside_its_own_lease_pin() {
+    let mut core = EdgeCore::new([7; 32], config());
+    let b = lease("b", 2, 3).tap(|l| l.pin = "198.51.100.0/24".parse().unwrap());
+    apply(&mut core, vec![lease("a", 1, 2), b]);
+    let index_of =
+        |core: &EdgeCore, id: &str| *core.peers.iter().find(|(_, p)| p.lease.id == id).unwrap().0;
+    let (a, b) = (index_of(&core, "a"), index_of(&core, "b"));
+    // A transmit for lease a aimed into lease b's pin: some pin covers it, a's does not.
+    core.outputs
+        .push_back(Queued::for_peer(a, transmit("198.51.100.7:51820", 10)));
+    // For a peer no longer in the table (index 0 is never given out): no pin of its own.
+    core.outputs
+        .push_back(Queued::for_peer(0, transmit("192.0.2.1:51820", 100)));
+    // Inside its own pin: passes.
+    core.outputs
+        .push_back(Queued::for_peer(b, transmit("198.51.100.7:51820", 1)));
+    core.outputs
+        .push_back(Queued::for_peer(a, transmit("192.0.2.1:51820", 2)));
+    assert_eq!(
+        drain(&mut core),
+        vec![
+            transmit("198.51.100.7:51820", 1),
+            transmit("192.0.2.1:51820", 2)
+        ]
+    );
+    assert_eq!(core.stats().bytes_sent_unpinned, 110);
+}
+
+#[test]
+fn a_cookie_reply_needs_only_some_pin() {
+    let mut core = EdgeCore::new([7; 32], config());
+    apply(&mut core, vec![lease("a", 1, 2)]);
+    for (dst, len) in [("192.0.2.1:4000", 1), ("203.0.113.9:4000", 10)] {
+        core.outputs.push_back(Queued {
+            peer: None,
+            output: transmit(dst, len),
+        });
+    }
+    assert_eq!(drain(&mut core), vec![transmit("192.0.2.1:4000", 1)]);
+    assert_eq!(core.stats().bytes_sent_unpinned, 10);
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&mut Self)) -> Self;
+}
+
+impl Tap for EdgeLease {
+    fn tap(mut self, f: impl FnOnce(&mut Self)) -> Self {
+        f(&mut self);
+        self
+    }
+}
