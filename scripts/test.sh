@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: system packages, formatting, lints, unit and property
 # tests, broker API tests against a real HTTPS broker and SQLite file, and the end-to-end tests
-# in network namespaces with a real WireGuard client. The end-to-end tests need root; under
-# CI=true they fail (never skip) when root or a tool is missing.
+# in network namespaces with a real WireGuard client. The end-to-end tests need root and are
+# required here: they fail, never skip, when root or a tool is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +11,12 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the real binaries, so build them before the test binaries start.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+
+export GRANTWIRE_E2E_REQUIRED=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace --locked 2>&1 | tee "$log"
+# cargo prints one "test result" line per test binary, the last often a crate's empty doc
+# tests; one total at the end says what the whole suite ran.
+awk '/^test result:/ { p += $4; f += $6 }
+     END { printf "grantwire: %d passed, %d failed\n", p, f }' "$log"

@@ -13,7 +13,7 @@
 //!
 //! Running (as root): `cargo build --workspace --bins && cargo test -p grantwire-e2e`. The
 //! binaries are taken from the test executable's target directory, or `GRANTWIRE_BIN_DIR`.
-//! Without root or a tool the tests print `skipping: ...` and pass, except under `CI=true`,
+//! Without root or a tool the tests print `skipping: ...` and pass, except under `CI=true` or `GRANTWIRE_E2E_REQUIRED=1` (set by scripts/test.sh),
 //! where they fail. `GRANTWIRE_E2E_LOGS=1` prints every process's logs even on success.
 
 pub mod harness {

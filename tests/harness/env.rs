@@ -20,7 +20,7 @@ const TOOLS: &[&str] = &[
 /// Returns true when the end-to-end tests can run: root, the tools, `/dev/net/tun`, and a
 /// network namespace can actually be made (root in a container may lack CAP_SYS_ADMIN).
 ///
-/// When something is missing: under `CI=true` it panics naming what is missing, because CI
+/// When something is missing: under `CI=true` or `GRANTWIRE_E2E_REQUIRED=1` it panics naming what is missing, because CI
 /// must never pass by skipping; elsewhere it prints `skipping: <reason>` and returns false.
 pub fn require_env() -> bool {
     static MISSING: OnceLock<Vec<String>> = OnceLock::new();
@@ -33,11 +33,18 @@ pub fn require_env() -> bool {
          nftables, iproute2, curl and python3 installed; scripts/install-deps.sh does it)",
         missing.join(", ")
     );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("CI=true and {reason}");
+    if must_run() {
+        panic!("the end-to-end tests are required here (CI=true or GRANTWIRE_E2E_REQUIRED=1) and {reason}");
     }
     eprintln!("skipping: {reason}");
     false
+}
+
+/// CI, and `scripts/test.sh` (the README's test command), require the end-to-end tests; only a
+/// bare `cargo test` on a developer's machine may skip them.
+fn must_run() -> bool {
+    let set = |name: &str, want: &str| std::env::var(name).is_ok_and(|v| v == want);
+    set("CI", "true") || set("GRANTWIRE_E2E_REQUIRED", "1")
 }
 
 fn find_missing() -> Vec<String> {

@@ -95,7 +95,10 @@ impl Broker {
     /// Starts `grantwire-broker serve --data-dir D --listen 0.0.0.0:8443` and waits until it
     /// has written its fingerprint, opened its admin socket and answers HTTPS on the port.
     pub fn start(ns: &Netns, data_dir: &Path) -> Broker {
+        // The broker refuses a data dir that others can read (it holds the TLS key).
         std::fs::create_dir_all(data_dir).expect("broker data dir");
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .expect("broker data dir mode 0700");
         let listen = format!("0.0.0.0:{BROKER_PORT}");
         let mut proc = spawn_daemon(
             ns,
