@@ -120,7 +120,7 @@ fn to_instant(deadline: SystemTime) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, SocketAddr};
 
     use boringtun::noise::{Tunn, TunnResult};
     use boringtun::x25519;
@@ -161,6 +161,18 @@ mod tests {
 
     #[tokio::test]
     async fn loopback_client_reaches_plex_and_back() {
+        round_trip_through("127.0.0.1:0").await;
+    }
+
+    /// A dual-stack socket (`--listen [::]:51820`) reports IPv4 clients v4-mapped, while the core
+    /// hands back plain IPv4 destinations (it canonicalises sources so pins compare alike); Linux
+    /// accepts an IPv4 destination on a dual-stack socket, which this test relies on.
+    #[tokio::test]
+    async fn dual_stack_socket_answers_an_ipv4_client() {
+        round_trip_through("[::]:0").await;
+    }
+
+    async fn round_trip_through(bind: &str) {
         let edge_key = PrivateKey::from_random_bytes([3; 32]);
         let client_key = PrivateKey::from_random_bytes([4; 32]);
         let psk = PresharedKey::from_bytes([5; 32]);
@@ -173,8 +185,8 @@ mod tests {
             ports: vec![32400],
             expires_at: i64::MAX / 2,
         };
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let edge_addr = udp.local_addr().unwrap();
+        let udp = UdpSocket::bind(bind).await.unwrap();
+        let edge_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, udp.local_addr().unwrap().port()));
         let (to_edge, from_plex) = mpsc::channel(8);
         let (to_plex, mut plex) = mpsc::channel(8);
         let tun = FakeTun {
