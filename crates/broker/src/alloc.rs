@@ -157,4 +157,49 @@ mod tests {
         assert_eq!(lease_expiry(1000, 3600, Some(9000)), 4600);
         assert_eq!(lease_expiry(1000, u64::MAX, None), i64::MAX);
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            /// Whatever is already taken, the answer is a host of the subnet that is neither the
+            /// network, the broadcast, the edge's own address nor taken, and it is the lowest
+            /// such address; `None` only when every client address is taken.
+            #[test]
+            fn lowest_free_is_the_lowest_untaken_client_address(
+                base in any::<u32>(),
+                prefix in 24u8..=29,
+                taken in proptest::collection::vec(any::<u8>(), 0..64),
+            ) {
+                let subnet = Ipv4Net::new(Ipv4Addr::from(base), prefix).unwrap().trunc();
+                let net = u32::from(subnet.network());
+                let size = 1u32 << (32 - u32::from(prefix));
+                let used: HashSet<u32> =
+                    taken.iter().map(|o| net + u32::from(*o) % size).collect();
+                let edge = u32::from(edge_address(subnet));
+                let candidates: Vec<u32> = (net + 1..net + size - 1)
+                    .filter(|a| *a != edge && !used.contains(a))
+                    .collect();
+                let got = lowest_free(subnet, &used).map(u32::from);
+                prop_assert_eq!(got, candidates.first().copied());
+            }
+
+            #[test]
+            fn a_lease_never_outlives_its_grant_or_its_ttl(
+                now in 0i64..4_000_000_000,
+                ttl in 1u64..10_000_000,
+                end in proptest::option::of(0i64..4_000_000_000),
+            ) {
+                let exp = lease_expiry(now, ttl, end);
+                prop_assert!(exp <= now + ttl as i64);
+                if let Some(end) = end {
+                    prop_assert!(exp <= end);
+                    prop_assert!(exp == end || exp == now + ttl as i64);
+                } else {
+                    prop_assert_eq!(exp, now + ttl as i64);
+                }
+            }
+        }
+    }
 }
