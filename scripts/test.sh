@@ -15,7 +15,7 @@ cargo build --workspace --bins --locked
 export GRANTWIRE_E2E_REQUIRED=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked 2>&1 | tee "$log"
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc
 # tests; one total at the end says what the whole suite ran.
 awk '/^test result:/ { p += $4; f += $6 }

@@ -316,8 +316,14 @@ async fn admin_commands_from_another_user_are_refused() {
         m.uid() == 0
     });
     let is_root = is_root.unwrap();
+    // The build tree may sit under a directory only root can enter (a fresh clone in a 0700
+    // mktemp dir, say), so the other user runs a copy of the binary from an open directory.
+    let open_dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(open_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = open_dir.path().join("grantwire-broker");
+    std::fs::copy(BIN, &bin).unwrap();
     let as_other = |args: &[&str]| -> Output {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(&bin);
         cmd.args(args).arg("--data-dir").arg(&data);
         if is_root {
             cmd.uid(65534).gid(65534);
