@@ -6,8 +6,10 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use grantwire_proto::{
-    EdgeAddRequest, EdgeAddResponse, ErrorBody, ErrorCode, GrantAddRequest, GrantInfo,
-    GrantRevokeRequest, GrantRevokeResponse, LeaseListResponse, UserAddRequest, UserAddResponse,
+    AuditQuery, AuditResponse, BackupRequest, BackupResponse, EdgeAddRequest, EdgeAddResponse,
+    EdgeListResponse, EdgeRemoveRequest, EdgeRemoveResponse, ErrorBody, ErrorCode, GrantAddRequest,
+    GrantInfo, GrantListResponse, GrantRevokeRequest, GrantRevokeResponse, LeaseListResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, UserAddRequest, UserAddResponse,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -16,6 +18,8 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
+
+use grantwire_proto::{UserChangeResponse, UserListResponse, UserNameRequest, UserPasswordRequest};
 
 use crate::routes::admin as paths;
 
@@ -63,12 +67,58 @@ impl AdminClient {
         self.call(Method::POST, paths::USERS, Some(req)).await
     }
 
+    pub async fn user_list(&self) -> Result<UserListResponse, AdminError> {
+        self.call::<(), _>(Method::GET, paths::USERS, None).await
+    }
+
+    pub async fn user_disable(&self, name: &str) -> Result<UserChangeResponse, AdminError> {
+        let req = UserNameRequest { name: name.into() };
+        self.call(Method::POST, paths::USERS_DISABLE, Some(&req))
+            .await
+    }
+
+    pub async fn user_enable(&self, name: &str) -> Result<UserChangeResponse, AdminError> {
+        let req = UserNameRequest { name: name.into() };
+        self.call(Method::POST, paths::USERS_ENABLE, Some(&req))
+            .await
+    }
+
+    pub async fn user_reset_password(
+        &self,
+        req: &UserPasswordRequest,
+    ) -> Result<UserChangeResponse, AdminError> {
+        self.call(Method::POST, paths::USERS_RESET_PASSWORD, Some(req))
+            .await
+    }
+
+    pub async fn user_reset_totp(&self, name: &str) -> Result<UserAddResponse, AdminError> {
+        let req = UserNameRequest { name: name.into() };
+        self.call(Method::POST, paths::USERS_RESET_TOTP, Some(&req))
+            .await
+    }
+
     pub async fn edge_add(&self, req: &EdgeAddRequest) -> Result<EdgeAddResponse, AdminError> {
         self.call(Method::POST, paths::EDGES, Some(req)).await
     }
 
+    pub async fn edge_list(&self) -> Result<EdgeListResponse, AdminError> {
+        self.call::<(), _>(Method::GET, paths::EDGES, None).await
+    }
+
+    pub async fn edge_remove(
+        &self,
+        req: &EdgeRemoveRequest,
+    ) -> Result<EdgeRemoveResponse, AdminError> {
+        self.call(Method::POST, paths::EDGES_REMOVE, Some(req))
+            .await
+    }
+
     pub async fn grant_add(&self, req: &GrantAddRequest) -> Result<GrantInfo, AdminError> {
         self.call(Method::POST, paths::GRANTS, Some(req)).await
+    }
+
+    pub async fn grant_list(&self) -> Result<GrantListResponse, AdminError> {
+        self.call::<(), _>(Method::GET, paths::GRANTS, None).await
     }
 
     pub async fn grant_revoke(
@@ -77,6 +127,22 @@ impl AdminClient {
     ) -> Result<GrantRevokeResponse, AdminError> {
         self.call(Method::POST, paths::GRANTS_REVOKE, Some(req))
             .await
+    }
+
+    pub async fn lease_revoke(
+        &self,
+        req: &LeaseRevokeRequest,
+    ) -> Result<LeaseRevokeResponse, AdminError> {
+        self.call(Method::POST, paths::LEASES_REVOKE, Some(req))
+            .await
+    }
+
+    pub async fn audit(&self, q: &AuditQuery) -> Result<AuditResponse, AdminError> {
+        self.call(Method::POST, paths::AUDIT, Some(q)).await
+    }
+
+    pub async fn backup(&self, req: &BackupRequest) -> Result<BackupResponse, AdminError> {
+        self.call(Method::POST, paths::BACKUP, Some(req)).await
     }
 
     pub async fn lease_list(&self) -> Result<LeaseListResponse, AdminError> {

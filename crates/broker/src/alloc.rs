@@ -42,7 +42,7 @@ pub fn lowest_free(subnet: Ipv4Net, used: &HashSet<u32>) -> Option<Ipv4Addr> {
 }
 
 /// The pin of a lease requested from `source` (the TCP peer): /32 for IPv4, /64 for IPv6, an
-/// IPv4-mapped IPv6 peer pinned as IPv4. Grants do not carry their own prefix lengths yet.
+/// IPv4-mapped IPv6 peer pinned as IPv4: the default prefixes of a grant.
 pub fn pin_for(source: IpAddr) -> Result<Pin, PinError> {
     Pin::for_source(source, DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6)
 }
@@ -55,6 +55,35 @@ pub fn endpoint_serves(endpoint: &str, source: IpAddr) -> bool {
         Ok(addr) => addr.ip().to_canonical().is_ipv4() == source.to_canonical().is_ipv4(),
         Err(_) => true,
     }
+}
+
+/// Pin prefix lengths a grant may set. Wider than /8 or /32 would let a lease work from a
+/// large part of the internet, which is no pin at all.
+pub const PIN_PREFIX4_RANGE: std::ops::RangeInclusive<u8> = 8..=32;
+pub const PIN_PREFIX6_RANGE: std::ops::RangeInclusive<u8> = 32..=128;
+
+/// Checks a grant's terms: at least one port and none zero (a `u16` bounds the top), pin
+/// prefixes in range, and an end (if any) after `now`.
+pub fn check_grant_terms(
+    ports: &[u16],
+    prefix4: u8,
+    prefix6: u8,
+    ends_at: Option<i64>,
+    now: i64,
+) -> Result<(), String> {
+    if ports.is_empty() || ports.contains(&0) {
+        return Err("ports must be 1 to 65535, at least one".into());
+    }
+    if !PIN_PREFIX4_RANGE.contains(&prefix4) {
+        return Err(format!("pin_prefix4 must be 8 to 32, got {prefix4}"));
+    }
+    if !PIN_PREFIX6_RANGE.contains(&prefix6) {
+        return Err(format!("pin_prefix6 must be 32 to 128, got {prefix6}"));
+    }
+    if ends_at.is_some_and(|end| end <= now) {
+        return Err("the grant's end must be in the future".into());
+    }
+    Ok(())
 }
 
 /// A lease ends after the grant's lease lifetime, but never after the grant itself ends.
@@ -70,6 +99,28 @@ pub fn lease_expiry(now: i64, lease_ttl_secs: u64, grant_ends_at: Option<i64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grant_terms_are_checked() {
+        assert!(check_grant_terms(&[32400], 32, 64, None, 100).is_ok());
+        assert!(check_grant_terms(&[1, 65535], 8, 32, Some(101), 100).is_ok());
+        assert!(check_grant_terms(&[32400], 24, 128, None, 100).is_ok());
+        for (ports, p4, p6, end) in [
+            (&[][..], 32, 64, None),
+            (&[0, 32400][..], 32, 64, None),
+            (&[32400][..], 7, 64, None),
+            (&[32400][..], 33, 64, None),
+            (&[32400][..], 32, 31, None),
+            (&[32400][..], 32, 129, None),
+            (&[32400][..], 32, 64, Some(100)),
+            (&[32400][..], 32, 64, Some(5)),
+        ] {
+            assert!(
+                check_grant_terms(ports, p4, p6, end, 100).is_err(),
+                "{ports:?} {p4} {p6} {end:?}"
+            );
+        }
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

@@ -10,7 +10,10 @@ use sqlx::SqlitePool;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
+use crate::presence::Presence;
+use crate::proxy::TrustedProxies;
 use crate::secrets::Argon2Gate;
+use crate::service::auth::AuthState;
 use crate::store;
 
 /// Capacity of the change channel. A subscriber that falls this far behind is told it lagged
@@ -27,15 +30,26 @@ struct Inner {
     db: SqlitePool,
     session_ttl: Duration,
     argon2: Argon2Gate,
+    auth: AuthState,
     /// Carries the id of an edge whose lease set changed. Edge streams re-read their set from
     /// the database on every message for them: the database is the only source of truth.
     changes: broadcast::Sender<i64>,
     /// Set on shutdown, so long-lived edge streams end instead of holding the server open.
     shutdown: watch::Sender<bool>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    trusted_proxies: TrustedProxies,
+    /// Edges with an open sync stream.
+    presence: Arc<Presence>,
 }
 
 impl Broker {
-    pub fn new(db: SqlitePool, session_ttl: Duration, argon2: Argon2Gate) -> Self {
+    pub fn new(
+        db: SqlitePool,
+        session_ttl: Duration,
+        argon2: Argon2Gate,
+        auth: AuthState,
+        trusted_proxies: TrustedProxies,
+    ) -> Self {
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (shutdown, _) = watch::channel(false);
         Self {
@@ -43,8 +57,11 @@ impl Broker {
                 db,
                 session_ttl,
                 argon2,
+                auth,
                 changes,
                 shutdown,
+                trusted_proxies,
+                presence: Arc::default(),
             }),
         }
     }
@@ -59,6 +76,18 @@ impl Broker {
 
     pub(crate) fn argon2(&self) -> &Argon2Gate {
         &self.inner.argon2
+    }
+
+    pub(crate) fn auth(&self) -> &AuthState {
+        &self.inner.auth
+    }
+
+    pub(crate) fn presence(&self) -> &Arc<Presence> {
+        &self.inner.presence
+    }
+
+    pub(crate) fn trusted_proxies(&self) -> &TrustedProxies {
+        &self.inner.trusted_proxies
     }
 
     /// Every write transaction starts here. IMMEDIATE takes SQLite's write lock at BEGIN: a

@@ -5,7 +5,8 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use grantwire_proto::{ErrorBody, ErrorCode, ErrorDetail};
 use serde::de::DeserializeOwned;
@@ -25,6 +26,9 @@ pub enum Error {
     Conflict(String),
     #[error("request body is too large")]
     PayloadTooLarge,
+    /// Too many requests from this source, or the password-hashing queue is full.
+    #[error("rate limited; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
     #[error("database migration: {0}")]
@@ -54,6 +58,7 @@ impl Error {
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
+            Self::RateLimited { .. } => ErrorCode::RateLimited,
             _ => ErrorCode::Internal,
         }
     }
@@ -66,6 +71,7 @@ impl Error {
             }
             Self::Unauthorized => "unauthorized".into(),
             Self::PayloadTooLarge => "request body is too large".into(),
+            Self::RateLimited { .. } => "too many requests; retry later".into(),
             _ => "internal error".into(),
         }
     }
@@ -89,7 +95,13 @@ impl IntoResponse for Error {
         }
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(self.body())).into_response()
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Self::RateLimited { retry_after } = self {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+        }
+        response
     }
 }
 

@@ -12,13 +12,18 @@
 pub mod admin_client;
 mod admin_socket;
 pub mod alloc;
+mod backup;
 mod broker;
 pub mod error;
+mod passwords;
+mod presence;
+pub mod proxy;
 pub mod routes;
 pub mod secrets;
 mod server;
 mod service;
 pub mod store;
+pub mod throttle;
 pub mod tls;
 pub mod totp;
 
@@ -26,4 +31,6 @@ pub use admin_client::{AdminClient, AdminError};
 pub use broker::Broker;
 pub use error::{Error, Result};
 pub use server::{start, RunningBroker, ServeConfig, ADMIN_SOCKET, DB_FILE};
-pub use service::admin::{check_endpoint, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS};
+pub use service::admin::{
+    check_endpoint, check_endpoints, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS,
+};

@@ -3,6 +3,7 @@
 
 mod cli;
 mod output;
+mod user_cmd;
 
 use std::io::BufRead as _;
 use std::process::ExitCode;
@@ -10,13 +11,14 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use grantwire_broker::{
-    alloc, check_endpoint, check_name, secrets, AdminClient, AdminError, ServeConfig, ADMIN_SOCKET,
+    alloc, check_endpoints, check_name, AdminClient, AdminError, ServeConfig, ADMIN_SOCKET,
 };
 use grantwire_proto::{
-    EdgeAddRequest, ErrorCode, GrantAddRequest, GrantRevokeRequest, UserAddRequest,
+    AuditQuery, BackupRequest, EdgeAddRequest, EdgeRemoveRequest, ErrorCode, GrantAddRequest,
+    GrantRevokeRequest, LeaseRevokeRequest,
 };
 
-use cli::{Cli, Command, EdgeCommand, GrantCommand, LeaseCommand, ServeArgs, UserCommand};
+use cli::{Cli, Command, EdgeCommand, GrantCommand, LeaseCommand, ServeArgs};
 
 /// Exit codes (DESIGN.md): a runtime failure is 1; a usage error (clap's, a local argument
 /// check, or the admin API's `bad_request`) is 2; a refusal (auth, grant, pin, the admin
@@ -79,6 +81,8 @@ fn init_tracing() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, not in log files or journald.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -86,23 +90,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let admin = AdminClient::new(cli.data_dir.join(ADMIN_SOCKET));
     match cli.command {
         Command::Serve(args) => serve(cli.data_dir, args).await,
-        Command::User(UserCommand::Add {
-            name,
-            admin: is_admin,
-            password_stdin,
-            json,
-        }) => {
-            check_name(&name, "user").map_err(usage)?;
-            let password = read_password(password_stdin)?;
-            secrets::check_password_policy(&password).map_err(usage)?;
-            let req = UserAddRequest {
-                name,
-                password,
-                admin: is_admin,
-            };
-            let resp = admin.user_add(&req).await?;
-            output::user_added(&resp, json)
-        }
+        Command::User(cmd) => user_cmd::run(&admin, cmd).await,
         Command::Edge(EdgeCommand::Add {
             name,
             endpoint,
@@ -110,42 +98,135 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         }) => {
             check_name(&name, "edge").map_err(usage)?;
-            check_endpoint(&endpoint).map_err(usage)?;
+            check_endpoints(&endpoint).map_err(usage)?;
             let subnet = alloc::check_subnet(subnet).map_err(usage)?;
+            let mut endpoints = endpoint.into_iter();
             let req = EdgeAddRequest {
                 name,
-                endpoint,
+                endpoint: endpoints.next().unwrap_or_default(),
+                extra_endpoints: endpoints.collect(),
                 subnet: Some(subnet),
             };
             let resp = admin.edge_add(&req).await?;
             output::edge_added(&resp, &cli.data_dir, json)
         }
+        Command::Edge(EdgeCommand::List { json }) => {
+            output::edge_list(&admin.edge_list().await?, json)
+        }
+        Command::Edge(EdgeCommand::Remove { name, json }) => {
+            check_name(&name, "edge").map_err(usage)?;
+            let resp = admin.edge_remove(&EdgeRemoveRequest { name }).await?;
+            output::edge_removed(&resp, json)
+        }
         Command::Grant(GrantCommand::Add {
             user,
             edge,
             lease_ttl,
+            until,
+            ports,
+            pin_prefix4,
+            pin_prefix6,
             json,
         }) => {
             check_names(&user, &edge)?;
             if lease_ttl.as_secs() == 0 {
                 return Err(usage("--lease-ttl must be at least 1s"));
             }
+            let ends_at = until
+                .as_deref()
+                .map(|u| parse_until(u, std::time::SystemTime::now()))
+                .transpose()
+                .map_err(usage)?;
             let req = GrantAddRequest {
                 user,
                 edge,
                 lease_ttl_secs: Some(lease_ttl.as_secs()),
+                ends_at,
+                ports: (!ports.is_empty()).then_some(ports),
+                pin_prefix4,
+                pin_prefix6,
             };
             output::grant_added(&admin.grant_add(&req).await?, json)
+        }
+        Command::Grant(GrantCommand::List { json }) => {
+            output::grant_list(&admin.grant_list().await?, json)
         }
         Command::Grant(GrantCommand::Revoke { user, edge, json }) => {
             check_names(&user, &edge)?;
             let req = GrantRevokeRequest { user, edge };
             output::grant_revoked(&admin.grant_revoke(&req).await?, json)
         }
+        Command::Backup { file, json } => {
+            // The broker may run in another directory: send it an absolute path.
+            let file = std::path::absolute(&file)
+                .with_context(|| format!("resolving {}", file.display()))?;
+            let path = file
+                .to_str()
+                .ok_or_else(|| usage("the backup path must be UTF-8"))?
+                .to_owned();
+            let resp = admin.backup(&BackupRequest { path }).await?;
+            output::backup(&resp, json)
+        }
+        Command::Audit { since, user, json } => {
+            if let Some(u) = &user {
+                check_name(u, "user").map_err(usage)?;
+            }
+            let since = since
+                .as_deref()
+                .map(|s| parse_since(s, std::time::SystemTime::now()))
+                .transpose()
+                .map_err(usage)?;
+            let resp = admin.audit(&AuditQuery { since, user }).await?;
+            output::audit(&resp, json)
+        }
+        Command::Lease(LeaseCommand::Revoke { id, json }) => {
+            let resp = admin.lease_revoke(&LeaseRevokeRequest { id }).await?;
+            output::lease_revoked(&resp, json)
+        }
         Command::Lease(LeaseCommand::List { json }) => {
             output::lease_list(&admin.lease_list().await?, json)
         }
     }
+}
+
+/// `--since`: a duration back from `now`, or an RFC 3339 UTC time.
+fn parse_since(text: &str, now: std::time::SystemTime) -> Result<i64, String> {
+    let at = match humantime::parse_rfc3339_weak(text) {
+        Ok(t) => t,
+        Err(_) => {
+            let d = humantime::parse_duration(text).map_err(|_| {
+                format!("--since {text:?}: not a duration (24h) or an RFC 3339 time (2026-01-31T00:00:00Z)")
+            })?;
+            now.checked_sub(d)
+                .ok_or_else(|| format!("--since {text:?} is too far back"))?
+        }
+    };
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("--since {text:?} is before 1970"))?
+        .as_secs();
+    i64::try_from(secs).map_err(|_| format!("--since {text:?} is too far away"))
+}
+
+/// `--until`: an RFC 3339 UTC time, or a duration from `now`; it must lie in the future.
+fn parse_until(text: &str, now: std::time::SystemTime) -> Result<i64, String> {
+    let at = match humantime::parse_rfc3339_weak(text) {
+        Ok(t) => t,
+        Err(_) => {
+            let d = humantime::parse_duration(text).map_err(|_| {
+                format!("--until {text:?}: not an RFC 3339 time (2026-12-31T23:00:00Z) or a duration (30d)")
+            })?;
+            now + d
+        }
+    };
+    if at <= now {
+        return Err(format!("--until {text:?} is not in the future"));
+    }
+    let secs = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("--until {text:?} is before 1970"))?
+        .as_secs();
+    i64::try_from(secs).map_err(|_| format!("--until {text:?} is too far away"))
 }
 
 fn check_names(user: &str, edge: &str) -> anyhow::Result<()> {
@@ -161,6 +242,17 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
         session_ttl: args.session_ttl.into(),
+        session_idle: args.session_idle.into(),
+        clock: std::sync::Arc::new(grantwire_broker::throttle::SystemClock),
+        login_rate: grantwire_broker::throttle::RateLimit {
+            burst: args.login_burst,
+            per_sec: args.login_per_sec,
+        },
+        lease_rate: grantwire_broker::throttle::RateLimit {
+            burst: args.lease_burst,
+            per_sec: args.lease_per_sec,
+        },
+        trusted_proxies: args.trusted_proxies,
     };
     let mut running = grantwire_broker::start(config)
         .await
@@ -218,6 +310,24 @@ mod tests {
             message: "m".into(),
         }
         .into()
+    }
+
+    #[test]
+    fn since_takes_a_duration_back_or_a_time() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_since("1h", now), Ok(1_799_996_400));
+        assert_eq!(parse_since("2030-01-01T00:00:00Z", now), Ok(1_893_456_000));
+        assert!(parse_since("yesterday", now).is_err());
+    }
+
+    #[test]
+    fn until_takes_a_time_or_a_duration_in_the_future() {
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        assert_eq!(parse_until("1h", now), Ok(1_800_003_600));
+        assert_eq!(parse_until("2030-01-01T00:00:00Z", now), Ok(1_893_456_000));
+        assert!(parse_until("2020-01-01T00:00:00Z", now).is_err());
+        assert!(parse_until("0s", now).is_err());
+        assert!(parse_until("tomorrow", now).is_err());
     }
 
     #[test]

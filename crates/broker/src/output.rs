@@ -7,7 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use grantwire_broker::tls::FINGERPRINT_FILE;
 use grantwire_proto::{
-    EdgeAddResponse, GrantInfo, GrantRevokeResponse, LeaseListResponse, UserAddResponse,
+    AuditResponse, BackupResponse, EdgeAddResponse, EdgeListResponse, EdgeRemoveResponse,
+    GrantInfo, GrantListResponse, GrantRevokeResponse, LeaseListResponse, LeaseRevokeResponse,
+    UserAddResponse,
 };
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
@@ -24,6 +26,22 @@ pub fn user_added(resp: &UserAddResponse, as_json: bool) -> anyhow::Result<()> {
     }
     let role = if resp.admin { " (admin)" } else { "" };
     println!("Added user {}{role}.", resp.name);
+    print_totp(resp)
+}
+
+/// `user reset-totp`: the new secret, shown like `user add` shows the first.
+pub fn totp_reset(resp: &UserAddResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    println!(
+        "New TOTP secret for {}; their sessions have ended.",
+        resp.name
+    );
+    print_totp(resp)
+}
+
+fn print_totp(resp: &UserAddResponse) -> anyhow::Result<()> {
     println!("TOTP secret (shown once): {}", resp.totp_secret);
     println!("otpauth URI: {}", resp.otpauth_uri);
     println!();
@@ -47,14 +65,56 @@ pub fn edge_added(resp: &EdgeAddResponse, data_dir: &Path, as_json: bool) -> any
         .map(|s| s.trim().to_owned())
         .unwrap_or_else(|_| "FINGERPRINT".into());
     println!(
-        "Added edge {} (subnet {}, edge address {}, endpoint {}).",
-        resp.name, resp.subnet, resp.tunnel_address, resp.endpoint
+        "Added edge {} (subnet {}, edge address {}, endpoints {}).",
+        resp.name,
+        resp.subnet,
+        resp.tunnel_address,
+        resp.endpoints.join(" ")
     );
     println!("One-time enrolment token: {}", resp.enrolment_token);
     println!();
     println!("Save the token to a file (mode 0600) on the edge host, then run:");
     println!(
         "  grantwire-edge run --broker https://BROKER:8443 --token-file FILE --broker-fingerprint {fingerprint}"
+    );
+    Ok(())
+}
+
+pub fn edge_list(resp: &EdgeListResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    if resp.edges.is_empty() {
+        println!("No edges.");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<18} {:<9} {:<10} {:<21} ENDPOINTS",
+        "NAME", "SUBNET", "ENROLLED", "CONNECTED", "LAST SEEN (UTC)"
+    );
+    for e in &resp.edges {
+        let seen = e.last_seen.map_or_else(|| "never".into(), unix_time);
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        println!(
+            "{:<16} {:<18} {:<9} {:<10} {:<21} {}",
+            e.name,
+            e.subnet.to_string(),
+            yes(e.enrolled),
+            yes(e.connected),
+            seen,
+            e.endpoints.join(" ")
+        );
+    }
+    Ok(())
+}
+
+pub fn edge_removed(resp: &EdgeRemoveResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    println!(
+        "Removed edge {}; {} live lease(s) revoked, its credential no longer works.",
+        resp.name, resp.revoked_leases
     );
     Ok(())
 }
@@ -71,6 +131,42 @@ pub fn grant_added(resp: &GrantInfo, as_json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub fn grant_list(resp: &GrantListResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    if resp.grants.is_empty() {
+        println!("No live grants.");
+        return Ok(());
+    }
+    println!(
+        "{:<16} {:<16} {:<10} {:<16} {:<8} UNTIL (UTC)",
+        "USER", "EDGE", "LEASE TTL", "PORTS", "PIN /4 /6"
+    );
+    for g in &resp.grants {
+        let ttl = humantime::format_duration(Duration::from_secs(g.lease_ttl_secs)).to_string();
+        let ports = g
+            .ports
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let until = g.expires_at.map_or_else(|| "-".into(), unix_time);
+        println!(
+            "{:<16} {:<16} {:<10} {:<16} /{}/{:<5} {until}",
+            g.user, g.edge, ttl, ports, g.pin_prefix4, g.pin_prefix6
+        );
+    }
+    Ok(())
+}
+
+/// Unix seconds as RFC 3339 UTC (or the number, if out of range).
+pub fn unix_time(secs: i64) -> String {
+    u64::try_from(secs)
+        .map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|_| secs.to_string())
+}
+
 pub fn grant_revoked(resp: &GrantRevokeResponse, as_json: bool) -> anyhow::Result<()> {
     if as_json {
         return json(resp);
@@ -78,6 +174,45 @@ pub fn grant_revoked(resp: &GrantRevokeResponse, as_json: bool) -> anyhow::Resul
     println!(
         "Revoked {}'s grant on edge {}; {} live lease(s) revoked.",
         resp.user, resp.edge, resp.revoked_leases
+    );
+    Ok(())
+}
+
+pub fn backup(resp: &BackupResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    println!(
+        "Wrote {} ({} bytes, integrity checked).",
+        resp.path, resp.bytes
+    );
+    Ok(())
+}
+
+pub fn audit(resp: &AuditResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    for e in &resp.entries {
+        println!(
+            "{} {:<18} {:<16} {:<40} {}",
+            unix_time(e.at),
+            e.kind,
+            e.actor.as_deref().unwrap_or("-"),
+            e.source_ip.as_deref().unwrap_or("-"),
+            e.detail.as_deref().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+pub fn lease_revoked(resp: &LeaseRevokeResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    println!(
+        "Revoked lease {} ({} on edge {}).",
+        resp.id, resp.user, resp.edge
     );
     Ok(())
 }

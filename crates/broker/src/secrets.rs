@@ -7,6 +7,8 @@
 
 use std::fmt;
 use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -15,12 +17,17 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rand::rngs::OsRng;
 use rand::RngCore;
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, NONCE_LEN};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Error, Result};
 
-/// Shortest password `user add` takes.
-pub const MIN_PASSWORD_LEN: usize = 8;
+/// Shortest password the broker stores, in characters (NIST SP 800-63B asks for at least 8;
+/// 12 is ASVS 2.1.1's level for a service reachable by strangers).
+pub const MIN_PASSWORD_LEN: usize = 12;
+/// Longest password, in characters: long enough for any passphrase, short enough that argon2
+/// is never asked to hash a megabyte.
+pub const MAX_PASSWORD_LEN: usize = 128;
 
 /// A bearer token as handed out once. Redacted in `Debug`.
 #[derive(Clone, PartialEq, Eq)]
@@ -59,14 +66,113 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
-/// Rejects passwords the broker will not store.
-pub fn check_password_policy(password: &str) -> Result<()> {
-    if password.chars().count() < MIN_PASSWORD_LEN {
+/// The length rule alone (characters, not bytes), which the CLI checks before asking the
+/// broker. No composition rules: they make passwords harder to remember, not to guess.
+pub fn check_password_length(password: &str) -> Result<()> {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&n) {
         return Err(Error::BadRequest(format!(
-            "password must be at least {MIN_PASSWORD_LEN} characters"
+            "password must be at least {MIN_PASSWORD_LEN} and at most {MAX_PASSWORD_LEN} characters"
         )));
     }
     Ok(())
+}
+
+/// Rejects passwords the broker will not store: the length rule, and any password on the
+/// shipped list of common ones (compared case-insensitively).
+pub fn check_password_policy(password: &str) -> Result<()> {
+    check_password_length(password)?;
+    if crate::passwords::is_common(password) {
+        return Err(Error::BadRequest(
+            "password is among the most common passwords; choose another".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// File in the data directory holding the key that seals TOTP secrets. Kept apart from the
+/// database so a copy of `broker.db` alone does not give the second factor away.
+pub const SECRETS_KEY_FILE: &str = "secrets.key";
+const SEAL_KEY_LEN: usize = 32;
+
+/// ChaCha20-Poly1305 key for TOTP secrets at rest. A sealed value is `nonce || ciphertext ||
+/// tag` with a random 96-bit nonce: the few thousand seals a broker ever makes are far from
+/// the ~2^32 at which random nonces risk a collision. Redacted in `Debug`.
+pub struct SealKey(LessSafeKey);
+
+impl fmt::Debug for SealKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SealKey(<redacted>)")
+    }
+}
+
+impl SealKey {
+    fn from_bytes(bytes: &[u8]) -> Result<Self> {
+        let key = UnboundKey::new(&aead::CHACHA20_POLY1305, bytes)
+            .map_err(|_| Error::Internal("secrets key must be 32 bytes".into()))?;
+        Ok(Self(LessSafeKey::new(key)))
+    }
+
+    /// Reads the key file; `None` when it does not exist.
+    pub fn load(path: &Path) -> Result<Option<Self>> {
+        match std::fs::read(path) {
+            Ok(bytes) if bytes.len() == SEAL_KEY_LEN => Self::from_bytes(&bytes).map(Some),
+            Ok(_) => Err(Error::Internal(format!(
+                "{} is not a {SEAL_KEY_LEN}-byte key",
+                path.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Makes a new random key and writes it (mode 0600, never over an existing file).
+    pub fn create(path: &Path) -> Result<Self> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let bytes = random_bytes::<SEAL_KEY_LEN>();
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Seals `plaintext`, bound to `aad` (the user's name): a sealed secret moved to another
+    /// user's row does not open.
+    pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
+        let nonce = random_bytes::<NONCE_LEN>();
+        let mut in_out = plaintext.to_vec();
+        self.0
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut in_out,
+            )
+            .map_err(|_| Error::Internal("sealing failed".into()))?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&in_out);
+        Ok(out)
+    }
+
+    /// Opens a value made by [`SealKey::seal`] with the same `aad`; `None` if it does not
+    /// authenticate (wrong key, wrong user, or tampered).
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        if sealed.len() < NONCE_LEN {
+            return None;
+        }
+        let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut in_out = ciphertext.to_vec();
+        let plain = self
+            .0
+            .open_in_place(nonce, Aad::from(aad), &mut in_out)
+            .ok()?;
+        Some(plain.to_vec())
+    }
 }
 
 /// Most argon2 computations the broker runs at once. Each takes 19 MiB and a core for tens of
@@ -87,16 +193,30 @@ pub fn argon2_permits(parallelism: Option<NonZeroUsize>) -> usize {
 #[derive(Clone)]
 pub struct Argon2Gate {
     permits: Arc<Semaphore>,
+    /// Requests waiting for a permit, and how many may wait: past that a request is refused at
+    /// once (429) rather than queued, so a flood holds neither memory nor connections.
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
     /// Made at start rather than on first use, so the first login for an unknown name is not
     /// slower (and so distinguishable) from later ones.
     dummy: Arc<str>,
 }
 
+/// Requests allowed to wait for an argon2 permit. With 4 permits and ~50 ms a hash this is
+/// under a second of queue; anything beyond is a flood and is refused at once.
+pub const MAX_ARGON2_WAITING: usize = 64;
+
 impl Argon2Gate {
     pub async fn new(permits: usize) -> Result<Self> {
+        Self::with_queue(permits, MAX_ARGON2_WAITING).await
+    }
+
+    pub async fn with_queue(permits: usize, max_waiting: usize) -> Result<Self> {
         let dummy = tokio::task::spawn_blocking(make_dummy_hash).await??;
         Ok(Self {
             permits: Arc::new(Semaphore::new(permits.max(1))),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
             dummy: dummy.into(),
         })
     }
@@ -124,10 +244,27 @@ impl Argon2Gate {
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Error::RateLimited { retry_after: 1 });
+        }
+        // Counted out again even when the request is dropped while it waits.
+        let _waiting = WaitGuard(&self.waiting);
         Arc::clone(&self.permits)
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("argon2 semaphore closed".into()))
+    }
+}
+
+struct WaitGuard<'a>(&'a AtomicUsize);
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -222,8 +359,80 @@ mod tests {
     }
 
     #[test]
-    fn short_passwords_are_refused() {
-        assert!(check_password_policy("1234567").is_err());
-        assert!(check_password_policy("12345678").is_ok());
+    fn password_length_counts_characters() {
+        assert!(check_password_policy("elevenchars").is_err());
+        assert!(check_password_policy("twelve chars").is_ok());
+        // 11 characters in 22 bytes: too short although the bytes would pass.
+        assert!(check_password_length(&"é".repeat(11)).is_err());
+        assert!(check_password_length(&"é".repeat(12)).is_ok());
+        assert!(check_password_length(&"x".repeat(128)).is_ok());
+        // 128 characters but 256 bytes is fine; 129 characters is not.
+        assert!(check_password_length(&"é".repeat(128)).is_ok());
+        assert!(check_password_length(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn common_passwords_are_refused_whatever_their_case() {
+        for common in ["1qaz2wsx3edc", "1QAZ2WSX3EDC", "123qweasdzxc"] {
+            let err = check_password_policy(common).unwrap_err();
+            assert!(err.to_string().contains("most common"), "{common}: {err}");
+        }
+        assert!(check_password_policy("correct horse battery").is_ok());
+    }
+
+    #[test]
+    fn sealed_secrets_open_only_with_the_key_and_user() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(SECRETS_KEY_FILE);
+        assert!(SealKey::load(&path).unwrap().is_none());
+        let key = SealKey::create(&path).unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(
+            SealKey::create(&path).is_err(),
+            "an existing key was replaced"
+        );
+
+        let secret = b"12345678901234567890";
+        let a = key.seal(b"alice", secret).unwrap();
+        let b = key.seal(b"alice", secret).unwrap();
+        assert_ne!(a, b, "nonces repeat");
+        assert!(!a.windows(secret.len()).any(|w| w == secret));
+        let reloaded = SealKey::load(&path).unwrap().unwrap();
+        assert_eq!(reloaded.open(b"alice", &a).unwrap(), secret);
+        assert!(key.open(b"bob", &a).is_none());
+        let other = SealKey::create(&dir.path().join("other")).unwrap();
+        assert!(other.open(b"alice", &a).is_none());
+        let mut tampered = a.clone();
+        tampered[20] ^= 1;
+        assert!(key.open(b"alice", &tampered).is_none());
+        assert!(key.open(b"alice", &a[..5]).is_none());
+        assert!(format!("{key:?}").contains("redacted"));
+    }
+
+    #[tokio::test]
+    async fn a_full_argon2_queue_refuses_at_once() {
+        let gate = Argon2Gate::with_queue(1, 2).await.unwrap();
+        let held = gate.permit().await.unwrap();
+        let w1 = gate.hash("correct horse one".into());
+        let w2 = gate.hash("correct horse two".into());
+        tokio::pin!(w1);
+        tokio::pin!(w2);
+        let short = std::time::Duration::from_millis(50);
+        assert!(tokio::time::timeout(short, &mut w1).await.is_err());
+        assert!(tokio::time::timeout(short, &mut w2).await.is_err());
+        let refused = tokio::time::timeout(short, gate.verify("x".into(), None))
+            .await
+            .expect("the third waiter was queued instead of refused");
+        assert!(
+            matches!(refused, Err(Error::RateLimited { .. })),
+            "{refused:?}"
+        );
+        drop(held);
+        assert!(w1.await.is_ok());
+        assert!(w2.await.is_ok());
+        // Once the queue drained, requests are served again.
+        assert!(!gate.verify("x".into(), None).await.unwrap());
     }
 }

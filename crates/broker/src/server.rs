@@ -29,6 +29,15 @@ pub struct ServeConfig {
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub session_ttl: Duration,
+    /// How long a session may go unused before it ends.
+    pub session_idle: Duration,
+    /// Time for logins and sessions; tests pass a [`crate::throttle::ManualClock`].
+    pub clock: std::sync::Arc<dyn crate::throttle::Clock>,
+    /// Per-source budgets of the login and lease routes.
+    pub login_rate: crate::throttle::RateLimit,
+    pub lease_rate: crate::throttle::RateLimit,
+    /// Peers allowed to name the client in `X-Forwarded-For` (reverse proxies).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ServeConfig {
@@ -41,6 +50,11 @@ impl ServeConfig {
             tls_cert: None,
             tls_key: None,
             session_ttl: Duration::from_secs(12 * 3600),
+            session_idle: Duration::from_secs(3600),
+            clock: std::sync::Arc::new(crate::throttle::SystemClock),
+            login_rate: crate::throttle::LOGIN_RATE,
+            lease_rate: crate::throttle::LEASE_RATE,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -117,7 +131,15 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     let db = store::open(&config.data_dir.join(DB_FILE)).await?;
     let permits = secrets::argon2_permits(std::thread::available_parallelism().ok());
     let argon2 = secrets::Argon2Gate::new(permits).await?;
-    let broker = Broker::new(db, config.session_ttl, argon2);
+    let auth_config = crate::service::auth::AuthConfig {
+        clock: config.clock.clone(),
+        session_idle: config.session_idle,
+        login_rate: config.login_rate,
+        lease_rate: config.lease_rate,
+    };
+    let auth = crate::service::auth::AuthState::prepare(&db, &config.data_dir, auth_config).await?;
+    let proxies = crate::proxy::TrustedProxies::new(config.trusted_proxies.clone());
+    let broker = Broker::new(db, config.session_ttl, argon2, auth, proxies);
     let identity = tls::load_or_create(
         &config.data_dir,
         config.tls_cert.as_deref(),

@@ -126,7 +126,7 @@ async fn binary_serves_and_admin_commands_use_the_socket() {
         Some("short\n"),
     );
     assert_eq!(short.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 8"));
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12"));
     // Nothing was written: the name is still free.
     let _: UserAddResponse = run_json(
         &data,
@@ -366,6 +366,82 @@ async fn admin_commands_from_another_user_are_refused() {
     let list: LeaseListResponse = run_json(&data, &["lease", "list", "--json"], None);
     assert!(list.leases.is_empty());
 
+    let _ = served.child.kill();
+    let _ = served.child.wait();
+}
+
+#[tokio::test]
+async fn user_commands_print_one_json_object_or_text() {
+    use grantwire_proto::{UserChangeResponse, UserListResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut served = serve(&data);
+    let pw = Some("long enough pw\n");
+    let _: UserAddResponse = run_json(
+        &data,
+        &["user", "add", "alice", "--password-stdin", "--json"],
+        pw,
+    );
+    let _: UserAddResponse = run_json(
+        &data,
+        &["user", "add", "bob", "--password-stdin", "--json"],
+        pw,
+    );
+
+    let list: UserListResponse = run_json(&data, &["user", "list", "--json"], None);
+    let names: Vec<_> = list.users.iter().map(|u| u.name.as_str()).collect();
+    assert_eq!(names, ["alice", "bob"]);
+    assert!(list.users.iter().all(|u| !u.disabled));
+
+    let off: UserChangeResponse = run_json(&data, &["user", "disable", "bob", "--json"], None);
+    assert!(off.disabled);
+    let human = run(&data, &["user", "list"], None);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("bob") && l.contains("disabled")),
+        "{text}"
+    );
+    let on = run(&data, &["user", "enable", "bob"], None);
+    assert!(on.status.success());
+    assert!(String::from_utf8_lossy(&on.stdout).contains("Enabled user bob"));
+
+    let short = run(
+        &data,
+        &["user", "reset-password", "bob", "--password-stdin"],
+        Some("short\n"),
+    );
+    assert_eq!(short.status.code(), Some(2));
+    let common = run(
+        &data,
+        &["user", "reset-password", "bob", "--password-stdin"],
+        Some("qwerty123456\n"),
+    );
+    assert_eq!(common.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&common.stderr).contains("most common"));
+    let reset: UserChangeResponse = run_json(
+        &data,
+        &[
+            "user",
+            "reset-password",
+            "bob",
+            "--password-stdin",
+            "--json",
+        ],
+        Some("another long passphrase\n"),
+    );
+    assert_eq!(reset.name, "bob");
+
+    let totp: UserAddResponse = run_json(&data, &["user", "reset-totp", "bob", "--json"], None);
+    assert!(totp.otpauth_uri.contains(&totp.totp_secret));
+    let human = run(&data, &["user", "reset-totp", "bob"], None);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(text.contains("New TOTP secret for bob"), "{text}");
+    assert!(text.contains("otpauth://totp/grantwire:bob"), "{text}");
+
+    let missing = run(&data, &["user", "disable", "nobody", "--json"], None);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(missing.stdout.is_empty());
     let _ = served.child.kill();
     let _ = served.child.wait();
 }

@@ -237,6 +237,7 @@ async fn expired_leases_leave_the_list_and_free_their_address() {
             user: "alice".into(),
             edge: "home".into(),
             lease_ttl_secs: Some(1),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -337,6 +338,7 @@ async fn an_endpoint_of_the_other_family_is_refused() {
             name: "v6only".into(),
             endpoint: "[2001:db8::1]:51820".into(),
             subnet: None,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -102,6 +102,40 @@ impl BrokerClient {
         Ok(resp.profile)
     }
 
+    /// Ends `session` on the broker that issued it. A session the broker no longer accepts
+    /// (expired, idle, or its user disabled) has ended already, which is what was asked.
+    pub async fn logout(&self, session: &Session) -> Result<(), Error> {
+        if parse_broker_url(&session.broker_url)? != self.base {
+            return Err(Error::SessionBrokerMismatch {
+                session_broker: session.broker_url.clone(),
+                broker: self.base.to_string(),
+            });
+        }
+        let url = self
+            .base
+            .join("v1/logout")
+            .map_err(|_| invalid_url(self.base.as_str(), "cannot join an API path to it"))?;
+        let resp = self
+            .http
+            .post(url)
+            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(&session.token)
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .map_err(|e| from_reqwest(&self.base, e))?;
+        let status = resp.status();
+        if status.is_success() || status.as_u16() == 401 {
+            tracing::info!(broker = %self.base, "logged out");
+            return Ok(());
+        }
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| from_reqwest(&self.base, e))?;
+        Err(from_response(status.as_u16(), &bytes, Call::Logout))
+    }
+
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

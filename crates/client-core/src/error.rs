@@ -186,6 +186,7 @@ impl Error {
 pub(crate) enum Call<'a> {
     Login,
     Lease { edge: &'a str },
+    Logout,
 }
 
 /// Maps a non-success answer from the broker. The JSON body's code is authoritative; a body
@@ -205,7 +206,9 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
     };
     match (code, call) {
         (ErrorCode::Unauthorized, Call::Login) => Error::LoginRefused { message },
-        (ErrorCode::Unauthorized, Call::Lease { .. }) => Error::SessionRejected { message },
+        (ErrorCode::Unauthorized, Call::Lease { .. } | Call::Logout) => {
+            Error::SessionRejected { message }
+        }
         (ErrorCode::Forbidden, Call::Lease { edge }) => Error::Forbidden {
             edge: edge.to_owned(),
             message,
@@ -216,11 +219,17 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
         },
         (ErrorCode::BadRequest, _) => Error::BadRequest { message },
         (ErrorCode::Conflict, _) => Error::Conflict { message },
-        (ErrorCode::PayloadTooLarge | ErrorCode::Internal, _) => Error::Server { status, message },
+        (ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::Internal, _) => {
+            Error::Server { status, message }
+        }
         // Login has no grant or named resource to miss: such an answer means the URL does not
         // lead to a grantwire broker's API.
         (ErrorCode::Forbidden | ErrorCode::NotFound, Call::Login) => Error::Protocol {
             detail: format!("HTTP {status} on login ({message}): is the broker URL right?"),
+            source: None,
+        },
+        (ErrorCode::Forbidden | ErrorCode::NotFound, Call::Logout) => Error::Protocol {
+            detail: format!("HTTP {status} on logout ({message}): is the broker URL right?"),
             source: None,
         },
     }
@@ -234,6 +243,7 @@ fn code_for_status(status: u16) -> Option<ErrorCode> {
         ErrorCode::NotFound,
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
+        ErrorCode::RateLimited,
     ]
     .into_iter()
     .find(|c| c.http_status() == status)

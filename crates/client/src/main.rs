@@ -46,6 +46,16 @@ enum Command {
     /// Make a keypair here and get a lease on EDGE, pinned to this device's address
     #[command(after_help = EXIT_CODES)]
     Profile(ProfileArgs),
+    /// End the session on the broker and forget it on this device
+    #[command(after_help = EXIT_CODES)]
+    Logout(LogoutArgs),
+}
+
+#[derive(Debug, Args)]
+struct LogoutArgs {
+    /// Print one JSON object {logged_out} on stdout
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +140,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login(args) => runtime.block_on(login(&config_dir, args)),
         Command::Profile(args) => runtime.block_on(profile(&config_dir, args)),
+        Command::Logout(args) => runtime.block_on(logout(&config_dir, args)),
     }
 }
 
@@ -150,6 +161,33 @@ async fn login(config_dir: &Path, args: LoginArgs) -> anyhow::Result<()> {
             session.user,
             format_unix_time(session.expires_at)
         );
+    }
+    Ok(())
+}
+
+/// Ends the stored session on its broker, then deletes it here. If the broker cannot be
+/// reached the file is kept, so the session (still live there) can be ended by a retry. A
+/// session already expired by this device's clock is only deleted.
+async fn logout(config_dir: &Path, args: LogoutArgs) -> anyhow::Result<()> {
+    let store = SessionStore::new(config_dir);
+    let logged_out = match store.load() {
+        Ok(session) => {
+            BrokerClient::for_session(&session)?
+                .logout(&session)
+                .await?;
+            true
+        }
+        Err(grantwire_client_core::Error::SessionExpired { .. }) => true,
+        Err(grantwire_client_core::Error::NotLoggedIn) => false,
+        Err(e) => return Err(e.into()),
+    };
+    store.remove()?;
+    if args.json {
+        print_json(&serde_json::json!({ "logged_out": logged_out }))?;
+    } else if logged_out {
+        eprintln!("logged out");
+    } else {
+        eprintln!("not logged in");
     }
     Ok(())
 }

@@ -81,6 +81,7 @@ async fn broker_with_alice(data_dir: &Path) -> (RunningBroker, Vec<u8>) {
             name: "home".into(),
             endpoint: "192.0.2.1:51820".into(),
             subnet: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -100,6 +101,7 @@ async fn broker_with_alice(data_dir: &Path) -> (RunningBroker, Vec<u8>) {
             user: "alice".into(),
             edge: "home".into(),
             lease_ttl_secs: None,
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -243,5 +245,44 @@ async fn login_and_profiles_against_a_real_broker() {
     assert_eq!(run.code, Some(3), "{}", run.stderr);
     assert!(run.stderr.contains("no grant"), "{}", run.stderr);
 
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logout_ends_the_session_on_the_broker_and_here() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    let config = tmp.path().join("client");
+    let code = grantwire_broker::totp::code_at(&secret, now());
+    let args = [
+        "login",
+        "--broker",
+        &broker.url(),
+        "--user",
+        "alice",
+        "--fingerprint",
+        broker.fingerprint(),
+        "--password-stdin",
+        "--totp",
+        &code,
+    ];
+    let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(broker.admin().counts().await.unwrap().sessions, 1);
+    let session: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("session.json")).unwrap()).unwrap();
+    let token = session["token"].as_str().unwrap().to_owned();
+
+    let run = grantwire(&config, &["logout", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), r#"{"logged_out":true}"#);
+    assert!(!config.join("session.json").exists());
+    assert_eq!(broker.admin().counts().await.unwrap().sessions, 0);
+    // The token is dead on the broker, not just forgotten here.
+    assert!(broker.admin().session(&token).await.is_err());
+
+    let run = grantwire(&config, &["logout", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(run.stdout.trim(), r#"{"logged_out":false}"#);
     broker.shutdown().await.unwrap();
 }

@@ -6,6 +6,8 @@
 //! |---|---|---|---|
 //! | `POST /v1/login` | anyone | [`LoginRequest`] | [`LoginResponse`] |
 //! | `POST /v1/leases` | user session (`Authorization: Bearer`) | [`LeaseRequest`] | [`LeaseResponse`] |
+//! | `GET /v1/whoami` | user session | - | [`WhoamiResponse`] |
+//! | `POST /v1/leases/{id}/renew` | user session, lease owner | - | [`LeaseResponse`] |
 //! | `POST /v1/edge/enrol` | holder of a one-time token | [`EnrolRequest`] | [`EnrolResponse`] |
 //! | `GET /v1/edge/sync` | enrolled edge (`Authorization: Bearer`) | - | server-sent events, each `data:` a [`LeaseSet`] |
 //! | admin routes | admin socket only | [`UserAddRequest`], ... | [`UserAddResponse`], ... |
@@ -13,7 +15,7 @@
 //! Every error is an [`ErrorBody`] with one of the [`ErrorCode`]s.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -49,6 +51,9 @@ pub enum ErrorCode {
     Conflict,
     /// 413: request body over the limit.
     PayloadTooLarge,
+    /// 429: too many requests from this source (or a full password-hashing queue); the
+    /// `Retry-After` header says when to try again.
+    RateLimited,
     /// 500: something broke on the broker; details are only in its log.
     Internal,
 }
@@ -62,6 +67,7 @@ impl ErrorCode {
             Self::NotFound => 404,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
+            Self::RateLimited => 429,
             Self::Internal => 500,
         }
     }
@@ -96,6 +102,27 @@ pub struct LeaseRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LeaseResponse {
     pub profile: Profile,
+}
+
+/// `GET /v1/whoami`: who the session is, where the broker sees it, and whether its live leases
+/// are pinned there (a client that roamed renews the ones that are not).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoamiResponse {
+    pub user: String,
+    /// The client's address as the broker sees it (the pin a new lease would get is this,
+    /// masked to the grant's prefix).
+    pub source_ip: IpAddr,
+    pub leases: Vec<WhoamiLease>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WhoamiLease {
+    pub id: String,
+    pub edge: String,
+    pub pin: Pin,
+    /// Whether `pin` covers `source_ip`.
+    pub pinned_here: bool,
+    pub expires_at: i64,
 }
 
 /// `Debug` is written out below: it redacts the secret fields.
@@ -169,11 +196,54 @@ pub struct UserAddResponse {
     pub otpauth_uri: String,
 }
 
+/// One user, as `user list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub admin: bool,
+    pub disabled: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds before which a login is refused after failed attempts, if any.
+    pub locked_until: Option<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserListResponse {
+    pub users: Vec<UserInfo>,
+}
+
+/// Names the user of `user disable`, `user enable` and `user reset-totp`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserNameRequest {
+    pub name: String,
+}
+
+/// `Debug` is written out below: it redacts the password.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UserPasswordRequest {
+    pub name: String,
+    pub password: String,
+}
+
+/// What `user disable`, `user enable` and `user reset-password` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserChangeResponse {
+    pub name: String,
+    pub disabled: bool,
+    /// Sessions of the user that ended with the change.
+    pub ended_sessions: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EdgeAddRequest {
     pub name: String,
     /// `HOST:PORT` clients dial, written into their profiles.
     pub endpoint: String,
+    /// Further endpoints: in all at most one IPv4 and one IPv6 literal, or a single hostname.
+    /// A profile gets the endpoint of its pin's address family.
+    #[serde(default)]
+    pub extra_endpoints: Vec<String>,
     /// Defaults to 10.77.0.0/24.
     #[serde(default)]
     pub subnet: Option<Ipv4Net>,
@@ -184,19 +254,65 @@ pub struct EdgeAddRequest {
 pub struct EdgeAddResponse {
     pub name: String,
     pub endpoint: String,
+    /// Every endpoint, `endpoint` first.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
     pub subnet: Ipv4Net,
     pub tunnel_address: Ipv4Addr,
     /// One-time enrolment token for `grantwire-edge run --token-file`.
     pub enrolment_token: String,
 }
 
+/// One edge as `edge list` shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeInfo {
+    pub name: String,
+    pub endpoints: Vec<String>,
+    pub subnet: Ipv4Net,
+    pub tunnel_address: Ipv4Addr,
+    /// Whether the edge has used its enrolment token.
+    pub enrolled: bool,
+    /// Whether its sync stream is open right now.
+    pub connected: bool,
+    /// Unix seconds at which it last opened its sync stream; none if never.
+    pub last_seen: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeListResponse {
+    pub edges: Vec<EdgeInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeRemoveRequest {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EdgeRemoveResponse {
+    pub name: String,
+    pub revoked_leases: u64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GrantAddRequest {
     pub user: String,
     pub edge: String,
     /// Lifetime of each lease issued under this grant; defaults to 8 h.
     #[serde(default)]
     pub lease_ttl_secs: Option<u64>,
+    /// Unix seconds at which the grant ends (in the future); none: no end.
+    #[serde(default)]
+    pub ends_at: Option<i64>,
+    /// TCP ports on the edge's tunnel address; defaults to Plex's 32400.
+    #[serde(default)]
+    pub ports: Option<Vec<u16>>,
+    /// Pin prefix length for IPv4 clients, 8 to 32; defaults to 32.
+    #[serde(default)]
+    pub pin_prefix4: Option<u8>,
+    /// Pin prefix length for IPv6 clients, 32 to 128; defaults to 64.
+    #[serde(default)]
+    pub pin_prefix6: Option<u8>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -207,6 +323,16 @@ pub struct GrantInfo {
     pub ports: Vec<u16>,
     /// Unix seconds, or none for a grant without an end.
     pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub pin_prefix4: u8,
+    #[serde(default)]
+    pub pin_prefix6: u8,
+}
+
+/// Live (unrevoked, unended) grants.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GrantListResponse {
+    pub grants: Vec<GrantInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +358,61 @@ pub struct LeaseInfo {
     pub public_key: PublicKey,
     pub created_at: i64,
     pub expires_at: i64,
+    /// TCP ports the lease may reach.
+    #[serde(default)]
+    pub ports: Vec<u16>,
+}
+
+/// `grantwire-broker audit`: entries at or after `since`, about `user` (as actor or named in
+/// the detail as `user=NAME`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub since: Option<i64>,
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    /// Unix seconds.
+    pub at: i64,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub source_ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditResponse {
+    /// Oldest first.
+    pub entries: Vec<AuditEntry>,
+}
+
+/// `grantwire-broker backup FILE`: the broker writes a consistent copy of its database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupRequest {
+    /// Absolute path of the copy; must not exist yet.
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupResponse {
+    pub path: String,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRevokeRequest {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeaseRevokeResponse {
+    pub id: String,
+    pub user: String,
+    pub edge: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -293,6 +474,15 @@ impl fmt::Debug for UserAddRequest {
     }
 }
 
+impl fmt::Debug for UserPasswordRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserPasswordRequest")
+            .field("name", &self.name)
+            .field("password", &REDACTED)
+            .finish()
+    }
+}
+
 impl fmt::Debug for UserAddResponse {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserAddResponse")
@@ -309,6 +499,7 @@ impl fmt::Debug for EdgeAddResponse {
         f.debug_struct("EdgeAddResponse")
             .field("name", &self.name)
             .field("endpoint", &self.endpoint)
+            .field("endpoints", &self.endpoints)
             .field("subnet", &self.subnet)
             .field("tunnel_address", &self.tunnel_address)
             .field("enrolment_token", &REDACTED)
@@ -434,6 +625,7 @@ mod tests {
         let resp = EdgeAddResponse {
             name: "home".into(),
             endpoint: "192.0.2.1:51820".into(),
+            endpoints: vec!["192.0.2.1:51820".into()],
             subnet: "10.77.0.0/24".parse().unwrap(),
             tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
             enrolment_token: SECRET.into(),

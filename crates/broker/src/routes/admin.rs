@@ -5,27 +5,47 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use grantwire_proto::{
-    EdgeAddRequest, EdgeAddResponse, GrantAddRequest, GrantInfo, GrantRevokeRequest,
-    GrantRevokeResponse, LeaseListResponse, UserAddRequest, UserAddResponse,
+    AuditQuery, AuditResponse, BackupRequest, BackupResponse, EdgeAddRequest, EdgeAddResponse,
+    EdgeListResponse, EdgeRemoveRequest, EdgeRemoveResponse, GrantAddRequest, GrantInfo,
+    GrantListResponse, GrantRevokeRequest, GrantRevokeResponse, LeaseListResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse, UserAddRequest, UserAddResponse,
 };
+
+use grantwire_proto::{UserChangeResponse, UserListResponse, UserNameRequest, UserPasswordRequest};
 
 use crate::broker::Broker;
 use crate::error::{ApiJson, Result};
 
 /// Paths, shared with the admin client.
 pub const USERS: &str = "/v1/admin/users";
+pub const USERS_DISABLE: &str = "/v1/admin/users/disable";
+pub const USERS_ENABLE: &str = "/v1/admin/users/enable";
+pub const USERS_RESET_PASSWORD: &str = "/v1/admin/users/reset-password";
+pub const USERS_RESET_TOTP: &str = "/v1/admin/users/reset-totp";
 pub const EDGES: &str = "/v1/admin/edges";
+pub const EDGES_REMOVE: &str = "/v1/admin/edges/remove";
 pub const GRANTS: &str = "/v1/admin/grants";
 pub const GRANTS_REVOKE: &str = "/v1/admin/grants/revoke";
 pub const LEASES: &str = "/v1/admin/leases";
+pub const AUDIT: &str = "/v1/admin/audit";
+pub const BACKUP: &str = "/v1/admin/backup";
+pub const LEASES_REVOKE: &str = "/v1/admin/leases/revoke";
 
 pub fn router() -> Router<Broker> {
     Router::new()
-        .route(USERS, post(user_add))
-        .route(EDGES, post(edge_add))
-        .route(GRANTS, post(grant_add))
+        .route(USERS, post(user_add).get(user_list))
+        .route(USERS_DISABLE, post(user_disable))
+        .route(USERS_ENABLE, post(user_enable))
+        .route(USERS_RESET_PASSWORD, post(user_reset_password))
+        .route(USERS_RESET_TOTP, post(user_reset_totp))
+        .route(EDGES, post(edge_add).get(edge_list))
+        .route(EDGES_REMOVE, post(edge_remove))
+        .route(GRANTS, post(grant_add).get(grant_list))
         .route(GRANTS_REVOKE, post(grant_revoke))
         .route(LEASES, get(lease_list))
+        .route(AUDIT, post(audit))
+        .route(BACKUP, post(backup))
+        .route(LEASES_REVOKE, post(lease_revoke))
 }
 
 async fn user_add(
@@ -35,11 +55,54 @@ async fn user_add(
     Ok(Json(b.user_add(req).await?))
 }
 
+async fn user_list(State(b): State<Broker>) -> Result<Json<UserListResponse>> {
+    Ok(Json(b.user_list().await?))
+}
+
+async fn user_disable(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<UserNameRequest>,
+) -> Result<Json<UserChangeResponse>> {
+    Ok(Json(b.user_disable(req).await?))
+}
+
+async fn user_enable(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<UserNameRequest>,
+) -> Result<Json<UserChangeResponse>> {
+    Ok(Json(b.user_enable(req).await?))
+}
+
+async fn user_reset_password(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<UserPasswordRequest>,
+) -> Result<Json<UserChangeResponse>> {
+    Ok(Json(b.user_reset_password(req).await?))
+}
+
+async fn user_reset_totp(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<UserNameRequest>,
+) -> Result<Json<UserAddResponse>> {
+    Ok(Json(b.user_reset_totp(req).await?))
+}
+
 async fn edge_add(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<EdgeAddRequest>,
 ) -> Result<Json<EdgeAddResponse>> {
     Ok(Json(b.edge_add(req).await?))
+}
+
+async fn edge_list(State(b): State<Broker>) -> Result<Json<EdgeListResponse>> {
+    Ok(Json(b.edge_list().await?))
+}
+
+async fn edge_remove(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<EdgeRemoveRequest>,
+) -> Result<Json<EdgeRemoveResponse>> {
+    Ok(Json(b.edge_remove(req).await?))
 }
 
 async fn grant_add(
@@ -49,11 +112,36 @@ async fn grant_add(
     Ok(Json(b.grant_add(req).await?))
 }
 
+async fn grant_list(State(b): State<Broker>) -> Result<Json<GrantListResponse>> {
+    Ok(Json(b.grant_list().await?))
+}
+
 async fn grant_revoke(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<GrantRevokeRequest>,
 ) -> Result<Json<GrantRevokeResponse>> {
     Ok(Json(b.grant_revoke(req).await?))
+}
+
+async fn lease_revoke(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<LeaseRevokeRequest>,
+) -> Result<Json<LeaseRevokeResponse>> {
+    Ok(Json(b.lease_revoke(req).await?))
+}
+
+async fn audit(
+    State(b): State<Broker>,
+    ApiJson(q): ApiJson<AuditQuery>,
+) -> Result<Json<AuditResponse>> {
+    Ok(Json(b.audit_query(q).await?))
+}
+
+async fn backup(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<BackupRequest>,
+) -> Result<Json<BackupResponse>> {
+    Ok(Json(b.backup(req).await?))
 }
 
 async fn lease_list(State(b): State<Broker>) -> Result<Json<LeaseListResponse>> {

@@ -39,19 +39,26 @@ pub fn admin_app(broker: Broker) -> Router {
         .with_state(broker)
 }
 
-/// The client's address: the TCP peer of the connection. Forwarding headers are never read, so
-/// a client cannot choose its own pin.
+/// The client's address: the TCP peer of the connection, or, only when that peer is a
+/// configured trusted proxy, the first untrusted hop of its `X-Forwarded-For` (see
+/// [`crate::proxy`]). Anyone else's forwarding headers are ignored, so a client cannot choose its
+/// own pin.
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<Broker> for ClientIp {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Error> {
-        parts
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| Self(addr.ip().to_canonical()))
-            .ok_or_else(|| Error::Internal("server was started without connect info".into()))
+            .map(|ConnectInfo(addr)| addr.ip())
+            .ok_or_else(|| Error::Internal("server was started without connect info".into()))?;
+        let headers = parts.headers.get_all("x-forwarded-for");
+        let ip = broker
+            .trusted_proxies()
+            .client_ip(peer, headers.iter().map(|v| v.as_bytes()));
+        Ok(Self(ip))
     }
 }
 

@@ -3,9 +3,12 @@
 
 use std::net::SocketAddr;
 
+use grantwire_proto::pin::{DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6};
 use grantwire_proto::{
-    EdgeAddRequest, EdgeAddResponse, GrantAddRequest, GrantInfo, GrantRevokeRequest,
-    GrantRevokeResponse, LeaseListResponse, UserAddRequest, UserAddResponse, PLEX_PORT,
+    AuditQuery, AuditResponse, EdgeAddRequest, EdgeAddResponse, EdgeInfo, EdgeListResponse,
+    EdgeRemoveRequest, EdgeRemoveResponse, GrantAddRequest, GrantInfo, GrantListResponse,
+    GrantRevokeRequest, GrantRevokeResponse, LeaseListResponse, LeaseRevokeRequest,
+    LeaseRevokeResponse, UserAddRequest, UserAddResponse, PLEX_PORT,
 };
 use ipnet::Ipv4Net;
 
@@ -30,9 +33,10 @@ impl Broker {
         secrets::check_password_policy(&req.password)?;
         let phc = self.argon2().hash(req.password).await?;
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
+        let sealed = self.auth().seal_totp(&req.name, &secret)?;
         let now = store::now();
         let mut tx = self.write_tx().await?;
-        users::insert(&mut tx, &req.name, &phc, &secret, req.admin, now).await?;
+        users::insert(&mut tx, &req.name, &phc, &sealed, req.admin, now).await?;
         admin_audit(&mut tx, now, "user_added", format!("user={}", req.name)).await?;
         tx.commit().await?;
         tracing::info!(user = %req.name, admin = req.admin, "user added");
@@ -46,7 +50,11 @@ impl Broker {
 
     pub async fn edge_add(&self, req: EdgeAddRequest) -> Result<EdgeAddResponse> {
         check_name(&req.name, "edge")?;
-        check_endpoint(&req.endpoint)?;
+        let endpoints: Vec<String> = std::iter::once(req.endpoint.clone())
+            .chain(req.extra_endpoints.iter().cloned())
+            .collect();
+        check_endpoints(&endpoints)?;
+        let stored = endpoints.join(",");
         let subnet = alloc::check_subnet(req.subnet.unwrap_or_else(default_subnet))
             .map_err(Error::BadRequest)?;
         let tunnel_address = alloc::edge_address(subnet);
@@ -56,7 +64,7 @@ impl Broker {
         let mut tx = self.write_tx().await?;
         let new = edges::NewEdge {
             name: &req.name,
-            endpoint: &req.endpoint,
+            endpoint: &stored,
             subnet,
             tunnel_address,
             enrol_token_hash: &hash,
@@ -68,9 +76,55 @@ impl Broker {
         Ok(EdgeAddResponse {
             name: req.name,
             endpoint: req.endpoint,
+            endpoints,
             subnet,
             tunnel_address,
             enrolment_token: token.into_string(),
+        })
+    }
+
+    pub async fn edge_list(&self) -> Result<EdgeListResponse> {
+        let mut conn = self.db().acquire().await?;
+        let rows = edges::list(&mut conn).await?;
+        let edges = rows
+            .into_iter()
+            .map(|r| {
+                let bad = || Error::Internal(format!("edge {}: stored subnet is corrupt", r.name));
+                Ok(EdgeInfo {
+                    endpoints: r.endpoint.split(',').map(str::to_owned).collect(),
+                    subnet: r.subnet.parse().map_err(|_| bad())?,
+                    tunnel_address: r.tunnel_address.parse().map_err(|_| bad())?,
+                    enrolled: r.enrolled,
+                    connected: self.presence().is_connected(r.id),
+                    last_seen: r.last_seen_at,
+                    name: r.name,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(EdgeListResponse { edges })
+    }
+
+    /// Removes the edge with its grants and leases (each revocation audited) and its
+    /// credential; an open sync stream of it ends.
+    pub async fn edge_remove(&self, req: EdgeRemoveRequest) -> Result<EdgeRemoveResponse> {
+        let now = store::now();
+        let mut tx = self.write_tx().await?;
+        let edge = edges::by_name(&mut tx, &req.name)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no edge named {:?}", req.name)))?;
+        let revoked = edges::live_lease_ids(&mut tx, edge.id, now).await?;
+        for id in &revoked {
+            admin_audit(&mut tx, now, "lease_revoked", format!("lease={id}")).await?;
+        }
+        edges::delete(&mut tx, edge.id).await?;
+        let detail = format!("edge={} revoked_leases={}", req.name, revoked.len());
+        admin_audit(&mut tx, now, "edge_removed", detail).await?;
+        tx.commit().await?;
+        self.notify_edge(edge.id);
+        tracing::info!(edge = %req.name, leases = revoked.len(), "edge removed");
+        Ok(EdgeRemoveResponse {
+            name: req.name,
+            revoked_leases: revoked.len() as u64,
         })
     }
 
@@ -79,8 +133,14 @@ impl Broker {
         if lease_ttl_secs == 0 {
             return Err(Error::BadRequest("lease_ttl_secs must be positive".into()));
         }
-        let ports = [PLEX_PORT];
+        let mut ports = req.ports.unwrap_or_else(|| vec![PLEX_PORT]);
+        ports.sort_unstable();
+        ports.dedup();
+        let pin_prefix4 = req.pin_prefix4.unwrap_or(DEFAULT_PIN_PREFIX_V4);
+        let pin_prefix6 = req.pin_prefix6.unwrap_or(DEFAULT_PIN_PREFIX_V6);
         let now = store::now();
+        alloc::check_grant_terms(&ports, pin_prefix4, pin_prefix6, req.ends_at, now)
+            .map_err(Error::BadRequest)?;
         let mut tx = self.write_tx().await?;
         let (user_id, edge_id) = user_and_edge(&mut tx, &req.user, &req.edge).await?;
         let grant = edges::NewGrant {
@@ -88,10 +148,17 @@ impl Broker {
             edge_id,
             lease_ttl_secs,
             ports: &ports,
-            ends_at: None,
+            ends_at: req.ends_at,
+            pin_prefix4,
+            pin_prefix6,
         };
         edges::insert_grant(&mut tx, grant, now).await?;
-        let detail = format!("user={} edge={} ttl={lease_ttl_secs}", req.user, req.edge);
+        let detail = format!(
+            "user={} edge={} ttl={lease_ttl_secs} ports={ports:?} until={} pin_prefix4={pin_prefix4} pin_prefix6={pin_prefix6}",
+            req.user,
+            req.edge,
+            req.ends_at.map_or_else(|| "none".into(), |e| e.to_string()),
+        );
         admin_audit(&mut tx, now, "grant_added", detail).await?;
         tx.commit().await?;
         tracing::info!(user = %req.user, edge = %req.edge, "grant added");
@@ -99,9 +166,19 @@ impl Broker {
             user: req.user,
             edge: req.edge,
             lease_ttl_secs,
-            ports: ports.to_vec(),
-            expires_at: None,
+            ports,
+            expires_at: req.ends_at,
+            pin_prefix4,
+            pin_prefix6,
         })
+    }
+
+    /// Live grants (neither revoked nor ended), by user and edge.
+    pub async fn grant_list(&self) -> Result<GrantListResponse> {
+        let mut conn = self.db().acquire().await?;
+        let rows = edges::live_grants(&mut conn, store::now()).await?;
+        let grants = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
+        Ok(GrantListResponse { grants })
     }
 
     /// Revokes the grant and, in the same transaction, its live leases; then pushes the new
@@ -134,6 +211,39 @@ impl Broker {
         let rows = leases::live_all(&mut conn, store::now()).await?;
         let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(LeaseListResponse { leases })
+    }
+}
+
+impl Broker {
+    /// The audit log, filtered for an operator.
+    pub async fn audit_query(&self, q: AuditQuery) -> Result<AuditResponse> {
+        if let Some(user) = &q.user {
+            check_name(user, "user")?;
+        }
+        let mut conn = self.db().acquire().await?;
+        let entries = store::audit::query(&mut conn, q.since, q.user.as_deref()).await?;
+        Ok(AuditResponse { entries })
+    }
+
+    /// Revokes one live lease and pushes the edge its new set.
+    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        let now = store::now();
+        let mut tx = self.write_tx().await?;
+        let lease = leases::live_by_id(&mut tx, &req.id, now)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no live lease {:?}", req.id)))?;
+        let (user, edge) = leases::owner_names(&mut tx, &lease.id).await?;
+        leases::revoke(&mut tx, &lease.id, now).await?;
+        let detail = format!("lease={} user={user} edge={edge}", lease.id);
+        admin_audit(&mut tx, now, "lease_revoked", detail).await?;
+        tx.commit().await?;
+        self.notify_edge(lease.edge_id);
+        tracing::info!(lease = %lease.id, %user, %edge, "lease revoked");
+        Ok(LeaseRevokeResponse {
+            id: lease.id,
+            user,
+            edge,
+        })
     }
 }
 
@@ -200,6 +310,34 @@ pub fn check_endpoint(endpoint: &str) -> Result<()> {
     Ok(())
 }
 
+/// An edge's endpoints: each `HOST:PORT`, and either one hostname alone or at most one IPv4
+/// and one IPv6 literal (a profile gets the one of its pin's family).
+pub fn check_endpoints(endpoints: &[String]) -> Result<()> {
+    let mut v4 = 0;
+    let mut v6 = 0;
+    let mut names = 0;
+    for e in endpoints {
+        check_endpoint(e)?;
+        match e.parse::<SocketAddr>() {
+            Ok(SocketAddr::V4(_)) => v4 += 1,
+            Ok(SocketAddr::V6(_)) => v6 += 1,
+            Err(_) => names += 1,
+        }
+    }
+    let ok = match names {
+        0 => v4 + v6 >= 1 && v4 <= 1 && v6 <= 1,
+        1 => v4 + v6 == 0,
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(
+            "endpoints: one hostname, or at most one IPv4 and one IPv6 address".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,5 +366,24 @@ mod tests {
             assert!(check_endpoint(bad).is_err(), "{bad}");
         }
         assert_eq!(default_subnet().to_string(), "10.77.0.0/24");
+        let eps = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for ok in [
+            &["192.0.2.1:51820"][..],
+            &["192.0.2.1:51820", "[2001:db8::1]:51820"],
+            &["[2001:db8::1]:51820", "192.0.2.1:51820"],
+            &["plex.example.net:51820"],
+        ] {
+            assert!(check_endpoints(&eps(ok)).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            &[][..],
+            &["192.0.2.1:51820", "192.0.2.2:51820"],
+            &["[2001:db8::1]:51820", "[2001:db8::2]:51820"],
+            &["plex.example.net:51820", "192.0.2.1:51820"],
+            &["a.example:1", "b.example:1"],
+            &["192.0.2.1:51820", "192.0.2.1"],
+        ] {
+            assert!(check_endpoints(&eps(bad)).is_err(), "{bad:?}");
+        }
     }
 }

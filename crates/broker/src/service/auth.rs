@@ -1,60 +1,192 @@
-//! Login (password + TOTP) and session lookup.
+//! Login (password + TOTP), throttling of failed logins, sessions, and the sealing of TOTP
+//! secrets at rest.
 
 use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use grantwire_proto::{LoginRequest, LoginResponse};
+use sqlx::SqlitePool;
 
 use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
-use crate::secrets::{self, Token};
+use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
 use crate::store::{self, users, AuditEvent};
+use crate::throttle::{self, Buckets, Clock, RateLimit};
 use crate::totp;
 
 /// Longest user name we look up or write to the audit log; longer names cannot exist.
 const MAX_NAME_LEN: usize = 64;
 
+/// The settings [`AuthState`] is made from.
+pub struct AuthConfig {
+    pub clock: Arc<dyn Clock>,
+    pub session_idle: Duration,
+    pub login_rate: RateLimit,
+    pub lease_rate: RateLimit,
+}
+
+/// What login and session checks need besides the database: the key that opens TOTP secrets,
+/// the clock, the idle timeout and the per-source budgets.
+#[derive(Debug)]
+pub struct AuthState {
+    pub(crate) seal: SealKey,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) session_idle: Duration,
+    pub(crate) login_buckets: Buckets,
+    pub(crate) lease_buckets: Buckets,
+}
+
+impl AuthState {
+    /// Loads (or, for a database without sealed secrets, creates) `secrets.key` and seals any
+    /// TOTP secret still stored in plaintext, in one transaction. Fails closed: a missing or
+    /// wrong key with sealed rows present stops the start instead of making a new key, which
+    /// would lock every user out of their second factor without saying why.
+    pub async fn prepare(db: &SqlitePool, data_dir: &Path, config: AuthConfig) -> Result<Self> {
+        let path = data_dir.join(SECRETS_KEY_FILE);
+        let mut conn = db.acquire().await?;
+        let sealed = users::any_sealed(&mut conn).await?;
+        drop(conn);
+        let seal = match (SealKey::load(&path)?, &sealed) {
+            (Some(key), _) => key,
+            (None, None) => SealKey::create(&path)?,
+            (None, Some(_)) => {
+                return Err(Error::Internal(format!(
+                    "{} is missing but the database holds sealed TOTP secrets: restore the key \
+                     file from the backup made with the database",
+                    path.display()
+                )))
+            }
+        };
+        if let Some((name, blob)) = &sealed {
+            if seal.open(name.as_bytes(), blob).is_none() {
+                return Err(Error::Internal(format!(
+                    "{} does not open the TOTP secrets in the database (wrong key file?)",
+                    path.display()
+                )));
+            }
+        }
+        seal_plaintext_secrets(db, &seal).await?;
+        Ok(Self {
+            seal,
+            clock: config.clock,
+            session_idle: config.session_idle,
+            login_buckets: config.login_rate.into(),
+            lease_buckets: config.lease_rate.into(),
+        })
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_secs()
+    }
+
+    /// Seals a new TOTP secret for `user` (the name is the associated data).
+    pub(crate) fn seal_totp(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>> {
+        self.seal.seal(user.as_bytes(), secret)
+    }
+}
+
+async fn seal_plaintext_secrets(db: &SqlitePool, seal: &SealKey) -> Result<()> {
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    let rows = users::plaintext_secrets(&mut tx).await?;
+    if rows.is_empty() {
+        return Ok(());
+    }
+    for (id, name, secret) in &rows {
+        let sealed = seal.seal(name.as_bytes(), secret)?;
+        users::seal_existing(&mut tx, *id, &sealed).await?;
+    }
+    tx.commit().await?;
+    // Move the change out of the WAL into the main file; secure_delete has zeroed the old
+    // plaintext there.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(db)
+        .await?;
+    tracing::info!(users = rows.len(), "sealed plaintext TOTP secrets");
+    Ok(())
+}
+
+/// How a login attempt ended, for the audit log and the failure count.
+enum Outcome {
+    Ok,
+    /// Unknown user, wrong password or wrong code.
+    Failed,
+    /// A right password with a right code for a step already used.
+    TotpReused,
+    /// Refused before looking at the credentials: the account waits or is over its hourly cap.
+    Throttled,
+    Disabled,
+}
+
 impl Broker {
-    /// Checks password and TOTP code and opens a session. Every failure is the same
-    /// [`Error::Unauthorized`], and an unknown user costs the same argon2 work as a known one.
+    /// Checks password and TOTP code and opens a session. Every refusal is the same
+    /// [`Error::Unauthorized`] (throttled and disabled accounts included), and an unknown user
+    /// costs the same argon2 work as a known one.
     pub async fn login(&self, req: LoginRequest, source: IpAddr) -> Result<LoginResponse> {
-        let now = store::now();
+        let now = self.auth().now();
         let user = if req.user.len() <= MAX_NAME_LEN {
             let mut conn = self.db().acquire().await?;
             users::by_name(&mut conn, &req.user).await?
         } else {
             None
         };
+        // Hashed even for a locked account, so its answer takes as long as any other.
         let phc = user.as_ref().map(|u| u.password_hash.clone());
         let password_ok = self.argon2().verify(req.password, phc).await?;
         // An unknown user's code is checked against a dummy secret, so the work done (and the
         // time taken) does not depend on whether the name exists.
-        let dummy_secret = [0u8; totp::SECRET_LEN];
         let secret = user
             .as_ref()
-            .map_or(&dummy_secret[..], |u| &u.totp_secret[..]);
+            .and_then(|u| self.auth().seal.open(u.name.as_bytes(), &u.totp_sealed))
+            .unwrap_or_else(|| vec![0u8; totp::SECRET_LEN]);
         let secs = u64::try_from(now).unwrap_or(0);
-        let step = totp::verify(secret, &req.code, secs).filter(|_| user.is_some());
+        let step = totp::verify(&secret, &req.code, secs);
 
         let mut tx = self.write_tx().await?;
-        let accepted = match (&user, password_ok, step) {
-            (Some(u), true, Some(step)) => users::claim_totp_step(&mut tx, u.id, step).await?,
-            _ => false,
+        let outcome = match &user {
+            None => Outcome::Failed,
+            Some(u) if u.disabled_at.is_some() => Outcome::Disabled,
+            Some(u) => {
+                let state = users::account_state(&mut tx, u.id, now).await?;
+                match (throttle::is_locked(state, now), password_ok, step) {
+                    (true, _, _) => Outcome::Throttled,
+                    (false, true, Some(step)) => {
+                        if users::claim_totp_step(&mut tx, u.id, step).await? {
+                            Outcome::Ok
+                        } else {
+                            Outcome::TotpReused
+                        }
+                    }
+                    _ => Outcome::Failed,
+                }
+            }
         };
         let source_text = ip_text(Some(source));
         let actor: String = req.user.chars().take(MAX_NAME_LEN).collect();
-        let (Some(user), true) = (user, accepted) else {
+        let (Some(user), Outcome::Ok) = (&user, &outcome) else {
+            let kind = match outcome {
+                Outcome::Throttled => "login_throttled",
+                Outcome::TotpReused => "totp_reused",
+                _ => "login_failed",
+            };
+            if let (Some(u), Outcome::Failed | Outcome::TotpReused) = (&user, &outcome) {
+                users::record_failure(&mut tx, u.id, now).await?;
+            }
+            let detail = matches!(outcome, Outcome::Disabled).then(|| "user disabled".to_owned());
             let event = AuditEvent {
-                kind: "login_failed",
+                kind,
                 actor: Some(&actor),
                 source_ip: source_text,
-                detail: None,
+                detail,
             };
             store::audit(&mut tx, now, event).await?;
             tx.commit().await?;
-            tracing::info!(user = %actor, %source, "login refused");
+            tracing::info!(user = %actor, %source, kind, "login refused");
             return Err(Error::Unauthorized);
         };
 
+        users::reset_failures(&mut tx, user.id).await?;
         let token = Token::generate();
         let ttl = i64::try_from(self.session_ttl().as_secs()).unwrap_or(i64::MAX);
         let expires_at = now.saturating_add(ttl);
@@ -75,12 +207,37 @@ impl Broker {
         })
     }
 
-    /// The user behind a bearer session token, if the session is live.
+    /// The user behind a bearer session token, if the session is live: within its lifetime,
+    /// used within the idle timeout, and its user not disabled. Marks it used.
     pub async fn session(&self, token: &str) -> Result<users::SessionUser> {
+        let now = self.auth().now();
+        let idle = i64::try_from(self.auth().session_idle.as_secs()).unwrap_or(i64::MAX);
         let mut conn = self.db().acquire().await?;
         let hash = secrets::token_hash(token);
-        users::session_user(&mut conn, &hash, store::now())
+        let user = users::session_user(&mut conn, &hash, now, now.saturating_sub(idle))
             .await?
-            .ok_or(Error::Unauthorized)
+            .ok_or(Error::Unauthorized)?;
+        // At most one write a second per session, so a burst of lease requests does not queue
+        // on SQLite's write lock just to say the same thing.
+        if user.last_used_at < now {
+            users::touch_session(&mut conn, user.session_id, now).await?;
+        }
+        Ok(user)
+    }
+
+    /// Ends the presenting session.
+    pub async fn logout(&self, user: &users::SessionUser, source: IpAddr) -> Result<()> {
+        let now = self.auth().now();
+        let mut tx = self.write_tx().await?;
+        users::delete_session(&mut tx, user.session_id).await?;
+        let event = AuditEvent {
+            kind: "logout",
+            actor: Some(&user.name),
+            source_ip: ip_text(Some(source)),
+            detail: None,
+        };
+        store::audit(&mut tx, now, event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -3,8 +3,8 @@
 use std::net::IpAddr;
 
 use grantwire_proto::{
-    EnrolRequest, EnrolResponse, LeaseRequest, LeaseResponse, LeaseSet, PresharedKey, Profile,
-    DEFAULT_KEEPALIVE_SECS, PLEX_PORT,
+    EnrolRequest, EnrolResponse, LeaseRequest, LeaseResponse, LeaseSet, Pin, PresharedKey, Profile,
+    PublicKey, WhoamiLease, WhoamiResponse, DEFAULT_KEEPALIVE_SECS, PLEX_PORT,
 };
 use ipnet::{IpNet, Ipv4Net};
 
@@ -24,8 +24,6 @@ impl Broker {
         source: IpAddr,
     ) -> Result<LeaseResponse> {
         let now = store::now();
-        let pin = alloc::pin_for(source)
-            .map_err(|e| Error::Internal(format!("pin for {source}: {e}")))?;
         let preshared_key = PresharedKey::from_bytes(secrets::random_bytes::<32>());
         let lease_id = format!("l-{}", hex(&secrets::random_bytes::<8>()));
 
@@ -38,19 +36,13 @@ impl Broker {
         let grant = edges::live_grant(&mut tx, user.user_id, edge.id, now)
             .await?
             .ok_or_else(|| Error::Forbidden("you hold no grant on this edge".into()))?;
-        let edge_key = edge
-            .public_key
-            .as_deref()
-            .ok_or_else(|| Error::Conflict("edge has not enrolled yet".into()))?
-            .parse()
-            .map_err(|_| Error::Internal(format!("edge {}: stored key is corrupt", edge.name)))?;
-        if !alloc::endpoint_serves(&edge.endpoint, source) {
-            return Err(Error::Conflict(
-                "edge has no endpoint of the client's address family".into(),
-            ));
-        }
+        // Refused before any write: a lease on an edge without a key is no use.
+        edge_key(&edge)?;
+        let pin = grant.pin_for(source)?;
+        let endpoint = edge.endpoint_for(source).ok_or_else(|| {
+            Error::Conflict("edge has no endpoint of the client's address family".into())
+        })?;
         let subnet = edge.subnet()?;
-        let edge_addr = edge.tunnel_address()?;
 
         // The edge keeps one peer per public key, so two live leases sharing a key would leave
         // one of them silently dead (or pinned to the wrong address). Another user's key is
@@ -105,19 +97,95 @@ impl Broker {
         self.notify_edge(edge.id);
         tracing::info!(lease = %lease_id, user = %user.name, edge = %edge.name, %pin, "lease issued");
 
-        let profile = Profile {
+        let profile = profile(
+            edge,
+            endpoint,
             lease_id,
-            edge: edge.name,
             address,
-            edge_public_key: edge_key,
-            endpoint: edge.endpoint,
-            allowed_ips: vec![IpNet::V4(Ipv4Net::from(edge_addr))],
             preshared_key,
-            persistent_keepalive: DEFAULT_KEEPALIVE_SECS,
-            plex_url: format!("http://{edge_addr}:{PLEX_PORT}/web"),
             pin,
             expires_at,
+        )?;
+        Ok(LeaseResponse { profile })
+    }
+
+    /// Who the session is, the address the broker sees it at, and whether each of its live
+    /// leases is pinned there.
+    pub async fn whoami(&self, user: &SessionUser, source: IpAddr) -> Result<WhoamiResponse> {
+        let mut conn = self.db().acquire().await?;
+        let rows = leases::live_for_user(&mut conn, user.user_id, store::now()).await?;
+        let leases = rows
+            .iter()
+            .map(|r| {
+                let info = r.to_info()?;
+                Ok(WhoamiLease {
+                    pinned_here: info.pin.covers(source),
+                    id: info.id,
+                    edge: info.edge,
+                    pin: info.pin,
+                    expires_at: info.expires_at,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(WhoamiResponse {
+            user: user.name.clone(),
+            source_ip: source.to_canonical(),
+            leases,
+        })
+    }
+
+    /// Moves the pin of the caller's live lease `id` to `source` and extends it, keeping its
+    /// key, address and preshared key; the edge gets the new set at once, so the old address
+    /// stops working. Another user's lease looks like an unknown one.
+    pub async fn renew_lease(
+        &self,
+        user: &SessionUser,
+        id: &str,
+        source: IpAddr,
+    ) -> Result<LeaseResponse> {
+        let now = store::now();
+        let mut tx = self.write_tx().await?;
+        let lease = leases::live_by_id(&mut tx, id, now)
+            .await?
+            .filter(|l| l.user_id == user.user_id)
+            .ok_or_else(|| Error::NotFound("no such lease".into()))?;
+        let grant = edges::live_grant(&mut tx, user.user_id, lease.edge_id, now)
+            .await?
+            .filter(|g| g.id == lease.grant_id)
+            .ok_or_else(|| Error::Forbidden("the grant of this lease is gone".into()))?;
+        let edge = edges::by_id(&mut tx, lease.edge_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("edge {} vanished", lease.edge_id)))?;
+        // Refused before any write: a lease on an edge without a key is no use.
+        edge_key(&edge)?;
+        let pin = grant.pin_for(source)?;
+        let endpoint = edge.endpoint_for(source).ok_or_else(|| {
+            Error::Conflict("edge has no endpoint of the client's address family".into())
+        })?;
+        let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
+        leases::repin(&mut tx, &lease.id, pin, expires_at).await?;
+        let event = AuditEvent {
+            kind: "lease_renewed",
+            actor: Some(&user.name),
+            source_ip: ip_text(Some(source)),
+            detail: Some(format!(
+                "lease={} old_pin={} new_pin={pin} expires_at={expires_at}",
+                lease.id, lease.pin
+            )),
         };
+        store::audit(&mut tx, now, event).await?;
+        tx.commit().await?;
+        self.notify_edge(edge.id);
+        tracing::info!(lease = %lease.id, user = %user.name, old_pin = %lease.pin, %pin, "lease renewed");
+        let profile = profile(
+            edge,
+            endpoint,
+            lease.id.clone(),
+            lease.address()?,
+            lease.preshared_key()?,
+            pin,
+            expires_at,
+        )?;
         Ok(LeaseResponse { profile })
     }
 
@@ -158,13 +226,27 @@ impl Broker {
             .ok_or(Error::Unauthorized)
     }
 
+    /// Records that the edge opened its sync stream now. Best effort: a failed write must not
+    /// keep the edge from its lease set.
+    pub async fn edge_seen(&self, edge_id: i64) {
+        let res = async {
+            let mut conn = self.db().acquire().await?;
+            edges::mark_seen(&mut conn, edge_id, store::now()).await
+        }
+        .await;
+        if let Err(e) = res {
+            tracing::debug!(edge_id, error = %e, "recording edge last-seen failed");
+        }
+    }
+
     /// The complete set of an edge's live leases, as pushed to it.
     pub async fn lease_set(&self, edge_id: i64) -> Result<LeaseSet> {
         let now = store::now();
         let mut conn = self.db().acquire().await?;
+        // Gone: removed by an admin while its stream was open.
         let edge = edges::by_id(&mut conn, edge_id)
             .await?
-            .ok_or_else(|| Error::Internal(format!("edge {edge_id} vanished")))?;
+            .ok_or_else(|| Error::NotFound(format!("edge {edge_id} was removed")))?;
         let rows = leases::live_for_edge(&mut conn, edge_id, now).await?;
         let leases = rows
             .iter()
@@ -176,6 +258,41 @@ impl Broker {
             generated_at: now,
         })
     }
+}
+
+fn edge_key(edge: &edges::EdgeRow) -> Result<PublicKey> {
+    edge.public_key
+        .as_deref()
+        .ok_or_else(|| Error::Conflict("edge has not enrolled yet".into()))?
+        .parse()
+        .map_err(|_| Error::Internal(format!("edge {}: stored key is corrupt", edge.name)))
+}
+
+/// The profile of a lease on `edge`; `endpoint` is the edge's endpoint of the pin's family.
+fn profile(
+    edge: edges::EdgeRow,
+    endpoint: String,
+    lease_id: String,
+    address: std::net::Ipv4Addr,
+    preshared_key: PresharedKey,
+    pin: Pin,
+    expires_at: i64,
+) -> Result<Profile> {
+    let edge_addr = edge.tunnel_address()?;
+    let edge_public_key = edge_key(&edge)?;
+    Ok(Profile {
+        lease_id,
+        edge: edge.name,
+        address,
+        edge_public_key,
+        endpoint,
+        allowed_ips: vec![IpNet::V4(Ipv4Net::from(edge_addr))],
+        preshared_key,
+        persistent_keepalive: DEFAULT_KEEPALIVE_SECS,
+        plex_url: format!("http://{edge_addr}:{PLEX_PORT}/web"),
+        pin,
+        expires_at,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

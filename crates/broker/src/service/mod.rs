@@ -1,5 +1,6 @@
 //! The broker's operations, as `impl Broker` blocks grouped by concern.
 
+mod accounts;
 pub mod admin;
-mod auth;
+pub(crate) mod auth;
 mod leases;

@@ -1,8 +1,8 @@
 //! Edges (with their one-time enrolment token and long-lived credential) and grants.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use grantwire_proto::EdgeConfig;
+use grantwire_proto::{EdgeConfig, GrantInfo, Pin};
 use ipnet::Ipv4Net;
 use sqlx::SqliteConnection;
 
@@ -30,6 +30,20 @@ impl EdgeRow {
         self.tunnel_address
             .parse()
             .map_err(|_| Error::Internal(format!("edge {}: stored address is corrupt", self.name)))
+    }
+
+    /// The endpoints clients may dial (`HOST:PORT`): one hostname, or up to one IPv4 and one
+    /// IPv6 literal. Stored comma-separated in the one column.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.endpoint.split(',').map(str::to_owned).collect()
+    }
+
+    /// The endpoint for a client pinned at `source`: a literal of its address family, or a
+    /// hostname (which may resolve to either). None: the edge cannot be reached from there.
+    pub fn endpoint_for(&self, source: IpAddr) -> Option<String> {
+        self.endpoints()
+            .into_iter()
+            .find(|e| crate::alloc::endpoint_serves(e, source))
     }
 
     pub fn config(&self) -> Result<EdgeConfig> {
@@ -117,6 +131,63 @@ pub async fn consume_enrolment(
     .await?)
 }
 
+pub async fn mark_seen(conn: &mut SqliteConnection, edge_id: i64, now: i64) -> Result<()> {
+    sqlx::query("UPDATE edges SET last_seen_at = ? WHERE id = ?")
+        .bind(now)
+        .bind(edge_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An edge as listed for the admin.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EdgeListRow {
+    pub id: i64,
+    pub name: String,
+    pub endpoint: String,
+    pub subnet: String,
+    pub tunnel_address: String,
+    pub enrolled: bool,
+    pub last_seen_at: Option<i64>,
+}
+
+pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<EdgeListRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, endpoint, subnet, tunnel_address,
+                (credential_hash IS NOT NULL) AS enrolled, last_seen_at
+         FROM edges ORDER BY name",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Deletes the edge; its grants and leases go with it (ON DELETE CASCADE), and so does its
+/// credential.
+pub async fn delete(conn: &mut SqliteConnection, edge_id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM edges WHERE id = ?")
+        .bind(edge_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Live leases of the edge (ids), before it is removed.
+pub async fn live_lease_ids(
+    conn: &mut SqliteConnection,
+    edge_id: i64,
+    now: i64,
+) -> Result<Vec<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM leases WHERE edge_id = ? AND revoked_at IS NULL AND expires_at > ?
+         ORDER BY id",
+    )
+    .bind(edge_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct GrantRow {
     pub id: i64,
@@ -125,9 +196,18 @@ pub struct GrantRow {
     pub lease_ttl_secs: i64,
     pub ports: String,
     pub ends_at: Option<i64>,
+    pub pin_prefix4: i64,
+    pub pin_prefix6: i64,
 }
 
 impl GrantRow {
+    /// The pin of a lease requested from `source`, masked to this grant's prefix.
+    pub fn pin_for(&self, source: IpAddr) -> Result<Pin> {
+        let len = |v: i64| u8::try_from(v).unwrap_or(u8::MAX);
+        Pin::for_source(source, len(self.pin_prefix4), len(self.pin_prefix6))
+            .map_err(|e| Error::Internal(format!("grant {}: stored pin prefix: {e}", self.id)))
+    }
+
     pub fn ports(&self) -> Result<Vec<u16>> {
         Ok(serde_json::from_str(&self.ports)?)
     }
@@ -143,12 +223,15 @@ pub struct NewGrant<'a> {
     pub lease_ttl_secs: u64,
     pub ports: &'a [u16],
     pub ends_at: Option<i64>,
+    pub pin_prefix4: u8,
+    pub pin_prefix6: u8,
 }
 
 pub async fn insert_grant(conn: &mut SqliteConnection, g: NewGrant<'_>, now: i64) -> Result<i64> {
     let res = sqlx::query(
-        "INSERT INTO grants (user_id, edge_id, lease_ttl_secs, ports, ends_at, created_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO grants (user_id, edge_id, lease_ttl_secs, ports, ends_at, created_at,
+                             pin_prefix4, pin_prefix6)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(g.user_id)
     .bind(g.edge_id)
@@ -156,6 +239,8 @@ pub async fn insert_grant(conn: &mut SqliteConnection, g: NewGrant<'_>, now: i64
     .bind(serde_json::to_string(g.ports)?)
     .bind(g.ends_at)
     .bind(now)
+    .bind(g.pin_prefix4)
+    .bind(g.pin_prefix6)
     .execute(conn)
     .await
     .map_err(|e| conflict_on_unique(e, "this user already holds a grant on this edge"))?;
@@ -170,7 +255,8 @@ pub async fn live_grant(
     now: i64,
 ) -> Result<Option<GrantRow>> {
     Ok(sqlx::query_as(
-        "SELECT id, user_id, edge_id, lease_ttl_secs, ports, ends_at FROM grants
+        "SELECT id, user_id, edge_id, lease_ttl_secs, ports, ends_at, pin_prefix4, pin_prefix6
+         FROM grants
          WHERE user_id = ? AND edge_id = ? AND revoked_at IS NULL
            AND (ends_at IS NULL OR ends_at > ?)",
     )
@@ -178,6 +264,46 @@ pub async fn live_grant(
     .bind(edge_id)
     .bind(now)
     .fetch_optional(conn)
+    .await?)
+}
+
+/// A live grant with its user's and edge's names, for the admin list.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GrantListRow {
+    pub user_name: String,
+    pub edge_name: String,
+    pub lease_ttl_secs: i64,
+    pub ports: String,
+    pub ends_at: Option<i64>,
+    pub pin_prefix4: i64,
+    pub pin_prefix6: i64,
+}
+
+impl GrantListRow {
+    pub fn to_info(&self) -> Result<GrantInfo> {
+        Ok(GrantInfo {
+            user: self.user_name.clone(),
+            edge: self.edge_name.clone(),
+            lease_ttl_secs: u64::try_from(self.lease_ttl_secs).unwrap_or(0),
+            ports: serde_json::from_str(&self.ports)?,
+            expires_at: self.ends_at,
+            pin_prefix4: u8::try_from(self.pin_prefix4).unwrap_or(0),
+            pin_prefix6: u8::try_from(self.pin_prefix6).unwrap_or(0),
+        })
+    }
+}
+
+/// Grants neither revoked nor past their end, by user and edge name.
+pub async fn live_grants(conn: &mut SqliteConnection, now: i64) -> Result<Vec<GrantListRow>> {
+    Ok(sqlx::query_as(
+        "SELECT u.name AS user_name, e.name AS edge_name, g.lease_ttl_secs, g.ports, g.ends_at,
+                g.pin_prefix4, g.pin_prefix6
+         FROM grants g JOIN users u ON u.id = g.user_id JOIN edges e ON e.id = g.edge_id
+         WHERE g.revoked_at IS NULL AND (g.ends_at IS NULL OR g.ends_at > ?)
+         ORDER BY u.name, e.name",
+    )
+    .bind(now)
+    .fetch_all(conn)
     .await?)
 }
 

@@ -79,6 +79,7 @@ impl LeaseRow {
             public_key: self.key()?,
             created_at: self.created_at,
             expires_at: self.expires_at,
+            ports: serde_json::from_str(&self.ports)?,
         })
     }
 }
@@ -226,4 +227,97 @@ pub async fn live_all(conn: &mut SqliteConnection, now: i64) -> Result<Vec<Lease
             .fetch_all(conn)
             .await?,
     )
+}
+
+/// Live leases of one user, by edge and address.
+pub async fn live_for_user(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    now: i64,
+) -> Result<Vec<LeaseRow>> {
+    Ok(sqlx::query_as(&format!(
+        "{LIVE_SELECT} AND l.user_id = ? ORDER BY e.name, l.tunnel_address"
+    ))
+    .bind(now)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// A live lease with the ids it belongs to, for renewal and revocation.
+#[derive(Clone, sqlx::FromRow)]
+pub struct OwnedLease {
+    pub id: String,
+    pub grant_id: i64,
+    pub user_id: i64,
+    pub edge_id: i64,
+    pub preshared_key: Vec<u8>,
+    pub tunnel_address: i64,
+    pub pin: String,
+}
+
+/// The preshared key stays out of logs.
+impl std::fmt::Debug for OwnedLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnedLease")
+            .field("id", &self.id)
+            .field("pin", &self.pin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OwnedLease {
+    pub fn address(&self) -> Result<Ipv4Addr> {
+        u32::try_from(self.tunnel_address)
+            .map(Ipv4Addr::from)
+            .map_err(|_| Error::Internal(format!("lease {}: stored address is corrupt", self.id)))
+    }
+
+    pub fn preshared_key(&self) -> Result<PresharedKey> {
+        let psk: [u8; 32] = self.preshared_key.as_slice().try_into().map_err(|_| {
+            Error::Internal(format!(
+                "lease {}: stored preshared key is corrupt",
+                self.id
+            ))
+        })?;
+        Ok(PresharedKey::from_bytes(psk))
+    }
+}
+
+/// The lease `id` if it is live (neither revoked nor expired).
+pub async fn live_by_id(
+    conn: &mut SqliteConnection,
+    id: &str,
+    now: i64,
+) -> Result<Option<OwnedLease>> {
+    Ok(sqlx::query_as(
+        "SELECT id, grant_id, user_id, edge_id, preshared_key, tunnel_address, pin FROM leases
+         WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Moves a live lease's pin and sets its expiry (the key, address and PSK stay).
+pub async fn repin(conn: &mut SqliteConnection, id: &str, pin: Pin, expires_at: i64) -> Result<()> {
+    sqlx::query("UPDATE leases SET pin = ?, expires_at = ? WHERE id = ?")
+        .bind(pin.to_string())
+        .bind(expires_at)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The user and edge names of a lease.
+pub async fn owner_names(conn: &mut SqliteConnection, id: &str) -> Result<(String, String)> {
+    Ok(sqlx::query_as(
+        "SELECT u.name, e.name FROM leases l JOIN users u ON u.id = l.user_id
+         JOIN edges e ON e.id = l.edge_id WHERE l.id = ?",
+    )
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
 }

@@ -2,6 +2,7 @@
 //! pool connection or a transaction alike, so a change and its audit row can share one
 //! transaction. Times are unix seconds.
 
+pub mod audit;
 pub mod edges;
 pub mod leases;
 pub mod users;
@@ -30,6 +31,9 @@ pub async fn open(path: &Path) -> Result<SqlitePool> {
         // FULL: a write lost in a power cut could bring back a revoked grant or a used token.
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
+        // Deleted and overwritten content (a TOTP secret replaced by its sealed form, a
+        // session) is zeroed on disk rather than left in free pages.
+        .pragma("secure_delete", "ON")
         .busy_timeout(BUSY_TIMEOUT);
     let pool = SqlitePoolOptions::new()
         .max_connections(8)

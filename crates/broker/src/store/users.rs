@@ -1,4 +1,4 @@
-//! Users, their TOTP replay guard, and login sessions.
+//! Users, their TOTP replay guard, their failed-login record, and login sessions.
 
 use std::fmt;
 
@@ -6,14 +6,18 @@ use sqlx::SqliteConnection;
 
 use super::conflict_on_unique;
 use crate::error::Result;
+use crate::throttle::AccountState;
 
 #[derive(Clone, sqlx::FromRow)]
 pub struct UserRow {
     pub id: i64,
     pub name: String,
     pub password_hash: String,
-    pub totp_secret: Vec<u8>,
+    /// Sealed under the secrets key (see `secrets::SealKey`); empty only for a row the start-up
+    /// pass has not sealed yet.
+    pub totp_sealed: Vec<u8>,
     pub admin: bool,
+    pub disabled_at: Option<i64>,
 }
 
 /// Hash and secret stay out of logs.
@@ -23,25 +27,27 @@ impl fmt::Debug for UserRow {
             .field("id", &self.id)
             .field("name", &self.name)
             .field("admin", &self.admin)
+            .field("disabled_at", &self.disabled_at)
             .finish_non_exhaustive()
     }
 }
 
+/// Inserts a user whose TOTP secret is already sealed; the plaintext column gets an empty blob.
 pub async fn insert(
     conn: &mut SqliteConnection,
     name: &str,
     password_hash: &str,
-    totp_secret: &[u8],
+    totp_sealed: &[u8],
     admin: bool,
     now: i64,
 ) -> Result<i64> {
     let res = sqlx::query(
-        "INSERT INTO users (name, password_hash, totp_secret, admin, created_at)
-         VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO users (name, password_hash, totp_secret, totp_sealed, admin, created_at)
+         VALUES (?, ?, x'', ?, ?, ?)",
     )
     .bind(name)
     .bind(password_hash)
-    .bind(totp_secret)
+    .bind(totp_sealed)
     .bind(admin)
     .bind(now)
     .execute(conn)
@@ -50,13 +56,93 @@ pub async fn insert(
     Ok(res.last_insert_rowid())
 }
 
+const USER_COLUMNS: &str =
+    "id, name, password_hash, COALESCE(totp_sealed, x'') AS totp_sealed, admin, disabled_at";
+
 pub async fn by_name(conn: &mut SqliteConnection, name: &str) -> Result<Option<UserRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, name, password_hash, totp_secret, admin FROM users WHERE name = ?",
+    Ok(
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE name = ?"))
+            .bind(name)
+            .fetch_optional(conn)
+            .await?,
     )
-    .bind(name)
-    .fetch_optional(conn)
+}
+
+pub async fn all(conn: &mut SqliteConnection) -> Result<Vec<UserListRow>> {
+    Ok(sqlx::query_as(
+        "SELECT name, admin, disabled_at, created_at, locked_until FROM users ORDER BY name",
+    )
+    .fetch_all(conn)
     .await?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserListRow {
+    pub name: String,
+    pub admin: bool,
+    pub disabled_at: Option<i64>,
+    pub created_at: i64,
+    pub locked_until: Option<i64>,
+}
+
+/// Rows still holding a plaintext TOTP secret: (id, name, secret).
+pub async fn plaintext_secrets(conn: &mut SqliteConnection) -> Result<Vec<(i64, String, Vec<u8>)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, name, totp_secret FROM users WHERE totp_sealed IS NULL OR length(totp_secret) > 0",
+    )
+    .fetch_all(conn)
+    .await?)
+}
+
+/// One sealed secret (name, sealed), to check the key against at start.
+pub async fn any_sealed(conn: &mut SqliteConnection) -> Result<Option<(String, Vec<u8>)>> {
+    Ok(
+        sqlx::query_as("SELECT name, totp_sealed FROM users WHERE totp_sealed IS NOT NULL LIMIT 1")
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
+/// Stores a sealed secret and clears any plaintext one.
+pub async fn set_totp_sealed(conn: &mut SqliteConnection, id: i64, sealed: &[u8]) -> Result<()> {
+    sqlx::query(
+        "UPDATE users SET totp_sealed = ?, totp_secret = x'', totp_last_step = NULL WHERE id = ?",
+    )
+    .bind(sealed)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Keeps the replay guard when sealing an existing secret at start (unlike a TOTP reset).
+pub async fn seal_existing(conn: &mut SqliteConnection, id: i64, sealed: &[u8]) -> Result<()> {
+    sqlx::query("UPDATE users SET totp_sealed = ?, totp_secret = x'' WHERE id = ?")
+        .bind(sealed)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn set_password_hash(conn: &mut SqliteConnection, id: i64, phc: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE users SET password_hash = ?, failed_streak = 0, locked_until = NULL WHERE id = ?",
+    )
+    .bind(phc)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn set_disabled(conn: &mut SqliteConnection, id: i64, at: Option<i64>) -> Result<()> {
+    sqlx::query("UPDATE users SET disabled_at = ? WHERE id = ?")
+        .bind(at)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// Records `step` as the user's last accepted TOTP step if it is later than the one stored.
@@ -74,6 +160,61 @@ pub async fn claim_totp_step(conn: &mut SqliteConnection, user_id: i64, step: u6
     Ok(res.rows_affected() == 1)
 }
 
+/// The account's failure record at `now`.
+pub async fn account_state(conn: &mut SqliteConnection, id: i64, now: i64) -> Result<AccountState> {
+    let (locked_until, failures_last_hour): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT locked_until, (SELECT COUNT(*) FROM login_failures WHERE user_id = ?1 AND at > ?2)
+         FROM users WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(now - 3600)
+    .fetch_one(conn)
+    .await?;
+    Ok(AccountState {
+        locked_until,
+        failures_last_hour,
+    })
+}
+
+/// Counts a failed login: one more in the streak, a wait once the streak is long enough, and a
+/// row for the hourly cap (older rows are dropped).
+pub async fn record_failure(conn: &mut SqliteConnection, id: i64, now: i64) -> Result<()> {
+    let streak: i64 = sqlx::query_scalar(
+        "UPDATE users SET failed_streak = failed_streak + 1 WHERE id = ? RETURNING failed_streak",
+    )
+    .bind(id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let wait = crate::throttle::wait_after(streak);
+    if wait > 0 {
+        sqlx::query("UPDATE users SET locked_until = ? WHERE id = ?")
+            .bind(now.saturating_add(wait))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    sqlx::query("DELETE FROM login_failures WHERE user_id = ? AND at <= ?")
+        .bind(id)
+        .bind(now - 3600)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query("INSERT INTO login_failures (user_id, at) VALUES (?, ?)")
+        .bind(id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// A successful login ends the streak.
+pub async fn reset_failures(conn: &mut SqliteConnection, id: i64) -> Result<()> {
+    sqlx::query("UPDATE users SET failed_streak = 0, locked_until = NULL WHERE id = ?")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn insert_session(
     conn: &mut SqliteConnection,
     user_id: i64,
@@ -82,12 +223,14 @@ pub async fn insert_session(
     expires_at: i64,
 ) -> Result<()> {
     sqlx::query(
-        "INSERT INTO sessions (user_id, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO sessions (user_id, token_hash, created_at, expires_at, last_used_at)
+         VALUES (?, ?, ?, ?, ?)",
     )
     .bind(user_id)
     .bind(token_hash)
     .bind(now)
     .bind(expires_at)
+    .bind(now)
     .execute(conn)
     .await?;
     Ok(())
@@ -99,19 +242,54 @@ pub struct SessionUser {
     pub user_id: i64,
     pub name: String,
     pub admin: bool,
+    pub session_id: i64,
+    pub last_used_at: i64,
 }
 
+/// The session's user if the session is within its lifetime, used since `idle_since`, and the
+/// user is not disabled.
 pub async fn session_user(
     conn: &mut SqliteConnection,
     token_hash: &[u8],
     now: i64,
+    idle_since: i64,
 ) -> Result<Option<SessionUser>> {
     Ok(sqlx::query_as(
-        "SELECT u.id AS user_id, u.name, u.admin FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.token_hash = ? AND s.expires_at > ?",
+        "SELECT u.id AS user_id, u.name, u.admin, s.id AS session_id, s.last_used_at
+         FROM sessions s JOIN users u ON u.id = s.user_id
+         WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_used_at > ?
+           AND u.disabled_at IS NULL",
     )
     .bind(token_hash)
     .bind(now)
+    .bind(idle_since)
     .fetch_optional(conn)
     .await?)
+}
+
+pub async fn touch_session(conn: &mut SqliteConnection, session_id: i64, now: i64) -> Result<()> {
+    sqlx::query("UPDATE sessions SET last_used_at = ? WHERE id = ? AND last_used_at < ?")
+        .bind(now)
+        .bind(session_id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn delete_session(conn: &mut SqliteConnection, session_id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM sessions WHERE id = ?")
+        .bind(session_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Ends every session of a user; returns how many there were.
+pub async fn delete_sessions(conn: &mut SqliteConnection, user_id: i64) -> Result<u64> {
+    let res = sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+        .bind(user_id)
+        .execute(conn)
+        .await?;
+    Ok(res.rows_affected())
 }

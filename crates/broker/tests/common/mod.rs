@@ -28,9 +28,22 @@ impl Harness {
     }
 
     pub async fn with_session_ttl(ttl: Duration) -> Self {
+        Self::with_config(|c| c.session_ttl = ttl).await
+    }
+
+    /// A broker with the test defaults changed by `f`.
+    pub async fn with_config(f: impl FnOnce(&mut ServeConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServeConfig::for_tests(dir.path().join("data"));
-        config.session_ttl = ttl;
+        // Per-source budgets are lifted so tests of other things can send bursts; rate-limit
+        // tests set them back in `f`.
+        let unlimited = grantwire_broker::throttle::RateLimit {
+            burst: 100_000,
+            per_sec: 100_000,
+        };
+        config.login_rate = unlimited;
+        config.lease_rate = unlimited;
+        f(&mut config);
         let broker = start(config).await.unwrap();
         let fp: Fingerprint = broker.fingerprint().parse().unwrap();
         Self {
@@ -107,6 +120,7 @@ impl Harness {
                 name: name.into(),
                 endpoint: "192.0.2.1:51820".into(),
                 subnet: None,
+                ..Default::default()
             })
             .await
             .unwrap()
@@ -120,6 +134,7 @@ impl Harness {
                 user: user.into(),
                 edge: edge.into(),
                 lease_ttl_secs: None,
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -1,0 +1,107 @@
+//! `grantwire-broker user ...`: the user commands, through the running broker's admin socket.
+//! Each prints one JSON object with `--json` and a line of text otherwise.
+// Printing results on stdout is this module's job.
+#![allow(clippy::print_stdout)]
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use grantwire_broker::{check_name, secrets, AdminClient};
+use grantwire_proto::{UserAddRequest, UserChangeResponse, UserListResponse, UserPasswordRequest};
+
+use crate::cli::UserCommand;
+use crate::{output, read_password, usage};
+
+pub async fn run(admin: &AdminClient, cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Add {
+            name,
+            admin: is_admin,
+            password_stdin,
+            json,
+        } => {
+            check_name(&name, "user").map_err(usage)?;
+            let password = read_password(password_stdin)?;
+            secrets::check_password_length(&password).map_err(usage)?;
+            let req = UserAddRequest {
+                name,
+                password,
+                admin: is_admin,
+            };
+            let resp = admin.user_add(&req).await?;
+            output::user_added(&resp, json)
+        }
+        UserCommand::List { json } => list(&admin.user_list().await?, json),
+        UserCommand::Disable { name, json } => {
+            check_name(&name, "user").map_err(usage)?;
+            changed(&admin.user_disable(&name).await?, "Disabled", json)
+        }
+        UserCommand::Enable { name, json } => {
+            check_name(&name, "user").map_err(usage)?;
+            changed(&admin.user_enable(&name).await?, "Enabled", json)
+        }
+        UserCommand::ResetPassword {
+            name,
+            password_stdin,
+            json,
+        } => {
+            check_name(&name, "user").map_err(usage)?;
+            let password = read_password(password_stdin)?;
+            secrets::check_password_length(&password).map_err(usage)?;
+            let req = UserPasswordRequest { name, password };
+            let resp = admin.user_reset_password(&req).await?;
+            changed(&resp, "Reset the password of", json)
+        }
+        UserCommand::ResetTotp { name, json } => {
+            check_name(&name, "user").map_err(usage)?;
+            let resp = admin.user_reset_totp(&name).await?;
+            output::totp_reset(&resp, json)
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string(value)?);
+    Ok(())
+}
+
+fn changed(resp: &UserChangeResponse, verb: &str, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    println!(
+        "{verb} user {}; {} session(s) ended.",
+        resp.name, resp.ended_sessions
+    );
+    Ok(())
+}
+
+fn list(resp: &UserListResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    if resp.users.is_empty() {
+        println!("No users.");
+        return Ok(());
+    }
+    println!("{:<32} {:<6} {:<9} CREATED (UTC)", "NAME", "ADMIN", "STATE");
+    for u in &resp.users {
+        let state = match (u.disabled, u.locked_until) {
+            (true, _) => "disabled",
+            (false, Some(_)) => "waiting",
+            (false, None) => "active",
+        };
+        let admin = if u.admin { "yes" } else { "no" };
+        println!(
+            "{:<32} {admin:<6} {state:<9} {}",
+            u.name,
+            time(u.created_at)
+        );
+    }
+    Ok(())
+}
+
+fn time(unix: i64) -> String {
+    u64::try_from(unix)
+        .map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|_| unix.to_string())
+}

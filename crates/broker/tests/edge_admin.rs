@@ -1,0 +1,301 @@
+//! Edge endpoints per address family, `edge list` (connected, last seen) and `edge remove`.
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use grantwire_proto::{
+    EdgeAddRequest, EdgeAddResponse, EdgeListResponse, EdgeRemoveRequest, EdgeRemoveResponse,
+    EnrolResponse, ErrorCode, LeaseResponse,
+};
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
+
+fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(h.broker.data_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+fn cli_json<T: serde::de::DeserializeOwned>(h: &Harness, args: &[&str]) -> T {
+    let out = cli(h, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+async fn dual_stack_edge(h: &Harness, name: &str, endpoints: &[&str]) -> String {
+    let resp = h
+        .broker
+        .admin()
+        .edge_add(EdgeAddRequest {
+            name: name.into(),
+            endpoint: endpoints[0].into(),
+            extra_endpoints: endpoints[1..].iter().map(|s| s.to_string()).collect(),
+            subnet: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.endpoints, endpoints);
+    let body = json!({"token": resp.enrolment_token, "public_key": keypair().public_key()});
+    let resp = h.post("/v1/edge/enrol", None, &body).await;
+    resp.json::<EnrolResponse>().await.unwrap().credential
+}
+
+async fn lease_from(h: &Harness, token: &str, edge: &str, from: &str) -> reqwest::Response {
+    h.http
+        .post(h.url("/v1/leases"))
+        .bearer_auth(token)
+        .header("X-Forwarded-For", from)
+        .json(&json!({"edge": edge, "public_key": keypair().public_key()}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_profile_gets_the_endpoint_of_the_pins_family() {
+    let h =
+        Harness::with_config(|c| c.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()]).await;
+    let token = h.session("alice").await;
+    dual_stack_edge(&h, "home", &["[2001:db8::1]:51820", "192.0.2.1:51820"]).await;
+    dual_stack_edge(&h, "v4only", &["192.0.2.9:51820"]).await;
+    h.grant("alice", "home").await;
+    h.grant("alice", "v4only").await;
+
+    let p = lease_from(&h, &token, "home", "198.51.100.7").await;
+    let p = p.json::<LeaseResponse>().await.unwrap().profile;
+    assert_eq!(p.endpoint, "192.0.2.1:51820");
+    assert_eq!(p.pin.to_string(), "198.51.100.7/32");
+    let p = lease_from(&h, &token, "home", "2001:db8:5:6:7::9").await;
+    let p = p.json::<LeaseResponse>().await.unwrap().profile;
+    assert_eq!(p.endpoint, "[2001:db8::1]:51820");
+    assert_eq!(p.pin.to_string(), "2001:db8:5:6::/64");
+
+    // A renewal from the other family switches the endpoint too.
+    let resp = h
+        .http
+        .post(h.url(&format!("/v1/leases/{}/renew", p.lease_id)))
+        .bearer_auth(&token)
+        .header("X-Forwarded-For", "198.51.100.8")
+        .send()
+        .await
+        .unwrap();
+    let r = resp.json::<LeaseResponse>().await.unwrap().profile;
+    assert_eq!(r.endpoint, "192.0.2.1:51820");
+    assert_eq!(r.pin.to_string(), "198.51.100.8/32");
+
+    let before = h.broker.admin().counts().await.unwrap();
+    let audit_before = h.broker.admin().audit_log().await.unwrap().len();
+    let resp = lease_from(&h, &token, "v4only", "2001:db8::9").await;
+    let msg = expect_error(resp, 409, ErrorCode::Conflict).await;
+    assert_eq!(msg, "edge has no endpoint of the client's address family");
+    assert_eq!(h.broker.admin().counts().await.unwrap(), before);
+    let audit = h.broker.admin().audit_log().await.unwrap();
+    assert_eq!(audit.len(), audit_before);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn edge_list_shows_enrolment_connection_and_last_seen() {
+    let h = Harness::start().await;
+    let (credential, _) = h.enrolled_edge("home").await;
+    h.add_edge("fresh").await;
+    let admin = h.broker.admin();
+    let list = admin.edge_list().await.unwrap();
+    let names: Vec<_> = list.edges.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["fresh", "home"]);
+    let (fresh, home) = (&list.edges[0], &list.edges[1]);
+    assert!(!fresh.enrolled && !fresh.connected && fresh.last_seen.is_none());
+    assert!(home.enrolled && !home.connected && home.last_seen.is_none());
+    assert_eq!(home.endpoints, ["192.0.2.1:51820"]);
+    assert_eq!(home.subnet.to_string(), "10.77.0.0/24");
+
+    let sync = h
+        .http
+        .get(h.url("/v1/edge/sync"))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    let mut events = SseReader::new(sync);
+    events.next_set().await;
+    let home = admin.edge_list().await.unwrap().edges.remove(1);
+    assert!(home.connected);
+    assert!((home.last_seen.unwrap() - now() as i64).abs() <= 2);
+
+    drop(events);
+    let mut connected = true;
+    for _ in 0..100 {
+        connected = admin.edge_list().await.unwrap().edges[1].connected;
+        if !connected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!connected, "a closed stream still counts as connected");
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn removing_an_edge_ends_its_leases_and_its_credential() {
+    let h = Harness::start().await;
+    let token = h.session("alice").await;
+    let (credential, _) = h.enrolled_edge("home").await;
+    h.enrolled_edge("cabin").await;
+    h.grant("alice", "home").await;
+    h.grant("alice", "cabin").await;
+    let sync = h
+        .http
+        .get(h.url("/v1/edge/sync"))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    let mut events = SseReader::new(sync);
+    events.next_set().await;
+    let lease = h.request_lease(&token, "home").await;
+    let lease = lease.json::<LeaseResponse>().await.unwrap().profile;
+    h.request_lease(&token, "cabin").await;
+    events.next_set().await;
+    let admin = h.broker.admin();
+
+    let before = admin.counts().await.unwrap();
+    let audit_before = admin.audit_log().await.unwrap().len();
+    let err = admin
+        .edge_remove(EdgeRemoveRequest {
+            name: "nowhere".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::NotFound);
+    assert_eq!(admin.counts().await.unwrap(), before);
+    assert_eq!(admin.audit_log().await.unwrap().len(), audit_before);
+
+    let resp = admin
+        .edge_remove(EdgeRemoveRequest {
+            name: "home".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(resp.revoked_leases, 1);
+    let after = admin.counts().await.unwrap();
+    assert_eq!(after.edges, before.edges - 1);
+    assert_eq!(after.grants, before.grants - 1);
+    assert_eq!(after.leases, before.leases - 1);
+    let audit = admin.audit_log().await.unwrap();
+    let tail: Vec<_> = audit[audit_before..]
+        .iter()
+        .map(|r| r.kind.as_str())
+        .collect();
+    assert_eq!(tail, ["lease_revoked", "edge_removed"]);
+    let revoked = audit[audit_before].detail.as_deref().unwrap();
+    assert_eq!(revoked, format!("lease={}", lease.lease_id));
+
+    // Its open stream ends, and its credential no longer opens one.
+    // (SseReader panics with "stream ended" when the server closes the stream, and with "no
+    // lease set pushed" when it stays open without a new set.)
+    let err = tokio::spawn(async move { events.next_set().await })
+        .await
+        .unwrap_err();
+    let panic = err.into_panic();
+    let msg = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap();
+    assert!(msg.contains("stream ended"), "{msg}");
+    let resp = h
+        .http
+        .get(h.url("/v1/edge/sync"))
+        .bearer_auth(&credential)
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 401, ErrorCode::Unauthorized).await;
+    let resp = h.request_lease(&token, "home").await;
+    expect_error(resp, 404, ErrorCode::NotFound).await;
+    assert_eq!(admin.lease_list().await.unwrap().leases.len(), 1);
+    assert!(!admin
+        .edge_list()
+        .await
+        .unwrap()
+        .edges
+        .iter()
+        .any(|e| e.name == "home"));
+    h.shutdown().await;
+}
+
+// The binary talks to the admin socket served by this runtime while the test blocks on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn edge_commands_from_the_binary() {
+    let h = Harness::start().await;
+    let added: EdgeAddResponse = cli_json(
+        &h,
+        &[
+            "edge",
+            "add",
+            "home",
+            "--endpoint",
+            "192.0.2.1:51820",
+            "--endpoint",
+            "[2001:db8::1]:51820",
+            "--json",
+        ],
+    );
+    assert_eq!(added.endpoint, "192.0.2.1:51820");
+    assert_eq!(added.endpoints, ["192.0.2.1:51820", "[2001:db8::1]:51820"]);
+    let before = h.broker.admin().counts().await.unwrap();
+    for bad in [
+        &[
+            "edge",
+            "add",
+            "x",
+            "--endpoint",
+            "192.0.2.1:1",
+            "--endpoint",
+            "192.0.2.2:1",
+        ][..],
+        &[
+            "edge",
+            "add",
+            "x",
+            "--endpoint",
+            "a.example:1",
+            "--endpoint",
+            "192.0.2.2:1",
+        ],
+        &["edge", "add", "x"],
+    ] {
+        let out = cli(&h, bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(out.stdout.is_empty());
+    }
+    assert_eq!(h.broker.admin().counts().await.unwrap(), before);
+
+    let list: EdgeListResponse = cli_json(&h, &["edge", "list", "--json"]);
+    assert_eq!(list.edges.len(), 1);
+    assert_eq!(list.edges[0].endpoints.len(), 2);
+    assert!(!list.edges[0].enrolled);
+    let removed: EdgeRemoveResponse = cli_json(&h, &["edge", "remove", "home", "--json"]);
+    assert_eq!(removed.name, "home");
+    let out = cli(&h, &["edge", "remove", "home", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let list: EdgeListResponse = cli_json(&h, &["edge", "list", "--json"]);
+    assert!(list.edges.is_empty());
+    h.shutdown().await;
+}
