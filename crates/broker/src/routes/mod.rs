@@ -7,8 +7,9 @@ mod api;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
-use axum::http::header::AUTHORIZATION;
+use axum::http::header::{self, HeaderValue, AUTHORIZATION};
 use axum::http::request::Parts;
+use axum::response::Response;
 use axum::Router;
 
 use crate::broker::Broker;
@@ -26,7 +27,31 @@ pub fn app(broker: Broker) -> Router {
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(security_headers))
         .with_state(broker)
+}
+
+/// Headers every public response carries, errors and streams included: HTTPS only from now on
+/// (HSTS), no content sniffing, nothing may be loaded, framed or referred from a response, and
+/// nothing is cached (responses carry session tokens and leases). No `Server` banner.
+const SECURITY_HEADERS: [(header::HeaderName, &str); 5] = [
+    (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
+    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (
+        header::CONTENT_SECURITY_POLICY,
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    (header::REFERRER_POLICY, "no-referrer"),
+    (header::CACHE_CONTROL, "no-store"),
+];
+
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in SECURITY_HEADERS {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    headers.remove(header::SERVER);
+    response
 }
 
 /// The admin API, served only on the owner-only Unix socket.
