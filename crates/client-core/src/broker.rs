@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use grantwire_proto::{
-    LeaseRequest, LeaseResponse, LoginRequest, LoginResponse, Profile, PublicKey,
+    LeaseRequest, LeaseResponse, LoginRequest, LoginResponse, Profile, PublicKey, WhoamiResponse,
 };
 use reqwest::Url;
 use serde::de::DeserializeOwned;
@@ -78,17 +78,7 @@ impl BrokerClient {
         edge: &str,
         public_key: &PublicKey,
     ) -> Result<Profile, Error> {
-        if parse_broker_url(&session.broker_url)? != self.base {
-            return Err(Error::SessionBrokerMismatch {
-                session_broker: session.broker_url.clone(),
-                broker: self.base.to_string(),
-            });
-        }
-        if session.is_expired_at(unix_now()) {
-            return Err(Error::SessionExpired {
-                expires_at: session.expires_at,
-            });
-        }
+        self.check_session(session)?;
         let body = LeaseRequest {
             edge: edge.to_owned(),
             public_key: *public_key,
@@ -136,6 +126,66 @@ impl BrokerClient {
         Err(from_response(status.as_u16(), &bytes, Call::Logout))
     }
 
+    /// Who `session` is and where the broker sees this device, with the user's live leases
+    /// and whether each is pinned to that address (one that is not needs [`renew`](Self::renew)).
+    pub async fn whoami(&self, session: &Session) -> Result<WhoamiResponse, Error> {
+        self.check_session(session)?;
+        let url = self.api_url("v1/whoami")?;
+        let req = self
+            .http
+            .get(url)
+            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(&session.token);
+        self.send("v1/whoami", req, Call::Whoami).await
+    }
+
+    /// Renews lease `lease_id`: the broker re-pins it to this request's source address and
+    /// moves its expiry. The lease keeps its keys and tunnel address, so the returned profile
+    /// goes with the private key the lease was first made for.
+    pub async fn renew(&self, session: &Session, lease_id: &str) -> Result<Profile, Error> {
+        self.check_session(session)?;
+        let plain = !lease_id.is_empty()
+            && lease_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+        if !plain {
+            return Err(Error::BadRequest {
+                message: format!("invalid lease id {:?}", crate::error::sanitize(lease_id)),
+            });
+        }
+        let path = format!("v1/leases/{lease_id}/renew");
+        let call = Call::Renew { lease_id };
+        let resp: LeaseResponse = self
+            .post(&path, &serde_json::json!({}), Some(&session.token), call)
+            .await?;
+        let p = &resp.profile;
+        tracing::info!(edge = %p.edge, lease = %p.lease_id, pin = %p.pin, expires_at = p.expires_at, "lease renewed");
+        Ok(resp.profile)
+    }
+
+    /// Refuses to send `session`'s token to any broker but the one that issued it, or once it
+    /// has expired by this device's clock.
+    fn check_session(&self, session: &Session) -> Result<(), Error> {
+        if parse_broker_url(&session.broker_url)? != self.base {
+            return Err(Error::SessionBrokerMismatch {
+                session_broker: session.broker_url.clone(),
+                broker: self.base.to_string(),
+            });
+        }
+        if session.is_expired_at(unix_now()) {
+            return Err(Error::SessionExpired {
+                expires_at: session.expires_at,
+            });
+        }
+        Ok(())
+    }
+
+    fn api_url(&self, path: &str) -> Result<Url, Error> {
+        self.base
+            .join(path)
+            .map_err(|_| invalid_url(self.base.as_str(), "cannot join an API path to it"))
+    }
+
     async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
@@ -143,14 +193,20 @@ impl BrokerClient {
         bearer: Option<&str>,
         call: Call<'_>,
     ) -> Result<T, Error> {
-        let url = self
-            .base
-            .join(path)
-            .map_err(|_| invalid_url(self.base.as_str(), "cannot join an API path to it"))?;
+        let url = self.api_url(path)?;
         let mut req = self.http.post(url).timeout(REQUEST_TIMEOUT).json(body);
         if let Some(token) = bearer {
             req = req.bearer_auth(token);
         }
+        self.send(path, req, call).await
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        req: reqwest::RequestBuilder,
+        call: Call<'_>,
+    ) -> Result<T, Error> {
         let resp = req.send().await.map_err(|e| from_reqwest(&self.base, e))?;
         let status = resp.status();
         let bytes = resp

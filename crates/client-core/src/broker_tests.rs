@@ -270,3 +270,54 @@ fn broker_urls_are_https_and_normalised() {
         assert_eq!(err.kind(), ErrorKind::Usage, "{bad}: {err}");
     }
 }
+
+#[tokio::test]
+async fn whoami_and_renew_send_the_session_and_map_a_gone_lease() {
+    let profile = sample_profile();
+    let broker = fake_broker(vec![
+        (
+            200,
+            serde_json::json!({"user": "alice", "source_ip": "127.0.0.1", "leases": [
+                {"id": "l-1", "edge": "home", "pin": "127.0.0.1/32", "pinned_here": true,
+                 "expires_at": 99}
+            ]})
+            .to_string(),
+        ),
+        (200, serde_json::json!({"profile": profile}).to_string()),
+        (404, error_json("not_found", "no such lease")),
+    ]);
+    let client = BrokerClient::new(&broker.url, Some(broker.fingerprint)).unwrap();
+    let session = Session {
+        broker_url: broker.url.clone(),
+        fingerprint: Some(broker.fingerprint),
+        user: "alice".into(),
+        token: "tok-9".into(),
+        expires_at: unix_now() + 60,
+    };
+    let me = client.whoami(&session).await.unwrap();
+    assert_eq!(me.source_ip.to_string(), "127.0.0.1");
+    assert!(me.leases[0].pinned_here);
+    assert_eq!(client.renew(&session, "l-1").await.unwrap(), profile);
+    let err = client.renew(&session, "l-1").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::LeaseGone, "{err:?}");
+    // A lease id that would change the request path never leaves the device.
+    let err = client.renew(&session, "../logout").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadRequest, "{err:?}");
+
+    let requests = broker.requests.join().unwrap();
+    assert!(
+        requests[0].starts_with("GET /v1/whoami "),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[1].starts_with("POST /v1/leases/l-1/renew "),
+        "{}",
+        requests[1]
+    );
+    for r in &requests {
+        assert!(r
+            .to_ascii_lowercase()
+            .contains("authorization: bearer tok-9"));
+    }
+}

@@ -33,6 +33,9 @@ pub enum ErrorKind {
     Forbidden,
     /// The broker knows no such edge (HTTP 404).
     NotFound,
+    /// The lease to renew is gone (expired, replaced, or its grant revoked; HTTP 404 or 403
+    /// on renew): get a new profile.
+    LeaseGone,
     /// The broker found the request malformed (HTTP 400); the message names the field.
     BadRequest,
     /// The broker refused because of its state, e.g. the edge's subnet is full (HTTP 409).
@@ -112,6 +115,9 @@ pub enum Error {
     #[error("the broker knows no edge {edge:?} ({message})")]
     NotFound { edge: String, message: String },
 
+    #[error("lease {lease_id} is gone ({message}): it expired, was replaced by a newer profile, or its grant was revoked")]
+    LeaseGone { lease_id: String, message: String },
+
     #[error("the broker rejected the request: {message}")]
     BadRequest { message: String },
 
@@ -159,6 +165,7 @@ impl Error {
             Self::LoginRefused { .. } => ErrorKind::Unauthorized,
             Self::Forbidden { .. } => ErrorKind::Forbidden,
             Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::LeaseGone { .. } => ErrorKind::LeaseGone,
             Self::BadRequest { .. } => ErrorKind::BadRequest,
             Self::Conflict { .. } => ErrorKind::Conflict,
             Self::Server { .. } => ErrorKind::Server,
@@ -186,6 +193,8 @@ impl Error {
 pub(crate) enum Call<'a> {
     Login,
     Lease { edge: &'a str },
+    Renew { lease_id: &'a str },
+    Whoami,
     Logout,
 }
 
@@ -206,9 +215,10 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
     };
     match (code, call) {
         (ErrorCode::Unauthorized, Call::Login) => Error::LoginRefused { message },
-        (ErrorCode::Unauthorized, Call::Lease { .. } | Call::Logout) => {
-            Error::SessionRejected { message }
-        }
+        (
+            ErrorCode::Unauthorized,
+            Call::Lease { .. } | Call::Renew { .. } | Call::Whoami | Call::Logout,
+        ) => Error::SessionRejected { message },
         (ErrorCode::Forbidden, Call::Lease { edge }) => Error::Forbidden {
             edge: edge.to_owned(),
             message,
@@ -217,6 +227,12 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
             edge: edge.to_owned(),
             message,
         },
+        (ErrorCode::Forbidden | ErrorCode::NotFound, Call::Renew { lease_id }) => {
+            Error::LeaseGone {
+                lease_id: sanitize(lease_id),
+                message,
+            }
+        }
         (ErrorCode::BadRequest, _) => Error::BadRequest { message },
         (ErrorCode::Conflict, _) => Error::Conflict { message },
         (ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::Internal, _) => {
@@ -230,6 +246,10 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
         },
         (ErrorCode::Forbidden | ErrorCode::NotFound, Call::Logout) => Error::Protocol {
             detail: format!("HTTP {status} on logout ({message}): is the broker URL right?"),
+            source: None,
+        },
+        (ErrorCode::Forbidden | ErrorCode::NotFound, Call::Whoami) => Error::Protocol {
+            detail: format!("HTTP {status} on whoami ({message}): is the broker URL right?"),
             source: None,
         },
     }
@@ -325,6 +345,9 @@ mod tests {
     }
 
     const LEASE: Call<'static> = Call::Lease { edge: "home" };
+    const RENEW: Call<'static> = Call::Renew {
+        lease_id: "l-0123456789abcdef",
+    };
 
     #[test]
     fn each_broker_code_maps_to_its_kind() {
@@ -339,6 +362,12 @@ mod tests {
             (409, "conflict", LEASE, ErrorKind::Conflict),
             (413, "payload_too_large", LEASE, ErrorKind::Server),
             (500, "internal", Call::Login, ErrorKind::Server),
+            (401, "unauthorized", RENEW, ErrorKind::SessionExpired),
+            (403, "forbidden", RENEW, ErrorKind::LeaseGone),
+            (404, "not_found", RENEW, ErrorKind::LeaseGone),
+            (409, "conflict", RENEW, ErrorKind::Conflict),
+            (401, "unauthorized", Call::Whoami, ErrorKind::SessionExpired),
+            (404, "not_found", Call::Whoami, ErrorKind::Protocol),
         ];
         for (status, code, call, want) in cases {
             let err = from_response(status, &body(code, "msg"), call);

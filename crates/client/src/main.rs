@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use grantwire_client_core::time::format_unix_time;
 use grantwire_client_core::{
     default_profile_path, keys, parse_broker_url, render_qr, write_profile, BrokerClient, Error,
-    ErrorKind, Fingerprint, SessionStore,
+    ErrorKind, Fingerprint, LeaseStore, SessionStore, StoredLease,
 };
 
 const EXIT_CODES: &str = "\
@@ -23,7 +23,7 @@ Exit codes:
      unknown edge (HTTP 404)
   2  usage error: bad flags or values
   3  refused: wrong user name, password or TOTP code, or an expired session (HTTP 401);
-     no grant for the edge (HTTP 403)";
+     no grant for the edge (HTTP 403); on renew, the lease is gone (HTTP 403, 404)";
 
 /// Log in to a grantwire broker and get pinned, short-lived WireGuard profiles for Plex.
 #[derive(Debug, Parser)]
@@ -46,9 +46,39 @@ enum Command {
     /// Make a keypair here and get a lease on EDGE, pinned to this device's address
     #[command(after_help = EXIT_CODES)]
     Profile(ProfileArgs),
+    /// Show the address the broker sees and your live leases, and whether each is pinned here
+    #[command(after_help = EXIT_CODES)]
+    Whoami(WhoamiArgs),
+    /// Re-pin the last profile made here for EDGE to this device's address and extend it;
+    /// rewrites its wg-quick file with the same key
+    #[command(after_help = EXIT_CODES)]
+    Renew(RenewArgs),
     /// End the session on the broker and forget it on this device
     #[command(after_help = EXIT_CODES)]
     Logout(LogoutArgs),
+}
+
+#[derive(Debug, Args)]
+struct WhoamiArgs {
+    /// Print one JSON object {user, source_ip, leases: [{id, edge, pin, pinned_here,
+    /// expires_at}]} on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct RenewArgs {
+    /// The edge whose last profile (made here by `grantwire profile EDGE`) to renew
+    edge: String,
+
+    /// Write the renewed wg-quick profile to FILE, mode 0600 [default: where `grantwire
+    /// profile` wrote it, else <config-dir>/profiles/EDGE.conf unless --json is given]
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+
+    /// Print one JSON object {profile, wg_quick, path} on stdout; wg_quick holds the private key
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +148,18 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A refusal the CLI words itself (the message names the command to run): exit code 3.
+#[derive(Debug)]
+struct Refused(String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
@@ -140,6 +182,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Login(args) => runtime.block_on(login(&config_dir, args)),
         Command::Profile(args) => runtime.block_on(profile(&config_dir, args)),
+        Command::Whoami(args) => runtime.block_on(whoami(&config_dir, args)),
+        Command::Renew(args) => runtime.block_on(renew(&config_dir, args)),
         Command::Logout(args) => runtime.block_on(logout(&config_dir, args)),
     }
 }
@@ -200,6 +244,9 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
         (None, true) => None,
         (None, false) => Some(default_profile_path(config_dir, &args.edge)?),
     };
+    let leases = LeaseStore::new(config_dir);
+    // An edge name that is no plain file name (possible with --out) cannot be remembered.
+    let remember = leases.path(&args.edge).is_ok();
     let client = BrokerClient::for_session(&session)?;
     let key = keys::generate();
     let profile = client
@@ -212,6 +259,19 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
         if !args.json {
             eprintln!("wrote {} (mode 0600)", path.display());
         }
+    }
+    if remember {
+        let stored = StoredLease {
+            lease_id: profile.lease_id.clone(),
+            private_key: key,
+            path: path.as_deref().map(absolute),
+        };
+        leases.save(&args.edge, &stored)?;
+    } else {
+        eprintln!(
+            "note: edge name {:?} is no plain file name; `grantwire renew` will not know this profile",
+            args.edge
+        );
     }
     if args.qr {
         write_stdout(&render_qr(&wg_quick)?)?;
@@ -231,6 +291,95 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Shows where the broker sees this device and whether each live lease is pinned there.
+async fn whoami(config_dir: &Path, args: WhoamiArgs) -> anyhow::Result<()> {
+    let session = SessionStore::new(config_dir).load()?;
+    let client = BrokerClient::for_session(&session)?;
+    let me = client.whoami(&session).await?;
+    if args.json {
+        print_json(&serde_json::to_value(&me).context("cannot encode the answer")?)?;
+        return Ok(());
+    }
+    eprintln!("{}, seen by the broker at {}", me.user, me.source_ip);
+    if me.leases.is_empty() {
+        eprintln!("no live leases");
+    }
+    for lease in &me.leases {
+        let here = if lease.pinned_here {
+            "pinned here"
+        } else {
+            "NOT pinned here: run `grantwire renew`"
+        };
+        eprintln!(
+            "{}: pin {} ({here}), until {}",
+            lease.edge,
+            lease.pin,
+            format_unix_time(lease.expires_at)
+        );
+    }
+    Ok(())
+}
+
+/// Re-pins the lease of the last profile made here for the edge and rewrites its wg-quick
+/// file with the key kept from then: the tunnel address and keys stay, pin and expiry move.
+async fn renew(config_dir: &Path, args: RenewArgs) -> anyhow::Result<()> {
+    let leases = LeaseStore::new(config_dir);
+    let edge = &args.edge;
+    let Some(stored) = leases.load(edge)? else {
+        return Err(anyhow!(
+            "no profile for {edge}: run `grantwire profile {edge}`"
+        ));
+    };
+    let session = SessionStore::new(config_dir).load()?;
+    let path = match (&args.out, &stored.path, args.json) {
+        (Some(out), _, _) => Some(out.clone()),
+        (None, Some(kept), _) => Some(kept.clone()),
+        (None, None, true) => None,
+        (None, None, false) => Some(default_profile_path(config_dir, edge)?),
+    };
+    let client = BrokerClient::for_session(&session)?;
+    let profile = match client.renew(&session, &stored.lease_id).await {
+        Ok(p) => p,
+        Err(e) if e.kind() == ErrorKind::LeaseGone => {
+            return Err(Refused(format!("{e}: run `grantwire profile {edge}`")).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let wg_quick = profile.to_wg_quick(&stored.private_key);
+    if let Some(path) = &path {
+        write_profile(path, &wg_quick)?;
+        if !args.json {
+            eprintln!("rewrote {} (mode 0600)", path.display());
+        }
+    }
+    let kept = StoredLease {
+        lease_id: profile.lease_id.clone(),
+        path: path.as_deref().map(absolute).or(stored.path.clone()),
+        ..stored
+    };
+    leases.save(edge, &kept)?;
+    if args.json {
+        print_json(&serde_json::json!({
+            "profile": profile,
+            "wg_quick": wg_quick,
+            "path": path.as_ref().map(|p| p.display().to_string()),
+        }))?;
+    } else {
+        eprintln!(
+            "renewed: works only from {} until {}",
+            profile.pin,
+            format_unix_time(profile.expires_at)
+        );
+    }
+    Ok(())
+}
+
+/// `path` made absolute against the current directory, so a later renew run elsewhere
+/// rewrites the same file. Left as is when the current directory is unknown.
+fn absolute(path: &Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The password from stdin's first line or the terminal (no echo), then the TOTP code from
@@ -335,9 +484,17 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     if err.downcast_ref::<UsageError>().is_some() {
         return 2;
     }
+    if err.downcast_ref::<Refused>().is_some() {
+        return 3;
+    }
     match err.downcast_ref::<Error>().map(Error::kind) {
         Some(ErrorKind::Usage) => 2,
-        Some(ErrorKind::Unauthorized | ErrorKind::SessionExpired | ErrorKind::Forbidden) => 3,
+        Some(
+            ErrorKind::Unauthorized
+            | ErrorKind::SessionExpired
+            | ErrorKind::Forbidden
+            | ErrorKind::LeaseGone,
+        ) => 3,
         _ => 1,
     }
 }
@@ -419,6 +576,23 @@ mod tests {
     }
 
     #[test]
+    fn whoami_and_renew_flags() {
+        let cli = parse(&["whoami", "--json"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Whoami(WhoamiArgs { json: true })
+        ));
+        let cli = parse(&["renew", "home", "--out", "gw.conf", "--json"]).unwrap();
+        let Command::Renew(args) = cli.command else {
+            panic!("not renew")
+        };
+        assert_eq!(args.edge, "home");
+        assert_eq!(args.out.as_deref(), Some(Path::new("gw.conf")));
+        assert!(args.json);
+        assert!(parse(&["renew"]).is_err());
+    }
+
+    #[test]
     fn exit_codes_follow_the_contract() {
         let e = |err: Error| exit_code(&anyhow::Error::from(err));
         assert_eq!(e(Error::NotLoggedIn), 1);
@@ -453,7 +627,15 @@ mod tests {
             }),
             2
         );
+        assert_eq!(
+            e(Error::LeaseGone {
+                lease_id: "l-1".into(),
+                message: msg()
+            }),
+            3
+        );
         assert_eq!(exit_code(&UsageError("x".into()).into()), 2);
+        assert_eq!(exit_code(&Refused("x".into()).into()), 3);
         assert_eq!(exit_code(&anyhow!("other")), 1);
     }
 

@@ -286,3 +286,137 @@ async fn logout_ends_the_session_on_the_broker_and_here() {
     assert_eq!(run.stdout.trim(), r#"{"logged_out":false}"#);
     broker.shutdown().await.unwrap();
 }
+
+/// The value of the first `KEY = ` line of a wg-quick file.
+fn conf_value(text: &str, key: &str) -> String {
+    let prefix = format!("{key} = ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whoami_and_renew_keep_the_key_and_move_the_pin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    let config = tmp.path().join("client");
+
+    // Nothing to renew yet: a plain runtime failure that says what to run.
+    let run = grantwire(&config, &["renew", "home"], "").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("no profile for home: run `grantwire profile home`"),
+        "{}",
+        run.stderr
+    );
+
+    let code = grantwire_broker::totp::code_at(&secret, now());
+    let args = [
+        "login",
+        "--broker",
+        &broker.url(),
+        "--user",
+        "alice",
+        "--fingerprint",
+        broker.fingerprint(),
+        "--password-stdin",
+        "--totp",
+        &code,
+    ];
+    let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    let run = grantwire(&config, &["profile", "home"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let conf = config.join("profiles/home.conf");
+    let first = std::fs::read_to_string(&conf).unwrap();
+    let key = conf_value(&first, "PrivateKey");
+    assert!(!run.stderr.contains(&key));
+
+    // The lease is remembered beside the profile, 0600, with the key made here.
+    let stored_path = config.join("profiles/home.json");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stored_path).unwrap()).unwrap();
+    assert_eq!(stored["private_key"], key.as_str());
+    assert_eq!(stored["path"], conf.display().to_string());
+    let lease_id = stored["lease_id"].as_str().unwrap().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&stored_path)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    // whoami: the broker sees the loopback address, and the lease is pinned to it.
+    let run = grantwire(&config, &["whoami", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let me: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(me["user"], "alice");
+    assert_eq!(me["source_ip"], "127.0.0.1");
+    let leases = me["leases"].as_array().unwrap();
+    assert_eq!(leases.len(), 1, "{me}");
+    assert_eq!(leases[0]["id"], lease_id.as_str());
+    assert_eq!(leases[0]["edge"], "home");
+    assert_eq!(leases[0]["pinned_here"], true);
+    let first_expiry = leases[0]["expires_at"].as_i64().unwrap();
+    let run = grantwire(&config, &["whoami"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("127.0.0.1"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("home: pin 127.0.0.1/32 (pinned here)"),
+        "{}",
+        run.stderr
+    );
+
+    // Renew a second later: the same file, key and address, a later expiry.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let run = grantwire(&config, &["renew", "home"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("127.0.0.1/32"), "{}", run.stderr);
+    assert!(!run.stderr.contains(&key));
+    assert!(run.stdout.is_empty());
+    let renewed = std::fs::read_to_string(&conf).unwrap();
+    assert_eq!(conf_value(&renewed, "PrivateKey"), key);
+    assert_eq!(
+        conf_value(&renewed, "Address"),
+        conf_value(&first, "Address")
+    );
+    assert_ne!(renewed, first);
+    let run = grantwire(&config, &["whoami", "--json"], "").await;
+    let me: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(me["leases"][0]["id"], lease_id.as_str());
+    assert!(me["leases"][0]["expires_at"].as_i64().unwrap() > first_expiry);
+
+    // --json: the profile and the file it rewrote.
+    let run = grantwire(&config, &["renew", "home", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(json["profile"]["lease_id"], lease_id.as_str());
+    assert_eq!(json["path"], conf.display().to_string());
+    assert!(json["wg_quick"].as_str().unwrap().contains(&key));
+
+    // The grant revoked: the lease is gone, exit 3, and the message says what to run.
+    broker
+        .admin()
+        .grant_revoke(GrantRevokeRequest {
+            user: "alice".into(),
+            edge: "home".into(),
+        })
+        .await
+        .unwrap();
+    let run = grantwire(&config, &["renew", "home"], "").await;
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("run `grantwire profile home`"),
+        "{}",
+        run.stderr
+    );
+
+    broker.shutdown().await.unwrap();
+}

@@ -1,0 +1,144 @@
+//! What the client remembers of the last profile it made per edge, so a later renew can rewrite
+//! the same wg-quick file after the broker moved the pin: `<config-dir>/profiles/EDGE.json`,
+//! mode 0600, because it holds the WireGuard private key.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use grantwire_proto::PrivateKey;
+use serde::{Deserialize, Serialize};
+
+use crate::output::{default_profile_path, write_private_file};
+use crate::Error;
+
+/// The lease behind the last profile made for one edge. `Debug` redacts the private key.
+/// Unknown fields are ignored, so a newer client's file still loads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredLease {
+    pub lease_id: String,
+    /// The key made on this device for the lease (base64 in the file). Never printed.
+    pub private_key: PrivateKey,
+    /// Where the wg-quick file was written, or none when it was only shown (QR, JSON).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// The per-edge lease files in one config directory.
+#[derive(Debug, Clone)]
+pub struct LeaseStore {
+    dir: PathBuf,
+}
+
+impl LeaseStore {
+    pub fn new(config_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: config_dir.into(),
+        }
+    }
+
+    /// `<config-dir>/profiles/EDGE.json`; the edge name must be a plain file name, as for
+    /// [`default_profile_path`].
+    pub fn path(&self, edge: &str) -> Result<PathBuf, Error> {
+        Ok(default_profile_path(&self.dir, edge)?.with_extension("json"))
+    }
+
+    /// Saves atomically with mode 0600, creating the directory 0700.
+    pub fn save(&self, edge: &str, lease: &StoredLease) -> Result<(), Error> {
+        let path = self.path(edge)?;
+        let mut json = serde_json::to_vec_pretty(lease).map_err(|source| Error::Protocol {
+            detail: "cannot encode the stored lease".into(),
+            source: Some(source),
+        })?;
+        json.push(b'\n');
+        write_private_file(&path, &json)
+    }
+
+    /// The stored lease for `edge`, or none when no profile was made for it here.
+    pub fn load(&self, edge: &str) -> Result<Option<StoredLease>, Error> {
+        let path = self.path(edge)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|source| corrupt(&path, source))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+fn corrupt(path: &Path, source: serde_json::Error) -> Error {
+    Error::Protocol {
+        detail: format!(
+            "stored lease {} is unreadable: {source}; make a new profile",
+            path.display()
+        ),
+        source: Some(source),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    fn sample() -> StoredLease {
+        StoredLease {
+            lease_id: "l-0123456789abcdef".into(),
+            private_key: PrivateKey::from_random_bytes([7; 32]),
+            path: Some(PathBuf::from("/tmp/gw/home.conf")),
+        }
+    }
+
+    #[test]
+    fn round_trip_with_private_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::new(dir.path().join("grantwire"));
+        assert!(store.load("home").unwrap().is_none());
+        store.save("home", &sample()).unwrap();
+        let path = store.path("home").unwrap();
+        assert_eq!(path, dir.path().join("grantwire/profiles/home.json"));
+        let back = store.load("home").unwrap().unwrap();
+        assert_eq!(back.lease_id, sample().lease_id);
+        assert_eq!(back.private_key.as_bytes(), sample().private_key.as_bytes());
+        assert_eq!(back.path, sample().path);
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["private_key"], sample().private_key.to_base64());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+    }
+
+    #[test]
+    fn no_path_is_null_and_debug_hides_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::new(dir.path());
+        let lease = StoredLease {
+            path: None,
+            ..sample()
+        };
+        store.save("home", &lease).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path("home").unwrap()).unwrap()).unwrap();
+        assert!(json["path"].is_null());
+        assert!(!format!("{lease:?}").contains(&lease.private_key.to_base64()));
+    }
+
+    #[test]
+    fn bad_edge_names_and_corrupt_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::new(dir.path());
+        assert_eq!(store.load("../x").unwrap_err().kind(), ErrorKind::Usage);
+        std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
+        std::fs::write(store.path("home").unwrap(), "{not json").unwrap();
+        assert!(store.load("home").is_err());
+    }
+}
