@@ -12,13 +12,8 @@ use std::sync::Arc;
 use common::*;
 use grantwire_broker::throttle::{ManualClock, RateLimit};
 use grantwire_proto::ErrorCode;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{
-    ClientConfig, ClientConnection, DigitallySignedStruct, ProtocolVersion, SignatureScheme,
-    SupportedProtocolVersion,
-};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, ProtocolVersion, SupportedProtocolVersion};
 use serde_json::json;
 
 /// Written out here, not taken from the broker, so dropping or changing one there fails.
@@ -146,16 +141,8 @@ fn get_over(
     version: &'static SupportedProtocolVersion,
     fingerprint: &str,
 ) -> (ProtocolVersion, String) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[version])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(FingerprintVerifier {
-            fingerprint: fingerprint.to_owned(),
-            provider,
-        }))
-        .with_no_client_auth();
+    let pin = fingerprint.parse().unwrap();
+    let config = grantwire_client_core::tls::client_config_for_versions(Some(pin), &[version]);
     let name = ServerName::try_from("localhost").unwrap();
     let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
     let mut sock = TcpStream::connect(addr).unwrap();
@@ -176,64 +163,4 @@ fn get_over(
         negotiated,
         String::from_utf8_lossy(&response).to_lowercase(),
     )
-}
-
-/// Accepts exactly the broker's certificate, by SHA-256 fingerprint.
-#[derive(Debug)]
-struct FingerprintVerifier {
-    fingerprint: String,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for FingerprintVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if grantwire_broker::tls::fingerprint_of(end_entity.as_ref()) == self.fingerprint {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General(
-                "not the broker's certificate".into(),
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }

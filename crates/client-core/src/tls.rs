@@ -98,10 +98,19 @@ impl<'de> Deserialize<'de> for Fingerprint {
 /// A rustls client configuration that accepts exactly the certificate with `pin`'s fingerprint
 /// (any name, no CA), or, without a pin, certificates signed by the public web CAs.
 pub fn client_config(pin: Option<Fingerprint>) -> ClientConfig {
+    client_config_for_versions(pin, rustls::DEFAULT_VERSIONS)
+}
+
+/// [`client_config`] restricted to `versions` (TLS 1.2 and/or 1.3), for checking which versions
+/// a broker accepts.
+pub fn client_config_for_versions(
+    pin: Option<Fingerprint>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        // The ring provider supports every safe default version; failing here is a build bug.
+        .with_protocol_versions(versions)
+        // The ring provider supports TLS 1.2 and 1.3, the only versions rustls has.
         .expect("ring provider supports TLS 1.2 and 1.3");
     match pin {
         Some(pin) => builder
