@@ -15,8 +15,10 @@ cargo build --workspace --bins --locked
 export GRANTWIRE_E2E_REQUIRED=1
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log"
+status=0
+cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$log" || status=$?
 # cargo prints one "test result" line per test binary, the last often a crate's empty doc
-# tests; one total at the end says what the whole suite ran.
+# tests; one total at the end says what the whole suite ran, failed or not.
 awk '/^test result:/ { p += $4; f += $6 }
      END { printf "grantwire: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
