@@ -4,37 +4,11 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use grantwire_proto::{
     AuditResponse, BackupResponse, ErrorCode, LeaseListResponse, LeaseResponse, LeaseRevokeRequest,
     LeaseRevokeResponse,
 };
-
-const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
-
-fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(h.broker.data_dir())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn cli_json<T: serde::de::DeserializeOwned>(h: &Harness, args: &[&str]) -> T {
-    let out = cli(h, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
-    serde_json::from_str(&stdout).unwrap()
-}
 
 #[tokio::test]
 async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {

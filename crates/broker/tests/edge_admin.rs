@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -13,30 +12,6 @@ use grantwire_proto::{
     EnrolResponse, ErrorCode, LeaseResponse,
 };
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
-
-fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(h.broker.data_dir())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-fn cli_json<T: serde::de::DeserializeOwned>(h: &Harness, args: &[&str]) -> T {
-    let out = cli(h, args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
-    serde_json::from_str(&stdout).unwrap()
-}
 
 async fn dual_stack_edge(h: &Harness, name: &str, endpoints: &[&str]) -> String {
     let resp = h

@@ -4,32 +4,8 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 use grantwire_proto::{GrantAddRequest, GrantInfo, GrantListResponse, LeaseResponse};
-
-const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
-
-/// Runs an admin command of the binary against the harness's broker.
-pub fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
-    Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(h.broker.data_dir())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap()
-}
-
-pub fn cli_json<T: serde::de::DeserializeOwned>(h: &Harness, args: &[&str]) -> T {
-    let out = cli(h, args);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?}: {stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
-    serde_json::from_str(&stdout).unwrap()
-}
 
 #[tokio::test]
 async fn a_grants_ports_prefixes_and_end_reach_its_leases() {

@@ -229,3 +229,26 @@ impl SseReader {
         }
     }
 }
+
+const BROKER_BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
+
+/// Runs an admin command of the real binary against the harness's broker (its admin socket).
+pub fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BROKER_BIN)
+        .args(args)
+        .arg("--data-dir")
+        .arg(h.broker.data_dir())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap()
+}
+
+/// [`cli`] for a `--json` command that must succeed and print exactly one JSON object.
+pub fn cli_json<T: serde::de::DeserializeOwned>(h: &Harness, args: &[&str]) -> T {
+    let out = cli(h, args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
+    serde_json::from_str(&stdout).unwrap()
+}
