@@ -29,6 +29,14 @@ pub fn check_subnet(subnet: Ipv4Net) -> Result<Ipv4Net, String> {
     Ok(subnet.trunc())
 }
 
+/// The addresses leases of `subnet` may hold, as u32: from the one after the edge's own (the
+/// first host) to the last before the broadcast address.
+pub fn client_range(subnet: Ipv4Net) -> std::ops::RangeInclusive<u32> {
+    let first = u32::from(edge_address(subnet)) + 1;
+    let last = u32::from(subnet.broadcast()) - 1;
+    first..=last
+}
+
 /// The lowest address of `subnet` a new lease may take: not the network or broadcast address,
 /// not the edge's own address, and not in `used` (addresses of live leases, as u32).
 pub fn lowest_free(subnet: Ipv4Net, used: &HashSet<u32>) -> Option<Ipv4Addr> {

@@ -11,6 +11,7 @@
 
 pub mod admin_client;
 mod admin_socket;
+pub mod alerts;
 pub mod alloc;
 mod backup;
 mod broker;

@@ -253,6 +253,7 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
             per_sec: args.lease_per_sec,
         },
         trusted_proxies: args.trusted_proxies,
+        alert_webhook: args.alert_webhook,
     };
     let mut running = grantwire_broker::start(config)
         .await

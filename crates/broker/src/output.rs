@@ -226,22 +226,44 @@ pub fn lease_list(resp: &LeaseListResponse, as_json: bool) -> anyhow::Result<()>
         return Ok(());
     }
     println!(
-        "{:<20} {:<16} {:<16} {:<15} {:<22} EXPIRES (UTC)",
-        "ID", "USER", "EDGE", "ADDRESS", "PIN"
+        "{:<20} {:<16} {:<16} {:<15} {:<22} {:<20} {:<20} {:>12} {:>12}",
+        "ID",
+        "USER",
+        "EDGE",
+        "ADDRESS",
+        "PIN",
+        "EXPIRES (UTC)",
+        "HANDSHAKE (UTC)",
+        "RX BYTES",
+        "TX BYTES"
     );
     for l in &resp.leases {
-        let expires = u64::try_from(l.expires_at)
-            .map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)))
-            .map(|t| t.to_string())
-            .unwrap_or_else(|_| l.expires_at.to_string());
+        let (handshake, rx, tx) = match &l.usage {
+            Some(u) => (
+                u.last_handshake_at
+                    .map_or_else(|| "none yet".to_owned(), utc),
+                u.rx_bytes.to_string(),
+                u.tx_bytes.to_string(),
+            ),
+            None => ("not reported".to_owned(), "-".to_owned(), "-".to_owned()),
+        };
         println!(
-            "{:<20} {:<16} {:<16} {:<15} {:<22} {expires}",
+            "{:<20} {:<16} {:<16} {:<15} {:<22} {:<20} {:<20} {rx:>12} {tx:>12}",
             l.id,
             l.user,
             l.edge,
             l.tunnel_address.to_string(),
-            l.pin.to_string()
+            l.pin.to_string(),
+            utc(l.expires_at),
+            handshake,
         );
     }
     Ok(())
+}
+
+/// Unix seconds as RFC 3339 UTC, or the number itself when out of range.
+fn utc(secs: i64) -> String {
+    u64::try_from(secs)
+        .map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string())
+        .unwrap_or_else(|_| secs.to_string())
 }

@@ -38,6 +38,8 @@ pub struct ServeConfig {
     pub lease_rate: crate::throttle::RateLimit,
     /// Peers allowed to name the client in `X-Forwarded-For` (reverse proxies).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Where alerts are POSTed; `None`: they are only recorded.
+    pub alert_webhook: Option<crate::alerts::Webhook>,
 }
 
 impl ServeConfig {
@@ -55,6 +57,7 @@ impl ServeConfig {
             login_rate: crate::throttle::LOGIN_RATE,
             lease_rate: crate::throttle::LEASE_RATE,
             trusted_proxies: Vec::new(),
+            alert_webhook: None,
         }
     }
 }
@@ -70,6 +73,8 @@ pub struct RunningBroker {
     https: axum_server::Handle,
     admin_stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    /// The expiry sweeper and the alert sender; they end on the broker's shutdown signal.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningBroker {
@@ -116,6 +121,9 @@ impl RunningBroker {
         self.admin_stop.send_replace(true);
         for task in self.tasks {
             task.await??;
+        }
+        for task in self.background {
+            task.await?;
         }
         self.broker.db().close().await;
         let _ = std::fs::remove_file(&self.admin_socket);
@@ -165,6 +173,15 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         tokio::spawn(server),
         tokio::spawn(async move { admin_server.await }),
     ];
+    let mut background = vec![tokio::spawn(sweep_expired(broker.clone()))];
+    if let Some(webhook) = config.alert_webhook.clone() {
+        let db = broker.db().clone();
+        background.push(tokio::spawn(crate::alerts::run(
+            db,
+            webhook,
+            broker.shutdown_signal(),
+        )));
+    }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "broker started");
     Ok(RunningBroker {
         addr,
@@ -175,7 +192,25 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         https,
         admin_stop,
         tasks,
+        background,
     })
+}
+
+/// Writes the audit rows of leases that expired, every few seconds until shutdown.
+async fn sweep_expired(broker: Broker) {
+    let mut shutdown = broker.shutdown_signal();
+    loop {
+        if let Err(e) = broker.sweep_expired().await {
+            tracing::error!(error = %e, "recording expired leases failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(crate::service::reports::EXPIRY_SWEEP_INTERVAL) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
 }
 
 /// The data directory holds the database, TLS key and admin socket: owner only. A new one is

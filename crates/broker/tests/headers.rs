@@ -59,10 +59,27 @@ async fn success_error_404_and_413_responses_carry_the_security_headers() {
     expect_error(resp, 401, ErrorCode::Unauthorized).await;
 
     let resp = h.http.get(h.url("/no/such/route")).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_security_headers("unknown route without a session 401", resp.headers());
+
+    let token = h.session("bob").await;
+    let resp = h
+        .http
+        .get(h.url("/no/such/route"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_security_headers("unknown route 404", resp.headers());
 
-    let resp = h.http.delete(h.url("/v1/login")).send().await.unwrap();
+    let resp = h
+        .http
+        .delete(h.url("/v1/login"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     assert_security_headers("wrong method 404", resp.headers());
 
@@ -123,7 +140,7 @@ async fn tls_1_2_and_tls_1_3_clients_connect() {
                 .unwrap();
         assert_eq!(negotiated, expected);
         assert!(
-            response.starts_with("http/1.1 404"),
+            response.starts_with("http/1.1 401"),
             "{expected:?}: {response}"
         );
         assert!(

@@ -107,16 +107,65 @@ async fn an_expired_session_is_refused() {
 }
 
 #[tokio::test]
-async fn unknown_routes_say_nothing_about_the_service() {
+async fn without_credentials_every_path_gets_the_same_short_answer() {
     let h = Harness::start().await;
-    for path in ["/", "/v1", "/v1/admin/users", "/metrics", "/.env"] {
-        let resp = h.http.get(h.url(path)).send().await.unwrap();
-        assert!(resp.headers().get("server").is_none());
+    let reference = h.http.get(h.url("/v1/whoami")).send().await.unwrap();
+    assert_eq!(reference.status(), 401);
+    let reference_body = reference.text().await.unwrap();
+    assert_eq!(
+        reference_body,
+        r#"{"error":{"code":"unauthorized","message":"unauthorized"}}"#
+    );
+    let probes = [
+        ("GET", "/"),
+        ("GET", "/v1"),
+        ("GET", "/v1/admin/users"),
+        ("GET", "/metrics"),
+        ("GET", "/.env"),
+        ("GET", "/v1/openapi.json"),
+        ("GET", "/v1/login"),
+        ("DELETE", "/v1/leases"),
+        ("POST", "/v1/edge/report"),
+        ("GET", "/v1/edge/sync"),
+        ("POST", "/v1/logout"),
+    ];
+    for (method, path) in probes {
+        let method: reqwest::Method = method.parse().unwrap();
+        for token in [None, Some("not-a-session")] {
+            let mut req = h.http.request(method.clone(), h.url(path));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 401, "{method} {path}");
+            assert!(resp.headers().get("server").is_none());
+            assert_eq!(
+                resp.text().await.unwrap(),
+                reference_body,
+                "{method} {path}"
+            );
+        }
+    }
+    // A caller with a live session learns that a path does not exist.
+    let token = h.session("alice").await;
+    for path in ["/", "/v1/nope"] {
+        let resp = h
+            .http
+            .get(h.url(path))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         let msg = expect_error(resp, 404, ErrorCode::NotFound).await;
         assert_eq!(msg, "not found");
     }
-    // A known path with the wrong method looks the same.
-    let resp = h.http.get(h.url("/v1/login")).send().await.unwrap();
+    let resp = h
+        .http
+        .get(h.url("/v1/login"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     expect_error(resp, 404, ErrorCode::NotFound).await;
     h.shutdown().await;
 }

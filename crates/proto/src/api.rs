@@ -10,6 +10,9 @@
 //! | `POST /v1/leases/{id}/renew` | user session, lease owner | - | [`LeaseResponse`] |
 //! | `POST /v1/edge/enrol` | holder of a one-time token | [`EnrolRequest`] | [`EnrolResponse`] |
 //! | `GET /v1/edge/sync` | enrolled edge (`Authorization: Bearer`) | - | server-sent events, each `data:` a [`LeaseSet`] |
+//! | `POST /v1/edge/report` | enrolled edge | [`EdgeReport`] | 204 |
+//! | `POST /v1/logout` | user session | - | 204 |
+//! | `GET /v1/openapi.json` | user session or enrolled edge | - | the OpenAPI description of these routes |
 //! | admin routes | admin socket only | [`UserAddRequest`], ... | [`UserAddResponse`], ... |
 //!
 //! Every error is an [`ErrorBody`] with one of the [`ErrorCode`]s.
@@ -361,6 +364,70 @@ pub struct LeaseInfo {
     /// TCP ports the lease may reach.
     #[serde(default)]
     pub ports: Vec<u16>,
+    /// What the edge last reported for this lease ([`EdgeReport`]); all `None` until it has.
+    #[serde(default)]
+    pub usage: Option<LeaseUsageInfo>,
+}
+
+/// A lease's traffic as its edge last reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseUsageInfo {
+    /// Unix seconds of the lease's last completed WireGuard handshake; `None`: none yet.
+    pub last_handshake_at: Option<i64>,
+    /// Bytes the edge received from the client and sent to it, since the edge set up this
+    /// lease's tunnel (an edge restart or a pin move starts again from zero).
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    /// Unix seconds of the report.
+    pub reported_at: i64,
+}
+
+/// `POST /v1/edge/report`: what an edge saw since its last report. Leases it does not hold
+/// (revoked, another edge's) are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeReport {
+    /// Leases whose figures changed since the last report.
+    #[serde(default)]
+    pub leases: Vec<LeaseUsage>,
+    #[serde(default)]
+    pub events: Vec<EdgeEvent>,
+}
+
+/// Most entries of each list one report may carry; an edge sends more in several reports.
+pub const MAX_REPORT_ITEMS: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseUsage {
+    pub lease_id: String,
+    /// Unix seconds; `None`: no handshake yet.
+    pub last_handshake_at: Option<i64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// Something the edge saw that a human should hear about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeEvent {
+    pub kind: EdgeEventKind,
+    pub lease_id: String,
+    /// Where the datagrams came from.
+    pub source_ip: IpAddr,
+    /// Authenticated datagrams seen (the edge checks at most about one a second per lease).
+    pub count: u64,
+    /// Unix seconds of the first one.
+    pub first_at: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeEventKind {
+    /// A datagram that authenticated under the lease's session keys (so it was sent by the
+    /// holder of the lease's key) arrived from outside the lease's pin, and was dropped. A
+    /// client that moved network without `grantwire renew`, or a stolen device key.
+    KeyUsedOffPin,
 }
 
 /// `grantwire-broker audit`: entries at or after `since`, about `user` (as actor or named in

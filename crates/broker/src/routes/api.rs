@@ -1,21 +1,22 @@
-//! The public API: login, leases, edge enrolment and the edge's push stream.
+//! The public API: login, leases, edge enrolment, the edge's push stream and its reports.
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::http::{header, Method};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use futures_util::Stream;
 use grantwire_proto::{
-    EnrolRequest, EnrolResponse, LeaseRequest, LeaseResponse, LoginRequest, LoginResponse,
-    WhoamiResponse,
+    EdgeReport, EnrolRequest, EnrolResponse, LeaseRequest, LeaseResponse, LoginRequest,
+    LoginResponse, WhoamiResponse,
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{ClientIp, EdgeIdentity, UserSession};
+use super::{AnyCaller, ClientIp, EdgeIdentity, UserSession};
 use crate::broker::Broker;
 use crate::error::{ApiJson, Error, GuardedJson, Result};
 use crate::throttle::{LeaseBudget, LoginBudget};
@@ -24,16 +25,80 @@ use crate::throttle::{LeaseBudget, LoginBudget};
 /// 30-60 s) from closing the edge's connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
-pub fn router() -> Router<Broker> {
-    Router::new()
-        .route("/v1/login", post(login))
-        .route("/v1/logout", post(logout))
-        .route("/v1/leases", post(lease))
-        .route("/v1/leases/{id}/renew", post(renew))
-        .route("/v1/whoami", get(whoami))
-        .route("/v1/edge/enrol", post(enrol))
-        .route("/v1/edge/sync", get(sync))
+/// Every route of the public API. The router is built from this list, and the OpenAPI
+/// description (`openapi.json`) is checked against it in a test, so neither can name a route the
+/// other lacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Login,
+    Logout,
+    Leases,
+    Renew,
+    Whoami,
+    Enrol,
+    Sync,
+    Report,
+    OpenApi,
 }
+
+impl Route {
+    pub const ALL: [Route; 9] = [
+        Route::Login,
+        Route::Logout,
+        Route::Leases,
+        Route::Renew,
+        Route::Whoami,
+        Route::Enrol,
+        Route::Sync,
+        Route::Report,
+        Route::OpenApi,
+    ];
+
+    /// The path, in axum's (and OpenAPI's) `{param}` syntax.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Login => "/v1/login",
+            Route::Logout => "/v1/logout",
+            Route::Leases => "/v1/leases",
+            Route::Renew => "/v1/leases/{id}/renew",
+            Route::Whoami => "/v1/whoami",
+            Route::Enrol => "/v1/edge/enrol",
+            Route::Sync => "/v1/edge/sync",
+            Route::Report => "/v1/edge/report",
+            Route::OpenApi => "/v1/openapi.json",
+        }
+    }
+
+    pub fn method(self) -> Method {
+        match self {
+            Route::Whoami | Route::Sync | Route::OpenApi => Method::GET,
+            _ => Method::POST,
+        }
+    }
+
+    fn handler(self) -> MethodRouter<Broker> {
+        match self {
+            Route::Login => post(login),
+            Route::Logout => post(logout),
+            Route::Leases => post(lease),
+            Route::Renew => post(renew),
+            Route::Whoami => get(whoami),
+            Route::Enrol => post(enrol),
+            Route::Sync => get(sync),
+            Route::Report => post(report),
+            Route::OpenApi => get(openapi),
+        }
+    }
+}
+
+pub fn router() -> Router<Broker> {
+    Route::ALL.iter().fold(Router::new(), |router, route| {
+        router.route(route.path(), route.handler())
+    })
+}
+
+/// The OpenAPI 3.1 description of the routes above, served to authenticated callers only.
+pub const OPENAPI_JSON: &str = include_str!("../../openapi.json");
 
 async fn login(
     State(broker): State<Broker>,
@@ -89,15 +154,31 @@ async fn enrol(
     Ok(Json(broker.enrol(req, ip).await?))
 }
 
+/// An edge's report of lease traffic and events.
+async fn report(
+    State(broker): State<Broker>,
+    ClientIp(ip): ClientIp,
+    EdgeIdentity(edge): EdgeIdentity,
+    ApiJson(report): ApiJson<EdgeReport>,
+) -> Result<StatusCode> {
+    broker.edge_report(&edge, report, ip).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn openapi(_: AnyCaller) -> impl axum::response::IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI_JSON)
+}
+
 /// The edge's push stream: its full lease set at once, then again after every change to it.
 async fn sync(
     State(broker): State<Broker>,
+    ClientIp(ip): ClientIp,
     EdgeIdentity(edge): EdgeIdentity,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     tracing::info!(edge = %edge.name, "edge connected for sync");
-    broker.edge_seen(edge.id).await;
-    Sse::new(lease_set_stream(broker, edge.id))
-        .keep_alive(KeepAlive::new().interval(KEEPALIVE_INTERVAL))
+    broker.edge_connected(&edge, ip).await?;
+    Ok(Sse::new(lease_set_stream(broker, edge.id, edge.name))
+        .keep_alive(KeepAlive::new().interval(KEEPALIVE_INTERVAL)))
 }
 
 struct StreamState {
@@ -106,16 +187,50 @@ struct StreamState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     edge_id: i64,
     first: bool,
-    /// Counts the edge as connected while the stream lives.
+    /// Counts the edge as connected while the stream lives, and audits its end.
+    _link: EdgeLink,
+}
+
+/// Dropped when the edge's stream ends, however it ends (the edge hung up, was removed, or
+/// the broker is shutting down).
+struct EdgeLink {
+    broker: Broker,
+    edge_id: i64,
+    name: String,
     _presence: crate::presence::PresenceGuard,
 }
 
-fn lease_set_stream(broker: Broker, edge_id: i64) -> impl Stream<Item = Result<Event, Infallible>> {
+impl Drop for EdgeLink {
+    fn drop(&mut self) {
+        if *self.broker.shutdown_signal().borrow() {
+            // The database is closing; every edge is told by its connection ending.
+            return;
+        }
+        let (broker, edge_id, name) = (self.broker.clone(), self.edge_id, self.name.clone());
+        tokio::spawn(async move {
+            tracing::info!(edge = %name, "edge disconnected");
+            if let Err(e) = broker.edge_disconnected(edge_id, &name).await {
+                tracing::debug!(edge = %name, error = %e, "auditing the disconnect failed");
+            }
+        });
+    }
+}
+
+fn lease_set_stream(
+    broker: Broker,
+    edge_id: i64,
+    name: String,
+) -> impl Stream<Item = Result<Event, Infallible>> {
     // Subscribe before the first read, so a change committed in between is not missed.
     let state = StreamState {
         changes: broker.subscribe(),
         shutdown: broker.shutdown_signal(),
-        _presence: broker.presence().connect(edge_id),
+        _link: EdgeLink {
+            _presence: broker.presence().connect(edge_id),
+            broker: broker.clone(),
+            edge_id,
+            name,
+        },
         broker,
         edge_id,
         first: true,
@@ -156,7 +271,12 @@ async fn wait_for_change(st: &mut StreamState) -> bool {
     loop {
         tokio::select! {
             msg = st.changes.recv() => match msg {
-                Ok(id) if id == st.edge_id => return true,
+                Ok(id) if id == st.edge_id => {
+                    // Changes that queued up meanwhile are covered by the one full read that
+                    // follows: under a burst of leases the edge gets fewer, fuller sets.
+                    while st.changes.try_recv().is_ok() {}
+                    return true;
+                }
                 Ok(_) => continue,
                 Err(RecvError::Lagged(_)) => return true,
                 Err(RecvError::Closed) => return false,

@@ -4,6 +4,8 @@
 pub mod admin;
 mod api;
 
+pub use api::{Route, OPENAPI_JSON};
+
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts};
@@ -24,8 +26,8 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub fn app(broker: Broker) -> Router {
     Router::new()
         .merge(api::router())
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::not_found)
+        .fallback(unrouted)
+        .method_not_allowed_fallback(unrouted)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(broker)
@@ -52,6 +54,16 @@ async fn security_headers(mut response: Response) -> Response {
     }
     headers.remove(header::SERVER);
     response
+}
+
+/// A path or method no route has. A caller without a live session or edge credential gets the
+/// same 401 as on any protected route, so probing paths tells a stranger nothing, not even
+/// which paths exist; an authenticated caller learns it made a mistake (404).
+async fn unrouted(caller: Option<AnyCaller>) -> Error {
+    match caller {
+        Some(_) => Error::NotFound("not found".into()),
+        None => Error::Unauthorized,
+    }
 }
 
 /// The admin API, served only on the owner-only Unix socket.
@@ -108,6 +120,35 @@ impl FromRequestParts<Broker> for EdgeIdentity {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
         let credential = bearer(parts).ok_or(Error::Unauthorized)?;
         Ok(Self(broker.edge_by_credential(credential).await?))
+    }
+}
+
+/// A request from a live user session or an enrolled edge, whichever the bearer token is.
+pub struct AnyCaller;
+
+impl FromRequestParts<Broker> for AnyCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+        let token = bearer(parts).ok_or(Error::Unauthorized)?;
+        match broker.session(token).await {
+            Ok(_) => return Ok(Self),
+            Err(Error::Unauthorized) => {}
+            Err(e) => return Err(e),
+        }
+        broker.edge_by_credential(token).await.map(|_| Self)
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<Broker> for AnyCaller {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Option<Self>, Error> {
+        match <Self as FromRequestParts<Broker>>::from_request_parts(parts, broker).await {
+            Ok(caller) => Ok(Some(caller)),
+            Err(Error::Unauthorized) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -107,6 +107,18 @@ async fn seal_plaintext_secrets(db: &SqlitePool, seal: &SealKey) -> Result<()> {
     Ok(())
 }
 
+/// The network a login is remembered by: the address itself for IPv4, its /64 for IPv6 (privacy
+/// addresses change within it daily).
+fn login_network(source: IpAddr) -> String {
+    use grantwire_proto::pin::{DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6};
+    grantwire_proto::Pin::for_source(
+        source.to_canonical(),
+        DEFAULT_PIN_PREFIX_V4,
+        DEFAULT_PIN_PREFIX_V6,
+    )
+    .map_or_else(|_| source.to_canonical().to_string(), |pin| pin.to_string())
+}
+
 /// How a login attempt ended, for the audit log and the failure count.
 enum Outcome {
     Ok,
@@ -170,17 +182,28 @@ impl Broker {
                 Outcome::TotpReused => "totp_reused",
                 _ => "login_failed",
             };
+            let mut locked = None;
             if let (Some(u), Outcome::Failed | Outcome::TotpReused) = (&user, &outcome) {
-                users::record_failure(&mut tx, u.id, now).await?;
+                locked = users::record_failure(&mut tx, u.id, now).await?;
             }
             let detail = matches!(outcome, Outcome::Disabled).then(|| "user disabled".to_owned());
             let event = AuditEvent {
                 kind,
                 actor: Some(&actor),
-                source_ip: source_text,
+                source_ip: source_text.clone(),
                 detail,
             };
             store::audit(&mut tx, now, event).await?;
+            if let Some(reason) = locked {
+                // The moment the account starts to wait: one alert, not one per refused try.
+                let event = AuditEvent {
+                    kind: "account_locked",
+                    actor: Some(&actor),
+                    source_ip: source_text,
+                    detail: Some(reason),
+                };
+                store::audit(&mut tx, now, event).await?;
+            }
             tx.commit().await?;
             tracing::info!(user = %actor, %source, kind, "login refused");
             return Err(Error::Unauthorized);
@@ -195,10 +218,20 @@ impl Broker {
         let event = AuditEvent {
             kind: "login_ok",
             actor: Some(&user.name),
-            source_ip: source_text,
+            source_ip: source_text.clone(),
             detail: None,
         };
         store::audit(&mut tx, now, event).await?;
+        let network = login_network(source);
+        if users::record_login_source(&mut tx, user.id, &network, now).await? {
+            let event = AuditEvent {
+                kind: "login_new_source",
+                actor: Some(&user.name),
+                source_ip: source_text,
+                detail: Some(format!("network={network}")),
+            };
+            store::audit(&mut tx, now, event).await?;
+        }
         tx.commit().await?;
         tracing::info!(user = %user.name, %source, "login");
         Ok(LoginResponse {
@@ -220,6 +253,9 @@ impl Broker {
         // At most one write a second per session, so a burst of lease requests does not queue
         // on SQLite's write lock just to say the same thing.
         if user.last_used_at < now {
+            drop(conn);
+            let _turn = self.write_turn().await;
+            let mut conn = self.db().acquire().await?;
             users::touch_session(&mut conn, user.session_id, now).await?;
         }
         Ok(user)

@@ -65,8 +65,9 @@ impl Broker {
         }
 
         leases::free_expired_slots(&mut tx, edge.id, now).await?;
-        let used = leases::used_slots(&mut tx, edge.id).await?;
-        let address = alloc::lowest_free(subnet, &used)
+        let address = leases::free_slot(&mut tx, edge.id, alloc::client_range(subnet))
+            .await?
+            .map(std::net::Ipv4Addr::from)
             .ok_or_else(|| Error::Conflict("the edge's subnet is full".into()))?;
         let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
         let ports = grant.ports()?;
@@ -224,19 +225,6 @@ impl Broker {
         edges::by_credential(&mut conn, &secrets::token_hash(credential))
             .await?
             .ok_or(Error::Unauthorized)
-    }
-
-    /// Records that the edge opened its sync stream now. Best effort: a failed write must not
-    /// keep the edge from its lease set.
-    pub async fn edge_seen(&self, edge_id: i64) {
-        let res = async {
-            let mut conn = self.db().acquire().await?;
-            edges::mark_seen(&mut conn, edge_id, store::now()).await
-        }
-        .await;
-        if let Err(e) = res {
-            tracing::debug!(edge_id, error = %e, "recording edge last-seen failed");
-        }
     }
 
     /// The complete set of an edge's live leases, as pushed to it.

@@ -4,3 +4,4 @@ mod accounts;
 pub mod admin;
 pub(crate) mod auth;
 mod leases;
+pub mod reports;

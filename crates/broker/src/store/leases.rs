@@ -1,9 +1,10 @@
 //! Leases: the tunnel address each holds, and what an edge must enforce.
 
-use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use grantwire_proto::{EdgeLease, LeaseInfo, Pin, PresharedKey, PublicKey};
+use grantwire_proto::{
+    EdgeLease, LeaseInfo, LeaseUsage, LeaseUsageInfo, Pin, PresharedKey, PublicKey,
+};
 use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
@@ -20,6 +21,10 @@ pub struct LeaseRow {
     pub ports: String,
     pub created_at: i64,
     pub expires_at: i64,
+    pub last_handshake_at: Option<i64>,
+    pub rx_bytes: Option<i64>,
+    pub tx_bytes: Option<i64>,
+    pub reported_at: Option<i64>,
 }
 
 /// The preshared key stays out of logs.
@@ -80,6 +85,18 @@ impl LeaseRow {
             created_at: self.created_at,
             expires_at: self.expires_at,
             ports: serde_json::from_str(&self.ports)?,
+            usage: self.reported_at.map(|reported_at| LeaseUsageInfo {
+                last_handshake_at: self.last_handshake_at,
+                rx_bytes: self
+                    .rx_bytes
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0),
+                tx_bytes: self
+                    .tx_bytes
+                    .and_then(|b| u64::try_from(b).ok())
+                    .unwrap_or(0),
+                reported_at,
+            }),
         })
     }
 }
@@ -97,18 +114,51 @@ pub async fn free_expired_slots(conn: &mut SqliteConnection, edge_id: i64, now: 
     Ok(())
 }
 
-/// Addresses (as u32) held by the edge's leases.
-pub async fn used_slots(conn: &mut SqliteConnection, edge_id: i64) -> Result<HashSet<u32>> {
-    let rows: Vec<i64> = sqlx::query_scalar(
-        "SELECT addr_slot FROM leases WHERE edge_id = ? AND addr_slot IS NOT NULL",
+/// A free address (as u32) in `range` for a new lease of the edge: the one after the highest
+/// in use, or, once that would pass the top of the range, the lowest free one; `None` when the
+/// range is full. Next-fit keeps the common case to one index lookup however many leases the
+/// edge holds; lowest-fit would walk them all for every lease.
+pub async fn free_slot(
+    conn: &mut SqliteConnection,
+    edge_id: i64,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<Option<u32>> {
+    let (first, last) = (i64::from(*range.start()), i64::from(*range.end()));
+    let highest: Option<i64> = sqlx::query_scalar(
+        "SELECT MAX(addr_slot) FROM leases WHERE edge_id = ? AND addr_slot IS NOT NULL",
     )
     .bind(edge_id)
-    .fetch_all(conn)
+    .fetch_one(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|a| u32::try_from(a).ok())
-        .collect())
+    let next = highest.map_or(first, |h| (h + 1).max(first));
+    if next <= last {
+        return Ok(u32::try_from(next).ok());
+    }
+    // The top is taken: the lowest hole. Either the first address itself, or the one after a
+    // used address whose successor is free (walked in index order, stopping at the first).
+    let first_used: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM leases WHERE edge_id = ? AND addr_slot = ?)",
+    )
+    .bind(edge_id)
+    .bind(first)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !first_used {
+        return Ok(u32::try_from(first).ok());
+    }
+    let hole: Option<i64> = sqlx::query_scalar(
+        "SELECT a.addr_slot + 1 FROM leases a
+         WHERE a.edge_id = ?1 AND a.addr_slot >= ?2 AND a.addr_slot < ?3
+           AND NOT EXISTS (SELECT 1 FROM leases b
+                           WHERE b.edge_id = ?1 AND b.addr_slot = a.addr_slot + 1)
+         ORDER BY a.addr_slot LIMIT 1",
+    )
+    .bind(edge_id)
+    .bind(first)
+    .bind(last)
+    .fetch_optional(conn)
+    .await?;
+    Ok(hole.and_then(|h| u32::try_from(h).ok()))
 }
 
 pub struct NewLease<'a> {
@@ -200,7 +250,8 @@ pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<(
 }
 
 const LIVE_SELECT: &str = "SELECT l.id, u.name AS user_name, e.name AS edge_name, l.public_key,
-        l.preshared_key, l.tunnel_address, l.pin, l.ports, l.created_at, l.expires_at
+        l.preshared_key, l.tunnel_address, l.pin, l.ports, l.created_at, l.expires_at,
+        l.last_handshake_at, l.rx_bytes, l.tx_bytes, l.reported_at
     FROM leases l JOIN users u ON u.id = l.user_id JOIN edges e ON e.id = l.edge_id
     WHERE l.revoked_at IS NULL AND l.expires_at > ?";
 
@@ -320,4 +371,178 @@ pub async fn owner_names(conn: &mut SqliteConnection, id: &str) -> Result<(Strin
     .bind(id)
     .fetch_one(conn)
     .await?)
+}
+
+/// Records an edge's figures for one of its own live leases; false if `edge_id` holds no such
+/// lease (revoked meanwhile, or another edge's), which changes nothing.
+pub async fn record_usage(
+    conn: &mut SqliteConnection,
+    edge_id: i64,
+    usage: &LeaseUsage,
+    now: i64,
+) -> Result<bool> {
+    let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
+    let done = sqlx::query(
+        "UPDATE leases SET last_handshake_at = ?, rx_bytes = ?, tx_bytes = ?, reported_at = ?
+         WHERE id = ? AND edge_id = ? AND revoked_at IS NULL",
+    )
+    .bind(usage.last_handshake_at)
+    .bind(bytes(usage.rx_bytes))
+    .bind(bytes(usage.tx_bytes))
+    .bind(now)
+    .bind(&usage.lease_id)
+    .bind(edge_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A lease of this edge, live or not, with its owner and pin: what an edge event about it
+/// needs for the audit log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventLease {
+    pub user_name: String,
+    pub pin: String,
+}
+
+pub async fn for_event(
+    conn: &mut SqliteConnection,
+    edge_id: i64,
+    id: &str,
+) -> Result<Option<EventLease>> {
+    Ok(sqlx::query_as(
+        "SELECT u.name AS user_name, l.pin FROM leases l JOIN users u ON u.id = l.user_id
+         WHERE l.id = ? AND l.edge_id = ?",
+    )
+    .bind(id)
+    .bind(edge_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// A lease that ended by expiry and is not yet in the audit log.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Expired {
+    pub id: String,
+    pub edge_id: i64,
+    pub user_name: String,
+    pub edge_name: String,
+    pub expires_at: i64,
+}
+
+/// Marks up to `limit` leases that expired by `now` as audited, freeing their addresses, and
+/// returns them for their `lease_expired` rows (written in the same transaction).
+pub async fn take_expired(
+    conn: &mut SqliteConnection,
+    now: i64,
+    limit: i64,
+) -> Result<Vec<Expired>> {
+    let rows: Vec<Expired> = sqlx::query_as(
+        "SELECT l.id, l.edge_id, u.name AS user_name, e.name AS edge_name, l.expires_at
+         FROM leases l JOIN users u ON u.id = l.user_id JOIN edges e ON e.id = l.edge_id
+         WHERE l.revoked_at IS NULL AND l.expiry_audited = 0 AND l.expires_at <= ?
+         ORDER BY l.expires_at LIMIT ?",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    for row in &rows {
+        sqlx::query("UPDATE leases SET expiry_audited = 1, addr_slot = NULL WHERE id = ?")
+            .bind(&row.id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alloc;
+
+    /// An edge with subnet `cidr` and leases holding `held` (offsets from the network address);
+    /// returns the connection, the edge id and the subnet.
+    async fn edge_holding(
+        dir: &std::path::Path,
+        cidr: &str,
+        held: &[u32],
+    ) -> (sqlx::pool::PoolConnection<sqlx::Sqlite>, i64, ipnet::Ipv4Net) {
+        let pool = crate::store::open(&dir.join("t.db")).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let subnet: ipnet::Ipv4Net = cidr.parse().unwrap();
+        let user = crate::store::users::insert(&mut conn, "u", "x", b"s", false, 0)
+            .await
+            .unwrap();
+        let edge = crate::store::edges::NewEdge {
+            name: "e",
+            endpoint: "192.0.2.1:51820",
+            subnet,
+            tunnel_address: alloc::edge_address(subnet),
+            enrol_token_hash: b"t",
+        };
+        let edge = crate::store::edges::insert(&mut conn, edge, 0).await.unwrap();
+        let grant = crate::store::edges::NewGrant {
+            user_id: user,
+            edge_id: edge,
+            lease_ttl_secs: 60,
+            ports: &[32400],
+            ends_at: None,
+            pin_prefix4: 32,
+            pin_prefix6: 64,
+        };
+        let grant = crate::store::edges::insert_grant(&mut conn, grant, 0).await.unwrap();
+        for (i, offset) in held.iter().enumerate() {
+            let key = PublicKey::from_bytes([i as u8 + 9; 32]).unwrap();
+            let psk = PresharedKey::from_bytes([1; 32]);
+            let new = NewLease {
+                id: &format!("l{i}"),
+                grant_id: grant,
+                user_id: user,
+                edge_id: edge,
+                public_key: &key,
+                preshared_key: &psk,
+                tunnel_address: Ipv4Addr::from(u32::from(subnet.network()) + offset),
+                pin: "192.0.2.9/32".parse().unwrap(),
+                ports: &[32400],
+                expires_at: i64::MAX,
+            };
+            insert(&mut conn, new, 0).await.unwrap();
+        }
+        (conn, edge, subnet)
+    }
+
+    #[tokio::test]
+    async fn next_fit_then_the_lowest_hole_once_the_top_is_taken() {
+        // (subnet, held offsets, expected offset): .1 is the edge, the broadcast is never given.
+        let cases: [(&str, &[u32], Option<u32>); 7] = [
+            ("10.77.0.0/29", &[], Some(2)),
+            ("10.77.0.0/29", &[2, 3], Some(4)),
+            ("10.77.0.0/29", &[3, 5], Some(6)),
+            ("10.77.0.0/29", &[3, 6], Some(2)),
+            ("10.77.0.0/29", &[2, 3, 6], Some(4)),
+            ("10.77.0.0/29", &[2, 3, 4, 5, 6], None),
+            ("10.77.0.0/24", &[2, 3, 4, 254], Some(5)),
+        ];
+        for (cidr, held, expected) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let (mut conn, edge, subnet) = edge_holding(dir.path(), cidr, held).await;
+            let got = free_slot(&mut conn, edge, alloc::client_range(subnet))
+                .await
+                .unwrap()
+                .map(|a| a - u32::from(subnet.network()));
+            assert_eq!(got, expected, "{cidr} holding {held:?}");
+            // Past the top, the hole found is the one the pure allocator calls lowest.
+            let used: std::collections::HashSet<u32> = held
+                .iter()
+                .map(|o| u32::from(subnet.network()) + o)
+                .collect();
+            let top = *alloc::client_range(subnet).end();
+            if used.contains(&top) || expected.is_none() {
+                let lowest = alloc::lowest_free(subnet, &used)
+                    .map(|a| u32::from(a) - u32::from(subnet.network()));
+                assert_eq!(got, lowest, "{cidr} holding {held:?}");
+            }
+        }
+    }
 }

@@ -177,8 +177,14 @@ pub async fn account_state(conn: &mut SqliteConnection, id: i64, now: i64) -> Re
 }
 
 /// Counts a failed login: one more in the streak, a wait once the streak is long enough, and a
-/// row for the hourly cap (older rows are dropped).
-pub async fn record_failure(conn: &mut SqliteConnection, id: i64, now: i64) -> Result<()> {
+/// row for the hourly cap (older rows are dropped). Returns why the account is now locked, when
+/// this failure is the one that locked it.
+pub async fn record_failure(
+    conn: &mut SqliteConnection,
+    id: i64,
+    now: i64,
+) -> Result<Option<String>> {
+    use crate::throttle::{FREE_FAILURES, MAX_FAILURES_PER_HOUR};
     let streak: i64 = sqlx::query_scalar(
         "UPDATE users SET failed_streak = failed_streak + 1 WHERE id = ? RETURNING failed_streak",
     )
@@ -201,9 +207,46 @@ pub async fn record_failure(conn: &mut SqliteConnection, id: i64, now: i64) -> R
     sqlx::query("INSERT INTO login_failures (user_id, at) VALUES (?, ?)")
         .bind(id)
         .bind(now)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
-    Ok(())
+    let in_hour: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM login_failures WHERE user_id = ?")
+        .bind(id)
+        .fetch_one(conn)
+        .await?;
+    Ok(if in_hour == MAX_FAILURES_PER_HOUR {
+        Some(format!("failures_last_hour={in_hour}"))
+    } else if streak == FREE_FAILURES {
+        Some(format!("failures_in_a_row={streak} wait={wait}s"))
+    } else {
+        None
+    })
+}
+
+/// Remembers that the user logged in from `source` (an address masked to /32 or /64). True
+/// when the source is new for a user who had logged in from somewhere else before.
+pub async fn record_login_source(
+    conn: &mut SqliteConnection,
+    id: i64,
+    source: &str,
+    now: i64,
+) -> Result<bool> {
+    let (known, this): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(source = ?2), 0) FROM login_sources WHERE user_id = ?1",
+    )
+    .bind(id)
+    .bind(source)
+    .fetch_one(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO login_sources (user_id, source, first_at, last_at) VALUES (?1, ?2, ?3, ?3)
+         ON CONFLICT (user_id, source) DO UPDATE SET last_at = excluded.last_at",
+    )
+    .bind(id)
+    .bind(source)
+    .bind(now)
+    .execute(conn)
+    .await?;
+    Ok(known > 0 && this == 0)
 }
 
 /// A successful login ends the streak.

@@ -1,0 +1,270 @@
+//! Alerts: audit events a human should hear about, POSTed as JSON to `--alert-webhook`.
+//!
+//! A trigger in the database (migration 0004) writes an `alerts` row in the same transaction as
+//! each alerting audit row: account locked, TOTP code reused, a lease key used off its pin, a
+//! login from a new address. [`run`] delivers pending rows in the background, so a request never
+//! waits for the webhook; a failed delivery is retried with exponential backoff, and the row
+//! survives a restart. Without a webhook the rows stay pending (an admin can read them with the
+//! audit log), and any older than [`MAX_AGE_SECS`] when a webhook is set are marked expired
+//! rather than sent late.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+use sqlx::SqlitePool;
+use tokio::sync::watch;
+
+use crate::error::Result;
+use crate::store;
+
+/// How often pending alerts are looked for.
+const POLL: Duration = Duration::from_millis(500);
+/// One delivery attempt's limit.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts before an alert is given up as failed (about 17 minutes of retries).
+pub const MAX_ATTEMPTS: i64 = 10;
+/// Pending alerts older than this are not sent (a day-old "login from a new address" helps
+/// nobody, and a webhook set long after the fact should not be flooded).
+pub const MAX_AGE_SECS: i64 = 24 * 3600;
+/// Alerts taken per poll.
+const BATCH: i64 = 32;
+
+/// A webhook URL: `https://` anywhere, or `http://` to a loopback address only (alerts name
+/// users and their addresses, which should not cross a network in clear text).
+#[derive(Clone)]
+pub struct Webhook {
+    url: reqwest::Url,
+}
+
+impl Webhook {
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let url: reqwest::Url = text
+            .parse()
+            .map_err(|e| format!("alert webhook is not a URL: {e}"))?;
+        let host = url.host_str().unwrap_or("");
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let loopback =
+            host == "localhost" || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        match url.scheme() {
+            "https" if url.host().is_some() => Ok(Self { url }),
+            "http" if loopback => Ok(Self { url }),
+            "http" => {
+                Err("alert webhook must be https:// (http:// only to a loopback address)".into())
+            }
+            _ => Err("alert webhook must be an https:// URL".into()),
+        }
+    }
+
+    /// Scheme, host and port only: the path of a webhook URL is often its secret.
+    pub fn redacted(&self) -> String {
+        let host = self.url.host_str().unwrap_or("");
+        match self.url.port() {
+            Some(port) => format!("{}://{host}:{port}/...", self.url.scheme()),
+            None => format!("{}://{host}/...", self.url.scheme()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Webhook").field(&self.redacted()).finish()
+    }
+}
+
+/// The JSON body of one alert: the audit row it comes from.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AlertBody {
+    /// Always `"grantwire"`, so a receiver shared with other tools can route it.
+    #[sqlx(skip)]
+    pub source: &'static str,
+    /// The alert's id; a receiver may see the same id twice if an answer was lost.
+    pub id: i64,
+    /// `account_locked`, `totp_reused`, `lease_key_off_pin` or `login_new_source`.
+    pub kind: String,
+    /// Unix seconds of the event.
+    pub at: i64,
+    pub actor: Option<String>,
+    pub source_ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// Seconds to wait after the `attempts`-th failure: 2, 4, 8, ... capped at five minutes.
+pub fn backoff_secs(attempts: i64) -> i64 {
+    let doublings = u32::try_from(attempts.clamp(1, 20)).unwrap_or(20);
+    (1i64 << doublings).min(300)
+}
+
+/// Delivers pending alerts until `shutdown` turns true.
+pub async fn run(db: SqlitePool, webhook: Webhook, mut shutdown: watch::Receiver<bool>) {
+    let client = grantwire_client_core::tls::http_client(None);
+    tracing::info!(webhook = %webhook.redacted(), "alert delivery started");
+    loop {
+        if let Err(e) = deliver_due(&db, &client, &webhook).await {
+            tracing::debug!(error = %e, "alert delivery pass failed");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(POLL) => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            return;
+        }
+    }
+}
+
+async fn deliver_due(db: &SqlitePool, client: &reqwest::Client, webhook: &Webhook) -> Result<()> {
+    let now = store::now();
+    sqlx::query("UPDATE alerts SET state = 'expired' WHERE state = 'pending' AND next_at < ?")
+        .bind(now - MAX_AGE_SECS)
+        .execute(db)
+        .await?;
+    let due: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT id, attempts FROM alerts WHERE state = 'pending' AND next_at <= ?
+         ORDER BY id LIMIT ?",
+    )
+    .bind(now)
+    .bind(BATCH)
+    .fetch_all(db)
+    .await?;
+    for (id, attempts) in due {
+        let body: AlertBody = sqlx::query_as(
+            "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, u.detail
+             FROM alerts a JOIN audit u ON u.id = a.audit_id WHERE a.id = ?",
+        )
+        .bind(id)
+        .fetch_one(db)
+        .await?;
+        let body = AlertBody {
+            source: "grantwire",
+            ..body
+        };
+        let result = post(client, webhook, &body).await;
+        record_attempt(db, id, attempts + 1, result, &body.kind, webhook).await?;
+    }
+    Ok(())
+}
+
+async fn post(
+    client: &reqwest::Client,
+    webhook: &Webhook,
+    body: &AlertBody,
+) -> std::result::Result<(), String> {
+    let response = client
+        .post(webhook.url.clone())
+        .json(body)
+        .timeout(ATTEMPT_TIMEOUT)
+        .send()
+        .await
+        // Without the URL: reqwest's message would print it, secret path and all.
+        .map_err(|e| format!("request failed: {}", e.without_url()))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("webhook answered {status}"))
+    }
+}
+
+async fn record_attempt(
+    db: &SqlitePool,
+    id: i64,
+    attempts: i64,
+    result: std::result::Result<(), String>,
+    kind: &str,
+    webhook: &Webhook,
+) -> Result<()> {
+    let now = store::now();
+    match result {
+        Ok(()) => {
+            sqlx::query(
+                "UPDATE alerts SET state = 'sent', attempts = ?, sent_at = ?, last_error = NULL
+                 WHERE id = ?",
+            )
+            .bind(attempts)
+            .bind(now)
+            .bind(id)
+            .execute(db)
+            .await?;
+            tracing::info!(alert = id, kind, "alert sent");
+        }
+        Err(error) if attempts >= MAX_ATTEMPTS => {
+            sqlx::query(
+                "UPDATE alerts SET state = 'failed', attempts = ?, last_error = ? WHERE id = ?",
+            )
+            .bind(attempts)
+            .bind(&error)
+            .bind(id)
+            .execute(db)
+            .await?;
+            tracing::warn!(alert = id, kind, attempts, webhook = %webhook.redacted(), %error, "alert could not be delivered; giving up");
+        }
+        Err(error) => {
+            let retry_in = backoff_secs(attempts);
+            sqlx::query("UPDATE alerts SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?")
+                .bind(attempts)
+                .bind(now + retry_in)
+                .bind(&error)
+                .bind(id)
+                .execute(db)
+                .await?;
+            tracing::info!(alert = id, kind, attempts, retry_in, %error, "alert delivery failed; will retry");
+        }
+    }
+    Ok(())
+}
+
+/// An alert row as stored, for tests and operators.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AlertRow {
+    pub id: i64,
+    pub kind: String,
+    pub state: String,
+    pub attempts: i64,
+    pub source_ip: Option<String>,
+}
+
+/// Every alert, oldest first.
+pub async fn list(db: &SqlitePool) -> Result<Vec<AlertRow>> {
+    Ok(sqlx::query_as(
+        "SELECT a.id, u.kind, a.state, a.attempts, u.source_ip
+         FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webhook_urls() {
+        for ok in [
+            "https://hooks.example.net/abc",
+            "http://127.0.0.1:9000/hook",
+            "http://[::1]:9000/hook",
+            "http://localhost:8080/x",
+        ] {
+            assert!(Webhook::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.net/abc",
+            "http://192.0.2.1/hook",
+            "ftp://127.0.0.1/x",
+            "not a url",
+            "file:///etc/passwd",
+        ] {
+            assert!(Webhook::parse(bad).is_err(), "{bad}");
+        }
+        let w = Webhook::parse("https://hooks.example.net:8443/T000/B000/secret").unwrap();
+        assert_eq!(w.redacted(), "https://hooks.example.net:8443/...");
+        assert!(!format!("{w:?}").contains("secret"));
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let waits: Vec<i64> = (1..=10).map(backoff_secs).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 64, 128, 256, 300, 300]);
+    }
+}
