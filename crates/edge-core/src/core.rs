@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::TunnResult;
 use boringtun::x25519;
-use grantwire_proto::{EdgeConfig, LeaseSet};
+use grantwire_proto::{EdgeConfig, EdgeEvent, LeaseSet, LeaseUsage};
 use tracing::{debug, trace, warn};
 
 use crate::datapath::decapsulate_all;
@@ -27,6 +27,10 @@ const GLOBAL_HANDSHAKE_LIMIT: u64 = 100;
 
 /// Largest IP packet plus WireGuard's 32 bytes of overhead, so any buffer boringtun writes fits.
 const BUF_LEN: usize = 65_535 + 32;
+
+/// Most distinct (lease, source) off-pin events held until the shell takes them; more are
+/// counted in the stats but not itemised.
+const MAX_PENDING_EVENTS: usize = 256;
 
 /// Peer indices are 24 bits: boringtun shifts them left by 8 for its receiver indices.
 const INDEX_MASK: u32 = 0x00ff_ffff;
@@ -87,6 +91,8 @@ pub struct EdgeCore {
     outputs: VecDeque<Queued>,
     buf: Vec<u8>,
     stats: Stats,
+    /// Off-pin use of a lease's keys, by (lease id, source), until [`EdgeCore::take_events`].
+    events: HashMap<(String, std::net::IpAddr), EdgeEvent>,
 }
 
 impl EdgeCore {
@@ -109,6 +115,7 @@ impl EdgeCore {
             outputs: VecDeque::new(),
             buf: vec![0; BUF_LEN],
             stats: Stats::default(),
+            events: HashMap::new(),
         }
     }
 
@@ -193,6 +200,7 @@ impl EdgeCore {
         if !self.peers.values().any(|p| p.lease.pin.covers(src.ip())) {
             self.stats.dropped_unpinned += 1;
             trace!(%src, "dropped: source outside every pin");
+            self.note_off_pin(src, datagram, now);
             return;
         }
         let Some(index) = self.identify(src, datagram) else {
@@ -206,6 +214,7 @@ impl EdgeCore {
         if !peer.lease.pin.covers(src.ip()) {
             self.stats.dropped_pin_mismatch += 1;
             trace!(%src, lease_id = %peer.lease.id, "dropped: source outside this lease's pin");
+            self.note_off_pin(src, datagram, now);
             return;
         }
         let edge_address = self.config.tunnel_address;
@@ -214,6 +223,36 @@ impl EdgeCore {
             stats: &mut self.stats,
         };
         decapsulate_all(peer, src, datagram, &mut self.buf, edge_address, &mut out);
+    }
+
+    /// Each lease's traffic: last handshake (unix seconds, by `now`) and bytes since its tunnel
+    /// was made, for the broker's lease list.
+    pub fn lease_usage(&self, now: SystemTime) -> Vec<LeaseUsage> {
+        self.peers
+            .values()
+            .map(|peer| {
+                let (since, tx_bytes, rx_bytes) = peer.traffic();
+                let last_handshake_at = since
+                    .and_then(|d| now.checked_sub(d))
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .and_then(|d| i64::try_from(d.as_secs()).ok());
+                LeaseUsage {
+                    lease_id: peer.lease.id.clone(),
+                    last_handshake_at,
+                    rx_bytes,
+                    tx_bytes,
+                }
+            })
+            .collect()
+    }
+
+    /// The off-pin events seen since the last call, for the broker (which audits them and
+    /// raises an alert).
+    pub fn take_events(&mut self) -> Vec<EdgeEvent> {
+        if self.events.is_empty() {
+            return Vec::new();
+        }
+        self.events.drain().map(|(_, e)| e).collect()
     }
 
     /// One IP packet read from the TUN (Plex answering a peer).

@@ -28,6 +28,9 @@ pub(crate) struct Peer {
     /// Where replies and outbound data go. Set only from a datagram that came from inside the
     /// pin *and* was accepted by the `Tunn`, so it is never outside the pin.
     pub endpoint: Option<SocketAddr>,
+    /// When a datagram from outside the pin was last checked against this peer's session keys
+    /// (at most one a second; see `EdgeCore::note_off_pin`).
+    pub off_pin_checked_at: Option<SystemTime>,
     tunn: Tunn,
 }
 
@@ -49,21 +52,27 @@ impl Peer {
             lease,
             index,
             endpoint: None,
+            off_pin_checked_at: None,
             tunn,
         }
     }
 
-    /// Whether `other` is the same lease with the same cryptographic identity and pin, so the
-    /// running session may be kept (a re-sent lease set must not break established tunnels).
+    /// Whether `other` is the same lease with the same cryptographic identity, so the running
+    /// session may be kept (a re-sent lease set must not break established tunnels, and a
+    /// renewal that moves the pin must not make a roaming client wait for a new handshake).
     pub fn same_identity(&self, other: &EdgeLease) -> bool {
         self.lease.id == other.id
             && self.lease.public_key == other.public_key
             && self.lease.preshared_key == other.preshared_key
-            && self.lease.pin == other.pin
     }
 
-    /// Takes the fields that may change without a new tunnel (ports, expiry, address).
+    /// Takes the fields that may change without a new tunnel (pin, ports, expiry, address).
+    /// An endpoint the new pin does not cover is forgotten: replies wait until the client sends
+    /// from inside the new pin, and the old address gets nothing from now on.
     pub fn update_terms(&mut self, lease: EdgeLease) {
+        if self.endpoint.is_some_and(|e| !lease.pin.covers(e.ip())) {
+            self.endpoint = None;
+        }
         self.lease = lease;
     }
 
@@ -84,6 +93,13 @@ impl Peer {
 
     pub fn encapsulate<'a>(&mut self, packet: &[u8], dst: &'a mut [u8]) -> TunnResult<'a> {
         self.tunn.encapsulate(packet, dst)
+    }
+
+    /// Time since the last completed handshake (by boringtun's own clock), and bytes sent to
+    /// and received from the client since this tunnel was made.
+    pub fn traffic(&self) -> (Option<Duration>, u64, u64) {
+        let (since, tx, rx, _, _) = self.tunn.stats();
+        (since, tx as u64, rx as u64)
     }
 
     pub fn update_timers<'a>(&mut self, dst: &'a mut [u8]) -> TunnResult<'a> {

@@ -10,6 +10,12 @@ pub struct Stats {
     pub dropped_unpinned: u64,
     /// Datagrams from a pinned source that belong to a peer whose own pin does not cover it.
     pub dropped_pin_mismatch: u64,
+    /// Data datagrams from outside their lease's pin that were checked against the lease's
+    /// session keys (at most one a second per lease), and of those, the ones that
+    /// authenticated: sent by whoever holds the lease's keys, from the wrong address. Both are
+    /// also counted as dropped. Only symmetric crypto is spent; never a Diffie-Hellman.
+    pub off_pin_checked: u64,
+    pub off_pin_authenticated: u64,
     /// Datagrams from a pinned source for no known peer (unknown key or receiver index).
     pub dropped_unknown_peer: u64,
     /// Datagrams that failed WireGuard parsing, MACs or decryption.

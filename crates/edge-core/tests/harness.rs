@@ -592,3 +592,114 @@ fn under_load_a_cookie_reply_goes_only_to_the_sending_source() {
     assert_eq!(core.stats().handshakes_completed, 2);
     assert_eq!(core.stats().bytes_sent_unpinned, 0);
 }
+
+#[test]
+fn a_lease_key_used_off_its_pin_is_reported_once_a_second_and_never_answered() {
+    let (mut core, mut a) = established();
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(STRANGER), &sealed, now(2));
+    assert!(drain(&mut core).is_empty(), "nothing goes back off the pin");
+    assert_eq!(core.stats().packets_to_tun, 0, "nor to Plex");
+    assert_eq!(core.stats().off_pin_checked, 1);
+    assert_eq!(core.stats().off_pin_authenticated, 1);
+
+    // More within the same second are not even decrypted.
+    for _ in 0..50 {
+        let more = a.seal(&a.tcp_to_plex(32400));
+        core.handle_datagram(addr(STRANGER), &more, now(2));
+    }
+    assert_eq!(core.stats().off_pin_checked, 1);
+    let later = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(STRANGER), &later, now(3));
+    assert_eq!(core.stats().off_pin_authenticated, 2);
+
+    let events = core.take_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(e.kind, grantwire_proto::EdgeEventKind::KeyUsedOffPin);
+    assert_eq!(e.lease_id, "lease-a");
+    assert_eq!(e.source_ip, addr(STRANGER).ip());
+    assert_eq!(e.count, 2);
+    assert_eq!(e.first_at, (T0 + 2) as i64);
+    assert!(core.take_events().is_empty(), "taken once");
+    assert_eq!(core.stats().bytes_sent_unpinned, 0);
+
+    // The lease still works from its pin.
+    let packet = a.tcp_to_plex(32400);
+    let sealed = a.seal(&packet);
+    core.handle_datagram(addr(A_SRC), &sealed, now(4));
+    assert_eq!(drain(&mut core), vec![Output::ToTun(packet)]);
+}
+
+#[test]
+fn forged_replayed_and_handshake_datagrams_off_the_pin_report_nothing() {
+    let (mut core, mut a) = established();
+    // A captured datagram, delivered from the pin, then replayed from elsewhere.
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(A_SRC), &sealed, now(2));
+    drain(&mut core);
+    core.handle_datagram(addr(STRANGER), &sealed, now(3));
+    // A real receiver index with a forged body.
+    let mut forged = a.seal(&a.tcp_to_plex(32400));
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    core.handle_datagram(addr(STRANGER), &forged, now(5));
+    assert_eq!(core.stats().off_pin_checked, 2);
+    assert_eq!(core.stats().off_pin_authenticated, 0);
+    // An initiation with a valid key off the pin is not examined at all: no Diffie-Hellman.
+    let init = a.initiation();
+    core.handle_datagram(addr(STRANGER), &init, now(7));
+    assert_eq!(core.stats().off_pin_checked, 2);
+    assert!(drain(&mut core).is_empty());
+    assert!(core.take_events().is_empty());
+}
+
+#[test]
+fn lease_usage_reports_handshake_time_and_bytes() {
+    let (mut core, mut a) = established();
+    let before = core.lease_usage(now(1));
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].lease_id, "lease-a");
+    let packet = a.tcp_to_plex(32400);
+    let sealed = a.seal(&packet);
+    core.handle_datagram(addr(A_SRC), &sealed, now(2));
+    drain(&mut core);
+    let usage = core.lease_usage(now(10));
+    assert!(usage[0].rx_bytes > before[0].rx_bytes, "{usage:?}");
+    // boringtun measures the handshake's age on its own clock (real seconds, ~0 here).
+    let at = usage[0].last_handshake_at.expect("handshake time");
+    assert!((T0 as i64 + 9..=T0 as i64 + 10).contains(&at), "{at}");
+}
+
+#[test]
+fn a_moved_pin_keeps_the_session_and_only_the_new_address_works() {
+    let (mut core, mut a) = established();
+    let moved_to = "198.51.100.44:40001";
+    let mut moved = a.lease.clone();
+    moved.pin = Pin::for_source(addr(moved_to).ip(), 32, 64).unwrap();
+    let summary = core.apply_lease_set(&set(&[&moved]), now(2));
+    assert_eq!((summary.kept, summary.installed), (1, 0));
+
+    // Plex's reply has nowhere to go until the client speaks from the new pin.
+    core.handle_tun_packet(&build_ipv4(6, EDGE_TUN, A_TUN, 32400, 50000), now(2));
+    assert!(drain(&mut core).is_empty(), "nothing to the old endpoint");
+
+    // The old address is refused at once; the new one works with the same session.
+    let packet = a.tcp_to_plex(32400);
+    core.handle_datagram(addr(A_SRC), &a.seal(&packet), now(3));
+    assert!(drain(&mut core).is_empty());
+    core.handle_datagram(addr(moved_to), &a.seal(&packet), now(3));
+    assert_eq!(drain(&mut core), vec![Output::ToTun(packet)]);
+    core.handle_tun_packet(&build_ipv4(6, EDGE_TUN, A_TUN, 32400, 50000), now(3));
+    let out = drain(&mut core);
+    assert!(
+        matches!(out.as_slice(), [Output::Transmit { dst, .. }] if *dst == addr(moved_to)),
+        "{out:?}"
+    );
+    assert_eq!(
+        core.stats().handshakes_completed,
+        1,
+        "no new handshake was needed"
+    );
+    assert_eq!(core.stats().bytes_sent_unpinned, 0);
+}

@@ -147,6 +147,28 @@ async fn sync_once(
     }
 }
 
+/// POSTs `body` as JSON with the edge's credential; any 2xx is success.
+pub async fn post_json<T: serde::Serialize>(
+    client: &Client,
+    broker: &Url,
+    path: &str,
+    credential: &Credential,
+    body: &T,
+) -> Result<(), BrokerError> {
+    let response = client
+        .post(endpoint(broker, path))
+        .bearer_auth(credential.expose())
+        .json(body)
+        .send()
+        .await?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(());
+    }
+    let bytes = response.bytes().await.unwrap_or_default();
+    Err(error_from(status, &bytes))
+}
+
 fn endpoint(broker: &Url, path: &str) -> String {
     format!("{}/{path}", broker.as_str().trim_end_matches('/'))
 }

@@ -69,6 +69,12 @@ pub struct RunArgs {
     /// Serve Prometheus metrics at http://ADDR/metrics.
     #[arg(long, env = "GRANTWIRE_EDGE_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// Seconds between reports of each lease's last handshake and bytes to the broker.
+    /// Off-pin use of a lease's key is reported at once, whatever this says.
+    #[arg(long, env = "GRANTWIRE_EDGE_REPORT_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub report_secs: u64,
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 use grantwire_edge_core::{EdgeCore, Output};
-use grantwire_proto::LeaseSet;
+use grantwire_proto::{EdgeEvent, LeaseSet, LeaseUsage};
 use tokio::net::UdpSocket;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, trace};
 
@@ -26,20 +26,41 @@ pub enum DataplaneError {
     Tun(#[source] std::io::Error),
 }
 
+/// The data plane's channels to the rest of the edge.
+pub struct Links {
+    /// Lease sets from the broker sync task.
+    pub sets: watch::Receiver<Option<LeaseSet>>,
+    /// Counters for the metrics endpoint.
+    pub snapshots: watch::Sender<Snapshot>,
+    /// Each lease's traffic, every `report_every`, for the reporter.
+    pub usage: watch::Sender<Vec<LeaseUsage>>,
+    /// Off-pin events for the reporter, as they happen.
+    pub events: mpsc::Sender<EdgeEvent>,
+    pub report_every: Duration,
+}
+
 /// Runs until `shutdown` completes. UDP errors (ICMP-induced `ECONNREFUSED` and the like) are
 /// per-datagram and never stop the loop; a TUN read error does, because Plex is then gone.
 pub async fn run<T: TunDevice>(
     mut core: EdgeCore,
     udp: UdpSocket,
     tun: T,
-    mut sets: watch::Receiver<Option<LeaseSet>>,
-    snapshots: watch::Sender<Snapshot>,
+    links: Links,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), DataplaneError> {
     tokio::pin!(shutdown);
+    let Links {
+        mut sets,
+        snapshots,
+        usage,
+        events,
+        report_every,
+    } = links;
     let mut udp_buf = vec![0u8; BUF_LEN];
     let mut tun_buf = vec![0u8; BUF_LEN];
     let mut broker_link = true;
+    let mut report_tick = tokio::time::interval(report_every);
+    report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = core
             .poll_timeout()
@@ -65,8 +86,18 @@ pub async fn run<T: TunDevice>(
                 Err(_) => broker_link = false,
             },
             () = tokio::time::sleep_until(deadline) => core.handle_timeout(SystemTime::now()),
+            _ = report_tick.tick() => {
+                usage.send_replace(core.lease_usage(SystemTime::now()));
+            }
         }
         flush(&mut core, &udp, &tun).await;
+        for event in core.take_events() {
+            // A full queue means the broker has been away long; the count still shows in the
+            // metrics (off_pin_authenticated_total).
+            if events.try_send(event).is_err() {
+                debug!("report queue full; off-pin event dropped");
+            }
+        }
         snapshots.send_if_modified(|s| {
             let now = Snapshot {
                 stats: core.stats(),
@@ -195,9 +226,18 @@ mod tests {
         };
         let (sets, set_rx) = watch::channel(None);
         let (snapshots, snap_rx) = watch::channel(Snapshot::default());
+        let (usage, mut usage_rx) = watch::channel(Vec::new());
+        let (events, _events_rx) = mpsc::channel(8);
+        let links = Links {
+            sets: set_rx,
+            snapshots,
+            usage,
+            events,
+            report_every: Duration::from_millis(50),
+        };
         let core = EdgeCore::new(*edge_key.as_bytes(), config());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(run(core, udp, tun, set_rx, snapshots, async {
+        let task = tokio::spawn(run(core, udp, tun, links, async {
             let _ = stopped.await;
         }));
         sets.send_replace(Some(LeaseSet {
@@ -253,6 +293,20 @@ mod tests {
         assert_eq!(got, reply);
         assert_eq!(snap_rx.borrow().leases, 1);
         assert_eq!(snap_rx.borrow().stats.packets_to_tun, 1);
+        // The usage published for the reporter counts this lease's traffic.
+        let usage = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                usage_rx.changed().await.unwrap();
+                let now = usage_rx.borrow_and_update().clone();
+                if now.first().is_some_and(|u| u.tx_bytes > 0) {
+                    return now;
+                }
+            }
+        })
+        .await
+        .expect("usage with traffic published");
+        assert_eq!(usage[0].lease_id, "l1");
+        assert!(usage[0].rx_bytes > 0 && usage[0].last_handshake_at.is_some());
 
         stop.send(()).unwrap();
         task.await.unwrap().unwrap();

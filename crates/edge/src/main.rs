@@ -10,6 +10,7 @@ mod cli;
 mod dataplane;
 mod guard;
 mod metrics;
+mod report;
 mod sse;
 mod state;
 mod tun;
@@ -168,12 +169,30 @@ async fn serve(
         tokio::spawn(metrics::serve(listener, snapshot_rx));
     }
     let (sets, set_rx) = watch::channel(None);
+    let (usage_tx, usage_rx) = watch::channel(Vec::new());
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(report::MAX_QUEUED_EVENTS);
+    let reporter = report::Reporter {
+        client: client.clone(),
+        broker: args.broker.clone(),
+        credential: credential.clone(),
+        usage: usage_rx,
+        events: events_rx,
+    };
+    let report = tokio::spawn(reporter.run());
     let sync = tokio::spawn(broker::sync_forever(client, args.broker, credential, sets));
 
     let core = EdgeCore::new(*key.as_bytes(), config);
     drop(key);
-    let result = dataplane::run(core, udp, tun, set_rx, snapshots, shutdown_signal()).await;
+    let links = dataplane::Links {
+        sets: set_rx,
+        snapshots,
+        usage: usage_tx,
+        events: events_tx,
+        report_every: std::time::Duration::from_secs(args.report_secs),
+    };
+    let result = dataplane::run(core, udp, tun, links, shutdown_signal()).await;
     sync.abort();
+    report.abort();
     Ok(result?)
 }
 

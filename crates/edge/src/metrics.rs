@@ -71,7 +71,7 @@ async fn respond(mut stream: TcpStream, snapshot: Snapshot) -> std::io::Result<(
 /// Prometheus exposition text. Names are a contract with the end-to-end tests.
 pub fn render(snapshot: &Snapshot) -> String {
     let s = &snapshot.stats;
-    let counters: [(&str, u64, &str); 14] = [
+    let counters: [(&str, u64, &str); 16] = [
         (
             "dropped_unpinned_total",
             s.dropped_unpinned,
@@ -81,6 +81,16 @@ pub fn render(snapshot: &Snapshot) -> String {
             "dropped_pin_mismatch_total",
             s.dropped_pin_mismatch,
             "Datagrams for a peer whose pin does not cover the source.",
+        ),
+        (
+            "off_pin_checked_total",
+            s.off_pin_checked,
+            "Data datagrams from outside their lease's pin checked against its session keys.",
+        ),
+        (
+            "off_pin_authenticated_total",
+            s.off_pin_authenticated,
+            "Of those, datagrams sent with the lease's keys from outside its pin.",
         ),
         (
             "dropped_unknown_peer_total",

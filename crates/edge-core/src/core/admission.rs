@@ -4,18 +4,81 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::{Packet, Tunn, TunnResult};
-use grantwire_proto::EdgeLease;
+use grantwire_proto::{EdgeEvent, EdgeEventKind, EdgeLease};
 use tracing::trace;
 
-use super::{EdgeCore, Output, Queued, INDEX_MASK};
+use super::{EdgeCore, Output, Queued, INDEX_MASK, MAX_PENDING_EVENTS};
 use crate::packet::parse_ipv4_tcp;
 use crate::peer::{is_expired, Peer};
 
+/// A transport data message: type 4, three reserved zero bytes, receiver index, counter, and at
+/// least the 16-byte tag (a keepalive carries nothing else).
+const DATA_HEADER: [u8; 4] = [4, 0, 0, 0];
+const DATA_MIN_LEN: usize = 32;
+
+/// How often one lease's keys are checked against a datagram from outside its pin.
+const OFF_PIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 impl EdgeCore {
+    /// A datagram from outside the pin of the lease its receiver index names: if it is
+    /// transport data that authenticates under the lease's session keys, the holder of those
+    /// keys is sending from the wrong address (a client that moved network without renewing,
+    /// or a copied device key), and an event is recorded for the broker. Dropped either way.
+    ///
+    /// Only transport data is checked: its receiver index names the session and its AEAD tag
+    /// proves the sender holds the session's keys, for symmetric-crypto cost. Telling whose an
+    /// initiation is would take a Diffie-Hellman, which sources outside a pin never get. The
+    /// check runs at most once a second per lease, so a flood of datagrams naming a real index
+    /// costs at most that many decryptions; a replayed datagram fails boringtun's replay window.
+    pub(super) fn note_off_pin(&mut self, src: SocketAddr, datagram: &[u8], now: SystemTime) {
+        if datagram.len() < DATA_MIN_LEN || datagram[..4] != DATA_HEADER {
+            return;
+        }
+        let receiver = u32::from_le_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
+        let Some(peer) = self.peers.get_mut(&(receiver >> 8)) else {
+            return;
+        };
+        if peer.lease.pin.covers(src.ip())
+            || peer
+                .off_pin_checked_at
+                .is_some_and(|last| now < last + OFF_PIN_CHECK_INTERVAL)
+        {
+            return;
+        }
+        peer.off_pin_checked_at = Some(now);
+        self.stats.off_pin_checked += 1;
+        // The plaintext (if any) is dropped with the buffer's next use; nothing goes out.
+        let authentic = matches!(
+            peer.decapsulate(src, datagram, &mut self.buf),
+            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) | TunnResult::Done
+        );
+        if !authentic {
+            return;
+        }
+        self.stats.off_pin_authenticated += 1;
+        trace!(%src, lease_id = %peer.lease.id, "lease key used from outside its pin");
+        let key = (peer.lease.id.clone(), src.ip());
+        if let Some(event) = self.events.get_mut(&key) {
+            event.count += 1;
+        } else if self.events.len() < MAX_PENDING_EVENTS {
+            let first_at = now
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            let event = EdgeEvent {
+                kind: EdgeEventKind::KeyUsedOffPin,
+                lease_id: key.0.clone(),
+                source_ip: src.ip(),
+                count: 1,
+                first_at,
+            };
+            self.events.insert(key, event);
+        }
+    }
+
     pub(super) fn refuse_reason(&self, lease: &EdgeLease, now: SystemTime) -> Option<&'static str> {
         if is_expired(lease, now) {
             return Some("already expired");
