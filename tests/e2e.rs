@@ -7,7 +7,9 @@
 //!   outside the tunnel, (2) the same profile from another source IP gets nothing, and
 //!   (6) refusals with exit code 3 (no grant; wrong TOTP code);
 //! - (4) revocation stops the page within a second;
-//! - (5) an 8 s lease stops at expiry by the edge's own clock, with the broker gone.
+//! - (5) an 8 s lease stops at expiry by the edge's own clock, with the broker gone;
+//! - (7) a client that moves network is reported (its key used off the pin) and `grantwire
+//!   renew` moves the pin, after which the old address gets nothing and the new one works.
 //!
 //! On failure every process's command line and logs are printed (broker, edge, wireguard-go,
 //! stand-in Plex).
@@ -263,6 +265,82 @@ fn lease_expires_by_the_edges_own_clock() {
         "unexpected WARN/ERROR lines:\n{}",
         found.join("\n")
     );
+}
+
+#[test]
+fn a_client_that_moves_is_reported_and_renew_moves_its_pin() {
+    if !require_env() {
+        return;
+    }
+    const MOVED_IP: &str = "192.0.2.3";
+    let mut lab = Lab::new("mv", false);
+    let edge = lab.enrol_edge();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let laptop = lab.device("alice-laptop");
+    lab.login(&laptop, &alice);
+    let profile = lab.profile(&laptop, "alice-home.conf");
+    let url = lab.plex_url(&edge);
+    let _wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("(7) the page never loaded before the move: {last:?}"));
+
+    // The edge reports the lease's traffic; `lease list` shows it.
+    let reported = grantwire_e2e::wait_for(Duration::from_secs(10), POLL_EVERY, || {
+        let leases = lab.broker.leases(&lab.home);
+        let usage = leases.first()?.get("usage")?.clone();
+        let ok = usage["last_handshake_at"].as_i64().is_some()
+            && usage["rx_bytes"].as_u64().is_some_and(|b| b > 0)
+            && usage["tx_bytes"].as_u64().is_some_and(|b| b > 0);
+        ok.then_some(usage)
+    });
+    let usage = reported.unwrap_or_else(|| {
+        panic!(
+            "(7) `lease list --json` shows no handshake and bytes from the edge: {:?}",
+            lab.broker.leases(&lab.home)
+        )
+    });
+    eprintln!("(7) lease list shows the edge's figures: {usage}");
+
+    // The laptop moves: same keys and session, new source address.
+    lab.move_client(MOVED_IP);
+    let key_off_pin = grantwire_e2e::wait_for(Duration::from_secs(10), POLL_EVERY, || {
+        // Traffic from the new address: the page request travels the old session.
+        let got = http_get(&lab.client, &url, POLL_TIMEOUT);
+        assert!(!got.ok(), "(7) the page loaded from {MOVED_IP}, outside the pin: {got:?}");
+        lab.broker
+            .audit(&lab.home)
+            .into_iter()
+            .find(|e| e["kind"] == "lease_key_off_pin")
+    });
+    let row = key_off_pin.unwrap_or_else(|| {
+        panic!(
+            "(7) no lease_key_off_pin audit row after the client moved; audit: {:?}",
+            lab.broker.audit(&lab.home)
+        )
+    });
+    assert_eq!(row["source_ip"], MOVED_IP, "(7) {row}");
+    assert_eq!(row["actor"], "alice", "(7) {row}");
+    let metrics = lab.edge().metrics(&lab.home);
+    assert_eq!(
+        metrics.require(BYTES_SENT_UNPINNED),
+        0.0,
+        "(7) the edge answered the moved client before renew:\n{}",
+        metrics.text
+    );
+
+    // `grantwire renew` from the new address moves the pin; the same tunnel works again.
+    laptop
+        .renew(&lab.client, "home", &profile)
+        .expect_ok("(7) grantwire renew home");
+    let took = lab
+        .wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("(7) the page did not load after renew: {last:?}"));
+    eprintln!("(7) page loaded from {MOVED_IP} {took:?} after renew");
+    let leases = lab.broker.leases(&lab.home);
+    assert_eq!(leases.len(), 1, "(7) {leases:?}");
+    assert_eq!(leases[0]["pin"], format!("{MOVED_IP}/32"), "(7) {leases:?}");
+    lab.assert_no_unexpected_warnings(&[]);
 }
 
 #[derive(Debug)]

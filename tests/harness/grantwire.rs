@@ -258,6 +258,18 @@ impl Broker {
         &self.proc
     }
 
+    /// The `entries` of `audit --json`.
+    pub fn audit(&self, ns: &Netns) -> Vec<Value> {
+        let out = self
+            .admin(ns, &["audit", "--json"], None)
+            .expect_ok("grantwire-broker audit");
+        let v = out.json();
+        v.get("entries")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("audit --json has no `entries` array:\n{out}"))
+            .clone()
+    }
+
     /// Stops the broker (to show the edge enforces expiry on its own).
     pub fn stop(&mut self) {
         self.proc.stop(Duration::from_secs(1));
@@ -301,6 +313,9 @@ impl Edge {
                 tun_name,
                 "--metrics-listen",
                 METRICS_ADDR,
+                // Lease figures reach the broker within a second, so tests need not wait long.
+                "--report-secs",
+                "1",
             ],
         );
         let url = format!("http://{METRICS_ADDR}/metrics");
@@ -397,6 +412,11 @@ impl ClientCli {
             ],
             Some(format!("{password}\n").as_bytes()),
         )
+    }
+
+    /// `grantwire renew EDGE --out FILE`: the lease moved to the address the broker sees now.
+    pub fn renew(&self, ns: &Netns, edge: &str, out: &Path) -> Output {
+        self.run(ns, &["renew", edge, "--out", path_str(out)], None)
     }
 
     /// `grantwire profile EDGE --out FILE`: a new lease, written as a wg-quick file.

@@ -30,6 +30,8 @@ pub struct Lab {
     pub home: Netns,
     /// Unique name stem of this lab; derive interface names from it with one more character.
     pub base: String,
+    /// The client namespace's end of its link to home (where 192.0.2.2/24 lives).
+    pub client_if: String,
     pub dir: tempfile::TempDir,
 }
 
@@ -44,7 +46,7 @@ impl Lab {
             .expect("lab dir");
         let home = Netns::new(&format!("{base}-home"));
         let client = Netns::new(&format!("{base}-client"));
-        veth_pair(
+        let (_, client_if) = veth_pair(
             &home,
             &format!("{HOME_OUTSIDE_IP}/24"),
             &client,
@@ -66,6 +68,7 @@ impl Lab {
             client,
             home,
             base,
+            client_if,
             dir,
         }
     }
@@ -133,6 +136,14 @@ impl Lab {
 
     pub fn plex_url(&self, edge: &EdgeInfo) -> String {
         format!("http://{}:{PLEX_PORT}/", edge.tunnel_ip)
+    }
+
+    /// The client "moves network": its address on the link to home changes from 192.0.2.2 to
+    /// `to` (in 192.0.2.0/24), so everything it sends from now on comes from there.
+    pub fn move_client(&self, to: &str) {
+        self.client
+            .exec_ok(&["ip", "addr", "del", &format!("{CLIENT_IP}/24"), "dev", &self.client_if]);
+        self.client.add_addr(&format!("{to}/24"), &self.client_if);
     }
 
     /// Polls `url` from `ns` until the stand-in page loads; returns how long it took.
