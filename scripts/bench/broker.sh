@@ -49,7 +49,8 @@ echo "## grantwire-broker benchmark"
 echo
 echo "- Command: \`$cmd\`"
 echo "- Revision: $rev"
-echo "- Data directory on: $(stat -f -c %T "$work") ($(df --output=source "$work" | tail -n 1))"
+fstype=$(findmnt -no FSTYPE -T "$work" 2>/dev/null || stat -f -c %T "$work")
+echo "- Data directory on: $fstype ($(df --output=source "$work" | tail -n 1))"
 "$target/release/examples/broker_bench" \
     --broker-bin "$target/release/grantwire-broker" \
     --work-dir "$work" \

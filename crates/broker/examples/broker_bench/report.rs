@@ -19,6 +19,8 @@ pub struct Machine {
     cpu: String,
     kernel: String,
     date: String,
+    /// /proc/loadavg at the start: the machine may be shared, and this says how busy it was.
+    loadavg: String,
     /// Sorted latencies of a 4 KiB append + fdatasync in the work directory.
     fsync: Vec<Duration>,
 }
@@ -33,6 +35,9 @@ impl Machine {
             .map_or("unknown".into(), |(_, m)| m.trim().to_owned());
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or("unknown".into(), |k| k.trim().to_owned());
+        let loadavg = std::fs::read_to_string("/proc/loadavg").map_or("unknown".into(), |l| {
+            l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        });
         let path = work_dir.join("fsync-probe");
         let fsync = tokio::task::spawn_blocking(move || time_fsyncs(&path)).await??;
         Ok(Self {
@@ -40,6 +45,7 @@ impl Machine {
             cpu,
             kernel,
             date: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            loadavg,
             fsync,
         })
     }
@@ -99,7 +105,10 @@ pub fn print(r: &Report) {
         "- Machine: {} cores (nproc), {}, Linux {}",
         m.cores, m.cpu, m.kernel
     );
-    println!("- Date: {}", m.date);
+    println!(
+        "- Date: {}; load average at the start: {}",
+        m.date, m.loadavg
+    );
     println!(
         "- Data disk: 4 KiB append + fdatasync p50 {} ms, p99 {} ms ({FSYNC_PROBES} probes)",
         ms(pct(&m.fsync, 0.50)),
