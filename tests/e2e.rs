@@ -281,7 +281,7 @@ fn a_client_that_moves_is_reported_and_renew_moves_its_pin() {
     lab.login(&laptop, &alice);
     let profile = lab.profile(&laptop, "alice-home.conf");
     let url = lab.plex_url(&edge);
-    let _wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
     lab.wait_page(&lab.client, &url, FIRST_LOAD)
         .unwrap_or_else(|last| panic!("(7) the page never loaded before the move: {last:?}"));
 
@@ -303,11 +303,14 @@ fn a_client_that_moves_is_reported_and_renew_moves_its_pin() {
     eprintln!("(7) lease list shows the edge's figures: {usage}");
 
     // The laptop moves: same keys and session, new source address.
-    lab.move_client(MOVED_IP);
+    lab.move_client(MOVED_IP, wg.ifname());
     let key_off_pin = grantwire_e2e::wait_for(Duration::from_secs(10), POLL_EVERY, || {
         // Traffic from the new address: the page request travels the old session.
         let got = http_get(&lab.client, &url, POLL_TIMEOUT);
-        assert!(!got.ok(), "(7) the page loaded from {MOVED_IP}, outside the pin: {got:?}");
+        assert!(
+            !got.ok(),
+            "(7) the page loaded from {MOVED_IP}, outside the pin: {got:?}"
+        );
         lab.broker
             .audit(&lab.home)
             .into_iter()
@@ -315,8 +318,11 @@ fn a_client_that_moves_is_reported_and_renew_moves_its_pin() {
     });
     let row = key_off_pin.unwrap_or_else(|| {
         panic!(
-            "(7) no lease_key_off_pin audit row after the client moved; audit: {:?}",
-            lab.broker.audit(&lab.home)
+            "(7) no lease_key_off_pin audit row after the client moved; audit: {:?}\n\
+             edge metrics:\n{}\nedge log:\n{}",
+            lab.broker.audit(&lab.home),
+            lab.edge().metrics(&lab.home).text,
+            lab.edge().proc().stderr()
         )
     });
     assert_eq!(row["source_ip"], MOVED_IP, "(7) {row}");

@@ -139,11 +139,19 @@ impl Lab {
     }
 
     /// The client "moves network": its address on the link to home changes from 192.0.2.2 to
-    /// `to` (in 192.0.2.0/24), so everything it sends from now on comes from there.
-    pub fn move_client(&self, to: &str) {
+    /// `to` (in 192.0.2.0/24), and its WireGuard interface `ifname` is told the edge's endpoint
+    /// again, as the WireGuard apps do on a network change (wireguard-go otherwise keeps sending
+    /// from the vanished address). Its session is kept.
+    pub fn move_client(&self, to: &str, ifname: &str) {
+        let old = format!("{CLIENT_IP}/24");
+        let dev = self.client_if.as_str();
+        self.client.exec_ok(&["ip", "addr", "del", &old, "dev", dev]);
+        self.client.add_addr(&format!("{to}/24"), dev);
+        let peers = self.client.exec_ok(&["wg", "show", ifname, "peers"]);
+        let edge_key = peers.stdout.trim().to_owned();
+        let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
         self.client
-            .exec_ok(&["ip", "addr", "del", &format!("{CLIENT_IP}/24"), "dev", &self.client_if]);
-        self.client.add_addr(&format!("{to}/24"), &self.client_if);
+            .exec_ok(&["wg", "set", ifname, "peer", &edge_key, "endpoint", &endpoint]);
     }
 
     /// Polls `url` from `ns` until the stand-in page loads; returns how long it took.

@@ -59,6 +59,9 @@ impl Error {
             Self::Conflict(_) => ErrorCode::Conflict,
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
+            // Every pooled connection stayed busy past the pool's wait: overload, not a fault;
+            // the caller may try again shortly.
+            Self::Db(sqlx::Error::PoolTimedOut) => ErrorCode::RateLimited,
             _ => ErrorCode::Internal,
         }
     }
@@ -71,7 +74,9 @@ impl Error {
             }
             Self::Unauthorized => "unauthorized".into(),
             Self::PayloadTooLarge => "request body is too large".into(),
-            Self::RateLimited { .. } => "too many requests; retry later".into(),
+            Self::RateLimited { .. } | Self::Db(sqlx::Error::PoolTimedOut) => {
+                "too many requests; retry later".into()
+            }
             _ => "internal error".into(),
         }
     }
@@ -96,10 +101,18 @@ impl IntoResponse for Error {
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self.body())).into_response();
-        if let Self::RateLimited { retry_after } = self {
+        let retry_after = match self {
+            Self::RateLimited { retry_after } => Some(retry_after),
+            Self::Db(sqlx::Error::PoolTimedOut) => {
+                tracing::info!("overloaded: a request waited too long for a database connection");
+                Some(1)
+            }
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+                .insert(RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -188,6 +201,15 @@ mod tests {
         let body = e.body();
         assert_eq!(body.error.code, ErrorCode::Internal);
         assert_eq!(body.error.message, "internal error");
+    }
+
+    #[test]
+    fn a_pool_timeout_is_overload_not_a_fault() {
+        let response = Error::Db(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let body = Error::Db(sqlx::Error::PoolTimedOut).body();
+        assert_eq!(body.error.message, "too many requests; retry later");
     }
 
     #[test]

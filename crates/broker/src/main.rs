@@ -36,6 +36,12 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
     Usage(e.to_string()).into()
 }
 
+/// A check the broker would make, made here first: its message alone, without the
+/// "bad request:" of the error's `Display`.
+fn refused_locally(e: grantwire_broker::Error) -> anyhow::Error {
+    usage(e.body().error.message)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -97,8 +103,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             subnet,
             json,
         }) => {
-            check_name(&name, "edge").map_err(usage)?;
-            check_endpoints(&endpoint).map_err(usage)?;
+            check_name(&name, "edge").map_err(refused_locally)?;
+            check_endpoints(&endpoint).map_err(refused_locally)?;
             let subnet = alloc::check_subnet(subnet).map_err(usage)?;
             let mut endpoints = endpoint.into_iter();
             let req = EdgeAddRequest {
@@ -114,7 +120,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             output::edge_list(&admin.edge_list().await?, json)
         }
         Command::Edge(EdgeCommand::Remove { name, json }) => {
-            check_name(&name, "edge").map_err(usage)?;
+            check_name(&name, "edge").map_err(refused_locally)?;
             let resp = admin.edge_remove(&EdgeRemoveRequest { name }).await?;
             output::edge_removed(&resp, json)
         }
@@ -169,7 +175,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit { since, user, json } => {
             if let Some(u) = &user {
-                check_name(u, "user").map_err(usage)?;
+                check_name(u, "user").map_err(refused_locally)?;
             }
             let since = since
                 .as_deref()
@@ -230,8 +236,8 @@ fn parse_until(text: &str, now: std::time::SystemTime) -> Result<i64, String> {
 }
 
 fn check_names(user: &str, edge: &str) -> anyhow::Result<()> {
-    check_name(user, "user").map_err(usage)?;
-    check_name(edge, "edge").map_err(usage)?;
+    check_name(user, "user").map_err(refused_locally)?;
+    check_name(edge, "edge").map_err(refused_locally)?;
     Ok(())
 }
 

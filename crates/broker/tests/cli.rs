@@ -5,116 +5,24 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use common::binary::{run, run_json, serve, wait_timeout, BIN};
 use common::{keypair, now};
-use grantwire_client_core::tls::{http_client, Fingerprint};
+use grantwire_client_core::tls::http_client;
 use grantwire_proto::{
     EdgeAddResponse, GrantInfo, GrantRevokeResponse, LeaseListResponse, LeaseResponse,
     LoginResponse, UserAddResponse,
 };
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
-
-struct Served {
-    child: Child,
-    url: String,
-    fingerprint: Fingerprint,
-}
-
-/// Starts `serve` and waits for its two start lines on stderr.
-fn serve(data_dir: &Path) -> Served {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let (mut url, mut fp): (Option<String>, Option<Fingerprint>) = (None, None);
-    while url.is_none() || fp.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("start lines");
-        if let Some(u) = line.strip_prefix("grantwire-broker: listening on ") {
-            url = Some(u.to_owned());
-        }
-        if let Some(f) =
-            line.strip_prefix("grantwire-broker: TLS certificate SHA-256 fingerprint: ")
-        {
-            fp = Some(f.parse().unwrap());
-        }
-    }
-    let url = url.unwrap();
-    assert!(
-        url.starts_with("https://127.0.0.1:") && !url.ends_with(":0"),
-        "{url}"
-    );
-    let fingerprint: Fingerprint = fp.unwrap();
-    let file = std::fs::read_to_string(data_dir.join("tls-cert.sha256")).unwrap();
-    assert_eq!(file.trim(), fingerprint.to_string());
-    Served {
-        child,
-        url,
-        fingerprint,
-    }
-}
-
-fn run(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        // A command refused on its arguments can end before it reads stdin; its exit code is
-        // what the test checks.
-        if let Err(e) = input.write_all(s.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-        }
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-/// Runs a `--json` command that must succeed and print exactly one JSON object.
-fn run_json<T: serde::de::DeserializeOwned>(
-    data_dir: &Path,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> T {
-    let out = run(data_dir, args, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?}: {stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
-    serde_json::from_str(&stdout).unwrap()
-}
-
 #[tokio::test]
 async fn binary_serves_and_admin_commands_use_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut served = serve(&data);
+    let mut served = serve(&data, &[]);
 
     let user: UserAddResponse = run_json(
         &data,
@@ -267,13 +175,13 @@ async fn binary_serves_and_admin_commands_use_the_socket() {
     assert_eq!(usage.status.code(), Some(2));
 
     // SIGTERM stops it cleanly.
-    let pid = served.child.id().to_string();
+    let pid = served.child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
         .unwrap()
         .success());
-    let status = wait_timeout(&mut served.child, Duration::from_secs(15));
+    let status = wait_timeout(&mut served.child.0, Duration::from_secs(15));
     assert!(status.success(), "{status:?}");
 
     let down = run(&data, &["lease", "list"], None);
@@ -289,20 +197,6 @@ async fn binary_serves_and_admin_commands_use_the_socket() {
     );
 }
 
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            panic!("broker did not stop within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// An admin command from a user the broker does not serve exits 3 and says why, whether the
 /// socket cannot be opened or the broker hangs up on the uid. Running as another uid needs
 /// root; without it only the unopenable socket can be shown (a directory with mode 0000).
@@ -313,7 +207,7 @@ async fn admin_commands_from_another_user_are_refused() {
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut served = serve(&data);
+    let mut served = serve(&data, &[]);
     let socket = data.join("admin.sock");
     let is_root = std::fs::metadata(&data).map(|m| {
         use std::os::unix::fs::MetadataExt as _;
@@ -370,8 +264,8 @@ async fn admin_commands_from_another_user_are_refused() {
     let list: LeaseListResponse = run_json(&data, &["lease", "list", "--json"], None);
     assert!(list.leases.is_empty());
 
-    let _ = served.child.kill();
-    let _ = served.child.wait();
+    let _ = served.child.0.kill();
+    let _ = served.child.0.wait();
 }
 
 #[tokio::test]
@@ -379,7 +273,7 @@ async fn user_commands_print_one_json_object_or_text() {
     use grantwire_proto::{UserChangeResponse, UserListResponse};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut served = serve(&data);
+    let mut served = serve(&data, &[]);
     let pw = Some("long enough pw\n");
     let _: UserAddResponse = run_json(
         &data,
@@ -446,6 +340,6 @@ async fn user_commands_print_one_json_object_or_text() {
     let missing = run(&data, &["user", "disable", "nobody", "--json"], None);
     assert_eq!(missing.status.code(), Some(1));
     assert!(missing.stdout.is_empty());
-    let _ = served.child.kill();
-    let _ = served.child.wait();
+    let _ = served.child.0.kill();
+    let _ = served.child.0.wait();
 }

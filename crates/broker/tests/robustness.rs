@@ -10,16 +10,16 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::binary::{run, run_json, serve, wait_timeout};
 use common::*;
 use grantwire_broker::store::Counts;
 use grantwire_broker::{AdminClient, AdminError};
-use grantwire_client_core::tls::{http_client, Fingerprint};
+use grantwire_client_core::tls::http_client;
 use grantwire_proto::{
     AuditResponse, EdgeAddRequest, EdgeAddResponse, EnrolResponse, ErrorCode, GrantAddRequest,
     GrantInfo, LeaseListResponse, LeaseResponse, LoginResponse, UserAddRequest, UserAddResponse,
@@ -27,7 +27,8 @@ use grantwire_proto::{
 use ipnet::Ipv4Net;
 use serde_json::json;
 
-const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
+/// Every request here comes from 127.0.0.1: lift the per-source lease budget.
+const LIFTED: &[&str] = &["--lease-burst", "100000", "--lease-per-sec", "100000"];
 const USER_NAME_RULE: &str = "user name must be 1-32 characters of a-z, 0-9 and '-'";
 const EDGE_NAME_RULE: &str = "edge name must be 1-32 characters of a-z, 0-9 and '-'";
 
@@ -475,7 +476,7 @@ const STREAMS: usize = 6;
 async fn a_broker_killed_mid_stream_keeps_every_lease_and_its_audit_row() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let mut served = serve(&data);
+    let mut served = serve(&data, LIFTED);
     let pw = "long enough pw";
     let mut secrets = Vec::new();
     for user in ["alice", "bob"] {
@@ -606,7 +607,7 @@ async fn a_broker_killed_mid_stream_keeps_every_lease_and_its_audit_row() {
     );
 
     // Restarted on the same data directory, the broker lists and audits the same leases.
-    let mut served = serve(&data);
+    let mut served = serve(&data, LIFTED);
     let list: LeaseListResponse = run_json(&data, &["lease", "list", "--json"], None);
     let listed: HashSet<String> = list.leases.iter().map(|l| l.id.clone()).collect();
     assert_eq!(listed.len(), list.leases.len());
@@ -711,122 +712,4 @@ fn assert_each_once(issued: &[String], leases: &HashSet<String>, what: &str) {
         phantom.is_empty(),
         "{what}: audit rows for no lease: {phantom:?}"
     );
-}
-
-struct Served {
-    child: KillOnDrop,
-    url: String,
-    fingerprint: Fingerprint,
-}
-
-/// The broker process this test started; a failed test must not leave it running.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-/// Starts `serve` with the per-source budgets lifted (every request here comes from
-/// 127.0.0.1) and waits for its two start lines on stderr.
-fn serve(data_dir: &Path) -> Served {
-    let mut child = Command::new(BIN)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--lease-burst",
-            "100000",
-        ])
-        .args(["--lease-per-sec", "100000", "--data-dir"])
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = KillOnDrop(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let _ = tx.send(line);
-        }
-    });
-    let (mut url, mut fp) = (None, None);
-    while url.is_none() || fp.is_none() {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("start lines");
-        if let Some(u) = line.strip_prefix("grantwire-broker: listening on ") {
-            url = Some(u.to_owned());
-        }
-        if let Some(f) =
-            line.strip_prefix("grantwire-broker: TLS certificate SHA-256 fingerprint: ")
-        {
-            fp = Some(f.parse().unwrap());
-        }
-    }
-    Served {
-        child,
-        url: url.unwrap(),
-        fingerprint: fp.unwrap(),
-    }
-}
-
-/// Runs a command of the binary against the broker in `data_dir`, with `stdin` as its input.
-fn run(data_dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut input = child.stdin.take().unwrap();
-    if let Some(s) = stdin {
-        // A command refused on its arguments ends before it reads stdin; its exit code is what
-        // the test checks.
-        if let Err(e) = input.write_all(s.as_bytes()) {
-            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-        }
-    }
-    drop(input);
-    child.wait_with_output().unwrap()
-}
-
-/// Runs a `--json` command that must succeed and print exactly one JSON object.
-fn run_json<T: serde::de::DeserializeOwned>(
-    data_dir: &Path,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> T {
-    let out = run(data_dir, args, stdin);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{args:?}: {stderr}");
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
-    serde_json::from_str(&stdout).unwrap()
-}
-
-fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "broker did not stop within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }

@@ -107,6 +107,7 @@ impl Broker {
     /// Removes the edge with its grants and leases (each revocation audited) and its
     /// credential; an open sync stream of it ends.
     pub async fn edge_remove(&self, req: EdgeRemoveRequest) -> Result<EdgeRemoveResponse> {
+        check_name(&req.name, "edge")?;
         let now = store::now();
         let mut tx = self.write_tx().await?;
         let edge = edges::by_name(&mut tx, &req.name)
@@ -252,6 +253,8 @@ async fn user_and_edge(
     user: &str,
     edge: &str,
 ) -> Result<(i64, i64)> {
+    check_name(user, "user")?;
+    check_name(edge, "edge")?;
     let u = users::by_name(conn, user)
         .await?
         .ok_or_else(|| Error::NotFound(format!("no user named {user:?}")))?;

@@ -104,8 +104,10 @@ impl LeaseRow {
 /// Releases the addresses of leases that have expired, so allocation can hand them out again.
 pub async fn free_expired_slots(conn: &mut SqliteConnection, edge_id: i64, now: i64) -> Result<()> {
     sqlx::query(
+        // `revoked_at IS NULL` adds nothing (a revoked lease's slot is already free) but lets
+        // SQLite use the partial index `leases_edge_live` instead of scanning the edge's leases.
         "UPDATE leases SET addr_slot = NULL
-         WHERE edge_id = ? AND addr_slot IS NOT NULL AND expires_at <= ?",
+         WHERE edge_id = ? AND revoked_at IS NULL AND addr_slot IS NOT NULL AND expires_at <= ?",
     )
     .bind(edge_id)
     .bind(now)
@@ -229,7 +231,9 @@ pub async fn live_with_key(
     now: i64,
 ) -> Result<Vec<KeyHolder>> {
     Ok(sqlx::query_as(
-        "SELECT id, user_id FROM leases
+        // Without table statistics SQLite would pick the (edge, expiry) index and walk every
+        // live lease of the edge; the key index finds the one or none directly.
+        "SELECT id, user_id FROM leases INDEXED BY leases_edge_key
          WHERE edge_id = ? AND public_key = ? AND revoked_at IS NULL AND expires_at > ?",
     )
     .bind(edge_id)
@@ -467,7 +471,11 @@ mod tests {
         dir: &std::path::Path,
         cidr: &str,
         held: &[u32],
-    ) -> (sqlx::pool::PoolConnection<sqlx::Sqlite>, i64, ipnet::Ipv4Net) {
+    ) -> (
+        sqlx::pool::PoolConnection<sqlx::Sqlite>,
+        i64,
+        ipnet::Ipv4Net,
+    ) {
         let pool = crate::store::open(&dir.join("t.db")).await.unwrap();
         let mut conn = pool.acquire().await.unwrap();
         let subnet: ipnet::Ipv4Net = cidr.parse().unwrap();
@@ -481,7 +489,9 @@ mod tests {
             tunnel_address: alloc::edge_address(subnet),
             enrol_token_hash: b"t",
         };
-        let edge = crate::store::edges::insert(&mut conn, edge, 0).await.unwrap();
+        let edge = crate::store::edges::insert(&mut conn, edge, 0)
+            .await
+            .unwrap();
         let grant = crate::store::edges::NewGrant {
             user_id: user,
             edge_id: edge,
@@ -491,7 +501,9 @@ mod tests {
             pin_prefix4: 32,
             pin_prefix6: 64,
         };
-        let grant = crate::store::edges::insert_grant(&mut conn, grant, 0).await.unwrap();
+        let grant = crate::store::edges::insert_grant(&mut conn, grant, 0)
+            .await
+            .unwrap();
         for (i, offset) in held.iter().enumerate() {
             let key = PublicKey::from_bytes([i as u8 + 9; 32]).unwrap();
             let psk = PresharedKey::from_bytes([1; 32]);

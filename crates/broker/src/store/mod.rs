@@ -21,6 +21,9 @@ use crate::error::{Error, Result};
 /// it (`BEGIN IMMEDIATE`), so it bounds the wait of a burst of concurrent lease requests.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Longest wait for a pooled connection.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
 /// Opens (creating if needed) the database and applies the migrations.
 pub async fn open(path: &Path) -> Result<SqlitePool> {
     create_private_file(path)?;
@@ -37,6 +40,9 @@ pub async fn open(path: &Path) -> Result<SqlitePool> {
         .busy_timeout(BUSY_TIMEOUT);
     let pool = SqlitePoolOptions::new()
         .max_connections(8)
+        // A request that cannot get a connection this soon is answered 429 (see `Error`):
+        // the broker is overloaded, and queueing longer only makes every answer late.
+        .acquire_timeout(POOL_WAIT)
         .connect_with(options)
         .await?;
     sqlx::migrate!("./migrations").run(&pool).await?;

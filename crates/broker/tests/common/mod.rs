@@ -1,6 +1,10 @@
 //! Shared harness: a real broker on 127.0.0.1:0 with a temporary data directory, and an HTTPS
 //! client that pins its certificate the way grantwire clients do.
 #![allow(dead_code)]
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
+pub mod binary;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
