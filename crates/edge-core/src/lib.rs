@@ -8,7 +8,11 @@
 //! # Admission of a datagram
 //!
 //! 1. Source IP covered by no lease's pin: dropped, counted, no reply of any kind. This runs
-//!    before any parsing or cryptography, so a scanner learns nothing and costs nothing.
+//!    before any parsing or asymmetric cryptography, so a scanner learns nothing and costs
+//!    nothing. The one look taken: a transport-data datagram whose receiver index names a
+//!    lease is checked against that lease's session keys (symmetric only, at most once a second
+//!    per lease), and if it authenticates, an event tells the broker the lease's key is in use
+//!    off its pin ([`EdgeCore::take_events`]). It is dropped all the same.
 //! 2. Handshake initiation: mac1 (and, under load, cookie) check, then the initiator's static
 //!    key is recovered with `parse_handshake_anon` and looked up. Other messages: the peer is
 //!    found by `receiver_idx >> 8`. Either way, a peer whose own pin does not cover the source

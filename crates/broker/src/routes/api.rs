@@ -118,11 +118,14 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+// Extractors run in order: the session is checked before the budget, so an anonymous request
+// gets the same 401 here as on any other path (a 429 would tell a stranger the route exists)
+// and cannot spend the budget of a real user at the same address.
 async fn lease(
     State(broker): State<Broker>,
     ClientIp(ip): ClientIp,
-    _: LeaseBudget,
     UserSession(user): UserSession,
+    _: LeaseBudget,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>> {
     Ok(Json(broker.issue_lease(&user, req, ip).await?))
@@ -131,8 +134,8 @@ async fn lease(
 async fn renew(
     State(broker): State<Broker>,
     ClientIp(ip): ClientIp,
-    _: LeaseBudget,
     UserSession(user): UserSession,
+    _: LeaseBudget,
     Path(id): Path<String>,
 ) -> Result<Json<LeaseResponse>> {
     Ok(Json(broker.renew_lease(&user, &id, ip).await?))
@@ -146,9 +149,11 @@ async fn whoami(
     Ok(Json(broker.whoami(&user, ip).await?))
 }
 
+/// Anonymous like login, and on the same per-source budget: each attempt takes the write lock.
 async fn enrol(
     State(broker): State<Broker>,
     ClientIp(ip): ClientIp,
+    _: LoginBudget,
     GuardedJson(req): GuardedJson<EnrolRequest>,
 ) -> Result<Json<EnrolResponse>> {
     Ok(Json(broker.enrol(req, ip).await?))
