@@ -145,13 +145,15 @@ impl Lab {
     pub fn move_client(&self, to: &str, ifname: &str) {
         let old = format!("{CLIENT_IP}/24");
         let dev = self.client_if.as_str();
-        self.client.exec_ok(&["ip", "addr", "del", &old, "dev", dev]);
+        self.client
+            .exec_ok(&["ip", "addr", "del", &old, "dev", dev]);
         self.client.add_addr(&format!("{to}/24"), dev);
         let peers = self.client.exec_ok(&["wg", "show", ifname, "peers"]);
         let edge_key = peers.stdout.trim().to_owned();
         let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
-        self.client
-            .exec_ok(&["wg", "set", ifname, "peer", &edge_key, "endpoint", &endpoint]);
+        self.client.exec_ok(&[
+            "wg", "set", ifname, "peer", &edge_key, "endpoint", &endpoint,
+        ]);
     }
 
     /// Polls `url` from `ns` until the stand-in page loads; returns how long it took.
