@@ -249,10 +249,12 @@ impl Broker {
 }
 
 fn edge_key(edge: &edges::EdgeRow) -> Result<PublicKey> {
-    edge.public_key
+    let stored = edge
+        .public_key
         .as_deref()
-        .ok_or_else(|| Error::Conflict("edge has not enrolled yet".into()))?
-        .parse()
+        .ok_or_else(|| Error::Conflict("edge has not enrolled yet".into()))?;
+    // Checked (not low-order) when the edge enrolled.
+    PublicKey::from_stored_base64(stored)
         .map_err(|_| Error::Internal(format!("edge {}: stored key is corrupt", edge.name)))
 }
 
