@@ -95,19 +95,20 @@ async fn success_error_404_and_413_responses_carry_the_security_headers() {
 async fn rate_limited_and_streaming_responses_carry_the_security_headers() {
     let h = Harness::with_config(|c| {
         c.clock = Arc::new(ManualClock::new());
+        // Enrolment (below) and the first login; the second login is one too many.
         c.login_rate = RateLimit {
-            burst: 1,
+            burst: 2,
             per_sec: 1,
         };
     })
     .await;
+    let (credential, _) = h.enrolled_edge("home").await;
     let body = json!({"user": "nobody", "password": "p", "code": "000000"});
     assert_eq!(h.post("/v1/login", None, &body).await.status(), 401);
     let resp = h.post("/v1/login", None, &body).await;
     assert_security_headers("login 429", resp.headers());
     expect_error(resp, 429, ErrorCode::RateLimited).await;
 
-    let (credential, _) = h.enrolled_edge("home").await;
     let sync = h
         .http
         .get(h.url("/v1/edge/sync"))
