@@ -7,6 +7,8 @@ ALTER TABLE leases ADD COLUMN tx_bytes INTEGER;
 ALTER TABLE leases ADD COLUMN reported_at INTEGER;
 -- 1 once the lease's expiry is in the audit log; revoked leases never get that row.
 ALTER TABLE leases ADD COLUMN expiry_audited INTEGER NOT NULL DEFAULT 0;
+-- Leases that ended before this migration are history, not news: no rows for them now.
+UPDATE leases SET expiry_audited = 1 WHERE expires_at <= CAST(strftime('%s', 'now') AS INTEGER);
 -- Issuing a lease looks for live leases with the same key on the edge.
 CREATE INDEX leases_edge_key ON leases(edge_id, public_key) WHERE revoked_at IS NULL;
 CREATE INDEX leases_expiry_pending ON leases(expires_at)
@@ -36,8 +38,15 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_pending ON alerts(next_at) WHERE state = 'pending';
 
+-- One alert per kind, actor and source address in any 15 minutes: a roaming client reported
+-- every few seconds, or a replayed TOTP code, should reach a person once, not flood them. The
+-- audit log keeps every event.
 CREATE TRIGGER audit_alerts AFTER INSERT ON audit
 WHEN NEW.kind IN ('account_locked', 'totp_reused', 'lease_key_off_pin', 'login_new_source')
+ AND NOT EXISTS (
+    SELECT 1 FROM audit u JOIN alerts a ON a.audit_id = u.id
+    WHERE u.at > NEW.at - 900 AND u.kind = NEW.kind
+      AND u.actor IS NEW.actor AND u.source_ip IS NEW.source_ip)
 BEGIN
     INSERT INTO alerts (audit_id, next_at) VALUES (NEW.id, NEW.at);
 END;

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::SqlitePool;
-use tokio::sync::watch;
 
+use crate::broker::Broker;
 use crate::error::Result;
 use crate::store;
 
@@ -22,9 +22,9 @@ use crate::store;
 const POLL: Duration = Duration::from_millis(500);
 /// One delivery attempt's limit.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Attempts before an alert is given up as failed (about 17 minutes of retries).
+/// Attempts before an alert is given up as failed (nine retries over about 14 minutes).
 pub const MAX_ATTEMPTS: i64 = 10;
-/// Pending alerts older than this are not sent (a day-old "login from a new address" helps
+/// Pending alerts whose event is older than this are not sent (a day-old "login from a new address" helps
 /// nobody, and a webhook set long after the fact should not be flooded).
 pub const MAX_AGE_SECS: i64 = 24 * 3600;
 /// Alerts taken per poll.
@@ -95,39 +95,49 @@ pub fn backoff_secs(attempts: i64) -> i64 {
     (1i64 << doublings).min(300)
 }
 
-/// Delivers pending alerts until `shutdown` turns true.
-pub async fn run(db: SqlitePool, webhook: Webhook, mut shutdown: watch::Receiver<bool>) {
+/// Delivers pending alerts until the broker shuts down. A delivery cut short by the shutdown
+/// leaves its alert pending, so it goes out after the restart (a receiver may see it twice).
+pub async fn run(broker: Broker, webhook: Webhook) {
     let client = grantwire_client_core::tls::http_client(None);
+    let mut shutdown = broker.shutdown_signal();
     tracing::info!(webhook = %webhook.redacted(), "alert delivery started");
     loop {
-        if let Err(e) = deliver_due(&db, &client, &webhook).await {
-            tracing::debug!(error = %e, "alert delivery pass failed");
+        tokio::select! {
+            result = deliver_due(&broker, &client, &webhook) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "alert delivery pass failed");
+                }
+            }
+            _ = shutdown.changed() => return,
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = shutdown.changed() => {}
-        }
-        if *shutdown.borrow() {
-            return;
+            _ = shutdown.changed() => return,
         }
     }
 }
 
-async fn deliver_due(db: &SqlitePool, client: &reqwest::Client, webhook: &Webhook) -> Result<()> {
+async fn deliver_due(broker: &Broker, client: &reqwest::Client, webhook: &Webhook) -> Result<()> {
+    let db = broker.db();
     let now = store::now();
-    sqlx::query("UPDATE alerts SET state = 'expired' WHERE state = 'pending' AND next_at < ?")
-        .bind(now - MAX_AGE_SECS)
-        .execute(db)
-        .await?;
-    let due: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT id, attempts FROM alerts WHERE state = 'pending' AND next_at <= ?
-         ORDER BY id LIMIT ?",
+    // Reads first: the write turn is taken only when there is something to change.
+    let due: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT a.id, a.attempts, u.at FROM alerts a JOIN audit u ON u.id = a.audit_id
+         WHERE a.state = 'pending' AND a.next_at <= ? ORDER BY a.id LIMIT ?",
     )
     .bind(now)
     .bind(BATCH)
     .fetch_all(db)
     .await?;
-    for (id, attempts) in due {
+    for (id, attempts, at) in due {
+        if at < now - MAX_AGE_SECS {
+            let _turn = broker.write_turn().await;
+            sqlx::query("UPDATE alerts SET state = 'expired' WHERE id = ?")
+                .bind(id)
+                .execute(db)
+                .await?;
+            continue;
+        }
         let body: AlertBody = sqlx::query_as(
             "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, u.detail
              FROM alerts a JOIN audit u ON u.id = a.audit_id WHERE a.id = ?",
@@ -140,6 +150,7 @@ async fn deliver_due(db: &SqlitePool, client: &reqwest::Client, webhook: &Webhoo
             ..body
         };
         let result = post(client, webhook, &body).await;
+        let _turn = broker.write_turn().await;
         record_attempt(db, id, attempts + 1, result, &body.kind, webhook).await?;
     }
     Ok(())

@@ -99,8 +99,9 @@ pub struct ServeArgs {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// POST a JSON alert here when an account is locked, a TOTP code is reused, a lease key is
     /// used off its pin, or a user logs in from a new address. https://, or http:// to loopback.
-    #[arg(long, env = "GRANTWIRE_ALERT_WEBHOOK", hide_env_values = true, value_parser = grantwire_broker::alerts::Webhook::parse)]
-    pub alert_webhook: Option<grantwire_broker::alerts::Webhook>,
+    /// (Checked in `serve`, not by clap, whose error would echo the URL and its secret path.)
+    #[arg(long, env = "GRANTWIRE_ALERT_WEBHOOK", hide_env_values = true)]
+    pub alert_webhook: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -242,6 +242,12 @@ fn check_names(user: &str, edge: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<()> {
+    let alert_webhook = args
+        .alert_webhook
+        .as_deref()
+        .map(grantwire_broker::alerts::Webhook::parse)
+        .transpose()
+        .map_err(usage)?;
     let config = ServeConfig {
         data_dir,
         listen: args.listen,
@@ -259,7 +265,7 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
             per_sec: args.lease_per_sec,
         },
         trusted_proxies: args.trusted_proxies,
-        alert_webhook: args.alert_webhook,
+        alert_webhook,
     };
     let mut running = grantwire_broker::start(config)
         .await

@@ -175,12 +175,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     ];
     let mut background = vec![tokio::spawn(sweep_expired(broker.clone()))];
     if let Some(webhook) = config.alert_webhook.clone() {
-        let db = broker.db().clone();
-        background.push(tokio::spawn(crate::alerts::run(
-            db,
-            webhook,
-            broker.shutdown_signal(),
-        )));
+        background.push(tokio::spawn(crate::alerts::run(broker.clone(), webhook)));
     }
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "broker started");
     Ok(RunningBroker {

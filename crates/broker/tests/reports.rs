@@ -149,6 +149,15 @@ async fn an_edges_figures_show_in_the_lease_list_and_only_for_its_own_leases() {
     assert_eq!((usage.rx_bytes, usage.tx_bytes), (1234, 56789));
     assert!(usage.reported_at >= now() as i64 - 5);
 
+    // An idle peer's handshake time is forgotten by boringtun; the last one known stays.
+    let idle = json!({"leases": [{"lease_id": lease, "last_handshake_at": null,
+                                  "rx_bytes": 1234, "tx_bytes": 56789}]});
+    assert_eq!(report(&h, Some(&credential), &idle).await.status(), 204);
+    let usage = h.broker.admin().lease_list().await.unwrap().leases[0]
+        .usage
+        .unwrap();
+    assert_eq!(usage.last_handshake_at, Some(1_800_000_000));
+
     // And the binary shows them.
     let listed: LeaseListResponse = cli_json(&h, &["lease", "list", "--json"]);
     assert_eq!(listed.leases[0].usage, Some(usage));
@@ -232,6 +241,21 @@ async fn a_key_used_off_its_pin_is_audited_and_alerted() {
     assert_eq!(alert["actor"], "alice");
     assert_eq!(alert["source_ip"], "198.51.100.7");
     assert!(alert["detail"].as_str().unwrap().contains(&lease));
+
+    // The same key seen off its pin again: audited again, but no second alert within 15 min.
+    let again = json!({"events": [{"kind": "key_used_off_pin", "lease_id": lease,
+                                   "source_ip": "198.51.100.7", "count": 1, "first_at": 1_800_000_005}]});
+    assert_eq!(report(&h, Some(&credential), &again).await.status(), 204);
+    let log = kinds(&h).await;
+    assert_eq!(
+        log.iter().filter(|k| *k == "lease_key_off_pin").count(),
+        2,
+        "{log:?}"
+    );
+    let alerts = grantwire_broker::alerts::list(h.broker.admin().db())
+        .await
+        .unwrap();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
 
     // An event about a lease the edge does not hold writes nothing.
     let before = h.broker.admin().audit_log().await.unwrap().len();
@@ -391,7 +415,10 @@ async fn a_webhook_that_never_answers_does_not_hold_up_requests() {
         1,
         "no second delivery while the first hangs"
     );
-    h.shutdown().await;
+    // Nor does it hold up a shutdown: the attempt (10 s timeout) is abandoned, the alert stays
+    // pending for the next start.
+    let stopped = tokio::time::timeout(Duration::from_secs(8), h.shutdown()).await;
+    assert!(stopped.is_ok(), "shutdown waited for the hung webhook");
 }
 
 #[tokio::test]
@@ -445,7 +472,11 @@ async fn expired_leases_and_edge_links_are_in_the_audit_log() {
 #[tokio::test]
 async fn the_binary_refuses_a_clear_text_webhook_to_another_host() {
     let dir = tempfile::tempdir().unwrap();
-    for bad in ["http://192.0.2.1/hook", "ftp://127.0.0.1/x", "not a url"] {
+    for bad in [
+        "http://192.0.2.1/hooks/secret-token",
+        "ftp://127.0.0.1/secret-token",
+        "not a url secret-token",
+    ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_grantwire-broker"))
             .args(["--data-dir"])
             .arg(dir.path().join("data"))
@@ -455,6 +486,10 @@ async fn the_binary_refuses_a_clear_text_webhook_to_another_host() {
         assert_eq!(out.status.code(), Some(2), "{bad}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("alert webhook"), "{stderr}");
+        assert!(
+            !stderr.contains("secret-token"),
+            "the URL was echoed: {stderr}"
+        );
     }
     assert!(
         !dir.path().join("data").exists(),

@@ -93,6 +93,8 @@ pub struct EdgeCore {
     stats: Stats,
     /// Off-pin use of a lease's keys, by (lease id, source), until [`EdgeCore::take_events`].
     events: HashMap<(String, std::net::IpAddr), EdgeEvent>,
+    /// Off-pin checks in the current second, edge-wide, and when that second began.
+    off_pin_window: (Option<SystemTime>, u32),
 }
 
 impl EdgeCore {
@@ -116,6 +118,7 @@ impl EdgeCore {
             buf: vec![0; BUF_LEN],
             stats: Stats::default(),
             events: HashMap::new(),
+            off_pin_window: (None, 0),
         }
     }
 
@@ -137,8 +140,9 @@ impl EdgeCore {
         self.peers.values().any(|p| p.lease.id == id)
     }
 
-    /// Replaces the table with `set`. A lease whose id, key, preshared key and pin are
-    /// unchanged keeps its `Tunn` (and session); others get a fresh one; leases missing from
+    /// Replaces the table with `set`. A lease whose id, key and preshared key are unchanged
+    /// keeps its `Tunn` (and session) and takes the set's pin, ports and expiry (a moved pin
+    /// forgets an endpoint outside it); others get a fresh one; leases missing from
     /// `set` are removed and their keys zeroised. Leases already expired at `now` are skipped.
     pub fn apply_lease_set(&mut self, set: &LeaseSet, now: SystemTime) -> ApplySummary {
         if set.config.tunnel_address != self.config.tunnel_address {
@@ -246,8 +250,13 @@ impl EdgeCore {
             .collect()
     }
 
-    /// The off-pin events seen since the last call, for the broker (which audits them and
-    /// raises an alert).
+    /// Whether [`take_events`](Self::take_events) has something.
+    pub fn has_events(&self) -> bool {
+        !self.events.is_empty()
+    }
+
+    /// The off-pin events seen since the last call, one per (lease, source) with a count, for
+    /// the broker (which audits them and raises an alert).
     pub fn take_events(&mut self) -> Vec<EdgeEvent> {
         if self.events.is_empty() {
             return Vec::new();

@@ -703,3 +703,29 @@ fn a_moved_pin_keeps_the_session_and_only_the_new_address_works() {
     );
     assert_eq!(core.stats().bytes_sent_unpinned, 0);
 }
+
+#[test]
+fn forged_datagrams_do_not_use_up_a_leases_check() {
+    let (mut core, mut a) = established();
+    // Forgeries naming the lease's real receiver index, from the address the key later shows
+    // up at: each is checked and fails, and none stops the real one being seen.
+    for _ in 0..10 {
+        let mut forged = a.seal(&a.tcp_to_plex(32400));
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        core.handle_datagram(addr(STRANGER), &forged, now(2));
+    }
+    let real = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(STRANGER), &real, now(2));
+    assert_eq!(core.stats().off_pin_authenticated, 1);
+    assert_eq!(core.take_events().len(), 1);
+    // The edge-wide budget bounds what a flood costs: 64 checks a second, whatever arrives.
+    for _ in 0..200 {
+        let mut forged = a.seal(&a.tcp_to_plex(32400));
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        core.handle_datagram(addr(STRANGER), &forged, now(5));
+    }
+    assert_eq!(core.stats().off_pin_checked, 11 + 64);
+    assert!(drain(&mut core).is_empty());
+}

@@ -18,6 +18,8 @@ const READ_TIMEOUT: Duration = Duration::from_secs(45);
 const BACKOFF_START: Duration = Duration::from_millis(250);
 /// Capped low because a revoke must reach the edge soon after the broker is back.
 const BACKOFF_CAP: Duration = Duration::from_secs(10);
+/// Longest wait for the answer to a one-off request (a report).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Failures in a row before the outage is worth a human's attention (about a minute).
 const WARN_AFTER_FAILURES: u32 = 10;
 
@@ -43,6 +45,13 @@ pub enum BrokerError {
 impl BrokerError {
     pub fn is_refused(&self) -> bool {
         matches!(self, Self::Refused(_))
+    }
+
+    /// The broker understood the request and refused its content (400, 413): resending it
+    /// unchanged cannot help. Not for 401/403 (credentials) or 429 (come back later).
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Self::Status { status, .. }
+            if status.is_client_error() && *status != StatusCode::TOO_MANY_REQUESTS)
     }
 }
 
@@ -159,6 +168,8 @@ pub async fn post_json<T: serde::Serialize>(
         .post(endpoint(broker, path))
         .bearer_auth(credential.expose())
         .json(body)
+        // A broker that takes the connection and never answers must not stall the caller.
+        .timeout(REQUEST_TIMEOUT)
         .send()
         .await?;
     let status = response.status();
@@ -210,6 +221,16 @@ mod tests {
         let err = error_from(StatusCode::INTERNAL_SERVER_ERROR, b"<html>");
         assert!(!err.is_refused());
         assert!(err.to_string().contains("Internal Server Error"));
+    }
+
+    #[test]
+    fn only_a_refused_content_is_rejected() {
+        let rejected = |status: StatusCode| error_from(status, b"").is_rejected();
+        assert!(rejected(StatusCode::BAD_REQUEST));
+        assert!(rejected(StatusCode::PAYLOAD_TOO_LARGE));
+        assert!(!rejected(StatusCode::TOO_MANY_REQUESTS));
+        assert!(!rejected(StatusCode::UNAUTHORIZED));
+        assert!(!rejected(StatusCode::INTERNAL_SERVER_ERROR));
     }
 
     #[test]

@@ -19,6 +19,9 @@ use crate::tun::TunDevice;
 const BUF_LEN: usize = 65_536;
 /// Sleep used when the core has no deadline (no leases): a wake-up that does nothing.
 const IDLE: Duration = Duration::from_secs(3600);
+/// Off-pin events are handed to the reporter at most this often: the first at once, later ones
+/// gathered (one per lease and source, with a count) rather than one per datagram checked.
+const EVENT_BATCH: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
@@ -59,6 +62,7 @@ pub async fn run<T: TunDevice>(
     let mut udp_buf = vec![0u8; BUF_LEN];
     let mut tun_buf = vec![0u8; BUF_LEN];
     let mut broker_link = true;
+    let mut events_taken: Option<Instant> = None;
     let mut report_tick = tokio::time::interval(report_every);
     report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -91,11 +95,14 @@ pub async fn run<T: TunDevice>(
             }
         }
         flush(&mut core, &udp, &tun).await;
-        for event in core.take_events() {
-            // A full queue means the broker has been away long; the count still shows in the
-            // metrics (off_pin_authenticated_total).
-            if events.try_send(event).is_err() {
-                debug!("report queue full; off-pin event dropped");
+        if core.has_events() && events_taken.is_none_or(|t| t.elapsed() >= EVENT_BATCH) {
+            events_taken = Some(Instant::now());
+            for event in core.take_events() {
+                // A full queue means the broker has been away long; the count still shows in
+                // the metrics (off_pin_authenticated_total).
+                if events.try_send(event).is_err() {
+                    debug!("report queue full; off-pin event dropped");
+                }
             }
         }
         snapshots.send_if_modified(|s| {

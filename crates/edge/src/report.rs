@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use grantwire_proto::{EdgeEvent, EdgeReport, LeaseUsage, MAX_REPORT_ITEMS};
+use grantwire_proto::{EdgeEvent, EdgeReport, LeaseUsage};
 use reqwest::{Client, Url};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info};
@@ -21,6 +21,9 @@ use crate::state::Credential;
 pub const MAX_QUEUED_EVENTS: usize = 1024;
 /// After an event, wait this long for more before sending, so a burst goes in one report.
 const EVENT_GATHER: Duration = Duration::from_millis(200);
+/// Entries of each list per report: well under the broker's 256, and, at about 150 bytes
+/// each, well under its 64 KiB body limit.
+const CHUNK: usize = 100;
 
 pub struct Reporter {
     pub client: Client,
@@ -77,10 +80,8 @@ impl Reporter {
             .filter(|u| sent.get(&u.lease_id) != Some(u))
             .collect();
         while !changed.is_empty() || !queued.is_empty() {
-            let leases: Vec<LeaseUsage> = changed
-                .drain(..changed.len().min(MAX_REPORT_ITEMS))
-                .collect();
-            let events: Vec<EdgeEvent> = queued[..queued.len().min(MAX_REPORT_ITEMS)].to_vec();
+            let leases: Vec<LeaseUsage> = changed.drain(..changed.len().min(CHUNK)).collect();
+            let events: Vec<EdgeEvent> = queued[..queued.len().min(CHUNK)].to_vec();
             let report = EdgeReport {
                 leases: leases.clone(),
                 events,
@@ -97,6 +98,12 @@ impl Reporter {
                     for u in leases {
                         sent.insert(u.lease_id.clone(), u);
                     }
+                }
+                Err(e) if e.is_rejected() => {
+                    // Sending the same report again would be refused again, and would hold up
+                    // every later one: drop it.
+                    info!(error = %error_chain(&e), "report refused by the broker; dropped");
+                    queued.drain(..report.events.len());
                 }
                 Err(e) => {
                     // The sync task says when the broker is away; this is the same outage.

@@ -372,10 +372,10 @@ pub struct LeaseInfo {
 /// A lease's traffic as its edge last reported it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseUsageInfo {
-    /// Unix seconds of the lease's last completed WireGuard handshake; `None`: none yet.
+    /// Unix seconds of the lease's last completed WireGuard handshake; `None`: none reported.
     pub last_handshake_at: Option<i64>,
     /// Bytes the edge received from the client and sent to it, since the edge set up this
-    /// lease's tunnel (an edge restart or a pin move starts again from zero).
+    /// lease's tunnel (an edge restart starts again from zero).
     pub rx_bytes: u64,
     pub tx_bytes: u64,
     /// Unix seconds of the report.
@@ -401,7 +401,8 @@ pub const MAX_REPORT_ITEMS: usize = 256;
 #[serde(deny_unknown_fields)]
 pub struct LeaseUsage {
     pub lease_id: String,
-    /// Unix seconds; `None`: no handshake yet.
+    /// Unix seconds; `None`: none known to the edge (none yet, or forgotten after a few idle
+    /// minutes; the broker then keeps the last one it was told).
     pub last_handshake_at: Option<i64>,
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -415,7 +416,8 @@ pub struct EdgeEvent {
     pub lease_id: String,
     /// Where the datagrams came from.
     pub source_ip: IpAddr,
-    /// Authenticated datagrams seen (the edge checks at most about one a second per lease).
+    /// Authenticated datagrams seen since the edge last reported this (lease, source); the edge
+    /// checks at most one a second per lease, so this counts seconds with traffic, roughly.
     pub count: u64,
     /// Unix seconds of the first one.
     pub first_at: i64,

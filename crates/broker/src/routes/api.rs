@@ -181,7 +181,11 @@ async fn sync(
     EdgeIdentity(edge): EdgeIdentity,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     tracing::info!(edge = %edge.name, "edge connected for sync");
-    broker.edge_connected(&edge, ip).await?;
+    // Best effort: a failed audit write (an overloaded database) must not keep the edge from
+    // its lease set, and with it from the next revocation.
+    if let Err(e) = broker.edge_connected(&edge, ip).await {
+        tracing::info!(edge = %edge.name, error = %e, "recording the edge's connection failed");
+    }
     Ok(Sse::new(lease_set_stream(broker, edge.id, edge.name))
         .keep_alive(KeepAlive::new().interval(KEEPALIVE_INTERVAL)))
 }
@@ -202,17 +206,24 @@ struct EdgeLink {
     broker: Broker,
     edge_id: i64,
     name: String,
-    _presence: crate::presence::PresenceGuard,
+    presence: Option<crate::presence::PresenceGuard>,
 }
 
 impl Drop for EdgeLink {
     fn drop(&mut self) {
+        // This stream no longer counts, before anyone asks whether the edge is connected.
+        drop(self.presence.take());
         if *self.broker.shutdown_signal().borrow() {
             // The database is closing; every edge is told by its connection ending.
             return;
         }
         let (broker, edge_id, name) = (self.broker.clone(), self.edge_id, self.name.clone());
         tokio::spawn(async move {
+            // A dead stream is noticed only at its next keep-alive, maybe after the edge has
+            // reconnected: then it is not disconnected, and saying so would misorder the log.
+            if broker.presence().is_connected(edge_id) {
+                return;
+            }
             tracing::info!(edge = %name, "edge disconnected");
             if let Err(e) = broker.edge_disconnected(edge_id, &name).await {
                 tracing::debug!(edge = %name, error = %e, "auditing the disconnect failed");
@@ -231,7 +242,7 @@ fn lease_set_stream(
         changes: broker.subscribe(),
         shutdown: broker.shutdown_signal(),
         _link: EdgeLink {
-            _presence: broker.presence().connect(edge_id),
+            presence: Some(broker.presence().connect(edge_id)),
             broker: broker.clone(),
             edge_id,
             name,

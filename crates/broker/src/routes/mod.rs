@@ -24,13 +24,17 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The public API, served over HTTPS. Must be served with `ConnectInfo<SocketAddr>`.
 pub fn app(broker: Broker) -> Router {
-    Router::new()
+    let api = Router::new()
         .merge(api::router())
         .fallback(unrouted)
         .method_not_allowed_fallback(unrouted)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(broker);
+    // axum adds `Allow` to a wrong-method answer after the router's own layers have run, which
+    // would tell a stranger which routes exist; the headers are set on the outside of it all.
+    Router::new()
+        .fallback_service(api)
         .layer(axum::middleware::map_response(security_headers))
-        .with_state(broker)
 }
 
 /// Headers every public response carries, errors and streams included: HTTPS only from now on
@@ -53,6 +57,8 @@ async fn security_headers(mut response: Response) -> Response {
         headers.insert(name, HeaderValue::from_static(value));
     }
     headers.remove(header::SERVER);
+    // The broker never answers 405, so `Allow` could only ever name routes to a prober.
+    headers.remove(header::ALLOW);
     response
 }
 

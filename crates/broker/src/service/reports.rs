@@ -103,6 +103,12 @@ impl Broker {
         let mut total = 0;
         loop {
             let now = store::now();
+            // A read first, so an idle broker does not take the write lock every sweep.
+            let mut conn = self.db().acquire().await?;
+            if !leases::any_expired_unaudited(&mut conn, now).await? {
+                return Ok(total);
+            }
+            drop(conn);
             let mut tx = self.write_tx().await?;
             let expired = leases::take_expired(&mut tx, now, EXPIRY_BATCH).await?;
             for lease in &expired {

@@ -388,7 +388,10 @@ pub async fn record_usage(
 ) -> Result<bool> {
     let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
     let done = sqlx::query(
-        "UPDATE leases SET last_handshake_at = ?, rx_bytes = ?, tx_bytes = ?, reported_at = ?
+        // boringtun forgets the handshake time once a peer has been idle for a few minutes;
+        // the last one known is still the last handshake.
+        "UPDATE leases SET last_handshake_at = COALESCE(?, last_handshake_at), rx_bytes = ?,
+                           tx_bytes = ?, reported_at = ?
          WHERE id = ? AND edge_id = ? AND revoked_at IS NULL",
     )
     .bind(usage.last_handshake_at)
@@ -433,6 +436,17 @@ pub struct Expired {
     pub user_name: String,
     pub edge_name: String,
     pub expires_at: i64,
+}
+
+/// Whether a lease expired by `now` still lacks its audit row.
+pub async fn any_expired_unaudited(conn: &mut SqliteConnection, now: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM leases
+                        WHERE revoked_at IS NULL AND expiry_audited = 0 AND expires_at <= ?)",
+    )
+    .bind(now)
+    .fetch_one(conn)
+    .await?)
 }
 
 /// Marks up to `limit` leases that expired by `now` as audited, freeing their addresses, and

@@ -20,8 +20,13 @@ use crate::peer::{is_expired, Peer};
 const DATA_HEADER: [u8; 4] = [4, 0, 0, 0];
 const DATA_MIN_LEN: usize = 32;
 
-/// How often one lease's keys are checked against a datagram from outside its pin.
+/// After a datagram authenticated off its lease's pin, the next check of that lease waits this
+/// long: the event is known, and a roaming client's full-rate traffic costs nothing more.
 const OFF_PIN_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// Off-pin checks per second across all leases: what a flood of forged datagrams naming real
+/// receiver indices can cost. (Such a flood can use up the budget and hide a real event for as
+/// long as it lasts; it cannot cause a reply or a Diffie-Hellman.)
+const OFF_PIN_CHECKS_PER_SEC: u32 = 64;
 
 impl EdgeCore {
     /// A datagram from outside the pin of the lease its receiver index names: if it is
@@ -32,8 +37,8 @@ impl EdgeCore {
     /// Only transport data is checked: its receiver index names the session and its AEAD tag
     /// proves the sender holds the session's keys, for symmetric-crypto cost. Telling whose an
     /// initiation is would take a Diffie-Hellman, which sources outside a pin never get. The
-    /// check runs at most once a second per lease, so a flood of datagrams naming a real index
-    /// costs at most that many decryptions; a replayed datagram fails boringtun's replay window.
+    /// checks are capped edge-wide per second, and a lease whose key was just seen off its pin is
+    /// not checked again for a second; a replayed datagram fails boringtun's replay window.
     pub(super) fn note_off_pin(&mut self, src: SocketAddr, datagram: &[u8], now: SystemTime) {
         if datagram.len() < DATA_MIN_LEN || datagram[..4] != DATA_HEADER {
             return;
@@ -42,14 +47,20 @@ impl EdgeCore {
         let Some(peer) = self.peers.get_mut(&(receiver >> 8)) else {
             return;
         };
-        if peer.lease.pin.covers(src.ip())
-            || peer
-                .off_pin_checked_at
-                .is_some_and(|last| now < last + OFF_PIN_CHECK_INTERVAL)
-        {
+        // `now < last` (the clock stepped back) counts as due, so checks never stop.
+        let recently = |last: SystemTime| now >= last && now < last + OFF_PIN_CHECK_INTERVAL;
+        if peer.lease.pin.covers(src.ip()) || peer.off_pin_checked_at.is_some_and(recently) {
             return;
         }
-        peer.off_pin_checked_at = Some(now);
+        let (window, used) = &mut self.off_pin_window;
+        if window.is_none_or(|start| !(now >= start && now < start + Duration::from_secs(1))) {
+            *window = Some(now);
+            *used = 0;
+        }
+        if *used >= OFF_PIN_CHECKS_PER_SEC {
+            return;
+        }
+        *used += 1;
         self.stats.off_pin_checked += 1;
         // The plaintext (if any) is dropped with the buffer's next use; nothing goes out.
         let authentic = matches!(
@@ -59,6 +70,7 @@ impl EdgeCore {
         if !authentic {
             return;
         }
+        peer.off_pin_checked_at = Some(now);
         self.stats.off_pin_authenticated += 1;
         trace!(%src, lease_id = %peer.lease.id, "lease key used from outside its pin");
         let key = (peer.lease.id.clone(), src.ip());
