@@ -10,11 +10,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use common::binary::{run, run_json, serve, wait_timeout, BIN};
-use common::{keypair, now};
-use grantwire_client_core::tls::http_client;
+use common::keypair;
 use grantwire_proto::{
     EdgeAddResponse, GrantInfo, GrantRevokeResponse, LeaseListResponse, LeaseResponse,
-    LoginResponse, UserAddResponse,
+    UserAddResponse,
 };
 use serde_json::json;
 
@@ -127,32 +126,15 @@ async fn binary_serves_and_admin_commands_use_the_socket() {
     let _: GrantInfo = run_json(&data, &["grant", "add", "bob", "home", "--json"], None);
 
     // Enrol the edge, log in and take a lease over HTTPS.
-    let http = http_client(Some(served.fingerprint));
-    let enrol = json!({"token": edge.enrolment_token, "public_key": keypair().public_key()});
-    let resp = http
-        .post(format!("{}/v1/edge/enrol", served.url))
-        .json(&enrol)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(user.totp_secret.as_bytes())
-        .unwrap();
-    let code = grantwire_broker::totp::code_at(&secret, now());
-    let login = json!({"user": "alice", "password": "long enough pw", "code": code});
-    let resp = http
-        .post(format!("{}/v1/login", served.url))
-        .json(&login)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let session: LoginResponse = resp.json().await.unwrap();
+    let http = served.http();
+    served.enrol(&http, &edge.enrolment_token).await;
+    let token = served
+        .login(&http, "alice", "long enough pw", &user.totp_secret)
+        .await;
     let body = json!({"edge": "home", "public_key": keypair().public_key()});
     let resp = http
         .post(format!("{}/v1/leases", served.url))
-        .bearer_auth(&session.token)
+        .bearer_auth(&token)
         .json(&body)
         .send()
         .await

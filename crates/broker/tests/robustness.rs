@@ -21,8 +21,8 @@ use grantwire_broker::store::Counts;
 use grantwire_broker::{AdminClient, AdminError};
 use grantwire_client_core::tls::http_client;
 use grantwire_proto::{
-    AuditResponse, EdgeAddRequest, EdgeAddResponse, EnrolResponse, ErrorCode, GrantAddRequest,
-    GrantInfo, LeaseListResponse, LeaseResponse, LoginResponse, UserAddRequest, UserAddResponse,
+    AuditResponse, EdgeAddRequest, EdgeAddResponse, ErrorCode, GrantAddRequest, GrantInfo,
+    LeaseListResponse, LeaseResponse, UserAddRequest, UserAddResponse,
 };
 use ipnet::Ipv4Net;
 use serde_json::json;
@@ -482,11 +482,7 @@ async fn a_broker_killed_mid_stream_keeps_every_lease_and_its_audit_row() {
     for user in ["alice", "bob"] {
         let args = ["user", "add", user, "--password-stdin", "--json"];
         let added: UserAddResponse = run_json(&data, &args, Some(&format!("{pw}\n")));
-        secrets.push(
-            data_encoding::BASE32_NOPAD
-                .decode(added.totp_secret.as_bytes())
-                .unwrap(),
-        );
+        secrets.push(added.totp_secret);
     }
     let args = [
         "edge",
@@ -503,28 +499,11 @@ async fn a_broker_killed_mid_stream_keeps_every_lease_and_its_audit_row() {
         let _: GrantInfo = run_json(&data, &["grant", "add", user, "home", "--json"], None);
     }
 
-    let http = http_client(Some(served.fingerprint));
-    let enrol = json!({"token": edge.enrolment_token, "public_key": keypair().public_key()});
-    let resp = http
-        .post(format!("{}/v1/edge/enrol", served.url))
-        .json(&enrol)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let _: EnrolResponse = resp.json().await.unwrap();
+    let http = served.http();
+    served.enrol(&http, &edge.enrolment_token).await;
     let mut tokens = Vec::new();
     for (user, secret) in ["alice", "bob"].into_iter().zip(&secrets) {
-        let code = grantwire_broker::totp::code_at(secret, now());
-        let login = json!({"user": user, "password": pw, "code": code});
-        let resp = http
-            .post(format!("{}/v1/login", served.url))
-            .json(&login)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 200);
-        tokens.push(resp.json::<LoginResponse>().await.unwrap().token);
+        tokens.push(served.login(&http, user, pw, secret).await);
     }
 
     // Several streams of lease requests; each stops at its first transport error (the kill).

@@ -30,6 +30,52 @@ impl Drop for KillOnDrop {
     }
 }
 
+impl Served {
+    /// An HTTPS client that pins this broker's certificate.
+    pub fn http(&self) -> reqwest::Client {
+        grantwire_client_core::tls::http_client(Some(self.fingerprint))
+    }
+
+    /// Enrols an edge with its one-time `token` over HTTPS.
+    pub async fn enrol(&self, http: &reqwest::Client, token: &str) {
+        let body = serde_json::json!({"token": token, "public_key": super::keypair().public_key()});
+        let resp = http
+            .post(format!("{}/v1/edge/enrol", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let _: grantwire_proto::EnrolResponse = resp.json().await.unwrap();
+    }
+
+    /// Logs `user` in with the current code of its base32 `totp_secret`; returns the session.
+    pub async fn login(
+        &self,
+        http: &reqwest::Client,
+        user: &str,
+        password: &str,
+        totp_secret: &str,
+    ) -> String {
+        let secret = data_encoding::BASE32_NOPAD
+            .decode(totp_secret.as_bytes())
+            .unwrap();
+        let code = grantwire_broker::totp::code_at(&secret, super::now());
+        let body = serde_json::json!({"user": user, "password": password, "code": code});
+        let resp = http
+            .post(format!("{}/v1/login", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.json::<grantwire_proto::LoginResponse>()
+            .await
+            .unwrap()
+            .token
+    }
+}
+
 /// Starts `serve --listen 127.0.0.1:0` with `extra` flags and waits for its two start lines on
 /// stderr (the URL with the real port, and the certificate fingerprint, which must match the
 /// one written to the data directory).
