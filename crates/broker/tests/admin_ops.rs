@@ -16,13 +16,7 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
     let token = h.session("alice").await;
     let (credential, _) = h.enrolled_edge("home").await;
     h.grant("alice", "home").await;
-    let sync = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let sync = h.open_sync(&credential).await;
     let mut events = SseReader::new(sync);
     events.next_set().await;
     let a = h.request_lease(&token, "home").await;

@@ -100,13 +100,7 @@ async fn edge_list_shows_enrolment_connection_and_last_seen() {
     assert_eq!(home.endpoints, ["192.0.2.1:51820"]);
     assert_eq!(home.subnet.to_string(), "10.77.0.0/24");
 
-    let sync = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let sync = h.open_sync(&credential).await;
     let mut events = SseReader::new(sync);
     events.next_set().await;
     let home = admin.edge_list().await.unwrap().edges.remove(1);
@@ -134,13 +128,7 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
     h.enrolled_edge("cabin").await;
     h.grant("alice", "home").await;
     h.grant("alice", "cabin").await;
-    let sync = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let sync = h.open_sync(&credential).await;
     let mut events = SseReader::new(sync);
     events.next_set().await;
     let lease = h.request_lease(&token, "home").await;
@@ -194,13 +182,7 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap();
     assert!(msg.contains("stream ended"), "{msg}");
-    let resp = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let resp = h.open_sync(&credential).await;
     expect_error(resp, 401, ErrorCode::Unauthorized).await;
     let resp = h.request_lease(&token, "home").await;
     expect_error(resp, 404, ErrorCode::NotFound).await;

@@ -81,13 +81,7 @@ async fn the_edge_gets_a_fresh_set_after_issue_and_revoke() {
     let (other_credential, _) = h.enrolled_edge("cabin").await;
     h.grant("alice", "home").await;
 
-    let resp = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let resp = h.open_sync(&credential).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
         .to_str()
@@ -98,13 +92,7 @@ async fn the_edge_gets_a_fresh_set_after_issue_and_revoke() {
     assert_eq!(first.config.name, "home");
     assert!(first.leases.is_empty());
 
-    let other = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&other_credential)
-        .send()
-        .await
-        .unwrap();
+    let other = h.open_sync(&other_credential).await;
     let mut other_events = SseReader::new(other);
     assert!(other_events.next_set().await.leases.is_empty());
 
@@ -137,13 +125,7 @@ async fn the_edge_gets_a_fresh_set_after_issue_and_revoke() {
         .await;
     assert!(quiet.is_none(), "{quiet:?}");
     // A reconnect gets the current set.
-    let resp = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let resp = h.open_sync(&credential).await;
     assert!(SseReader::new(resp).next_set().await.leases.is_empty());
     h.shutdown().await;
 }

@@ -41,13 +41,7 @@ async fn a_grants_ports_prefixes_and_end_reach_its_leases() {
     assert_eq!(p.pin.to_string(), "127.0.0.0/24");
     // The lease TTL is an hour, but the grant ends first.
     assert_eq!(p.expires_at, end);
-    let sync = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let sync = h.open_sync(&credential).await;
     let set = SseReader::new(sync).next_set().await;
     assert_eq!(set.leases[0].ports, vec![32400, 32469]);
     assert_eq!(set.leases[0].pin.to_string(), "127.0.0.0/24");

@@ -109,13 +109,7 @@ async fn rate_limited_and_streaming_responses_carry_the_security_headers() {
     assert_security_headers("login 429", resp.headers());
     expect_error(resp, 429, ErrorCode::RateLimited).await;
 
-    let sync = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let sync = h.open_sync(&credential).await;
     assert_eq!(sync.status(), 200);
     assert_security_headers("edge sync SSE", sync.headers());
     let mut events = SseReader::new(sync);

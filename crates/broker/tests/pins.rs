@@ -130,13 +130,7 @@ async fn renewing_from_a_new_address_moves_the_pin_and_pushes_it() {
     let token = h.session("alice").await;
     let (credential, _) = h.enrolled_edge("home").await;
     h.grant("alice", "home").await;
-    let sync = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let sync = h.open_sync(&credential).await;
     let mut events = SseReader::new(sync);
     assert!(events.next_set().await.leases.is_empty());
 

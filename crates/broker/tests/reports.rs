@@ -451,13 +451,7 @@ async fn expired_leases_and_edge_links_are_in_the_audit_log() {
         "{log:?}"
     );
 
-    let stream = h
-        .http
-        .get(h.url("/v1/edge/sync"))
-        .bearer_auth(&credential)
-        .send()
-        .await
-        .unwrap();
+    let stream = h.open_sync(&credential).await;
     assert_eq!(stream.status(), 200);
     let row = wait_for_kind(&h, "edge_connected", Duration::from_secs(2)).await;
     assert_eq!(row.actor.as_deref(), Some("home"));

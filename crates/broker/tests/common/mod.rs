@@ -154,6 +154,16 @@ impl Harness {
         .await
     }
 
+    /// Opens an edge's lease-set stream (`GET /v1/edge/sync`) with its credential.
+    pub async fn open_sync(&self, credential: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/v1/edge/sync"))
+            .bearer_auth(credential)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn shutdown(self) {
         self.broker.shutdown().await.unwrap();
     }
