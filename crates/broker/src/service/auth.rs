@@ -107,16 +107,11 @@ async fn seal_plaintext_secrets(db: &SqlitePool, seal: &SealKey) -> Result<()> {
     Ok(())
 }
 
-/// The network a login is remembered by: the address itself for IPv4, its /64 for IPv6 (privacy
-/// addresses change within it daily).
+/// The network a login is remembered by: what a lease pin would be by default (the address for
+/// IPv4, its /64 for IPv6, whose privacy addresses change within it daily).
 fn login_network(source: IpAddr) -> String {
-    use grantwire_proto::pin::{DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6};
-    grantwire_proto::Pin::for_source(
-        source.to_canonical(),
-        DEFAULT_PIN_PREFIX_V4,
-        DEFAULT_PIN_PREFIX_V6,
-    )
-    .map_or_else(|_| source.to_canonical().to_string(), |pin| pin.to_string())
+    crate::alloc::pin_for(source.to_canonical())
+        .map_or_else(|_| source.to_canonical().to_string(), |pin| pin.to_string())
 }
 
 /// How a login attempt ended, for the audit log and the failure count.
