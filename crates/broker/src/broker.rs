@@ -3,6 +3,7 @@
 //! tests and the admin socket call these methods directly.
 
 use std::net::IpAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::proxy::TrustedProxies;
 use crate::secrets::Argon2Gate;
 use crate::service::auth::AuthState;
 use crate::store;
+use crate::writer::BatchWriter;
 
 /// Capacity of the change channel. A subscriber that falls this far behind is told it lagged
 /// and simply re-reads its set, so nothing is lost by keeping it small.
@@ -42,6 +44,8 @@ struct Inner {
     presence: Arc<Presence>,
     /// Whose turn it is to write. See [`Broker::write_tx`].
     write_turn: Arc<tokio::sync::Mutex<()>>,
+    /// Writes lease issuance in batches, on its own connection.
+    writer: BatchWriter,
 }
 
 /// A write transaction holding the broker's write turn until it commits or is dropped (which
@@ -71,16 +75,20 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 impl Broker {
+    /// `db` is the pool [`store::open`] returned for the file at `db_path`.
     pub fn new(
         db: SqlitePool,
+        db_path: &Path,
         session_ttl: Duration,
         argon2: Argon2Gate,
         auth: AuthState,
         trusted_proxies: TrustedProxies,
-    ) -> Self {
+    ) -> Result<Self> {
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (shutdown, _) = watch::channel(false);
-        Self {
+        let write_turn = Arc::default();
+        let writer = BatchWriter::start(db_path, Arc::clone(&write_turn))?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 db,
                 session_ttl,
@@ -90,9 +98,10 @@ impl Broker {
                 shutdown,
                 trusted_proxies,
                 presence: Arc::default(),
-                write_turn: Arc::default(),
+                write_turn,
+                writer,
             }),
-        }
+        })
     }
 
     pub fn db(&self) -> &SqlitePool {
@@ -131,6 +140,11 @@ impl Broker {
         let turn = self.write_turn().await;
         let tx = self.db().begin_with("BEGIN IMMEDIATE").await?;
         Ok(WriteTx { tx, _turn: turn })
+    }
+
+    /// The batch writer, for writes that are many and small (lease issuance).
+    pub(crate) fn writer(&self) -> &BatchWriter {
+        &self.inner.writer
     }
 
     /// The write turn alone, for a single-statement write outside [`Broker::write_tx`].

@@ -31,6 +31,8 @@ pub enum Error {
     RateLimited { retry_after: u64 },
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("database migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("I/O: {0}")]

@@ -27,6 +27,7 @@ pub mod store;
 pub mod throttle;
 pub mod tls;
 pub mod totp;
+mod writer;
 
 pub use admin_client::{AdminClient, AdminError};
 pub use broker::Broker;

@@ -136,7 +136,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     make_private_dir(&config.data_dir)?;
     let admin_socket = config.data_dir.join(ADMIN_SOCKET);
     let admin_listener = bind_admin_socket(&admin_socket)?;
-    let db = store::open(&config.data_dir.join(DB_FILE)).await?;
+    let db_path = config.data_dir.join(DB_FILE);
+    let db = store::open(&db_path).await?;
     let permits = secrets::argon2_permits(std::thread::available_parallelism().ok());
     let argon2 = secrets::Argon2Gate::new(permits).await?;
     let auth_config = crate::service::auth::AuthConfig {
@@ -147,7 +148,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     };
     let auth = crate::service::auth::AuthState::prepare(&db, &config.data_dir, auth_config).await?;
     let proxies = crate::proxy::TrustedProxies::new(config.trusted_proxies.clone());
-    let broker = Broker::new(db, config.session_ttl, argon2, auth, proxies);
+    let broker = Broker::new(db, &db_path, config.session_ttl, argon2, auth, proxies)?;
     let identity = tls::load_or_create(
         &config.data_dir,
         config.tls_cert.as_deref(),

@@ -16,97 +16,25 @@ use crate::store::{self, edges, leases, users::SessionUser, AuditEvent};
 
 impl Broker {
     /// Issues a lease on `req.edge` to the session's user, pinned to `source` (the TCP peer of
-    /// the request, never a header).
+    /// the request, never a header). Written by the batch writer (`crate::writer`), in one
+    /// commit with whatever other leases are being asked for at the same moment.
     pub async fn issue_lease(
         &self,
         user: &SessionUser,
         req: LeaseRequest,
         source: IpAddr,
     ) -> Result<LeaseResponse> {
-        let now = store::now();
-        let preshared_key = PresharedKey::from_bytes(secrets::random_bytes::<32>());
-        let lease_id = format!("l-{}", hex(&secrets::random_bytes::<8>()));
-
-        // The write lock is taken up front, so concurrent requests queue here and each sees the
-        // addresses (and keys) the previous one took.
-        let mut tx = self.write_tx().await?;
-        let edge = edges::by_name(&mut tx, &req.edge)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no edge named {:?}", req.edge)))?;
-        let grant = edges::live_grant(&mut tx, user.user_id, edge.id, now)
-            .await?
-            .ok_or_else(|| Error::Forbidden("you hold no grant on this edge".into()))?;
-        // Refused before any write: a lease on an edge without a key is no use.
-        edge_key(&edge)?;
-        let pin = grant.pin_for(source)?;
-        let endpoint = edge.endpoint_for(source).ok_or_else(|| {
-            Error::Conflict("edge has no endpoint of the client's address family".into())
-        })?;
-        let subnet = edge.subnet()?;
-
-        // The edge keeps one peer per public key, so two live leases sharing a key would leave
-        // one of them silently dead (or pinned to the wrong address). Another user's key is
-        // refused; the same user asking again with its key is a renewal and replaces the old
-        // lease.
-        let key = req.public_key.to_base64();
-        let holders = leases::live_with_key(&mut tx, edge.id, &key, now).await?;
-        if holders.iter().any(|h| h.user_id != user.user_id) {
-            return Err(Error::Conflict("public key already in use".into()));
-        }
-        for old in &holders {
-            leases::revoke(&mut tx, &old.id, now).await?;
-            let event = AuditEvent {
-                kind: "lease_revoked",
-                actor: Some(&user.name),
-                source_ip: ip_text(Some(source)),
-                detail: Some(format!("lease={} replaced_by={lease_id}", old.id)),
-            };
-            store::audit(&mut tx, now, event).await?;
-        }
-
-        leases::free_expired_slots(&mut tx, edge.id, now).await?;
-        let address = leases::free_slot(&mut tx, edge.id, alloc::client_range(subnet))
-            .await?
-            .map(std::net::Ipv4Addr::from)
-            .ok_or_else(|| Error::Conflict("the edge's subnet is full".into()))?;
-        let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
-        let ports = grant.ports()?;
-        let new = leases::NewLease {
-            id: &lease_id,
-            grant_id: grant.id,
+        let issue = Issue {
             user_id: user.user_id,
-            edge_id: edge.id,
-            public_key: &req.public_key,
-            preshared_key: &preshared_key,
-            tunnel_address: address,
-            pin,
-            ports: &ports,
-            expires_at,
+            user_name: user.name.clone(),
+            req,
+            source,
+            now: store::now(),
         };
-        leases::insert(&mut tx, new, now).await?;
-        let event = AuditEvent {
-            kind: "lease_issued",
-            actor: Some(&user.name),
-            source_ip: ip_text(Some(source)),
-            detail: Some(format!(
-                "lease={lease_id} edge={} address={address} pin={pin} expires_at={expires_at}",
-                edge.name
-            )),
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
-        self.notify_edge(edge.id);
-        tracing::info!(lease = %lease_id, user = %user.name, edge = %edge.name, %pin, "lease issued");
-
-        let profile = profile(
-            edge,
-            endpoint,
-            lease_id,
-            address,
-            preshared_key,
-            pin,
-            expires_at,
-        )?;
+        let issued = self.writer().run(move |conn| issue.write(conn)).await?;
+        self.notify_edge(issued.edge_id);
+        let profile = issued.profile;
+        tracing::info!(lease = %profile.lease_id, user = %user.name, edge = %profile.edge, pin = %profile.pin, "lease issued");
         Ok(LeaseResponse { profile })
     }
 
@@ -245,6 +173,110 @@ impl Broker {
             leases,
             generated_at: now,
         })
+    }
+}
+
+/// One lease request, as the batch writer runs it.
+struct Issue {
+    user_id: i64,
+    user_name: String,
+    req: LeaseRequest,
+    source: IpAddr,
+    now: i64,
+}
+
+/// A lease written, and the edge to tell once it is committed.
+struct Issued {
+    profile: Profile,
+    edge_id: i64,
+}
+
+impl Issue {
+    /// The lease's rows and audit row. The writer runs this in a savepoint: an error leaves
+    /// the database as it was, and concurrent requests take turns, so each sees the
+    /// addresses (and keys) the previous one took.
+    fn write(self, conn: &rusqlite::Connection) -> Result<Issued> {
+        let Self {
+            user_id,
+            user_name,
+            req,
+            source,
+            now,
+        } = self;
+        let edge = edges::by_name_blocking(conn, &req.edge)?
+            .ok_or_else(|| Error::NotFound(format!("no edge named {:?}", req.edge)))?;
+        let grant = edges::live_grant_blocking(conn, user_id, edge.id, now)?
+            .ok_or_else(|| Error::Forbidden("you hold no grant on this edge".into()))?;
+        // Refused before any write: a lease on an edge without a key is no use.
+        edge_key(&edge)?;
+        let pin = grant.pin_for(source)?;
+        let endpoint = edge.endpoint_for(source).ok_or_else(|| {
+            Error::Conflict("edge has no endpoint of the client's address family".into())
+        })?;
+        let subnet = edge.subnet()?;
+        let preshared_key = PresharedKey::from_bytes(secrets::random_bytes::<32>());
+        let lease_id = format!("l-{}", hex(&secrets::random_bytes::<8>()));
+
+        // The edge keeps one peer per public key, so two live leases sharing a key would leave
+        // one of them silently dead (or pinned to the wrong address). Another user's key is
+        // refused; the same user asking again with its key is a renewal and replaces the old
+        // lease.
+        let key = req.public_key.to_base64();
+        let holders = leases::live_with_key(conn, edge.id, &key, now)?;
+        if holders.iter().any(|h| h.user_id != user_id) {
+            return Err(Error::Conflict("public key already in use".into()));
+        }
+        for old in &holders {
+            leases::revoke_blocking(conn, &old.id, now)?;
+            let event = AuditEvent {
+                kind: "lease_revoked",
+                actor: Some(&user_name),
+                source_ip: ip_text(Some(source)),
+                detail: Some(format!("lease={} replaced_by={lease_id}", old.id)),
+            };
+            store::audit_blocking(conn, now, event)?;
+        }
+
+        leases::free_expired_slots(conn, edge.id, now)?;
+        let address = leases::free_slot(conn, edge.id, alloc::client_range(subnet))?
+            .map(std::net::Ipv4Addr::from)
+            .ok_or_else(|| Error::Conflict("the edge's subnet is full".into()))?;
+        let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
+        let ports = grant.ports()?;
+        let new = leases::NewLease {
+            id: &lease_id,
+            grant_id: grant.id,
+            user_id,
+            edge_id: edge.id,
+            public_key: &req.public_key,
+            preshared_key: &preshared_key,
+            tunnel_address: address,
+            pin,
+            ports: &ports,
+            expires_at,
+        };
+        leases::insert(conn, new, now)?;
+        let event = AuditEvent {
+            kind: "lease_issued",
+            actor: Some(&user_name),
+            source_ip: ip_text(Some(source)),
+            detail: Some(format!(
+                "lease={lease_id} edge={} address={address} pin={pin} expires_at={expires_at}",
+                edge.name
+            )),
+        };
+        store::audit_blocking(conn, now, event)?;
+        let edge_id = edge.id;
+        let profile = profile(
+            edge,
+            endpoint,
+            lease_id,
+            address,
+            preshared_key,
+            pin,
+            expires_at,
+        )?;
+        Ok(Issued { profile, edge_id })
     }
 }
 

@@ -57,6 +57,19 @@ impl EdgeRow {
 
 const EDGE_COLUMNS: &str = "id, name, endpoint, subnet, tunnel_address, public_key";
 
+impl EdgeRow {
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get("id")?,
+            name: r.get("name")?,
+            endpoint: r.get("endpoint")?,
+            subnet: r.get("subnet")?,
+            tunnel_address: r.get("tunnel_address")?,
+            public_key: r.get("public_key")?,
+        })
+    }
+}
+
 pub struct NewEdge<'a> {
     pub name: &'a str,
     pub endpoint: &'a str,
@@ -89,6 +102,15 @@ pub async fn by_name(conn: &mut SqliteConnection, name: &str) -> Result<Option<E
             .fetch_optional(conn)
             .await?,
     )
+}
+
+/// [`by_name`], on the batch writer's connection.
+pub fn by_name_blocking(conn: &rusqlite::Connection, name: &str) -> Result<Option<EdgeRow>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(&format!("SELECT {EDGE_COLUMNS} FROM edges WHERE name = ?"))?
+        .query_row([name], EdgeRow::from_row)
+        .optional()?)
 }
 
 pub async fn by_id(conn: &mut SqliteConnection, id: i64) -> Result<Option<EdgeRow>> {
@@ -254,18 +276,43 @@ pub async fn live_grant(
     edge_id: i64,
     now: i64,
 ) -> Result<Option<GrantRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, user_id, edge_id, lease_ttl_secs, ports, ends_at, pin_prefix4, pin_prefix6
-         FROM grants
-         WHERE user_id = ? AND edge_id = ? AND revoked_at IS NULL
-           AND (ends_at IS NULL OR ends_at > ?)",
-    )
-    .bind(user_id)
-    .bind(edge_id)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?)
+    Ok(sqlx::query_as(LIVE_GRANT)
+        .bind(user_id)
+        .bind(edge_id)
+        .bind(now)
+        .fetch_optional(conn)
+        .await?)
 }
+
+/// [`live_grant`], on the batch writer's connection.
+pub fn live_grant_blocking(
+    conn: &rusqlite::Connection,
+    user_id: i64,
+    edge_id: i64,
+    now: i64,
+) -> Result<Option<GrantRow>> {
+    use rusqlite::OptionalExtension;
+    Ok(conn
+        .prepare_cached(LIVE_GRANT)?
+        .query_row([user_id, edge_id, now], |r| {
+            Ok(GrantRow {
+                id: r.get("id")?,
+                user_id: r.get("user_id")?,
+                edge_id: r.get("edge_id")?,
+                lease_ttl_secs: r.get("lease_ttl_secs")?,
+                ports: r.get("ports")?,
+                ends_at: r.get("ends_at")?,
+                pin_prefix4: r.get("pin_prefix4")?,
+                pin_prefix6: r.get("pin_prefix6")?,
+            })
+        })
+        .optional()?)
+}
+
+const LIVE_GRANT: &str =
+    "SELECT id, user_id, edge_id, lease_ttl_secs, ports, ends_at, pin_prefix4, pin_prefix6
+     FROM grants
+     WHERE user_id = ? AND edge_id = ? AND revoked_at IS NULL AND (ends_at IS NULL OR ends_at > ?)";
 
 /// A live grant with its user's and edge's names, for the admin list.
 #[derive(Debug, Clone, sqlx::FromRow)]

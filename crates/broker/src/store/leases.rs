@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use grantwire_proto::{
     EdgeLease, LeaseInfo, LeaseUsage, LeaseUsageInfo, Pin, PresharedKey, PublicKey,
 };
+use rusqlite::OptionalExtension;
 use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
@@ -102,18 +103,18 @@ impl LeaseRow {
     }
 }
 
+// Issuance runs on the batch writer's own connection (`crate::writer`), so the statements only
+// it uses take a `rusqlite::Connection`.
+
 /// Releases the addresses of leases that have expired, so allocation can hand them out again.
-pub async fn free_expired_slots(conn: &mut SqliteConnection, edge_id: i64, now: i64) -> Result<()> {
-    sqlx::query(
+pub fn free_expired_slots(conn: &rusqlite::Connection, edge_id: i64, now: i64) -> Result<()> {
+    conn.prepare_cached(
         // `revoked_at IS NULL` adds nothing (a revoked lease's slot is already free) but lets
         // SQLite use the partial index `leases_edge_live` instead of scanning the edge's leases.
         "UPDATE leases SET addr_slot = NULL
          WHERE edge_id = ? AND revoked_at IS NULL AND addr_slot IS NOT NULL AND expires_at <= ?",
-    )
-    .bind(edge_id)
-    .bind(now)
-    .execute(conn)
-    .await?;
+    )?
+    .execute([edge_id, now])?;
     Ok(())
 }
 
@@ -121,46 +122,39 @@ pub async fn free_expired_slots(conn: &mut SqliteConnection, edge_id: i64, now: 
 /// in use, or, once that would pass the top of the range, the lowest free one; `None` when the
 /// range is full. Next-fit keeps the common case to one index lookup however many leases the
 /// edge holds; lowest-fit would walk them all for every lease.
-pub async fn free_slot(
-    conn: &mut SqliteConnection,
+pub fn free_slot(
+    conn: &rusqlite::Connection,
     edge_id: i64,
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<Option<u32>> {
     let (first, last) = (i64::from(*range.start()), i64::from(*range.end()));
-    let highest: Option<i64> = sqlx::query_scalar(
-        "SELECT MAX(addr_slot) FROM leases WHERE edge_id = ? AND addr_slot IS NOT NULL",
-    )
-    .bind(edge_id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let highest: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MAX(addr_slot) FROM leases WHERE edge_id = ? AND addr_slot IS NOT NULL",
+        )?
+        .query_row([edge_id], |r| r.get(0))?;
     let next = highest.map_or(first, |h| (h + 1).max(first));
     if next <= last {
         return Ok(u32::try_from(next).ok());
     }
     // The top is taken: the lowest hole. Either the first address itself, or the one after a
     // used address whose successor is free (walked in index order, stopping at the first).
-    let first_used: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM leases WHERE edge_id = ? AND addr_slot = ?)",
-    )
-    .bind(edge_id)
-    .bind(first)
-    .fetch_one(&mut *conn)
-    .await?;
+    let first_used: bool = conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM leases WHERE edge_id = ? AND addr_slot = ?)")?
+        .query_row([edge_id, first], |r| r.get(0))?;
     if !first_used {
         return Ok(u32::try_from(first).ok());
     }
-    let hole: Option<i64> = sqlx::query_scalar(
-        "SELECT a.addr_slot + 1 FROM leases a
-         WHERE a.edge_id = ?1 AND a.addr_slot >= ?2 AND a.addr_slot < ?3
-           AND NOT EXISTS (SELECT 1 FROM leases b
-                           WHERE b.edge_id = ?1 AND b.addr_slot = a.addr_slot + 1)
-         ORDER BY a.addr_slot LIMIT 1",
-    )
-    .bind(edge_id)
-    .bind(first)
-    .bind(last)
-    .fetch_optional(conn)
-    .await?;
+    let hole: Option<i64> = conn
+        .prepare_cached(
+            "SELECT a.addr_slot + 1 FROM leases a
+             WHERE a.edge_id = ?1 AND a.addr_slot >= ?2 AND a.addr_slot < ?3
+               AND NOT EXISTS (SELECT 1 FROM leases b
+                               WHERE b.edge_id = ?1 AND b.addr_slot = a.addr_slot + 1)
+             ORDER BY a.addr_slot LIMIT 1",
+        )?
+        .query_row([edge_id, first, last], |r| r.get(0))
+        .optional()?;
     Ok(hole.and_then(|h| u32::try_from(h).ok()))
 }
 
@@ -177,27 +171,27 @@ pub struct NewLease<'a> {
     pub expires_at: i64,
 }
 
-pub async fn insert(conn: &mut SqliteConnection, l: NewLease<'_>, now: i64) -> Result<()> {
+pub fn insert(conn: &rusqlite::Connection, l: NewLease<'_>, now: i64) -> Result<()> {
     let addr = i64::from(u32::from(l.tunnel_address));
-    sqlx::query(
+    conn.prepare_cached(
         "INSERT INTO leases (id, grant_id, user_id, edge_id, public_key, preshared_key,
                              tunnel_address, addr_slot, pin, ports, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(l.id)
-    .bind(l.grant_id)
-    .bind(l.user_id)
-    .bind(l.edge_id)
-    .bind(l.public_key.to_base64())
-    .bind(l.preshared_key.as_bytes().as_slice())
-    .bind(addr)
-    .bind(addr)
-    .bind(l.pin.to_string())
-    .bind(serde_json::to_string(l.ports)?)
-    .bind(now)
-    .bind(l.expires_at)
-    .execute(conn)
-    .await?;
+    )?
+    .execute(rusqlite::params![
+        l.id,
+        l.grant_id,
+        l.user_id,
+        l.edge_id,
+        l.public_key.to_base64(),
+        l.preshared_key.as_bytes().as_slice(),
+        addr,
+        addr,
+        l.pin.to_string(),
+        serde_json::to_string(l.ports)?,
+        now,
+        l.expires_at,
+    ])?;
     Ok(())
 }
 
@@ -218,39 +212,46 @@ pub async fn revoke_for_grant(
 }
 
 /// A live lease holding a given public key.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct KeyHolder {
     pub id: String,
     pub user_id: i64,
 }
 
 /// The edge's live leases with this public key (base64).
-pub async fn live_with_key(
-    conn: &mut SqliteConnection,
+pub fn live_with_key(
+    conn: &rusqlite::Connection,
     edge_id: i64,
     public_key: &str,
     now: i64,
 ) -> Result<Vec<KeyHolder>> {
-    Ok(sqlx::query_as(
+    let mut stmt = conn.prepare_cached(
         // Without table statistics SQLite would pick the (edge, expiry) index and walk every
         // live lease of the edge; the key index finds the one or none directly.
         "SELECT id, user_id FROM leases INDEXED BY leases_edge_key
          WHERE edge_id = ? AND public_key = ? AND revoked_at IS NULL AND expires_at > ?",
-    )
-    .bind(edge_id)
-    .bind(public_key)
-    .bind(now)
-    .fetch_all(conn)
-    .await?)
+    )?;
+    let rows = stmt.query_map(rusqlite::params![edge_id, public_key, now], |r| {
+        Ok(KeyHolder {
+            id: r.get(0)?,
+            user_id: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
+
+const REVOKE: &str = "UPDATE leases SET revoked_at = ?, addr_slot = NULL WHERE id = ?";
 
 /// Revokes one lease, freeing its address.
 pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<()> {
-    sqlx::query("UPDATE leases SET revoked_at = ?, addr_slot = NULL WHERE id = ?")
-        .bind(now)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query(REVOKE).bind(now).bind(id).execute(conn).await?;
+    Ok(())
+}
+
+/// [`revoke`], on the batch writer's connection.
+pub fn revoke_blocking(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<()> {
+    conn.prepare_cached(REVOKE)?
+        .execute(rusqlite::params![now, id])?;
     Ok(())
 }
 
@@ -486,11 +487,7 @@ mod tests {
         dir: &std::path::Path,
         cidr: &str,
         held: &[u32],
-    ) -> (
-        sqlx::pool::PoolConnection<sqlx::Sqlite>,
-        i64,
-        ipnet::Ipv4Net,
-    ) {
+    ) -> (rusqlite::Connection, i64, ipnet::Ipv4Net) {
         let pool = crate::store::open(&dir.join("t.db")).await.unwrap();
         let mut conn = pool.acquire().await.unwrap();
         let subnet: ipnet::Ipv4Net = cidr.parse().unwrap();
@@ -519,6 +516,7 @@ mod tests {
         let grant = crate::store::edges::insert_grant(&mut conn, grant, 0)
             .await
             .unwrap();
+        let conn = crate::store::open_direct(&dir.join("t.db")).unwrap();
         for (i, offset) in held.iter().enumerate() {
             let key = PublicKey::from_bytes([i as u8 + 9; 32]).unwrap();
             let psk = PresharedKey::from_bytes([1; 32]);
@@ -534,7 +532,7 @@ mod tests {
                 ports: &[32400],
                 expires_at: i64::MAX,
             };
-            insert(&mut conn, new, 0).await.unwrap();
+            insert(&conn, new, 0).unwrap();
         }
         (conn, edge, subnet)
     }
@@ -553,9 +551,8 @@ mod tests {
         ];
         for (cidr, held, expected) in cases {
             let dir = tempfile::tempdir().unwrap();
-            let (mut conn, edge, subnet) = edge_holding(dir.path(), cidr, held).await;
-            let got = free_slot(&mut conn, edge, alloc::client_range(subnet))
-                .await
+            let (conn, edge, subnet) = edge_holding(dir.path(), cidr, held).await;
+            let got = free_slot(&conn, edge, alloc::client_range(subnet))
                 .unwrap()
                 .map(|a| a - u32::from(subnet.network()));
             assert_eq!(got, expected, "{cidr} holding {held:?}");

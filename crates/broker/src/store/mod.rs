@@ -49,6 +49,23 @@ pub async fn open(path: &Path) -> Result<SqlitePool> {
     Ok(pool)
 }
 
+/// A plain rusqlite connection to the database [`open`] made, for the batch writer
+/// (`crate::writer`), with the same per-connection settings as the pool's.
+pub fn open_direct(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    // journal_mode is a property of the file (set to WAL by `open`); these are per connection.
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON;",
+    )?;
+    // Issuance prepares about eight statements per lease; keep them all.
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
 /// The database holds password hashes and TOTP secrets: make it owner-only before SQLite
 /// creates it with the umask's mode.
 fn create_private_file(path: &Path) -> Result<()> {
@@ -89,8 +106,11 @@ pub struct AuditEvent<'a> {
     pub detail: Option<String>,
 }
 
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (at, kind, actor, source_ip, detail) VALUES (?, ?, ?, ?, ?)";
+
 pub async fn audit(conn: &mut SqliteConnection, now: i64, event: AuditEvent<'_>) -> Result<()> {
-    sqlx::query("INSERT INTO audit (at, kind, actor, source_ip, detail) VALUES (?, ?, ?, ?, ?)")
+    sqlx::query(INSERT_AUDIT)
         .bind(now)
         .bind(event.kind)
         .bind(event.actor)
@@ -98,6 +118,19 @@ pub async fn audit(conn: &mut SqliteConnection, now: i64, event: AuditEvent<'_>)
         .bind(event.detail)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// [`audit`], on the batch writer's connection.
+pub fn audit_blocking(conn: &rusqlite::Connection, now: i64, event: AuditEvent<'_>) -> Result<()> {
+    conn.prepare_cached(INSERT_AUDIT)?
+        .execute(rusqlite::params![
+            now,
+            event.kind,
+            event.actor,
+            event.source_ip,
+            event.detail
+        ])?;
     Ok(())
 }
 
