@@ -2,10 +2,11 @@
 # Installs the Debian packages grantwire's tests and run script use: a real WireGuard client
 # (wireguard-go + wireguard-tools) for the end-to-end tests, nftables for the edge's guard,
 # iproute2 for network namespaces, curl and python3 for the stand-in Plex and its checks.
-# Installs only what is missing, so a warm machine skips apt entirely.
+# Installs only what is missing, so a warm machine skips apt entirely. Arguments name further
+# packages a caller needs (scripts/bench/edge.sh: iperf3).
 set -euo pipefail
 
-packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates)
+packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
