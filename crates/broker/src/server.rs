@@ -125,6 +125,7 @@ impl RunningBroker {
         for task in self.background {
             task.await?;
         }
+        self.broker.writer().close().await;
         self.broker.db().close().await;
         let _ = std::fs::remove_file(&self.admin_socket);
         Ok(())

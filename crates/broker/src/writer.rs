@@ -16,9 +16,11 @@
 //! - The thread takes the broker's in-process write turn (the one [`crate::broker::WriteTx`]
 //!   holds) for each batch, so it queues fairly with the sqlx writers.
 //! - The queue is bounded: a job that finds it full is refused at once with 429.
+//! - On shutdown, [`BatchWriter::close`] writes what is queued and then ends the thread.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -32,17 +34,27 @@ const QUEUE: usize = 4096;
 /// Most jobs in one transaction, so a long burst still commits (and answers) in steps.
 const MAX_BATCH: usize = 256;
 
-/// What the thread runs: the job's work on the connection, returning whether it succeeded
-/// (so the thread keeps or rolls back its savepoint) and how to answer once the batch is over.
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Answer) + Send>;
+/// What the thread runs. Given the connection, the job does its work and returns whether it
+/// succeeded (so the thread keeps or rolls back its savepoint) and how to answer once the batch
+/// is over. Given `None`, the batch failed before the job's turn: it does nothing and answers
+/// with the batch's error.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Answer) + Send>;
 
 /// Called with `Ok` once the batch has committed, or with the reason it did not.
 type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
-/// Handle to the writer thread. The thread ends once every handle is dropped.
+/// Handle to the writer thread. The thread ends on [`BatchWriter::close`], or once every handle
+/// is dropped.
 #[derive(Clone)]
 pub(crate) struct BatchWriter {
     jobs: mpsc::Sender<Job>,
+    thread: Arc<Thread>,
+}
+
+struct Thread {
+    /// Set by `close`: the thread ends once the queue is empty.
+    stopping: AtomicBool,
+    handle: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl BatchWriter {
@@ -51,10 +63,36 @@ impl BatchWriter {
     pub fn start(path: &Path, write_turn: Arc<Mutex<()>>) -> Result<Self> {
         let conn = crate::store::open_direct(path)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
+        let thread = Arc::new(Thread {
+            stopping: AtomicBool::new(false),
+            handle: std::sync::Mutex::new(None),
+        });
+        let state = Arc::clone(&thread);
+        let handle = std::thread::Builder::new()
             .name("grantwire-writer".into())
-            .spawn(move || run(conn, queue, &write_turn))?;
-        Ok(Self { jobs })
+            .spawn(move || run(conn, queue, &write_turn, &state.stopping))?;
+        *thread.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+        Ok(Self { jobs, thread })
+    }
+
+    /// Writes what is queued, then ends the thread and closes its connection; later jobs are
+    /// refused. For a clean shutdown: the last connection to close checkpoints the WAL.
+    pub async fn close(&self) {
+        self.thread.stopping.store(true, Ordering::SeqCst);
+        // Wakes the thread if it is waiting for work; a job nobody waits for does nothing.
+        let (wake, _) = job(|_: &Connection| Ok(()));
+        let _ = self.jobs.send(wake).await;
+        let handle = self
+            .thread
+            .handle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(handle) = handle {
+            if let Ok(Err(_)) = tokio::task::spawn_blocking(move || handle.join()).await {
+                tracing::error!("the batch writer thread panicked");
+            }
+        }
     }
 
     /// Runs `work` in the next batch and returns its result once that batch has committed.
@@ -84,17 +122,25 @@ where
 {
     let (reply, answer) = oneshot::channel();
     let job: Job = Box::new(move |conn| {
-        let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
-            .unwrap_or_else(|_| Err(Error::Internal("a write job panicked".into())));
-        let ok = result.is_ok();
-        let answer: Answer = Box::new(move |commit| {
-            let result = match commit {
-                Ok(()) => result,
+        // A caller that has gone (its request dropped before the job's turn) gets nothing
+        // written in its name.
+        let result = match conn {
+            Some(conn) if !reply.is_closed() => Some(
+                catch_unwind(AssertUnwindSafe(|| work(conn)))
+                    .unwrap_or_else(|_| Err(Error::Internal("a write job panicked".into()))),
+            ),
+            _ => None,
+        };
+        let ok = matches!(result, Some(Ok(_)));
+        let answer: Answer = Box::new(move |batch| {
+            let result = match (result, batch) {
+                (Some(result), Ok(())) => result,
                 // A job that had failed keeps its own error; one that had succeeded lost its
                 // change with the batch.
-                Err(why) => result.and_then(|_| Err(Error::Internal(why))),
+                (Some(result), Err(why)) => result.and_then(|_| Err(Error::Internal(why))),
+                (None, Err(why)) => Err(Error::Internal(why)),
+                (None, Ok(())) => Err(Error::Internal("the request went away".into())),
             };
-            // The caller may have gone (client hung up); its change stands regardless.
             let _ = reply.send(result);
         });
         (ok, answer)
@@ -104,7 +150,12 @@ where
 
 /// The thread: takes whatever is queued (at least one job, at most [`MAX_BATCH`]) and writes it
 /// as one transaction, until every [`BatchWriter`] is gone.
-fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, write_turn: &Mutex<()>) {
+fn run(
+    conn: Connection,
+    mut queue: mpsc::Receiver<Job>,
+    write_turn: &Mutex<()>,
+    stopping: &AtomicBool,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -116,37 +167,40 @@ fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, write_turn: &Mutex<()>)
         }
         let _turn = write_turn.blocking_lock();
         write_batch(&conn, batch.drain(..));
+        if stopping.load(Ordering::SeqCst) && queue.is_empty() {
+            break;
+        }
     }
 }
 
 /// One transaction: each job in its savepoint, then one commit; then every job is answered.
 fn write_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        // Dropping the jobs unrun drops their reply channels: each caller gets an internal
-        // error, and nothing was written.
-        tracing::error!(error = %e, "batch writer could not begin a transaction");
-        return;
+    if !conn.is_autocommit() {
+        // Only a ROLLBACK that itself failed leaves this; every later BEGIN would fail on it.
+        tracing::error!("batch writer found a transaction left open; rolling it back");
+        let _ = conn.execute_batch("ROLLBACK");
     }
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "batch writer could not begin a transaction");
+        return abandon(conn, Vec::new(), jobs, &e);
+    }
+    let mut jobs = jobs;
     let mut answers: Vec<Answer> = Vec::new();
-    for job in jobs {
-        let started = conn.execute_batch("SAVEPOINT job");
-        let (ok, answer) = job(conn);
-        let ended = if ok && started.is_ok() {
+    while let Some(job) = jobs.next() {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            return abandon(conn, answers, std::iter::once(job).chain(jobs), &e);
+        }
+        let (ok, answer) = job(Some(conn));
+        answers.push(answer);
+        let ended = if ok {
             conn.execute_batch("RELEASE job")
         } else {
             conn.execute_batch("ROLLBACK TO job; RELEASE job")
         };
-        if let Err(e) = started.and(ended) {
+        if let Err(e) = ended {
             // The savepoint stack is no longer known: give up the whole batch.
-            tracing::error!(error = %e, "batch writer lost a savepoint; rolling the batch back");
-            let _ = conn.execute_batch("ROLLBACK");
-            answer(Err(format!("database: {e}")));
-            for answer in answers {
-                answer(Err(format!("database: {e}")));
-            }
-            return;
+            return abandon(conn, answers, jobs, &e);
         }
-        answers.push(answer);
     }
     let committed = conn.execute_batch("COMMIT").map_err(|e| {
         tracing::error!(error = %e, "batch writer could not commit");
@@ -157,6 +211,26 @@ fn write_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) {
     });
     for answer in answers {
         answer(committed.clone());
+    }
+}
+
+/// Rolls the batch back and answers every job, run or not, with the database's error.
+fn abandon(
+    conn: &Connection,
+    answers: Vec<Answer>,
+    unrun: impl Iterator<Item = Job>,
+    e: &rusqlite::Error,
+) {
+    tracing::error!(error = %e, "batch writer gave up a batch");
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    let why = format!("database: {e}");
+    for answer in answers {
+        answer(Err(why.clone()));
+    }
+    for job in unrun {
+        job(None).1(Err(why.clone()));
     }
 }
 
@@ -253,6 +327,40 @@ mod tests {
         assert_eq!(rows(&conn), ["a"]);
     }
 
+    #[test]
+    fn a_batch_that_cannot_begin_answers_every_job_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = database(dir.path());
+        conn.busy_timeout(std::time::Duration::ZERO).unwrap();
+        // Another connection holds SQLite's write lock.
+        let other = Connection::open(dir.path().join("w.db")).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (a, a_rx) = job(insert("a", 1));
+        let (b, b_rx) = job(insert("b", 1));
+        write_batch(&conn, vec![a, b].into_iter());
+        for rx in [a_rx, b_rx] {
+            match answered(rx) {
+                Err(Error::Internal(why)) => assert!(why.contains("locked"), "{why}"),
+                other => panic!("expected the database's reason, got {other:?}"),
+            }
+        }
+        other.execute_batch("ROLLBACK").unwrap();
+        assert!(rows(&conn).is_empty());
+        assert!(conn.is_autocommit());
+    }
+
+    #[test]
+    fn a_job_whose_caller_has_gone_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = database(dir.path());
+        let (a, a_rx) = job(insert("a", 1));
+        let (gone, gone_rx) = job(insert("gone", 1));
+        drop(gone_rx);
+        write_batch(&conn, vec![a, gone].into_iter());
+        assert_eq!(answered(a_rx).unwrap(), "a");
+        assert_eq!(rows(&conn), ["a"]);
+    }
+
     #[tokio::test]
     async fn jobs_queued_while_the_write_turn_is_taken_share_one_commit() {
         let dir = tempfile::tempdir().unwrap();
@@ -297,23 +405,44 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn close_writes_what_was_queued_then_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(database(dir.path()));
+        let writer =
+            BatchWriter::start(&dir.path().join("w.db"), Arc::new(Mutex::new(()))).unwrap();
+        assert_eq!(writer.run(insert("a", 1)).await.unwrap(), "a");
+        writer.close().await;
+        let refused = writer.run(insert("b", 1)).await;
+        assert!(matches!(refused, Err(Error::Internal(_))), "{refused:?}");
+        let conn = Connection::open(dir.path().join("w.db")).unwrap();
+        assert_eq!(rows(&conn), ["a"]);
+    }
+
+    #[tokio::test]
     async fn a_full_queue_refuses_with_429_at_once_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         drop(database(dir.path()));
         let turn = Arc::new(Mutex::new(()));
         let writer = BatchWriter::start(&dir.path().join("w.db"), Arc::clone(&turn)).unwrap();
         let held = turn.lock().await;
-        // One job taken by the thread (now waiting for the turn), then the queue filled.
-        let (first, _first_rx) = job(|_: &Connection| -> Result<()> { Ok(()) });
-        writer.jobs.try_send(first).ok().unwrap();
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Queue until the queue is full (the thread holds at most one batch, waiting for the
+        // turn), then ask once more through the public door.
         let mut queued = Vec::new();
-        for _ in 0..QUEUE {
+        loop {
             let (j, rx) = job(|_: &Connection| -> Result<()> { Ok(()) });
-            writer.jobs.try_send(j).ok().unwrap();
-            queued.push(rx);
+            match writer.jobs.try_send(j) {
+                Ok(()) => queued.push(rx),
+                Err(mpsc::error::TrySendError::Full(_)) => break,
+                Err(e) => panic!("the writer stopped: {e}"),
+            }
+            assert!(queued.len() <= QUEUE + MAX_BATCH, "the queue never filled");
         }
-        let refused = writer.run(insert("x", 1)).await;
+        let refused = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            writer.run(insert("x", 1)),
+        )
+        .await
+        .expect("a full queue refuses at once, it does not wait");
         assert!(
             matches!(refused, Err(Error::RateLimited { retry_after: 1 })),
             "{refused:?}"

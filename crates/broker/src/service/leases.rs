@@ -31,10 +31,17 @@ impl Broker {
             source,
             now: store::now(),
         };
-        let issued = self.writer().run(move |conn| issue.write(conn)).await?;
-        self.notify_edge(issued.edge_id);
-        let profile = issued.profile;
-        tracing::info!(lease = %profile.lease_id, user = %user.name, edge = %profile.edge, pin = %profile.pin, "lease issued");
+        // In a task of its own: if the client hangs up once the job is queued, the lease may
+        // still be committed, and then its edge must still be told and the lease logged.
+        let (broker, user_name) = (self.clone(), user.name.clone());
+        let profile = tokio::spawn(async move {
+            let issued = broker.writer().run(move |conn| issue.write(conn)).await?;
+            broker.notify_edge(issued.edge_id);
+            let profile = issued.profile;
+            tracing::info!(lease = %profile.lease_id, user = %user_name, edge = %profile.edge, pin = %profile.pin, "lease issued");
+            Ok::<_, Error>(profile)
+        })
+        .await??;
         Ok(LeaseResponse { profile })
     }
 
