@@ -9,7 +9,9 @@
 //! - (4) revocation stops the page within a second;
 //! - (5) an 8 s lease stops at expiry by the edge's own clock, with the broker gone;
 //! - (7) a client that moves network is reported (its key used off the pin) and `grantwire
-//!   renew` moves the pin, after which the old address gets nothing and the new one works.
+//!   renew` moves the pin, after which the old address gets nothing and the new one works;
+//! - (8) an edge cut off from its broker keeps the leases it had, also across a restart (from
+//!   its 0600 lease cache), and once the broker is reachable a lease revoked meanwhile stops.
 //!
 //! On failure every process's command line and logs are printed (broker, edge, wireguard-go,
 //! stand-in Plex).
@@ -17,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::{HOME_OUTSIDE_IP, OTHER_IP};
-use grantwire_e2e::{http_get, require_env, totp, unix_now, Lab, WgClient, EXIT_REFUSED};
+use grantwire_e2e::{http_get, require_env, totp, unix_now, Edge, Lab, WgClient, EXIT_REFUSED};
 
 /// How long a first page load may take: handshake plus one TCP exchange, with room for a
 /// loaded CI machine.
@@ -347,6 +349,118 @@ fn a_client_that_moves_is_reported_and_renew_moves_its_pin() {
     assert_eq!(leases.len(), 1, "(7) {leases:?}");
     assert_eq!(leases[0]["pin"], format!("{MOVED_IP}/32"), "(7) {leases:?}");
     lab.assert_no_unexpected_warnings(&[]);
+}
+
+#[test]
+fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_return() {
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("cut", false);
+    let edge = lab.enrol_edge();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let device = lab.device("alice");
+    lab.login(&device, &alice);
+    let profile = lab.profile(&device, "alice-home.conf");
+    let url = lab.plex_url(&edge);
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("(8) the page never loaded: {last:?}"));
+    let leases = lab.broker.leases(&lab.home);
+    let lease_id = leases[0]["id"].as_str().expect("lease id").to_owned();
+
+    // The cut: in the home namespace, the edge's connections to the broker (127.0.0.1:8443)
+    // are refused; the broker itself keeps running for the admin and the client.
+    for rule in [
+        "add table inet gwtest_cut",
+        "add chain inet gwtest_cut out { type filter hook output priority 0 ; }",
+        "add rule inet gwtest_cut out ip daddr 127.0.0.1 tcp dport 8443 reject with tcp reset",
+    ] {
+        let mut argv = vec!["nft"];
+        argv.extend(rule.split(' '));
+        lab.home.exec_ok(&argv);
+    }
+
+    // Restart the edge while it cannot reach the broker: it comes back with the lease it had,
+    // from its cache (0600), and the same profile loads the page again.
+    let cache = lab.dir.path().join("edge-state").join("leases.json");
+    lab.edge = None;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&cache)
+            .unwrap_or_else(|e| panic!("(8) no lease cache at {}: {e}", cache.display()))
+            .permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "(8) the lease cache holds preshared keys"
+    );
+    let tun = format!("{}t", lab.base);
+    lab.edge = Some(Edge::start(
+        &lab.home,
+        &lab.broker,
+        "spent",
+        lab.dir.path(),
+        &tun,
+    ));
+    // A fresh client interface handshakes at once (the old one would wait out its rekey timer
+    // before noticing the restarted edge has no session).
+    drop(wg);
+    let _wg = WgClient::up(&lab.client, &format!("{}d", lab.base), &profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| {
+            panic!(
+            "(8) after a restart with the broker unreachable, the cached lease must still load \
+             the page: {last:?}\nedge log:\n{}",
+            lab.edge().proc().logs()
+        )
+        });
+    let logs = lab.edge().proc().logs();
+    assert!(
+        logs.contains("enforcing the cached lease set") && !logs.contains("broker sync connected"),
+        "(8) the restarted edge must be serving from its cache, cut off from the broker:\n{logs}"
+    );
+
+    // Revoked while the edge is away: the edge cannot know yet, and keeps the last set.
+    lab.broker.revoke(&lab.home, "alice", "home");
+    assert!(
+        lab.page_loads(&lab.client, &url, Duration::from_secs(2)),
+        "(8) while cut off, the edge enforces the last set it had"
+    );
+
+    // The broker is reachable again: the edge resyncs (its retry backoff is at most 10 s), the
+    // revoked lease stops and stays stopped, and the cache no longer holds it.
+    lab.home
+        .exec_ok(&["nft", "delete", "table", "inet", "gwtest_cut"]);
+    let back = Instant::now();
+    let mut stopped = None;
+    while back.elapsed() < Duration::from_secs(25) {
+        if !lab.page_loads(&lab.client, &url, POLL_TIMEOUT) {
+            stopped = Some(back.elapsed());
+            break;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
+    let stopped = stopped.unwrap_or_else(|| {
+        panic!(
+            "(8) the lease revoked during the cut still works 25 s after the broker came back\n\
+             edge log:\n{}",
+            lab.edge().proc().logs()
+        )
+    });
+    eprintln!("(8) the revoked lease stopped {stopped:?} after the broker became reachable");
+    let polls = poll_page(&lab, &url, Instant::now(), Duration::from_secs(2));
+    assert!(
+        polls.iter().all(|p| !p.loaded),
+        "(8) the revoked lease came back: {polls:?}"
+    );
+    let cached = std::fs::read_to_string(&cache).expect("lease cache");
+    assert!(
+        !cached.contains(&lease_id),
+        "(8) the cache still holds the revoked lease {lease_id}"
+    );
+    lab.assert_no_unexpected_warnings(&["broker sync failing"]);
 }
 
 #[derive(Debug)]

@@ -115,7 +115,7 @@ pub async fn run<T: TunDevice>(
     }
 }
 
-fn apply(core: &mut EdgeCore, set: &LeaseSet) {
+pub fn apply(core: &mut EdgeCore, set: &LeaseSet) {
     let summary = core.apply_lease_set(set, SystemTime::now());
     info!(
         leases = core.lease_count(),

@@ -16,15 +16,16 @@ mod state;
 mod tun;
 
 use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use grantwire_client_core::tls::http_client;
 use grantwire_edge_core::EdgeCore;
-use grantwire_proto::{EdgeConfig, PrivateKey};
+use grantwire_proto::{EdgeConfig, LeaseSet, PrivateKey};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::broker::BrokerError;
 use crate::cli::{Cli, Command, RunArgs};
@@ -99,7 +100,7 @@ async fn run(args: RunArgs) -> Result<()> {
 
     // Only a clean stop removes the guard: after a failure Plex stays shielded (fails closed),
     // and the next start replaces the table anyway.
-    serve(args, client, credential, config, key).await?;
+    serve(args, state, client, credential, config, key).await?;
     guard.remove().context("removing the nftables guard")?;
     info!("stopped; guard removed");
     Ok(())
@@ -131,6 +132,7 @@ async fn enrol(
 
 async fn serve(
     args: RunArgs,
+    state: StateDir,
     client: reqwest::Client,
     credential: Credential,
     config: EdgeConfig,
@@ -179,10 +181,25 @@ async fn serve(
         events: events_rx,
     };
     let report = tokio::spawn(reporter.run());
+    let cache = tokio::spawn(cache_lease_sets(state.clone(), sets.subscribe()));
     let sync = tokio::spawn(broker::sync_forever(client, args.broker, credential, sets));
 
-    let core = EdgeCore::new(*key.as_bytes(), config);
+    let mut core = EdgeCore::new(*key.as_bytes(), config.clone());
     drop(key);
+    // Until the broker answers, the leases the edge had (an edge restarted while the broker is
+    // away keeps serving them); the broker's first set then replaces them whole.
+    match state.cached_lease_set(&config, unix_now()) {
+        Ok(Some(set)) => {
+            info!(
+                leases = set.leases.len(),
+                "enforcing the cached lease set until the broker answers"
+            );
+            dataplane::apply(&mut core, &set);
+        }
+        Ok(None) => {}
+        // Fails closed: no lease is admitted until the broker sends the set.
+        Err(e) => warn!(error = %e, "ignoring the lease cache"),
+    }
     let links = dataplane::Links {
         sets: set_rx,
         snapshots,
@@ -193,7 +210,30 @@ async fn serve(
     let result = dataplane::run(core, udp, tun, links, shutdown_signal()).await;
     sync.abort();
     report.abort();
+    cache.abort();
     Ok(result?)
+}
+
+/// Writes each lease set the broker sends to the state directory (see
+/// [`StateDir::store_lease_set`]); only the newest is written when several arrive at once.
+async fn cache_lease_sets(state: StateDir, mut sets: watch::Receiver<Option<LeaseSet>>) {
+    while sets.changed().await.is_ok() {
+        let Some(set) = sets.borrow_and_update().clone() else {
+            continue;
+        };
+        let state = state.clone();
+        match tokio::task::spawn_blocking(move || state.store_lease_set(&set)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(error = %e, "could not cache the lease set"),
+            Err(e) => warn!(error = %e, "could not cache the lease set"),
+        }
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// SIGINT or SIGTERM (systemd's stop). If the SIGTERM handler cannot be installed, SIGINT

@@ -7,13 +7,14 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use grantwire_proto::{EdgeConfig, PrivateKey};
+use grantwire_proto::{EdgeConfig, LeaseSet, PrivateKey};
 use rand::RngCore;
 use zeroize::Zeroize;
 
 const KEY_FILE: &str = "private.key";
 const CREDENTIAL_FILE: &str = "credential";
 const CONFIG_FILE: &str = "config.json";
+const LEASES_FILE: &str = "leases.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -28,6 +29,12 @@ pub enum StateError {
         path: PathBuf,
         #[source]
         source: grantwire_proto::KeyError,
+    },
+    #[error("{path} is not a valid lease set")]
+    BadLeases {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
     },
     #[error("{path} is not a valid edge config")]
     BadConfig {
@@ -58,6 +65,7 @@ impl fmt::Debug for Credential {
 }
 
 /// A state directory, created 0700 on first use.
+#[derive(Clone)]
 pub struct StateDir {
     dir: PathBuf,
 }
@@ -125,6 +133,40 @@ impl StateDir {
             })?;
         self.write_secret(CONFIG_FILE, &json)?;
         self.write_secret(CREDENTIAL_FILE, credential.expose())
+    }
+
+    /// Keeps the last lease set the broker sent, so that an edge restarted while the broker is
+    /// away admits the leases it had and nothing else. It holds preshared keys: 0600, and
+    /// written whole, so a crash leaves the previous set or this one.
+    pub fn store_lease_set(&self, set: &LeaseSet) -> Result<(), StateError> {
+        let json = serde_json::to_string(set).map_err(|source| StateError::BadLeases {
+            path: self.dir.join(LEASES_FILE),
+            source,
+        })?;
+        self.write_secret(LEASES_FILE, &json)
+    }
+
+    /// The cached lease set for the edge `config`, without the leases that have expired by
+    /// `now` (unix seconds). None when there is none, or when it was written for another
+    /// config (the edge was enrolled again): nothing from it is trusted then.
+    pub fn cached_lease_set(
+        &self,
+        config: &EdgeConfig,
+        now: i64,
+    ) -> Result<Option<LeaseSet>, StateError> {
+        let Some(text) = self.read(LEASES_FILE)? else {
+            return Ok(None);
+        };
+        let mut set: LeaseSet =
+            serde_json::from_str(&text).map_err(|source| StateError::BadLeases {
+                path: self.dir.join(LEASES_FILE),
+                source,
+            })?;
+        if set.config != *config {
+            return Ok(None);
+        }
+        set.leases.retain(|l| l.expires_at > now);
+        Ok(Some(set))
     }
 
     fn read(&self, name: &str) -> Result<Option<String>, StateError> {
@@ -201,5 +243,65 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    fn lease(id: &str, key: u8, expires_at: i64) -> grantwire_proto::EdgeLease {
+        grantwire_proto::EdgeLease {
+            id: id.into(),
+            public_key: PrivateKey::from_random_bytes([key; 32]).public_key(),
+            preshared_key: grantwire_proto::PresharedKey::from_bytes([key; 32]),
+            tunnel_address: "10.77.0.2".parse().unwrap(),
+            pin: "192.0.2.2/32".parse().unwrap(),
+            ports: vec![32400],
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn the_lease_cache_is_private_and_loads_without_expired_leases() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        assert!(state.cached_lease_set(&config(), 100).unwrap().is_none());
+        let set = LeaseSet {
+            config: config(),
+            leases: vec![lease("l-old", 1, 100), lease("l-live", 2, 101)],
+            generated_at: 50,
+        };
+        state.store_lease_set(&set).unwrap();
+        let mode = fs::metadata(tmp.path().join(LEASES_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let loaded = state.cached_lease_set(&config(), 100).unwrap().unwrap();
+        let ids: Vec<_> = loaded.leases.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["l-live"],
+            "a lease whose expiry has come is not loaded"
+        );
+        assert_eq!(loaded.leases[0], set.leases[1]);
+        let loaded = state.cached_lease_set(&config(), 101).unwrap().unwrap();
+        assert!(loaded.leases.is_empty());
+    }
+
+    #[test]
+    fn a_lease_cache_for_another_config_or_corrupt_is_not_trusted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        let mut other = config();
+        other.subnet = "10.78.0.0/24".parse().unwrap();
+        let set = LeaseSet {
+            config: other,
+            leases: vec![lease("l-live", 2, i64::MAX)],
+            generated_at: 50,
+        };
+        state.store_lease_set(&set).unwrap();
+        assert!(state.cached_lease_set(&config(), 0).unwrap().is_none());
+
+        fs::write(tmp.path().join(LEASES_FILE), "{ not json").unwrap();
+        let err = state.cached_lease_set(&config(), 0).unwrap_err();
+        assert!(matches!(err, StateError::BadLeases { .. }), "{err:?}");
     }
 }
