@@ -38,6 +38,10 @@ impl PortRange {
             last: port,
         }
     }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
 }
 
 /// nft's set syntax: `32400, 32469` and `32410-32414`.
@@ -53,6 +57,15 @@ fn nft_set(ranges: &[PortRange]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Whether the guard's table is loaded, as far as `nft` can tell this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableState {
+    Present,
+    Absent,
+    /// `nft` could not answer (not installed here, or no CAP_NET_ADMIN): the reason.
+    Unknown(String),
 }
 
 /// What the guard lets through besides the tunnel and loopback.
@@ -141,6 +154,27 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
         tcp = nft_set(PLEX_TCP_PORTS),
         udp = nft_set(PLEX_UDP_PORTS),
     )
+}
+
+/// Asks nft whether table `inet grantwire` is loaded. Listing needs CAP_NET_ADMIN like
+/// changing does, so without it the answer is `Unknown`, never a guess.
+pub fn probe_table() -> TableState {
+    match run_nft(&["list", "table", "inet", "grantwire"], None) {
+        Ok(()) => TableState::Present,
+        // nft's words for a table that does not exist (ENOENT from the kernel).
+        Err(GuardError::Nft(stderr)) if stderr.contains("No such file or directory") => {
+            TableState::Absent
+        }
+        Err(GuardError::NftMissing(_)) => {
+            // Not "absent": the edge may run with a PATH (systemd's) that has nft while this
+            // shell's does not.
+            TableState::Unknown("`nft` is not in this PATH".into())
+        }
+        Err(GuardError::NotPermitted) => {
+            TableState::Unknown("listing nftables needs CAP_NET_ADMIN (root)".into())
+        }
+        Err(err) => TableState::Unknown(err.to_string()),
+    }
 }
 
 /// nft string literal. Interface names cannot hold quotes (the kernel allows them, but the
@@ -243,6 +277,15 @@ mod tests {
         let drop = text.find("tcp dport").unwrap();
         assert!(v4 < drop && v6 < drop);
         assert!(text.contains("iifname \"plextun\" accept"));
+    }
+
+    #[test]
+    fn port_ranges_cover_exactly_their_ports() {
+        let gdm = PLEX_UDP_PORTS[2];
+        assert!(gdm.contains(32410) && gdm.contains(32414));
+        assert!(!gdm.contains(32409) && !gdm.contains(32415));
+        assert!(PortRange::one(32400).contains(32400));
+        assert!(!PortRange::one(32400).contains(32401));
     }
 
     #[test]
