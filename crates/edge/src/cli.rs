@@ -5,14 +5,17 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use grantwire_client_core::tls::Fingerprint;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use reqwest::Url;
+
+use crate::doctor::DEFAULT_PREFS_PATH;
 
 /// The port and state directory defaults are DESIGN.md's; the TUN name is short because Linux
 /// interface names are limited to 15 bytes and scripts type it.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:51820";
 pub const DEFAULT_STATE_DIR: &str = "./grantwire-edge-state";
 pub const DEFAULT_TUN_NAME: &str = "gw0";
+pub const DEFAULT_PROC_NET: &str = "/proc/net";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -25,10 +28,40 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start and moved out at once: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Enrol with the broker on first start, then hold the lease set and run the data plane.
     Run(RunArgs),
+    /// Check Plex's settings and this host for ways around the tunnel, with the fix for each.
+    /// Exits 0 when nothing is wrong, 1 on any error-severity finding, 2 when it cannot check.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Plex's Preferences.xml (default: where the Linux package keeps it).
+    #[arg(long, env = "GRANTWIRE_EDGE_PLEX_PREFS", default_value = DEFAULT_PREFS_PATH)]
+    pub plex_prefs: PathBuf,
+
+    /// The edge's state directory, for the tunnel subnet and address it enrolled with.
+    #[arg(long, env = "GRANTWIRE_EDGE_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Check against this tunnel subnet instead of the enrolled one; the edge is its first
+    /// host address.
+    #[arg(long, env = "GRANTWIRE_EDGE_TUNNEL_SUBNET")]
+    pub tunnel_subnet: Option<Ipv4Net>,
+
+    /// Where the kernel's socket tables are (tcp, tcp6, udp, udp6); /proc/PID/net reads
+    /// another network namespace's, such as a Plex container's.
+    #[arg(long, env = "GRANTWIRE_EDGE_PROC_NET", default_value = DEFAULT_PROC_NET)]
+    pub proc_net: PathBuf,
+
+    /// Print one JSON object {"ok", "findings", ...} on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -100,11 +133,46 @@ mod tests {
             "fd00::/64",
         ])
         .unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
         assert_eq!(args.listen, DEFAULT_LISTEN.parse().unwrap());
         assert_eq!(args.tun_name, "gw0");
         assert_eq!(args.allow_lan.len(), 2);
         assert!(args.token_file.is_none());
+    }
+
+    #[test]
+    fn doctor_defaults_and_flags() {
+        let cli = Cli::try_parse_from(["grantwire-edge", "doctor"]).unwrap();
+        let Command::Doctor(args) = cli.command else {
+            panic!("not doctor");
+        };
+        assert_eq!(args.plex_prefs, PathBuf::from(DEFAULT_PREFS_PATH));
+        assert_eq!(args.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(args.proc_net, PathBuf::from("/proc/net"));
+        assert!(args.tunnel_subnet.is_none() && !args.json);
+
+        let cli = Cli::try_parse_from([
+            "grantwire-edge",
+            "doctor",
+            "--plex-prefs",
+            "/tmp/P.xml",
+            "--tunnel-subnet",
+            "10.9.0.0/24",
+            "--json",
+        ])
+        .unwrap();
+        let Command::Doctor(args) = cli.command else {
+            panic!("not doctor");
+        };
+        assert_eq!(args.plex_prefs, PathBuf::from("/tmp/P.xml"));
+        assert_eq!(args.tunnel_subnet, Some("10.9.0.0/24".parse().unwrap()));
+        assert!(args.json);
+
+        let err = Cli::try_parse_from(["grantwire-edge", "doctor", "--tunnel-subnet", "fd00::/64"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

@@ -8,10 +8,65 @@ use std::process::{Command, Stdio};
 use ipnet::IpNet;
 
 /// Plex's TCP ports: the server (32400), DLNA (32469) and Plex Companion (8324).
-pub const PLEX_TCP_PORTS: &str = "32400, 32469, 8324";
+pub const PLEX_TCP_PORTS: &[PortRange] = &[
+    PortRange::one(32400),
+    PortRange::one(32469),
+    PortRange::one(8324),
+];
 /// Plex's UDP ports: SSDP (1900), mDNS/Bonjour (5353), GDM discovery (32410-32414). SSDP and
 /// GDM answers were the amplification vector fixed in PMS 1.21.3.4014.
-pub const PLEX_UDP_PORTS: &str = "1900, 5353, 32410-32414";
+pub const PLEX_UDP_PORTS: &[PortRange] = &[
+    PortRange::one(1900),
+    PortRange::one(5353),
+    PortRange {
+        first: 32410,
+        last: 32414,
+    },
+];
+
+/// An inclusive range of ports, so the guard and `doctor` share one list of Plex's ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub const fn one(port: u16) -> Self {
+        Self {
+            first: port,
+            last: port,
+        }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+/// nft's set syntax: `32400, 32469` and `32410-32414`.
+fn nft_set(ranges: &[PortRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| {
+            if r.first == r.last {
+                r.first.to_string()
+            } else {
+                format!("{}-{}", r.first, r.last)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether the guard's table is loaded, as far as `nft` can tell this process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableState {
+    Present,
+    Absent,
+    /// `nft` could not answer (not installed here, or no CAP_NET_ADMIN): the reason.
+    Unknown(String),
+}
 
 /// What the guard lets through besides the tunnel and loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +146,35 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
          \x20       iifname \"lo\" accept\n\
          \x20       iifname {tun} accept\n\
          {allow}\
-         \x20       tcp dport {{ {PLEX_TCP_PORTS} }} drop\n\
-         \x20       udp dport {{ {PLEX_UDP_PORTS} }} drop\n\
+         \x20       tcp dport {{ {tcp} }} drop\n\
+         \x20       udp dport {{ {udp} }} drop\n\
          \x20   }}\n\
          }}\n",
         tun = quote(&spec.tun_name),
+        tcp = nft_set(PLEX_TCP_PORTS),
+        udp = nft_set(PLEX_UDP_PORTS),
     )
+}
+
+/// Asks nft whether table `inet grantwire` is loaded. Listing needs CAP_NET_ADMIN like
+/// changing does, so without it the answer is `Unknown`, never a guess.
+pub fn probe_table() -> TableState {
+    match run_nft(&["list", "table", "inet", "grantwire"], None) {
+        Ok(()) => TableState::Present,
+        // nft's words for a table that does not exist (ENOENT from the kernel).
+        Err(GuardError::Nft(stderr)) if stderr.contains("No such file or directory") => {
+            TableState::Absent
+        }
+        Err(GuardError::NftMissing(_)) => {
+            // Not "absent": the edge may run with a PATH (systemd's) that has nft while this
+            // shell's does not.
+            TableState::Unknown("`nft` is not in this PATH".into())
+        }
+        Err(GuardError::NotPermitted) => {
+            TableState::Unknown("listing nftables needs CAP_NET_ADMIN (root)".into())
+        }
+        Err(err) => TableState::Unknown(err.to_string()),
+    }
 }
 
 /// nft string literal. Interface names cannot hold quotes (the kernel allows them, but the
@@ -199,6 +277,15 @@ mod tests {
         let drop = text.find("tcp dport").unwrap();
         assert!(v4 < drop && v6 < drop);
         assert!(text.contains("iifname \"plextun\" accept"));
+    }
+
+    #[test]
+    fn port_ranges_cover_exactly_their_ports() {
+        let gdm = PLEX_UDP_PORTS[2];
+        assert!(gdm.contains(32410) && gdm.contains(32414));
+        assert!(!gdm.contains(32409) && !gdm.contains(32415));
+        assert!(PortRange::one(32400).contains(32400));
+        assert!(!PortRange::one(32400).contains(32401));
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! between the WireGuard UDP socket, the core and the TUN device Plex answers on.
 //!
 //! Exit codes (DESIGN.md): 0 clean stop, 1 runtime failure, 2 usage error, 3 refused by the
-//! broker (spent or wrong enrolment token).
+//! broker (spent or wrong enrolment token). `doctor` has its own (see `doctor.rs`).
 
 mod broker;
 mod cli;
 mod dataplane;
+mod doctor;
 mod guard;
 mod metrics;
 mod report;
@@ -49,7 +50,10 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let Command::Run(args) = cli.command;
+    let args = match cli.command {
+        Command::Run(args) => args,
+        Command::Doctor(args) => return doctor::main(&args),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -44,6 +44,24 @@ pub enum StateError {
     },
 }
 
+/// The edge config stored at enrolment, if any, read without creating the directory or
+/// changing its mode: `doctor` only looks, and may run as another user than the edge.
+pub fn read_config(dir: &Path) -> Result<Option<EdgeConfig>, StateError> {
+    let path = dir.join(CONFIG_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => parse_config(dir, &text).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io { path, source }),
+    }
+}
+
+fn parse_config(dir: &Path, text: &str) -> Result<EdgeConfig, StateError> {
+    serde_json::from_str(text).map_err(|source| StateError::BadConfig {
+        path: dir.join(CONFIG_FILE),
+        source,
+    })
+}
+
 /// The broker's bearer credential for this edge. Redacted in `Debug`, never logged.
 #[derive(Clone)]
 pub struct Credential(String);
@@ -109,10 +127,7 @@ impl StateDir {
         else {
             return Ok(None);
         };
-        let config = serde_json::from_str(&config).map_err(|source| StateError::BadConfig {
-            path: self.dir.join(CONFIG_FILE),
-            source,
-        })?;
+        let config = parse_config(&self.dir, &config)?;
         Ok(Some((
             Credential::new(credential.trim().to_owned()),
             config,
@@ -231,6 +246,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let state = StateDir::open(tmp.path()).unwrap();
         assert!(state.enrolment().unwrap().is_none());
+        assert_eq!(read_config(tmp.path()).unwrap(), None);
         state
             .store_enrolment(&Credential::new("secret-cred".into()), &config())
             .unwrap();
@@ -238,6 +254,7 @@ mod tests {
         assert_eq!(cred.expose(), "secret-cred");
         assert_eq!(cfg, config());
         assert!(!format!("{cred:?}").contains("secret"));
+        assert_eq!(read_config(tmp.path()).unwrap(), Some(config()));
         let mode = fs::metadata(tmp.path().join(CREDENTIAL_FILE))
             .unwrap()
             .permissions()
@@ -303,5 +320,13 @@ mod tests {
         fs::write(tmp.path().join(LEASES_FILE), "{ not json").unwrap();
         let err = state.cached_lease_set(&config(), 0).unwrap_err();
         assert!(matches!(err, StateError::BadLeases { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn read_config_leaves_a_missing_directory_missing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("never-made");
+        assert_eq!(read_config(&dir).unwrap(), None);
+        assert!(!dir.exists());
     }
 }
