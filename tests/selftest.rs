@@ -7,6 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use grantwire_e2e::harness::grantwire::DAEMON_TZ;
 use grantwire_e2e::{
     genkey, host_exec, http_get, require_env, unique_base, veth_pair, wait_for, Netns, StandInPlex,
     WgClient, WgDevice,
@@ -199,4 +200,16 @@ fn assert_gone(names: &[String], socks: &[String]) {
     for s in socks {
         assert!(!Path::new(s).exists(), "{s} left behind");
     }
+}
+
+/// The daemons' time zone is honoured by the C library without tzdata: were it not, the
+/// scenarios would silently run in UTC and prove nothing about local time.
+#[test]
+fn the_daemons_time_zone_is_far_from_utc() {
+    let out = std::process::Command::new("date")
+        .arg("+%z")
+        .env("TZ", DAEMON_TZ)
+        .output()
+        .expect("date");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "+1345");
 }

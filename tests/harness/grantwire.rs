@@ -24,10 +24,16 @@ pub const METRICS_ADDR: &str = "127.0.0.1:9586";
 const READY: Duration = Duration::from_secs(20);
 const CMD: Duration = Duration::from_secs(30);
 
+/// The time zone every daemon runs in: UTC+13:45 (the Chatham Islands' summer offset), as a
+/// POSIX TZ string so it needs no tzdata. A time computed in local time anywhere in the broker
+/// or the edge would move expiries by hours, and (5) and (8) would see it.
+pub const DAEMON_TZ: &str = "XST-13:45";
+
 /// Environment for the daemons: plain logs (no colour codes) at INFO unless the caller set
-/// `RUST_LOG`, and backtraces, so a failure's logs say something.
+/// `RUST_LOG`, backtraces, so a failure's logs say something, and a time zone far from UTC.
 fn daemon_env() -> Vec<(&'static str, String)> {
     vec![
+        ("TZ", DAEMON_TZ.to_owned()),
         ("NO_COLOR", "1".to_owned()),
         (
             "RUST_LOG",
