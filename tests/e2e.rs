@@ -30,6 +30,7 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 
 const DROPPED_UNPINNED: &str = "grantwire_edge_dropped_unpinned_total";
 const BYTES_SENT_UNPINNED: &str = "grantwire_edge_bytes_sent_unpinned_total";
+const BROKER_CONNECTED: &str = "grantwire_edge_broker_connected";
 
 #[test]
 fn granted_client_pinned_source_guarded_port_and_refusals() {
@@ -416,6 +417,11 @@ fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_r
             lab.edge().proc().logs()
         )
         });
+    assert_eq!(
+        lab.edge().metrics(&lab.home).require(BROKER_CONNECTED),
+        0.0,
+        "(8) the metrics must show the broker link down"
+    );
     let logs = lab.edge().proc().logs();
     assert!(
         logs.contains("enforcing the cached lease set") && !logs.contains("broker sync connected"),
@@ -454,6 +460,11 @@ fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_r
     assert!(
         polls.iter().all(|p| !p.loaded),
         "(8) the revoked lease came back: {polls:?}"
+    );
+    assert_eq!(
+        lab.edge().metrics(&lab.home).require(BROKER_CONNECTED),
+        1.0,
+        "(8) the metrics must show the broker link up again"
     );
     let cached = std::fs::read_to_string(&cache).expect("lease cache");
     assert!(

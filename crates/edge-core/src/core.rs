@@ -288,6 +288,7 @@ impl EdgeCore {
         match peer.encapsulate(packet, &mut self.buf) {
             TunnResult::WriteToNetwork(payload) => {
                 self.stats.packets_from_tun += 1;
+                self.stats.bytes_from_tun += packet.len() as u64;
                 self.outputs.push_back(Queued::for_peer(
                     index,
                     Output::Transmit {

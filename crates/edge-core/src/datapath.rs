@@ -27,6 +27,9 @@ pub(crate) fn decapsulate_all(
     out: &mut Sink<'_>,
 ) {
     let incoming_type = datagram.first().copied().unwrap_or(0);
+    if incoming_type == HANDSHAKE_RESPONSE {
+        out.stats.handshake_dh += 1;
+    }
     let mut input = datagram;
     let mut first = true;
     let mut authenticated = false;
@@ -98,6 +101,7 @@ fn admit_inner(peer: &Peer, packet: &[u8], edge_address: Ipv4Addr, out: &mut Sin
     match inner_filter(&peer.lease, packet, edge_address) {
         Ok(()) => {
             out.stats.packets_to_tun += 1;
+            out.stats.bytes_to_tun += packet.len() as u64;
             out.outputs
                 .push_back(Queued::for_peer(peer.index, Output::ToTun(packet.to_vec())));
         }

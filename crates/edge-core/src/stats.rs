@@ -27,12 +27,20 @@ pub struct Stats {
     /// Cookie replies sent to handshake initiations under load, by the edge-wide rate limiter
     /// (before the per-peer pin check, to the datagram's source only) or by a peer's own.
     pub cookies_sent: u64,
+    /// Handshake messages that cost Diffie-Hellman work: initiations past mac1 and the first
+    /// pin check (identifying the initiator is one X25519), and responses handed to a peer's
+    /// tunnel. A source outside every pin never gets here, so a flood from one leaves this
+    /// unchanged (the end-to-end flood measurement reads it).
+    pub handshake_dh: u64,
     /// Handshakes this edge answered (response sent) or finished as initiator.
     pub handshakes_completed: u64,
-    /// Packets handed to the TUN (after the inner filter).
+    /// Packets handed to the TUN (after the inner filter), and their bytes (IP packets).
     pub packets_to_tun: u64,
-    /// Packets from the TUN sent encrypted to a peer.
+    pub bytes_to_tun: u64,
+    /// Packets from the TUN sent encrypted to a peer, and their bytes (IP packets, before
+    /// encryption).
     pub packets_from_tun: u64,
+    pub bytes_from_tun: u64,
     /// Peers created from lease sets (a kept peer is not counted again).
     pub leases_installed: u64,
     /// Peers removed because their lease ended by the edge's clock.

@@ -167,11 +167,13 @@ fn established() -> (EdgeCore, Client) {
 fn handshake_and_plex_packet_reach_the_tun() {
     let (mut core, mut a) = established();
     assert_eq!(core.stats().handshakes_completed, 1);
+    assert_eq!(core.stats().handshake_dh, 1, "one initiation identified");
     let packet = a.tcp_to_plex(32400);
     let sealed = a.seal(&packet);
     core.handle_datagram(addr(A_SRC), &sealed, now(2));
-    assert_eq!(drain(&mut core), vec![Output::ToTun(packet)]);
+    assert_eq!(drain(&mut core), vec![Output::ToTun(packet.clone())]);
     assert_eq!(core.stats().packets_to_tun, 1);
+    assert_eq!(core.stats().bytes_to_tun, packet.len() as u64);
     assert_eq!(core.stats().bytes_sent_unpinned, 0);
 }
 
@@ -179,10 +181,13 @@ fn handshake_and_plex_packet_reach_the_tun() {
 fn same_datagrams_from_another_source_get_nothing() {
     let mut a = client(1, "lease-a", A_TUN, A_SRC);
     let mut core = edge(&[&a.lease]);
+    // A real initiation for a live lease's key (valid mac1), from a source no pin covers: it
+    // costs no Diffie-Hellman and gets no answer.
     let init = a.initiation();
     core.handle_datagram(addr(STRANGER), &init, now(1));
     assert!(drain(&mut core).is_empty());
     assert_eq!(core.stats().dropped_unpinned, 1);
+    assert_eq!(core.stats().handshake_dh, 0);
 
     handshake(&mut core, &mut a, A_SRC, now(1));
     let sealed = a.seal(&a.tcp_to_plex(32400));
@@ -317,7 +322,7 @@ fn plex_replies_go_only_to_the_pinned_endpoint() {
         panic!("expected one transmit, got {out:?}");
     };
     assert_eq!(*dst, addr(A_SRC));
-    assert_eq!(a.receive(payload).1, vec![reply]);
+    assert_eq!(a.receive(payload).1, vec![reply.clone()]);
 
     for refused in [
         build_ipv4(6, EDGE_TUN, A_TUN, 22, 50000),
@@ -330,6 +335,7 @@ fn plex_replies_go_only_to_the_pinned_endpoint() {
     }
     assert_eq!(core.stats().dropped_tun, 5);
     assert_eq!(core.stats().packets_from_tun, 1);
+    assert_eq!(core.stats().bytes_from_tun, reply.len() as u64);
 }
 
 #[test]

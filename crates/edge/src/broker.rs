@@ -86,12 +86,14 @@ pub async fn sync_forever(
     broker: Url,
     credential: Credential,
     sets: watch::Sender<Option<LeaseSet>>,
+    link: watch::Sender<bool>,
 ) {
     let mut backoff = BACKOFF_START;
     let mut failures = 0u32;
     loop {
         let mut delivered = false;
-        let err = sync_once(&client, &broker, &credential, &sets, &mut delivered).await;
+        let err = sync_once(&client, &broker, &credential, &sets, &link, &mut delivered).await;
+        link.send_replace(false);
         if delivered {
             backoff = BACKOFF_START;
             failures = 0;
@@ -112,6 +114,7 @@ async fn sync_once(
     broker: &Url,
     credential: &Credential,
     sets: &watch::Sender<Option<LeaseSet>>,
+    link: &watch::Sender<bool>,
     delivered: &mut bool,
 ) -> BrokerError {
     let response = match client
@@ -130,6 +133,7 @@ async fn sync_once(
         return error_from(status, &bytes);
     }
     info!(broker = %broker, "broker sync connected");
+    link.send_replace(true);
     let mut stream = response.bytes_stream();
     let mut parser = SseParser::default();
     loop {

@@ -15,6 +15,24 @@ use crate::doctor::DEFAULT_PREFS_PATH;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:51820";
 pub const DEFAULT_STATE_DIR: &str = "./grantwire-edge-state";
 pub const DEFAULT_TUN_NAME: &str = "gw0";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9851";
+
+/// `--metrics-listen`: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsListen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "off" {
+            return Ok(Self(None));
+        }
+        s.parse()
+            .map(|addr| Self(Some(addr)))
+            .map_err(|_| format!("{s:?} is neither ADDR:PORT nor `off`"))
+    }
+}
 pub const DEFAULT_PROC_NET: &str = "/proc/net";
 
 #[derive(Debug, Parser)]
@@ -99,9 +117,10 @@ pub struct RunArgs {
     )]
     pub allow_lan: Vec<IpNet>,
 
-    /// Serve Prometheus metrics at http://ADDR/metrics.
-    #[arg(long, env = "GRANTWIRE_EDGE_METRICS_LISTEN")]
-    pub metrics_listen: Option<SocketAddr>,
+    /// Serve Prometheus metrics at http://ADDR/metrics, or `off`. Keep it on loopback (or a
+    /// management network): the counters say who is being refused and how often.
+    #[arg(long, env = "GRANTWIRE_EDGE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: MetricsListen,
 
     /// Seconds between reports of each lease's last handshake and bytes to the broker.
     /// Off-pin use of a lease's key is reported at once, whatever this says.
@@ -140,6 +159,35 @@ mod tests {
         assert_eq!(args.tun_name, "gw0");
         assert_eq!(args.allow_lan.len(), 2);
         assert!(args.token_file.is_none());
+        assert_eq!(
+            args.metrics_listen,
+            MetricsListen(Some("127.0.0.1:9851".parse().unwrap()))
+        );
+    }
+
+    #[test]
+    fn metrics_can_be_turned_off_and_bad_addresses_are_refused() {
+        let parse = |value: &str| {
+            Cli::try_parse_from([
+                "grantwire-edge",
+                "run",
+                "--broker",
+                "https://broker.test:8443",
+                "--metrics-listen",
+                value,
+            ])
+            .map(|cli| match cli.command {
+                Command::Run(args) => args.metrics_listen,
+                _ => panic!("not run"),
+            })
+        };
+        assert_eq!(parse("off").unwrap(), MetricsListen(None));
+        assert_eq!(
+            parse("[::1]:9900").unwrap(),
+            MetricsListen(Some("[::1]:9900".parse().unwrap()))
+        );
+        let err = parse("localhost").unwrap_err().to_string();
+        assert!(err.contains("neither ADDR:PORT nor `off`"), "{err}");
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub async fn run<T: TunDevice>(
             let now = Snapshot {
                 stats: core.stats(),
                 leases: core.lease_count(),
+                // Filled in by the metrics server from the sync task's own channel.
+                broker_connected: false,
             };
             std::mem::replace(s, now) != now
         });

@@ -167,12 +167,13 @@ async fn serve(
     );
 
     let (snapshots, snapshot_rx) = watch::channel(Snapshot::default());
-    if let Some(addr) = args.metrics_listen {
+    let (link, link_rx) = watch::channel(false);
+    if let Some(addr) = args.metrics_listen.0 {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding metrics listener {addr}"))?;
         info!(metrics = %addr, "serving /metrics");
-        tokio::spawn(metrics::serve(listener, snapshot_rx));
+        tokio::spawn(metrics::serve(listener, snapshot_rx, link_rx));
     }
     let (sets, set_rx) = watch::channel(None);
     let (usage_tx, usage_rx) = watch::channel(Vec::new());
@@ -186,7 +187,13 @@ async fn serve(
     };
     let report = tokio::spawn(reporter.run());
     let cache = tokio::spawn(cache_lease_sets(state.clone(), sets.subscribe()));
-    let sync = tokio::spawn(broker::sync_forever(client, args.broker, credential, sets));
+    let sync = tokio::spawn(broker::sync_forever(
+        client,
+        args.broker,
+        credential,
+        sets,
+        link,
+    ));
 
     let mut core = EdgeCore::new(*key.as_bytes(), config.clone());
     drop(key);

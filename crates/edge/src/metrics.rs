@@ -16,20 +16,29 @@ use tracing::debug;
 pub struct Snapshot {
     pub stats: Stats,
     pub leases: usize,
+    /// Whether the broker sync stream is open (filled in by [`serve`] from the sync task).
+    pub broker_connected: bool,
 }
 
 /// A slow or idle client must not hold a connection open; scrapes take milliseconds.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8 * 1024;
 
-pub async fn serve(listener: TcpListener, snapshots: watch::Receiver<Snapshot>) {
+pub async fn serve(
+    listener: TcpListener,
+    snapshots: watch::Receiver<Snapshot>,
+    broker_link: watch::Receiver<bool>,
+) {
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             // Out of file descriptors and the like: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let snapshot = *snapshots.borrow();
+        let snapshot = Snapshot {
+            broker_connected: *broker_link.borrow(),
+            ..*snapshots.borrow()
+        };
         tokio::spawn(async move {
             if let Err(e) = respond(stream, snapshot).await {
                 debug!(%peer, error = %e, "metrics request failed");
@@ -71,7 +80,7 @@ async fn respond(mut stream: TcpStream, snapshot: Snapshot) -> std::io::Result<(
 /// Prometheus exposition text. Names are a contract with the end-to-end tests.
 pub fn render(snapshot: &Snapshot) -> String {
     let s = &snapshot.stats;
-    let counters: [(&str, u64, &str); 16] = [
+    let counters: [(&str, u64, &str); 19] = [
         (
             "dropped_unpinned_total",
             s.dropped_unpinned,
@@ -118,6 +127,11 @@ pub fn render(snapshot: &Snapshot) -> String {
             "Cookie replies sent to handshake initiations under load.",
         ),
         (
+            "handshake_dh_total",
+            s.handshake_dh,
+            "Handshake messages that cost Diffie-Hellman work (never from outside every pin).",
+        ),
+        (
             "handshakes_total",
             s.handshakes_completed,
             "WireGuard handshakes completed.",
@@ -128,9 +142,19 @@ pub fn render(snapshot: &Snapshot) -> String {
             "Packets written to the TUN.",
         ),
         (
+            "bytes_to_tun_total",
+            s.bytes_to_tun,
+            "Bytes of the packets written to the TUN (client to Plex).",
+        ),
+        (
             "packets_from_tun_total",
             s.packets_from_tun,
             "Packets from the TUN sent to peers.",
+        ),
+        (
+            "bytes_from_tun_total",
+            s.bytes_from_tun,
+            "Bytes of the packets from the TUN sent to peers (Plex to client), before encryption.",
         ),
         (
             "leases_installed_total",
@@ -165,6 +189,11 @@ pub fn render(snapshot: &Snapshot) -> String {
         "# HELP grantwire_edge_leases Leases currently installed.\n# TYPE grantwire_edge_leases gauge\ngrantwire_edge_leases {}\n",
         snapshot.leases
     );
+    let _ = write!(
+        out,
+        "# HELP grantwire_edge_broker_connected Whether the broker sync stream is open (1) or not (0).\n# TYPE grantwire_edge_broker_connected gauge\ngrantwire_edge_broker_connected {}\n",
+        u8::from(snapshot.broker_connected)
+    );
     out
 }
 
@@ -178,6 +207,9 @@ mod tests {
         snapshot.stats.dropped_unpinned = 7;
         snapshot.stats.cookies_sent = 3;
         snapshot.leases = 2;
+        snapshot.broker_connected = true;
+        snapshot.stats.handshake_dh = 4;
+        snapshot.stats.bytes_from_tun = 1500;
         let text = render(&snapshot);
         for line in [
             "grantwire_edge_dropped_unpinned_total 7",
@@ -187,6 +219,10 @@ mod tests {
             "grantwire_edge_handshakes_total 0",
             "grantwire_edge_cookies_sent_total 3",
             "grantwire_edge_leases 2",
+            "grantwire_edge_broker_connected 1",
+            "grantwire_edge_handshake_dh_total 4",
+            "grantwire_edge_bytes_from_tun_total 1500",
+            "grantwire_edge_bytes_to_tun_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
@@ -201,9 +237,13 @@ mod tests {
             leases: 3,
             ..Snapshot::default()
         });
-        tokio::spawn(serve(listener, rx));
+        let (link_tx, link_rx) = watch::channel(false);
+        link_tx.send_replace(true);
+        tokio::spawn(serve(listener, rx, link_rx));
         for (path, want) in [
             ("/metrics", "grantwire_edge_leases 3"),
+            // The link state comes from the sync task, not from the data plane's snapshot.
+            ("/metrics", "grantwire_edge_broker_connected 1"),
             ("/", "404 Not Found"),
         ] {
             let mut s = TcpStream::connect(addr).await.unwrap();

@@ -176,6 +176,7 @@ impl EdgeCore {
                 return None;
             }
         };
+        self.stats.handshake_dh += 1;
         let Ok(half) = parse_handshake_anon(&self.static_private, &self.static_public, &init)
         else {
             self.stats.dropped_invalid += 1;
