@@ -13,6 +13,13 @@
 #     /proc/PID/stat over the transfer), the figure that depends least on the client and on the
 #     machine's noise;
 #   - the ratios grantwire/boringtun-cli and grantwire/wireguard-go.
+# Then, for grantwire-edge and boringtun-cli, two floods from an address no lease is pinned to
+# (198.51.100.3, a second address in the client's namespace): (a) random datagrams, (b)
+# handshake initiations carrying a valid MAC1 for the server's public key (what anyone holding
+# an old profile can make). For each: server CPU per flood datagram, bytes sent back to the
+# flooding address (an nftables counter there), grantwire-edge's Diffie-Hellman counter
+# (handshake_dh_total), and whether the pinned client, brought up afresh during the flood,
+# completes its handshake and moves data.
 # Prints a Markdown report on stdout; progress and build output go to stderr.
 #
 #   sudo scripts/bench/edge.sh               # 10 s per transfer
@@ -122,6 +129,45 @@ in_srv ip addr add 198.51.100.1/24 dev "$tag-s"
 in_cli ip addr add 198.51.100.2/24 dev "$tag-c"
 in_srv ip link set "$tag-s" up
 in_cli ip link set "$tag-c" up
+# The flooding address, and a counter of what the server sends back to it.
+in_cli ip addr add 198.51.100.3/24 dev "$tag-c"
+in_cli nft -f - <<'NFT'
+table inet gwbench_flood {
+    counter back {}
+    chain input {
+        type filter hook input priority 0; policy accept;
+        ip daddr 198.51.100.3 counter name back
+    }
+}
+NFT
+
+# The flood generator: a pool of datagrams sent round-robin from 198.51.100.3 for SECS seconds.
+cat >"$work/flood.py" <<'PY'
+import base64, hashlib, os, socket, sys, time
+
+kind, secs, server_pub = sys.argv[1], float(sys.argv[2]), sys.argv[3]
+if kind == "random":
+    pool = [os.urandom(148) for _ in range(1024)]
+else:
+    # A WireGuard handshake initiation (type 1, 148 bytes) with garbage ephemeral, static and
+    # timestamp, and a MAC1 the server accepts: BLAKE2s-128 keyed with
+    # BLAKE2s-256("mac1----" || server public key), over the first 116 bytes.
+    key = hashlib.blake2s(b"mac1----" + base64.b64decode(server_pub)).digest()
+    pool = []
+    for _ in range(1024):
+        body = bytes([1, 0, 0, 0]) + os.urandom(4 + 32 + 48 + 28)
+        pool.append(body + hashlib.blake2s(body, digest_size=16, key=key).digest() + bytes(16))
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.3", 0))
+s.connect(("198.51.100.1", 51820))
+end = time.monotonic() + secs
+while time.monotonic() < end:
+    for p in pool:
+        try:
+            s.send(p)
+        except OSError:
+            pass
+PY
 
 spawn iperf3 ip netns exec "$srv" iperf3 --server --port 32400
 
@@ -155,6 +201,7 @@ transfer() {
 }
 
 results=$work/results
+floods=$work/floods
 measure() {
     local name=$1 pid=$2
     # Through the tunnel only TCP 32400 is admitted by grantwire-edge (no ping), so a short
@@ -191,8 +238,55 @@ plain_server() {
     in_srv ip link set "$wgs" up
     client_up "$work/client-plain.conf" 10.77.0.2/32
     measure "$name" "$pid"
+    if [ "$name" = boringtun-cli ]; then
+        flood "$name" "$pid" "$(cat "$work/server.pub")" "$work/client-plain.conf" 10.77.0.2/32
+    fi
     client_down
     stop_pid "$pid"
+}
+
+srv_rx_packets() { in_srv cat "/sys/class/net/$tag-s/statistics/rx_packets"; }
+# The server namespace's UDP counters: datagrams delivered to a socket, and datagrams dropped
+# because the socket's receive buffer was full (the server did not read them in time).
+udp_snmp() {
+    in_srv awk '$1 == "Udp:" && $2 ~ /^[0-9]+$/ { print $2, $6 }' /proc/net/snmp
+}
+bytes_back() { in_cli nft -j list counter inet gwbench_flood back | jq '.nftables[1].counter.bytes'; }
+edge_dh() {
+    in_srv curl -s http://127.0.0.1:9851/metrics |
+        awk '$1 == "grantwire_edge_handshake_dh_total" { print $2 }'
+}
+
+# Floods the server (PID $2, public key $3) from the unpinned address, kind (a) then (b). The
+# pinned client is brought up afresh mid-flood: client_up's arguments follow. edge_dh prints
+# nothing for a server without grantwire-edge's metrics.
+flood() {
+    local name=$1 pid=$2 pub=$3 conf=$4 address=$5 kind fpid rx0 rx1 cpu0 cpu1 back0 back1 dh0 dh1
+    local served hz in0 in1 full0 full1
+    hz=$(getconf CLK_TCK)
+    for kind in random initiation; do
+        echo "edge.sh: $name, flood of $kind datagrams, ${secs}s" >&2
+        client_down
+        spawn "flood-$kind" ip netns exec "$cli" python3 "$work/flood.py" "$kind" "$((secs + 10))" "$pub"
+        fpid=$spawned
+        sleep 1
+        rx0=$(srv_rx_packets) cpu0=$(cpu_ticks "$pid") back0=$(bytes_back) dh0=$(edge_dh || true)
+        read -r in0 full0 < <(udp_snmp)
+        sleep "$secs"
+        rx1=$(srv_rx_packets) cpu1=$(cpu_ticks "$pid") back1=$(bytes_back) dh1=$(edge_dh || true)
+        read -r in1 full1 < <(udp_snmp)
+        # The pinned client, during the same flood: a new handshake, then data through it.
+        served=no
+        client_up "$conf" "$address"
+        if in_cli iperf3 --client 10.77.0.1 --port 32400 --time 1 --connect-timeout 3000 \
+            >/dev/null 2>&1; then
+            served=yes
+        fi
+        stop_pid "$fpid"
+        echo "$name $kind $((rx1 - rx0)) $((in1 - in0)) $((full1 - full0))" \
+            "$(((cpu1 - cpu0) * 1000000 / hz)) $((back1 - back0)) ${dh0:-na} ${dh1:-na} $served" \
+            >>"$floods"
+    done
 }
 
 # 1. grantwire-edge, with its broker, a user, a grant and a lease asked for from the client.
@@ -234,6 +328,8 @@ in_cli "$bin/grantwire" profile home --out "$work/gw.conf" >&2
 wg-quick strip "$work/gw.conf" >"$work/gw.wg"
 client_up "$work/gw.wg" "$(sed -n 's/^Address *= *//p' "$work/gw.conf")"
 measure grantwire-edge "$edge_pid"
+flood grantwire-edge "$edge_pid" "$(sed -n 's/^PublicKey *= *//p' "$work/gw.conf")" \
+    "$work/gw.wg" "$(sed -n 's/^Address *= *//p' "$work/gw.conf")"
 client_down
 stop_pid "$edge_pid"
 stop_pid "$broker_pid"
@@ -287,3 +383,28 @@ for d in ["download", "upload"]:
     g, b, w = (rows[(n, d)] for n in names)
     print(f"| {d} | {g[1] / b[1]:.2f} | {g[1] / w[1]:.2f} | {eff(g) / eff(b):.2f} | {eff(g) / eff(w):.2f} |")
 EOF
+echo
+echo "Floods from 198.51.100.3, an address no lease is pinned to, ${secs} s each. During each flood the pinned client is brought up afresh and must complete a handshake and a 1 s iperf3 transfer."
+echo
+python3 - "$floods" <<'PY'
+import sys
+rows = {}
+for line in open(sys.argv[1]):
+    name, kind, n, read, full, cpu_us, back, dh0, dh1, served = line.split()
+    rows[(name, kind)] = (int(read), int(cpu_us), int(back), dh0, dh1, served, int(n), int(full))
+label = {"random": "(a) random datagrams", "initiation": "(b) initiations with a valid MAC1"}
+print("| server | flood | datagrams at the interface | read by the server | dropped, socket buffer full | server CPU µs per datagram read | bytes sent back | Diffie-Hellman work during the flood | pinned client served |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |")
+for kind in ["random", "initiation"]:
+    for name in ["grantwire-edge", "boringtun-cli"]:
+        n, cpu, back, dh0, dh1, served, wire, full = rows[(name, kind)]
+        dh = f"{int(float(dh1)) - int(float(dh0))} (handshake_dh_total)" if dh0 != "na" else "not exported"
+        print(f"| {name} | {label[kind]} | {wire} | {n} | {full} | {cpu / max(n, 1):.3f} | {back} | {dh} | {served} |")
+print()
+print("| flood | server CPU per datagram, grantwire-edge / boringtun-cli |")
+print("| --- | ---: |")
+for kind in ["random", "initiation"]:
+    g, b = rows[("grantwire-edge", kind)], rows[("boringtun-cli", kind)]
+    per = lambda r: r[1] / max(r[0], 1)
+    print(f"| {label[kind]} | {per(g) / max(per(b), 1e-9):.3f} |")
+PY
