@@ -187,6 +187,17 @@ fn revoked_grant_stops_the_page_within_one_second() {
         "(4) the page does not load within {POLL_TIMEOUT:?} even before the revoke"
     );
 
+    // The kernel lets the pinned client's datagrams through unthrottled: its pin is in the
+    // guard's set (and leaves it with the lease, below).
+    let pins = lab
+        .home
+        .exec_ok(&["nft", "list", "set", "inet", "grantwire", "pins4"]);
+    assert!(
+        pins.stdout.contains("192.0.2.2"),
+        "(4) the client's pin is missing from the guard's set:\n{}",
+        pins.stdout
+    );
+
     lab.broker.revoke(&lab.home, "alice", "home");
     let revoked = Instant::now();
     let polls = poll_page(&lab, &url, revoked, Duration::from_secs(3));
@@ -202,6 +213,14 @@ fn revoked_grant_stops_the_page_within_one_second() {
         lab.broker.leases(&lab.home)
     );
     eprintln!("(4) first failed poll {first_failure:?} after the revoke returned");
+    let pins = lab
+        .home
+        .exec_ok(&["nft", "list", "set", "inet", "grantwire", "pins4"]);
+    assert!(
+        !pins.stdout.contains("192.0.2.2"),
+        "(4) the revoked lease's pin is still in the guard's set:\n{}",
+        pins.stdout
+    );
     lab.assert_no_unexpected_warnings(&[]);
 }
 

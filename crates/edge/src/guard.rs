@@ -1,6 +1,14 @@
 //! The guard: an nftables table `inet grantwire` that keeps Plex's ports closed on every
 //! interface but the tunnel and loopback, so Plex (which listens everywhere) is reachable only
 //! through admitted leases and the LAN ranges the operator allowed.
+//!
+//! It also spares the edge a flood: datagrams to the WireGuard port from outside every lease's
+//! pin (sets `pins4`/`pins6`, rewritten whenever the lease set changes) pass at most
+//! [`UNPINNED_PER_SEC`] a second, and the rest are dropped in the kernel before any socket
+//! sees them. The edge still drops every datagram it does get from outside a pin, unanswered;
+//! the few that reach it keep the report of a lease key used off its pin working. The sets are
+//! only an optimisation: a stale set can slow a new pin down (to that shared rate) but never
+//! admits anyone.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -68,11 +76,17 @@ pub enum TableState {
     Unknown(String),
 }
 
+/// Datagrams a second to the WireGuard port from outside every pin that the kernel lets reach
+/// the edge, all sources together.
+pub const UNPINNED_PER_SEC: u32 = 256;
+
 /// What the guard lets through besides the tunnel and loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardSpec {
     pub tun_name: String,
     pub allow_lan: Vec<IpNet>,
+    /// The edge's WireGuard port.
+    pub wg_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +107,8 @@ pub trait Guard {
     fn install(&mut self, spec: &GuardSpec) -> Result<(), GuardError>;
     /// Removes the table (clean exit only: after a crash the table stays, which fails closed).
     fn remove(&mut self) -> Result<(), GuardError>;
+    /// Replaces the pin sets with `pins`, in one transaction.
+    fn set_pins(&mut self, pins: &[IpNet]) -> Result<(), GuardError>;
 }
 
 /// The real guard, through `nft -f -`.
@@ -107,6 +123,51 @@ impl Guard for NftGuard {
     fn remove(&mut self) -> Result<(), GuardError> {
         run_nft(&["delete", "table", "inet", "grantwire"], None)
     }
+
+    fn set_pins(&mut self, pins: &[IpNet]) -> Result<(), GuardError> {
+        run_nft(&["-f", "-"], Some(&render_pins(pins)))
+    }
+}
+
+/// The nft commands that replace both pin sets with `pins`. Overlapping or adjacent prefixes
+/// (two leases behind one NAT address) are merged first: an interval set refuses overlaps.
+pub fn render_pins(pins: &[IpNet]) -> String {
+    let v4: Vec<_> = pins
+        .iter()
+        .filter_map(|p| match p {
+            IpNet::V4(n) => Some(n.trunc()),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let v6: Vec<_> = pins
+        .iter()
+        .filter_map(|p| match p {
+            IpNet::V6(n) => Some(n.trunc()),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    let mut text = String::from("flush set inet grantwire pins4\nflush set inet grantwire pins6\n");
+    let v4: Vec<String> = ipnet::Ipv4Net::aggregate(&v4)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let v6: Vec<String> = ipnet::Ipv6Net::aggregate(&v6)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if !v4.is_empty() {
+        text.push_str(&format!(
+            "add element inet grantwire pins4 {{ {} }}\n",
+            v4.join(", ")
+        ));
+    }
+    if !v6.is_empty() {
+        text.push_str(&format!(
+            "add element inet grantwire pins6 {{ {} }}\n",
+            v6.join(", ")
+        ));
+    }
+    text
 }
 
 /// The ruleset piped to `nft -f -`. The leading `table` + `delete table` pair makes the load
@@ -141,16 +202,22 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
         "table inet grantwire\n\
          delete table inet grantwire\n\
          table inet grantwire {{\n\
+         \x20   set pins4 {{ type ipv4_addr; flags interval; }}\n\
+         \x20   set pins6 {{ type ipv6_addr; flags interval; }}\n\
          \x20   chain input {{\n\
          \x20       type filter hook input priority filter - 10; policy accept;\n\
          \x20       iifname \"lo\" accept\n\
          \x20       iifname {tun} accept\n\
+         \x20       udp dport {wg} ip saddr != @pins4 limit rate over {rate}/second drop\n\
+         \x20       udp dport {wg} ip6 saddr != @pins6 limit rate over {rate}/second drop\n\
          {allow}\
          \x20       tcp dport {{ {tcp} }} drop\n\
          \x20       udp dport {{ {udp} }} drop\n\
          \x20   }}\n\
          }}\n",
         tun = quote(&spec.tun_name),
+        wg = spec.wg_port,
+        rate = UNPINNED_PER_SEC,
         tcp = nft_set(PLEX_TCP_PORTS),
         udp = nft_set(PLEX_UDP_PORTS),
     )
@@ -218,6 +285,7 @@ fn run_nft(args: &[&str], stdin: Option<&str>) -> Result<(), GuardError> {
 pub struct FakeGuard {
     pub installed: Option<GuardSpec>,
     pub removals: usize,
+    pub pins: Vec<IpNet>,
 }
 
 #[cfg(test)]
@@ -232,6 +300,11 @@ impl Guard for FakeGuard {
         self.removals += 1;
         Ok(())
     }
+
+    fn set_pins(&mut self, pins: &[IpNet]) -> Result<(), GuardError> {
+        self.pins = pins.to_vec();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -243,16 +316,21 @@ mod tests {
         let text = render_ruleset(&GuardSpec {
             tun_name: "gw0".into(),
             allow_lan: vec![],
+            wg_port: 51820,
         });
         assert_eq!(
             text,
             "table inet grantwire\n\
              delete table inet grantwire\n\
              table inet grantwire {\n\
+             \x20   set pins4 { type ipv4_addr; flags interval; }\n\
+             \x20   set pins6 { type ipv6_addr; flags interval; }\n\
              \x20   chain input {\n\
              \x20       type filter hook input priority filter - 10; policy accept;\n\
              \x20       iifname \"lo\" accept\n\
              \x20       iifname \"gw0\" accept\n\
+             \x20       udp dport 51820 ip saddr != @pins4 limit rate over 256/second drop\n\
+             \x20       udp dport 51820 ip6 saddr != @pins6 limit rate over 256/second drop\n\
              \x20       tcp dport { 32400, 32469, 8324 } drop\n\
              \x20       udp dport { 1900, 5353, 32410-32414 } drop\n\
              \x20   }\n\
@@ -269,6 +347,7 @@ mod tests {
                 "fd00::/64".parse().unwrap(),
                 "10.1.0.0/16".parse().unwrap(),
             ],
+            wg_port: 51820,
         });
         let v4 = text
             .find("ip saddr { 192.168.1.0/24, 10.1.0.0/16 } accept")
@@ -277,6 +356,32 @@ mod tests {
         let drop = text.find("tcp dport").unwrap();
         assert!(v4 < drop && v6 < drop);
         assert!(text.contains("iifname \"plextun\" accept"));
+    }
+
+    #[test]
+    fn pin_sets_are_replaced_whole_with_overlaps_merged() {
+        let pins: Vec<IpNet> = [
+            "192.0.2.7/32",
+            "192.0.2.7/32",
+            "198.51.100.0/24",
+            "198.51.100.9/32",
+            "2001:db8:1::/64",
+        ]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+        assert_eq!(
+            render_pins(&pins),
+            "flush set inet grantwire pins4\n\
+             flush set inet grantwire pins6\n\
+             add element inet grantwire pins4 { 192.0.2.7/32, 198.51.100.0/24 }\n\
+             add element inet grantwire pins6 { 2001:db8:1::/64 }\n"
+        );
+        // No lease: both sets emptied, nothing added.
+        assert_eq!(
+            render_pins(&[]),
+            "flush set inet grantwire pins4\nflush set inet grantwire pins6\n"
+        );
     }
 
     #[test]
@@ -294,6 +399,7 @@ mod tests {
         let spec = GuardSpec {
             tun_name: "gw0".into(),
             allow_lan: vec![],
+            wg_port: 51820,
         };
         guard.install(&spec).unwrap();
         assert_eq!(guard.installed.as_ref(), Some(&spec));

@@ -96,6 +96,7 @@ async fn run(args: RunArgs) -> Result<()> {
     let spec = GuardSpec {
         tun_name: args.tun_name.clone(),
         allow_lan: args.allow_lan.clone(),
+        wg_port: args.listen.port(),
     };
     guard
         .install(&spec)
@@ -187,6 +188,7 @@ async fn serve(
     };
     let report = tokio::spawn(reporter.run());
     let cache = tokio::spawn(cache_lease_sets(state.clone(), sets.subscribe()));
+    let pins = tokio::spawn(follow_pins(sets.subscribe()));
     let sync = tokio::spawn(broker::sync_forever(
         client,
         args.broker,
@@ -205,6 +207,7 @@ async fn serve(
                 leases = set.leases.len(),
                 "enforcing the cached lease set until the broker answers"
             );
+            set_pins(&set).await;
             dataplane::apply(&mut core, &set);
         }
         Ok(None) => {}
@@ -222,6 +225,7 @@ async fn serve(
     sync.abort();
     report.abort();
     cache.abort();
+    pins.abort();
     Ok(result?)
 }
 
@@ -238,6 +242,27 @@ async fn cache_lease_sets(state: StateDir, mut sets: watch::Receiver<Option<Leas
             Ok(Err(e)) => warn!(error = %e, "could not cache the lease set"),
             Err(e) => warn!(error = %e, "could not cache the lease set"),
         }
+    }
+}
+
+/// Keeps the guard's pin sets (see [`guard`]) to the pins of the newest lease set.
+async fn follow_pins(mut sets: watch::Receiver<Option<LeaseSet>>) {
+    while sets.changed().await.is_ok() {
+        let Some(set) = sets.borrow_and_update().clone() else {
+            continue;
+        };
+        set_pins(&set).await;
+    }
+}
+
+async fn set_pins(set: &LeaseSet) {
+    let pins: Vec<ipnet::IpNet> = set.leases.iter().map(|l| l.pin.network()).collect();
+    match tokio::task::spawn_blocking(move || NftGuard.set_pins(&pins)).await {
+        Ok(Ok(())) => {}
+        // Degraded, not open: the edge still drops every datagram from outside a pin; only
+        // the kernel's early drop of floods no longer matches the leases.
+        Ok(Err(e)) => warn!(error = %e, "could not update the guard's pin sets"),
+        Err(e) => warn!(error = %e, "could not update the guard's pin sets"),
     }
 }
 
