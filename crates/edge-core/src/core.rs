@@ -13,6 +13,7 @@ use tracing::{debug, trace, warn};
 
 use crate::datapath::decapsulate_all;
 use crate::peer::{is_expired, Peer};
+use crate::pins::PinIndex;
 use crate::Stats;
 
 mod admission;
@@ -86,6 +87,11 @@ pub struct EdgeCore {
     peers: BTreeMap<u32, Peer>,
     by_key: HashMap<[u8; 32], u32>,
     by_address: HashMap<Ipv4Addr, u32>,
+    /// The peers' pins, for the first admission check of every datagram.
+    pins: PinIndex,
+    /// The earliest expiry in the table, so a datagram need not look at every lease to learn
+    /// that none has expired.
+    next_expiry: Option<SystemTime>,
     next_index: u32,
     next_tick: Option<SystemTime>,
     outputs: VecDeque<Queued>,
@@ -112,6 +118,8 @@ impl EdgeCore {
             peers: BTreeMap::new(),
             by_key: HashMap::new(),
             by_address: HashMap::new(),
+            pins: PinIndex::default(),
+            next_expiry: None,
             next_index: 0,
             next_tick: None,
             outputs: VecDeque::new(),
@@ -156,6 +164,13 @@ impl EdgeCore {
         let mut old = std::mem::take(&mut self.peers);
         self.by_key.clear();
         self.by_address.clear();
+        self.pins.clear();
+        self.next_expiry = None;
+        // The running peers by lease id, so each lease of the set finds its own in one lookup.
+        let mut old_by_id: HashMap<String, u32> = old
+            .iter()
+            .map(|(index, peer)| (peer.lease.id.clone(), *index))
+            .collect();
         let mut summary = ApplySummary::default();
         for lease in &set.leases {
             if let Some(reason) = self.refuse_reason(lease, now) {
@@ -163,10 +178,9 @@ impl EdgeCore {
                 summary.skipped += 1;
                 continue;
             }
-            let kept = old
-                .iter()
-                .find(|(_, p)| p.same_identity(lease))
-                .map(|(idx, _)| *idx)
+            let kept = old_by_id
+                .remove(&lease.id)
+                .filter(|idx| old.get(idx).is_some_and(|p| p.same_identity(lease)))
                 .and_then(|idx| old.remove(&idx));
             let peer = match kept {
                 Some(mut peer) => {
@@ -201,7 +215,7 @@ impl EdgeCore {
         self.remove_expired(now);
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         // First, before parsing anything: a source no pin covers gets nothing, ever.
-        if !self.peers.values().any(|p| p.lease.pin.covers(src.ip())) {
+        if !self.pins.covers(src.ip()) {
             self.stats.dropped_unpinned += 1;
             trace!(%src, "dropped: source outside every pin");
             self.note_off_pin(src, datagram, now);
@@ -332,7 +346,7 @@ impl EdgeCore {
     /// When to call [`handle_timeout`](Self::handle_timeout) next: the earlier of the next
     /// timer tick and the next lease expiry. `None` while the table is empty.
     pub fn poll_timeout(&self) -> Option<SystemTime> {
-        let expiry = self.peers.values().map(Peer::expires_at).min()?;
+        let expiry = self.next_expiry?;
         Some(match self.next_tick {
             Some(tick) => tick.min(expiry),
             None => expiry,
@@ -355,7 +369,7 @@ impl EdgeCore {
                         .is_some_and(|p| p.lease.pin.covers(dst.ip())),
                     // A cookie reply belongs to no peer yet (see `identify_initiator`); it goes to
                     // the datagram's own source, which the first admission step found in a pin.
-                    None => self.peers.values().any(|p| p.lease.pin.covers(dst.ip())),
+                    None => self.pins.covers(dst.ip()),
                 };
                 if !inside {
                     self.stats.bytes_sent_unpinned += payload.len() as u64;
@@ -371,10 +385,17 @@ impl EdgeCore {
             .insert(*peer.lease.public_key.as_bytes(), peer.index);
         self.by_address
             .insert(peer.lease.tunnel_address, peer.index);
+        self.pins.add(&peer.lease.pin);
+        let expiry = peer.expires_at();
+        self.next_expiry = Some(self.next_expiry.map_or(expiry, |e| e.min(expiry)));
         self.peers.insert(peer.index, peer);
     }
 
     fn remove_expired(&mut self, now: SystemTime) {
+        // Called for every datagram and packet: nothing to do until the earliest expiry.
+        if self.next_expiry.is_none_or(|e| now < e) {
+            return;
+        }
         let expired: Vec<u32> = self
             .peers
             .iter()
@@ -385,10 +406,12 @@ impl EdgeCore {
             if let Some(peer) = self.peers.remove(&index) {
                 self.by_key.remove(peer.lease.public_key.as_bytes());
                 self.by_address.remove(&peer.lease.tunnel_address);
+                self.pins.remove(&peer.lease.pin);
                 self.stats.leases_expired += 1;
                 debug!(lease_id = %peer.lease.id, "lease expired");
             }
         }
+        self.next_expiry = self.peers.values().map(Peer::expires_at).min();
     }
 }
 

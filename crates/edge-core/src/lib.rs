@@ -34,6 +34,7 @@ mod core;
 mod datapath;
 mod packet;
 mod peer;
+mod pins;
 mod stats;
 
 pub use crate::core::{ApplySummary, EdgeCore, Output, TICK};
