@@ -84,7 +84,9 @@ pub struct EdgeCore {
     /// Shared by all peers for the mac1 check and cookie demand *before* `parse_handshake_anon`
     /// spends a Diffie-Hellman on an initiation.
     rate_limiter: Arc<RateLimiter>,
-    peers: BTreeMap<u32, Peer>,
+    /// Boxed: a `Peer` holds a whole boringtun `Tunn` (kilobytes), and a B-tree moves its
+    /// values around inside its nodes on every insert.
+    peers: BTreeMap<u32, Box<Peer>>,
     by_key: HashMap<[u8; 32], u32>,
     by_address: HashMap<Ipv4Addr, u32>,
     /// The peers' pins, for the first admission check of every datagram.
@@ -193,7 +195,7 @@ impl EdgeCore {
                     debug!(lease_id = %lease.id, index, pin = %lease.pin, "lease installed");
                     summary.installed += 1;
                     self.stats.leases_installed += 1;
-                    Peer::new(&self.static_private, lease.clone(), index)
+                    Box::new(Peer::new(&self.static_private, lease.clone(), index))
                 }
             };
             self.insert(peer);
@@ -380,7 +382,7 @@ impl EdgeCore {
         }
     }
 
-    fn insert(&mut self, peer: Peer) {
+    fn insert(&mut self, peer: Box<Peer>) {
         self.by_key
             .insert(*peer.lease.public_key.as_bytes(), peer.index);
         self.by_address
@@ -411,7 +413,7 @@ impl EdgeCore {
                 debug!(lease_id = %peer.lease.id, "lease expired");
             }
         }
-        self.next_expiry = self.peers.values().map(Peer::expires_at).min();
+        self.next_expiry = self.peers.values().map(|p| p.expires_at()).min();
     }
 }
 

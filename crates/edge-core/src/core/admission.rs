@@ -113,7 +113,7 @@ impl EdgeCore {
 
     /// The next free 24-bit index, never one held by a peer being replaced, so a stale datagram
     /// for a removed session cannot reach its successor. Wraps after 16 million leases.
-    pub(super) fn allocate_index(&mut self, old: &BTreeMap<u32, Peer>) -> u32 {
+    pub(super) fn allocate_index(&mut self, old: &BTreeMap<u32, Box<Peer>>) -> u32 {
         loop {
             self.next_index = (self.next_index + 1) & INDEX_MASK;
             let candidate = self.next_index;
