@@ -735,3 +735,55 @@ fn forged_datagrams_do_not_use_up_a_leases_check() {
     assert_eq!(core.stats().off_pin_checked, 11 + 64);
     assert!(drain(&mut core).is_empty());
 }
+
+/// Everything a client sent during a session, captured on the wire and replayed from the
+/// client's own (pinned) address, to the same edge and to a restarted one: nothing of it
+/// reaches Plex. A restarted edge answers the replayed initiation, as WireGuard's responder
+/// does after losing its state, but the answer goes to the pinned address, and the captured
+/// transport data belongs to a session that no longer exists.
+#[test]
+fn a_captured_session_replayed_opens_nothing_before_or_after_a_restart() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    let mut core = edge(&[&a.lease]);
+    let init = a.initiation();
+    core.handle_datagram(addr(A_SRC), &init, now(1));
+    let out = drain(&mut core);
+    let [Output::Transmit { payload, .. }] = out.as_slice() else {
+        panic!("expected one handshake response, got {out:?}");
+    };
+    let (keepalives, _) = a.receive(payload);
+    let mut captured = vec![init.clone()];
+    captured.extend(keepalives.iter().cloned());
+    for reply in &keepalives {
+        core.handle_datagram(addr(A_SRC), reply, now(1));
+    }
+    let data = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(A_SRC), &data, now(2));
+    assert_eq!(drain(&mut core).len(), 1, "the real data reached Plex once");
+    captured.push(data);
+
+    // Replayed to the same edge: the initiation's timestamp is not newer, the data's counter
+    // is already used.
+    let to_tun_before = core.stats().packets_to_tun;
+    for datagram in &captured {
+        core.handle_datagram(addr(A_SRC), datagram, now(3));
+        assert!(drain(&mut core).is_empty(), "a replay got an answer");
+    }
+    assert_eq!(core.stats().packets_to_tun, to_tun_before);
+    assert_eq!(core.stats().handshakes_completed, 1);
+
+    // Replayed to a restarted edge (same key, same lease): the initiation is answered, to the
+    // pinned address only; nothing reaches Plex.
+    let mut restarted = edge(&[&a.lease]);
+    for datagram in &captured {
+        restarted.handle_datagram(addr(A_SRC), datagram, now(3));
+        for output in drain(&mut restarted) {
+            match output {
+                Output::Transmit { dst, .. } => assert_eq!(dst, addr(A_SRC)),
+                Output::ToTun(packet) => panic!("a replay reached Plex: {packet:02x?}"),
+            }
+        }
+    }
+    assert_eq!(restarted.stats().packets_to_tun, 0);
+    assert_eq!(restarted.stats().bytes_sent_unpinned, 0);
+}
