@@ -79,7 +79,8 @@ pub struct ApplySummary {
 /// `Tunn`s keep their own monotonic clock for WireGuard's timers (see `peer.rs`).
 pub struct EdgeCore {
     config: EdgeConfig,
-    static_private: x25519::StaticSecret,
+    /// Shared with every peer, which makes its `Tunn` with it on first use.
+    static_private: Arc<x25519::StaticSecret>,
     static_public: x25519::PublicKey,
     /// Shared by all peers for the mac1 check and cookie demand *before* `parse_handshake_anon`
     /// spends a Diffie-Hellman on an initiation.
@@ -109,8 +110,8 @@ impl EdgeCore {
     /// `static_private` is the edge's clamped X25519 key; the core keeps it only inside
     /// zeroise-on-drop types. The caller should zeroise its own copy.
     pub fn new(static_private: [u8; 32], config: EdgeConfig) -> Self {
-        let static_private = x25519::StaticSecret::from(static_private);
-        let static_public = x25519::PublicKey::from(&static_private);
+        let static_private = Arc::new(x25519::StaticSecret::from(static_private));
+        let static_public = x25519::PublicKey::from(&*static_private);
         let rate_limiter = Arc::new(RateLimiter::new(&static_public, GLOBAL_HANDSHAKE_LIMIT));
         Self {
             config,

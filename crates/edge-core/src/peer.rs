@@ -12,8 +12,10 @@
 //! lease expiry can be driven instantly by advancing `now`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use grantwire_proto::EdgeLease;
@@ -31,30 +33,42 @@ pub(crate) struct Peer {
     /// When a datagram from outside the pin was last checked against this peer's session keys
     /// (at most one a second; see `EdgeCore::note_off_pin`).
     pub off_pin_checked_at: Option<SystemTime>,
-    tunn: Tunn,
+    /// The edge's static key, shared by every peer, to make the `Tunn` with.
+    edge_key: Arc<x25519::StaticSecret>,
+    /// Made on the first handshake initiation that reaches this peer, not when the lease is
+    /// installed: a lease nobody uses costs a few hundred bytes instead of a whole `Tunn`
+    /// (about 10 KiB and a Diffie-Hellman), which is what lets an edge hold thousands.
+    tunn: Option<Box<Tunn>>,
 }
 
 impl Peer {
-    /// A responder-side tunnel: preshared key from the lease, no persistent keepalive (the
-    /// client keeps its NAT mapping open; the edge has no reason to talk first), and boringtun's
-    /// own per-peer handshake rate limiter.
-    pub fn new(static_private: &x25519::StaticSecret, lease: EdgeLease, index: u32) -> Self {
-        let peer_public = x25519::PublicKey::from(*lease.public_key.as_bytes());
-        let tunn = Tunn::new(
-            static_private.clone(),
-            peer_public,
-            Some(*lease.preshared_key.as_bytes()),
-            None,
-            index,
-            None,
-        );
+    /// A peer with no tunnel yet (see [`Peer::tunn`]).
+    pub fn new(edge_key: &Arc<x25519::StaticSecret>, lease: EdgeLease, index: u32) -> Self {
         Self {
             lease,
             index,
             endpoint: None,
             off_pin_checked_at: None,
-            tunn,
+            edge_key: Arc::clone(edge_key),
+            tunn: None,
         }
+    }
+
+    /// The tunnel, made now if this is the first time: responder side, preshared key from the
+    /// lease, no persistent keepalive (the client keeps its NAT mapping open; the edge has no
+    /// reason to talk first), and boringtun's own per-peer handshake rate limiter.
+    fn tunn(&mut self) -> &mut Tunn {
+        let (key, lease, index) = (&self.edge_key, &self.lease, self.index);
+        self.tunn.get_or_insert_with(|| {
+            Box::new(Tunn::new(
+                x25519::StaticSecret::clone(key),
+                x25519::PublicKey::from(*lease.public_key.as_bytes()),
+                Some(*lease.preshared_key.as_bytes()),
+                None,
+                index,
+                None,
+            ))
+        })
     }
 
     /// Whether `other` is the same lease with the same cryptographic identity, so the running
@@ -76,6 +90,12 @@ impl Peer {
         self.lease = lease;
     }
 
+    /// Whether the tunnel has been made (a handshake initiation reached this peer).
+    #[cfg(test)]
+    pub fn has_tunnel(&self) -> bool {
+        self.tunn.is_some()
+    }
+
     pub fn expires_at(&self) -> SystemTime {
         lease_expiry(&self.lease)
     }
@@ -86,26 +106,47 @@ impl Peer {
         datagram: &[u8],
         dst: &'a mut [u8],
     ) -> TunnResult<'a> {
+        // Only an initiation can start a session; anything else for a peer without a tunnel
+        // belongs to no session.
+        if self.tunn.is_none() && datagram.first() != Some(&HANDSHAKE_INIT) {
+            return TunnResult::Err(WireGuardError::NoCurrentSession);
+        }
         // Always with the source address: without it boringtun cannot check a cookie (mac2)
         // under load and drops every handshake instead.
-        self.tunn.decapsulate(Some(src.ip()), datagram, dst)
+        self.tunn().decapsulate(Some(src.ip()), datagram, dst)
     }
 
     pub fn encapsulate<'a>(&mut self, packet: &[u8], dst: &'a mut [u8]) -> TunnResult<'a> {
-        self.tunn.encapsulate(packet, dst)
+        match self.tunn.as_mut() {
+            Some(tunn) => tunn.encapsulate(packet, dst),
+            // Never reached through the core, which sends only to a peer with an endpoint,
+            // learnt from a datagram its tunnel accepted.
+            None => TunnResult::Err(WireGuardError::NoCurrentSession),
+        }
     }
 
     /// Time since the last completed handshake (by boringtun's own clock), and bytes sent to
     /// and received from the client since this tunnel was made.
     pub fn traffic(&self) -> (Option<Duration>, u64, u64) {
-        let (since, tx, rx, _, _) = self.tunn.stats();
-        (since, tx as u64, rx as u64)
+        match &self.tunn {
+            Some(tunn) => {
+                let (since, tx, rx, _, _) = tunn.stats();
+                (since, tx as u64, rx as u64)
+            }
+            None => (None, 0, 0),
+        }
     }
 
     pub fn update_timers<'a>(&mut self, dst: &'a mut [u8]) -> TunnResult<'a> {
-        self.tunn.update_timers(dst)
+        match self.tunn.as_mut() {
+            Some(tunn) => tunn.update_timers(dst),
+            None => TunnResult::Done,
+        }
     }
 }
+
+/// WireGuard's message type of a handshake initiation.
+const HANDSHAKE_INIT: u8 = 1;
 
 /// A lease's end as a point in time. A negative `expires_at` (before 1970) is simply expired.
 pub(crate) fn lease_expiry(lease: &EdgeLease) -> SystemTime {

@@ -131,3 +131,50 @@ impl Tap for EdgeLease {
         self
     }
 }
+
+#[test]
+fn an_idle_lease_has_no_tunnel_and_only_an_initiation_makes_one() {
+    let mut core = EdgeCore::new([7; 32], config());
+    apply(&mut core, vec![lease("a", 1, 2)]);
+    let index = *core.peers.keys().next().unwrap();
+    assert!(
+        !core.peers[&index].has_tunnel(),
+        "installed without a tunnel"
+    );
+
+    // Transport data naming the peer's index, from its pin: no session exists, so it is
+    // refused without making one.
+    let mut data = vec![4u8, 0, 0, 0];
+    data.extend_from_slice(&(index << 8).to_le_bytes());
+    data.extend_from_slice(&[0; 8 + 32]);
+    let src: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
+    core.handle_datagram(src, &data, now);
+    assert!(core.poll_output().is_none());
+    assert!(
+        !core.peers[&index].has_tunnel(),
+        "a data datagram made a tunnel"
+    );
+    assert_eq!(core.stats().dropped_invalid, 1);
+
+    // The lease's own client initiates: now there is a tunnel, and it answers.
+    let client_key = PrivateKey::from_random_bytes([1; 32]);
+    let mut client = boringtun::noise::Tunn::new(
+        x25519::StaticSecret::from(*client_key.as_bytes()),
+        x25519::PublicKey::from(&x25519::StaticSecret::from(
+            *PrivateKey::from_random_bytes([7; 32]).as_bytes(),
+        )),
+        Some([1; 32]),
+        None,
+        1,
+        None,
+    );
+    let mut buf = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(init) = client.format_handshake_initiation(&mut buf, true)
+    else {
+        panic!("no initiation");
+    };
+    core.handle_datagram(src, init, now);
+    assert!(core.peers[&index].has_tunnel());
+    assert!(matches!(core.poll_output(), Some(Output::Transmit { .. })));
+}
