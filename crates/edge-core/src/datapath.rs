@@ -79,6 +79,7 @@ pub(crate) fn decapsulate_all(
             TunnResult::WriteToTunnelV6(_, _) => {
                 authenticated = true;
                 out.stats.dropped_inner_filter += 1;
+                out.stats.dropped_inner.malformed += 1;
                 trace!(lease_id = %peer.lease.id, "dropped inner: IPv6");
                 break;
             }
@@ -107,6 +108,13 @@ fn admit_inner(peer: &Peer, packet: &[u8], edge_address: Ipv4Addr, out: &mut Sin
         }
         Err(reason) => {
             out.stats.dropped_inner_filter += 1;
+            let by_reason = &mut out.stats.dropped_inner;
+            match reason {
+                InnerRefusal::Malformed(_) => by_reason.malformed += 1,
+                InnerRefusal::Source(_) => by_reason.source += 1,
+                InnerRefusal::Destination(_) => by_reason.destination += 1,
+                InnerRefusal::Port(_) => by_reason.port += 1,
+            }
             trace!(lease_id = %peer.lease.id, ?reason, "dropped inner");
         }
     }

@@ -39,4 +39,4 @@ mod stats;
 
 pub use crate::core::{ApplySummary, EdgeCore, Output, TICK};
 pub use crate::packet::build_ipv4;
-pub use crate::stats::Stats;
+pub use crate::stats::{InnerDrops, Stats};

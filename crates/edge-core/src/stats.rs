@@ -1,5 +1,18 @@
 //! Counters the shell exports as metrics. Plain numbers, owned by the core, read by copy.
 
+/// The inner filter's refusals by reason; they add up to `Stats::dropped_inner_filter`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InnerDrops {
+    /// Not an IPv4 TCP segment with a whole header (IPv6 included).
+    pub malformed: u64,
+    /// From an address other than the lease's own tunnel address.
+    pub source: u64,
+    /// To an address other than the edge's tunnel address.
+    pub destination: u64,
+    /// To a port the lease does not grant.
+    pub port: u64,
+}
+
 /// Monotonic counters since the core was made. Every datagram or packet the core refuses
 /// bumps exactly one `dropped_*` counter, with one exception: a handshake initiation answered
 /// with a cookie reply under load bumps `cookies_sent` instead (it is not processed, but it is
@@ -20,8 +33,10 @@ pub struct Stats {
     pub dropped_unknown_peer: u64,
     /// Datagrams that failed WireGuard parsing, MACs or decryption.
     pub dropped_invalid: u64,
-    /// Decapsulated packets refused by the inner filter (address, protocol or port).
+    /// Decapsulated packets refused by the inner filter (address, protocol or port), in all,
+    /// and by reason.
     pub dropped_inner_filter: u64,
+    pub dropped_inner: InnerDrops,
     /// Packets from the TUN refused by the outbound filter or with no peer endpoint yet.
     pub dropped_tun: u64,
     /// Cookie replies sent to handshake initiations under load, by the edge-wide rate limiter

@@ -301,6 +301,15 @@ fn inner_filter_drops_wrong_source_destination_protocol_and_port() {
         assert!(drain(&mut core).is_empty(), "{packet:?}");
     }
     assert_eq!(core.stats().dropped_inner_filter, bad.len() as u64);
+    assert_eq!(
+        core.stats().dropped_inner,
+        grantwire_edge_core::InnerDrops {
+            malformed: 1,
+            source: 1,
+            destination: 2,
+            port: 2,
+        }
+    );
     assert_eq!(core.stats().packets_to_tun, 0);
 }
 

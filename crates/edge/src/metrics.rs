@@ -184,6 +184,22 @@ pub fn render(snapshot: &Snapshot) -> String {
             "# HELP grantwire_edge_{name} {help}\n# TYPE grantwire_edge_{name} counter\ngrantwire_edge_{name} {value}\n"
         );
     }
+    let inner = &s.dropped_inner;
+    let _ = writeln!(
+        out,
+        "# HELP grantwire_edge_dropped_inner_total Decrypted packets refused by the inner filter, by reason.\n# TYPE grantwire_edge_dropped_inner_total counter"
+    );
+    for (reason, value) in [
+        ("malformed", inner.malformed),
+        ("source", inner.source),
+        ("destination", inner.destination),
+        ("port", inner.port),
+    ] {
+        let _ = writeln!(
+            out,
+            "grantwire_edge_dropped_inner_total{{reason=\"{reason}\"}} {value}"
+        );
+    }
     let _ = write!(
         out,
         "# HELP grantwire_edge_leases Leases currently installed.\n# TYPE grantwire_edge_leases gauge\ngrantwire_edge_leases {}\n",
@@ -210,6 +226,7 @@ mod tests {
         snapshot.broker_connected = true;
         snapshot.stats.handshake_dh = 4;
         snapshot.stats.bytes_from_tun = 1500;
+        snapshot.stats.dropped_inner.source = 2;
         let text = render(&snapshot);
         for line in [
             "grantwire_edge_dropped_unpinned_total 7",
@@ -223,6 +240,8 @@ mod tests {
             "grantwire_edge_handshake_dh_total 4",
             "grantwire_edge_bytes_from_tun_total 1500",
             "grantwire_edge_bytes_to_tun_total 0",
+            "grantwire_edge_dropped_inner_total{reason=\"source\"} 2",
+            "grantwire_edge_dropped_inner_total{reason=\"port\"} 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
