@@ -11,7 +11,9 @@
 //! - (7) a client that moves network is reported (its key used off the pin) and `grantwire
 //!   renew` moves the pin, after which the old address gets nothing and the new one works;
 //! - (8) an edge cut off from its broker keeps the leases it had, also across a restart (from
-//!   its 0600 lease cache), and once the broker is reachable a lease revoked meanwhile stops.
+//!   its 0600 lease cache), and once the broker is reachable a lease revoked meanwhile stops;
+//! - (9) a session captured on the wire and replayed from the pinned address opens nothing, to
+//!   the same edge or to a restarted one.
 //!
 //! On failure every process's command line and logs are printed (broker, edge, wireguard-go,
 //! stand-in Plex).
@@ -31,6 +33,9 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 const DROPPED_UNPINNED: &str = "grantwire_edge_dropped_unpinned_total";
 const BYTES_SENT_UNPINNED: &str = "grantwire_edge_bytes_sent_unpinned_total";
 const BROKER_CONNECTED: &str = "grantwire_edge_broker_connected";
+const PACKETS_TO_TUN: &str = "grantwire_edge_packets_to_tun_total";
+const HANDSHAKES: &str = "grantwire_edge_handshakes_total";
+const LEASES: &str = "grantwire_edge_leases";
 
 #[test]
 fn granted_client_pinned_source_guarded_port_and_refusals() {
@@ -491,6 +496,126 @@ fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_r
         "(8) the cache still holds the revoked lease {lease_id}"
     );
     lab.assert_no_unexpected_warnings(&["broker sync failing"]);
+}
+
+/// Captures, in the client's namespace, the UDP datagrams its WireGuard interface sends to the
+/// edge (one hex line each), until stopped.
+const SNIFFER: &str = r#"
+import binascii, socket, sys
+ifname, out = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(0x0003))
+s.bind((ifname, 0))
+with open(out, "w") as f:
+    while True:
+        frame, meta = s.recvfrom(65535)
+        if meta[2] != socket.PACKET_OUTGOING or frame[12:14] != b"\x08\x00":
+            continue
+        ip = frame[14:]
+        ihl = (ip[0] & 15) * 4
+        if ip[9] != 17 or int.from_bytes(ip[ihl + 2:ihl + 4], "big") != 51820:
+            continue
+        f.write(binascii.hexlify(ip[ihl + 8:]).decode() + "\n")
+        f.flush()
+"#;
+
+/// Sends each captured datagram again, from the client's own (pinned) address.
+const REPLAYER: &str = r#"
+import binascii, socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("192.0.2.2", 0))
+for line in open(sys.argv[1]):
+    s.sendto(binascii.unhexlify(line.strip()), ("192.0.2.1", 51820))
+    time.sleep(0.005)
+"#;
+
+#[test]
+fn a_captured_session_replayed_opens_nothing_before_or_after_an_edge_restart() {
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("rp", false);
+    let edge = lab.enrol_edge();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let device = lab.device("alice");
+    lab.login(&device, &alice);
+    let profile = lab.profile(&device, "alice-home.conf");
+    let url = lab.plex_url(&edge);
+    let dir = lab.dir.path().to_owned();
+    let (sniffer, replayer, capture) = (
+        dir.join("sniff.py"),
+        dir.join("replay.py"),
+        dir.join("captured.hex"),
+    );
+    std::fs::write(&sniffer, SNIFFER).expect("sniffer script");
+    std::fs::write(&replayer, REPLAYER).expect("replayer script");
+    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_owned();
+
+    // (9) Capture a whole session on the wire: handshake, keepalives, the page's data.
+    let mut sniff = lab.client.spawn(
+        "sniffer",
+        &["python3", &path(&sniffer), &lab.client_if, &path(&capture)],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("(9) the page never loaded: {last:?}"));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(wg);
+    sniff.stop(Duration::from_secs(1));
+    let captured = std::fs::read_to_string(&capture).expect("capture file");
+    let kinds: Vec<&str> = captured.lines().map(|l| &l[..2]).collect();
+    assert!(
+        kinds.contains(&"01") && kinds.contains(&"04"),
+        "(9) the capture must hold an initiation and transport data; message types: {kinds:?}\n{}",
+        sniff.logs()
+    );
+
+    // Replayed to the same edge: nothing is answered or delivered.
+    let before = lab.edge().metrics(&lab.home);
+    lab.client
+        .exec_ok(&["python3", &path(&replayer), &path(&capture)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = lab.edge().metrics(&lab.home);
+    for name in [PACKETS_TO_TUN, HANDSHAKES] {
+        assert_eq!(
+            after.require(name),
+            before.require(name),
+            "(9) replaying {} captured datagrams changed {name}",
+            kinds.len()
+        );
+    }
+
+    // Replayed to a restarted edge that holds the same lease: a replayed initiation may be
+    // answered (a responder that lost its state cannot tell), but only to the pinned address,
+    // and nothing reaches Plex.
+    lab.edge = None;
+    let tun = format!("{}t", lab.base);
+    lab.edge = Some(Edge::start(&lab.home, &lab.broker, "spent", &dir, &tun));
+    let synced =
+        grantwire_e2e::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            (lab.edge().metrics(&lab.home).require(LEASES) == 1.0).then_some(())
+        });
+    assert!(
+        synced.is_some(),
+        "(9) the restarted edge never got its lease set"
+    );
+    lab.client
+        .exec_ok(&["python3", &path(&replayer), &path(&capture)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let restarted = lab.edge().metrics(&lab.home);
+    assert_eq!(
+        restarted.require(PACKETS_TO_TUN),
+        0.0,
+        "(9) a replayed session reached Plex through a restarted edge"
+    );
+    assert_eq!(restarted.require(BYTES_SENT_UNPINNED), 0.0);
+    eprintln!(
+        "(9) {} datagrams replayed twice; the restarted edge answered {} handshakes",
+        kinds.len(),
+        restarted.require(HANDSHAKES)
+    );
+    lab.assert_no_unexpected_warnings(&[]);
 }
 
 #[derive(Debug)]
