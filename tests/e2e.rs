@@ -176,13 +176,7 @@ fn revoked_grant_stops_the_page_within_one_second() {
         return;
     }
     let mut lab = Lab::new("rv", false);
-    let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let device = lab.device("alice");
-    lab.login(&device, &alice);
-    let profile = lab.profile(&device, "alice-home.conf");
-    let url = lab.plex_url(&edge);
+    let (profile, url) = granted_alice(&mut lab);
     let _wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
     lab.wait_page(&lab.client, &url, FIRST_LOAD)
         .unwrap_or_else(|last| panic!("(4) the page never loaded before the revoke: {last:?}"));
@@ -382,13 +376,7 @@ fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_r
         return;
     }
     let mut lab = Lab::new("cut", false);
-    let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let device = lab.device("alice");
-    lab.login(&device, &alice);
-    let profile = lab.profile(&device, "alice-home.conf");
-    let url = lab.plex_url(&edge);
+    let (profile, url) = granted_alice(&mut lab);
     let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
     lab.wait_page(&lab.client, &url, FIRST_LOAD)
         .unwrap_or_else(|last| panic!("(8) the page never loaded: {last:?}"));
@@ -534,13 +522,7 @@ fn a_captured_session_replayed_opens_nothing_before_or_after_an_edge_restart() {
         return;
     }
     let mut lab = Lab::new("rp", false);
-    let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let device = lab.device("alice");
-    lab.login(&device, &alice);
-    let profile = lab.profile(&device, "alice-home.conf");
-    let url = lab.plex_url(&edge);
+    let (profile, url) = granted_alice(&mut lab);
     let dir = lab.dir.path().to_owned();
     let (sniffer, replayer, capture) = (
         dir.join("sniff.py"),
@@ -616,6 +598,17 @@ fn a_captured_session_replayed_opens_nothing_before_or_after_an_edge_restart() {
         restarted.require(HANDSHAKES)
     );
     lab.assert_no_unexpected_warnings(&[]);
+}
+
+/// The common start: an enrolled edge `home`, user alice granted on it and logged in from the
+/// client namespace; returns her profile file and the stand-in Plex's URL on the tunnel.
+fn granted_alice(lab: &mut Lab) -> (std::path::PathBuf, String) {
+    let edge = lab.enrol_edge();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let device = lab.device("alice");
+    lab.login(&device, &alice);
+    (lab.profile(&device, "alice-home.conf"), lab.plex_url(&edge))
 }
 
 #[derive(Debug)]
