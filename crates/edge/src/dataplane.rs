@@ -7,28 +7,122 @@ use std::time::{Duration, SystemTime};
 
 use grantwire_edge_core::{EdgeCore, Output};
 use grantwire_proto::{EdgeEvent, LeaseSet, LeaseUsage};
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, trace};
 
 use crate::metrics::Snapshot;
-use crate::tun::TunDevice;
+use crate::tun::{TunDevice, TunRx, TunSetup, TunTx};
+use crate::udp::{Udp, UdpTx};
 
-/// Room for the largest UDP datagram; WireGuard's own are at most MTU + 32.
-/// Most datagrams taken from the socket in one turn of the loop.
-const UDP_BATCH: usize = 64;
-const BUF_LEN: usize = 65_536;
+/// Most reads taken from the socket, and from the TUN, in one turn of the loop before what they
+/// produced is written out: a flood then costs the edge a receive call per 32 datagrams and
+/// little more, and neither side waits long behind the other.
+const READS_PER_TURN: usize = 4;
 /// Sleep used when the core has no deadline (no leases): a wake-up that does nothing.
 const IDLE: Duration = Duration::from_secs(3600);
 /// Off-pin events are handed to the reporter at most this often: the first at once, later ones
 /// gathered (one per lease and source, with a count) rather than one per datagram checked.
 const EVENT_BATCH: Duration = Duration::from_secs(10);
 
+/// Which batching the data plane uses. Both are on unless `GRANTWIRE_EDGE_OFFLOAD` says
+/// otherwise (`none`, `tun`, `udp`, or `all`): a switch for the benchmark, which measures each
+/// step, and a way out should a kernel misbehave with one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offload {
+    /// TSO/GRO on the TUN device (see [`crate::tun`]).
+    pub tun: bool,
+    /// GSO sends on the UDP socket (see [`crate::udp`]).
+    pub udp: bool,
+}
+
+impl Offload {
+    pub const VAR: &'static str = "GRANTWIRE_EDGE_OFFLOAD";
+
+    pub fn from_env() -> Result<Self, String> {
+        match std::env::var(Self::VAR) {
+            Ok(value) => Self::parse(&value),
+            Err(_) => Ok(Self::parse("all").unwrap_or(Self {
+                tun: true,
+                udp: true,
+            })),
+        }
+    }
+
+    fn parse(value: &str) -> Result<Self, String> {
+        let (tun, udp) = match value.trim() {
+            "all" | "" => (true, true),
+            "none" => (false, false),
+            "tun" => (true, false),
+            "udp" => (false, true),
+            other => {
+                return Err(format!(
+                    "{}={other:?}: expected all, none, tun or udp",
+                    Self::VAR
+                ))
+            }
+        };
+        Ok(Self { tun, udp })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("reading the TUN device failed")]
     Tun(#[source] std::io::Error),
+    #[error("setting up the data plane's thread failed")]
+    Setup(#[source] std::io::Error),
+    #[error("the data plane's thread stopped without a result")]
+    Vanished,
+}
+
+/// Runs the data plane on a thread of its own with a single-threaded runtime, until `shutdown`
+/// completes. One task owns the core either way; on its own thread it is never moved between
+/// workers, and wakes no other thread to do so, which the benchmark counted as CPU time.
+pub async fn run_dedicated(
+    core: EdgeCore,
+    udp: std::net::UdpSocket,
+    offload: Offload,
+    tun: TunSetup,
+    links: Links,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DataplaneError> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done, finished) = tokio::sync::oneshot::channel();
+    let thread = move || {
+        let result = (|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(DataplaneError::Setup)?;
+            runtime.block_on(async move {
+                let tun = tun.into_async().map_err(DataplaneError::Setup)?;
+                let udp = tokio::net::UdpSocket::from_std(udp)
+                    .and_then(|udp| Udp::new(udp, offload.udp))
+                    .map_err(DataplaneError::Setup)?;
+                info!(udp_gso_segments = udp.max_segments(), "data plane running");
+                run(core, udp, tun, links, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        })();
+        let _ = done.send(result);
+    };
+    std::thread::Builder::new()
+        .name("dataplane".into())
+        .spawn(thread)
+        .map_err(DataplaneError::Setup)?;
+    tokio::pin!(shutdown);
+    tokio::pin!(finished);
+    let result = tokio::select! {
+        () = &mut shutdown => {
+            let _ = stop.send(());
+            (&mut finished).await
+        }
+        result = &mut finished => result,
+    };
+    result.unwrap_or(Err(DataplaneError::Vanished))
 }
 
 /// The data plane's channels to the rest of the edge.
@@ -48,7 +142,7 @@ pub struct Links {
 /// per-datagram and never stop the loop; a TUN read error does, because Plex is then gone.
 pub async fn run<T: TunDevice>(
     mut core: EdgeCore,
-    udp: UdpSocket,
+    mut udp: Udp,
     tun: T,
     links: Links,
     shutdown: impl Future<Output = ()>,
@@ -61,8 +155,11 @@ pub async fn run<T: TunDevice>(
         events,
         report_every,
     } = links;
-    let mut udp_buf = vec![0u8; BUF_LEN];
-    let mut tun_buf = vec![0u8; BUF_LEN];
+    let mut tun_rx = TunRx::default();
+    let mut out = Outbox {
+        udp: UdpTx::new(udp.max_segments()),
+        tun: TunTx::default(),
+    };
     let mut broker_link = true;
     let mut events_taken: Option<Instant> = None;
     let mut report_tick = tokio::time::interval(report_every);
@@ -73,29 +170,46 @@ pub async fn run<T: TunDevice>(
             .map_or(Instant::now() + IDLE, to_instant);
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            received = udp.recv_from(&mut udp_buf) => match received {
-                Ok((n, src)) => {
-                    core.handle_datagram(src, &udp_buf[..n], SystemTime::now());
-                    // Whatever else is already queued, without going back through the select
-                    // (and the flush and the metrics update after it) for every datagram: a
-                    // flood then costs the edge a receive call per datagram and little more,
-                    // and a granted client's handshake is not left waiting behind it.
-                    for _ in 1..UDP_BATCH {
-                        match udp.try_recv_from(&mut udp_buf) {
-                            Ok((n, src)) => core.handle_datagram(src, &udp_buf[..n], SystemTime::now()),
-                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                            Err(e) => {
-                                debug!(error = %e, "udp receive failed");
-                                break;
+            received = udp.recv() => match received {
+                Ok(()) => {
+                    // This batch, then whatever else is already queued, without going back
+                    // through the select (and the writes and metrics after it) for each.
+                    for read in 0..READS_PER_TURN {
+                        if read > 0 {
+                            match udp.try_recv() {
+                                Ok(()) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(e) => {
+                                    debug!(error = %e, "udp receive failed");
+                                    break;
+                                }
                             }
+                        }
+                        let now = SystemTime::now();
+                        for (src, datagram) in udp.datagrams() {
+                            core.handle_datagram(src, datagram, now);
+                            out.take(&mut core, &udp, &tun).await;
                         }
                     }
                 }
                 Err(e) => debug!(error = %e, "udp receive failed"),
             },
-            read = tun.recv(&mut tun_buf) => {
-                let n = read.map_err(DataplaneError::Tun)?;
-                core.handle_tun_packet(&tun_buf[..n], SystemTime::now());
+            read = tun.recv(&mut tun_rx) => {
+                read.map_err(DataplaneError::Tun)?;
+                for read in 0..READS_PER_TURN {
+                    if read > 0 {
+                        match tun.try_recv(&mut tun_rx) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => return Err(DataplaneError::Tun(e)),
+                        }
+                    }
+                    let now = SystemTime::now();
+                    for packet in tun_rx.packets() {
+                        core.handle_tun_packet(packet, now);
+                        out.take(&mut core, &udp, &tun).await;
+                    }
+                }
             }
             changed = sets.changed(), if broker_link => match changed {
                 Ok(()) => {
@@ -112,7 +226,8 @@ pub async fn run<T: TunDevice>(
                 usage.send_replace(core.lease_usage(SystemTime::now()));
             }
         }
-        flush(&mut core, &udp, &tun).await;
+        out.take(&mut core, &udp, &tun).await;
+        out.flush(&udp, &tun).await;
         if core.has_events() && events_taken.is_none_or(|t| t.elapsed() >= EVENT_BATCH) {
             events_taken = Some(Instant::now());
             for event in core.take_events() {
@@ -147,20 +262,40 @@ pub fn apply(core: &mut EdgeCore, set: &LeaseSet) {
     );
 }
 
-async fn flush<T: TunDevice>(core: &mut EdgeCore, udp: &UdpSocket, tun: &T) {
-    while let Some(output) = core.poll_output() {
-        match output {
-            Output::Transmit { dst, payload } => {
-                if let Err(e) = udp.send_to(&payload, dst).await {
-                    debug!(%dst, error = %e, "udp send failed");
-                } else {
-                    trace!(%dst, len = payload.len(), "sent");
+/// What the core produced and is not yet written: datagrams gathered into GSO runs, packets for
+/// the TUN gathered for one coalesced write. Written at the end of each turn of the loop, or
+/// earlier when a batch is full.
+struct Outbox {
+    udp: UdpTx,
+    tun: TunTx,
+}
+
+impl Outbox {
+    /// Moves the core's outputs in, writing out a full TUN batch on the way.
+    async fn take<T: TunDevice>(&mut self, core: &mut EdgeCore, udp: &Udp, tun: &T) {
+        while let Some(output) = core.poll_output() {
+            match output {
+                Output::Transmit { dst, payload } => {
+                    trace!(%dst, len = payload.len(), "sending");
+                    self.udp.push(dst, &payload);
+                }
+                Output::ToTun(packet) => {
+                    self.tun.push(&packet);
+                    if self.tun.len() >= TunTx::MAX {
+                        self.flush(udp, tun).await;
+                    }
                 }
             }
-            Output::ToTun(packet) => {
-                if let Err(e) = tun.send(&packet).await {
-                    debug!(error = %e, "tun write failed");
-                }
+        }
+    }
+
+    async fn flush<T: TunDevice>(&mut self, udp: &Udp, tun: &T) {
+        if !self.udp.is_empty() {
+            udp.send(&mut self.udp).await;
+        }
+        if !self.tun.is_empty() {
+            if let Err(e) = tun.send(&mut self.tun).await {
+                debug!(error = %e, "tun write failed");
             }
         }
     }
@@ -193,16 +328,31 @@ mod tests {
     }
 
     impl TunDevice for FakeTun {
-        async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        async fn recv(&self, rx: &mut TunRx) -> std::io::Result<()> {
             let packet = self.from_plex.lock().await.recv().await;
             let packet = packet.ok_or(std::io::ErrorKind::BrokenPipe)?;
-            buf[..packet.len()].copy_from_slice(&packet);
-            Ok(packet.len())
+            rx.set_single(&packet);
+            Ok(())
         }
 
-        async fn send(&self, packet: &[u8]) -> std::io::Result<usize> {
-            let _ = self.to_plex.send(packet.to_vec()).await;
-            Ok(packet.len())
+        fn try_recv(&self, rx: &mut TunRx) -> std::io::Result<()> {
+            let mut from_plex = self
+                .from_plex
+                .try_lock()
+                .map_err(|_| std::io::ErrorKind::WouldBlock)?;
+            let packet = from_plex
+                .try_recv()
+                .map_err(|_| std::io::ErrorKind::WouldBlock)?;
+            rx.set_single(&packet);
+            Ok(())
+        }
+
+        async fn send(&self, tx: &mut TunTx) -> std::io::Result<()> {
+            for packet in tx.packets() {
+                let _ = self.to_plex.send(packet.to_vec()).await;
+            }
+            tx.clear();
+            Ok(())
         }
     }
 
@@ -215,6 +365,42 @@ mod tests {
             subnet: "10.77.0.0/24".parse().unwrap(),
             tunnel_address: EDGE,
         }
+    }
+
+    #[test]
+    fn offload_switch_names_each_step_and_refuses_anything_else() {
+        let both = Offload {
+            tun: true,
+            udp: true,
+        };
+        assert_eq!(Offload::parse("all"), Ok(both));
+        assert_eq!(Offload::parse(""), Ok(both));
+        assert_eq!(
+            Offload::parse("none"),
+            Ok(Offload {
+                tun: false,
+                udp: false
+            })
+        );
+        assert_eq!(
+            Offload::parse("tun"),
+            Ok(Offload {
+                tun: true,
+                udp: false
+            })
+        );
+        assert_eq!(
+            Offload::parse("udp"),
+            Ok(Offload {
+                tun: false,
+                udp: true
+            })
+        );
+        let err = Offload::parse("gso").unwrap_err();
+        assert!(
+            err.contains("GRANTWIRE_EDGE_OFFLOAD") && err.contains("\"gso\""),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -243,7 +429,7 @@ mod tests {
             ports: vec![32400],
             expires_at: i64::MAX / 2,
         };
-        let udp = UdpSocket::bind(bind).await.unwrap();
+        let udp = Udp::new(tokio::net::UdpSocket::bind(bind).await.unwrap(), true).unwrap();
         let edge_addr = SocketAddr::from((Ipv4Addr::LOCALHOST, udp.local_addr().unwrap().port()));
         let (to_edge, from_plex) = mpsc::channel(8);
         let (to_plex, mut plex) = mpsc::channel(8);
@@ -273,7 +459,7 @@ mod tests {
             generated_at: 0,
         }));
 
-        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let edge_public = x25519::PublicKey::from(*edge_key.public_key().as_bytes());
         let secret = x25519::StaticSecret::from(*client_key.as_bytes());
         let mut tunn = Tunn::new(secret, edge_public, Some(*psk.as_bytes()), None, 9, None);

@@ -15,6 +15,7 @@ mod report;
 mod sse;
 mod state;
 mod tun;
+mod udp;
 
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -24,7 +25,7 @@ use clap::Parser;
 use grantwire_client_core::tls::http_client;
 use grantwire_edge_core::EdgeCore;
 use grantwire_proto::{EdgeConfig, LeaseSet, PrivateKey};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
@@ -33,12 +34,12 @@ use crate::cli::{Cli, Command, RunArgs};
 use crate::guard::{Guard, GuardSpec, NftGuard};
 use crate::metrics::Snapshot;
 use crate::state::{Credential, StateDir};
-use crate::tun::{TunRs, TUN_MTU};
+use crate::tun::{TunSetup, TUN_MTU};
 
 /// A mistake in how the edge was started that clap cannot see (exit 2).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct UsageError(&'static str);
+struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -120,6 +121,7 @@ async fn enrol(
     let Some(token_file) = &args.token_file else {
         bail!(UsageError(
             "this edge has not enrolled yet: give --token-file with the token from `grantwire-broker edge add`"
+                .into()
         ));
     };
     let token = std::fs::read_to_string(token_file)
@@ -143,10 +145,12 @@ async fn serve(
     config: EdgeConfig,
     key: PrivateKey,
 ) -> Result<()> {
-    let tun = TunRs::create(
+    let offload = dataplane::Offload::from_env().map_err(UsageError)?;
+    let tun = TunSetup::create(
         &args.tun_name,
         config.tunnel_address,
         config.subnet.prefix_len(),
+        offload.tun,
     )
     .with_context(|| {
         format!(
@@ -154,8 +158,8 @@ async fn serve(
             args.tun_name
         )
     })?;
-    let udp = UdpSocket::bind(args.listen)
-        .await
+    let udp = std::net::UdpSocket::bind(args.listen)
+        .and_then(|udp| udp.set_nonblocking(true).map(|()| udp))
         .with_context(|| format!("binding UDP {}", args.listen))?;
     info!(
         listen = %udp.local_addr()?,
@@ -163,6 +167,7 @@ async fn serve(
         tunnel_address = %config.tunnel_address,
         subnet = %config.subnet,
         mtu = TUN_MTU,
+        tun_offload = tun.offload(),
         edge = %config.name,
         "grantwire-edge running"
     );
@@ -221,7 +226,7 @@ async fn serve(
         events: events_tx,
         report_every: std::time::Duration::from_secs(args.report_secs),
     };
-    let result = dataplane::run(core, udp, tun, links, shutdown_signal()).await;
+    let result = dataplane::run_dedicated(core, udp, offload, tun, links, shutdown_signal()).await;
     sync.abort();
     report.abort();
     cache.abort();
