@@ -24,6 +24,7 @@
 #
 #   sudo scripts/bench/edge.sh               # 10 s per transfer
 #   sudo BENCH_SECS=30 scripts/bench/edge.sh
+#   sudo EDGE_STEPS="none tun udp" scripts/bench/edge.sh   # also each batching step alone
 #
 # Needs root (namespaces, TUN, nftables). Installs iperf3 and the WireGuard tools if missing,
 # and boringtun-cli into target/bench-tools with cargo. Traffic stays inside the two namespaces
@@ -310,12 +311,17 @@ secret=$(jq -r .totp_secret <<<"$user")
 "$bin/grantwire-broker" edge add home --endpoint 198.51.100.1:51820 --data-dir "$data" --json |
     (umask 077 && jq -r .enrolment_token >"$work/edge.token")
 "$bin/grantwire-broker" grant add bench home --data-dir "$data" --json >/dev/null
-spawn edge ip netns exec "$srv" "$bin/grantwire-edge" run \
-    --broker https://127.0.0.1:8443 --broker-fingerprint "$fp" --token-file "$work/edge.token" \
-    --state-dir "$work/edge-state" --listen 0.0.0.0:51820 --tun-name "$wgs" \
-    --metrics-listen 127.0.0.1:9851
-edge_pid=$spawned
-wait_until "the edge's guard" 100 in_srv nft list table inet grantwire
+# Starts grantwire-edge with the batching named by $1 (GRANTWIRE_EDGE_OFFLOAD; see
+# crates/edge/src/dataplane.rs): all, none, tun or udp.
+start_edge() {
+    spawn "edge-$1" ip netns exec "$srv" env GRANTWIRE_EDGE_OFFLOAD="$1" "$bin/grantwire-edge" run \
+        --broker https://127.0.0.1:8443 --broker-fingerprint "$fp" --token-file "$work/edge.token" \
+        --state-dir "$work/edge-state" --listen 0.0.0.0:51820 --tun-name "$wgs" \
+        --metrics-listen 127.0.0.1:9851
+    edge_pid=$spawned
+    wait_until "the edge's guard" 100 in_srv nft list table inet grantwire
+}
+start_edge all
 code=$(python3 - "$secret" <<'EOF'
 import base64, hmac, struct, sys, time
 secret = sys.argv[1].upper()
@@ -332,6 +338,17 @@ in_cli "$bin/grantwire" profile home --out "$work/gw.conf" >&2
 wg-quick strip "$work/gw.conf" >"$work/gw.wg"
 client_up "$work/gw.wg" "$(sed -n 's/^Address *= *//p' "$work/gw.conf")"
 measure grantwire-edge "$edge_pid"
+# Each batching step on its own (EDGE_STEPS="none tun udp"), against the same client and lease:
+# the edge restarts, the client's wireguard-go handshakes again, and the transfer is repeated.
+for step in ${EDGE_STEPS:-}; do
+    stop_pid "$edge_pid"
+    start_edge "$step"
+    measure "grantwire-edge[$step]" "$edge_pid"
+done
+if [ -n "${EDGE_STEPS:-}" ]; then
+    stop_pid "$edge_pid"
+    start_edge all
+fi
 flood grantwire-edge "$edge_pid" "$(sed -n 's/^PublicKey *= *//p' "$work/gw.conf")" \
     "$work/gw.wg" "$(sed -n 's/^Address *= *//p' "$work/gw.conf")"
 client_down
@@ -361,6 +378,7 @@ echo "- Machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo 
 echo "- Date: $(date -u +%Y-%m-%dT%H:%M:%SZ); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "- Client: Debian wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go) in its own namespace; iperf3 $(iperf3 --version | head -n 1 | cut -d' ' -f2), one TCP stream to 10.77.0.1:32400 through the tunnel, ${secs} s per transfer"
 echo "- Servers: grantwire-edge (release, revision above, lease admitted by its broker), boringtun-cli $boringtun_version (default threads), Debian wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go); all on the same veth, one at a time"
+echo "- grantwire-edge[STEP]: the edge with only that batching (GRANTWIRE_EDGE_OFFLOAD=STEP: none, tun = TUN TSO/GRO, udp = UDP GSO); plain grantwire-edge has all of it (EDGE_STEPS=\"${EDGE_STEPS:-}\")"
 echo "- Efficiency: bytes moved per CPU-second of the server process (utime+stime from /proc/PID/stat during the transfer), shown as Gbit per CPU-second"
 echo
 python3 - "$results" <<'EOF'
@@ -370,6 +388,7 @@ for line in open(sys.argv[1]):
     name, direction, nbytes, bps, cpu = line.split()
     rows[(name, direction)] = (float(nbytes), float(bps), float(cpu))
 names = ["grantwire-edge", "boringtun-cli", "wireguard-go"]
+steps = sorted({n for n, _ in rows if n.startswith("grantwire-edge[")})
 
 def eff(r):
     return r[0] * 8 / 1e9 / r[2] if r[2] > 0 else float("inf")
@@ -377,7 +396,7 @@ def eff(r):
 print("| server | direction | Mbit/s | server CPU-s | Gbit per CPU-s |")
 print("| --- | --- | ---: | ---: | ---: |")
 for d in ["download", "upload"]:
-    for n in names:
+    for n in steps + names:
         r = rows[(n, d)]
         print(f"| {n} | {d} | {r[1] / 1e6:.0f} | {r[2]:.2f} | {eff(r):.2f} |")
 print()
