@@ -101,9 +101,12 @@ pub async fn run_dedicated(
                     .and_then(|udp| Udp::new(udp, offload.udp))
                     .map_err(DataplaneError::Setup)?;
                 info!(udp_gso_segments = udp.max_segments(), "data plane running");
-                run(core, udp, tun, links, async {
+                // Alone on its runtime, the loop needs no cooperative budget: with one, tokio
+                // made it yield (and wake itself through the runtime's eventfd) every 128 I/O
+                // operations, about 1,300 times a second on a bulk upload (strace).
+                tokio::task::unconstrained(run(core, udp, tun, links, async {
                     let _ = stopped.await;
-                })
+                }))
                 .await
             })
         })();
