@@ -11,6 +11,7 @@ mod dataplane;
 mod doctor;
 mod guard;
 mod metrics;
+mod privileges;
 mod report;
 mod sse;
 mod state;
@@ -32,6 +33,7 @@ use crate::broker::BrokerError;
 use crate::cli::{Cli, Command, RunArgs};
 use crate::guard::{Guard, GuardSpec, NftGuard};
 use crate::metrics::Snapshot;
+use crate::privileges::{Account, Plan};
 use crate::state::{Credential, StateDir};
 use crate::tun::{TunRs, TUN_MTU};
 
@@ -54,6 +56,22 @@ fn main() -> ExitCode {
         Command::Run(args) => args,
         Command::Doctor(args) => return doctor::main(&args),
     };
+    // Before the runtime starts its threads: no_new_privs is per thread (see `privileges`).
+    let plan = match privileges::prepare(args.user.as_deref()) {
+        Ok(plan) => plan,
+        Err(err) => {
+            let code = if err.is_usage() { 2 } else { 1 };
+            error!("{:#}", anyhow::Error::from(err));
+            return ExitCode::from(code);
+        }
+    };
+    if plan == Plan::StayRoot {
+        warn!(
+            "running as root throughout: give --user (GRANTWIRE_EDGE_USER) so that the edge drops \
+             to an unprivileged user, keeping only CAP_NET_ADMIN, once its guard and TUN device \
+             are set up"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -61,7 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, plan)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -83,7 +101,9 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+/// Polled by `block_on` on the main thread, which is the thread that drops root and so the one
+/// that keeps CAP_NET_ADMIN for removing the guard: keep that removal here, not in a task.
+async fn run(args: RunArgs, plan: Plan) -> Result<()> {
     let state = StateDir::open(&args.state_dir).context("opening the state directory")?;
     let key = state.private_key().context("loading the edge key")?;
     let client = http_client(args.broker_fingerprint);
@@ -105,7 +125,7 @@ async fn run(args: RunArgs) -> Result<()> {
 
     // Only a clean stop removes the guard: after a failure Plex stays shielded (fails closed),
     // and the next start replaces the table anyway.
-    serve(args, state, client, credential, config, key).await?;
+    serve(args, &plan, state, client, credential, config, key).await?;
     guard.remove().context("removing the nftables guard")?;
     info!("stopped; guard removed");
     Ok(())
@@ -137,6 +157,7 @@ async fn enrol(
 
 async fn serve(
     args: RunArgs,
+    plan: &Plan,
     state: StateDir,
     client: reqwest::Client,
     credential: Credential,
@@ -167,13 +188,23 @@ async fn serve(
         "grantwire-edge running"
     );
 
+    let metrics = match args.metrics_listen.0 {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?,
+        ),
+        None => None,
+    };
+    // Everything that needs root is done.
+    if let Plan::Drop(account) = plan {
+        drop_privileges(&state, account)?;
+    }
+
     let (snapshots, snapshot_rx) = watch::channel(Snapshot::default());
     let (link, link_rx) = watch::channel(false);
-    if let Some(addr) = args.metrics_listen.0 {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics listener {addr}"))?;
-        info!(metrics = %addr, "serving /metrics");
+    if let Some(listener) = metrics {
+        info!(metrics = %listener.local_addr()?, "serving /metrics");
         tokio::spawn(metrics::serve(listener, snapshot_rx, link_rx));
     }
     let (sets, set_rx) = watch::channel(None);
@@ -227,6 +258,32 @@ async fn serve(
     cache.abort();
     pins.abort();
     Ok(result?)
+}
+
+/// Hands the state directory to `account` and becomes it, keeping CAP_NET_ADMIN alone (see
+/// `privileges`). Any error leaves the caller to stop: it must not serve with more privilege
+/// than was asked for.
+fn drop_privileges(state: &StateDir, account: &Account) -> Result<()> {
+    let dir = state.path().display();
+    state
+        .hand_over(account.uid, account.gid)
+        .with_context(|| format!("handing the state directory {dir} to {}", account.name))?;
+    privileges::drop_to(account)
+        .with_context(|| format!("dropping root to user {}", account.name))?;
+    state.check_writable().with_context(|| {
+        format!(
+            "user {} cannot write the state directory {dir}; every directory above it must let \
+             {} through",
+            account.name, account.name
+        )
+    })?;
+    info!(
+        user = %account.name,
+        uid = account.uid,
+        gid = account.gid,
+        "dropped root; keeping only CAP_NET_ADMIN, to remove the guard at stop"
+    );
+    Ok(())
 }
 
 /// Writes each lease set the broker sends to the state directory (see
