@@ -13,15 +13,22 @@
 //! - (8) an edge cut off from its broker keeps the leases it had, also across a restart (from
 //!   its 0600 lease cache), and once the broker is reachable a lease revoked meanwhile stops;
 //! - (9) a session captured on the wire and replayed from the pinned address opens nothing, to
-//!   the same edge or to a restarted one.
+//!   the same edge or to a restarted one;
+//! - (9) an edge started as root with `--user nobody` runs as nobody with CAP_NET_ADMIN alone,
+//!   serves a granted client, keeps its lease cache and removes its guard at a clean stop.
 //!
 //! On failure every process's command line and logs are printed (broker, edge, wireguard-go,
 //! stand-in Plex).
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::{HOME_OUTSIDE_IP, OTHER_IP};
-use grantwire_e2e::{http_get, require_env, totp, unix_now, Edge, Lab, WgClient, EXIT_REFUSED};
+use grantwire_e2e::{
+    host_exec, http_get, require_env, totp, unix_now, Edge, Lab, WgClient, EDGE_ROOT_WARNING,
+    EXIT_REFUSED,
+};
 
 /// How long a first page load may take: handshake plus one TCP exchange, with room for a
 /// loaded CI machine.
@@ -280,7 +287,10 @@ fn lease_expires_by_the_edges_own_clock() {
         .assert_running("(5) the lease expiry, with the broker stopped");
 
     let mut found = grantwire_e2e::unexpected_warnings(&lab.broker.proc().stderr(), &[]);
-    found.extend(grantwire_e2e::unexpected_warnings(&edge_log, &[]));
+    found.extend(grantwire_e2e::unexpected_warnings(
+        &edge_log,
+        &[grantwire_e2e::EDGE_ROOT_WARNING],
+    ));
     assert!(
         found.is_empty(),
         "unexpected WARN/ERROR lines:\n{}",
@@ -609,6 +619,189 @@ fn granted_alice(lab: &mut Lab) -> (std::path::PathBuf, String) {
     let device = lab.device("alice");
     lab.login(&device, &alice);
     (lab.profile(&device, "alice-home.conf"), lab.plex_url(&edge))
+}
+
+/// CAP_NET_ADMIN (12) as `/proc/PID/status` shows a capability set.
+const CAP_NET_ADMIN_ONLY: &str = "0000000000001000";
+
+#[test]
+fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() {
+    if !require_env() {
+        return;
+    }
+    let id = |flag: &str| {
+        let out =
+            host_exec(&["id", flag, "nobody"], None, Duration::from_secs(5)).expect_ok("id nobody");
+        out.stdout.trim().parse::<u32>().expect("numeric id")
+    };
+    let (uid, gid) = (id("-u"), id("-g"));
+    let mut lab = Lab::new("pd", false);
+    let edge = lab.enrol_edge_as(Some("nobody"));
+    let pid = lab.edge().proc().pid().expect("edge pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("edge status");
+    assert_eq!(
+        status_field(&status, "Name"),
+        "grantwire-edge",
+        "(9) pid {pid} is not the edge (does `ip netns exec` still exec in place?)"
+    );
+
+    // (9) The process (its main thread, which keeps the capability) is nobody with
+    // CAP_NET_ADMIN alone, and can gain nothing through execve.
+    let ids = |name: &str| {
+        status_field(&status, name)
+            .split_whitespace()
+            .map(|n| n.parse::<u32>().expect("numeric id"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids("Uid"),
+        [uid; 4],
+        "(9) real/effective/saved/fs uids\n{status}"
+    );
+    assert_eq!(
+        ids("Gid"),
+        [gid; 4],
+        "(9) real/effective/saved/fs gids\n{status}"
+    );
+    assert!(
+        ids("Groups").iter().all(|&g| g == gid),
+        "(9) supplementary groups beyond nobody's\n{status}"
+    );
+    for set in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(
+            status_field(&status, set),
+            CAP_NET_ADMIN_ONLY,
+            "(9) {set} must be CAP_NET_ADMIN exactly\n{status}"
+        );
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1", "(9)\n{status}");
+    // Every other thread (tokio's workers) is nobody too, with no more than that.
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("edge threads");
+    for task in tasks {
+        let path = task.expect("task entry").path().join("status");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        assert_eq!(status_field(&text, "Uid"), status_field(&status, "Uid"));
+        for set in ["CapPrm", "CapEff", "CapAmb"] {
+            let mask = u64::from_str_radix(status_field(&text, set), 16).expect("mask");
+            assert_eq!(mask & !0x1000, 0, "(9) {} {set}\n{text}", path.display());
+        }
+    }
+    let logs = lab.edge().proc().stderr();
+    assert!(
+        logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
+        "(9) the edge must say it dropped root, and not warn about running as root:\n{logs}"
+    );
+
+    // Its state directory is nobody's now, with the modes it had.
+    let state = lab.edge().state_dir.clone();
+    assert_owned(&state, uid, 0o700);
+    for file in ["private.key", "credential", "config.json"] {
+        assert_owned(&state.join(file), uid, 0o600);
+    }
+
+    // It still serves a granted client.
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let phone = lab.device("alice-phone");
+    lab.login(&phone, &alice);
+    let profile = lab.profile(&phone, "alice-home.conf");
+    let url = lab.plex_url(&edge);
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| {
+            panic!("(9) the granted client did not load {url} from the dropped edge: {last:?}")
+        });
+
+    // It still writes its lease cache when a new lease set comes: a second lease, then a revoke.
+    let cache = state.join("leases.json");
+    let first = lease_ids(&lab);
+    assert_eq!(first.len(), 1, "(9) {first:?}");
+    wait_cache(&cache, "(9) the first lease", |c| c.contains(&first[0]));
+    let bob = lab.add_user("bob");
+    lab.broker.grant(&lab.home, "bob", "home", None);
+    let laptop = lab.device("bob-laptop");
+    lab.login(&laptop, &bob);
+    lab.profile(&laptop, "bob-home.conf");
+    let both = lease_ids(&lab);
+    assert_eq!(both.len(), 2, "(9) {both:?}");
+    let second = both
+        .iter()
+        .find(|id| **id != first[0])
+        .expect("bob's lease");
+    wait_cache(&cache, "(9) the second lease", |c| {
+        c.contains(&first[0]) && c.contains(second)
+    });
+    lab.broker.revoke(&lab.home, "alice", "home");
+    wait_cache(&cache, "(9) the set after the revoke", |c| {
+        !c.contains(&first[0]) && c.contains(second)
+    });
+    assert_owned(&cache, uid, 0o600);
+    drop(wg);
+    lab.assert_no_unexpected_warnings(&[]);
+
+    // A clean stop (SIGTERM, as systemd stops it) removes the guard, through `nft` run with the
+    // one capability kept.
+    let edge = lab.edge.as_mut().expect("edge");
+    let status = edge.stop(Duration::from_secs(5));
+    let logs = edge.proc().logs();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "(9) the edge must exit 0 on SIGTERM, got {status:?}\n{logs}"
+    );
+    let table = lab
+        .home
+        .exec(&["nft", "list", "table", "inet", "grantwire"]);
+    assert!(
+        !table.success() && table.stderr.contains("No such file"),
+        "(9) the stopped edge left its nftables table:\n{table}\n{logs}"
+    );
+}
+
+/// The value of one `Name:\tvalue` line of a `/proc` status file.
+#[track_caller]
+fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+        .trim()
+}
+
+#[track_caller]
+fn assert_owned(path: &Path, uid: u32, mode: u32) {
+    let meta =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("(9) {}: {e}", path.display()));
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (uid, mode),
+        "(9) owner and mode of {}",
+        path.display()
+    );
+}
+
+fn lease_ids(lab: &Lab) -> Vec<String> {
+    lab.broker
+        .leases(&lab.home)
+        .iter()
+        .map(|l| l["id"].as_str().expect("lease id").to_owned())
+        .collect()
+}
+
+/// Waits (5 s at most) for the edge's lease cache to satisfy `ok`.
+#[track_caller]
+fn wait_cache(cache: &Path, what: &str, ok: impl Fn(&str) -> bool) {
+    let got = grantwire_e2e::wait_for(Duration::from_secs(5), POLL_EVERY, || {
+        let text = std::fs::read_to_string(cache).ok()?;
+        ok(&text).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "{what} never reached the lease cache {}: {:?}",
+        cache.display(),
+        std::fs::read_to_string(cache)
+    );
 }
 
 #[derive(Debug)]

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -282,48 +283,87 @@ impl Broker {
     }
 }
 
+/// The WARN line of an edge that runs as root without `--user`, as every scenario but the
+/// privilege-drop one starts it.
+pub const EDGE_ROOT_WARNING: &str = "running as root throughout: give --user";
+
 /// `grantwire-edge run` in the home namespace, with its metrics endpoint.
 pub struct Edge {
     proc: Proc,
     pub tun_name: String,
+    /// Its `--state-dir`.
+    pub state_dir: PathBuf,
+    /// Its `--user`, if it was given one.
+    pub user: Option<String>,
+    /// Holds the state directory of an edge started with a user (after `proc`: dropped later).
+    _state_parent: Option<tempfile::TempDir>,
 }
 
 impl Edge {
-    /// Writes the enrolment token to a 0600 file and starts the edge; waits until its metrics
-    /// answer and its nftables guard (`table inet grantwire`) is in place.
+    /// Writes the enrolment token to a 0600 file and starts the edge as root, with its state in
+    /// `dir/edge-state`; waits until its metrics answer and its nftables guard (`table inet
+    /// grantwire`) is in place.
     pub fn start(ns: &Netns, broker: &Broker, token: &str, dir: &Path, tun_name: &str) -> Edge {
+        Edge::start_with(ns, broker, token, dir, tun_name, None)
+    }
+
+    /// Like [`Edge::start`], and with `user` the edge gets `--user USER`. Its state directory is
+    /// then a fresh one under the system's temporary directory rather than in `dir` (the lab's
+    /// directory is root's, 0700, and the user must reach its state after the drop).
+    pub fn start_with(
+        ns: &Netns,
+        broker: &Broker,
+        token: &str,
+        dir: &Path,
+        tun_name: &str,
+        user: Option<&str>,
+    ) -> Edge {
         let token_file = dir.join("edge-token");
         std::fs::write(&token_file, format!("{token}\n")).expect("token file");
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
             .expect("chmod token file");
-        let state = dir.join("edge-state");
+        let state_parent = user.map(|_| {
+            tempfile::Builder::new()
+                .prefix("grantwire-e2e-edge")
+                .tempdir()
+                .expect("edge state parent")
+        });
+        if let Some(parent) = &state_parent {
+            // Only passage, no listing: the edge makes and keeps its own 0700 state directory.
+            std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("chmod edge state parent");
+        }
+        let state = state_parent
+            .as_ref()
+            .map_or(dir, |p| p.path())
+            .join("edge-state");
         let broker_url = format!("https://127.0.0.1:{BROKER_PORT}");
         let listen = format!("0.0.0.0:{EDGE_WG_PORT}");
-        let mut proc = spawn_daemon(
-            ns,
-            "grantwire-edge run",
-            &[
-                bins().edge_str(),
-                "run",
-                "--broker",
-                &broker_url,
-                "--token-file",
-                path_str(&token_file),
-                "--broker-fingerprint",
-                &broker.fingerprint,
-                "--listen",
-                &listen,
-                "--state-dir",
-                path_str(&state),
-                "--tun-name",
-                tun_name,
-                "--metrics-listen",
-                METRICS_ADDR,
-                // Lease figures reach the broker within a second, so tests need not wait long.
-                "--report-secs",
-                "1",
-            ],
-        );
+        let mut argv = vec![
+            bins().edge_str(),
+            "run",
+            "--broker",
+            &broker_url,
+            "--token-file",
+            path_str(&token_file),
+            "--broker-fingerprint",
+            &broker.fingerprint,
+            "--listen",
+            &listen,
+            "--state-dir",
+            path_str(&state),
+            "--tun-name",
+            tun_name,
+            "--metrics-listen",
+            METRICS_ADDR,
+            // Lease figures reach the broker within a second, so tests need not wait long.
+            "--report-secs",
+            "1",
+        ];
+        if let Some(user) = user {
+            argv.extend_from_slice(&["--user", user]);
+        }
+        let mut proc = spawn_daemon(ns, "grantwire-edge run", &argv);
         let url = format!("http://{METRICS_ADDR}/metrics");
         let ready = crate::wait_for(READY, Duration::from_millis(100), || {
             proc.assert_running("the edge to be ready");
@@ -341,7 +381,16 @@ impl Edge {
         Edge {
             proc,
             tun_name: tun_name.to_owned(),
+            state_dir: state,
+            user: user.map(str::to_owned),
+            _state_parent: state_parent,
         }
+    }
+
+    /// Stops the edge as systemd would (SIGTERM, SIGKILL after `grace`); its exit status.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.proc.stop(grace);
+        self.proc.exit_status()
     }
 
     pub fn metrics(&self, ns: &Netns) -> Metrics {
