@@ -15,7 +15,8 @@
 //! - (9) a session captured on the wire and replayed from the pinned address opens nothing, to
 //!   the same edge or to a restarted one;
 //! - (9) an edge started as root with `--user nobody` runs as nobody with CAP_NET_ADMIN alone,
-//!   serves a granted client, keeps its lease cache and removes its guard at a clean stop.
+//!   serves a granted client, keeps its lease cache and removes its guard at a clean stop;
+//! - (10) so does an edge started as its systemd unit starts it: never root, CAP_NET_ADMIN only.
 //!
 //! On failure every process's command line and logs are printed (broker, edge, wireguard-go,
 //! stand-in Plex).
@@ -26,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::{HOME_OUTSIDE_IP, OTHER_IP};
 use grantwire_e2e::{
-    host_exec, http_get, require_env, totp, unix_now, Edge, Lab, WgClient, EDGE_ROOT_WARNING,
-    EXIT_REFUSED,
+    http_get, require_env, totp, unix_now, user_ids, Edge, EdgeInfo, EdgeStart, Lab, WgClient,
+    EDGE_ROOT_WARNING, EXIT_REFUSED,
 };
 
 /// How long a first page load may take: handshake plus one TCP exchange, with room for a
@@ -629,24 +630,49 @@ fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() 
     if !require_env() {
         return;
     }
-    let id = |flag: &str| {
-        let out =
-            host_exec(&["id", flag, "nobody"], None, Duration::from_secs(5)).expect_ok("id nobody");
-        out.stdout.trim().parse::<u32>().expect("numeric id")
-    };
-    let (uid, gid) = (id("-u"), id("-g"));
     let mut lab = Lab::new("pd", false);
-    let edge = lab.enrol_edge_as(Some("nobody"));
+    let edge = lab.enrol_edge_as(EdgeStart::DropTo("nobody"));
+    let logs = lab.edge().proc().stderr();
+    assert!(
+        logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
+        "(9) the edge must say it dropped root, and not warn about running as root:\n{logs}"
+    );
+    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(9)");
+}
+
+/// The start that scripts/install/grantwire-edge.service gives the edge (never root;
+/// CAP_NET_ADMIN ambient and the whole bounding set; no_new_privs; its state directory made for
+/// it) is enough for all it does, the guard's install and removal included.
+#[test]
+fn an_edge_started_as_its_systemd_unit_does_needs_nothing_but_cap_net_admin() {
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("un", false);
+    let edge = lab.enrol_edge_as(EdgeStart::AsUnit("nobody"));
+    let logs = lab.edge().proc().stderr();
+    assert!(
+        !logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
+        "(10) an edge that never was root has nothing to drop or warn about:\n{logs}"
+    );
+    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(10)");
+}
+
+/// What (9) and (10) check, from a running edge to its clean stop: the process is nobody with
+/// exactly CAP_NET_ADMIN, owns its state, serves a granted client, keeps its lease cache through
+/// a second lease and a revoke, and removes its guard when stopped.
+fn runs_as_nobody_with_cap_net_admin_alone(lab: &mut Lab, edge: &EdgeInfo, n: &str) {
+    let (uid, gid) = user_ids("nobody");
     let pid = lab.edge().proc().pid().expect("edge pid");
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("edge status");
     assert_eq!(
         status_field(&status, "Name"),
         "grantwire-edge",
-        "(9) pid {pid} is not the edge (does `ip netns exec` still exec in place?)"
+        "{n} pid {pid} is not the edge (do `ip netns exec` and setpriv still exec in place?)"
     );
 
-    // (9) The process (its main thread, which keeps the capability) is nobody with
-    // CAP_NET_ADMIN alone, and can gain nothing through execve.
+    // The process (its main thread, which keeps the capability) is nobody with CAP_NET_ADMIN
+    // alone, and can gain nothing through execve.
     let ids = |name: &str| {
         status_field(&status, name)
             .split_whitespace()
@@ -656,25 +682,25 @@ fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() 
     assert_eq!(
         ids("Uid"),
         [uid; 4],
-        "(9) real/effective/saved/fs uids\n{status}"
+        "{n} real/effective/saved/fs uids\n{status}"
     );
     assert_eq!(
         ids("Gid"),
         [gid; 4],
-        "(9) real/effective/saved/fs gids\n{status}"
+        "{n} real/effective/saved/fs gids\n{status}"
     );
     assert!(
         ids("Groups").iter().all(|&g| g == gid),
-        "(9) supplementary groups beyond nobody's\n{status}"
+        "{n} supplementary groups beyond nobody's\n{status}"
     );
     for set in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
         assert_eq!(
             status_field(&status, set),
             CAP_NET_ADMIN_ONLY,
-            "(9) {set} must be CAP_NET_ADMIN exactly\n{status}"
+            "{n} {set} must be CAP_NET_ADMIN exactly\n{status}"
         );
     }
-    assert_eq!(status_field(&status, "NoNewPrivs"), "1", "(9)\n{status}");
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{n}\n{status}");
     // Every other thread (tokio's workers) is nobody too, with no more than that.
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("edge threads");
     for task in tasks {
@@ -682,80 +708,80 @@ fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() 
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        assert_eq!(status_field(&text, "Uid"), status_field(&status, "Uid"));
+        for field in ["Uid", "Gid"] {
+            let (thread, main) = (status_field(&text, field), status_field(&status, field));
+            assert_eq!(thread, main, "{n} {} {field}", path.display());
+        }
         for set in ["CapPrm", "CapEff", "CapAmb"] {
             let mask = u64::from_str_radix(status_field(&text, set), 16).expect("mask");
-            assert_eq!(mask & !0x1000, 0, "(9) {} {set}\n{text}", path.display());
+            assert_eq!(mask & !0x1000, 0, "{n} {} {set}\n{text}", path.display());
         }
     }
-    let logs = lab.edge().proc().stderr();
-    assert!(
-        logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
-        "(9) the edge must say it dropped root, and not warn about running as root:\n{logs}"
-    );
 
-    // Its state directory is nobody's now, with the modes it had.
+    // Its state directory is nobody's, with the modes it had.
     let state = lab.edge().state_dir.clone();
-    assert_owned(&state, uid, 0o700);
+    assert_owned(&state, uid, 0o700, n);
     for file in ["private.key", "credential", "config.json"] {
-        assert_owned(&state.join(file), uid, 0o600);
+        assert_owned(&state.join(file), uid, 0o600, n);
     }
 
-    // It still serves a granted client.
+    // It serves a granted client.
     let alice = lab.add_user("alice");
     lab.broker.grant(&lab.home, "alice", "home", None);
     let phone = lab.device("alice-phone");
     lab.login(&phone, &alice);
     let profile = lab.profile(&phone, "alice-home.conf");
-    let url = lab.plex_url(&edge);
+    let url = lab.plex_url(edge);
     let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
     lab.wait_page(&lab.client, &url, FIRST_LOAD)
         .unwrap_or_else(|last| {
-            panic!("(9) the granted client did not load {url} from the dropped edge: {last:?}")
+            panic!("{n} the granted client did not load {url} through this edge: {last:?}")
         });
 
-    // It still writes its lease cache when a new lease set comes: a second lease, then a revoke.
+    // It writes its lease cache whenever a new lease set comes: a second lease, then a revoke.
     let cache = state.join("leases.json");
-    let first = lease_ids(&lab);
-    assert_eq!(first.len(), 1, "(9) {first:?}");
-    wait_cache(&cache, "(9) the first lease", |c| c.contains(&first[0]));
+    let first = lease_ids(lab);
+    assert_eq!(first.len(), 1, "{n} {first:?}");
+    wait_cache(&cache, &format!("{n} the first lease"), |c| {
+        c.contains(&first[0])
+    });
     let bob = lab.add_user("bob");
     lab.broker.grant(&lab.home, "bob", "home", None);
     let laptop = lab.device("bob-laptop");
     lab.login(&laptop, &bob);
     lab.profile(&laptop, "bob-home.conf");
-    let both = lease_ids(&lab);
-    assert_eq!(both.len(), 2, "(9) {both:?}");
+    let both = lease_ids(lab);
+    assert_eq!(both.len(), 2, "{n} {both:?}");
     let second = both
         .iter()
         .find(|id| **id != first[0])
         .expect("bob's lease");
-    wait_cache(&cache, "(9) the second lease", |c| {
+    wait_cache(&cache, &format!("{n} the second lease"), |c| {
         c.contains(&first[0]) && c.contains(second)
     });
     lab.broker.revoke(&lab.home, "alice", "home");
-    wait_cache(&cache, "(9) the set after the revoke", |c| {
+    wait_cache(&cache, &format!("{n} the set after the revoke"), |c| {
         !c.contains(&first[0]) && c.contains(second)
     });
-    assert_owned(&cache, uid, 0o600);
+    assert_owned(&cache, uid, 0o600, n);
     drop(wg);
     lab.assert_no_unexpected_warnings(&[]);
 
     // A clean stop (SIGTERM, as systemd stops it) removes the guard, through `nft` run with the
     // one capability kept.
-    let edge = lab.edge.as_mut().expect("edge");
-    let status = edge.stop(Duration::from_secs(5));
-    let logs = edge.proc().logs();
+    let running = lab.edge.as_mut().expect("edge");
+    let exit = running.stop(Duration::from_secs(5));
+    let logs = running.proc().logs();
     assert!(
-        status.is_some_and(|s| s.success()),
-        "(9) the edge must exit 0 on SIGTERM, got {status:?}\n{logs}"
+        exit.is_some_and(|s| s.success()),
+        "{n} the edge must exit 0 on SIGTERM, got {exit:?}\n{logs}"
     );
     let table = lab
         .home
         .exec(&["nft", "list", "table", "inet", "grantwire"]);
     assert!(
         !table.success() && table.stderr.contains("No such file"),
-        "(9) the stopped edge left its nftables table:\n{table}\n{logs}"
+        "{n} the stopped edge left its nftables table:\n{table}\n{logs}"
     );
 }
 
@@ -770,13 +796,13 @@ fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
 }
 
 #[track_caller]
-fn assert_owned(path: &Path, uid: u32, mode: u32) {
+fn assert_owned(path: &Path, uid: u32, mode: u32, n: &str) {
     let meta =
-        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("(9) {}: {e}", path.display()));
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{n} {}: {e}", path.display()));
     assert_eq!(
         (meta.uid(), meta.mode() & 0o777),
         (uid, mode),
-        "(9) owner and mode of {}",
+        "{n} owner and mode of {}",
         path.display()
     );
 }

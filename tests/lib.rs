@@ -32,7 +32,8 @@ pub mod harness {
 pub use harness::bins::{bins, Bins};
 pub use harness::env::require_env;
 pub use harness::grantwire::{
-    Broker, ClientCli, Edge, EdgeInfo, UserInfo, EDGE_ROOT_WARNING, EXIT_REFUSED,
+    user_ids, Broker, ClientCli, Edge, EdgeInfo, EdgeStart, UserInfo, EDGE_ROOT_WARNING,
+    EXIT_REFUSED,
 };
 pub use harness::lab::Lab;
 pub use harness::metrics::Metrics;
