@@ -199,12 +199,13 @@ pub fn drop_to(account: &Account) -> Result<(), PrivError> {
     nix::unistd::setgid(Gid::from_raw(account.gid)).map_err(os("setgid"))?;
     nix::unistd::setuid(Uid::from_raw(account.uid)).map_err(os("setuid"))?;
     let kept = kept();
-    // Permitted first: the other sets must fit inside it (capset(2)); ambient last, as it must
-    // fit in both permitted and inheritable.
+    // Each capset must leave effective inside permitted (capset(2)): effective first, in case
+    // setuid left it full (SECBIT_NO_SETUID_FIXUP), then permitted; ambient last, as it must fit
+    // in both permitted and inheritable.
     for set in [
+        CapSet::Effective,
         CapSet::Permitted,
         CapSet::Inheritable,
-        CapSet::Effective,
         CapSet::Ambient,
     ] {
         caps::set(None, set, &kept).map_err(caps_err("capset"))?;
