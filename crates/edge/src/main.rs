@@ -31,7 +31,7 @@ use tracing::{error, info, warn};
 
 use crate::broker::BrokerError;
 use crate::cli::{Cli, Command, RunArgs};
-use crate::guard::{Guard, GuardSpec, NftGuard};
+use crate::guard::{Guard, GuardSpec, GuardThread, NftGuard};
 use crate::metrics::Snapshot;
 use crate::privileges::{Account, Plan};
 use crate::state::{Credential, StateDir};
@@ -102,7 +102,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 }
 
 /// Polled by `block_on` on the main thread, which is the thread that drops root and so the one
-/// that keeps CAP_NET_ADMIN for removing the guard: keep that removal here, not in a task.
+/// that keeps CAP_NET_ADMIN: it spawns the guard's thread right after the drop (see
+/// [`leave_root`]), and nothing here may move into a task before that.
 async fn run(args: RunArgs, plan: Plan) -> Result<()> {
     let state = StateDir::open(&args.state_dir).context("opening the state directory")?;
     let key = state.private_key().context("loading the edge key")?;
@@ -112,21 +113,31 @@ async fn run(args: RunArgs, plan: Plan) -> Result<()> {
         None => enrol(&args, &state, &client, &key).await?,
     };
 
-    let mut guard = NftGuard;
     let spec = GuardSpec {
         tun_name: args.tun_name.clone(),
         allow_lan: args.allow_lan.clone(),
         wg_port: args.listen.port(),
     };
-    guard
+    NftGuard
         .install(&spec)
         .context("installing the nftables guard for Plex's ports")?;
     info!(tun = %spec.tun_name, allow_lan = ?spec.allow_lan, "guard installed (nftables table inet grantwire)");
+    let (tun, udp, metrics) = open_io(&args, &config).await?;
+    let guard = leave_root(&plan, &state).await?;
+    let setup = Setup {
+        tun,
+        udp,
+        metrics,
+        guard: guard.clone(),
+    };
 
     // Only a clean stop removes the guard: after a failure Plex stays shielded (fails closed),
     // and the next start replaces the table anyway.
-    serve(args, &plan, state, client, credential, config, key).await?;
-    guard.remove().context("removing the nftables guard")?;
+    serve(args, setup, state, client, credential, config, key).await?;
+    guard
+        .remove()
+        .await
+        .context("removing the nftables guard")?;
     info!("stopped; guard removed");
     Ok(())
 }
@@ -155,15 +166,21 @@ async fn enrol(
     Ok((credential, response.config))
 }
 
-async fn serve(
-    args: RunArgs,
-    plan: &Plan,
-    state: StateDir,
-    client: reqwest::Client,
-    credential: Credential,
-    config: EdgeConfig,
-    key: PrivateKey,
-) -> Result<()> {
+/// What the edge sets up before it serves: the TUN device and the sockets, opened while it may
+/// still be root, and the thread that makes every later guard change.
+struct Setup {
+    tun: TunRs,
+    udp: UdpSocket,
+    metrics: Option<TcpListener>,
+    guard: GuardThread<NftGuard>,
+}
+
+/// Creates the TUN device and binds the UDP socket and the metrics listener: with the guard's
+/// install, all the edge does that needs privilege.
+async fn open_io(
+    args: &RunArgs,
+    config: &EdgeConfig,
+) -> Result<(TunRs, UdpSocket, Option<TcpListener>)> {
     let tun = TunRs::create(
         &args.tun_name,
         config.tunnel_address,
@@ -187,7 +204,6 @@ async fn serve(
         edge = %config.name,
         "grantwire-edge running"
     );
-
     let metrics = match args.metrics_listen.0 {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -196,14 +212,45 @@ async fn serve(
         ),
         None => None,
     };
-    // Everything that needs root is done.
-    if let Plan::Drop(account) = plan {
-        drop_privileges(&state, account)?;
-    }
+    Ok((tun, udp, metrics))
+}
 
+/// Drops root as `plan` says, then starts the thread that makes every later guard change (see
+/// [`GuardThread`]). Both happen here, on the thread `block_on` polls, with no await between
+/// them: the guard's thread must be made by the thread that did the drop, after it, to start
+/// with the one capability kept.
+async fn leave_root(plan: &Plan, state: &StateDir) -> Result<GuardThread<NftGuard>> {
+    let Plan::Drop(account) = plan else {
+        return GuardThread::spawn(NftGuard).context("starting the guard's thread");
+    };
+    drop_privileges(state, account)?;
+    let guard = GuardThread::spawn(NftGuard).context("starting the guard's thread")?;
+    let check = account.clone();
+    guard
+        .run(move |_| privileges::verify_this_thread(&check))
+        .await?
+        .context("the guard's thread after the drop")?;
+    info!(
+        user = %account.name,
+        uid = account.uid,
+        gid = account.gid,
+        "dropped root; keeping only CAP_NET_ADMIN, on the guard's thread, for nft"
+    );
+    Ok(guard)
+}
+
+async fn serve(
+    args: RunArgs,
+    setup: Setup,
+    state: StateDir,
+    client: reqwest::Client,
+    credential: Credential,
+    config: EdgeConfig,
+    key: PrivateKey,
+) -> Result<()> {
     let (snapshots, snapshot_rx) = watch::channel(Snapshot::default());
     let (link, link_rx) = watch::channel(false);
-    if let Some(listener) = metrics {
+    if let Some(listener) = setup.metrics {
         info!(metrics = %listener.local_addr()?, "serving /metrics");
         tokio::spawn(metrics::serve(listener, snapshot_rx, link_rx));
     }
@@ -219,7 +266,7 @@ async fn serve(
     };
     let report = tokio::spawn(reporter.run());
     let cache = tokio::spawn(cache_lease_sets(state.clone(), sets.subscribe()));
-    let pins = tokio::spawn(follow_pins(sets.subscribe()));
+    let pins = tokio::spawn(follow_pins(setup.guard.clone(), sets.subscribe()));
     let sync = tokio::spawn(broker::sync_forever(
         client,
         args.broker,
@@ -238,7 +285,7 @@ async fn serve(
                 leases = set.leases.len(),
                 "enforcing the cached lease set until the broker answers"
             );
-            set_pins(&set).await;
+            set_pins(&setup.guard, &set).await;
             dataplane::apply(&mut core, &set);
         }
         Ok(None) => {}
@@ -252,11 +299,13 @@ async fn serve(
         events: events_tx,
         report_every: std::time::Duration::from_secs(args.report_secs),
     };
-    let result = dataplane::run(core, udp, tun, links, shutdown_signal()).await;
+    let result = dataplane::run(core, setup.udp, setup.tun, links, shutdown_signal()).await;
     sync.abort();
     report.abort();
     cache.abort();
     pins.abort();
+    // Finished before the caller removes the guard, so no pin update can follow the removal.
+    let _ = pins.await;
     Ok(result?)
 }
 
@@ -276,14 +325,7 @@ fn drop_privileges(state: &StateDir, account: &Account) -> Result<()> {
              {} through",
             account.name, account.name
         )
-    })?;
-    info!(
-        user = %account.name,
-        uid = account.uid,
-        gid = account.gid,
-        "dropped root; keeping only CAP_NET_ADMIN, to remove the guard at stop"
-    );
-    Ok(())
+    })
 }
 
 /// Writes each lease set the broker sends to the state directory (see
@@ -303,23 +345,21 @@ async fn cache_lease_sets(state: StateDir, mut sets: watch::Receiver<Option<Leas
 }
 
 /// Keeps the guard's pin sets (see [`guard`]) to the pins of the newest lease set.
-async fn follow_pins(mut sets: watch::Receiver<Option<LeaseSet>>) {
+async fn follow_pins(guard: GuardThread<NftGuard>, mut sets: watch::Receiver<Option<LeaseSet>>) {
     while sets.changed().await.is_ok() {
         let Some(set) = sets.borrow_and_update().clone() else {
             continue;
         };
-        set_pins(&set).await;
+        set_pins(&guard, &set).await;
     }
 }
 
-async fn set_pins(set: &LeaseSet) {
+async fn set_pins(guard: &GuardThread<NftGuard>, set: &LeaseSet) {
     let pins: Vec<ipnet::IpNet> = set.leases.iter().map(|l| l.pin.network()).collect();
-    match tokio::task::spawn_blocking(move || NftGuard.set_pins(&pins)).await {
-        Ok(Ok(())) => {}
-        // Degraded, not open: the edge still drops every datagram from outside a pin; only
-        // the kernel's early drop of floods no longer matches the leases.
-        Ok(Err(e)) => warn!(error = %e, "could not update the guard's pin sets"),
-        Err(e) => warn!(error = %e, "could not update the guard's pin sets"),
+    // Degraded, not open: the edge still drops every datagram from outside a pin; only the
+    // kernel's early drop of floods no longer matches the leases.
+    if let Err(e) = guard.set_pins(pins).await {
+        warn!(error = %e, "could not update the guard's pin sets");
     }
 }
 

@@ -1,8 +1,9 @@
 //! Dropping root once the edge's privileged setup is done.
 //!
 //! Installing the guard, creating the TUN device and binding the sockets need root (or
-//! CAP_NET_ADMIN). After that the edge does one privileged thing: a clean stop removes its
-//! nftables table by running `nft`. So with `--user NAME`, an edge started as root becomes NAME
+//! CAP_NET_ADMIN). After that the edge does one privileged thing, running `nft` on its own
+//! table: to rewrite the pin sets on every lease set, and to remove the table at a clean stop.
+//! So with `--user NAME`, an edge started as root becomes NAME
 //! once the guard, the TUN device, the UDP socket and the metrics listener are in place, keeping
 //! CAP_NET_ADMIN and nothing else. What needs no capability afterwards: reading and writing the
 //! TUN device and the sockets (open descriptors), outbound HTTPS to the broker, and the lease
@@ -22,8 +23,10 @@
 //! program the edge runs.
 //!
 //! Capabilities are per thread. Only the thread that calls [`drop_to`] keeps CAP_NET_ADMIN:
-//! `main::run`'s, which `block_on` polls on the main thread. Tokio's workers become the user too
-//! and hold no capability at all. So the guard is removed from `run` itself, never from a task.
+//! `main::run`'s, which `block_on` polls on the main thread. Tokio's workers (and any blocking
+//! pool thread, made by a worker) become the user too and hold no capability at all. So right
+//! after the drop that thread spawns the guard's thread (`guard::GuardThread`), which inherits
+//! the kept set and runs every later `nft`; [`verify_this_thread`] checks it did.
 //!
 //! `no_new_privs` is per thread as well and passes to threads made later, so [`prepare`] sets it
 //! before the runtime starts any thread: no thread can then gain privileges through execve
@@ -38,8 +41,9 @@ use std::path::PathBuf;
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::unistd::{Gid, Uid};
 
-/// What the edge keeps after the drop: CAP_NET_ADMIN, for `nft delete table inet grantwire` at a
-/// clean stop. Nothing else it does after setup needs a capability (see the module doc).
+/// What the edge keeps after the drop: CAP_NET_ADMIN, for `nft` on table `inet grantwire` (the
+/// pin sets, and the removal at a clean stop). Nothing else it does after setup needs a
+/// capability (see the module doc).
 pub const KEPT: &[Capability] = &[Capability::CAP_NET_ADMIN];
 
 /// A local user to run as, with the groups it belongs to (its primary group included).
@@ -189,9 +193,10 @@ pub fn kept() -> CapsHashSet {
     KEPT.iter().copied().collect()
 }
 
-/// Becomes `account`, keeping only [`KEPT`], and checks that it took. Must run on the thread that
-/// will later run `nft` (see the module doc). An error means the process may still hold more
-/// than planned: the caller must stop.
+/// Becomes `account`, keeping only [`KEPT`], and checks that it took. Only the calling thread
+/// keeps the capability: the thread that will run `nft` must be made by it afterwards (see the
+/// module doc). An error means the process may still hold more than planned: the caller must
+/// stop.
 pub fn drop_to(account: &Account) -> Result<(), PrivError> {
     caps::securebits::set_keepcaps(true).map_err(caps_err("prctl(PR_SET_KEEPCAPS, 1)"))?;
     let groups: Vec<Gid> = account.groups.iter().copied().map(Gid::from_raw).collect();
@@ -214,14 +219,32 @@ pub fn drop_to(account: &Account) -> Result<(), PrivError> {
     verify(account)
 }
 
+/// Checks that the calling thread, made after [`drop_to`] by the thread that called it, holds
+/// what that thread holds: `account`'s ids and exactly [`KEPT`] in every set, ambient included,
+/// so that an `nft` it runs gets CAP_NET_ADMIN.
+pub fn verify_this_thread(account: &Account) -> Result<(), PrivError> {
+    let path = PathBuf::from("/proc/thread-self/status");
+    let text = std::fs::read_to_string(&path).map_err(|source| PrivError::Proc {
+        path: path.clone(),
+        source,
+    })?;
+    let problems = match ThreadCreds::parse(&text) {
+        Some(creds) => creds.problems(&Want::of(account), true),
+        None => vec![format!("cannot parse {}", path.display())],
+    };
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(PrivError::NotDropped {
+            user: account.name.clone(),
+            problems,
+        })
+    }
+}
+
 /// Reads back what [`drop_to`] set, for this thread and every other one.
 fn verify(account: &Account) -> Result<(), PrivError> {
-    let want = Want {
-        uid: account.uid,
-        gid: account.gid,
-        groups: account.groups.iter().copied().collect(),
-        kept: KEPT.iter().fold(0, |mask, c| mask | c.bitmask()),
-    };
+    let want = Want::of(account);
     let mut problems = Vec::new();
     let uids = nix::unistd::getresuid().map_err(os("getresuid"))?;
     let gids = nix::unistd::getresgid().map_err(os("getresgid"))?;
@@ -306,6 +329,17 @@ struct Want {
     groups: BTreeSet<u32>,
     /// Bit mask of [`KEPT`], as `/proc` shows capability sets.
     kept: u64,
+}
+
+impl Want {
+    fn of(account: &Account) -> Self {
+        Self {
+            uid: account.uid,
+            gid: account.gid,
+            groups: account.groups.iter().copied().collect(),
+            kept: KEPT.iter().fold(0, |mask, c| mask | c.bitmask()),
+        }
+    }
 }
 
 /// The lines of `/proc/PID/task/TID/status` that say what a thread may do.
