@@ -701,13 +701,25 @@ fn runs_as_nobody_with_cap_net_admin_alone(lab: &mut Lab, edge: &EdgeInfo, n: &s
         );
     }
     assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{n}\n{status}");
-    // Every other thread (tokio's workers) is nobody too, with no more than that.
+    // Every other thread (tokio's workers) is nobody too, with no more than that; the guard's
+    // thread, which runs `nft`, holds the capability, ambient included.
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("edge threads");
+    let mut guard_thread = false;
     for task in tasks {
         let path = task.expect("task entry").path().join("status");
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
+        if status_field(&text, "Name") == "grantwire-guard" {
+            guard_thread = true;
+            for set in ["CapPrm", "CapEff", "CapAmb"] {
+                assert_eq!(
+                    status_field(&text, set),
+                    CAP_NET_ADMIN_ONLY,
+                    "{n} the guard's thread's {set}\n{text}"
+                );
+            }
+        }
         for field in ["Uid", "Gid"] {
             let (thread, main) = (status_field(&text, field), status_field(&status, field));
             assert_eq!(thread, main, "{n} {} {field}", path.display());
@@ -717,6 +729,7 @@ fn runs_as_nobody_with_cap_net_admin_alone(lab: &mut Lab, edge: &EdgeInfo, n: &s
             assert_eq!(mask & !0x1000, 0, "{n} {} {set}\n{text}", path.display());
         }
     }
+    assert!(guard_thread, "{n} no thread named grantwire-guard");
 
     // Its state directory is nobody's, with the modes it had.
     let state = lab.edge().state_dir.clone();
@@ -737,6 +750,8 @@ fn runs_as_nobody_with_cap_net_admin_alone(lab: &mut Lab, edge: &EdgeInfo, n: &s
         .unwrap_or_else(|last| {
             panic!("{n} the granted client did not load {url} through this edge: {last:?}")
         });
+
+    wait_pin(lab, true, &format!("{n} the first lease's pin"));
 
     // It writes its lease cache whenever a new lease set comes: a second lease, then a revoke.
     let cache = state.join("leases.json");
@@ -765,6 +780,16 @@ fn runs_as_nobody_with_cap_net_admin_alone(lab: &mut Lab, edge: &EdgeInfo, n: &s
     });
     assert_owned(&cache, uid, 0o600, n);
     drop(wg);
+
+    // The guard's pin set follows the leases too: `nft` runs after the drop on every lease set,
+    // so the kept capability must reach it from whichever thread runs it. Both leases were taken
+    // from the client's one address, so its pin stays until the second one goes as well.
+    wait_pin(lab, true, &format!("{n} the pin of the lease that remains"));
+    lab.broker.revoke(&lab.home, "bob", "home");
+    wait_cache(&cache, &format!("{n} the set after both revokes"), |c| {
+        !c.contains(&first[0]) && !c.contains(second)
+    });
+    wait_pin(lab, false, &format!("{n} the pin after both revokes"));
     lab.assert_no_unexpected_warnings(&[]);
 
     // A clean stop (SIGTERM, as systemd stops it) removes the guard, through `nft` run with the
@@ -813,6 +838,26 @@ fn lease_ids(lab: &Lab) -> Vec<String> {
         .iter()
         .map(|l| l["id"].as_str().expect("lease id").to_owned())
         .collect()
+}
+
+/// Waits (5 s at most) for the guard's set `pins4` to hold the client's address (or not).
+#[track_caller]
+fn wait_pin(lab: &Lab, present: bool, what: &str) {
+    let list = || {
+        lab.home
+            .exec_ok(&["nft", "list", "set", "inet", "grantwire", "pins4"])
+            .stdout
+    };
+    let got = grantwire_e2e::wait_for(Duration::from_secs(5), POLL_EVERY, || {
+        (list().contains("192.0.2.2") == present).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "{what}: 192.0.2.2 should {}be in the guard's set pins4:\n{}\n{}",
+        if present { "" } else { "no longer " },
+        list(),
+        lab.edge().proc().stderr()
+    );
 }
 
 /// Waits (5 s at most) for the edge's lease cache to satisfy `ok`.
