@@ -2,7 +2,7 @@
 //! wireguard-go importing the profile the client wrote and a stand-in Plex behind the edge.
 //! Written against DESIGN.md's command-line contract; topology in `harness/lab.rs`.
 //!
-//! Three tests, each with its own namespaces, broker and edge, run in parallel:
+//! Each test has its own namespaces, broker and edge, and they run in parallel:
 //! - the shared one covers (1) the granted client loads the page, (3) Plex's port is dropped
 //!   outside the tunnel, (2) the same profile from another source IP gets nothing, and
 //!   (6) refusals with exit code 3 (no grant; wrong TOTP code);
@@ -14,9 +14,11 @@
 //!   its 0600 lease cache), and once the broker is reachable a lease revoked meanwhile stops;
 //! - (9) a session captured on the wire and replayed from the pinned address opens nothing, to
 //!   the same edge or to a restarted one;
-//! - (9) an edge started as root with `--user nobody` runs as nobody with CAP_NET_ADMIN alone,
-//!   serves a granted client, keeps its lease cache and removes its guard at a clean stop;
-//! - (10) so does an edge started as its systemd unit starts it: never root, CAP_NET_ADMIN only.
+//! - (10) an edge started as root with `--user nobody` runs as nobody with CAP_NET_ADMIN alone
+//!   (held by its guard's thread, which runs `nft`), serves a granted client, keeps its lease
+//!   cache and the guard's pin set through a second lease and two revokes, and removes its guard
+//!   at a clean stop;
+//! - (11) so does an edge started as its systemd unit starts it: never root, CAP_NET_ADMIN only.
 //!
 //! On failure every process's command line and logs are printed (broker, edge, wireguard-go,
 //! stand-in Plex).
@@ -635,14 +637,14 @@ fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() 
     let logs = lab.edge().proc().stderr();
     assert!(
         logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
-        "(9) the edge must say it dropped root, and not warn about running as root:\n{logs}"
+        "(10) the edge must say it dropped root, and not warn about running as root:\n{logs}"
     );
-    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(9)");
+    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(10)");
 }
 
 /// The start that scripts/install/grantwire-edge.service gives the edge (never root;
 /// CAP_NET_ADMIN ambient and the whole bounding set; no_new_privs; its state directory made for
-/// it) is enough for all it does, the guard's install and removal included.
+/// it) is enough for all it does, the guard's install, pin sets and removal included.
 #[test]
 fn an_edge_started_as_its_systemd_unit_does_needs_nothing_but_cap_net_admin() {
     if !require_env() {
@@ -653,14 +655,14 @@ fn an_edge_started_as_its_systemd_unit_does_needs_nothing_but_cap_net_admin() {
     let logs = lab.edge().proc().stderr();
     assert!(
         !logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
-        "(10) an edge that never was root has nothing to drop or warn about:\n{logs}"
+        "(11) an edge that never was root has nothing to drop or warn about:\n{logs}"
     );
-    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(10)");
+    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(11)");
 }
 
-/// What (9) and (10) check, from a running edge to its clean stop: the process is nobody with
-/// exactly CAP_NET_ADMIN, owns its state, serves a granted client, keeps its lease cache through
-/// a second lease and a revoke, and removes its guard when stopped.
+/// What (10) and (11) check, from a running edge to its clean stop: the process is nobody with
+/// exactly CAP_NET_ADMIN, owns its state, serves a granted client, keeps its lease cache and the
+/// guard's pin set through a second lease and two revokes, and removes its guard when stopped.
 fn runs_as_nobody_with_cap_net_admin_alone(lab: &mut Lab, edge: &EdgeInfo, n: &str) {
     let (uid, gid) = user_ids("nobody");
     let pid = lab.edge().proc().pid().expect("edge pid");
