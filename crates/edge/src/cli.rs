@@ -123,8 +123,8 @@ pub struct RunArgs {
     pub metrics_listen: MetricsListen,
 
     /// Once the guard, the TUN device and the sockets are set up, become this user, keeping only
-    /// CAP_NET_ADMIN (to remove the guard at a clean stop) and handing it the state directory.
-    /// Needs the edge to start as root.
+    /// CAP_NET_ADMIN (for `nft`: the guard's pin sets, and its removal at a clean stop) and
+    /// handing it the state directory. Needs the edge to start as root.
     #[arg(long, env = "GRANTWIRE_EDGE_USER")]
     pub user: Option<String>,
 
