@@ -2,7 +2,7 @@
 //! wireguard-go importing the profile the client wrote and a stand-in Plex behind the edge.
 //! Written against DESIGN.md's command-line contract; topology in `harness/lab.rs`.
 //!
-//! Three tests, each with its own namespaces, broker and edge, run in parallel:
+//! Each test has its own namespaces, broker and edge, and they run in parallel:
 //! - the shared one covers (1) the granted client loads the page, (3) Plex's port is dropped
 //!   outside the tunnel, (2) the same profile from another source IP gets nothing, and
 //!   (6) refusals with exit code 3 (no grant; wrong TOTP code);
@@ -13,15 +13,25 @@
 //! - (8) an edge cut off from its broker keeps the leases it had, also across a restart (from
 //!   its 0600 lease cache), and once the broker is reachable a lease revoked meanwhile stops;
 //! - (9) a session captured on the wire and replayed from the pinned address opens nothing, to
-//!   the same edge or to a restarted one.
+//!   the same edge or to a restarted one;
+//! - (10) an edge started as root with `--user nobody` runs as nobody with CAP_NET_ADMIN alone
+//!   (held by its guard's thread, which runs `nft`), serves a granted client, keeps its lease
+//!   cache and the guard's pin set through a second lease and two revokes, and removes its guard
+//!   at a clean stop;
+//! - (11) so does an edge started as its systemd unit starts it: never root, CAP_NET_ADMIN only.
 //!
 //! On failure every process's command line and logs are printed (broker, edge, wireguard-go,
 //! stand-in Plex).
 
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::{HOME_OUTSIDE_IP, OTHER_IP};
-use grantwire_e2e::{http_get, require_env, totp, unix_now, Edge, Lab, WgClient, EXIT_REFUSED};
+use grantwire_e2e::{
+    http_get, require_env, totp, unix_now, user_ids, Edge, EdgeInfo, EdgeStart, Lab, WgClient,
+    EDGE_ROOT_WARNING, EXIT_REFUSED,
+};
 
 /// How long a first page load may take: handshake plus one TCP exchange, with room for a
 /// loaded CI machine.
@@ -280,7 +290,10 @@ fn lease_expires_by_the_edges_own_clock() {
         .assert_running("(5) the lease expiry, with the broker stopped");
 
     let mut found = grantwire_e2e::unexpected_warnings(&lab.broker.proc().stderr(), &[]);
-    found.extend(grantwire_e2e::unexpected_warnings(&edge_log, &[]));
+    found.extend(grantwire_e2e::unexpected_warnings(
+        &edge_log,
+        &[grantwire_e2e::EDGE_ROOT_WARNING],
+    ));
     assert!(
         found.is_empty(),
         "unexpected WARN/ERROR lines:\n{}",
@@ -609,6 +622,259 @@ fn granted_alice(lab: &mut Lab) -> (std::path::PathBuf, String) {
     let device = lab.device("alice");
     lab.login(&device, &alice);
     (lab.profile(&device, "alice-home.conf"), lab.plex_url(&edge))
+}
+
+/// CAP_NET_ADMIN (12) as `/proc/PID/status` shows a capability set.
+const CAP_NET_ADMIN_ONLY: &str = "0000000000001000";
+
+#[test]
+fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() {
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("pd", false);
+    let edge = lab.enrol_edge_as(EdgeStart::DropTo("nobody"));
+    let logs = lab.edge().proc().stderr();
+    assert!(
+        logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
+        "(10) the edge must say it dropped root, and not warn about running as root:\n{logs}"
+    );
+    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(10)");
+}
+
+/// The start that scripts/install/grantwire-edge.service gives the edge (never root;
+/// CAP_NET_ADMIN ambient and the whole bounding set; no_new_privs; its state directory made for
+/// it) is enough for all it does, the guard's install, pin sets and removal included.
+#[test]
+fn an_edge_started_as_its_systemd_unit_does_needs_nothing_but_cap_net_admin() {
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("un", false);
+    let edge = lab.enrol_edge_as(EdgeStart::AsUnit("nobody"));
+    let logs = lab.edge().proc().stderr();
+    assert!(
+        !logs.contains("dropped root") && !logs.contains(EDGE_ROOT_WARNING),
+        "(11) an edge that never was root has nothing to drop or warn about:\n{logs}"
+    );
+    runs_as_nobody_with_cap_net_admin_alone(&mut lab, &edge, "(11)");
+}
+
+/// What (10) and (11) check, from a running edge to its clean stop: the process is nobody with
+/// exactly CAP_NET_ADMIN, owns its state, serves a granted client, keeps its lease cache and the
+/// guard's pin set through a second lease and two revokes, and removes its guard when stopped.
+fn runs_as_nobody_with_cap_net_admin_alone(lab: &mut Lab, edge: &EdgeInfo, n: &str) {
+    let (uid, gid) = user_ids("nobody");
+    let pid = lab.edge().proc().pid().expect("edge pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("edge status");
+    assert_eq!(
+        status_field(&status, "Name"),
+        "grantwire-edge",
+        "{n} pid {pid} is not the edge (do `ip netns exec` and setpriv still exec in place?)"
+    );
+
+    // The process (its main thread, which keeps the capability) is nobody with CAP_NET_ADMIN
+    // alone, and can gain nothing through execve.
+    let ids = |name: &str| {
+        status_field(&status, name)
+            .split_whitespace()
+            .map(|n| n.parse::<u32>().expect("numeric id"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ids("Uid"),
+        [uid; 4],
+        "{n} real/effective/saved/fs uids\n{status}"
+    );
+    assert_eq!(
+        ids("Gid"),
+        [gid; 4],
+        "{n} real/effective/saved/fs gids\n{status}"
+    );
+    assert!(
+        ids("Groups").iter().all(|&g| g == gid),
+        "{n} supplementary groups beyond nobody's\n{status}"
+    );
+    for set in ["CapPrm", "CapEff", "CapInh", "CapAmb"] {
+        assert_eq!(
+            status_field(&status, set),
+            CAP_NET_ADMIN_ONLY,
+            "{n} {set} must be CAP_NET_ADMIN exactly\n{status}"
+        );
+    }
+    assert_eq!(status_field(&status, "NoNewPrivs"), "1", "{n}\n{status}");
+    // Every other thread (tokio's workers) is nobody too, with no more than that; the guard's
+    // thread, which runs `nft`, holds the capability, ambient included.
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("edge threads");
+    let mut guard_thread = false;
+    for task in tasks {
+        let path = task.expect("task entry").path().join("status");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        if status_field(&text, "Name") == "grantwire-guard" {
+            guard_thread = true;
+            for set in ["CapPrm", "CapEff", "CapAmb"] {
+                assert_eq!(
+                    status_field(&text, set),
+                    CAP_NET_ADMIN_ONLY,
+                    "{n} the guard's thread's {set}\n{text}"
+                );
+            }
+        }
+        for field in ["Uid", "Gid"] {
+            let (thread, main) = (status_field(&text, field), status_field(&status, field));
+            assert_eq!(thread, main, "{n} {} {field}", path.display());
+        }
+        for set in ["CapPrm", "CapEff", "CapAmb"] {
+            let mask = u64::from_str_radix(status_field(&text, set), 16).expect("mask");
+            assert_eq!(mask & !0x1000, 0, "{n} {} {set}\n{text}", path.display());
+        }
+    }
+    assert!(guard_thread, "{n} no thread named grantwire-guard");
+
+    // Its state directory is nobody's, with the modes it had.
+    let state = lab.edge().state_dir.clone();
+    assert_owned(&state, uid, 0o700, n);
+    for file in ["private.key", "credential", "config.json"] {
+        assert_owned(&state.join(file), uid, 0o600, n);
+    }
+
+    // It serves a granted client.
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let phone = lab.device("alice-phone");
+    lab.login(&phone, &alice);
+    let profile = lab.profile(&phone, "alice-home.conf");
+    let url = lab.plex_url(edge);
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| {
+            panic!("{n} the granted client did not load {url} through this edge: {last:?}")
+        });
+
+    wait_pin(lab, true, &format!("{n} the first lease's pin"));
+
+    // It writes its lease cache whenever a new lease set comes: a second lease, then a revoke.
+    let cache = state.join("leases.json");
+    let first = lease_ids(lab);
+    assert_eq!(first.len(), 1, "{n} {first:?}");
+    wait_cache(&cache, &format!("{n} the first lease"), |c| {
+        c.contains(&first[0])
+    });
+    let bob = lab.add_user("bob");
+    lab.broker.grant(&lab.home, "bob", "home", None);
+    let laptop = lab.device("bob-laptop");
+    lab.login(&laptop, &bob);
+    lab.profile(&laptop, "bob-home.conf");
+    let both = lease_ids(lab);
+    assert_eq!(both.len(), 2, "{n} {both:?}");
+    let second = both
+        .iter()
+        .find(|id| **id != first[0])
+        .expect("bob's lease");
+    wait_cache(&cache, &format!("{n} the second lease"), |c| {
+        c.contains(&first[0]) && c.contains(second)
+    });
+    lab.broker.revoke(&lab.home, "alice", "home");
+    wait_cache(&cache, &format!("{n} the set after the revoke"), |c| {
+        !c.contains(&first[0]) && c.contains(second)
+    });
+    assert_owned(&cache, uid, 0o600, n);
+    drop(wg);
+
+    // The guard's pin set follows the leases too: `nft` runs after the drop on every lease set,
+    // so the kept capability must reach it from whichever thread runs it. Both leases were taken
+    // from the client's one address, so its pin stays until the second one goes as well.
+    wait_pin(lab, true, &format!("{n} the pin of the lease that remains"));
+    lab.broker.revoke(&lab.home, "bob", "home");
+    wait_cache(&cache, &format!("{n} the set after both revokes"), |c| {
+        !c.contains(&first[0]) && !c.contains(second)
+    });
+    wait_pin(lab, false, &format!("{n} the pin after both revokes"));
+    lab.assert_no_unexpected_warnings(&[]);
+
+    // A clean stop (SIGTERM, as systemd stops it) removes the guard, through `nft` run with the
+    // one capability kept.
+    let running = lab.edge.as_mut().expect("edge");
+    let exit = running.stop(Duration::from_secs(5));
+    let logs = running.proc().logs();
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "{n} the edge must exit 0 on SIGTERM, got {exit:?}\n{logs}"
+    );
+    let table = lab
+        .home
+        .exec(&["nft", "list", "table", "inet", "grantwire"]);
+    assert!(
+        !table.success() && table.stderr.contains("No such file"),
+        "{n} the stopped edge left its nftables table:\n{table}\n{logs}"
+    );
+}
+
+/// The value of one `Name:\tvalue` line of a `/proc` status file.
+#[track_caller]
+fn status_field<'a>(status: &'a str, name: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in\n{status}"))
+        .trim()
+}
+
+#[track_caller]
+fn assert_owned(path: &Path, uid: u32, mode: u32, n: &str) {
+    let meta =
+        std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{n} {}: {e}", path.display()));
+    assert_eq!(
+        (meta.uid(), meta.mode() & 0o777),
+        (uid, mode),
+        "{n} owner and mode of {}",
+        path.display()
+    );
+}
+
+fn lease_ids(lab: &Lab) -> Vec<String> {
+    lab.broker
+        .leases(&lab.home)
+        .iter()
+        .map(|l| l["id"].as_str().expect("lease id").to_owned())
+        .collect()
+}
+
+/// Waits (5 s at most) for the guard's set `pins4` to hold the client's address (or not).
+#[track_caller]
+fn wait_pin(lab: &Lab, present: bool, what: &str) {
+    let list = || {
+        lab.home
+            .exec_ok(&["nft", "list", "set", "inet", "grantwire", "pins4"])
+            .stdout
+    };
+    let got = grantwire_e2e::wait_for(Duration::from_secs(5), POLL_EVERY, || {
+        (list().contains("192.0.2.2") == present).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "{what}: 192.0.2.2 should {}be in the guard's set pins4:\n{}\n{}",
+        if present { "" } else { "no longer " },
+        list(),
+        lab.edge().proc().stderr()
+    );
+}
+
+/// Waits (5 s at most) for the edge's lease cache to satisfy `ok`.
+#[track_caller]
+fn wait_cache(cache: &Path, what: &str, ok: impl Fn(&str) -> bool) {
+    let got = grantwire_e2e::wait_for(Duration::from_secs(5), POLL_EVERY, || {
+        let text = std::fs::read_to_string(cache).ok()?;
+        ok(&text).then_some(())
+    });
+    assert!(
+        got.is_some(),
+        "{what} never reached the lease cache {}: {:?}",
+        cache.display(),
+        std::fs::read_to_string(cache)
+    );
 }
 
 #[derive(Debug)]

@@ -31,7 +31,10 @@ pub mod harness {
 
 pub use harness::bins::{bins, Bins};
 pub use harness::env::require_env;
-pub use harness::grantwire::{Broker, ClientCli, Edge, EdgeInfo, UserInfo, EXIT_REFUSED};
+pub use harness::grantwire::{
+    user_ids, Broker, ClientCli, Edge, EdgeInfo, EdgeStart, UserInfo, EDGE_ROOT_WARNING,
+    EXIT_REFUSED,
+};
 pub use harness::lab::Lab;
 pub use harness::metrics::Metrics;
 pub use harness::netns::{unique_base, veth_pair, Netns};

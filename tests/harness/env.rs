@@ -15,6 +15,8 @@ const TOOLS: &[&str] = &[
     "curl",
     "python3",
     "kill",
+    // util-linux: the unit-like start of the privilege scenario.
+    "setpriv",
 ];
 
 /// Returns true when the end-to-end tests can run: root, the tools, `/dev/net/tun`, and a

@@ -3,6 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -11,7 +12,7 @@ use super::bins::bins;
 use super::metrics::Metrics;
 use super::netns::Netns;
 use super::plex::http_get;
-use super::proc::{Output, Proc};
+use super::proc::{host_exec, Output, Proc};
 use super::totp;
 
 /// Exit code of a refused request (authentication, grant, pin).
@@ -282,48 +283,148 @@ impl Broker {
     }
 }
 
+/// The WARN line of an edge that runs as root without `--user`, as most scenarios start it.
+pub const EDGE_ROOT_WARNING: &str = "running as root throughout: give --user";
+
+/// How an edge is started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EdgeStart<'a> {
+    /// As root, without `--user`.
+    #[default]
+    Root,
+    /// As root with `--user USER`: the edge drops root itself once it is set up.
+    DropTo(&'a str),
+    /// Already as USER, with CAP_NET_ADMIN its only capability (ambient, and the bounding set)
+    /// and no_new_privs, through `setpriv`: what scripts/install/grantwire-edge.service gives
+    /// it. Its state directory is made beforehand, USER's and 0700, as the unit's
+    /// `StateDirectory=` does.
+    AsUnit(&'a str),
+}
+
 /// `grantwire-edge run` in the home namespace, with its metrics endpoint.
 pub struct Edge {
     proc: Proc,
     pub tun_name: String,
+    /// Its `--state-dir`.
+    pub state_dir: PathBuf,
+    pub start: EdgeStart<'static>,
+    /// The state directory's parent when the edge runs as another user (after `proc`: it goes
+    /// once the edge has stopped).
+    _state_parent: Option<tempfile::TempDir>,
 }
 
 impl Edge {
-    /// Writes the enrolment token to a 0600 file and starts the edge; waits until its metrics
-    /// answer and its nftables guard (`table inet grantwire`) is in place.
+    /// Writes the enrolment token to a 0600 file and starts the edge as root, with its state in
+    /// `dir/edge-state`; waits until its metrics answer and its nftables guard (`table inet
+    /// grantwire`) is in place.
     pub fn start(ns: &Netns, broker: &Broker, token: &str, dir: &Path, tun_name: &str) -> Edge {
-        let token_file = dir.join("edge-token");
+        Edge::start_with(ns, broker, token, dir, tun_name, EdgeStart::Root)
+    }
+
+    /// Like [`Edge::start`], started as `how` says. For any start but [`EdgeStart::Root`] the
+    /// state directory (and for [`EdgeStart::AsUnit`] the token file) is in a fresh directory
+    /// under the system's temporary directory instead of `dir`, which is root's and 0700: the
+    /// user must reach them.
+    pub fn start_with(
+        ns: &Netns,
+        broker: &Broker,
+        token: &str,
+        dir: &Path,
+        tun_name: &str,
+        how: EdgeStart<'static>,
+    ) -> Edge {
+        let state_parent = (how != EdgeStart::Root).then(|| {
+            let parent = tempfile::Builder::new()
+                .prefix("grantwire-e2e-edge")
+                .tempdir()
+                .expect("edge state parent");
+            // Passage only, no listing.
+            std::fs::set_permissions(parent.path(), std::fs::Permissions::from_mode(0o711))
+                .expect("chmod edge state parent");
+            parent
+        });
+        let state = state_parent
+            .as_ref()
+            .map_or(dir, |p| p.path())
+            .join("edge-state");
+        let token_dir = match how {
+            EdgeStart::AsUnit(_) => state_parent.as_ref().map_or(dir, |p| p.path()),
+            _ => dir,
+        };
+        let token_file = token_dir.join("edge-token");
         std::fs::write(&token_file, format!("{token}\n")).expect("token file");
         std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600))
             .expect("chmod token file");
-        let state = dir.join("edge-state");
+        let group = match how {
+            EdgeStart::AsUnit(user) => user_group(user),
+            _ => String::new(),
+        };
+        let tun_node = token_dir.join("tun");
+        let mut argv: Vec<&str> = Vec::new();
+        if let EdgeStart::AsUnit(user) = how {
+            let (uid, gid) = user_ids(user);
+            std::fs::create_dir(&state).expect("edge state dir");
+            std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700))
+                .expect("chmod edge state dir");
+            for path in [&state, &token_file] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).expect("chown to the user");
+            }
+            // udev makes /dev/net/tun 0666 on a systemd host, and the unit relies on it (it
+            // gives no CAP_DAC_OVERRIDE); a container without udev may have it 0600. So the edge
+            // gets a 0666 node of the same device, bound over /dev/net/tun in the private mount
+            // namespace `ip netns exec` gives it: nothing changes outside that process.
+            host_exec(
+                &["mknod", "-m", "0666", path_str(&tun_node), "c", "10", "200"],
+                None,
+                CMD,
+            )
+            .expect_ok("mknod a 0666 /dev/net/tun");
+            argv.extend_from_slice(&[
+                "sh",
+                "-c",
+                "mount --bind \"$1\" /dev/net/tun && shift && exec \"$@\"",
+                "sh",
+                path_str(&tun_node),
+                "setpriv",
+                "--reuid",
+                user,
+                "--regid",
+                &group,
+                "--init-groups",
+                "--inh-caps=-all,+net_admin",
+                "--ambient-caps=-all,+net_admin",
+                "--bounding-set=-all,+net_admin",
+                "--no-new-privs",
+                "--",
+            ]);
+        }
         let broker_url = format!("https://127.0.0.1:{BROKER_PORT}");
         let listen = format!("0.0.0.0:{EDGE_WG_PORT}");
-        let mut proc = spawn_daemon(
-            ns,
-            "grantwire-edge run",
-            &[
-                bins().edge_str(),
-                "run",
-                "--broker",
-                &broker_url,
-                "--token-file",
-                path_str(&token_file),
-                "--broker-fingerprint",
-                &broker.fingerprint,
-                "--listen",
-                &listen,
-                "--state-dir",
-                path_str(&state),
-                "--tun-name",
-                tun_name,
-                "--metrics-listen",
-                METRICS_ADDR,
-                // Lease figures reach the broker within a second, so tests need not wait long.
-                "--report-secs",
-                "1",
-            ],
-        );
+        argv.extend_from_slice(&[
+            bins().edge_str(),
+            "run",
+            "--broker",
+            &broker_url,
+            "--token-file",
+            path_str(&token_file),
+            "--broker-fingerprint",
+            &broker.fingerprint,
+            "--listen",
+            &listen,
+            "--state-dir",
+            path_str(&state),
+            "--tun-name",
+            tun_name,
+            "--metrics-listen",
+            METRICS_ADDR,
+            // Lease figures reach the broker within a second, so tests need not wait long.
+            "--report-secs",
+            "1",
+        ]);
+        if let EdgeStart::DropTo(user) = how {
+            argv.extend_from_slice(&["--user", user]);
+        }
+        let mut proc = spawn_daemon(ns, "grantwire-edge run", &argv);
         let url = format!("http://{METRICS_ADDR}/metrics");
         let ready = crate::wait_for(READY, Duration::from_millis(100), || {
             proc.assert_running("the edge to be ready");
@@ -341,7 +442,16 @@ impl Edge {
         Edge {
             proc,
             tun_name: tun_name.to_owned(),
+            state_dir: state,
+            start: how,
+            _state_parent: state_parent,
         }
+    }
+
+    /// Stops the edge as systemd would (SIGTERM, SIGKILL after `grace`); its exit status.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.proc.stop(grace);
+        self.proc.exit_status()
     }
 
     pub fn metrics(&self, ns: &Netns) -> Metrics {
@@ -360,6 +470,25 @@ impl Edge {
     pub fn assert_running(&mut self, waiting_for: &str) {
         self.proc.assert_running(waiting_for);
     }
+}
+
+/// `user`'s uid and primary gid, from `id`.
+pub fn user_ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| {
+        host_exec(&["id", flag, user], None, CMD)
+            .expect_ok(&format!("id {flag} {user}"))
+            .stdout
+            .trim()
+            .parse::<u32>()
+            .expect("numeric id")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// The name of `user`'s primary group (`nogroup` for Debian's `nobody`).
+fn user_group(user: &str) -> String {
+    let out = host_exec(&["id", "-gn", user], None, CMD).expect_ok(&format!("id -gn {user}"));
+    out.stdout.trim().to_owned()
 }
 
 /// The `grantwire` CLI with its own config directory (one per simulated device).

@@ -12,7 +12,10 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::grantwire::{Broker, ClientCli, Edge, EdgeInfo, UserInfo, BROKER_PORT, EDGE_WG_PORT};
+use super::grantwire::{
+    Broker, ClientCli, Edge, EdgeInfo, EdgeStart, UserInfo, BROKER_PORT, EDGE_ROOT_WARNING,
+    EDGE_WG_PORT,
+};
 use super::netns::{unique_base, veth_pair, Netns};
 use super::plex::{http_get, HttpResult, StandInPlex, PLEX_PORT};
 use super::proc::unexpected_warnings;
@@ -79,15 +82,21 @@ impl Lab {
 
     /// `edge add home --endpoint 192.0.2.1:51820`, then `grantwire-edge run` with its token.
     pub fn enrol_edge(&mut self) -> EdgeInfo {
+        self.enrol_edge_as(EdgeStart::Root)
+    }
+
+    /// [`Lab::enrol_edge`], with the edge started as `how` says.
+    pub fn enrol_edge_as(&mut self, how: EdgeStart<'static>) -> EdgeInfo {
         let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
         let info = self.broker.add_edge(&self.home, "home", &endpoint);
         super::plex::assert_safe_host(&info.tunnel_ip);
-        let edge = Edge::start(
+        let edge = Edge::start_with(
             &self.home,
             &self.broker,
             &info.enrolment_token,
             self.dir.path(),
             &format!("{}t", self.base),
+            how,
         );
         self.edge = Some(edge);
         info
@@ -181,11 +190,24 @@ impl Lab {
         http_get(ns, url, timeout).has(self.plex.marker())
     }
 
-    /// Panics on WARN or ERROR lines in the broker's and edge's logs matching none of `allowed`.
+    /// Panics on WARN or ERROR lines in the broker's and edge's logs matching none of `allowed`
+    /// (nor, for an edge started as root without `--user`, its warning about running as root).
     #[track_caller]
     pub fn assert_no_unexpected_warnings(&self, allowed: &[&str]) {
         let mut found = Vec::new();
-        for proc in std::iter::once(self.broker.proc()).chain(self.edge.as_ref().map(Edge::proc)) {
+        let mut edge_allowed = allowed.to_vec();
+        if self
+            .edge
+            .as_ref()
+            .is_some_and(|e| e.start == EdgeStart::Root)
+        {
+            edge_allowed.push(EDGE_ROOT_WARNING);
+        }
+        for (proc, allowed) in std::iter::once((self.broker.proc(), allowed)).chain(
+            self.edge
+                .as_ref()
+                .map(|e| (e.proc(), edge_allowed.as_slice())),
+        ) {
             for line in unexpected_warnings(&proc.stderr(), allowed) {
                 found.push(format!("{}: {line}", proc.label()));
             }

@@ -122,6 +122,12 @@ pub struct RunArgs {
     #[arg(long, env = "GRANTWIRE_EDGE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: MetricsListen,
 
+    /// Once the guard, the TUN device and the sockets are set up, become this user, keeping only
+    /// CAP_NET_ADMIN (for `nft`: the guard's pin sets, and its removal at a clean stop) and
+    /// handing it the state directory. Needs the edge to start as root.
+    #[arg(long, env = "GRANTWIRE_EDGE_USER")]
+    pub user: Option<String>,
+
     /// Seconds between reports of each lease's last handshake and bytes to the broker.
     /// Off-pin use of a lease's key is reported at once, whatever this says.
     #[arg(long, env = "GRANTWIRE_EDGE_REPORT_SECS", default_value_t = 30,
@@ -163,6 +169,7 @@ mod tests {
             args.metrics_listen,
             MetricsListen(Some("127.0.0.1:9851".parse().unwrap()))
         );
+        assert!(args.user.is_none());
     }
 
     #[test]
@@ -188,6 +195,23 @@ mod tests {
         );
         let err = parse("localhost").unwrap_err().to_string();
         assert!(err.contains("neither ADDR:PORT nor `off`"), "{err}");
+    }
+
+    #[test]
+    fn user_flag() {
+        let cli = Cli::try_parse_from([
+            "grantwire-edge",
+            "run",
+            "--broker",
+            "https://broker.test:8443",
+            "--user",
+            "grantwire-edge",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        assert_eq!(args.user.as_deref(), Some("grantwire-edge"));
     }
 
     #[test]

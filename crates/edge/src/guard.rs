@@ -10,10 +10,14 @@
 //! only an optimisation: a stale set can slow a new pin down (to that shared rate) but never
 //! admits anyone.
 
+mod worker;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
+
+pub use worker::GuardThread;
 
 /// Plex's TCP ports: the server (32400), DLNA (32469) and Plex Companion (8324).
 pub const PLEX_TCP_PORTS: &[PortRange] = &[
@@ -99,6 +103,8 @@ pub enum GuardError {
     Spawn(#[source] std::io::Error),
     #[error("nft failed: {0}")]
     Nft(String),
+    #[error("the guard's thread has stopped")]
+    ThreadGone,
 }
 
 /// The firewall boundary, so tests run without nftables.

@@ -11,6 +11,7 @@ mod dataplane;
 mod doctor;
 mod guard;
 mod metrics;
+mod privileges;
 mod report;
 mod sse;
 mod state;
@@ -31,8 +32,9 @@ use tracing::{error, info, warn};
 
 use crate::broker::BrokerError;
 use crate::cli::{Cli, Command, RunArgs};
-use crate::guard::{Guard, GuardSpec, NftGuard};
+use crate::guard::{Guard, GuardSpec, GuardThread, NftGuard};
 use crate::metrics::Snapshot;
+use crate::privileges::{Account, Plan};
 use crate::state::{Credential, StateDir};
 use crate::tun::{TunSetup, TUN_MTU};
 
@@ -55,6 +57,22 @@ fn main() -> ExitCode {
         Command::Run(args) => args,
         Command::Doctor(args) => return doctor::main(&args),
     };
+    // Before the runtime starts its threads: no_new_privs is per thread (see `privileges`).
+    let plan = match privileges::prepare(args.user.as_deref()) {
+        Ok(plan) => plan,
+        Err(err) => {
+            let code = if err.is_usage() { 2 } else { 1 };
+            error!("{:#}", anyhow::Error::from(err));
+            return ExitCode::from(code);
+        }
+    };
+    if plan == Plan::StayRoot {
+        warn!(
+            "running as root throughout: give --user (GRANTWIRE_EDGE_USER) so that the edge drops \
+             to an unprivileged user, keeping only CAP_NET_ADMIN, once its guard and TUN device \
+             are set up"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -62,7 +80,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, plan)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
@@ -84,7 +102,12 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+/// Polled by `block_on` on the main thread, which is the thread that drops root and so the one
+/// that keeps CAP_NET_ADMIN: it spawns the guard's thread right after the drop (see
+/// [`leave_root`]), and nothing here may move into a task before that.
+async fn run(args: RunArgs, plan: Plan) -> Result<()> {
+    // A mistyped switch is refused before anything is set up.
+    let offload = dataplane::Offload::from_env().map_err(UsageError)?;
     let state = StateDir::open(&args.state_dir).context("opening the state directory")?;
     let key = state.private_key().context("loading the edge key")?;
     let client = http_client(args.broker_fingerprint);
@@ -93,21 +116,32 @@ async fn run(args: RunArgs) -> Result<()> {
         None => enrol(&args, &state, &client, &key).await?,
     };
 
-    let mut guard = NftGuard;
     let spec = GuardSpec {
         tun_name: args.tun_name.clone(),
         allow_lan: args.allow_lan.clone(),
         wg_port: args.listen.port(),
     };
-    guard
+    NftGuard
         .install(&spec)
         .context("installing the nftables guard for Plex's ports")?;
     info!(tun = %spec.tun_name, allow_lan = ?spec.allow_lan, "guard installed (nftables table inet grantwire)");
+    let (tun, udp, metrics) = open_io(&args, &config, offload).await?;
+    let guard = leave_root(&plan, &state).await?;
+    let setup = Setup {
+        tun,
+        udp,
+        offload,
+        metrics,
+        guard: guard.clone(),
+    };
 
     // Only a clean stop removes the guard: after a failure Plex stays shielded (fails closed),
     // and the next start replaces the table anyway.
-    serve(args, state, client, credential, config, key).await?;
-    guard.remove().context("removing the nftables guard")?;
+    serve(args, setup, state, client, credential, config, key).await?;
+    guard
+        .remove()
+        .await
+        .context("removing the nftables guard")?;
     info!("stopped; guard removed");
     Ok(())
 }
@@ -137,15 +171,23 @@ async fn enrol(
     Ok((credential, response.config))
 }
 
-async fn serve(
-    args: RunArgs,
-    state: StateDir,
-    client: reqwest::Client,
-    credential: Credential,
-    config: EdgeConfig,
-    key: PrivateKey,
-) -> Result<()> {
-    let offload = dataplane::Offload::from_env().map_err(UsageError)?;
+/// What the edge sets up before it serves: the TUN device and the sockets, opened while it may
+/// still be root, and the thread that makes every later guard change.
+struct Setup {
+    tun: TunSetup,
+    udp: std::net::UdpSocket,
+    offload: dataplane::Offload,
+    metrics: Option<TcpListener>,
+    guard: GuardThread<NftGuard>,
+}
+
+/// Creates the TUN device and binds the UDP socket and the metrics listener: with the guard's
+/// install, all the edge does that needs privilege.
+async fn open_io(
+    args: &RunArgs,
+    config: &EdgeConfig,
+    offload: dataplane::Offload,
+) -> Result<(TunSetup, std::net::UdpSocket, Option<TcpListener>)> {
     let tun = TunSetup::create(
         &args.tun_name,
         config.tunnel_address,
@@ -171,14 +213,54 @@ async fn serve(
         edge = %config.name,
         "grantwire-edge running"
     );
+    let metrics = match args.metrics_listen.0 {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?,
+        ),
+        None => None,
+    };
+    Ok((tun, udp, metrics))
+}
 
+/// Drops root as `plan` says, then starts the thread that makes every later guard change (see
+/// [`GuardThread`]). Both happen here, on the thread `block_on` polls, with no await between
+/// them: the guard's thread must be made by the thread that did the drop, after it, to start
+/// with the one capability kept.
+async fn leave_root(plan: &Plan, state: &StateDir) -> Result<GuardThread<NftGuard>> {
+    let Plan::Drop(account) = plan else {
+        return GuardThread::spawn(NftGuard).context("starting the guard's thread");
+    };
+    drop_privileges(state, account)?;
+    let guard = GuardThread::spawn(NftGuard).context("starting the guard's thread")?;
+    let check = account.clone();
+    guard
+        .run(move |_| privileges::verify_this_thread(&check))
+        .await?
+        .context("the guard's thread after the drop")?;
+    info!(
+        user = %account.name,
+        uid = account.uid,
+        gid = account.gid,
+        "dropped root; keeping only CAP_NET_ADMIN, on the guard's thread, for nft"
+    );
+    Ok(guard)
+}
+
+async fn serve(
+    args: RunArgs,
+    setup: Setup,
+    state: StateDir,
+    client: reqwest::Client,
+    credential: Credential,
+    config: EdgeConfig,
+    key: PrivateKey,
+) -> Result<()> {
     let (snapshots, snapshot_rx) = watch::channel(Snapshot::default());
     let (link, link_rx) = watch::channel(false);
-    if let Some(addr) = args.metrics_listen.0 {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding metrics listener {addr}"))?;
-        info!(metrics = %addr, "serving /metrics");
+    if let Some(listener) = setup.metrics {
+        info!(metrics = %listener.local_addr()?, "serving /metrics");
         tokio::spawn(metrics::serve(listener, snapshot_rx, link_rx));
     }
     let (sets, set_rx) = watch::channel(None);
@@ -193,7 +275,7 @@ async fn serve(
     };
     let report = tokio::spawn(reporter.run());
     let cache = tokio::spawn(cache_lease_sets(state.clone(), sets.subscribe()));
-    let pins = tokio::spawn(follow_pins(sets.subscribe()));
+    let pins = tokio::spawn(follow_pins(setup.guard.clone(), sets.subscribe()));
     let sync = tokio::spawn(broker::sync_forever(
         client,
         args.broker,
@@ -212,7 +294,7 @@ async fn serve(
                 leases = set.leases.len(),
                 "enforcing the cached lease set until the broker answers"
             );
-            set_pins(&set).await;
+            set_pins(&setup.guard, &set).await;
             dataplane::apply(&mut core, &set);
         }
         Ok(None) => {}
@@ -226,12 +308,41 @@ async fn serve(
         events: events_tx,
         report_every: std::time::Duration::from_secs(args.report_secs),
     };
-    let result = dataplane::run_dedicated(core, udp, offload, tun, links, shutdown_signal()).await;
+    let result = dataplane::run_dedicated(
+        core,
+        setup.udp,
+        setup.offload,
+        setup.tun,
+        links,
+        shutdown_signal(),
+    )
+    .await;
     sync.abort();
     report.abort();
     cache.abort();
     pins.abort();
+    // Finished before the caller removes the guard, so no pin update can follow the removal.
+    let _ = pins.await;
     Ok(result?)
+}
+
+/// Hands the state directory to `account` and becomes it, keeping CAP_NET_ADMIN alone (see
+/// `privileges`). Any error leaves the caller to stop: it must not serve with more privilege
+/// than was asked for.
+fn drop_privileges(state: &StateDir, account: &Account) -> Result<()> {
+    let dir = state.path().display();
+    state
+        .hand_over(account.uid, account.gid)
+        .with_context(|| format!("handing the state directory {dir} to {}", account.name))?;
+    privileges::drop_to(account)
+        .with_context(|| format!("dropping root to user {}", account.name))?;
+    state.check_writable().with_context(|| {
+        format!(
+            "user {} cannot write the state directory {dir}; every directory above it must let \
+             {} through",
+            account.name, account.name
+        )
+    })
 }
 
 /// Writes each lease set the broker sends to the state directory (see
@@ -251,23 +362,21 @@ async fn cache_lease_sets(state: StateDir, mut sets: watch::Receiver<Option<Leas
 }
 
 /// Keeps the guard's pin sets (see [`guard`]) to the pins of the newest lease set.
-async fn follow_pins(mut sets: watch::Receiver<Option<LeaseSet>>) {
+async fn follow_pins(guard: GuardThread<NftGuard>, mut sets: watch::Receiver<Option<LeaseSet>>) {
     while sets.changed().await.is_ok() {
         let Some(set) = sets.borrow_and_update().clone() else {
             continue;
         };
-        set_pins(&set).await;
+        set_pins(&guard, &set).await;
     }
 }
 
-async fn set_pins(set: &LeaseSet) {
+async fn set_pins(guard: &GuardThread<NftGuard>, set: &LeaseSet) {
     let pins: Vec<ipnet::IpNet> = set.leases.iter().map(|l| l.pin.network()).collect();
-    match tokio::task::spawn_blocking(move || NftGuard.set_pins(&pins)).await {
-        Ok(Ok(())) => {}
-        // Degraded, not open: the edge still drops every datagram from outside a pin; only
-        // the kernel's early drop of floods no longer matches the leases.
-        Ok(Err(e)) => warn!(error = %e, "could not update the guard's pin sets"),
-        Err(e) => warn!(error = %e, "could not update the guard's pin sets"),
+    // Degraded, not open: the edge still drops every datagram from outside a pin; only the
+    // kernel's early drop of floods no longer matches the leases.
+    if let Err(e) = guard.set_pins(pins).await {
+        warn!(error = %e, "could not update the guard's pin sets");
     }
 }
 

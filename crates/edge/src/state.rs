@@ -4,7 +4,7 @@
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{chown, lchown, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use grantwire_proto::{EdgeConfig, LeaseSet, PrivateKey};
@@ -15,6 +15,8 @@ const KEY_FILE: &str = "private.key";
 const CREDENTIAL_FILE: &str = "credential";
 const CONFIG_FILE: &str = "config.json";
 const LEASES_FILE: &str = "leases.json";
+/// Written and removed at once by [`StateDir::check_writable`].
+const PROBE_FILE: &str = "write-check";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -36,6 +38,8 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("{path} has {links} hard links; refusing to hand it to another user")]
+    HardLink { path: PathBuf, links: u64 },
     #[error("{path} is not a valid edge config")]
     BadConfig {
         path: PathBuf,
@@ -100,6 +104,42 @@ impl StateDir {
         Ok(Self {
             dir: dir.to_owned(),
         })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Gives the directory and everything in it to `uid:gid`, modes unchanged (0700, 0600), so
+    /// an edge that drops root can still write its lease cache. Entries are changed with
+    /// lchown, never through a symlink; a file with other hard links is refused, since the
+    /// user could have linked it to a file of root's (the directory is the user's after the
+    /// first drop).
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), StateError> {
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StateError::Io { path, source }
+        };
+        for entry in fs::read_dir(&self.dir).map_err(io(&self.dir))? {
+            let path = entry.map_err(io(&self.dir))?.path();
+            let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+            if meta.is_file() && meta.nlink() > 1 {
+                return Err(StateError::HardLink {
+                    path,
+                    links: meta.nlink(),
+                });
+            }
+            lchown(&path, Some(uid), Some(gid)).map_err(io(&path))?;
+        }
+        chown(&self.dir, Some(uid), Some(gid)).map_err(io(&self.dir))
+    }
+
+    /// Writes and removes a file, as the lease cache will: after a privilege drop this is the
+    /// proof that the new user can still keep it.
+    pub fn check_writable(&self) -> Result<(), StateError> {
+        self.write_secret(PROBE_FILE, "")?;
+        let path = self.dir.join(PROBE_FILE);
+        fs::remove_file(&path).map_err(|source| StateError::Io { path, source })
     }
 
     /// The edge's key, made from OS randomness (and clamped) on first start.
@@ -320,6 +360,32 @@ mod tests {
         fs::write(tmp.path().join(LEASES_FILE), "{ not json").unwrap();
         let err = state.cached_lease_set(&config(), 0).unwrap_err();
         assert!(matches!(err, StateError::BadLeases { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn hand_over_keeps_modes_refuses_hard_links_and_probes_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let state = StateDir::open(tmp.path()).unwrap();
+        state.private_key().unwrap();
+        state
+            .store_enrolment(&Credential::new("c".into()), &config())
+            .unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", tmp.path().join("link")).unwrap();
+        // To whoever runs the test: the same owner, so this needs no privilege.
+        let me = fs::metadata(tmp.path()).unwrap();
+        state.hand_over(me.uid(), me.gid()).unwrap();
+        let mode = |p: &Path| fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(tmp.path()), 0o700);
+        assert_eq!(mode(&tmp.path().join(KEY_FILE)), 0o600);
+        state.check_writable().unwrap();
+        assert!(!tmp.path().join(PROBE_FILE).exists());
+
+        fs::hard_link(tmp.path().join(KEY_FILE), tmp.path().join("other")).unwrap();
+        let err = state.hand_over(me.uid(), me.gid()).unwrap_err();
+        assert!(
+            matches!(err, StateError::HardLink { links: 2, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
