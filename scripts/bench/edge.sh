@@ -142,33 +142,8 @@ table inet gwbench_flood {
 }
 NFT
 
-# The flood generator: a pool of datagrams sent round-robin from 198.51.100.3 for SECS seconds.
-cat >"$work/flood.py" <<'PY'
-import base64, hashlib, os, socket, sys, time
-
-kind, secs, server_pub = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-if kind == "random":
-    pool = [os.urandom(148) for _ in range(1024)]
-else:
-    # A WireGuard handshake initiation (type 1, 148 bytes) with garbage ephemeral, static and
-    # timestamp, and a MAC1 the server accepts: BLAKE2s-128 keyed with
-    # BLAKE2s-256("mac1----" || server public key), over the first 116 bytes.
-    key = hashlib.blake2s(b"mac1----" + base64.b64decode(server_pub)).digest()
-    pool = []
-    for _ in range(1024):
-        body = bytes([1, 0, 0, 0]) + os.urandom(4 + 32 + 48 + 28)
-        pool.append(body + hashlib.blake2s(body, digest_size=16, key=key).digest() + bytes(16))
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("198.51.100.3", 0))
-s.connect(("198.51.100.1", 51820))
-end = time.monotonic() + secs
-while time.monotonic() < end:
-    for p in pool:
-        try:
-            s.send(p)
-        except OSError:
-            pass
-PY
+# The flood generator (scripts/bench/flood.py, shared with tests/flood.rs) sends from
+# 198.51.100.3 to the server's WireGuard port.
 
 spawn iperf3 ip netns exec "$srv" iperf3 --server --port 32400
 
@@ -270,7 +245,8 @@ flood() {
     for kind in random initiation; do
         echo "edge.sh: $name, flood of $kind datagrams, ${secs}s" >&2
         client_down
-        spawn "flood-$kind" ip netns exec "$cli" python3 "$work/flood.py" "$kind" "$((secs + 10))" "$pub"
+        spawn "flood-$kind" ip netns exec "$cli" python3 scripts/bench/flood.py "$kind" "$((secs + 10))" \
+            "$pub" --from 198.51.100.3 --to 198.51.100.1:51820
         fpid=$spawned
         sleep 1
         rx0=$(srv_rx_packets) cpu0=$(cpu_ticks "$pid") back0=$(bytes_back) dh0=$(edge_dh || true)
