@@ -251,56 +251,77 @@ fn floods_from_an_unpinned_address_cost_no_diffie_hellman_and_get_no_answer() {
         );
         eprintln!("{report}");
 
-        // The flood was real: far over what the guard lets through, and the edge saw some.
+        // Every check is evaluated, so a failure names all that went wrong at once.
         let guard_allows = GUARD_UNPINNED_PER_SEC * (secs + 1.0);
+        let bytes_sent_unpinned = after.metric(BYTES_SENT_UNPINNED);
+        let new_handshakes = after.metric(HANDSHAKES) - before.metric(HANDSHAKES);
+        let checks = [
+            // The flood was real: far over what the guard lets through, and the edge saw some.
+            (
+                arrived.min(rx) as f64 >= 2.0 * guard_allows,
+                format!(
+                    "the flood must reach the edge's namespace at well over the guard's \
+                     {GUARD_UNPINNED_PER_SEC}/s (at least {:.0} datagrams), or this test proves \
+                     nothing",
+                    2.0 * guard_allows
+                ),
+            ),
+            (
+                dropped > 0.0,
+                format!(
+                    "the edge counted none of the flood as dropped unpinned (the guard lets \
+                     {GUARD_UNPINNED_PER_SEC}/s through), so its behaviour went untested"
+                ),
+            ),
+            (
+                dropped <= guard_allows,
+                format!(
+                    "the edge got more unpinned datagrams than the guard's rate limit lets \
+                     through ({guard_allows:.0})"
+                ),
+            ),
+            // Nothing answered, nothing computed.
+            (
+                back == 0,
+                format!("the flooding address received {back} bytes: the edge answered"),
+            ),
+            (
+                bytes_sent_unpinned == 0.0,
+                format!("{BYTES_SENT_UNPINNED} is {bytes_sent_unpinned}"),
+            ),
+            (
+                pinned_hs >= 1,
+                "no handshake message from the pinned client reached the edge".to_owned(),
+            ),
+            (
+                dh == pinned_hs as f64,
+                format!(
+                    "{DH} must grow by exactly the pinned client's {pinned_hs} handshake \
+                     messages: the flood cost the edge {} Diffie-Hellman steps",
+                    dh - pinned_hs as f64
+                ),
+            ),
+            // The pinned client was served by a new handshake, and the counter that saw nothing
+            // for the flooding address saw the edge's replies to the pinned client.
+            (
+                new_handshakes >= 1.0,
+                "the edge completed no new handshake for the pinned client".to_owned(),
+            ),
+            (
+                to_pinned > 0,
+                "the prerouting counter saw no reply from the edge to the pinned client".to_owned(),
+            ),
+        ];
+        let failed: Vec<&str> = checks
+            .iter()
+            .filter(|(ok, _)| !ok)
+            .map(|(_, why)| why.as_str())
+            .collect();
         assert!(
-            arrived.min(rx) as f64 >= 2.0 * guard_allows,
-            "{report}\nthe flood must reach the edge's namespace at well over the guard's \
-             {GUARD_UNPINNED_PER_SEC}/s (at least {:.0} datagrams), or this test proves nothing",
-            2.0 * guard_allows
-        );
-        assert!(
-            dropped > 0.0,
-            "{report}\nthe edge saw none of the flood (the guard lets {GUARD_UNPINNED_PER_SEC}/s \
-             through), so its behaviour under the flood went untested\n{}",
+            failed.is_empty(),
+            "{report}\n- {}\nedge metrics after the flood:\n{}",
+            failed.join("\n- "),
             after.metrics.text
-        );
-        assert!(
-            dropped <= guard_allows,
-            "{report}\nthe edge got more unpinned datagrams than the guard's rate limit lets \
-             through ({guard_allows:.0})"
-        );
-
-        // Nothing answered, nothing computed.
-        assert_eq!(
-            back, 0,
-            "{report}\nthe flooding address received {back} bytes: the edge answered"
-        );
-        assert_eq!(
-            after.metric(BYTES_SENT_UNPINNED),
-            0.0,
-            "{report}\nthe edge counts bytes sent to unpinned sources"
-        );
-        assert!(
-            pinned_hs >= 1,
-            "{report}\nno handshake message from the pinned client reached the edge"
-        );
-        assert_eq!(
-            dh, pinned_hs as f64,
-            "{report}\n{DH} must grow by exactly the pinned client's handshake messages: the flood \
-             cost the edge {} Diffie-Hellman steps",
-            dh - pinned_hs as f64
-        );
-
-        // The pinned client was served, by a new handshake, and the counter that saw nothing
-        // for the flooding address saw the edge's replies to it.
-        assert!(
-            after.metric(HANDSHAKES) > before.metric(HANDSHAKES),
-            "{report}\nthe edge completed no new handshake for the pinned client"
-        );
-        assert!(
-            to_pinned > 0,
-            "{report}\nthe prerouting counter saw no reply from the edge to the pinned client"
         );
         lab.edge
             .as_mut()
