@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use grantwire_proto::{
-    LeaseRequest, LeaseResponse, LoginRequest, LoginResponse, Profile, PublicKey, WhoamiResponse,
+    LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse, LoginRequest,
+    LoginResponse, Profile, PublicKey, WhoamiResponse,
 };
 use reqwest::Url;
 use serde::de::DeserializeOwned;
@@ -11,7 +12,7 @@ use serde::Serialize;
 
 use crate::error::{from_reqwest, from_response, Call};
 use crate::time::unix_now;
-use crate::tls::{http_client, Fingerprint};
+use crate::tls::{http_client, probe_client, Fingerprint};
 use crate::{Error, Session};
 
 /// Longest a whole request may take once connected. The broker answers from a local SQLite
@@ -144,15 +145,7 @@ impl BrokerClient {
     /// goes with the private key the lease was first made for.
     pub async fn renew(&self, session: &Session, lease_id: &str) -> Result<Profile, Error> {
         self.check_session(session)?;
-        let plain = !lease_id.is_empty()
-            && lease_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-        if !plain {
-            return Err(Error::BadRequest {
-                message: format!("invalid lease id {:?}", crate::error::sanitize(lease_id)),
-            });
-        }
+        check_lease_id(lease_id)?;
         let path = format!("v1/leases/{lease_id}/renew");
         let call = Call::Renew { lease_id };
         let resp: LeaseResponse = self
@@ -161,6 +154,57 @@ impl BrokerClient {
         let p = &resp.profile;
         tracing::info!(edge = %p.edge, lease = %p.lease_id, pin = %p.pin, expires_at = p.expires_at, "lease renewed");
         Ok(resp.profile)
+    }
+
+    /// The session's user's live leases, with the last handshake each edge reported.
+    pub async fn leases(&self, session: &Session) -> Result<LeaseListResponse, Error> {
+        self.check_session(session)?;
+        let req = self
+            .http
+            .get(self.api_url("v1/leases")?)
+            .timeout(REQUEST_TIMEOUT)
+            .bearer_auth(&session.token);
+        self.send("v1/leases", req, Call::ListLeases).await
+    }
+
+    /// Revokes the session's user's live lease `lease_id`; the edge drops the peer at once.
+    /// Another user's lease is refused ([`Error::NotYourLease`]), an unknown or dead one is
+    /// [`Error::UnknownLease`].
+    pub async fn revoke(
+        &self,
+        session: &Session,
+        lease_id: &str,
+    ) -> Result<LeaseRevokeResponse, Error> {
+        self.check_session(session)?;
+        check_lease_id(lease_id)?;
+        let path = format!("v1/leases/{lease_id}/revoke");
+        let call = Call::Revoke { lease_id };
+        let resp: LeaseRevokeResponse = self
+            .post(&path, &serde_json::json!({}), Some(&session.token), call)
+            .await?;
+        tracing::info!(lease = %resp.id, edge = %resp.edge, "lease revoked");
+        Ok(resp)
+    }
+
+    /// How the broker at `base_url` can be trusted, found by one TLS handshake that sends no
+    /// secret: a certificate a public CA signed needs nothing, any other is known only by its
+    /// fingerprint, which the person must accept (or refuse) before anything is sent to it.
+    pub async fn probe(base_url: &str) -> Result<BrokerTrust, Error> {
+        let base = parse_broker_url(base_url)?;
+        let (http, presented) = probe_client();
+        let url = base
+            .join("v1/openapi.json")
+            .map_err(|_| invalid_url(base.as_str(), "cannot join an API path to it"))?;
+        // Any HTTP answer (a 401 is the usual one) means the handshake passed the CA check.
+        match http.get(url).timeout(REQUEST_TIMEOUT).send().await {
+            Ok(_) => Ok(BrokerTrust::CaSigned),
+            Err(e) => match (from_reqwest(&base, e), presented.get()) {
+                (Error::Untrusted { .. }, Some(fingerprint)) => {
+                    Ok(BrokerTrust::Fingerprint(fingerprint))
+                }
+                (err, _) => Err(err),
+            },
+        }
     }
 
     /// Refuses to send `session`'s token to any broker but the one that issued it, or once it
@@ -255,6 +299,31 @@ pub fn parse_broker_url(input: &str) -> Result<Url, Error> {
         url.set_path(&path);
     }
     Ok(url)
+}
+
+/// How a broker's certificate can be trusted, as [`BrokerClient::probe`] found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerTrust {
+    /// Signed by a public CA: no pin needed.
+    CaSigned,
+    /// Self-signed (or signed by no public CA): trusted only by this fingerprint.
+    Fingerprint(Fingerprint),
+}
+
+/// Lease ids go into a URL path: only the characters the broker makes them of.
+fn check_lease_id(lease_id: &str) -> Result<(), Error> {
+    let plain = !lease_id.is_empty()
+        && lease_id.len() <= 64
+        && lease_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::InvalidLeaseId {
+            lease_id: crate::error::sanitize(lease_id),
+        })
+    }
 }
 
 fn invalid_url(url: &str, reason: &'static str) -> Error {

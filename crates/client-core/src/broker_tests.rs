@@ -302,7 +302,7 @@ async fn whoami_and_renew_send_the_session_and_map_a_gone_lease() {
     assert_eq!(err.kind(), ErrorKind::LeaseGone, "{err:?}");
     // A lease id that would change the request path never leaves the device.
     let err = client.renew(&session, "../logout").await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::BadRequest, "{err:?}");
+    assert_eq!(err.kind(), ErrorKind::Usage, "{err:?}");
 
     let requests = broker.requests.join().unwrap();
     assert!(
@@ -320,4 +320,84 @@ async fn whoami_and_renew_send_the_session_and_map_a_gone_lease() {
             .to_ascii_lowercase()
             .contains("authorization: bearer tok-9"));
     }
+}
+
+#[tokio::test]
+async fn leases_and_revoke_send_the_session_and_map_refusals() {
+    let listed = serde_json::json!({"leases": [{
+        "id": "l-1", "user": "alice", "edge": "home", "tunnel_address": "10.77.0.2",
+        "pin": "127.0.0.1/32", "public_key": grantwire_proto::PrivateKey::from_random_bytes([3; 32]).public_key(),
+        "created_at": 1, "expires_at": 2, "ports": [32400],
+        "usage": {"last_handshake_at": 5, "rx_bytes": 1, "tx_bytes": 2, "reported_at": 6}}]});
+    let error =
+        |code: &str| serde_json::json!({"error": {"code": code, "message": "m"}}).to_string();
+    let broker = fake_broker(vec![
+        (200, listed.to_string()),
+        (200, r#"{"id":"l-1","user":"alice","edge":"home"}"#.into()),
+        (403, error("forbidden")),
+        (404, error("not_found")),
+    ]);
+    let client = BrokerClient::new(&broker.url, Some(broker.fingerprint)).unwrap();
+    let session = Session {
+        broker_url: broker.url.clone(),
+        fingerprint: Some(broker.fingerprint),
+        user: "alice".into(),
+        token: "tok-7".into(),
+        expires_at: unix_now() + 60,
+    };
+    let list = client.leases(&session).await.unwrap().leases;
+    assert_eq!(list[0].usage.unwrap().last_handshake_at, Some(5));
+    assert_eq!(client.revoke(&session, "l-1").await.unwrap().edge, "home");
+    let err = client.revoke(&session, "l-2").await.unwrap_err();
+    assert!(matches!(err, Error::NotYourLease { .. }), "{err:?}");
+    let err = client.revoke(&session, "l-3").await.unwrap_err();
+    assert!(matches!(err, Error::UnknownLease { .. }), "{err:?}");
+    let err = client
+        .revoke(&session, "l-1/../../logout")
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Usage, "{err:?}");
+
+    let requests = broker.requests.join().unwrap();
+    assert!(
+        requests[0].starts_with("GET /v1/leases "),
+        "{}",
+        requests[0]
+    );
+    assert!(
+        requests[1].starts_with("POST /v1/leases/l-1/revoke "),
+        "{}",
+        requests[1]
+    );
+    assert!(
+        requests[2].starts_with("POST /v1/leases/l-2/revoke "),
+        "{}",
+        requests[2]
+    );
+    assert_eq!(requests.len(), 4, "the bad id never left the device");
+    for r in &requests {
+        assert!(r
+            .to_ascii_lowercase()
+            .contains("authorization: bearer tok-7"));
+    }
+}
+
+#[tokio::test]
+async fn a_probe_learns_a_self_signed_fingerprint_and_sends_nothing() {
+    let broker = fake_broker(vec![(200, "{}".into())]);
+    let trust = BrokerClient::probe(&broker.url).await.unwrap();
+    assert_eq!(trust, BrokerTrust::Fingerprint(broker.fingerprint));
+    // The handshake failed, so no request reached the broker.
+    assert!(broker.requests.join().unwrap().is_empty());
+
+    // Nothing listening: a network error, not a fingerprint.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = BrokerClient::probe(&format!("https://127.0.0.1:{port}"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Network, "{err:?}");
 }

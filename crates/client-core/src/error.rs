@@ -59,6 +59,9 @@ pub enum Error {
     )]
     InvalidEdgeName { name: String },
 
+    #[error("invalid lease id {lease_id:?}: lease ids look like l-0123456789abcdef (see `grantwire leases`)")]
+    InvalidLeaseId { lease_id: String },
+
     #[error("the stored session belongs to broker {session_broker}, not {broker}: run `grantwire login` again")]
     SessionBrokerMismatch {
         session_broker: String,
@@ -74,8 +77,9 @@ pub enum Error {
     },
 
     #[error(
-        "{mismatch}: if the broker's certificate was regenerated, log in again with the new \
-         fingerprint; otherwise something is intercepting the connection"
+        "{mismatch}: something may be intercepting the connection; if the broker's admin \
+         confirms its certificate was regenerated, run `grantwire login --fingerprint {}`",
+        .mismatch.presented
     )]
     PinMismatch {
         mismatch: PinMismatch,
@@ -92,6 +96,29 @@ pub enum Error {
         detail: String,
         #[source]
         source: reqwest::Error,
+    },
+
+    #[error(
+        "the certificate of broker {broker} has CHANGED: this device trusts fingerprint {known}, \
+         the broker now presents {presented}; something may be intercepting the connection. \
+         If the broker's admin confirms its certificate was regenerated, run \
+         `grantwire login --fingerprint {presented}`"
+    )]
+    FingerprintChanged {
+        broker: String,
+        known: crate::tls::Fingerprint,
+        presented: crate::tls::Fingerprint,
+    },
+
+    #[error(
+        "broker {broker} has a certificate no public CA signed, with SHA-256 fingerprint \
+         {fingerprint}, and this device does not trust it yet: compare it with the fingerprint \
+         the broker printed at start (also in <data-dir>/tls-cert.sha256), then run \
+         `grantwire login` on a terminal to accept it, or pass `--fingerprint {fingerprint}`"
+    )]
+    UnknownBroker {
+        broker: String,
+        fingerprint: crate::tls::Fingerprint,
     },
 
     #[error("not logged in: run `grantwire login`")]
@@ -117,6 +144,12 @@ pub enum Error {
 
     #[error("lease {lease_id} is gone ({message}): it expired, was replaced by a newer profile, or its grant was revoked")]
     LeaseGone { lease_id: String, message: String },
+
+    #[error("lease {lease_id} is not yours ({message}): only its own user can revoke it")]
+    NotYourLease { lease_id: String, message: String },
+
+    #[error("you hold no live lease {lease_id} ({message}): see `grantwire leases`")]
+    UnknownLease { lease_id: String, message: String },
 
     #[error("the broker rejected the request: {message}")]
     BadRequest { message: String },
@@ -151,26 +184,36 @@ pub enum Error {
 
     #[error("cannot show the profile as a QR code: {0}")]
     Qr(#[source] qrcode::types::QrError),
+
+    #[error("cannot draw the profile's QR code as a PNG image: {0}")]
+    QrPng(#[source] png::EncodingError),
 }
 
 impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::InvalidUrl { .. } | Self::InvalidEdgeName { .. } => ErrorKind::Usage,
+            Self::InvalidUrl { .. }
+            | Self::InvalidEdgeName { .. }
+            | Self::InvalidLeaseId { .. } => ErrorKind::Usage,
             Self::SessionBrokerMismatch { .. } => ErrorKind::Usage,
             Self::Network { .. } => ErrorKind::Network,
-            Self::PinMismatch { .. } | Self::Untrusted { .. } => ErrorKind::Trust,
+            Self::PinMismatch { .. }
+            | Self::Untrusted { .. }
+            | Self::FingerprintChanged { .. }
+            | Self::UnknownBroker { .. } => ErrorKind::Trust,
             Self::NotLoggedIn => ErrorKind::NotLoggedIn,
             Self::SessionExpired { .. } | Self::SessionRejected { .. } => ErrorKind::SessionExpired,
             Self::LoginRefused { .. } => ErrorKind::Unauthorized,
-            Self::Forbidden { .. } => ErrorKind::Forbidden,
-            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::Forbidden { .. } | Self::NotYourLease { .. } => ErrorKind::Forbidden,
+            Self::NotFound { .. } | Self::UnknownLease { .. } => ErrorKind::NotFound,
             Self::LeaseGone { .. } => ErrorKind::LeaseGone,
             Self::BadRequest { .. } => ErrorKind::BadRequest,
             Self::Conflict { .. } => ErrorKind::Conflict,
             Self::Server { .. } => ErrorKind::Server,
             Self::Protocol { .. } => ErrorKind::Protocol,
-            Self::Io { .. } | Self::CorruptSession { .. } | Self::Qr(_) => ErrorKind::Io,
+            Self::Io { .. } | Self::CorruptSession { .. } | Self::Qr(_) | Self::QrPng(_) => {
+                ErrorKind::Io
+            }
         }
     }
 
@@ -196,6 +239,8 @@ pub(crate) enum Call<'a> {
     Renew { lease_id: &'a str },
     Whoami,
     Logout,
+    ListLeases,
+    Revoke { lease_id: &'a str },
 }
 
 /// Maps a non-success answer from the broker. The JSON body's code is authoritative; a body
@@ -217,8 +262,21 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
         (ErrorCode::Unauthorized, Call::Login) => Error::LoginRefused { message },
         (
             ErrorCode::Unauthorized,
-            Call::Lease { .. } | Call::Renew { .. } | Call::Whoami | Call::Logout,
+            Call::Lease { .. }
+            | Call::Renew { .. }
+            | Call::Whoami
+            | Call::Logout
+            | Call::ListLeases
+            | Call::Revoke { .. },
         ) => Error::SessionRejected { message },
+        (ErrorCode::Forbidden, Call::Revoke { lease_id }) => Error::NotYourLease {
+            lease_id: sanitize(lease_id),
+            message,
+        },
+        (ErrorCode::NotFound, Call::Revoke { lease_id }) => Error::UnknownLease {
+            lease_id: sanitize(lease_id),
+            message,
+        },
         (ErrorCode::Forbidden, Call::Lease { edge }) => Error::Forbidden {
             edge: edge.to_owned(),
             message,
@@ -250,6 +308,13 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
         },
         (ErrorCode::Forbidden | ErrorCode::NotFound, Call::Whoami) => Error::Protocol {
             detail: format!("HTTP {status} on whoami ({message}): is the broker URL right?"),
+            source: None,
+        },
+        (ErrorCode::Forbidden | ErrorCode::NotFound, Call::ListLeases) => Error::Protocol {
+            detail: format!(
+                "HTTP {status} on listing leases ({message}): is the broker URL right, \
+                 and does the broker have this version's API?"
+            ),
             source: None,
         },
     }
@@ -349,6 +414,10 @@ mod tests {
         lease_id: "l-0123456789abcdef",
     };
 
+    const REVOKE: Call<'static> = Call::Revoke {
+        lease_id: "l-0123456789abcdef",
+    };
+
     #[test]
     fn each_broker_code_maps_to_its_kind() {
         let cases = [
@@ -368,6 +437,16 @@ mod tests {
             (409, "conflict", RENEW, ErrorKind::Conflict),
             (401, "unauthorized", Call::Whoami, ErrorKind::SessionExpired),
             (404, "not_found", Call::Whoami, ErrorKind::Protocol),
+            (
+                401,
+                "unauthorized",
+                Call::ListLeases,
+                ErrorKind::SessionExpired,
+            ),
+            (404, "not_found", Call::ListLeases, ErrorKind::Protocol),
+            (401, "unauthorized", REVOKE, ErrorKind::SessionExpired),
+            (403, "forbidden", REVOKE, ErrorKind::Forbidden),
+            (404, "not_found", REVOKE, ErrorKind::NotFound),
         ];
         for (status, code, call, want) in cases {
             let err = from_response(status, &body(code, "msg"), call);
@@ -386,6 +465,13 @@ mod tests {
         assert!(expired.to_string().contains("grantwire login"), "{expired}");
         let login = from_response(401, &body("unauthorized", "unauthorized"), Call::Login);
         assert!(login.to_string().contains("TOTP"), "{login}");
+        let theirs = from_response(403, &body("forbidden", "another user's"), REVOKE);
+        assert!(theirs.to_string().contains("not yours"), "{theirs}");
+        let unknown = from_response(404, &body("not_found", "no live lease"), REVOKE);
+        assert!(
+            unknown.to_string().contains("grantwire leases"),
+            "{unknown}"
+        );
     }
 
     #[test]

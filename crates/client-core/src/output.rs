@@ -1,12 +1,9 @@
-//! Profile output: the wg-quick file (mode 0600, it holds the private key) and the QR code the
-//! official WireGuard apps import. Also the atomic private-file writer the session store uses.
+//! Profile output: the wg-quick file (mode 0600, it holds the private key), and the atomic
+//! private-file writer the session store, the lease store and the QR images ([`crate::qr`]) use.
 
 use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-
-use qrcode::render::unicode::Dense1x2;
-use qrcode::{EcLevel, QrCode};
 
 use crate::Error;
 
@@ -113,33 +110,6 @@ fn sync_dir(dir: &Path) {
     let _ = dir;
 }
 
-/// Renders the profile as a QR code of Unicode half blocks for a terminal, for "Create from QR
-/// code" in the WireGuard apps.
-///
-/// The comment lines are left out: the apps ignore them, and without them a profile (about
-/// 300 bytes) fits QR version 11 at error-correction level L, 61 modules plus the 4-module
-/// quiet zone on each side: 69 columns and 35 lines, inside an 80x40 terminal. Level L is
-/// enough because the code is read off a screen, not a creased or stained print. The colours
-/// are inverted for the usual light-on-dark terminal: a glyph is drawn in the light foreground
-/// colour, so a light module is a glyph and a dark module a blank.
-pub fn render_qr(wg_quick: &str) -> Result<String, Error> {
-    let text: String = wg_quick
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .flat_map(|l| [l, "\n"])
-        .collect();
-    let code =
-        QrCode::with_error_correction_level(text.as_bytes(), EcLevel::L).map_err(Error::Qr)?;
-    let mut image = code
-        .render::<Dense1x2>()
-        .dark_color(Dense1x2::Light)
-        .light_color(Dense1x2::Dark)
-        .quiet_zone(true)
-        .build();
-    image.push('\n');
-    Ok(image)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,32 +163,5 @@ mod tests {
         for bad in ["", "..", ".hidden", "a/b", "../x", "a\\b", "é"] {
             assert!(default_profile_path(base, bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn qr_of_a_real_profile_fits_a_terminal() {
-        let key = crate::keys::generate();
-        let profile = grantwire_proto::Profile {
-            lease_id: "0190a4b2-7c1d-7e3f-9a8b-123456789abc".into(),
-            edge: "home".into(),
-            address: "10.77.0.254".parse().unwrap(),
-            edge_public_key: crate::keys::generate().public_key(),
-            endpoint: "plex-host.example.net:51820".into(),
-            allowed_ips: vec!["10.77.0.1/32".parse().unwrap()],
-            preshared_key: grantwire_proto::PresharedKey::from_bytes([5; 32]),
-            persistent_keepalive: 25,
-            plex_url: "http://10.77.0.1:32400/web".into(),
-            pin: "198.51.100.7/32".parse().unwrap(),
-            expires_at: 1_700_000_000,
-        };
-        let qr = render_qr(&profile.to_wg_quick(&key)).unwrap();
-        let lines: Vec<&str> = qr.lines().collect();
-        assert!(!lines.is_empty());
-        let width = lines[0].chars().count();
-        // Version 11: 61 modules plus two 4-module quiet zones, as the rustdoc says.
-        assert_eq!(width, 69, "{width} columns");
-        assert_eq!(lines.len(), 35);
-        assert!(lines.iter().all(|l| l.chars().count() == width));
-        assert!(qr.contains('\u{2588}') || qr.contains('\u{2580}'));
     }
 }

@@ -137,6 +137,101 @@ pub fn http_client(pin: Option<Fingerprint>) -> reqwest::Client {
         .expect("reqwest client with rustls")
 }
 
+/// The fingerprint of the certificate a [`probe_client`] was last shown.
+#[derive(Debug, Default)]
+pub struct Presented(std::sync::Mutex<Option<Fingerprint>>);
+
+impl Presented {
+    pub fn get(&self) -> Option<Fingerprint> {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// An HTTP client that trusts only the public web CAs, like [`http_client`] without a pin, and
+/// records the fingerprint of the certificate it is shown, trusted or not. For learning a
+/// self-signed broker's fingerprint before trusting it: nothing is sent over a connection
+/// whose certificate failed the check.
+pub fn probe_client() -> (reqwest::Client, Arc<Presented>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = Arc::new(RootCertStore::from_iter(
+        webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+    ));
+    let presented = Arc::new(Presented::default());
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            // Fails only for an empty root store; webpki-roots is never empty.
+            .expect("web PKI verifier over webpki-roots");
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        .expect("ring provider supports TLS 1.2 and 1.3")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(RecordingVerifier {
+            inner: verifier,
+            presented: presented.clone(),
+        }))
+        .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .build()
+        .expect("reqwest client with rustls");
+    (client, presented)
+}
+
+/// The web PKI's verdict, with the presented certificate's fingerprint noted on the way.
+#[derive(Debug)]
+struct RecordingVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    presented: Arc<Presented>,
+}
+
+impl ServerCertVerifier for RecordingVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self
+            .presented
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(Fingerprint::of_der(end_entity.as_ref()));
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 #[derive(Debug)]
 struct PinnedVerifier {
     pin: Fingerprint,

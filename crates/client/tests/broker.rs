@@ -6,120 +6,10 @@
 // (clippy's allow-unwrap-in-tests covers only `#[test]` functions).
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write as _;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
-use grantwire_broker::{start, RunningBroker, ServeConfig};
-use grantwire_proto::{
-    EdgeAddRequest, EnrolRequest, GrantAddRequest, GrantRevokeRequest, PrivateKey, UserAddRequest,
-};
-
-const PASSWORD: &str = "correct horse battery staple";
-
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs the binary off the runtime's threads, so the in-process broker keeps serving.
-async fn grantwire<S: AsRef<str>>(config_dir: &Path, args: &[S], stdin: &str) -> Run {
-    let config_dir = config_dir.to_path_buf();
-    let args: Vec<String> = args.iter().map(|a| a.as_ref().to_owned()).collect();
-    let stdin = stdin.to_owned();
-    let out = tokio::task::spawn_blocking(move || run_blocking(&config_dir, &args, &stdin))
-        .await
-        .expect("runner thread");
-    Run {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn run_blocking(config_dir: &Path, args: &[String], stdin: &str) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_grantwire"))
-        .arg("--config-dir")
-        .arg(config_dir)
-        .args(args)
-        .env_remove("GRANTWIRE_CONFIG_DIR")
-        .env_remove("GRANTWIRE_BROKER")
-        .env_remove("GRANTWIRE_USER")
-        .env_remove("GRANTWIRE_FINGERPRINT")
-        .env_remove("GRANTWIRE_LOG")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start grantwire");
-    let written = child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin.as_bytes());
-    // A command refused early can end before it reads stdin; its exit code is what counts.
-    if let Err(e) = written {
-        assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "write stdin: {e}");
-    }
-    child.wait_with_output().expect("wait for grantwire")
-}
-
-/// A broker with user alice (whose TOTP secret is returned), an enrolled edge `home` and a
-/// grant for alice on it.
-async fn broker_with_alice(data_dir: &Path) -> (RunningBroker, Vec<u8>) {
-    let broker = start(ServeConfig::for_tests(data_dir)).await.unwrap();
-    let admin = broker.admin();
-    let user = admin
-        .user_add(UserAddRequest {
-            name: "alice".into(),
-            password: PASSWORD.into(),
-            admin: false,
-        })
-        .await
-        .unwrap();
-    let edge = admin
-        .edge_add(EdgeAddRequest {
-            name: "home".into(),
-            endpoint: "192.0.2.1:51820".into(),
-            subnet: None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let edge_key = PrivateKey::from_random_bytes([9; 32]).public_key();
-    admin
-        .enrol(
-            EnrolRequest {
-                token: edge.enrolment_token,
-                public_key: edge_key,
-            },
-            "127.0.0.1".parse().unwrap(),
-        )
-        .await
-        .unwrap();
-    admin
-        .grant_add(GrantAddRequest {
-            user: "alice".into(),
-            edge: "home".into(),
-            lease_ttl_secs: None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(user.totp_secret.as_bytes())
-        .unwrap();
-    (broker, secret)
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
+use common::*;
+use grantwire_proto::{GrantRevokeRequest, PrivateKey};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_profiles_against_a_real_broker() {
@@ -147,14 +37,20 @@ async fn login_and_profiles_against_a_real_broker() {
 
     // Without a pin the self-signed certificate is refused, and the message says what to pass.
     let args = login(None, &["--totp", &code()]);
+    // Not at a terminal, nobody can accept its fingerprint: refused, exit 3, naming it.
     let run = grantwire(&config, &args, &password_line).await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
-    assert!(run.stderr.contains("--fingerprint"), "{}", run.stderr);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!("--fingerprint {fp}")),
+        "{}",
+        run.stderr
+    );
+    assert!(!config.join("known_brokers.json").exists());
 
     // A wrong pin: the handshake fails before any secret is sent.
     let args = login(Some(&"00".repeat(32)), &["--totp", &code()]);
     let run = grantwire(&config, &args, &password_line).await;
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
     assert!(
         run.stderr.contains("does not match the pinned fingerprint"),
         "{}",

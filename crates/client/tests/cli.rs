@@ -120,12 +120,17 @@ fn bad_fingerprint_is_a_usage_error() {
 #[test]
 fn empty_password_on_stdin_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
+    let fingerprint = "ab".repeat(32);
     let args = [
         "login",
         "--broker",
         "https://127.0.0.1:1",
         "--user",
         "alice",
+        // Trust is settled before the password is read, as SSH does; a pinned broker needs no
+        // connection for that.
+        "--fingerprint",
+        &fingerprint,
         "--password-stdin",
         "--totp",
         "123456",
@@ -145,4 +150,69 @@ fn help_documents_the_exit_codes() {
         help.contains("Exit codes:") && help.contains("3  refused"),
         "{help}"
     );
+}
+
+const SUBCOMMANDS: [&str; 9] = [
+    "login",
+    "profile",
+    "whoami",
+    "renew",
+    "logout",
+    "leases",
+    "revoke",
+    "completions",
+    "man",
+];
+
+#[test]
+fn completions_name_every_command_and_bash_parses_its_script() {
+    let dir = tempfile::tempdir().unwrap();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let out = grantwire(dir.path(), &["completions", shell], "");
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", stderr(&out));
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.len() > 500, "{shell}: {script}");
+        for sub in SUBCOMMANDS {
+            assert!(script.contains(sub), "{shell} completion lacks {sub}");
+        }
+        if shell == "bash" {
+            let path = dir.path().join("grantwire.bash");
+            std::fs::write(&path, &script).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&path).output().unwrap();
+            assert!(check.status.success(), "bash -n: {}", stderr(&check));
+        }
+    }
+    // Flags complete too, not only commands.
+    let out = grantwire(dir.path(), &["completions", "bash"], "");
+    let script = String::from_utf8(out.stdout).unwrap();
+    assert!(script.contains("--qr-png") && script.contains("--fingerprint"));
+    let out = grantwire(dir.path(), &["completions", "tcsh"], "");
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}
+
+#[test]
+fn man_page_names_every_command_and_writes_one_page_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = grantwire(dir.path(), &["man"], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let page = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH grantwire"),
+        "{page}"
+    );
+    for sub in SUBCOMMANDS {
+        assert!(page.contains(sub), "man page lacks {sub}");
+    }
+    assert!(page.contains("Exit codes"), "{page}");
+
+    let pages = dir.path().join("man/man1");
+    let out = grantwire(dir.path(), &["man", "--out", pages.to_str().unwrap()], "");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for sub in SUBCOMMANDS {
+        let sub_page = std::fs::read_to_string(pages.join(format!("grantwire-{sub}.1"))).unwrap();
+        assert!(sub_page.contains(".TH"), "{sub}");
+    }
+    let profile = std::fs::read_to_string(pages.join("grantwire-profile.1")).unwrap();
+    assert!(profile.contains("qr\\-png"), "{profile}");
+    assert!(pages.join("grantwire.1").exists());
 }

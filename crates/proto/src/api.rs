@@ -8,6 +8,8 @@
 //! | `POST /v1/leases` | user session (`Authorization: Bearer`) | [`LeaseRequest`] | [`LeaseResponse`] |
 //! | `GET /v1/whoami` | user session | - | [`WhoamiResponse`] |
 //! | `POST /v1/leases/{id}/renew` | user session, lease owner | - | [`LeaseResponse`] |
+//! | `GET /v1/leases` | user session | - | [`LeaseListResponse`] (the caller's live leases) |
+//! | `POST /v1/leases/{id}/revoke` | user session, lease owner | - | [`LeaseRevokeResponse`] |
 //! | `POST /v1/edge/enrol` | holder of a one-time token | [`EnrolRequest`] | [`EnrolResponse`] |
 //! | `GET /v1/edge/sync` | enrolled edge (`Authorization: Bearer`) | - | server-sent events, each `data:` a [`LeaseSet`] |
 //! | `POST /v1/edge/report` | enrolled edge | [`EdgeReport`] | 204 |

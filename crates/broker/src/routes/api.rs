@@ -11,8 +11,8 @@ use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use futures_util::Stream;
 use grantwire_proto::{
-    EdgeReport, EnrolRequest, EnrolResponse, LeaseRequest, LeaseResponse, LoginRequest,
-    LoginResponse, WhoamiResponse,
+    EdgeReport, EnrolRequest, EnrolResponse, LeaseListResponse, LeaseRequest, LeaseResponse,
+    LeaseRevokeResponse, LoginRequest, LoginResponse, WhoamiResponse,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -33,7 +33,9 @@ pub enum Route {
     Login,
     Logout,
     Leases,
+    MyLeases,
     Renew,
+    Revoke,
     Whoami,
     Enrol,
     Sync,
@@ -42,11 +44,13 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 9] = [
+    pub const ALL: [Route; 11] = [
         Route::Login,
         Route::Logout,
         Route::Leases,
+        Route::MyLeases,
         Route::Renew,
+        Route::Revoke,
         Route::Whoami,
         Route::Enrol,
         Route::Sync,
@@ -59,8 +63,9 @@ impl Route {
         match self {
             Route::Login => "/v1/login",
             Route::Logout => "/v1/logout",
-            Route::Leases => "/v1/leases",
+            Route::Leases | Route::MyLeases => "/v1/leases",
             Route::Renew => "/v1/leases/{id}/renew",
+            Route::Revoke => "/v1/leases/{id}/revoke",
             Route::Whoami => "/v1/whoami",
             Route::Enrol => "/v1/edge/enrol",
             Route::Sync => "/v1/edge/sync",
@@ -71,7 +76,7 @@ impl Route {
 
     pub fn method(self) -> Method {
         match self {
-            Route::Whoami | Route::Sync | Route::OpenApi => Method::GET,
+            Route::MyLeases | Route::Whoami | Route::Sync | Route::OpenApi => Method::GET,
             _ => Method::POST,
         }
     }
@@ -81,7 +86,9 @@ impl Route {
             Route::Login => post(login),
             Route::Logout => post(logout),
             Route::Leases => post(lease),
+            Route::MyLeases => get(my_leases),
             Route::Renew => post(renew),
+            Route::Revoke => post(revoke),
             Route::Whoami => get(whoami),
             Route::Enrol => post(enrol),
             Route::Sync => get(sync),
@@ -139,6 +146,22 @@ async fn renew(
     Path(id): Path<String>,
 ) -> Result<Json<LeaseResponse>> {
     Ok(Json(broker.renew_lease(&user, &id, ip).await?))
+}
+
+async fn my_leases(
+    State(broker): State<Broker>,
+    UserSession(user): UserSession,
+) -> Result<Json<LeaseListResponse>> {
+    Ok(Json(broker.user_leases(&user).await?))
+}
+
+async fn revoke(
+    State(broker): State<Broker>,
+    ClientIp(ip): ClientIp,
+    UserSession(user): UserSession,
+    Path(id): Path<String>,
+) -> Result<Json<LeaseRevokeResponse>> {
+    Ok(Json(broker.revoke_own_lease(&user, &id, ip).await?))
 }
 
 async fn whoami(

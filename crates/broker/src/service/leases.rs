@@ -3,8 +3,9 @@
 use std::net::IpAddr;
 
 use grantwire_proto::{
-    EnrolRequest, EnrolResponse, LeaseRequest, LeaseResponse, LeaseSet, Pin, PresharedKey, Profile,
-    PublicKey, WhoamiLease, WhoamiResponse, DEFAULT_KEEPALIVE_SECS, PLEX_PORT,
+    EnrolRequest, EnrolResponse, LeaseListResponse, LeaseRequest, LeaseResponse,
+    LeaseRevokeResponse, LeaseSet, Pin, PresharedKey, Profile, PublicKey, WhoamiLease,
+    WhoamiResponse, DEFAULT_KEEPALIVE_SECS, PLEX_PORT,
 };
 use ipnet::{IpNet, Ipv4Net};
 
@@ -67,6 +68,56 @@ impl Broker {
             user: user.name.clone(),
             source_ip: source.to_canonical(),
             leases,
+        })
+    }
+
+    /// The caller's own live leases, with what their edges last reported (the last handshake).
+    pub async fn user_leases(&self, user: &SessionUser) -> Result<LeaseListResponse> {
+        let mut conn = self.db().acquire().await?;
+        let rows = leases::live_for_user(&mut conn, user.user_id, store::now()).await?;
+        let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
+        Ok(LeaseListResponse { leases })
+    }
+
+    /// Revokes the caller's own live lease `id` and pushes the edge its new set.
+    ///
+    /// Unlike renewal, another user's live lease is refused as such (403) rather than passed
+    /// off as unknown, so the user hears "not yours" for an id copied from someone else's
+    /// screen. That tells an authenticated user only that an id they already hold exists;
+    /// ids are 64 random bits, so none can be found by guessing.
+    pub async fn revoke_own_lease(
+        &self,
+        user: &SessionUser,
+        id: &str,
+        source: IpAddr,
+    ) -> Result<LeaseRevokeResponse> {
+        let now = store::now();
+        let mut tx = self.write_tx().await?;
+        let lease = leases::live_by_id(&mut tx, id, now)
+            .await?
+            .ok_or_else(|| Error::NotFound("no live lease with this id".into()))?;
+        if lease.user_id != user.user_id {
+            tracing::info!(lease = %lease.id, user = %user.name, "revocation of another user's lease refused");
+            return Err(Error::Forbidden(
+                "this lease belongs to another user".into(),
+            ));
+        }
+        let (owner, edge) = leases::owner_names(&mut tx, &lease.id).await?;
+        leases::revoke(&mut tx, &lease.id, now).await?;
+        let event = AuditEvent {
+            kind: "lease_revoked",
+            actor: Some(&user.name),
+            source_ip: ip_text(Some(source)),
+            detail: Some(format!("lease={} user={owner} edge={edge}", lease.id)),
+        };
+        store::audit(&mut tx, now, event).await?;
+        tx.commit().await?;
+        self.notify_edge(lease.edge_id);
+        tracing::info!(lease = %lease.id, user = %owner, %edge, "lease revoked by its user");
+        Ok(LeaseRevokeResponse {
+            id: lease.id,
+            user: owner,
+            edge,
         })
     }
 

@@ -180,6 +180,27 @@ pub(crate) fn edge_report() -> EdgeReport {
     }
 }
 
+/// A listed lease: not yet reported (`None`), reported without a handshake, or with one.
+fn lease_info(usage: Option<Option<i64>>) -> LeaseInfo {
+    LeaseInfo {
+        id: "l-0123456789abcdef".into(),
+        user: "alice".into(),
+        edge: "home".into(),
+        tunnel_address: Ipv4Addr::new(10, 77, 0, 2),
+        pin: "198.51.100.7/32".parse().unwrap(),
+        public_key: public_key(9),
+        created_at: 1_700_000_000,
+        expires_at: 1_700_028_800,
+        ports: vec![32400],
+        usage: usage.map(|last_handshake_at| LeaseUsageInfo {
+            last_handshake_at,
+            rx_bytes: 1,
+            tx_bytes: u64::MAX,
+            reported_at: 1_700_000_100,
+        }),
+    }
+}
+
 fn whoami() -> WhoamiResponse {
     WhoamiResponse {
         user: "alice".into(),
@@ -272,6 +293,31 @@ fn schemas_match_the_wire_types() {
     v6_whoami.leases.clear();
     c.check("WhoamiResponse", &[whoami(), v6_whoami]);
     c.check("WhoamiLease", &whoami().leases);
+    let infos = [
+        lease_info(None),
+        lease_info(Some(None)),
+        lease_info(Some(Some(5))),
+    ];
+    c.check(
+        "LeaseListResponse",
+        &[
+            LeaseListResponse {
+                leases: infos.to_vec(),
+            },
+            LeaseListResponse { leases: vec![] },
+        ],
+    );
+    c.check("LeaseInfo", &infos);
+    let usage: Vec<LeaseUsageInfo> = infos.iter().filter_map(|i| i.usage).collect();
+    c.check("LeaseUsageInfo", &usage);
+    c.check(
+        "LeaseRevokeResponse",
+        &[LeaseRevokeResponse {
+            id: "l-1".into(),
+            user: "alice".into(),
+            edge: "home".into(),
+        }],
+    );
     c.check(
         "EnrolRequest",
         &[EnrolRequest {
