@@ -46,6 +46,8 @@ struct Inner {
     write_turn: Arc<tokio::sync::Mutex<()>>,
     /// Writes lease issuance in batches, on its own connection.
     writer: BatchWriter,
+    /// A plain connection of its own for reading lease sets (see [`Broker::lease_set`]).
+    set_reader: Arc<std::sync::Mutex<rusqlite::Connection>>,
 }
 
 /// A write transaction holding the broker's write turn until it commits or is dropped (which
@@ -88,6 +90,7 @@ impl Broker {
         let (shutdown, _) = watch::channel(false);
         let write_turn = Arc::default();
         let writer = BatchWriter::start(db_path, Arc::clone(&write_turn))?;
+        let set_reader = Arc::new(std::sync::Mutex::new(store::open_direct(db_path)?));
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -100,6 +103,7 @@ impl Broker {
                 presence: Arc::default(),
                 write_turn,
                 writer,
+                set_reader,
             }),
         })
     }
@@ -145,6 +149,11 @@ impl Broker {
     /// The batch writer, for writes that are many and small (lease issuance).
     pub(crate) fn writer(&self) -> &BatchWriter {
         &self.inner.writer
+    }
+
+    /// The lease-set reader's connection (used on a blocking thread).
+    pub(crate) fn set_reader(&self) -> Arc<std::sync::Mutex<rusqlite::Connection>> {
+        Arc::clone(&self.inner.set_reader)
     }
 
     /// The write turn alone, for a single-statement write outside [`Broker::write_tx`].

@@ -2,9 +2,10 @@
 //! in-process (sans-IO, so no sockets or broker): parsing the set as it arrives on the wire,
 //! applying it, applying it again with one lease gone (what a revocation costs the edge),
 //! admitting a datagram from an unpinned source, resident memory per lease, and whether memory
-//! comes back when the leases go, over repeated add/remove cycles. Prints Markdown.
+//! comes back when the leases go, over repeated add/remove cycles (releasing freed memory the
+//! way `grantwire-edge` does; `--no-release` shows the allocator without it). Prints Markdown.
 //!
-//!   cargo run --release -p grantwire-edge-core --example scale -- 10000
+//!   cargo run --release -p grantwire-edge-core --example scale -- 10000 [--no-release]
 
 // A measurement program: it prints its report on stdout, and a panic is its failure report.
 // It is the caller of the core, so it reads the clock, as the edge's shell does.
@@ -13,6 +14,7 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use grantwire_edge_core::memory::{self, ShrinkTrim};
 use grantwire_edge_core::EdgeCore;
 use grantwire_proto::{EdgeConfig, EdgeLease, LeaseSet, PresharedKey, PrivateKey};
 
@@ -20,8 +22,11 @@ const CYCLES: usize = 10;
 const JUNK_DATAGRAMS: u32 = 200_000;
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let release = !args.iter().any(|a| a == "--no-release");
+    let n: usize = args
+        .iter()
+        .find(|a| !a.starts_with("--"))
         .map_or(10_000, |a| a.parse().expect("lease count"));
     let subnet_bits = 32 - (n as u32 + 2).next_power_of_two().trailing_zeros().max(8);
     let config = EdgeConfig {
@@ -90,13 +95,27 @@ fn main() {
         leases: vec![],
         generated_at: unix,
     };
-    let mut after_removal = Vec::new();
-    core.apply_lease_set(&empty, now);
-    after_removal.push(rss_kib());
+    // From here on, as the edge does: each set parsed as it arrives and dropped once applied,
+    // and after each apply the same release decision as `grantwire-edge`'s (unless told not to,
+    // to show what it changes).
+    drop((parsed, one_gone));
+    let mut trim = ShrinkTrim::default();
+    trim.observe(core.lease_count());
+    let mut apply = |core: &mut EdgeCore, set: &LeaseSet| {
+        core.apply_lease_set(set, now);
+        if release && trim.observe(core.lease_count()) {
+            memory::release_free_memory();
+        }
+    };
+    apply(&mut core, &empty);
+    let mut cycles = vec![(rss_full, rss_kib())];
     for _ in 1..CYCLES {
-        core.apply_lease_set(&parsed, now);
-        core.apply_lease_set(&empty, now);
-        after_removal.push(rss_kib());
+        let parsed = serde_json::from_str::<LeaseSet>(&json).unwrap();
+        apply(&mut core, &parsed);
+        drop(parsed);
+        let with = rss_kib();
+        apply(&mut core, &empty);
+        cycles.push((with, rss_kib()));
     }
 
     println!("## Edge core with {n} leases (in-process, sans-IO)");
@@ -131,7 +150,21 @@ fn main() {
         (rss_full.saturating_sub(rss_start)) as f64 / n as f64
     );
     println!();
-    println!("Resident memory (KiB): before {rss_start}, with {n} leases {rss_full}, after removing them in each of {CYCLES} add/remove cycles: {after_removal:?}.");
+    println!();
+    println!(
+        "Resident memory over {CYCLES} add/remove cycles of the {n} leases, {} (KiB; before the first: {rss_start}):",
+        if release {
+            "freed memory released as grantwire-edge does (memory::ShrinkTrim)"
+        } else {
+            "freed memory NOT released (--no-release)"
+        }
+    );
+    println!();
+    println!("| cycle | with the leases | after removing them |");
+    println!("| ---: | ---: | ---: |");
+    for (i, (with, after)) in cycles.iter().enumerate() {
+        println!("| {} | {with} | {after} |", i + 1);
+    }
 }
 
 fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {

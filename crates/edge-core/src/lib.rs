@@ -32,6 +32,7 @@
 
 mod core;
 mod datapath;
+pub mod memory;
 mod packet;
 mod peer;
 mod pins;

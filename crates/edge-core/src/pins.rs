@@ -21,8 +21,10 @@ pub(crate) struct PinIndex {
 }
 
 impl PinIndex {
-    pub fn clear(&mut self) {
-        self.nets.clear();
+    /// Empties the index, sized for `leases` pins to come. Fresh maps rather than `clear`,
+    /// which keeps the capacity of the largest set ever held (half a megabyte at 10,000).
+    pub fn reset(&mut self, leases: usize) {
+        self.nets = HashMap::with_capacity(leases);
         self.lengths.clear();
     }
 
@@ -98,7 +100,7 @@ mod tests {
         assert!(index.covers("192.0.2.7".parse().unwrap()));
         index.remove(&nat);
         assert!(!index.covers("192.0.2.7".parse().unwrap()));
-        index.clear();
+        index.reset(0);
         assert!(!index.covers("198.51.100.1".parse().unwrap()));
     }
 

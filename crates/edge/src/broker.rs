@@ -148,9 +148,15 @@ async fn sync_once(
             Err(e) => return e.into(),
         };
         for event in events.into_iter().filter(|e| e.event == "leases") {
+            let parse_started = std::time::Instant::now();
             match serde_json::from_str::<LeaseSet>(&event.data) {
                 Ok(set) => {
-                    debug!(leases = set.leases.len(), "lease set received");
+                    debug!(
+                        leases = set.leases.len(),
+                        bytes = event.data.len(),
+                        parse_us = parse_started.elapsed().as_micros() as u64,
+                        "lease set received"
+                    );
                     *delivered = true;
                     sets.send_replace(Some(set));
                 }

@@ -10,6 +10,7 @@ mod cli;
 mod dataplane;
 mod doctor;
 mod guard;
+mod memory;
 mod metrics;
 mod privileges;
 mod report;
@@ -276,6 +277,7 @@ async fn serve(
     let report = tokio::spawn(reporter.run());
     let cache = tokio::spawn(cache_lease_sets(state.clone(), sets.subscribe()));
     let pins = tokio::spawn(follow_pins(setup.guard.clone(), sets.subscribe()));
+    tokio::spawn(memory::release_after_shrink(snapshots.subscribe()));
     let sync = tokio::spawn(broker::sync_forever(
         client,
         args.broker,

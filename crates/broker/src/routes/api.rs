@@ -279,6 +279,7 @@ fn lease_set_stream(
             return None;
         }
         st.first = false;
+        let started = std::time::Instant::now();
         let set = match st.broker.lease_set(st.edge_id).await {
             Ok(set) => set,
             Err(Error::NotFound(_)) => {
@@ -291,6 +292,7 @@ fn lease_set_stream(
                 return None;
             }
         };
+        let read = started.elapsed();
         let json = match serde_json::to_string(&set) {
             Ok(json) => json,
             Err(e) => {
@@ -298,6 +300,14 @@ fn lease_set_stream(
                 return None;
             }
         };
+        tracing::debug!(
+            edge_id = st.edge_id,
+            leases = set.leases.len(),
+            bytes = json.len(),
+            read_us = read.as_micros() as u64,
+            total_us = started.elapsed().as_micros() as u64,
+            "lease set built"
+        );
         Some((Ok(Event::default().event("leases").data(json)), st))
     })
 }
