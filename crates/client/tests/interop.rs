@@ -222,13 +222,27 @@ async fn profile_is_accepted_by_wg_quick_strip_and_wg_setconf() {
         "wg-quick strip keeps only wg(8) keys:\n{stripped}"
     );
     // Nothing of the profile but wg-quick's own lines is lost by the strip.
-    let wg_quick_only = ["Address", "DNS", "MTU", "Table", "PreUp", "PostUp", "SaveConfig"];
+    let wg_quick_only = [
+        "Address",
+        "DNS",
+        "MTU",
+        "Table",
+        "PreUp",
+        "PostUp",
+        "SaveConfig",
+    ];
     let kept: BTreeSet<_> = wg_entries(&text)
         .into_iter()
         .filter(|(_, k, _)| !wg_quick_only.contains(&k.as_str()))
         .collect();
     assert_eq!(wg_entries(&stripped), kept);
-    for key in ["PrivateKey", "PublicKey", "PresharedKey", "Endpoint", "AllowedIPs"] {
+    for key in [
+        "PrivateKey",
+        "PublicKey",
+        "PresharedKey",
+        "Endpoint",
+        "AllowedIPs",
+    ] {
         assert!(
             kept.iter().any(|(_, k, _)| k == key),
             "profile has no {key}:\n{text}"

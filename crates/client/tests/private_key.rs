@@ -107,7 +107,11 @@ fn profile_private_key(profile: &str) -> PrivateKey {
         .try_into()
         .unwrap();
     let key = PrivateKey::from_random_bytes(bytes);
-    assert_eq!(key.as_bytes(), &bytes, "a WireGuard private key is already clamped");
+    assert_eq!(
+        key.as_bytes(),
+        &bytes,
+        "a WireGuard private key is already clamped"
+    );
     key
 }
 
