@@ -199,6 +199,17 @@ pub enum Error {
         supported: u64,
     },
 
+    #[error(
+        "the lease kept for edge {edge} in {} {detail}: run `grantwire profile {edge}` to make \
+         a new profile (the file is left as it is until then)",
+        .path.display()
+    )]
+    StoredLeaseUnreadable {
+        edge: String,
+        path: PathBuf,
+        detail: String,
+    },
+
     #[error("cannot show the profile as a QR code: {0}")]
     Qr(#[source] qrcode::types::QrError),
 
@@ -232,7 +243,9 @@ impl Error {
             Self::Conflict { .. } => ErrorKind::Conflict,
             Self::Server { .. } => ErrorKind::Server,
             Self::Protocol { .. } => ErrorKind::Protocol,
-            Self::Io { .. } | Self::Qr(_) | Self::QrPng(_) => ErrorKind::Io,
+            Self::Io { .. } | Self::StoredLeaseUnreadable { .. } | Self::Qr(_) | Self::QrPng(_) => {
+                ErrorKind::Io
+            }
         }
     }
 

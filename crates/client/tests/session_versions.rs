@@ -1,7 +1,7 @@
 //! A session file written by an older or newer grantwire, or damaged, is handled through the
 //! binary: an older one (no `version`) works and gains the field; a newer format or garbage is
 //! refused with exit code 3 and a message asking to log in again, and the file is left as it
-//! was until `login` replaces it.
+//! was until `login` replaces it. The lease file kept for `renew` is handled the same way.
 
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
@@ -89,4 +89,37 @@ async fn run_is_versioned_message(what: &str, config: &std::path::Path) -> bool 
         "newer" => run.stderr.contains("format version 2") && run.stderr.contains("reads format 1"),
         _ => run.stderr.contains("unreadable"),
     }
+}
+
+/// The lease kept for `renew` is versioned the same way: a newer client's file is refused with
+/// the command that makes a new profile, kept as it is, and replaced by that command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_stored_lease_is_refused_kept_and_replaced_by_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    let config = tmp.path().join("alice");
+    login(&config, &broker, "alice", &secret).await;
+    let run = grantwire(&config, &["profile", "home", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let path = config.join("profiles/home.json");
+    let mut newer = read_json(&path);
+    assert_eq!(newer["version"], 1, "{newer}");
+    newer["version"] = 7.into();
+    let newer = serde_json::to_vec(&newer).unwrap();
+    std::fs::write(&path, &newer).unwrap();
+
+    let run = grantwire(&config, &["renew", "home", "--json"], "").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("format version 7") && run.stderr.contains("grantwire profile home"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), newer, "file kept");
+
+    let run = grantwire(&config, &["profile", "home", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(read_json(&path)["version"], 1);
+    let run = grantwire(&config, &["renew", "home", "--json"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
