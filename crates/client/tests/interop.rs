@@ -60,6 +60,17 @@ fn missing(tools: &[&str], interface: bool) -> Vec<String> {
         if !Path::new("/dev/net/tun").exists() {
             missing.push("/dev/net/tun".into());
         }
+        // Root in a container may lack CAP_SYS_ADMIN: try to make a namespace.
+        if missing.is_empty() {
+            let probe = format!("gwcip{}", std::process::id());
+            let add = run(&["ip", "netns", "add", &probe]);
+            if add.status.success() {
+                let _ = run(&["ip", "netns", "del", &probe]);
+            } else {
+                let err = String::from_utf8_lossy(&add.stderr).trim().to_owned();
+                missing.push(format!("`ip netns add` to work ({err})"));
+            }
+        }
     }
     missing
 }
