@@ -27,7 +27,8 @@ pub enum ErrorKind {
     NotLoggedIn,
     /// The broker refused the user name, password or TOTP code (HTTP 401 on login).
     Unauthorized,
-    /// The session ended, by its local expiry or because the broker refused its token.
+    /// The session ended, by its local expiry or because the broker refused its token, or the
+    /// stored session cannot be read (another version's format, a damaged file): log in again.
     SessionExpired,
     /// Authenticated, but no live grant for the edge (HTTP 403).
     Forbidden,
@@ -175,11 +176,38 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("session file {} is unreadable ({source}): run `grantwire login` again", .path.display())]
+    #[error(
+        "session file {} is unreadable ({source}): run `grantwire login` again to replace it \
+         (the file is left as it is until then)",
+        .path.display()
+    )]
     CorruptSession {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
+    },
+
+    #[error(
+        "session file {} was written by another version of grantwire (format version {found}; \
+         this one reads format {supported}): run `grantwire login` again to replace it (the \
+         file is left as it is until then)",
+        .path.display()
+    )]
+    SessionFormat {
+        path: PathBuf,
+        found: String,
+        supported: u64,
+    },
+
+    #[error(
+        "the lease kept for edge {edge} in {} {detail}: run `grantwire profile {edge}` to make \
+         a new profile (the file is left as it is until then)",
+        .path.display()
+    )]
+    StoredLeaseUnreadable {
+        edge: String,
+        path: PathBuf,
+        detail: String,
     },
 
     #[error("cannot show the profile as a QR code: {0}")]
@@ -202,7 +230,11 @@ impl Error {
             | Self::FingerprintChanged { .. }
             | Self::UnknownBroker { .. } => ErrorKind::Trust,
             Self::NotLoggedIn => ErrorKind::NotLoggedIn,
-            Self::SessionExpired { .. } | Self::SessionRejected { .. } => ErrorKind::SessionExpired,
+            // A session this client cannot read is handled like an expired one: log in again.
+            Self::SessionExpired { .. }
+            | Self::SessionRejected { .. }
+            | Self::CorruptSession { .. }
+            | Self::SessionFormat { .. } => ErrorKind::SessionExpired,
             Self::LoginRefused { .. } => ErrorKind::Unauthorized,
             Self::Forbidden { .. } | Self::NotYourLease { .. } => ErrorKind::Forbidden,
             Self::NotFound { .. } | Self::UnknownLease { .. } => ErrorKind::NotFound,
@@ -211,7 +243,7 @@ impl Error {
             Self::Conflict { .. } => ErrorKind::Conflict,
             Self::Server { .. } => ErrorKind::Server,
             Self::Protocol { .. } => ErrorKind::Protocol,
-            Self::Io { .. } | Self::CorruptSession { .. } | Self::Qr(_) | Self::QrPng(_) => {
+            Self::Io { .. } | Self::StoredLeaseUnreadable { .. } | Self::Qr(_) | Self::QrPng(_) => {
                 ErrorKind::Io
             }
         }

@@ -1,6 +1,10 @@
 //! What the client remembers of the last profile it made per edge, so a later renew can rewrite
 //! the same wg-quick file after the broker moved the pin: `<config-dir>/profiles/EDGE.json`,
 //! mode 0600, because it holds the WireGuard private key.
+//!
+//! Like the session file, each carries a format `version` ([`LEASE_FORMAT`]): a file from before
+//! versioning is read as format 1; one of an unknown format (a newer client's) or a damaged one
+//! is an error naming `grantwire profile EDGE` as the way on, and is left untouched.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -10,6 +14,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::output::{default_profile_path, write_private_file};
 use crate::Error;
+
+/// The stored-lease file format this client writes and reads.
+pub const LEASE_FORMAT: u64 = 1;
+
+#[derive(Serialize)]
+struct OnDisk<'a> {
+    version: u64,
+    #[serde(flatten)]
+    lease: &'a StoredLease,
+}
 
 /// The lease behind the last profile made for one edge. `Debug` redacts the private key.
 /// Unknown fields are ignored, so a newer client's file still loads.
@@ -45,7 +59,11 @@ impl LeaseStore {
     /// Saves atomically with mode 0600, creating the directory 0700.
     pub fn save(&self, edge: &str, lease: &StoredLease) -> Result<(), Error> {
         let path = self.path(edge)?;
-        let mut json = serde_json::to_vec_pretty(lease).map_err(|source| Error::Protocol {
+        let on_disk = OnDisk {
+            version: LEASE_FORMAT,
+            lease,
+        };
+        let mut json = serde_json::to_vec_pretty(&on_disk).map_err(|source| Error::Protocol {
             detail: "cannot encode the stored lease".into(),
             source: Some(source),
         })?;
@@ -61,23 +79,30 @@ impl LeaseStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        serde_json::from_slice(&bytes)
+        let unreadable = |detail: String| Error::StoredLeaseUnreadable {
+            edge: edge.to_owned(),
+            path: path.clone(),
+            detail,
+        };
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| unreadable(format!("is unreadable ({e})")))?;
+        match value.get("version") {
+            None => {}
+            Some(v) if v.as_u64() == Some(LEASE_FORMAT) => {}
+            Some(v) => {
+                return Err(unreadable(format!(
+                    "was written by another version of grantwire (format version {v}; this one \
+                     reads format {LEASE_FORMAT})"
+                )))
+            }
+        }
+        serde_json::from_value(value)
             .map(Some)
-            .map_err(|source| corrupt(&path, source))
+            .map_err(|e| unreadable(format!("is unreadable ({e})")))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-}
-
-fn corrupt(path: &Path, source: serde_json::Error) -> Error {
-    Error::Protocol {
-        detail: format!(
-            "stored lease {} is unreadable: {source}; make a new profile",
-            path.display()
-        ),
-        source: Some(source),
     }
 }
 
@@ -140,5 +165,51 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("profiles")).unwrap();
         std::fs::write(store.path("home").unwrap(), "{not json").unwrap();
         assert!(store.load("home").is_err());
+    }
+
+    #[test]
+    fn saved_file_names_its_format_and_older_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::new(dir.path());
+        store.save("home", &sample()).unwrap();
+        let path = store.path("home").unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(json["version"], LEASE_FORMAT);
+        json.as_object_mut().unwrap().remove("version");
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let back = store.load("home").unwrap().unwrap();
+        assert_eq!(back.lease_id, sample().lease_id);
+        assert_eq!(back.private_key.as_bytes(), sample().private_key.as_bytes());
+    }
+
+    #[test]
+    fn other_formats_and_garbage_name_the_way_on_and_keep_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::new(dir.path());
+        store.save("home", &sample()).unwrap();
+        let path = store.path("home").unwrap();
+        let mut newer: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        newer["version"] = 2.into();
+        let newer = serde_json::to_vec(&newer).unwrap();
+        let cases: [(&[u8], &str); 4] = [
+            (&newer, "format version 2"),
+            (b"{not json", "unreadable"),
+            (b"\x00\xff", "unreadable"),
+            (br#"{"version":1,"lease_id":"l-1"}"#, "unreadable"),
+        ];
+        for (bytes, says) in cases {
+            std::fs::write(&path, bytes).unwrap();
+            let err = store.load("home").unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                matches!(err, Error::StoredLeaseUnreadable { .. }),
+                "{err:?}"
+            );
+            assert!(msg.contains(says), "{msg}");
+            assert!(msg.contains("grantwire profile home"), "{msg}");
+            assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        }
     }
 }

@@ -1,5 +1,10 @@
 //! The login session kept on the device between `grantwire login` and `grantwire profile`:
 //! `<config-dir>/session.json`, mode 0600 in a 0700 directory, because it holds a bearer token.
+//!
+//! The file carries a format `version` ([`SESSION_FORMAT`]). A file from before versioning (no
+//! `version`) is read as format 1 and rewritten with the field; a file of an unknown format (a
+//! newer client's) or one that is not a session at all is an error that asks the user to log in
+//! again, and is left untouched, so a newer client installed alongside loses nothing.
 
 use std::fmt;
 use std::io;
@@ -11,6 +16,19 @@ use crate::output::write_private_file;
 use crate::time::unix_now;
 use crate::tls::Fingerprint;
 use crate::Error;
+
+/// The session file format this client writes and reads. Raise it when a change would make an
+/// older client misread the file (a field changing meaning, not one added: unknown fields are
+/// ignored).
+pub const SESSION_FORMAT: u64 = 1;
+
+/// The session as written to disk: the format version first, then the session's fields.
+#[derive(Serialize)]
+struct OnDisk<'a> {
+    version: u64,
+    #[serde(flatten)]
+    session: &'a Session,
+}
 
 /// A broker session: where the broker is, how it is trusted, and the bearer token it issued.
 /// Unknown fields in a stored session are ignored, so a newer client's file still loads.
@@ -69,7 +87,11 @@ impl SessionStore {
 
     /// Saves atomically with mode 0600, creating the directory 0700.
     pub fn save(&self, session: &Session) -> Result<(), Error> {
-        let mut json = serde_json::to_vec_pretty(session).map_err(|source| Error::Protocol {
+        let on_disk = OnDisk {
+            version: SESSION_FORMAT,
+            session,
+        };
+        let mut json = serde_json::to_vec_pretty(&on_disk).map_err(|source| Error::Protocol {
             detail: "cannot encode the session".into(),
             source: Some(source),
         })?;
@@ -90,8 +112,29 @@ impl SessionStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Error::NotLoggedIn),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        let session: Session = serde_json::from_slice(&bytes)
+        let value: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|source| Error::CorruptSession {
+                path: path.clone(),
+                source,
+            })?;
+        let versioned = match value.get("version") {
+            None => false,
+            Some(v) if v.as_u64() == Some(SESSION_FORMAT) => true,
+            Some(v) => {
+                return Err(Error::SessionFormat {
+                    path,
+                    found: v.to_string(),
+                    supported: SESSION_FORMAT,
+                })
+            }
+        };
+        let session: Session = serde_json::from_value(value)
             .map_err(|source| Error::CorruptSession { path, source })?;
+        if !versioned {
+            // A file from before versioning: add the field now. Best effort, the session in
+            // hand is good either way (a read-only config dir must not stop the client).
+            let _ = self.save(&session);
+        }
         if session.is_expired_at(now) {
             return Err(Error::SessionExpired {
                 expires_at: session.expires_at,
@@ -184,12 +227,85 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_session_is_an_error_not_a_panic() {
+    fn saved_file_names_its_format_version() {
         let dir = tempfile::tempdir().unwrap();
         let store = SessionStore::new(dir.path());
-        std::fs::write(store.path(), "{not json").unwrap();
-        let err = store.load_at(1).unwrap_err();
-        assert!(matches!(err, Error::CorruptSession { .. }), "{err:?}");
+        store.save(&sample()).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(json["version"], SESSION_FORMAT);
+        assert_eq!(json["user"], "alice");
+    }
+
+    #[test]
+    fn older_file_without_version_loads_and_gains_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(dir.path());
+        let old = r#"{"broker_url":"https://b/","fingerprint":null,"user":"bob","token":"t","expires_at":99}"#;
+        std::fs::write(store.path(), old).unwrap();
+        let s = store.load_at(1).unwrap();
+        assert_eq!(
+            (s.user.as_str(), s.token.as_str(), s.expires_at),
+            ("bob", "t", 99)
+        );
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(store.path()).unwrap()).unwrap();
+        assert_eq!(json["version"], SESSION_FORMAT, "{json}");
+        assert_eq!(store.load_at(1).unwrap(), s);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(store.path())
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+
+    #[test]
+    fn unknown_versions_ask_to_log_in_again_and_keep_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(dir.path());
+        for version in ["2", "999", "0", "\"1\"", "null", "1.5"] {
+            let text = format!(
+                r#"{{"version":{version},"broker_url":"https://b/","user":"bob","token":"t","expires_at":99,"new_thing":[1]}}"#
+            );
+            std::fs::write(store.path(), &text).unwrap();
+            let err = store.load_at(1).unwrap_err();
+            assert!(
+                matches!(err, Error::SessionFormat { .. }),
+                "{version}: {err:?}"
+            );
+            assert_eq!(err.kind(), ErrorKind::SessionExpired);
+            let msg = err.to_string();
+            assert!(msg.contains("grantwire login"), "{msg}");
+            assert!(msg.contains(&format!("format version {version}")), "{msg}");
+            assert!(msg.contains(&store.path().display().to_string()), "{msg}");
+            assert_eq!(std::fs::read_to_string(store.path()).unwrap(), text);
+        }
+    }
+
+    #[test]
+    fn garbage_asks_to_log_in_again_and_keeps_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SessionStore::new(dir.path());
+        let garbage: [&[u8]; 6] = [
+            b"{not json",
+            b"",
+            b"\xff\xfe\x00garbage",
+            b"[1, 2, 3]",
+            br#"{"version":1,"user":"bob"}"#,
+            br#"{"broker_url":7,"user":"bob","token":"t","expires_at":"soon"}"#,
+        ];
+        for bytes in garbage {
+            std::fs::write(store.path(), bytes).unwrap();
+            let err = store.load_at(1).unwrap_err();
+            assert!(matches!(err, Error::CorruptSession { .. }), "{err:?}");
+            assert_eq!(err.kind(), ErrorKind::SessionExpired);
+            assert!(err.to_string().contains("grantwire login"), "{err}");
+            assert_eq!(std::fs::read(store.path()).unwrap(), bytes);
+        }
     }
 
     #[test]

@@ -350,6 +350,13 @@ mod tests {
         let e = |err: Error| exit_code(&anyhow::Error::from(err));
         assert_eq!(e(Error::NotLoggedIn), 1);
         assert_eq!(e(Error::SessionExpired { expires_at: 0 }), 3);
+        // A session file this version cannot read is handled like an expired session.
+        let format = Error::SessionFormat {
+            path: "session.json".into(),
+            found: "2".into(),
+            supported: 1,
+        };
+        assert_eq!(e(format), 3);
         let msg = || "m".to_string();
         assert_eq!(e(Error::LoginRefused { message: msg() }), 3);
         let edge = || "home".to_string();

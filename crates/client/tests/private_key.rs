@@ -1,0 +1,178 @@
+//! The WireGuard private key is made on the device and never leaves it: after `login`,
+//! `profile` and `renew` through the `grantwire` binary, the key in the written profile appears
+//! nowhere in the broker's data directory (SQLite database, its WAL, every other file) nor in
+//! anything the broker logged, at every level. The same search finds the public key in the
+//! database, so it is a search that can fail.
+//!
+//! The broker runs in this process, so this file is its own test binary: it installs the global
+//! log subscriber that captures every event the broker emits (TRACE, including the `log` crate's
+//! events from sqlx), the same events `grantwire-broker serve` writes to stderr.
+
+// A test crate: its setup helpers should panic on failure just like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use common::*;
+use grantwire_proto::PrivateKey;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture_logs() -> Captured {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .try_init()
+        .unwrap();
+    logs
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Every regular file under `dir` (the database, `-wal`, `-shm`, TLS and secret keys), by path.
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else if kind.is_file() {
+            let bytes = std::fs::read(entry.path()).unwrap();
+            out.push((entry.path().display().to_string(), bytes));
+        }
+    }
+    out
+}
+
+/// The forms a 32-byte key could be stored or logged in: raw, standard base64, hex.
+fn forms(key: &[u8; 32]) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("raw bytes", key.to_vec()),
+        ("base64", data_encoding::BASE64.encode(key).into_bytes()),
+        (
+            "base64 unpadded",
+            data_encoding::BASE64_NOPAD.encode(key).into_bytes(),
+        ),
+        ("hex", data_encoding::HEXLOWER.encode(key).into_bytes()),
+        ("HEX", data_encoding::HEXUPPER.encode(key).into_bytes()),
+    ]
+}
+
+/// Which (file, form) pairs hold the key.
+fn find(files: &[(String, Vec<u8>)], key: &[u8; 32]) -> Vec<String> {
+    let mut hits = Vec::new();
+    for (path, bytes) in files {
+        for (form, needle) in forms(key) {
+            if contains(bytes, &needle) {
+                hits.push(format!("{path} ({form})"));
+            }
+        }
+    }
+    hits
+}
+
+fn profile_private_key(profile: &str) -> PrivateKey {
+    let line = profile
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == "PrivateKey").then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no PrivateKey line in:\n{profile}"));
+    let bytes: [u8; 32] = data_encoding::BASE64
+        .decode(line.as_bytes())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let key = PrivateKey::from_random_bytes(bytes);
+    assert_eq!(
+        key.as_bytes(),
+        &bytes,
+        "a WireGuard private key is already clamped"
+    );
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_key_is_in_neither_the_brokers_database_nor_its_logs() {
+    let logs = capture_logs();
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("broker");
+    let (broker, secret) = broker_with_alice(&data_dir).await;
+    let config = tmp.path().join("alice");
+    login(&config, &broker, "alice", &secret).await;
+
+    let profile_path = tmp.path().join("home.conf");
+    let out = profile_path.to_str().unwrap();
+    let run = grantwire(&config, &["profile", "home", "--out", out], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let first = profile_private_key(&std::fs::read_to_string(&profile_path).unwrap());
+    // A renew sends the key's lease to the broker again; the key still stays here.
+    let run = grantwire(&config, &["renew", "home"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let renewed = profile_private_key(&std::fs::read_to_string(&profile_path).unwrap());
+    assert_eq!(first.as_bytes(), renewed.as_bytes(), "renew keeps the key");
+    let private = *first.as_bytes();
+    let public = *first.public_key().as_bytes();
+
+    // While the broker runs, recent writes sit in the WAL; after shutdown they are in the
+    // database file. Both states are searched.
+    let running = files_under(&data_dir);
+    assert!(
+        running.iter().any(|(p, _)| p.ends_with("broker.db")),
+        "no database in {running:?}",
+    );
+    broker.shutdown().await.unwrap();
+    let stopped = files_under(&data_dir);
+    let logged = logs.0.lock().unwrap().clone();
+    assert!(
+        contains(&logged, b"alice") || contains(&logged, b"lease"),
+        "the log capture caught nothing of the broker's work:\n{}",
+        String::from_utf8_lossy(&logged)
+    );
+
+    // The search works: the broker does store the public key (in the database, or its WAL).
+    let public_hits = find(&running, &public);
+    assert!(
+        !public_hits.is_empty(),
+        "the public key was not found in the broker's files: the search is broken"
+    );
+    let public_in_db = find(&stopped, &public);
+    assert!(
+        public_in_db.iter().any(|h| h.contains("broker.db")),
+        "the public key is not in the database after shutdown: {public_in_db:?}"
+    );
+
+    let mut leaks = find(&running, &private);
+    leaks.extend(find(&stopped, &private));
+    leaks.extend(find(&[("broker log".to_owned(), logged)], &private));
+    assert!(
+        leaks.is_empty(),
+        "the device's private key reached the broker: {leaks:?}"
+    );
+    // And the device does keep it, only in its own 0600 files.
+    let device = files_under(&config);
+    assert!(!find(&device, &private).is_empty());
+}
