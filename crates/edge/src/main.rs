@@ -45,6 +45,8 @@ use crate::tun::{TunSetup, TUN_MTU};
 struct UsageError(String);
 
 fn main() -> ExitCode {
+    // Before anything allocates much (see the function's docs).
+    grantwire_edge_core::memory::map_large_blocks();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
