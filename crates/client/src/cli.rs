@@ -334,6 +334,25 @@ mod tests {
     }
 
     #[test]
+    fn up_and_down_take_the_wg_dir() {
+        let Command::Up(args) = parse(&["up", "home"]).unwrap().command else {
+            panic!("not up")
+        };
+        assert_eq!(args.edge, "home");
+        if std::env::var_os("GRANTWIRE_WG_DIR").is_none() {
+            assert_eq!(args.wg_dir, Path::new("/etc/wireguard"));
+        }
+        let Command::Down(args) = parse(&["down", "home", "--wg-dir", "/tmp/wg"])
+            .unwrap()
+            .command
+        else {
+            panic!("not down")
+        };
+        assert_eq!(args.wg_dir, Path::new("/tmp/wg"));
+        assert!(parse(&["up"]).is_err() && parse(&["down"]).is_err());
+    }
+
+    #[test]
     fn totp_codes_lose_spaces() {
         assert_eq!(totp_code(" 123 456\n").unwrap(), "123456");
         assert!(totp_code("1234567").is_err());
