@@ -52,6 +52,14 @@ pub enum Command {
     /// Revoke one of your leases at once: its profile stops working on the edge
     #[command(after_help = EXIT_CODES)]
     Revoke(RevokeArgs),
+    /// Bring up the tunnel to EDGE (Linux, wg-quick): renews the last profile made here for
+    /// EDGE when it ends within 10 minutes or is pinned elsewhere, writes it to
+    /// <wg-dir>/gw-EDGE.conf (mode 0600) and runs `wg-quick up` on it
+    #[command(after_help = EXIT_CODES)]
+    Up(UpArgs),
+    /// Take the tunnel to EDGE down: `wg-quick down <wg-dir>/gw-EDGE.conf`
+    #[command(after_help = EXIT_CODES)]
+    Down(DownArgs),
     /// Print a completion script for SHELL on stdout
     #[command(after_help = COMPLETIONS_HELP)]
     Completions(CompletionsArgs),
@@ -118,6 +126,37 @@ pub struct RenewArgs {
     /// Print one JSON object {profile, wg_quick, path} on stdout; wg_quick holds the private key
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// The edge whose last profile (made here by `grantwire profile EDGE`) to bring up; at
+    /// most 12 characters, as the interface gw-EDGE must fit Linux's 15
+    pub edge: String,
+
+    /// Where wg-quick's file gw-EDGE.conf is written
+    #[arg(
+        long,
+        env = "GRANTWIRE_WG_DIR",
+        value_name = "DIR",
+        default_value = "/etc/wireguard"
+    )]
+    pub wg_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The edge whose tunnel (brought up by `grantwire up EDGE`) to take down
+    pub edge: String,
+
+    /// Where `grantwire up` wrote gw-EDGE.conf
+    #[arg(
+        long,
+        env = "GRANTWIRE_WG_DIR",
+        value_name = "DIR",
+        default_value = "/etc/wireguard"
+    )]
+    pub wg_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -292,6 +331,25 @@ mod tests {
         assert_eq!(args.out.as_deref(), Some(Path::new("gw.conf")));
         assert!(args.json);
         assert!(parse(&["renew"]).is_err());
+    }
+
+    #[test]
+    fn up_and_down_take_the_wg_dir() {
+        let Command::Up(args) = parse(&["up", "home"]).unwrap().command else {
+            panic!("not up")
+        };
+        assert_eq!(args.edge, "home");
+        if std::env::var_os("GRANTWIRE_WG_DIR").is_none() {
+            assert_eq!(args.wg_dir, Path::new("/etc/wireguard"));
+        }
+        let Command::Down(args) = parse(&["down", "home", "--wg-dir", "/tmp/wg"])
+            .unwrap()
+            .command
+        else {
+            panic!("not down")
+        };
+        assert_eq!(args.wg_dir, Path::new("/tmp/wg"));
+        assert!(parse(&["up"]).is_err() && parse(&["down"]).is_err());
     }
 
     #[test]

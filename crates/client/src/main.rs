@@ -8,6 +8,7 @@ mod cli;
 mod docs;
 mod leases;
 mod login;
+mod up;
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use clap::Parser as _;
 use grantwire_client_core::time::format_unix_time;
 use grantwire_client_core::{
     default_profile_path, keys, render_qr, write_profile, write_qr_png, write_qr_svg, BrokerClient,
-    Error, ErrorKind, LeaseStore, SessionStore, StoredLease,
+    Error, ErrorKind, LeaseStore, Profile, Session, SessionStore, StoredLease,
 };
 
 use cli::{Cli, Command, LogoutArgs, ProfileArgs, RenewArgs, WhoamiArgs};
@@ -81,6 +82,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout(args) => runtime.block_on(logout(&config_dir, args)),
         Command::Leases(args) => runtime.block_on(leases::leases(&config_dir, args)),
         Command::Revoke(args) => runtime.block_on(leases::revoke(&config_dir, args)),
+        Command::Up(args) => runtime.block_on(up::up(&config_dir, args)),
+        Command::Down(args) => up::down(&args),
         Command::Completions(_) | Command::Man(_) => Ok(()),
     }
 }
@@ -228,26 +231,13 @@ async fn renew(config_dir: &Path, args: RenewArgs) -> anyhow::Result<()> {
         (None, None, false) => Some(default_profile_path(config_dir, edge)?),
     };
     let client = BrokerClient::for_session(&session)?;
-    let profile = match client.renew(&session, &stored.lease_id).await {
-        Ok(p) => p,
-        Err(e) if e.kind() == ErrorKind::LeaseGone => {
-            return Err(Refused(format!("{e}: run `grantwire profile {edge}`")).into())
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let wg_quick = profile.to_wg_quick(&stored.private_key);
+    let (profile, wg_quick) =
+        renew_stored(&leases, &client, &session, edge, stored, path.as_deref()).await?;
     if let Some(path) = &path {
-        write_profile(path, &wg_quick)?;
         if !args.json {
             eprintln!("rewrote {} (mode 0600)", path.display());
         }
     }
-    let kept = StoredLease {
-        lease_id: profile.lease_id.clone(),
-        path: path.as_deref().map(absolute).or(stored.path.clone()),
-        ..stored
-    };
-    leases.save(edge, &kept)?;
     if args.json {
         print_json(&serde_json::json!({
             "profile": profile,
@@ -262,6 +252,37 @@ async fn renew(config_dir: &Path, args: RenewArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Renews `stored` on the broker, writes the wg-quick text to `path` (when given) with the key
+/// kept here, and remembers the renewed lease (and `path`, else the path kept before).
+/// A lease the broker no longer has is a refusal naming `grantwire profile EDGE`.
+pub(crate) async fn renew_stored(
+    leases: &LeaseStore,
+    client: &BrokerClient,
+    session: &Session,
+    edge: &str,
+    stored: StoredLease,
+    path: Option<&Path>,
+) -> anyhow::Result<(Profile, String)> {
+    let profile = match client.renew(session, &stored.lease_id).await {
+        Ok(p) => p,
+        Err(e) if e.kind() == ErrorKind::LeaseGone => {
+            return Err(Refused(format!("{e}: run `grantwire profile {edge}`")).into())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let wg_quick = profile.to_wg_quick(&stored.private_key);
+    if let Some(path) = path {
+        write_profile(path, &wg_quick)?;
+    }
+    let kept = StoredLease {
+        lease_id: profile.lease_id.clone(),
+        path: path.map(absolute).or(stored.path.clone()),
+        ..stored
+    };
+    leases.save(edge, &kept)?;
+    Ok((profile, wg_quick))
 }
 
 /// `path` made absolute against the current directory, so a later renew run elsewhere
