@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::host::*;
 use common::*;
 use grantwire_broker::ServeConfig;
 use grantwire_proto::{GrantAddRequest, UserAddRequest};
@@ -280,92 +281,6 @@ async fn bad_names_missing_profile_and_missing_file_are_explained() {
 
 // --- the real thing: wg-quick and wireguard-go in a network namespace -------------------------
 
-const TOOLS: &[&str] = &["ip", "wg", "wg-quick", "wireguard-go"];
-
-fn must_run() -> bool {
-    let set = |name: &str, want: &str| std::env::var(name).is_ok_and(|v| v == want);
-    set("CI", "true") || set("GRANTWIRE_E2E_REQUIRED", "1")
-}
-
-fn which(tool: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(tool))
-        .find(|p| p.is_file())
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-/// True when the test can run; panics under CI naming what is missing, never skipping there.
-fn require() -> bool {
-    let mut missing: Vec<String> = TOOLS
-        .iter()
-        .filter(|t| which(t).is_none())
-        .map(|t| format!("`{t}` on PATH"))
-        .collect();
-    if !is_root() {
-        missing.push("root (effective uid 0)".into());
-    }
-    if !Path::new("/dev/net/tun").exists() {
-        missing.push("/dev/net/tun".into());
-    }
-    if missing.is_empty() {
-        let probe = format!("gwupp{}", std::process::id());
-        let add = run(&["ip", "netns", "add", &probe]);
-        if add.status.success() {
-            let _ = run(&["ip", "netns", "del", &probe]);
-        } else {
-            let err = String::from_utf8_lossy(&add.stderr).trim().to_owned();
-            missing.push(format!("`ip netns add` to work ({err})"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let reason = format!(
-        "the `grantwire up` test with real wg-quick needs: {} (run as root on Linux with \
-         wireguard-go and wireguard-tools installed; scripts/install-deps.sh does it)",
-        missing.join(", ")
-    );
-    assert!(
-        !must_run(),
-        "the `grantwire up` test is required here (CI=true or GRANTWIRE_E2E_REQUIRED=1) and \
-         {reason}"
-    );
-    eprintln!("skipping: {reason}");
-    false
-}
-
-fn run(argv: &[&str]) -> Output {
-    Command::new(argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("start {argv:?}: {e}"))
-}
-
-#[track_caller]
-fn run_ok(argv: &[&str]) -> String {
-    let out = run(argv);
-    assert!(
-        out.status.success(),
-        "{argv:?} failed ({}):\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// A namespace joined to this one by a veth pair (`10.231.N.1` here, `.2` there); on drop the
 /// namespace (with the tunnel and veth end in it) is deleted.
 struct Ns {
@@ -460,7 +375,7 @@ fn value_of<'a>(conf: &'a str, key: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_and_down_bring_a_real_interface_up_and_down() {
-    if !require() {
+    if !require("the `grantwire up` test with real wg-quick", TOOLS, true) {
         return;
     }
     let ns = tokio::task::spawn_blocking(Ns::new).await.unwrap();

@@ -4,6 +4,8 @@
 // Each test crate uses some of these helpers.
 #![allow(dead_code)]
 
+pub mod host;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
