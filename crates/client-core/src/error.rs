@@ -210,6 +210,15 @@ pub enum Error {
         detail: String,
     },
 
+    /// The known-brokers file is damaged or of another format: no broker can be checked
+    /// against it, so nothing is trusted (fail closed) and the file is left as it is.
+    #[error(
+        "cannot check brokers against {}: it {detail}; it is left untouched: update grantwire, \
+         or move it aside and log in again with --fingerprint",
+        .path.display()
+    )]
+    KnownBrokersUnreadable { path: PathBuf, detail: String },
+
     #[error("cannot show the profile as a QR code: {0}")]
     Qr(#[source] qrcode::types::QrError),
 
@@ -228,7 +237,8 @@ impl Error {
             Self::PinMismatch { .. }
             | Self::Untrusted { .. }
             | Self::FingerprintChanged { .. }
-            | Self::UnknownBroker { .. } => ErrorKind::Trust,
+            | Self::UnknownBroker { .. }
+            | Self::KnownBrokersUnreadable { .. } => ErrorKind::Trust,
             Self::NotLoggedIn => ErrorKind::NotLoggedIn,
             // A session this client cannot read is handled like an expired one: log in again.
             Self::SessionExpired { .. }

@@ -4,6 +4,11 @@
 //! An entry is written when the person accepts a broker's fingerprint at login (or passes it
 //! with `--fingerprint`), and from then on that broker is reached only with that certificate:
 //! a different one is refused, naming both fingerprints ([`Error::FingerprintChanged`]).
+//!
+//! The file carries a format `version` ([`KNOWN_BROKERS_FORMAT`]); one from before versioning
+//! is read as format 1. A file of an unknown format (a newer client's) or a damaged one trusts
+//! nothing: every check fails closed ([`Error::KnownBrokersUnreadable`]) and the file is never
+//! rewritten, so a newer client's entries survive a run of this one.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,9 +20,15 @@ use crate::output::write_private_file;
 use crate::tls::Fingerprint;
 use crate::Error;
 
-/// The file's contents. Unknown fields are ignored, so a newer client's file still loads.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// The known-brokers file format this client writes and reads.
+pub const KNOWN_BROKERS_FORMAT: u64 = 1;
+
+/// The file's contents. Unknown fields are ignored, so a file of the same format with more in
+/// it still loads.
+#[derive(Debug, Serialize, Deserialize)]
 struct File {
+    #[serde(default = "format")]
+    version: u64,
     #[serde(default)]
     brokers: BTreeMap<String, Fingerprint>,
 }
@@ -26,6 +37,19 @@ struct File {
 #[derive(Debug, Clone)]
 pub struct KnownBrokers {
     dir: PathBuf,
+}
+
+fn format() -> u64 {
+    KNOWN_BROKERS_FORMAT
+}
+
+impl Default for File {
+    fn default() -> Self {
+        Self {
+            version: KNOWN_BROKERS_FORMAT,
+            brokers: BTreeMap::new(),
+        }
+    }
 }
 
 impl KnownBrokers {
@@ -86,13 +110,20 @@ impl KnownBrokers {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(File::default()),
             Err(e) => return Err(Error::io("read", path, e)),
         };
-        serde_json::from_slice(&bytes).map_err(|source| Error::Protocol {
-            detail: format!(
-                "{} is unreadable: {source}; fix or remove it, then log in again",
-                path.display()
-            ),
-            source: Some(source),
-        })
+        let unreadable = |detail: String| Error::KnownBrokersUnreadable {
+            path: path.clone(),
+            detail,
+        };
+        let file: File = serde_json::from_slice(&bytes)
+            .map_err(|e| unreadable(format!("is unreadable ({e})")))?;
+        if file.version != KNOWN_BROKERS_FORMAT {
+            return Err(unreadable(format!(
+                "was written by another version of grantwire (format version {}; this one \
+                 reads format {KNOWN_BROKERS_FORMAT})",
+                file.version
+            )));
+        }
+        Ok(file)
     }
 }
 
@@ -139,11 +170,50 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_file_is_an_error_not_a_panic() {
+    fn saved_file_names_its_format_and_an_unversioned_one_loads() {
         let dir = tempfile::tempdir().unwrap();
         let known = KnownBrokers::new(dir.path());
-        std::fs::write(known.path(), "{oops").unwrap();
-        let err = known.get(URL).unwrap_err();
-        assert!(err.to_string().contains("known_brokers.json"), "{err}");
+        let a = Fingerprint::of_der(b"a");
+        known.trust(URL, a).unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(known.path()).unwrap()).unwrap();
+        assert_eq!(json["version"], KNOWN_BROKERS_FORMAT, "{json}");
+
+        json.as_object_mut().unwrap().remove("version");
+        std::fs::write(known.path(), json.to_string()).unwrap();
+        assert_eq!(known.get(URL).unwrap(), Some(a));
+        known.check(URL, a).unwrap();
+    }
+
+    #[test]
+    fn damaged_or_newer_files_trust_nothing_and_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let known = KnownBrokers::new(dir.path());
+        let a = Fingerprint::of_der(b"a");
+        let entry = format!(r#""brokers":{{"{URL}":"{a}"}}"#);
+        let cases = [
+            ("{oops".to_owned(), "is unreadable"),
+            (format!(r#"{{"version":2,{entry}}}"#), "format version 2"),
+            (format!(r#"{{"version":0,{entry}}}"#), "format version 0"),
+            (format!(r#"{{"version":"1",{entry}}}"#), "is unreadable"),
+            (
+                r#"{"version":1,"brokers":{"x":"not a fingerprint"}}"#.to_owned(),
+                "is unreadable",
+            ),
+        ];
+        for (contents, says) in cases {
+            std::fs::write(known.path(), &contents).unwrap();
+            for err in [
+                known.get(URL).unwrap_err(),
+                known.check(URL, a).unwrap_err(),
+                known.trust(URL, a).unwrap_err(),
+            ] {
+                assert_eq!(err.kind(), ErrorKind::Trust, "{contents}: {err:?}");
+                let msg = err.to_string();
+                assert!(msg.contains("known_brokers.json"), "{msg}");
+                assert!(msg.contains(says), "{contents}: {msg}");
+            }
+            assert_eq!(std::fs::read_to_string(known.path()).unwrap(), contents);
+        }
     }
 }

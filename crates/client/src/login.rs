@@ -52,6 +52,10 @@ pub async fn login(config_dir: &Path, args: LoginArgs) -> anyhow::Result<()> {
 /// trusts is used; a different one is refused before any secret is sent, naming both; an
 /// unknown one is shown and accepted only by a person at a terminal, then remembered.
 async fn broker_pin(known: &KnownBrokers, args: &LoginArgs) -> anyhow::Result<Option<Fingerprint>> {
+    // Read first even when --fingerprint is given: a file this client cannot read (damaged, or
+    // a newer client's) is refused before the password is sent, not after the broker made a
+    // session that could then not be remembered.
+    let known_fp = known.get(&args.broker)?;
     if let Some(fp) = args.fingerprint {
         return Ok(Some(fp));
     }
@@ -60,7 +64,7 @@ async fn broker_pin(known: &KnownBrokers, args: &LoginArgs) -> anyhow::Result<Op
         BrokerTrust::Fingerprint(fp) => fp,
     };
     known.check(&args.broker, presented)?;
-    if known.get(&args.broker)?.is_some() {
+    if known_fp.is_some() {
         return Ok(Some(presented));
     }
     let Some((mut input, mut output)) = open_terminal() else {

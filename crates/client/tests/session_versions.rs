@@ -123,3 +123,42 @@ async fn a_newer_stored_lease_is_refused_kept_and_replaced_by_profile() {
     let run = grantwire(&config, &["renew", "home", "--json"], "").await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
+
+/// A known-brokers file from a newer client (or a damaged one) trusts nothing: `login` refuses
+/// with exit code 3 before sending the password, even with `--fingerprint`, names the file,
+/// leaves it as it was, and writes no session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_known_brokers_file_fails_closed_and_is_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    let config = tmp.path().join("alice");
+    std::fs::create_dir_all(&config).unwrap();
+    let path = config.join("known_brokers.json");
+    let newer = format!(
+        r#"{{"version":2,"brokers":{{"{}/":{{"sha256":"{}","pinned_by":"mdm"}}}}}}"#,
+        broker.url(),
+        broker.fingerprint()
+    );
+    for bytes in [newer.as_bytes(), b"{ not json".as_slice()] {
+        std::fs::write(&path, bytes).unwrap();
+        let code = grantwire_broker::totp::code_at(&secret, now());
+        let args = [
+            "login",
+            "--broker",
+            &broker.url(),
+            "--user",
+            "alice",
+            "--fingerprint",
+            broker.fingerprint(),
+            "--password-stdin",
+            "--totp",
+            &code,
+        ];
+        let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
+        assert_eq!(run.code, Some(3), "{}", run.stderr);
+        assert!(run.stderr.contains("known_brokers.json"), "{}", run.stderr);
+        assert!(run.stderr.contains("left untouched"), "{}", run.stderr);
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "the file is kept");
+        assert!(!config.join("session.json").exists(), "no session written");
+    }
+}
