@@ -39,8 +39,10 @@ pub enum Command {
     /// Show the address the broker sees and your live leases, and whether each is pinned here
     #[command(after_help = EXIT_CODES)]
     Whoami(WhoamiArgs),
-    /// Re-pin the last profile made here for EDGE to this device's address and extend it;
-    /// rewrites its wg-quick file with the same key
+    /// Move the pin of EDGE's lease to this device's address and extend it
+    ///
+    /// Uses the last profile made here for EDGE and rewrites its wg-quick file with the same
+    /// key and tunnel address, so a running tunnel keeps working.
     #[command(after_help = EXIT_CODES)]
     Renew(RenewArgs),
     /// End the session on the broker and forget it on this device
@@ -52,12 +54,13 @@ pub enum Command {
     /// Revoke one of your leases at once: its profile stops working on the edge
     #[command(after_help = EXIT_CODES)]
     Revoke(RevokeArgs),
-    /// Bring up the tunnel to EDGE (Linux, wg-quick): renews the last profile made here for
-    /// EDGE when it ends within 10 minutes or is pinned elsewhere, writes it to
-    /// <wg-dir>/gw-EDGE.conf (mode 0600) and runs `wg-quick up` on it
+    /// Bring up the tunnel to EDGE with wg-quick (Linux)
+    ///
+    /// Renews the last profile made here for EDGE when it ends within 10 minutes or is pinned
+    /// elsewhere, writes it to <wg-dir>/gw-EDGE.conf (mode 0600) and runs `wg-quick up` on it.
     #[command(after_help = EXIT_CODES)]
     Up(UpArgs),
-    /// Take the tunnel to EDGE down: `wg-quick down <wg-dir>/gw-EDGE.conf`
+    /// Take the tunnel to EDGE down (`wg-quick down <wg-dir>/gw-EDGE.conf`)
     #[command(after_help = EXIT_CODES)]
     Down(DownArgs),
     /// Print a completion script for SHELL on stdout
