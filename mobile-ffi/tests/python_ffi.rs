@@ -95,6 +95,11 @@ async fn python_drives_a_real_broker_and_its_profile_loads_into_wireguard() {
         "the interface's peer is the edge:\n{shown}"
     );
     assert_eq!(
+        wg::value(&shown, "Endpoint"),
+        wg::value(&text, "Endpoint"),
+        "the interface's endpoint is the profile's:\n{shown}"
+    );
+    assert_eq!(
         wg::value(&shown, "PrivateKey").map(|k| k.parse::<PrivateKey>().unwrap().public_key()),
         Some(private.public_key()),
         "the interface holds the device's key"
