@@ -79,7 +79,8 @@ impl From<CoreError> for GrantwireError {
 mod tests {
     use super::*;
 
-    /// One client-core error of each kind, built the way client-core builds them.
+    /// One client-core error of each kind but Network, which needs a real transport failure
+    /// (`client_tests.rs`: `unreachable_broker_is_network_when_polled_outside_tokio`).
     fn one_of_each_kind() -> Vec<CoreError> {
         vec![
             CoreError::InvalidUrl {
