@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages grantwire's tests and run script use: a real WireGuard client
 # (wireguard-go + wireguard-tools) for the end-to-end tests, nftables for the edge's guard,
-# iproute2 for network namespaces, curl and python3 for the stand-in Plex and its checks,
-# util-linux for setpriv (the end-to-end test that starts the edge as its systemd unit does).
+# iproute2 for network namespaces, curl and python3 for the stand-in Plex and its checks (and
+# python3 for the mobile library's Python bindings test), util-linux for setpriv (the
+# end-to-end test that starts the edge as its systemd unit does).
 # Installs only what is missing, so a warm machine skips apt entirely. Arguments name further
 # packages a caller needs (scripts/bench/edge.sh: iperf3).
 set -euo pipefail

@@ -1,0 +1,137 @@
+//! The object without a broker: keys, rendering, input checks, and calls polled from outside
+//! any tokio runtime. Against a real broker it is tested through Python
+//! (`tests/python_ffi.rs`).
+
+use std::net::TcpListener;
+
+use grantwire_client_core::{PrivateKey, PublicKey};
+use grantwire_proto::PresharedKey;
+
+use super::*;
+
+/// Polls `fut` on a runtime with neither I/O nor timer driver, standing in for a foreign
+/// executor: a call that needed the caller's tokio context would panic here.
+fn poll_from_outside<T>(fut: impl Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("bare runtime")
+        .block_on(fut)
+}
+
+fn sample_profile() -> core::Profile {
+    core::Profile {
+        lease_id: "l-0123456789abcdef".into(),
+        edge: "home".into(),
+        address: "10.77.0.2".parse().expect("address"),
+        edge_public_key: PrivateKey::from_random_bytes([1; 32]).public_key(),
+        endpoint: "192.0.2.1:51820".into(),
+        allowed_ips: vec!["10.77.0.1/32".parse().expect("net")],
+        preshared_key: PresharedKey::from_bytes([2; 32]),
+        persistent_keepalive: 25,
+        plex_url: "http://10.77.0.1:32400/web".into(),
+        pin: "198.51.100.7/32".parse().expect("pin"),
+        expires_at: 1_700_000_000,
+    }
+}
+
+fn session(expires_at: i64) -> Session {
+    Session {
+        broker_url: "https://127.0.0.1:1/".into(),
+        fingerprint: Some("ab".repeat(32)),
+        user: "alice".into(),
+        token: "secret-token".into(),
+        expires_at,
+    }
+}
+
+#[test]
+fn keypair_halves_belong_together() {
+    let client = GrantwireClient::new().expect("client");
+    let pair = client.generate_keypair();
+    let private: PrivateKey = pair.private_key.parse().expect("private key");
+    let public: PublicKey = pair.public_key.parse().expect("public key");
+    assert_eq!(private.public_key(), public);
+    assert_ne!(client.generate_keypair().public_key, pair.public_key);
+    assert!(!format!("{pair:?}").contains(&pair.private_key));
+}
+
+#[test]
+fn wg_quick_from_the_record_is_client_cores() {
+    let client = GrantwireClient::new().expect("client");
+    let core_profile = sample_profile();
+    let key = PrivateKey::from_random_bytes([3; 32]);
+    let want = core_profile.to_wg_quick(&key);
+    let record = Profile::from(core_profile);
+    assert!(!format!("{record:?}").contains(&record.preshared_key));
+    let text = client
+        .render_wg_quick(record, key.to_base64())
+        .expect("render");
+    assert_eq!(text, want);
+    let svg = client.render_qr_svg(text).expect("qr");
+    assert!(
+        svg.starts_with("<?xml") || svg.starts_with("<svg"),
+        "{svg:.40}"
+    );
+}
+
+#[test]
+fn bad_input_is_usage_and_never_echoes_a_key() {
+    let client = GrantwireClient::new().expect("client");
+    let bad_key = "c2VjcmV0LWJ1dC10b28tc2hvcnQ=".to_owned();
+    let err = client
+        .render_wg_quick(Profile::from(sample_profile()), bad_key.clone())
+        .expect_err("short key");
+    assert!(matches!(err, GrantwireError::Usage { .. }), "{err:?}");
+    assert!(!err.to_string().contains(&bad_key), "{err}");
+
+    let mut profile = Profile::from(sample_profile());
+    profile.preshared_key = bad_key.clone();
+    let good_key = PrivateKey::from_random_bytes([4; 32]).to_base64();
+    let err = client
+        .render_wg_quick(profile, good_key)
+        .expect_err("bad psk");
+    assert!(matches!(err, GrantwireError::Usage { .. }), "{err:?}");
+    assert!(err.to_string().contains("preshared_key"), "{err}");
+    assert!(!err.to_string().contains(&bad_key), "{err}");
+
+    let err = poll_from_outside(client.login(
+        "https://127.0.0.1:1".into(),
+        Some("not-hex".into()),
+        "alice".into(),
+        "pw".into(),
+        "123456".into(),
+    ))
+    .expect_err("bad fingerprint");
+    assert!(matches!(err, GrantwireError::Usage { .. }), "{err:?}");
+}
+
+#[test]
+fn unreachable_broker_is_network_when_polled_outside_tokio() {
+    // A port just freed: nothing listens there, so the connection is refused at once.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let client = GrantwireClient::new().expect("client");
+    let err = poll_from_outside(client.probe(format!("https://127.0.0.1:{port}")))
+        .expect_err("nothing listens");
+    assert!(matches!(err, GrantwireError::Network { .. }), "{err:?}");
+}
+
+#[test]
+fn expired_session_is_expired_before_any_request() {
+    let client = GrantwireClient::new().expect("client");
+    let err = poll_from_outside(client.whoami(session(1))).expect_err("expired");
+    assert!(matches!(err, GrantwireError::Expired { .. }), "{err:?}");
+    assert!(!err.to_string().contains("secret-token"), "{err}");
+    assert!(!format!("{:?}", session(1)).contains("secret-token"));
+}
+
+#[test]
+fn dropping_the_client_inside_a_runtime_does_not_panic() {
+    let client = GrantwireClient::new().expect("client");
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(async move { drop(client) });
+}
