@@ -43,13 +43,16 @@ pub enum Command {
     /// rewrites its wg-quick file with the same key
     #[command(after_help = EXIT_CODES)]
     Renew(RenewArgs),
-    /// Check that the last profile made here for EDGE works from where you are now: its lease
-    /// is live and pinned to the address the broker sees (exit 0), or it is not (exit 3)
+    /// Check that the last profile made here for EDGE works from where you are now
+    ///
+    /// Asks the broker once: exit 0 when the lease is live and pinned to the address the
+    /// broker sees you at, exit 3 (with what to run) when the pin moved or the lease ended.
     #[command(after_help = STATUS_EXIT_CODES)]
     Status(StatusArgs),
-    /// Keep the lease of the last profile made here for EDGE working while this device moves
-    /// between networks: runs until stopped (Ctrl-C, SIGTERM), renewing the lease when the
-    /// broker sees a new address or the lease nears its end
+    /// Keep EDGE's lease working while this device moves between networks (runs until stopped)
+    ///
+    /// Runs until Ctrl-C or SIGTERM, renewing the lease of the last profile made here for EDGE
+    /// when the broker sees this device at a new address or the lease nears its end.
     #[command(after_help = WATCH_HELP)]
     Watch(WatchArgs),
     /// End the session on the broker and forget it on this device
