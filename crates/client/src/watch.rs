@@ -13,8 +13,9 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 use grantwire_client_core::time::{format_unix_time, unix_now};
 use grantwire_client_core::{
-    default_profile_path, BrokerClient, Error, ErrorKind, LeaseStore, SessionStore,
+    default_profile_path, BrokerClient, Error, ErrorKind, LeaseStore, Profile, SessionStore,
 };
+use grantwire_proto::Pin;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::WatchArgs;
@@ -170,10 +171,8 @@ async fn watch_loop(config_dir: &Path, args: &WatchArgs) -> anyhow::Result<()> {
 impl Watch<'_> {
     /// One check, renewing when needed; returns how long to sleep before the next.
     async fn check(&mut self) -> anyhow::Result<Duration> {
-        let edge = self.edge;
-        let leases = LeaseStore::new(self.config_dir);
         // Read each time: a `grantwire profile EDGE` made meanwhile is followed.
-        let stored = load_stored(self.config_dir, edge)?;
+        let stored = load_stored(self.config_dir, self.edge)?;
         let session = SessionStore::new(self.config_dir).load()?;
         let client = BrokerClient::for_session(&session)?;
         let me = client.whoami(&session).await?;
@@ -191,18 +190,28 @@ impl Watch<'_> {
             Decision::Renew(why) => why,
         };
         say(&format!(
-            "{edge}: renewing lease {}: {why}",
-            stored.lease_id
+            "{}: renewing lease {}: {why}",
+            self.edge, stored.lease_id
         ));
         let old_pin = listed.map(|l| l.pin);
         let path = match &stored.path {
             Some(p) => p.clone(),
-            None => default_profile_path(self.config_dir, edge)?,
+            None => default_profile_path(self.config_dir, self.edge)?,
         };
+        let leases = LeaseStore::new(self.config_dir);
         let (profile, _) =
-            crate::renew_stored(&leases, &client, &session, edge, stored, Some(&path)).await?;
+            crate::renew_stored(&leases, &client, &session, self.edge, stored, Some(&path)).await?;
         let now = unix_now();
         self.lifetime = Some(profile.expires_at - now).filter(|s| *s > 0);
+        self.report(&profile, old_pin, &path);
+        let before = renew_before(self.lifetime);
+        Ok(next_check(self.every, profile.expires_at, before, now))
+    }
+
+    /// Says what a renewal changed; warns when the endpoint moved, which a running tunnel
+    /// does not follow by itself.
+    fn report(&mut self, profile: &Profile, old_pin: Option<Pin>, path: &Path) {
+        let edge = self.edge;
         let until = format_unix_time(profile.expires_at);
         match old_pin {
             Some(old) if old != profile.pin => say(&format!(
@@ -214,22 +223,15 @@ impl Watch<'_> {
                 profile.pin
             )),
         }
-        if self
-            .endpoint
-            .as_deref()
-            .is_some_and(|e| e != profile.endpoint)
-        {
+        if let Some(was) = self.endpoint.as_deref().filter(|e| *e != profile.endpoint) {
             say(&format!(
-                "{edge}: WARNING: the edge's endpoint is now {} (was {}): run `grantwire up \
+                "{edge}: WARNING: the edge's endpoint is now {} (was {was}): run `grantwire up \
                  {edge}` again, or re-import {}, for the tunnel to follow it",
                 profile.endpoint,
-                self.endpoint.as_deref().unwrap_or_default(),
                 path.display()
             ));
         }
         self.endpoint = Some(profile.endpoint.clone());
-        let before = renew_before(self.lifetime);
-        Ok(next_check(self.every, profile.expires_at, before, now))
     }
 }
 

@@ -227,12 +227,19 @@ async fn watch_renews_a_short_lease_before_it_ends_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let (broker, _) = broker_with_alice(&tmp.path().join("broker")).await;
     let config = tmp.path().join("bob");
-    // Renewed a third before its end, so every ~4 s; the lease never lapses in between.
-    const TTL: u64 = 6;
+    // Renewed a third before its end, so every ~7 s with 3 s to spare: a slow renew still
+    // comes before the expiry, and the lease never lapses in between.
+    const TTL: u64 = 9;
     user_with_ttl(&broker, "bob", TTL, &config).await;
     let first = make_profile(&config).await;
     let file = config.join("profiles/home.conf");
-    let written = std::fs::read_to_string(&file).unwrap();
+    // As if the file had been written while the edge was registered at another endpoint: the
+    // renewed profile's endpoint differs, which a running tunnel would not follow.
+    let written = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("Endpoint = 192.0.2.1:51820", "Endpoint = 192.0.2.99:51820");
+    assert!(written.contains("192.0.2.99"), "{written}");
+    std::fs::write(&file, &written).unwrap();
 
     let mut watch = Watcher::start(&config, "home", "1s");
     let started = Instant::now();
@@ -241,7 +248,7 @@ async fn watch_renews_a_short_lease_before_it_ends_and_stops_on_sigterm() {
             log.matches("lease renewed until").count() >= 2
         })
         .await;
-    // Not at every check: the first when under 2 s are left (from ~5 s), the next ~4 s later.
+    // Not at every check: the first when under 3 s are left (~7 s in), the next ~7 s later.
     assert!(
         started.elapsed() >= Duration::from_secs(5),
         "renewed twice within {:?}, too eagerly:\n{}",
@@ -271,6 +278,10 @@ async fn watch_renews_a_short_lease_before_it_ends_and_stops_on_sigterm() {
         !log.contains(&key(&written)[13..]),
         "the key is never shown:\n{log}"
     );
+    let moved = "WARNING: the edge's endpoint is now 192.0.2.1:51820 (was 192.0.2.99:51820): \
+                 run `grantwire up home` again";
+    assert_eq!(log.matches(moved).count(), 1, "warned once:\n{log}");
+    assert_eq!(log.matches("WARNING").count(), 1, "{log}");
     let audit = broker.admin().audit_log().await.unwrap();
     let renewals = audit.iter().filter(|e| e.kind == "lease_renewed").count();
     assert!(
