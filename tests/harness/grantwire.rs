@@ -558,4 +558,31 @@ impl ClientCli {
     pub fn profile(&self, ns: &Netns, edge: &str, out: &Path) -> Output {
         self.run(ns, &["profile", edge, "--out", path_str(out)], None)
     }
+
+    /// `grantwire status EDGE [--json]`: exit 0 when the lease works from here, 3 when its pin
+    /// moved or it expired.
+    pub fn status(&self, ns: &Netns, edge: &str, json: bool) -> Output {
+        let mut args = vec!["status", edge];
+        if json {
+            args.push("--json");
+        }
+        self.run(ns, &args, None)
+    }
+
+    /// `grantwire watch EDGE --every EVERY` running in `ns` until stopped (SIGTERM to its own
+    /// process group on drop, or by [`Proc::stop`]).
+    pub fn watch(&self, ns: &Netns, edge: &str, every: &str) -> Proc {
+        ns.spawn(
+            "grantwire watch",
+            &[
+                bins().client_str(),
+                "--config-dir",
+                path_str(&self.config_dir),
+                "watch",
+                edge,
+                "--every",
+                every,
+            ],
+        )
+    }
 }

@@ -152,7 +152,12 @@ impl Lab {
     /// again, as the WireGuard apps do on a network change (wireguard-go otherwise keeps sending
     /// from the vanished address). Its session is kept.
     pub fn move_client(&self, to: &str, ifname: &str) {
-        let old = format!("{CLIENT_IP}/24");
+        self.move_client_from(CLIENT_IP, to, ifname);
+    }
+
+    /// [`Lab::move_client`] from `from`, where an earlier move put the client.
+    pub fn move_client_from(&self, from: &str, to: &str, ifname: &str) {
+        let old = format!("{from}/24");
         let dev = self.client_if.as_str();
         self.client
             .exec_ok(&["ip", "addr", "del", &old, "dev", dev]);

@@ -45,6 +45,18 @@ pub enum Command {
     /// key and tunnel address, so a running tunnel keeps working.
     #[command(after_help = EXIT_CODES)]
     Renew(RenewArgs),
+    /// Check that the last profile made here for EDGE works from where you are now
+    ///
+    /// Asks the broker once: exit 0 when the lease is live and pinned to the address the
+    /// broker sees you at, exit 3 (with what to run) when the pin moved or the lease ended.
+    #[command(after_help = STATUS_EXIT_CODES)]
+    Status(StatusArgs),
+    /// Keep EDGE's lease working while this device moves between networks (runs until stopped)
+    ///
+    /// Runs until Ctrl-C or SIGTERM, renewing the lease of the last profile made here for EDGE
+    /// when the broker sees this device at a new address or the lease nears its end.
+    #[command(after_help = WATCH_HELP)]
+    Watch(WatchArgs),
     /// End the session on the broker and forget it on this device
     #[command(after_help = EXIT_CODES)]
     Logout(LogoutArgs),
@@ -75,6 +87,53 @@ Install, for example:
   bash:  grantwire completions bash > ~/.local/share/bash-completion/completions/grantwire
   zsh:   grantwire completions zsh > ~/.zfunc/_grantwire   (with ~/.zfunc in $fpath)
   fish:  grantwire completions fish > ~/.config/fish/completions/grantwire.fish";
+
+const STATUS_EXIT_CODES: &str = "\
+Exit codes:
+  0  the lease is live and pinned to the address the broker sees you at
+  1  runtime failure: network, file I/O, broker error, not logged in, no profile for EDGE
+  2  usage error: bad flags or values
+  3  the pin moved (the broker sees you elsewhere: run `grantwire renew EDGE`), the lease
+     expired or ended (run `grantwire profile EDGE`), or the session or the broker's
+     certificate was refused";
+
+const WATCH_HELP: &str = "\
+Each check asks the broker where it sees this device. The lease is renewed, and its wg-quick
+file (where `grantwire profile` or `renew` wrote it) rewritten, when its pin no longer covers
+that address, or when less than 10 minutes (a third of a shorter lease) are left. Keys, tunnel
+address and endpoint stay the same, so a tunnel that is up (`grantwire up EDGE`, wg-quick, a
+WireGuard app) keeps working without being touched. While the broker cannot be reached, checks
+are retried after 1 s, doubling up to 60 s (or --every, if longer). Progress goes to stderr,
+one line per event.
+
+Exit codes:
+  0  stopped by SIGINT (Ctrl-C) or SIGTERM
+  1  runtime failure other than the network: file I/O, not logged in, no profile for EDGE
+  2  usage error: bad flags or values (--every below 1s)
+  3  refused: the session expired or the broker no longer accepts it (`grantwire login`);
+     the lease is gone, e.g. its grant was revoked or it expired meanwhile (`grantwire
+     profile EDGE`); a broker certificate that is not trusted, or that changed";
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The edge whose last profile (made here by `grantwire profile EDGE`) to check
+    pub edge: String,
+
+    /// Print one JSON object {edge, lease_id, pin, source_ip, pinned_here, expires_at, state}
+    /// on stdout, state being "ok", "pin_moved" or "expired"; the exit code is as without it
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The edge whose last profile (made here by `grantwire profile EDGE`) to keep working
+    pub edge: String,
+
+    /// How often to ask the broker where it sees this device, e.g. 30s, 2m (at least 1s)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = crate::watch::parse_every)]
+    pub every: std::time::Duration,
+}
 
 #[derive(Debug, Args)]
 pub struct LeasesArgs {
@@ -353,6 +412,29 @@ mod tests {
         };
         assert_eq!(args.wg_dir, Path::new("/tmp/wg"));
         assert!(parse(&["up"]).is_err() && parse(&["down"]).is_err());
+    }
+
+    #[test]
+    fn status_and_watch_flags() {
+        let Command::Status(args) = parse(&["status", "home", "--json"]).unwrap().command else {
+            panic!("not status")
+        };
+        assert_eq!(args.edge, "home");
+        assert!(args.json);
+        let Command::Watch(args) = parse(&["watch", "home"]).unwrap().command else {
+            panic!("not watch")
+        };
+        assert_eq!(args.every, std::time::Duration::from_secs(30));
+        let Command::Watch(args) = parse(&["watch", "home", "--every", "1s"]).unwrap().command
+        else {
+            panic!("not watch")
+        };
+        assert_eq!(args.every, std::time::Duration::from_secs(1));
+        for bad in ["0", "0s", "999ms", "soon"] {
+            let err = parse(&["watch", "home", "--every", bad]).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad}: {err}");
+        }
+        assert!(parse(&["status"]).is_err() && parse(&["watch"]).is_err());
     }
 
     #[test]

@@ -8,7 +8,9 @@ mod cli;
 mod docs;
 mod leases;
 mod login;
+mod status;
 mod up;
+mod watch;
 
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -79,6 +81,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Profile(args) => runtime.block_on(profile(&config_dir, args)),
         Command::Whoami(args) => runtime.block_on(whoami(&config_dir, args)),
         Command::Renew(args) => runtime.block_on(renew(&config_dir, args)),
+        Command::Status(args) => runtime.block_on(status::status(&config_dir, args)),
+        Command::Watch(args) => runtime.block_on(watch::watch(&config_dir, args)),
         Command::Logout(args) => runtime.block_on(logout(&config_dir, args)),
         Command::Leases(args) => runtime.block_on(leases::leases(&config_dir, args)),
         Command::Revoke(args) => runtime.block_on(leases::revoke(&config_dir, args)),

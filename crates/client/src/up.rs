@@ -58,13 +58,19 @@ pub enum Decision {
 
 /// `lease` is the stored lease as the broker's `whoami` lists it (none when it does not).
 pub fn decide(lease: Option<&WhoamiLease>, now: i64) -> Decision {
+    decide_within(lease, now, RENEW_BEFORE_SECS)
+}
+
+/// [`decide`], renewing once less than `renew_before` seconds are left: `watch` passes less
+/// than [`RENEW_BEFORE_SECS`] for a lease whose whole lifetime is short.
+pub fn decide_within(lease: Option<&WhoamiLease>, now: i64, renew_before: i64) -> Decision {
     let Some(lease) = lease else {
         return Decision::Renew("the broker lists no live lease for it".into());
     };
     if lease.expires_at <= now {
         return Decision::Renew("the lease has expired".into());
     }
-    if lease.expires_at - now < RENEW_BEFORE_SECS {
+    if lease.expires_at - now < renew_before {
         return Decision::Renew(format!(
             "the lease ends soon ({})",
             format_unix_time(lease.expires_at)
@@ -226,5 +232,26 @@ mod tests {
             panic!("a lease pinned elsewhere is renewed")
         };
         assert!(why.contains("198.51.100.7/32"), "{why}");
+    }
+
+    #[test]
+    fn a_shorter_threshold_keeps_what_the_default_renews() {
+        let now = 1_700_000_000;
+        let soon = lease(now + 60, true);
+        assert!(matches!(decide(Some(&soon), now), Decision::Renew(_)));
+        assert_eq!(decide_within(Some(&soon), now, 20), Decision::Keep);
+        assert!(matches!(
+            decide_within(Some(&soon), now, 61),
+            Decision::Renew(_)
+        ));
+        // Expiry and a moved pin renew whatever the threshold.
+        assert!(matches!(
+            decide_within(Some(&lease(now, true)), now, 0),
+            Decision::Renew(_)
+        ));
+        assert!(matches!(
+            decide_within(Some(&lease(now + 3600, false)), now, 0),
+            Decision::Renew(_)
+        ));
     }
 }

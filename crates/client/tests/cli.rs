@@ -152,14 +152,18 @@ fn help_documents_the_exit_codes() {
     );
 }
 
-const SUBCOMMANDS: [&str; 9] = [
+const SUBCOMMANDS: [&str; 13] = [
     "login",
     "profile",
     "whoami",
     "renew",
+    "status",
+    "watch",
     "logout",
     "leases",
     "revoke",
+    "up",
+    "down",
     "completions",
     "man",
 ];
@@ -186,6 +190,7 @@ fn completions_name_every_command_and_bash_parses_its_script() {
     let out = grantwire(dir.path(), &["completions", "bash"], "");
     let script = String::from_utf8(out.stdout).unwrap();
     assert!(script.contains("--qr-png") && script.contains("--fingerprint"));
+    assert!(script.contains("--every"), "watch's flag completes");
     let out = grantwire(dir.path(), &["completions", "tcsh"], "");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
