@@ -245,12 +245,17 @@ fn load_stored(
 }
 
 /// Failures that may pass by themselves: the broker unreachable (this device offline or
-/// between networks) or failing for a moment. Everything else needs a person.
+/// between networks) or failing for a moment, or another certificate than the pinned one in
+/// the way (a hotel's or airport's captive portal answering for every address until the
+/// person accepts its terms). The pin has already refused that connection, so nothing was
+/// sent over it; the message says something may be intercepting, and the watch goes on.
+/// Everything else needs a person.
 fn transient(err: &anyhow::Error) -> bool {
-    matches!(
-        err.downcast_ref::<Error>().map(Error::kind),
-        Some(ErrorKind::Network | ErrorKind::Server)
-    )
+    match err.downcast_ref::<Error>() {
+        Some(Error::PinMismatch { .. }) => true,
+        Some(e) => matches!(e.kind(), ErrorKind::Network | ErrorKind::Server),
+        None => false,
+    }
 }
 
 /// The `Endpoint` line of the wg-quick file at `path`.
@@ -351,6 +356,13 @@ mod tests {
         assert!(!transient(&gone));
         assert!(!transient(&anyhow!("no profile")));
         assert!(!transient(&crate::Refused("lease gone".into()).into()));
+        // Trust errors other than the pinned connection's refusal need a person.
+        let changed = Error::FingerprintChanged {
+            broker: "https://b/".into(),
+            known: grantwire_client_core::Fingerprint::of_der(b"a"),
+            presented: grantwire_client_core::Fingerprint::of_der(b"b"),
+        };
+        assert!(!transient(&changed.into()));
     }
 
     #[test]

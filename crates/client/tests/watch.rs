@@ -331,6 +331,22 @@ async fn watch_retries_with_growing_delays_while_the_broker_is_down_then_recover
     );
     assert_eq!(watch.child.try_wait().unwrap(), None, "watch keeps running");
 
+    // Something else answers at the broker's address with another certificate (a captive
+    // portal, or an attacker): the pin refuses it before anything is sent, and watch waits.
+    let mut other = ServeConfig::for_tests(tmp.path().join("other"));
+    other.listen = addr;
+    let other = grantwire_broker::start(other).await.unwrap();
+    let presented = other.fingerprint().to_owned();
+    watch
+        .wait_log(
+            Duration::from_secs(15),
+            "the other certificate refused",
+            |log| log.contains(&presented) && log.contains("intercepting"),
+        )
+        .await;
+    assert_eq!(watch.child.try_wait().unwrap(), None, "watch keeps running");
+    other.shutdown().await.unwrap();
+
     // The same broker (data dir, certificate, session) comes back at the same address.
     let mut again = ServeConfig::for_tests(&data);
     again.listen = addr;
