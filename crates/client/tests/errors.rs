@@ -15,34 +15,13 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use grantwire_proto::GrantAddRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_lease_cannot_be_renewed_and_says_to_make_a_new_profile() {
     let tmp = tempfile::tempdir().unwrap();
     let (broker, _) = broker_with_alice(&tmp.path().join("broker")).await;
-    let admin = broker.admin();
-    let user = admin
-        .user_add(grantwire_proto::UserAddRequest {
-            name: "bob".into(),
-            password: PASSWORD.into(),
-            admin: false,
-        })
-        .await
-        .unwrap();
     // Two seconds: long enough to make the profile, short enough to wait out.
-    admin
-        .grant_add(GrantAddRequest {
-            user: "bob".into(),
-            edge: "home".into(),
-            lease_ttl_secs: Some(2),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(user.totp_secret.as_bytes())
-        .unwrap();
+    let secret = add_user_with_grant_ttl(&broker, "bob", Some(2)).await;
     let config = tmp.path().join("bob");
     login(&config, &broker, "bob", &secret).await;
     let run = grantwire(&config, &["profile", "home", "--json"], "").await;

@@ -15,11 +15,9 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use common::host::*;
+use common::wg::WgInterface;
 use common::*;
 
 /// `Key = Value` lines of a wg config, section by section, with the values of keys that
@@ -51,63 +49,6 @@ fn wg_entries(conf: &str) -> BTreeSet<(String, String, String)> {
         }
     }
     out
-}
-
-/// A network namespace with a `wireguard-go` interface in it; both gone on drop.
-struct WgInterface {
-    ns: String,
-    ifname: String,
-    child: Child,
-}
-
-impl WgInterface {
-    fn up() -> WgInterface {
-        // Unique machine-wide: wireguard-go's socket dir is shared by every namespace.
-        let base = format!("gwci{}", std::process::id() % 1_000_000);
-        let ns = base.clone();
-        let ifname = format!("{base}w");
-        let _ = run(&["ip", "netns", "del", &ns]);
-        run_ok(&["ip", "netns", "add", &ns]);
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns, "wireguard-go", "-f", &ifname])
-            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut dev = WgInterface { ns, ifname, child };
-        let sock = PathBuf::from(format!("/var/run/wireguard/{}.sock", dev.ifname));
-        let start = Instant::now();
-        while !sock.exists() {
-            if let Some(status) = dev.child.try_wait().unwrap() {
-                panic!("wireguard-go {} ended early: {status}", dev.ifname);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "wireguard-go made no {}",
-                sock.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        dev
-    }
-
-    fn exec_ok(&self, argv: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.ns];
-        full.extend_from_slice(argv);
-        run_ok(&full)
-    }
-}
-
-impl Drop for WgInterface {
-    fn drop(&mut self) {
-        // Ends wireguard-go (this test's own child), which removes its TUN and socket.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.ifname));
-        let _ = run(&["ip", "netns", "del", &self.ns]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,7 +112,7 @@ async fn profile_is_accepted_by_wg_quick_strip_and_wg_setconf() {
     std::fs::write(&stripped_path, &stripped).unwrap();
     std::fs::set_permissions(&stripped_path, std::fs::Permissions::from_mode(0o600)).unwrap();
     let shown = tokio::task::spawn_blocking(move || {
-        let dev = WgInterface::up();
+        let dev = WgInterface::up("gwci");
         let path = stripped_path.to_str().unwrap();
         dev.exec_ok(&["wg", "setconf", &dev.ifname, path]);
         dev.exec_ok(&["wg", "showconf", &dev.ifname])

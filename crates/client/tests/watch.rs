@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use grantwire_broker::{RunningBroker, ServeConfig};
-use grantwire_proto::{GrantAddRequest, GrantRevokeRequest, UserAddRequest};
+use grantwire_proto::GrantRevokeRequest;
 
 /// `grantwire watch` running in the background, its stderr in a file; killed on drop (by its
 /// own PID only) if the test did not stop it.
@@ -101,27 +101,7 @@ impl Drop for Watcher {
 
 /// Adds `name` with a grant on `home` whose leases last `ttl_secs`; logs in with `config`.
 async fn user_with_ttl(broker: &RunningBroker, name: &str, ttl_secs: u64, config: &Path) {
-    let admin = broker.admin();
-    let user = admin
-        .user_add(UserAddRequest {
-            name: name.into(),
-            password: PASSWORD.into(),
-            admin: false,
-        })
-        .await
-        .unwrap();
-    admin
-        .grant_add(GrantAddRequest {
-            user: name.into(),
-            edge: "home".into(),
-            lease_ttl_secs: Some(ttl_secs),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let secret = data_encoding::BASE32_NOPAD
-        .decode(user.totp_secret.as_bytes())
-        .unwrap();
+    let secret = add_user_with_grant_ttl(broker, name, Some(ttl_secs)).await;
     login(config, broker, name, &secret).await;
 }
 

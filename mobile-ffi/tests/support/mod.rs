@@ -7,6 +7,8 @@
 #[path = "../../../crates/client/tests/common/host.rs"]
 pub mod host;
 pub mod wg;
+#[path = "../../../crates/client/tests/common/wg.rs"]
+pub mod wgdev;
 
 use std::path::PathBuf;
 

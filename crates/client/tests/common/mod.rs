@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod host;
+pub mod wg;
 
 use std::io::Write as _;
 use std::path::Path;
@@ -127,6 +128,15 @@ pub fn now() -> u64 {
 
 /// Adds user `name` with a grant on `home`; returns its raw TOTP secret.
 pub async fn add_user_with_grant(broker: &RunningBroker, name: &str) -> Vec<u8> {
+    add_user_with_grant_ttl(broker, name, None).await
+}
+
+/// [`add_user_with_grant`] with the grant's lease lifetime given (`None`: the default).
+pub async fn add_user_with_grant_ttl(
+    broker: &RunningBroker,
+    name: &str,
+    lease_ttl_secs: Option<u64>,
+) -> Vec<u8> {
     let admin = broker.admin();
     let user = admin
         .user_add(UserAddRequest {
@@ -140,7 +150,7 @@ pub async fn add_user_with_grant(broker: &RunningBroker, name: &str) -> Vec<u8> 
         .grant_add(GrantAddRequest {
             user: name.into(),
             edge: "home".into(),
-            lease_ttl_secs: None,
+            lease_ttl_secs,
             ..Default::default()
         })
         .await
