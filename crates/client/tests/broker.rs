@@ -153,18 +153,7 @@ async fn logout_ends_the_session_on_the_broker_and_here() {
     let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
     let config = tmp.path().join("client");
     let code = grantwire_broker::totp::code_at(&secret, now());
-    let args = [
-        "login",
-        "--broker",
-        &broker.url(),
-        "--user",
-        "alice",
-        "--fingerprint",
-        broker.fingerprint(),
-        "--password-stdin",
-        "--totp",
-        &code,
-    ];
+    let args = login_args(&broker, "alice", &code);
     let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(broker.admin().counts().await.unwrap().sessions, 1);
@@ -212,18 +201,7 @@ async fn whoami_and_renew_keep_the_key_and_move_the_pin() {
     );
 
     let code = grantwire_broker::totp::code_at(&secret, now());
-    let args = [
-        "login",
-        "--broker",
-        &broker.url(),
-        "--user",
-        "alice",
-        "--fingerprint",
-        broker.fingerprint(),
-        "--password-stdin",
-        "--totp",
-        &code,
-    ];
+    let args = login_args(&broker, "alice", &code);
     let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 

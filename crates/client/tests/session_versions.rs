@@ -63,18 +63,7 @@ async fn older_newer_and_garbage_session_files_are_handled() {
     // Logging in again replaces the file with a current one, and everything works.
     // The next TOTP step: the first login used this one, and each step is accepted once.
     let code = grantwire_broker::totp::code_at(&secret, now() + 30);
-    let args = [
-        "login",
-        "--broker",
-        &broker.url(),
-        "--user",
-        "alice",
-        "--fingerprint",
-        broker.fingerprint(),
-        "--password-stdin",
-        "--totp",
-        &code,
-    ];
+    let args = login_args(&broker, "alice", &code);
     let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
     assert_eq!(read_json(&path)["version"], 1);
@@ -142,18 +131,7 @@ async fn a_newer_known_brokers_file_fails_closed_and_is_kept() {
     for bytes in [newer.as_bytes(), b"{ not json".as_slice()] {
         std::fs::write(&path, bytes).unwrap();
         let code = grantwire_broker::totp::code_at(&secret, now());
-        let args = [
-            "login",
-            "--broker",
-            &broker.url(),
-            "--user",
-            "alice",
-            "--fingerprint",
-            broker.fingerprint(),
-            "--password-stdin",
-            "--totp",
-            &code,
-        ];
+        let args = login_args(&broker, "alice", &code);
         let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
         assert_eq!(run.code, Some(3), "{}", run.stderr);
         assert!(run.stderr.contains("known_brokers.json"), "{}", run.stderr);

@@ -160,10 +160,10 @@ pub async fn add_user_with_grant_ttl(
         .unwrap()
 }
 
-/// Logs `user` in with config dir `config`, pinning the broker by its fingerprint.
-pub async fn login(config: &Path, broker: &RunningBroker, user: &str, secret: &[u8]) {
-    let code = grantwire_broker::totp::code_at(secret, now());
-    let args = [
+/// `grantwire login` for `user` at `broker`, pinned by its fingerprint, the password on stdin
+/// and `code` as the TOTP code.
+pub fn login_args(broker: &RunningBroker, user: &str, code: &str) -> Vec<String> {
+    [
         "login",
         "--broker",
         &broker.url(),
@@ -173,8 +173,16 @@ pub async fn login(config: &Path, broker: &RunningBroker, user: &str, secret: &[
         broker.fingerprint(),
         "--password-stdin",
         "--totp",
-        &code,
-    ];
+        code,
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
+/// Logs `user` in with config dir `config`, pinning the broker by its fingerprint.
+pub async fn login(config: &Path, broker: &RunningBroker, user: &str, secret: &[u8]) {
+    let code = grantwire_broker::totp::code_at(secret, now());
+    let args = login_args(broker, user, &code);
     let run = grantwire(config, &args, &format!("{PASSWORD}\n")).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
