@@ -1,5 +1,6 @@
 //! The broker's user API: log in, then ask for a lease with an on-device public key.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_proto::{
@@ -7,12 +8,13 @@ use grantwire_proto::{
     LoginResponse, Profile, PublicKey, WhoamiResponse,
 };
 use reqwest::Url;
+use rustls::RootCertStore;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::{from_reqwest, from_response, Call};
 use crate::time::unix_now;
-use crate::tls::{http_client, probe_client, Fingerprint};
+use crate::tls::{http_client, http_client_with, probe_client_with, public_roots, Fingerprint};
 use crate::{Error, Session};
 
 /// Longest a whole request may take once connected. The broker answers from a local SQLite
@@ -35,6 +37,20 @@ impl BrokerClient {
             base: parse_broker_url(base_url)?,
             pin,
             http: http_client(pin),
+        })
+    }
+
+    /// [`BrokerClient::new`] trusting the CAs in `roots` instead of the public ones when there
+    /// is no pin: a broker whose certificate a private CA signed.
+    pub fn with_roots(
+        base_url: &str,
+        pin: Option<Fingerprint>,
+        roots: Arc<RootCertStore>,
+    ) -> Result<Self, Error> {
+        Ok(Self {
+            base: parse_broker_url(base_url)?,
+            pin,
+            http: http_client_with(pin, roots),
         })
     }
 
@@ -190,8 +206,16 @@ impl BrokerClient {
     /// secret: a certificate a public CA signed needs nothing, any other is known only by its
     /// fingerprint, which the person must accept (or refuse) before anything is sent to it.
     pub async fn probe(base_url: &str) -> Result<BrokerTrust, Error> {
+        Self::probe_with_roots(base_url, public_roots()).await
+    }
+
+    /// [`BrokerClient::probe`] with `roots` as the CAs that make a certificate trusted.
+    pub async fn probe_with_roots(
+        base_url: &str,
+        roots: Arc<RootCertStore>,
+    ) -> Result<BrokerTrust, Error> {
         let base = parse_broker_url(base_url)?;
-        let (http, presented) = probe_client();
+        let (http, presented) = probe_client_with(roots);
         let url = base
             .join("v1/openapi.json")
             .map_err(|_| invalid_url(base.as_str(), "cannot join an API path to it"))?;

@@ -95,6 +95,14 @@ impl<'de> Deserialize<'de> for Fingerprint {
     }
 }
 
+/// The public web CAs (Mozilla's list, compiled in): what a broker without a pin is checked
+/// against, unless a caller passes its own roots (a private CA).
+pub fn public_roots() -> Arc<RootCertStore> {
+    Arc::new(RootCertStore::from_iter(
+        webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
+    ))
+}
+
 /// A rustls client configuration that accepts exactly the certificate with `pin`'s fingerprint
 /// (any name, no CA), or, without a pin, certificates signed by the public web CAs.
 pub fn client_config(pin: Option<Fingerprint>) -> ClientConfig {
@@ -107,6 +115,15 @@ pub fn client_config_for_versions(
     pin: Option<Fingerprint>,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> ClientConfig {
+    client_config_with(pin, versions, public_roots())
+}
+
+/// [`client_config_for_versions`] with the CAs to trust without a pin given.
+fn client_config_with(
+    pin: Option<Fingerprint>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    roots: Arc<RootCertStore>,
+) -> ClientConfig {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions)
@@ -117,17 +134,20 @@ pub fn client_config_for_versions(
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedVerifier { pin, provider }))
             .with_no_client_auth(),
-        None => {
-            let roots = RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
+        None => builder.with_root_certificates(roots).with_no_client_auth(),
     }
 }
 
 /// An HTTP client for the broker with [`client_config`]'s trust.
 pub fn http_client(pin: Option<Fingerprint>) -> reqwest::Client {
+    http_client_with(pin, public_roots())
+}
+
+/// [`http_client`] trusting `roots` instead of the public CAs when there is no pin.
+pub fn http_client_with(pin: Option<Fingerprint>, roots: Arc<RootCertStore>) -> reqwest::Client {
+    let config = client_config_with(pin, rustls::DEFAULT_VERSIONS, roots);
     reqwest::Client::builder()
-        .use_preconfigured_tls(client_config(pin))
+        .use_preconfigured_tls(config)
         // The broker API never redirects; following one could carry a password or bearer token
         // (307/308 resend the body) to a host the pin or the user never approved.
         .redirect(reqwest::redirect::Policy::none())
@@ -155,10 +175,12 @@ impl Presented {
 /// self-signed broker's fingerprint before trusting it: nothing is sent over a connection
 /// whose certificate failed the check.
 pub fn probe_client() -> (reqwest::Client, Arc<Presented>) {
+    probe_client_with(public_roots())
+}
+
+/// [`probe_client`] with `roots` as the CAs that make a certificate trusted.
+pub fn probe_client_with(roots: Arc<RootCertStore>) -> (reqwest::Client, Arc<Presented>) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let roots = Arc::new(RootCertStore::from_iter(
-        webpki_roots::TLS_SERVER_ROOTS.iter().cloned(),
-    ));
     let presented = Arc::new(Presented::default());
     let verifier =
         rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
