@@ -19,7 +19,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use grantwire_proto::{UserChangeResponse, UserListResponse, UserNameRequest, UserPasswordRequest};
+use grantwire_proto::{
+    UserChangeResponse, UserInviteRequest, UserInviteResponse, UserListResponse, UserNameRequest,
+    UserPasswordRequest,
+};
 
 use crate::routes::admin as paths;
 
@@ -94,6 +97,14 @@ impl AdminClient {
     pub async fn user_reset_totp(&self, name: &str) -> Result<UserAddResponse, AdminError> {
         let req = UserNameRequest { name: name.into() };
         self.call(Method::POST, paths::USERS_RESET_TOTP, Some(&req))
+            .await
+    }
+
+    pub async fn user_invite(
+        &self,
+        req: &UserInviteRequest,
+    ) -> Result<UserInviteResponse, AdminError> {
+        self.call(Method::POST, paths::USERS_INVITE, Some(req))
             .await
     }
 

@@ -119,6 +119,20 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Invite a user: prints a temporary password (once) with which they choose their own
+    /// password and enrol their TOTP app at first sign-in on the broker's web pages.
+    Invite {
+        name: String,
+        /// Make the user an administrator.
+        #[arg(long)]
+        admin: bool,
+        /// How long the invitation lasts (at most 30 days).
+        #[arg(long, value_name = "DURATION", default_value = "72h")]
+        expires: humantime::Duration,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// List users with their state (active, waiting after failed logins, disabled).
     List {
         #[arg(long)]

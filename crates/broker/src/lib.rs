@@ -36,3 +36,6 @@ pub use server::{start, RunningBroker, ServeConfig, ADMIN_SOCKET, DB_FILE};
 pub use service::admin::{
     check_endpoint, check_endpoints, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS,
 };
+pub use service::enrol::{
+    EnrolmentStarted, DEFAULT_INVITE_TTL_SECS, ENROLMENT_TTL_SECS, MAX_INVITE_TTL_SECS,
+};

@@ -9,7 +9,7 @@ use grantwire_broker::tls::FINGERPRINT_FILE;
 use grantwire_proto::{
     AuditResponse, BackupResponse, EdgeAddResponse, EdgeListResponse, EdgeRemoveResponse,
     GrantInfo, GrantListResponse, GrantRevokeResponse, LeaseListResponse, LeaseRevokeResponse,
-    UserAddResponse,
+    UserAddResponse, UserInviteResponse,
 };
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
@@ -27,6 +27,26 @@ pub fn user_added(resp: &UserAddResponse, as_json: bool) -> anyhow::Result<()> {
     let role = if resp.admin { " (admin)" } else { "" };
     println!("Added user {}{role}.", resp.name);
     print_totp(resp)
+}
+
+/// `user invite`: the temporary password, shown once, and what the user does with it.
+pub fn user_invited(resp: &UserInviteResponse, as_json: bool) -> anyhow::Result<()> {
+    if as_json {
+        return json(resp);
+    }
+    let role = if resp.admin { " (admin)" } else { "" };
+    println!("Invited user {}{role}.", resp.name);
+    println!(
+        "Temporary password (shown once): {}",
+        resp.temporary_password
+    );
+    println!(
+        "Good until {} for signing in once on the broker's web pages, where {} chooses a \
+         password and sets up an authenticator app.",
+        unix_time(resp.expires_at),
+        resp.name
+    );
+    Ok(())
 }
 
 /// `user reset-totp`: the new secret, shown like `user add` shows the first.

@@ -5,8 +5,10 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use grantwire_broker::{check_name, secrets, AdminClient};
-use grantwire_proto::{UserAddRequest, UserChangeResponse, UserListResponse, UserPasswordRequest};
+use grantwire_broker::{check_name, secrets, AdminClient, MAX_INVITE_TTL_SECS};
+use grantwire_proto::{
+    UserAddRequest, UserChangeResponse, UserInviteRequest, UserListResponse, UserPasswordRequest,
+};
 
 use crate::cli::UserCommand;
 use crate::{output, read_password, usage};
@@ -29,6 +31,26 @@ pub async fn run(admin: &AdminClient, cmd: UserCommand) -> anyhow::Result<()> {
             };
             let resp = admin.user_add(&req).await?;
             output::user_added(&resp, json)
+        }
+        UserCommand::Invite {
+            name,
+            admin: is_admin,
+            expires,
+            json,
+        } => {
+            check_name(&name, "user").map_err(usage)?;
+            let ttl_secs = expires.as_secs();
+            if ttl_secs == 0 || ttl_secs > MAX_INVITE_TTL_SECS {
+                return Err(usage(format!(
+                    "--expires must be between 1s and 30 days, got {expires}"
+                )));
+            }
+            let req = UserInviteRequest {
+                name,
+                admin: is_admin,
+                ttl_secs: Some(ttl_secs),
+            };
+            output::user_invited(&admin.user_invite(&req).await?, json)
         }
         UserCommand::List { json } => list(&admin.user_list().await?, json),
         UserCommand::Disable { name, json } => {

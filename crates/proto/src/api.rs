@@ -201,6 +201,29 @@ pub struct UserAddResponse {
     pub otpauth_uri: String,
 }
 
+/// `user invite`: a user who sets their own password and TOTP secret at first sign-in on the
+/// broker's web pages, with the temporary password the admin passes on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInviteRequest {
+    pub name: String,
+    #[serde(default)]
+    pub admin: bool,
+    /// How long the invitation lasts, in seconds; the broker's default when absent.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// `Debug` is written out below: it redacts the temporary password.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UserInviteResponse {
+    pub name: String,
+    pub admin: bool,
+    /// Shown once; good only for enrolment, until `expires_at`.
+    pub temporary_password: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
 /// One user, as `user list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserInfo {
@@ -561,6 +584,17 @@ impl fmt::Debug for UserAddResponse {
             .field("admin", &self.admin)
             .field("totp_secret", &REDACTED)
             .field("otpauth_uri", &REDACTED)
+            .finish()
+    }
+}
+
+impl fmt::Debug for UserInviteResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserInviteResponse")
+            .field("name", &self.name)
+            .field("admin", &self.admin)
+            .field("temporary_password", &REDACTED)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }

@@ -11,7 +11,10 @@ use grantwire_proto::{
     LeaseRevokeRequest, LeaseRevokeResponse, UserAddRequest, UserAddResponse,
 };
 
-use grantwire_proto::{UserChangeResponse, UserListResponse, UserNameRequest, UserPasswordRequest};
+use grantwire_proto::{
+    UserChangeResponse, UserInviteRequest, UserInviteResponse, UserListResponse, UserNameRequest,
+    UserPasswordRequest,
+};
 
 use crate::broker::Broker;
 use crate::error::{ApiJson, Result};
@@ -22,6 +25,7 @@ pub const USERS_DISABLE: &str = "/v1/admin/users/disable";
 pub const USERS_ENABLE: &str = "/v1/admin/users/enable";
 pub const USERS_RESET_PASSWORD: &str = "/v1/admin/users/reset-password";
 pub const USERS_RESET_TOTP: &str = "/v1/admin/users/reset-totp";
+pub const USERS_INVITE: &str = "/v1/admin/users/invite";
 pub const EDGES: &str = "/v1/admin/edges";
 pub const EDGES_REMOVE: &str = "/v1/admin/edges/remove";
 pub const GRANTS: &str = "/v1/admin/grants";
@@ -38,6 +42,7 @@ pub fn router() -> Router<Broker> {
         .route(USERS_ENABLE, post(user_enable))
         .route(USERS_RESET_PASSWORD, post(user_reset_password))
         .route(USERS_RESET_TOTP, post(user_reset_totp))
+        .route(USERS_INVITE, post(user_invite))
         .route(EDGES, post(edge_add).get(edge_list))
         .route(EDGES_REMOVE, post(edge_remove))
         .route(GRANTS, post(grant_add).get(grant_list))
@@ -85,6 +90,13 @@ async fn user_reset_totp(
     ApiJson(req): ApiJson<UserNameRequest>,
 ) -> Result<Json<UserAddResponse>> {
     Ok(Json(b.user_reset_totp(req).await?))
+}
+
+async fn user_invite(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<UserInviteRequest>,
+) -> Result<Json<UserInviteResponse>> {
+    Ok(Json(b.user_invite(req).await?))
 }
 
 async fn edge_add(

@@ -264,7 +264,7 @@ async fn user_and_edge(
     Ok((u.id, e.id))
 }
 
-async fn admin_audit(
+pub(crate) async fn admin_audit(
     conn: &mut sqlx::SqliteConnection,
     now: i64,
     kind: &str,

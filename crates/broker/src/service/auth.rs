@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_proto::{LoginRequest, LoginResponse};
-use sqlx::SqlitePool;
+use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
@@ -124,6 +124,8 @@ enum Outcome {
     /// Refused before looking at the credentials: the account waits or is over its hourly cap.
     Throttled,
     Disabled,
+    /// Invited and not enrolled: sign in on the web pages first.
+    Invited,
 }
 
 impl Broker {
@@ -154,6 +156,9 @@ impl Broker {
         let outcome = match &user {
             None => Outcome::Failed,
             Some(u) if u.disabled_at.is_some() => Outcome::Disabled,
+            // Not enrolled yet: the secret in the row was never shown to anyone, and the
+            // password is the temporary one, good only for enrolment.
+            Some(u) if u.invite_expires_at.is_some() => Outcome::Invited,
             Some(u) => {
                 let state = users::account_state(&mut tx, u.id, now).await?;
                 match (throttle::is_locked(state, now), password_ok, step) {
@@ -181,7 +186,11 @@ impl Broker {
             if let (Some(u), Outcome::Failed | Outcome::TotpReused) = (&user, &outcome) {
                 locked = users::record_failure(&mut tx, u.id, now).await?;
             }
-            let detail = matches!(outcome, Outcome::Disabled).then(|| "user disabled".to_owned());
+            let detail = match outcome {
+                Outcome::Disabled => Some("user disabled".to_owned()),
+                Outcome::Invited => Some("invited, not enrolled".to_owned()),
+                _ => None,
+            };
             let event = AuditEvent {
                 kind,
                 actor: Some(&actor),
@@ -204,31 +213,45 @@ impl Broker {
             return Err(Error::Unauthorized);
         };
 
-        users::reset_failures(&mut tx, user.id).await?;
+        let session = self.open_session(&mut tx, user, source, now).await?;
+        tx.commit().await?;
+        tracing::info!(user = %user.name, %source, "login");
+        Ok(session)
+    }
+
+    /// A new session for `user`, who just proved password and code, with its audit rows (and
+    /// a `login_new_source` row the first time the user comes from that network).
+    pub(crate) async fn open_session(
+        &self,
+        tx: &mut SqliteConnection,
+        user: &users::UserRow,
+        source: IpAddr,
+        now: i64,
+    ) -> Result<LoginResponse> {
+        users::reset_failures(tx, user.id).await?;
         let token = Token::generate();
         let ttl = i64::try_from(self.session_ttl().as_secs()).unwrap_or(i64::MAX);
         let expires_at = now.saturating_add(ttl);
         let hash = secrets::token_hash(token.as_str());
-        users::insert_session(&mut tx, user.id, &hash, now, expires_at).await?;
+        users::insert_session(tx, user.id, &hash, now, expires_at).await?;
+        let source_text = ip_text(Some(source));
         let event = AuditEvent {
             kind: "login_ok",
             actor: Some(&user.name),
             source_ip: source_text.clone(),
             detail: None,
         };
-        store::audit(&mut tx, now, event).await?;
+        store::audit(tx, now, event).await?;
         let network = login_network(source);
-        if users::record_login_source(&mut tx, user.id, &network, now).await? {
+        if users::record_login_source(tx, user.id, &network, now).await? {
             let event = AuditEvent {
                 kind: "login_new_source",
                 actor: Some(&user.name),
                 source_ip: source_text,
                 detail: Some(format!("network={network}")),
             };
-            store::audit(&mut tx, now, event).await?;
+            store::audit(tx, now, event).await?;
         }
-        tx.commit().await?;
-        tracing::info!(user = %user.name, %source, "login");
         Ok(LoginResponse {
             token: token.into_string(),
             expires_at,

@@ -3,5 +3,6 @@
 mod accounts;
 pub mod admin;
 pub(crate) mod auth;
+pub mod enrol;
 mod leases;
 pub mod reports;

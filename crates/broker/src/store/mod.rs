@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod edges;
+pub mod enrolments;
 pub mod leases;
 pub mod users;
 

@@ -18,6 +18,8 @@ pub struct UserRow {
     pub totp_sealed: Vec<u8>,
     pub admin: bool,
     pub disabled_at: Option<i64>,
+    /// Set while the user is invited and has not enrolled: the invitation's end.
+    pub invite_expires_at: Option<i64>,
 }
 
 /// Hash and secret stay out of logs.
@@ -28,6 +30,7 @@ impl fmt::Debug for UserRow {
             .field("name", &self.name)
             .field("admin", &self.admin)
             .field("disabled_at", &self.disabled_at)
+            .field("invite_expires_at", &self.invite_expires_at)
             .finish_non_exhaustive()
     }
 }
@@ -56,8 +59,50 @@ pub async fn insert(
     Ok(res.last_insert_rowid())
 }
 
-const USER_COLUMNS: &str =
-    "id, name, password_hash, COALESCE(totp_sealed, x'') AS totp_sealed, admin, disabled_at";
+/// Marks a user as invited until `expires_at`: no login is accepted until they enrol.
+pub async fn set_invited(conn: &mut SqliteConnection, id: i64, expires_at: i64) -> Result<()> {
+    sqlx::query("UPDATE users SET invite_expires_at = ? WHERE id = ?")
+        .bind(expires_at)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// The end of an enrolment: the user's own password and the confirmed TOTP secret (whose
+/// code for `step` was just used, so it cannot be used again), and the invitation is over.
+pub async fn finish_enrolment(
+    conn: &mut SqliteConnection,
+    id: i64,
+    password_hash: &str,
+    totp_sealed: &[u8],
+    step: u64,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE users SET password_hash = ?, totp_sealed = ?, totp_secret = x'',
+             totp_last_step = ?, invite_expires_at = NULL, failed_streak = 0, locked_until = NULL
+         WHERE id = ?",
+    )
+    .bind(password_hash)
+    .bind(totp_sealed)
+    .bind(i64::try_from(step).unwrap_or(i64::MAX))
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+const USER_COLUMNS: &str = "id, name, password_hash, COALESCE(totp_sealed, x'') AS totp_sealed, \
+     admin, disabled_at, invite_expires_at";
+
+pub async fn by_id(conn: &mut SqliteConnection, id: i64) -> Result<Option<UserRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
 
 pub async fn by_name(conn: &mut SqliteConnection, name: &str) -> Result<Option<UserRow>> {
     Ok(

@@ -1,0 +1,266 @@
+//! Invitations and first sign-in enrolment: an admin invites a user with a temporary password
+//! (`user invite`); at first sign-in the user proves that password ([`Broker::enrol_begin`]),
+//! is shown a new TOTP secret, and sends a code for it with a password of their own
+//! ([`Broker::enrol_finish`]). Only a confirmed code makes the secret count, so a mis-scanned
+//! QR code never locks anyone out, and the admin never sees the user's password or secret.
+//!
+//! Until enrolment ends, the user's login is refused everywhere (`auth.rs`). Every refusal here
+//! is the same [`Error::Unauthorized`] as a failed login, counted against the account's failure
+//! record so the temporary password and the code cannot be guessed faster than a login can.
+
+use std::net::IpAddr;
+
+use grantwire_proto::{LoginResponse, UserInviteRequest, UserInviteResponse};
+use sqlx::SqliteConnection;
+
+use crate::broker::{ip_text, Broker, WriteTx};
+use crate::error::{Error, Result};
+use crate::secrets::{self, Token};
+use crate::service::admin::{admin_audit, check_name};
+use crate::store::{self, enrolments, users, AuditEvent};
+use crate::{throttle, totp};
+
+/// How long an invitation lasts when the admin gives no time: long enough to reach a friend
+/// over a weekend.
+pub const DEFAULT_INVITE_TTL_SECS: u64 = 72 * 3600;
+/// The longest invitation: a temporary password should not outlive the month.
+pub const MAX_INVITE_TTL_SECS: u64 = 30 * 24 * 3600;
+/// Time from accepting the temporary password to confirming a code: enough to install an
+/// authenticator app.
+pub const ENROLMENT_TTL_SECS: i64 = 15 * 60;
+/// Random bytes in a temporary password: 80 bits, written as 16 base32 characters.
+const TEMPORARY_PASSWORD_BYTES: usize = 10;
+
+/// What the user sees after the temporary password was accepted: the secret to enrol, and the
+/// token that continues the enrolment (a bearer secret, like a session token).
+pub struct EnrolmentStarted {
+    pub token: String,
+    pub otpauth_uri: String,
+    pub totp_secret: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for EnrolmentStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrolmentStarted")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// Adds an invited user. The row holds the temporary password's hash and a sealed random
+    /// secret nobody is shown, so the user cannot log in until enrolment replaces both.
+    pub async fn user_invite(&self, req: UserInviteRequest) -> Result<UserInviteResponse> {
+        check_name(&req.name, "user")?;
+        let ttl = req.ttl_secs.unwrap_or(DEFAULT_INVITE_TTL_SECS);
+        if ttl == 0 || ttl > MAX_INVITE_TTL_SECS {
+            return Err(Error::BadRequest(format!(
+                "ttl_secs must be 1 to {MAX_INVITE_TTL_SECS} (30 days), got {ttl}"
+            )));
+        }
+        let password = temporary_password();
+        let phc = self.argon2().hash(password.clone()).await?;
+        let unseen = secrets::random_bytes::<{ totp::SECRET_LEN }>();
+        let sealed = self.auth().seal_totp(&req.name, &unseen)?;
+        let now = self.auth().now();
+        let expires_at = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
+        let mut tx = self.write_tx().await?;
+        let id = users::insert(&mut tx, &req.name, &phc, &sealed, req.admin, now).await?;
+        users::set_invited(&mut tx, id, expires_at).await?;
+        let detail = format!("user={} admin={} until={expires_at}", req.name, req.admin);
+        admin_audit(&mut tx, now, "user_invited", detail).await?;
+        tx.commit().await?;
+        tracing::info!(user = %req.name, admin = req.admin, expires_at, "user invited");
+        Ok(UserInviteResponse {
+            name: req.name,
+            admin: req.admin,
+            temporary_password: password,
+            expires_at,
+        })
+    }
+
+    /// Checks an invited user's temporary password and starts their enrolment with a new TOTP
+    /// secret. Asking again replaces the secret and the token (a QR code scanned badly).
+    pub async fn enrol_begin(
+        &self,
+        name: &str,
+        password: String,
+        source: IpAddr,
+    ) -> Result<EnrolmentStarted> {
+        let now = self.auth().now();
+        let user = {
+            let mut conn = self.db().acquire().await?;
+            users::by_name(&mut conn, name).await?
+        };
+        // Hashed even when the user is unknown or not invited, so the answer takes as long.
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let password_ok = self.argon2().verify(password, phc).await?;
+        let mut tx = self.write_tx().await?;
+        let refusal = match &user {
+            None => Some("enrol_failed"),
+            Some(u) => refusal(&mut tx, u, now, password_ok).await?,
+        };
+        let (Some(user), None) = (&user, refusal) else {
+            let kind = refusal.unwrap_or("enrol_failed");
+            return self
+                .refuse(tx, user.as_ref(), name, kind, source, now)
+                .await;
+        };
+        let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
+        let sealed = self.auth().seal_totp(&user.name, &secret)?;
+        let token = Token::generate();
+        let expires_at = now.saturating_add(ENROLMENT_TTL_SECS);
+        let hash = secrets::token_hash(token.as_str());
+        enrolments::replace(&mut tx, user.id, &hash, &sealed, now, expires_at).await?;
+        audit(&mut tx, now, "enrol_started", &user.name, source).await?;
+        tx.commit().await?;
+        tracing::info!(user = %user.name, %source, "enrolment started");
+        Ok(EnrolmentStarted {
+            token: token.into_string(),
+            otpauth_uri: totp::otpauth_uri(&user.name, &secret),
+            totp_secret: totp::secret_to_base32(&secret),
+            expires_at,
+        })
+    }
+
+    /// Ends an enrolment: `code` must be valid for the secret [`Broker::enrol_begin`] showed,
+    /// and `new_password` meets the password policy. Then the secret counts, the password is
+    /// the user's own, the invitation is over, and a session is opened. A wrong code leaves
+    /// the enrolment as it was, so the user can try again with the next code.
+    pub async fn enrol_finish(
+        &self,
+        token: &str,
+        new_password: String,
+        code: &str,
+        source: IpAddr,
+    ) -> Result<LoginResponse> {
+        secrets::check_password_policy(&new_password)?;
+        let now = self.auth().now();
+        let found = {
+            let mut conn = self.db().acquire().await?;
+            let hash = secrets::token_hash(token);
+            match enrolments::by_token(&mut conn, &hash, now).await? {
+                Some(e) => users::by_id(&mut conn, e.user_id).await?.map(|u| (e, u)),
+                None => None,
+            }
+        };
+        let Some((enrolment, user)) = found else {
+            return Err(Error::Unauthorized);
+        };
+        let phc = self.argon2().hash(new_password).await?;
+        let secret = self
+            .auth()
+            .seal
+            .open(user.name.as_bytes(), &enrolment.totp_sealed)
+            .ok_or_else(|| Error::Internal("an enrolment's secret does not open".into()))?;
+        let step = totp::verify(&secret, code, u64::try_from(now).unwrap_or(0));
+        let mut tx = self.write_tx().await?;
+        let refused = refusal(&mut tx, &user, now, true).await?;
+        let (Some(step), None) = (step, refused) else {
+            let kind = refused.unwrap_or("enrol_failed");
+            return self
+                .refuse(tx, Some(&user), &user.name, kind, source, now)
+                .await;
+        };
+        users::finish_enrolment(&mut tx, user.id, &phc, &enrolment.totp_sealed, step).await?;
+        enrolments::delete(&mut tx, enrolment.id).await?;
+        audit(&mut tx, now, "user_enrolled", &user.name, source).await?;
+        let session = self.open_session(&mut tx, &user, source, now).await?;
+        tx.commit().await?;
+        tracing::info!(user = %user.name, %source, "enrolled");
+        Ok(session)
+    }
+
+    /// Records a refused enrolment step (a failure on the account, like a failed login) and
+    /// answers [`Error::Unauthorized`].
+    async fn refuse<T>(
+        &self,
+        mut tx: WriteTx,
+        user: Option<&users::UserRow>,
+        name: &str,
+        kind: &'static str,
+        source: IpAddr,
+        now: i64,
+    ) -> Result<T> {
+        if let (Some(u), "enrol_failed") = (user, kind) {
+            users::record_failure(&mut tx, u.id, now).await?;
+        }
+        let actor: String = name.chars().take(64).collect();
+        audit(&mut tx, now, kind, &actor, source).await?;
+        tx.commit().await?;
+        tracing::info!(user = %actor, %source, kind, "enrolment refused");
+        Err(Error::Unauthorized)
+    }
+}
+
+/// Why `user` may not enrol now, as an audit kind; `None` when they may.
+async fn refusal(
+    conn: &mut SqliteConnection,
+    user: &users::UserRow,
+    now: i64,
+    password_ok: bool,
+) -> Result<Option<&'static str>> {
+    if user.disabled_at.is_some() {
+        return Ok(Some("enrol_disabled"));
+    }
+    match user.invite_expires_at {
+        None => return Ok(Some("enrol_not_invited")),
+        Some(end) if end <= now => return Ok(Some("enrol_invite_expired")),
+        Some(_) => {}
+    }
+    let state = users::account_state(conn, user.id, now).await?;
+    if throttle::is_locked(state, now) {
+        return Ok(Some("enrol_throttled"));
+    }
+    Ok((!password_ok).then_some("enrol_failed"))
+}
+
+async fn audit(
+    conn: &mut SqliteConnection,
+    now: i64,
+    kind: &'static str,
+    user: &str,
+    source: IpAddr,
+) -> Result<()> {
+    let event = AuditEvent {
+        kind,
+        actor: Some(user),
+        source_ip: ip_text(Some(source)),
+        detail: None,
+    };
+    store::audit(conn, now, event).await
+}
+
+/// 16 base32 characters in four groups (`ABCD-EFGH-JKLM-NPQR`): easy to read out or type on a
+/// phone, 80 bits from the OS's CSPRNG.
+fn temporary_password() -> String {
+    let raw = secrets::random_bytes::<TEMPORARY_PASSWORD_BYTES>();
+    let text = data_encoding::BASE32_NOPAD.encode(&raw);
+    text.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join("-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_passwords_are_grouped_base32_and_differ() {
+        let a = temporary_password();
+        let b = temporary_password();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 19, "{a}");
+        let groups: Vec<&str> = a.split('-').collect();
+        assert_eq!(groups.len(), 4, "{a}");
+        for g in groups {
+            assert_eq!(g.len(), 4, "{a}");
+            assert!(g
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || ('2'..='7').contains(&c)));
+        }
+    }
+}
