@@ -18,9 +18,11 @@
 
 pub mod harness {
     pub mod bins;
+    pub mod browser;
     pub mod env;
     pub mod grantwire;
     pub mod lab;
+    pub mod loopback;
     pub mod metrics;
     pub mod netns;
     pub mod plex;
@@ -30,12 +32,14 @@ pub mod harness {
 }
 
 pub use harness::bins::{bins, Bins};
+pub use harness::browser::{require_browser, Browser, BrowserOpts, Chromedriver};
 pub use harness::env::require_env;
 pub use harness::grantwire::{
     user_ids, Broker, ClientCli, Edge, EdgeInfo, EdgeStart, UserInfo, EDGE_ROOT_WARNING,
     EXIT_REFUSED,
 };
 pub use harness::lab::Lab;
+pub use harness::loopback::LoopbackBroker;
 pub use harness::metrics::Metrics;
 pub use harness::netns::{unique_base, veth_pair, Netns};
 pub use harness::plex::{assert_safe_host, http_get, HttpResult, StandInPlex};
