@@ -87,14 +87,24 @@ fn find_tool(path: &str) -> Option<PathBuf> {
 pub struct Chromedriver {
     proc: Proc,
     url: String,
+    /// HOME of the driver and its browsers: Chromium keeps things outside its profile
+    /// (`~/.pki/nssdb`, `~/.cache`), and none of it belongs in the user's home.
+    home: tempfile::TempDir,
 }
 
 impl Chromedriver {
     pub fn start() -> Chromedriver {
         let bin = find_tool(CHROMEDRIVER).expect("chromedriver: call require_browser() first");
+        let home = tempfile::Builder::new()
+            .prefix("grantwire-chromedriver")
+            .tempdir()
+            .expect("chromedriver home");
         let mut cmd = Command::new(&bin);
         // chromedriver accepts connections from loopback only unless told otherwise.
-        cmd.arg("--port=0");
+        cmd.arg("--port=0")
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join(".config"))
+            .env("XDG_CACHE_HOME", home.path().join(".cache"));
         let mut proc = Proc::spawn("chromedriver", cmd, format!("{} --port=0", bin.display()));
         let port = crate::wait_for(DRIVER_READY, Duration::from_millis(20), || {
             proc.assert_running("chromedriver to print its port");
@@ -118,6 +128,7 @@ impl Chromedriver {
         Chromedriver {
             proc,
             url: format!("http://127.0.0.1:{port}"),
+            home,
         }
     }
 
@@ -132,6 +143,25 @@ impl Chromedriver {
 
     pub fn proc(&self) -> &Proc {
         &self.proc
+    }
+
+    /// Processes outside the driver's process group that belong to its browsers: Chromium's
+    /// crash handler starts in a session of its own (found by its database under the driver's
+    /// HOME). They end with their browser; [`Drop`] kills any that has not.
+    pub fn helper_pids(&self) -> Vec<u32> {
+        pids_mentioning(self.home.path())
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        self.proc.stop(Duration::from_secs(3));
+        let gone = crate::wait_for(Duration::from_secs(3), Duration::from_millis(50), || {
+            self.helper_pids().is_empty().then_some(())
+        });
+        if gone.is_none() {
+            kill_pids(&self.helper_pids());
+        }
     }
 }
 
@@ -431,7 +461,7 @@ impl Browser {
 
     /// The PIDs of this browser's Chromium processes (those using its profile directory).
     pub fn chromium_pids(&self) -> Vec<u32> {
-        pids_using_profile(self.profile.path())
+        pids_mentioning(self.profile.path())
     }
 
     /// Ends the session and waits for Chromium to exit (also done on drop).
@@ -449,11 +479,7 @@ impl Browser {
             self.chromium_pids().is_empty().then_some(())
         });
         if gone.is_none() {
-            for pid in self.chromium_pids() {
-                let _ = Command::new("kill")
-                    .args(["-s", "KILL", &pid.to_string()])
-                    .status();
-            }
+            kill_pids(&self.chromium_pids());
         }
     }
 
@@ -553,11 +579,12 @@ fn capabilities(args: &[String], opts: &BrowserOpts) -> serde_json::Map<String, 
     }
 }
 
-/// The processes whose command line names `--user-data-dir=<profile>` and all their
-/// descendants (zygotes, renderers and helpers do not all repeat the flag). The directory is a
-/// fresh temporary one, so only this browser's processes match.
-fn pids_using_profile(profile: &Path) -> Vec<u32> {
-    let needle = format!("--user-data-dir={}", profile.display());
+/// The processes with `dir` (or a path inside it) in an argument, and all their descendants
+/// (zygotes, renderers and helpers do not all repeat `--user-data-dir`). Every `dir` here is a
+/// fresh temporary directory, so only this browser's or this driver's processes match.
+fn pids_mentioning(dir: &Path) -> Vec<u32> {
+    let dir = dir.to_string_lossy().into_owned();
+    let inside = format!("{dir}/");
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -566,8 +593,11 @@ fn pids_using_profile(profile: &Path) -> Vec<u32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|&pid| pid_alive(pid))
         .map(|pid| {
-            let own = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|&b| b == 0).any(|arg| arg == needle.as_bytes()));
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let own = cmdline.split(|&b| b == 0).any(|arg| {
+                let arg = String::from_utf8_lossy(arg);
+                arg.ends_with(&dir) || arg.contains(&inside)
+            });
             (pid, stat_field(pid, 1), own)
         })
         .collect();
@@ -583,6 +613,15 @@ fn pids_using_profile(profile: &Path) -> Vec<u32> {
         i += 1;
     }
     found
+}
+
+/// SIGKILL to each of `pids`, all found by [`pids_mentioning`] one of our own directories.
+fn kill_pids(pids: &[u32]) {
+    for pid in pids {
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", &pid.to_string()])
+            .status();
+    }
 }
 
 /// The process group of `pid`, when it lives.
