@@ -29,6 +29,11 @@ fn browser_pins_the_broker_reads_pages_and_qr_codes_and_cleans_up() {
     let t0 = Instant::now();
     let dir = tempfile::tempdir().expect("tempdir");
     let broker = LoopbackBroker::start(&dir.path().join("broker"));
+    // The page tests sign in as users made through the admin socket, as here.
+    let t_user = Instant::now();
+    let alice = broker.add_user("alice", "correct horse battery staple", false);
+    assert_eq!(alice.totp_at(0).len(), 6, "a TOTP secret to log in with");
+    let user_ms = t_user.elapsed().as_millis();
     let driver = Chromedriver::start();
     let driver_pid = driver.pid().expect("chromedriver pid");
 
@@ -58,14 +63,16 @@ fn browser_pins_the_broker_reads_pages_and_qr_codes_and_cleans_up() {
     shots.push(pinned.screenshot("broker-json-through-pin"));
 
     qr_from_screen(&mut pinned, &mut shots);
+    form_by_keyboard_and_script(&mut pinned, &mut shots);
 
     // Without the pin the very same URL is a certificate error, and the JSON never shows.
     let mut unpinned = Browser::new(&driver, "browser-selftest/unpinned", BrowserOpts::phone());
     // A phone's screen; pages without `<meta name=viewport>` lay out 980 pixels wide on it.
     let screen = unpinned.execute("return [screen.width, screen.height];", vec![]);
     assert_eq!(screen, serde_json::json!([390, 844]), "the phone's screen");
-    shots.push(assert_certificate_error(&mut unpinned, &api, "without-pin"));
-    let (w, h, _) = png_to_luma(&std::fs::read(&shots[2]).expect("screenshot")).expect("PNG");
+    let shot = assert_certificate_error(&mut unpinned, &api, "without-pin");
+    let (w, h, _) = png_to_luma(&std::fs::read(&shot).expect("screenshot")).expect("PNG");
+    shots.push(shot);
     assert_eq!(
         (w, h),
         (390, 844),
@@ -119,8 +126,8 @@ fn browser_pins_the_broker_reads_pages_and_qr_codes_and_cleans_up() {
         .collect();
     assert!(left.is_empty(), "processes left behind: {left:?}");
     eprintln!(
-        "browser self-test: first Chromium session in {} ms ({} processes), whole test {} ms; \
-         screenshots in {}",
+        "browser self-test: user add {user_ms} ms, first Chromium session in {} ms ({} \
+         processes), whole test {} ms; screenshots in {}",
         startup.as_millis(),
         pids.len(),
         t0.elapsed().as_millis(),
@@ -154,6 +161,50 @@ fn assert_certificate_error(browser: &mut Browser, url: &str, step: &str) -> Pat
     shot
 }
 
+/// A form like the login page's, driven first by keyboard only (Tab, typing, Enter), then by
+/// `fill` and `click` after a script removed its CSRF field, as the page tests will do.
+fn form_by_keyboard_and_script(browser: &mut Browser, shots: &mut Vec<PathBuf>) {
+    let html = "<!doctype html><title>form</title><form id=f>\
+        <input type=hidden name=csrf value=t0k>\
+        <label>User <input id=user name=user></label>\
+        <label>Code <input id=code name=code inputmode=numeric></label>\
+        <button id=go>Sign in</button></form><pre id=out></pre>\
+        <script>f.addEventListener('submit', e => { e.preventDefault();\
+        out.textContent = new URLSearchParams(new FormData(f)).toString(); });</script>";
+    let url = format!(
+        "data:text/html;base64,{}",
+        data_encoding::BASE64.encode(html.as_bytes())
+    );
+    browser.goto(&url);
+    assert_eq!(
+        browser.tab_to("#user", 3),
+        1,
+        "the first field takes the first Tab"
+    );
+    browser.press("alice");
+    browser.tab();
+    browser.press("123456");
+    assert_eq!(
+        browser.tab_to("#go", 1),
+        1,
+        "the button follows the code field"
+    );
+    assert_eq!(browser.focused(), "button#go \"Sign in\"");
+    browser.enter();
+    assert_eq!(browser.text("#out"), "csrf=t0k&user=alice&code=123456");
+    shots.push(browser.screenshot("form-sent-by-keyboard"));
+
+    browser.fill("#code", "654321");
+    let removed = browser.execute(
+        "const c = document.querySelector('input[name=csrf]'); c.remove(); return c.value;",
+        vec![],
+    );
+    assert_eq!(removed, "t0k");
+    browser.click("#go");
+    assert_eq!(browser.text("#out"), "user=alice&code=654321");
+    shots.push(browser.screenshot("form-sent-without-csrf"));
+}
+
 /// Shows a profile's QR code the way a page would (an `<img>` scaled by CSS, not at whole pixels
 /// per module) and reads it back from a screenshot of the window.
 fn qr_from_screen(browser: &mut Browser, shots: &mut Vec<PathBuf>) {
@@ -168,7 +219,7 @@ fn qr_from_screen(browser: &mut Browser, shots: &mut Vec<PathBuf>) {
     browser.goto(&format!("data:text/html;base64,{}", b64(html.as_bytes())));
     browser.wait_for("img[alt=profile]");
     assert_eq!(browser.text("p"), "Scan this with the WireGuard app");
-    let codes = browser.qr_codes("qr-code-on-screen");
-    shots.push(browser.artifacts_dir().join("02-qr-code-on-screen.png"));
+    let (shot, codes) = browser.qr_codes("qr-code-on-screen");
+    shots.push(shot);
     assert_eq!(codes, vec![PROFILE.to_owned()], "the one code on screen");
 }

@@ -447,12 +447,14 @@ impl Browser {
         path
     }
 
-    /// Takes a screenshot named `step` and decodes every QR code in it.
+    /// Takes a screenshot named `step` and decodes every QR code in it; returns the
+    /// screenshot's path and the codes' payloads.
     #[track_caller]
-    pub fn qr_codes(&mut self, step: &str) -> Vec<String> {
+    pub fn qr_codes(&mut self, step: &str) -> (PathBuf, Vec<String>) {
         let path = self.screenshot(step);
         let png = std::fs::read(&path).expect("read screenshot back");
-        decode_qr(&png)
+        let codes = decode_qr(&png);
+        (path, codes)
     }
 
     pub fn artifacts_dir(&self) -> &Path {
