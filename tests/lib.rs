@@ -15,6 +15,11 @@
 //! binaries are taken from the test executable's target directory, or `GRANTWIRE_BIN_DIR`.
 //! Without root or a tool the tests print `skipping: ...` and pass, except under `CI=true` or `GRANTWIRE_E2E_REQUIRED=1` (set by scripts/test.sh),
 //! where they fail. `GRANTWIRE_E2E_LOGS=1` prints every process's logs even on success.
+//!
+//! The web pages' tests need neither root nor namespaces: [`LoopbackBroker`] serves on
+//! 127.0.0.1 and [`Browser`] is headless Chromium through chromedriver, trusting the broker by
+//! its key pin; they need only `chromium` and `chromium-driver` ([`require_browser`]), and keep
+//! their screenshots under `<target>/browser-artifacts/` (see `harness::browser`).
 
 pub mod harness {
     pub mod bins;

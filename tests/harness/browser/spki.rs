@@ -41,7 +41,7 @@ pub fn pem_to_der(pem: &str, label: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The SubjectPublicKeyInfo of a DER certificate, its own header included (RFC 5280 4.1:
-/// Certificate = SEQUENCE { tbsCertificate = SEQUENCE { [0] version OPTIONAL, serialNumber,
+/// Certificate = SEQUENCE { tbsCertificate = SEQUENCE { `[0]` version OPTIONAL, serialNumber,
 /// signature, issuer, validity, subject, subjectPublicKeyInfo, ... }, ... }).
 pub fn spki_der(cert_der: &[u8]) -> Result<&[u8], String> {
     const SEQUENCE: u8 = 0x30;
