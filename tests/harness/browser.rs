@@ -21,6 +21,31 @@
 //! Nothing outlives the test: chromedriver runs in its own process group, stopped on drop;
 //! each browser's Chromium processes are found by their unique `--user-data-dir`, the session is
 //! closed on drop and any straggler is killed by PID.
+//!
+//! A page test, in outline (field names are the pages' to choose):
+//!
+//! ```no_run
+//! use grantwire_e2e::{require_browser, unix_now, Browser, BrowserOpts, Chromedriver, LoopbackBroker};
+//!
+//! if !require_browser() {
+//!     return;
+//! }
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let broker = LoopbackBroker::start(&dir.path().join("broker"));
+//! let alice = broker.add_user("alice", "correct horse battery staple", false);
+//! let driver = Chromedriver::start();
+//! let opts = BrowserOpts::desktop().pinned(broker.spki_pin());
+//! let mut browser = Browser::new(&driver, "login_with_totp", opts);
+//! browser.goto(&format!("{}/login", broker.url));
+//! browser.fill("input[name=user]", &alice.name);
+//! browser.fill("input[name=password]", &alice.password);
+//! browser.fill("input[name=totp]", &alice.totp_at(unix_now()));
+//! browser.screenshot("filled");
+//! browser.click("button[type=submit]");
+//! browser.wait_for("h1");
+//! assert!(browser.body_text().contains("My access"));
+//! let (_shot, codes) = browser.qr_codes("new-device");
+//! ```
 
 pub mod qr;
 pub mod spki;
