@@ -15,12 +15,19 @@
 //! binaries are taken from the test executable's target directory, or `GRANTWIRE_BIN_DIR`.
 //! Without root or a tool the tests print `skipping: ...` and pass, except under `CI=true` or `GRANTWIRE_E2E_REQUIRED=1` (set by scripts/test.sh),
 //! where they fail. `GRANTWIRE_E2E_LOGS=1` prints every process's logs even on success.
+//!
+//! The web pages' tests need neither root nor namespaces: [`LoopbackBroker`] serves on
+//! 127.0.0.1 and [`Browser`] is headless Chromium through chromedriver, trusting the broker by
+//! its key pin; they need only `chromium` and `chromium-driver` ([`require_browser`]), and keep
+//! their screenshots under `<target>/browser-artifacts/` (see `harness::browser`).
 
 pub mod harness {
     pub mod bins;
+    pub mod browser;
     pub mod env;
     pub mod grantwire;
     pub mod lab;
+    pub mod loopback;
     pub mod metrics;
     pub mod netns;
     pub mod plex;
@@ -30,12 +37,14 @@ pub mod harness {
 }
 
 pub use harness::bins::{bins, Bins};
+pub use harness::browser::{require_browser, Browser, BrowserOpts, Chromedriver};
 pub use harness::env::require_env;
 pub use harness::grantwire::{
     user_ids, Broker, ClientCli, Edge, EdgeInfo, EdgeStart, UserInfo, EDGE_ROOT_WARNING,
     EXIT_REFUSED,
 };
 pub use harness::lab::Lab;
+pub use harness::loopback::LoopbackBroker;
 pub use harness::metrics::Metrics;
 pub use harness::netns::{unique_base, veth_pair, Netns};
 pub use harness::plex::{assert_safe_host, http_get, HttpResult, StandInPlex};

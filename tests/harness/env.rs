@@ -44,7 +44,7 @@ pub fn require_env() -> bool {
 
 /// CI, and `scripts/test.sh` (the README's test command), require the end-to-end tests; only a
 /// bare `cargo test` on a developer's machine may skip them.
-fn must_run() -> bool {
+pub(crate) fn must_run() -> bool {
     let set = |name: &str, want: &str| std::env::var(name).is_ok_and(|v| v == want);
     set("CI", "true") || set("GRANTWIRE_E2E_REQUIRED", "1")
 }
@@ -70,7 +70,7 @@ fn find_missing() -> Vec<String> {
     missing
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // The effective uid is the second field of `Uid:`; reading it avoids an unsafe libc call.
     std::fs::read_to_string("/proc/self/status")
         .ok()
