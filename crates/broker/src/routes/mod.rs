@@ -69,7 +69,7 @@ async fn security_headers(mut response: Response) -> Response {
 /// A path or method no route has. A caller without a live session or edge credential gets the
 /// same 401 as on any protected route, so probing paths tells a stranger nothing, not even
 /// which paths exist; an authenticated caller learns it made a mistake (404).
-async fn unrouted(caller: Option<AnyCaller>) -> Error {
+pub(crate) async fn unrouted(caller: Option<AnyCaller>) -> Error {
     match caller {
         Some(_) => Error::NotFound("not found".into()),
         None => Error::Unauthorized,

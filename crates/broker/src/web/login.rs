@@ -15,17 +15,20 @@ use super::session::{
 use super::{see_other, PageError};
 use crate::broker::Broker;
 use crate::error::Error;
+use crate::routes::{unrouted, AnyCaller};
 use crate::throttle::LoginBudget;
 
 /// The one refusal text: which of the three was wrong is not said, as in the API.
 const REFUSED: &str = "wrong user name, password or code";
 
-pub(super) async fn root(session: Option<WebSession>) -> Response {
-    see_other(if session.is_some() {
-        "/access"
-    } else {
-        "/login"
-    })
+/// A signed-in browser goes on to its access page. Anyone else gets what any path that is no
+/// page gets ([`unrouted`]): `/` is the first thing a scanner asks for, and a redirect to a
+/// sign-in form would tell it more than DESIGN.md lets an unauthenticated request learn.
+pub(super) async fn root(session: Option<WebSession>, caller: Option<AnyCaller>) -> Response {
+    match session {
+        Some(_) => see_other("/access"),
+        None => unrouted(caller).await.into_response(),
+    }
 }
 
 pub(super) async fn show(session: Option<WebSession>, headers: HeaderMap) -> Response {

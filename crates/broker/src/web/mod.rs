@@ -7,7 +7,7 @@
 //!
 //! | route | what |
 //! | --- | --- |
-//! | `GET /` | 303 to `/access`, or to `/login` without a session |
+//! | `GET /` | 303 to `/access` with a session; otherwise the API's 401, like any non-page |
 //! | `GET /login` | the sign-in form (`user`, `password`, `code`, hidden `csrf`) |
 //! | `POST /login` | signs in: 303 to `/access` with the session cookie; 401 page on refusal |
 //! | `POST /logout` | ends the session on the broker, clears the cookie, 303 to `/login` |
