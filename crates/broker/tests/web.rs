@@ -433,7 +433,10 @@ async fn signing_in_sets_the_session_cookie_with_every_flag() {
     assert_eq!(resp.json::<WhoamiResponse>().await.unwrap().user, "alice");
 
     let (html, _) = h.access(&token).await;
-    assert!(html.contains(r#"<span id="user">alice</span>"#), "{html}");
+    assert!(
+        html.contains(r#"<span id="current-user">alice</span>"#),
+        "{html}"
+    );
     assert!(
         html.contains(r#"<code id="source-ip">127.0.0.1</code>"#),
         "{html}"
@@ -460,6 +463,8 @@ async fn my_access_shows_each_live_lease_and_grant() {
     h.grant("alice", "home").await;
     h.grant("alice", "cabin").await;
     h.grant("bob", "home").await;
+    h.enrolled_edge("office").await;
+    h.grant("bob", "office").await;
     let mine = h.api_lease(&alice, "home").await.profile;
     let theirs = h.api_lease(&bob, "home").await.profile;
     let report = json!({"leases": [{"lease_id": mine.lease_id,
@@ -510,6 +515,11 @@ async fn my_access_shows_each_live_lease_and_grant() {
         "{html}"
     );
     assert!(html.contains(r#"<li data-edge="home">"#), "{html}");
+    assert_eq!(html.matches("<li data-edge=").count(), 2, "{html}");
+    assert!(
+        !html.contains("office"),
+        "another user's grant shown: {html}"
+    );
     h.shutdown().await;
 }
 
@@ -847,5 +857,32 @@ async fn signing_in_on_the_page_spends_the_apis_login_budget() {
     let resp = attempt(PASSWORD, code()).await;
     assert_eq!(resp.status(), 303);
     assert!(set_cookie(&resp, "__Host-gw_session").is_some());
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_page_meets_the_accounts_lockout_like_the_api() {
+    let clock = Arc::new(ManualClock::new());
+    let c = clock.clone();
+    let h = Harness::with_config(move |config| config.clock = c).await;
+    let secret = h.add_user("alice").await;
+    let code = || grantwire_broker::totp::code_at(&secret, clock.now_secs() as u64);
+    // Five failures in a row make the next attempt wait (throttle::FREE_FAILURES).
+    for _ in 0..5 {
+        let resp = h.page_login("alice", "not the password", "000000").await;
+        assert_eq!(resp.status(), 401);
+    }
+    // The right password and code, refused with the same words while the account waits.
+    let resp = h.page_login("alice", PASSWORD, &code()).await;
+    assert_eq!(resp.status(), 401);
+    assert!(set_cookie(&resp, "__Host-gw_session").is_none());
+    assert!(resp.text().await.unwrap().contains(REFUSED));
+    let kinds = h.audit_kinds().await;
+    assert_eq!(kinds.last().unwrap(), "login_throttled", "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "account_locked"), "{kinds:?}");
+
+    clock.advance(std::time::Duration::from_secs(31));
+    let resp = h.page_login("alice", PASSWORD, &code()).await;
+    assert_eq!(resp.status(), 303);
     h.shutdown().await;
 }

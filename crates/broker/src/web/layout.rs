@@ -47,7 +47,7 @@ pub(super) fn frame(title: &str, signed_in: Option<SignedIn<'_>>, main: Markup) 
                 @if let Some(who) = signed_in {
                     header {
                         a href="/access" class="brand" { "grantwire" }
-                        span id="user" { (who.name) }
+                        span id="current-user" { (who.name) }
                         form id="logout" method="post" action="/logout" {
                             (csrf_field(who.csrf))
                             button id="logout-submit" type="submit" { "Sign out" }
