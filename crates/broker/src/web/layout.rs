@@ -40,6 +40,9 @@ pub(super) fn frame(title: &str, signed_in: Option<SignedIn<'_>>, main: Markup) 
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) }
+                // An empty icon: otherwise every browser asks for /favicon.ico, gets the
+                // API's 401 and reports a failed load.
+                link rel="icon" href="data:,";
                 link rel="stylesheet" href="/assets/style.css";
                 script src="/assets/app.js" defer {}
             }

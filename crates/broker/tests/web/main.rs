@@ -53,6 +53,7 @@ async fn the_sign_in_page_says_nothing_of_the_service_and_sets_its_form_cookie()
         r#"autocomplete="one-time-code" inputmode="numeric""#,
         r#"<button id="submit" type="submit">"#,
         r#"<meta name="viewport" content="width=device-width, initial-scale=1">"#,
+        r#"<link rel="icon" href="data:,">"#,
     ] {
         assert!(html.contains(needle), "{needle} not in {html}");
     }
