@@ -3,7 +3,8 @@
 //!
 //! Layout: [`store`] is the SQLite layer (sqlx, migrations applied at start); [`Broker`] holds
 //! the shared state and every operation; [`routes`] is the thin axum layer over it (public API
-//! over HTTPS, admin API on a Unix socket); [`start`] wires them up. Errors become HTTP in one
+//! over HTTPS, admin API on a Unix socket) and [`web`] the browser pages over the same
+//! methods; [`start`] wires them up. Errors become HTTP in one
 //! place ([`Error`]'s `IntoResponse`). The binary (`main.rs`) only parses flags and prints.
 //!
 //! What it must not do: trust a forwarding header for the client's address, store a token or
@@ -27,6 +28,7 @@ pub mod store;
 pub mod throttle;
 pub mod tls;
 pub mod totp;
+mod web;
 mod writer;
 
 pub use admin_client::{AdminClient, AdminError};

@@ -98,7 +98,13 @@ const SEAL_KEY_LEN: usize = 32;
 /// ChaCha20-Poly1305 key for TOTP secrets at rest. A sealed value is `nonce || ciphertext ||
 /// tag` with a random 96-bit nonce: the few thousand seals a broker ever makes are far from
 /// the ~2^32 at which random nonces risk a collision. Redacted in `Debug`.
-pub struct SealKey(LessSafeKey);
+///
+/// The same file also yields the HMAC key of the web pages' form tokens ([`SealKey::form_key`]):
+/// one secret to back up, and a copy of `broker.db` alone does not let anyone forge a form.
+pub struct SealKey {
+    aead: LessSafeKey,
+    form: ring::hmac::Key,
+}
 
 impl fmt::Debug for SealKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,7 +116,19 @@ impl SealKey {
     fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let key = UnboundKey::new(&aead::CHACHA20_POLY1305, bytes)
             .map_err(|_| Error::Internal("secrets key must be 32 bytes".into()))?;
-        Ok(Self(LessSafeKey::new(key)))
+        // A separate key for a separate use (HKDF-Expand's one-block form): a form token never
+        // says anything about the key that seals TOTP secrets.
+        let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, bytes);
+        let derived = ring::hmac::sign(&root, b"grantwire web form key v1\x01");
+        Ok(Self {
+            aead: LessSafeKey::new(key),
+            form: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref()),
+        })
+    }
+
+    /// The HMAC-SHA256 key the web pages derive a session's form (CSRF) token with.
+    pub(crate) fn form_key(&self) -> &ring::hmac::Key {
+        &self.form
     }
 
     /// Reads the key file; `None` when it does not exist.
@@ -146,7 +164,7 @@ impl SealKey {
     pub fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let nonce = random_bytes::<NONCE_LEN>();
         let mut in_out = plaintext.to_vec();
-        self.0
+        self.aead
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(aad),
@@ -168,7 +186,7 @@ impl SealKey {
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut in_out = ciphertext.to_vec();
         let plain = self
-            .0
+            .aead
             .open_in_place(nonce, Aad::from(aad), &mut in_out)
             .ok()?;
         Some(plain.to_vec())

@@ -26,6 +26,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 pub fn app(broker: Broker) -> Router {
     let api = Router::new()
         .merge(api::router())
+        .merge(crate::web::router())
         .fallback(unrouted)
         .method_not_allowed_fallback(unrouted)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -38,24 +39,27 @@ pub fn app(broker: Broker) -> Router {
 }
 
 /// Headers every public response carries, errors and streams included: HTTPS only from now on
-/// (HSTS), no content sniffing, nothing may be loaded, framed or referred from a response, and
-/// nothing is cached (responses carry session tokens and leases). No `Server` banner.
-const SECURITY_HEADERS: [(header::HeaderName, &str); 5] = [
+/// (HSTS), no content sniffing, nothing may be referred from a response, and nothing is cached
+/// (responses carry session tokens and leases). No `Server` banner.
+const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
     (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (
-        header::CONTENT_SECURITY_POLICY,
-        "default-src 'none'; frame-ancestors 'none'",
-    ),
     (header::REFERRER_POLICY, "no-referrer"),
     (header::CACHE_CONTROL, "no-store"),
 ];
+
+/// The API's Content-Security-Policy: nothing may be loaded or framed. A web page sets its
+/// own (`crate::web::PAGE_CSP`), which this leaves in place; every other response gets this.
+const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
 async fn security_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
     for (name, value) in SECURITY_HEADERS {
         headers.insert(name, HeaderValue::from_static(value));
     }
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(API_CSP));
     headers.remove(header::SERVER);
     // The broker never answers 405, so `Allow` could only ever name routes to a prober.
     headers.remove(header::ALLOW);
@@ -65,7 +69,7 @@ async fn security_headers(mut response: Response) -> Response {
 /// A path or method no route has. A caller without a live session or edge credential gets the
 /// same 401 as on any protected route, so probing paths tells a stranger nothing, not even
 /// which paths exist; an authenticated caller learns it made a mistake (404).
-async fn unrouted(caller: Option<AnyCaller>) -> Error {
+pub(crate) async fn unrouted(caller: Option<AnyCaller>) -> Error {
     match caller {
         Some(_) => Error::NotFound("not found".into()),
         None => Error::Unauthorized,

@@ -1,5 +1,6 @@
 //! The broker's operations, as `impl Broker` blocks grouped by concern.
 
+pub mod access;
 mod accounts;
 pub mod admin;
 pub(crate) mod auth;

@@ -354,6 +354,25 @@ pub async fn live_grants(conn: &mut SqliteConnection, now: i64) -> Result<Vec<Gr
     .await?)
 }
 
+/// One user's live grants, by edge name: what the user may ask leases for.
+pub async fn live_grants_for_user(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    now: i64,
+) -> Result<Vec<GrantListRow>> {
+    Ok(sqlx::query_as(
+        "SELECT u.name AS user_name, e.name AS edge_name, g.lease_ttl_secs, g.ports, g.ends_at,
+                g.pin_prefix4, g.pin_prefix6
+         FROM grants g JOIN users u ON u.id = g.user_id JOIN edges e ON e.id = g.edge_id
+         WHERE g.user_id = ? AND g.revoked_at IS NULL AND (g.ends_at IS NULL OR g.ends_at > ?)
+         ORDER BY e.name",
+    )
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// Marks the unrevoked grant revoked (even if past its end) and returns its id.
 pub async fn revoke_grant(
     conn: &mut SqliteConnection,
@@ -370,4 +389,71 @@ pub async fn revoke_grant(
     .bind(edge_id)
     .fetch_optional(conn)
     .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::store::users;
+
+    async fn edge(conn: &mut SqliteConnection, name: &str) -> i64 {
+        let new = NewEdge {
+            name,
+            endpoint: "192.0.2.1:51820",
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
+            enrol_token_hash: name.as_bytes(),
+        };
+        insert(conn, new, 0).await.unwrap()
+    }
+
+    async fn grant(conn: &mut SqliteConnection, user_id: i64, edge_id: i64, ends_at: Option<i64>) {
+        let g = NewGrant {
+            user_id,
+            edge_id,
+            lease_ttl_secs: 3600,
+            ports: &[32400],
+            ends_at,
+            pin_prefix4: 32,
+            pin_prefix6: 64,
+        };
+        insert_grant(conn, g, 0).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_users_live_grants_leave_out_others_revoked_and_ended_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = crate::store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut conn = pool.acquire().await.unwrap();
+        let alice = users::insert(&mut conn, "alice", "x", b"s", false, 0)
+            .await
+            .unwrap();
+        let bob = users::insert(&mut conn, "bob", "x", b"s", false, 0)
+            .await
+            .unwrap();
+        let (home, cabin, office, lake) = (
+            edge(&mut conn, "home").await,
+            edge(&mut conn, "cabin").await,
+            edge(&mut conn, "office").await,
+            edge(&mut conn, "lake").await,
+        );
+        let now = 1_000;
+        grant(&mut conn, alice, home, None).await;
+        grant(&mut conn, alice, cabin, Some(now + 60)).await;
+        grant(&mut conn, alice, office, Some(now)).await;
+        grant(&mut conn, alice, lake, None).await;
+        revoke_grant(&mut conn, alice, lake, now).await.unwrap();
+        grant(&mut conn, bob, office, None).await;
+
+        let names = |rows: Vec<GrantListRow>| -> Vec<String> {
+            rows.into_iter().map(|r| r.edge_name).collect()
+        };
+        let mine = live_grants_for_user(&mut conn, alice, now).await.unwrap();
+        assert!(mine.iter().all(|r| r.user_name == "alice"));
+        assert_eq!(names(mine), ["cabin", "home"]);
+        let theirs = live_grants_for_user(&mut conn, bob, now).await.unwrap();
+        assert_eq!(names(theirs), ["office"]);
+    }
 }

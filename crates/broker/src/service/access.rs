@@ -1,0 +1,87 @@
+//! What a signed-in user sees of their own access: the address the broker sees them at, their
+//! live leases (each with whether it is pinned there), and the edges they hold grants on. The
+//! web pages render this and decide nothing themselves.
+
+use std::net::IpAddr;
+
+use grantwire_proto::{GrantInfo, LeaseInfo};
+
+use crate::broker::{ip_text, Broker};
+use crate::error::Result;
+use crate::store::{self, edges, leases, users::SessionUser, AuditEvent};
+
+/// One user's access, as of `now`.
+#[derive(Debug, Clone)]
+pub struct AccessOverview {
+    pub user: String,
+    /// The client's address as the broker sees it (what a renewal would pin to).
+    pub source_ip: IpAddr,
+    pub leases: Vec<AccessLease>,
+    pub grants: Vec<GrantInfo>,
+    /// Unix seconds the overview was read at; expiry countdowns count from here.
+    pub now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLease {
+    pub lease: LeaseInfo,
+    /// Whether the lease's pin covers [`AccessOverview::source_ip`].
+    pub pinned_here: bool,
+}
+
+impl Broker {
+    /// The signed-in user's access overview, read in one go.
+    pub async fn access_overview(
+        &self,
+        user: &SessionUser,
+        source: IpAddr,
+    ) -> Result<AccessOverview> {
+        let now = store::now();
+        let mut conn = self.db().acquire().await?;
+        let rows = leases::live_for_user(&mut conn, user.user_id, now).await?;
+        let leases = rows
+            .iter()
+            .map(|r| {
+                let lease = r.to_info()?;
+                Ok(AccessLease {
+                    pinned_here: lease.pin.covers(source),
+                    lease,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let grants = edges::live_grants_for_user(&mut conn, user.user_id, now)
+            .await?
+            .iter()
+            .map(edges::GrantListRow::to_info)
+            .collect::<Result<_>>()?;
+        Ok(AccessOverview {
+            user: user.name.clone(),
+            source_ip: source.to_canonical(),
+            leases,
+            grants,
+            now,
+        })
+    }
+
+    /// Records a web form refused for a missing or wrong form token or a foreign `Origin`:
+    /// a sign that another site tried to make a signed-in browser act.
+    pub async fn form_refused(
+        &self,
+        actor: Option<&str>,
+        source: IpAddr,
+        form: &str,
+        reason: &str,
+    ) -> Result<()> {
+        let now = self.auth().now();
+        let mut tx = self.write_tx().await?;
+        let event = AuditEvent {
+            kind: "web_form_refused",
+            actor,
+            source_ip: ip_text(Some(source)),
+            detail: Some(format!("form={form} reason={reason}")),
+        };
+        store::audit(&mut tx, now, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! The web pages: a signed-in user's access from a browser, served by the broker next to the
+//! JSON API and doing its work through the same [`Broker`] methods. Server-rendered HTML
+//! (maud, escaped at compile time), one stylesheet and one small script from the binary, no
+//! inline script or style, no third-party asset.
+//!
+//! Routes (none of them is in the API's [`crate::routes::Route`] list, which is the JSON API):
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `GET /` | 303 to `/access` with a session; otherwise the API's 401, like any non-page |
+//! | `GET /login` | the sign-in form (`user`, `password`, `code`, hidden `csrf`) |
+//! | `POST /login` | signs in: 303 to `/access` with the session cookie; 401 page on refusal |
+//! | `POST /logout` | ends the session on the broker, clears the cookie, 303 to `/login` |
+//! | `GET /access` | "My access": address, live leases, grants |
+//! | `POST /access/leases/{id}/revoke` | revokes an own lease, 303 to `/access?done=revoked` |
+//! | `POST /access/leases/{id}/renew` | re-pins an own lease here, 303 to `/access?done=renewed` |
+//! | `GET /assets/style.css`, `GET /assets/app.js` | the stylesheet and the countdown script |
+//!
+//! A page that needs a session answers a request without a live one with a bare 303 to
+//! `/login` (empty body), so it tells a stranger nothing more than the login page does. The
+//! sign-in page names neither the product nor its version. Any other path keeps the API's
+//! answer (401 to a stranger).
+//!
+//! **Cookies.** `__Host-gw_session` holds the same session token the API hands out (the broker
+//! stores only its hash), `Path=/; Secure; HttpOnly; SameSite=Strict`, no `Domain`, `Max-Age`
+//! the session's remaining lifetime. `__Host-gw_csrf` is the sign-in form's pre-session token,
+//! with the same flags and no `Max-Age`; it is cleared at sign-in.
+//!
+//! **Form tokens (CSRF).** Every form that changes state carries a hidden `csrf` field. Signed
+//! in, it is HMAC-SHA256 over the SHA-256 of the session token, keyed by a key derived from
+//! `secrets.key` ([`crate::secrets::SealKey::form_key`]): bound to the session, nothing to
+//! store, and not forgeable from a copy of the database. The sign-in form has no session yet:
+//! it is a double submit, the field equal to the `__Host-gw_csrf` cookie (which no other site,
+//! sibling subdomains included, can set). Both compare in constant time. A post whose `Origin`
+//! is present and not the broker's own (`https://` + the request's host), or whose
+//! `Sec-Fetch-Site` says cross-site, is refused like a wrong token: a 403 page ("the form has
+//! expired, reload") before any change, and a `web_form_refused` audit row. No route changes
+//! state on GET: sign-out is a POST form too. Sign-in spends the API's per-source login budget
+//! (429 page when spent) and goes through [`Broker::login`], so account lockout and the audit
+//! log apply as for `POST /v1/login`; renewal spends the lease budget as the API's does.
+//!
+//! **Headers.** Pages carry [`PAGE_CSP`] (`script-src 'self'`, `style-src 'self'`, no inline
+//! anything, `form-action 'self'`, `frame-ancestors 'none'`); the API's outer layer adds the
+//! rest (HSTS, `nosniff`, `no-referrer`, `no-store`) and keeps its own stricter CSP for
+//! everything else.
+
+mod access;
+mod layout;
+mod login;
+mod session;
+
+use axum::http::header::{self, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use maud::Markup;
+
+use crate::broker::Broker;
+use crate::error::Error;
+
+/// The Content-Security-Policy of every page: only the broker's own stylesheet and script,
+/// images from itself or `data:`, forms only to itself, never framed, no `<base>`.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
+    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// The page routes, merged into the public app before its fallback.
+pub(crate) fn router() -> Router<Broker> {
+    Router::new()
+        .route("/", get(login::root))
+        .route("/login", get(login::show).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route("/access", get(access::show))
+        .route("/access/leases/{id}/revoke", post(access::revoke))
+        .route("/access/leases/{id}/renew", post(access::renew))
+        .route("/assets/style.css", get(layout::stylesheet))
+        .route("/assets/app.js", get(layout::script))
+}
+
+/// An HTML page response with the page CSP.
+fn page(status: StatusCode, markup: Markup) -> Response {
+    let mut response = (status, markup.into_string()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(PAGE_CSP),
+    );
+    response
+}
+
+/// A bare 303 to `to`, with an empty body.
+fn see_other(to: &'static str) -> Response {
+    (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
+}
+
+/// Why a page request was not served, as the browser gets it.
+#[derive(Debug)]
+pub(crate) enum PageError {
+    /// No live session: a bare redirect to the sign-in page.
+    NeedLogin,
+    /// A state-changing post without the right form token, or from another origin.
+    FormExpired,
+    /// The broker refused or failed; shown as a page with the error's status and public text.
+    Broker(Error),
+}
+
+impl From<Error> for PageError {
+    fn from(e: Error) -> Self {
+        Self::Broker(e)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::NeedLogin => see_other("/login"),
+            Self::FormExpired => page(
+                StatusCode::FORBIDDEN,
+                layout::message_page(
+                    "Form expired",
+                    "This form has expired. Reload the page and try again.",
+                ),
+            ),
+            Self::Broker(e) => error_page(e),
+        }
+    }
+}
+
+fn error_page(e: Error) -> Response {
+    let body = e.body();
+    let api = e.into_response();
+    let status = api.status();
+    let mut response = page(
+        status,
+        layout::message_page("Not done", &body.error.message),
+    );
+    // A 429 keeps its Retry-After.
+    if let Some(retry) = api.headers().get(header::RETRY_AFTER) {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, retry.clone());
+    }
+    response
+}
