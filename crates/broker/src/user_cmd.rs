@@ -105,16 +105,26 @@ fn list(resp: &UserListResponse, as_json: bool) -> anyhow::Result<()> {
         println!("No users.");
         return Ok(());
     }
-    println!("{:<32} {:<6} {:<9} CREATED (UTC)", "NAME", "ADMIN", "STATE");
+    println!(
+        "{:<32} {:<6} {:<14} CREATED (UTC)",
+        "NAME", "ADMIN", "STATE"
+    );
     for u in &resp.users {
-        let state = match (u.disabled, u.locked_until) {
-            (true, _) => "disabled",
-            (false, Some(_)) => "waiting",
-            (false, None) => "active",
+        let now = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(UNIX_EPOCH)?
+                .as_secs(),
+        )?;
+        let state = match (u.disabled, u.invited_until, u.locked_until) {
+            (true, _, _) => "disabled",
+            (false, Some(end), _) if end <= now => "invite expired",
+            (false, Some(_), _) => "invited",
+            (false, None, Some(_)) => "waiting",
+            (false, None, None) => "active",
         };
         let admin = if u.admin { "yes" } else { "no" };
         println!(
-            "{:<32} {admin:<6} {state:<9} {}",
+            "{:<32} {admin:<6} {state:<14} {}",
             u.name,
             time(u.created_at)
         );

@@ -123,6 +123,8 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
     assert_eq!(resp.status(), 401, "the temporary password is gone");
     let resp = h.login_raw("bob", NEW_PASSWORD, &next).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    let users = b.user_list().await.unwrap();
+    assert_eq!(users.users[0].invited_until, None, "enrolled: {users:?}");
 
     let audit = b.audit_log().await.unwrap();
     for (kind, n) in [
@@ -289,5 +291,12 @@ async fn user_invite_on_the_command_line_prints_the_password_once_and_checks_its
     let users = h.broker.admin().user_list().await.unwrap();
     let names: Vec<&str> = users.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["frank", "grace"], "{names:?}");
+    assert_eq!(users.users[0].invited_until, Some(expires_at));
+
+    // `user list` says who is still invited.
+    let list = cli(&h, &["user", "list"]);
+    let stdout = String::from_utf8_lossy(&list.stdout);
+    let frank = stdout.lines().find(|l| l.starts_with("frank")).unwrap();
+    assert!(frank.contains(" invited "), "{stdout}");
     h.shutdown().await;
 }

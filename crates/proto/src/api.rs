@@ -234,6 +234,9 @@ pub struct UserInfo {
     pub created_at: i64,
     /// Unix seconds before which a login is refused after failed attempts, if any.
     pub locked_until: Option<i64>,
+    /// For a user invited and not enrolled yet: when the invitation ends (Unix seconds).
+    #[serde(default)]
+    pub invited_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -28,6 +28,7 @@ impl Broker {
                 disabled: r.disabled_at.is_some(),
                 created_at: r.created_at,
                 locked_until: r.locked_until.filter(|t| *t > now),
+                invited_until: r.invite_expires_at,
             })
             .collect();
         Ok(UserListResponse { users })

@@ -115,7 +115,8 @@ pub async fn by_name(conn: &mut SqliteConnection, name: &str) -> Result<Option<U
 
 pub async fn all(conn: &mut SqliteConnection) -> Result<Vec<UserListRow>> {
     Ok(sqlx::query_as(
-        "SELECT name, admin, disabled_at, created_at, locked_until FROM users ORDER BY name",
+        "SELECT name, admin, disabled_at, created_at, locked_until, invite_expires_at
+         FROM users ORDER BY name",
     )
     .fetch_all(conn)
     .await?)
@@ -128,6 +129,7 @@ pub struct UserListRow {
     pub disabled_at: Option<i64>,
     pub created_at: i64,
     pub locked_until: Option<i64>,
+    pub invite_expires_at: Option<i64>,
 }
 
 /// Rows still holding a plaintext TOTP secret: (id, name, secret).
