@@ -41,12 +41,16 @@ pub fn app(broker: Broker) -> Router {
 /// Headers every public response carries, errors and streams included: HTTPS only from now on
 /// (HSTS), no content sniffing, nothing may be referred from a response, and nothing is cached
 /// (responses carry session tokens and leases). No `Server` banner.
-const SECURITY_HEADERS: [(header::HeaderName, &str); 4] = [
+const SECURITY_HEADERS: [(header::HeaderName, &str); 3] = [
     (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
     (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-    (header::REFERRER_POLICY, "no-referrer"),
     (header::CACHE_CONTROL, "no-store"),
 ];
+
+/// The API's referrer policy. A web page sets `same-origin` instead (`crate::web::page`):
+/// under `no-referrer` browsers send `Origin: null` on a page's own form posts, which the
+/// pages' origin check must refuse; `same-origin` still sends nothing to another site.
+const API_REFERRER_POLICY: &str = "no-referrer";
 
 /// The API's Content-Security-Policy: nothing may be loaded or framed. A web page sets its
 /// own (`crate::web::PAGE_CSP`), which this leaves in place; every other response gets this.
@@ -60,6 +64,9 @@ async fn security_headers(mut response: Response) -> Response {
     headers
         .entry(header::CONTENT_SECURITY_POLICY)
         .or_insert(HeaderValue::from_static(API_CSP));
+    headers
+        .entry(header::REFERRER_POLICY)
+        .or_insert(HeaderValue::from_static(API_REFERRER_POLICY));
     headers.remove(header::SERVER);
     // The broker never answers 405, so `Allow` could only ever name routes to a prober.
     headers.remove(header::ALLOW);

@@ -40,9 +40,10 @@
 //! log apply as for `POST /v1/login`; renewal spends the lease budget as the API's does.
 //!
 //! **Headers.** Pages carry [`PAGE_CSP`] (`script-src 'self'`, `style-src 'self'`, no inline
-//! anything, `form-action 'self'`, `frame-ancestors 'none'`); the API's outer layer adds the
-//! rest (HSTS, `nosniff`, `no-referrer`, `no-store`) and keeps its own stricter CSP for
-//! everything else.
+//! anything, `form-action 'self'`, `frame-ancestors 'none'`) and `Referrer-Policy:
+//! same-origin` (under the API's `no-referrer`, browsers send `Origin: null` on the page's own
+//! posts); the API's outer layer adds the rest (HSTS, `nosniff`, `no-store`) and keeps its own
+//! stricter CSP and `no-referrer` for everything else.
 
 mod access;
 mod layout;
@@ -88,6 +89,12 @@ fn page(status: StatusCode, markup: Markup) -> Response {
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(PAGE_CSP),
+    );
+    // Not the API's `no-referrer`: under it Chromium sends `Origin: null` on the page's own
+    // form posts, which the origin check refuses. `same-origin` sends no referrer elsewhere.
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
     );
     response
 }

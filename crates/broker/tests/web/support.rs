@@ -155,7 +155,9 @@ pub fn assert_page_headers(what: &str, resp: &reqwest::Response) {
     assert_eq!(h["content-type"], "text/html; charset=utf-8", "{what}");
     assert_eq!(h["cache-control"], "no-store", "{what}");
     assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
-    assert_eq!(h["referrer-policy"], "no-referrer", "{what}");
+    // Same-origin, so the browser's own form posts carry a real Origin (not `null`).
+    let referrer: Vec<_> = h.get_all("referrer-policy").iter().collect();
+    assert_eq!(referrer, ["same-origin"], "{what}");
     assert_eq!(h["strict-transport-security"], "max-age=31536000", "{what}");
 }
 
