@@ -8,6 +8,7 @@
 mod common;
 
 mod access;
+mod enrol;
 mod support;
 
 use std::sync::Arc;
