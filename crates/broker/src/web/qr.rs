@@ -72,13 +72,24 @@ mod tests {
         let text = "otpauth://totp/grantwire:bob?secret=AAAA&issuer=grantwire";
         let (url, side) = png_data_url(text).unwrap();
         let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).unwrap();
-        assert_eq!(side, (code.width() + 2 * QUIET_ZONE) * MODULE_PIXELS);
+        // Written out, not taken from the constants, so a change to them fails here.
+        assert_eq!(side, (code.width() + 8) * 8);
         let png = STANDARD
             .decode(url.strip_prefix("data:image/png;base64,").unwrap())
             .unwrap();
-        let decoder = png::Decoder::new(png.as_slice());
-        let reader = decoder.read_info().unwrap();
-        assert_eq!(reader.info().width as usize, side);
-        assert_eq!(reader.info().height as usize, side);
+        let mut reader = png::Decoder::new(png.as_slice()).read_info().unwrap();
+        let mut pixels = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut pixels).unwrap();
+        assert_eq!((info.width as usize, info.height as usize), (side, side));
+        let at = |x: usize, y: usize| pixels[y * side + x];
+        // Four light modules of margin on every side; then the top-left finder pattern's
+        // dark corner, one module of eight pixels.
+        for i in 0..side {
+            for edge in [0, 31, side - 32, side - 1] {
+                assert_eq!((at(i, edge), at(edge, i)), (255, 255), "{i} {edge}");
+            }
+        }
+        assert_eq!(at(32, 32), 0);
+        assert_eq!(at(39, 39), 0);
     }
 }
