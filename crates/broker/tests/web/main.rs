@@ -9,6 +9,7 @@ mod common;
 
 mod access;
 mod enrol;
+mod enrol_refused;
 mod support;
 
 use std::sync::Arc;
