@@ -311,7 +311,7 @@ async fn user_invite_on_the_command_line_prints_the_password_once_and_checks_its
         stdout.contains("Temporary password (shown once): "),
         "{stdout}"
     );
-    assert!(stdout.contains("web pages"), "{stdout}");
+    assert!(stdout.contains("web pages, at /welcome,"), "{stdout}");
 
     // Refused, exit 2, and no user made: a zero or too long invitation, a bad name.
     for args in [
