@@ -5,8 +5,9 @@
 //!
 //! Between the two steps the browser holds the enrolment token in `__Host-gw_enrol` and
 //! nothing else: `GET /welcome/app` finds the secret again through [`Broker::enrolment`]
-//! (sealed in the database), so a reload shows the same QR code, and neither the secret nor
-//! the token is ever in a URL, a cookie besides that one, or a log.
+//! (sealed in the database), so a reload shows the same QR code. The token is in no URL and
+//! the secret in no cookie; neither is logged. The secret leaves the broker only in the page
+//! body, which the API's outer layer marks `no-store`.
 
 use axum::extract::State;
 use axum::http::header::{self, HeaderMap};
