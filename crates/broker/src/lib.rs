@@ -39,5 +39,6 @@ pub use service::admin::{
     check_endpoint, check_endpoints, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS,
 };
 pub use service::enrol::{
-    EnrolmentStarted, DEFAULT_INVITE_TTL_SECS, ENROLMENT_TTL_SECS, MAX_INVITE_TTL_SECS,
+    EnrolmentStarted, PendingEnrolment, DEFAULT_INVITE_TTL_SECS, ENROLMENT_TTL_SECS,
+    MAX_INVITE_TTL_SECS,
 };

@@ -41,8 +41,8 @@ pub fn user_invited(resp: &UserInviteResponse, as_json: bool) -> anyhow::Result<
         resp.temporary_password
     );
     println!(
-        "Good until {} for signing in once on the broker's web pages, where {} chooses a \
-         password and sets up an authenticator app.",
+        "Good until {} for signing in once on the broker's web pages, at /welcome, where {} \
+         chooses a password and sets up an authenticator app.",
         unix_time(resp.expires_at),
         resp.name
     );

@@ -226,6 +226,45 @@ async fn wrong_expired_disabled_and_unknown_are_refused_alike_and_change_nothing
 }
 
 #[tokio::test]
+async fn a_live_enrolment_is_found_again_by_its_token_and_only_while_it_lives() {
+    let (h, clock) = with_clock().await;
+    let b = h.broker.admin();
+    let ivan = invite(&h, "ivan", None).await;
+    let first = b
+        .enrol_begin("ivan", ivan.temporary_password.clone(), source())
+        .await
+        .unwrap();
+    let found = b.enrolment(&first.token).await.unwrap().unwrap();
+    assert_eq!(found.user, "ivan");
+    assert_eq!(found.otpauth_uri, first.otpauth_uri);
+    assert_eq!(found.totp_secret, first.totp_secret);
+    assert_eq!(found.expires_at, first.expires_at);
+    assert!(!format!("{found:?}").contains(&found.totp_secret));
+    assert!(b.enrolment("not-a-token").await.unwrap().is_none());
+
+    // Starting again replaces the secret and the token: the old one finds nothing.
+    let second = b
+        .enrol_begin("ivan", ivan.temporary_password.clone(), source())
+        .await
+        .unwrap();
+    assert!(b.enrolment(&first.token).await.unwrap().is_none());
+    let found = b.enrolment(&second.token).await.unwrap().unwrap();
+    assert_eq!(found.totp_secret, second.totp_secret);
+    assert_ne!(found.totp_secret, first.totp_secret);
+
+    // Looking it up changes nothing: the audit log and the enrolment stay as they were.
+    let audit = b.audit_log().await.unwrap().len();
+    b.enrolment(&second.token).await.unwrap().unwrap();
+    assert_eq!(b.audit_log().await.unwrap().len(), audit);
+
+    clock.advance(std::time::Duration::from_secs(
+        u64::try_from(ENROLMENT_TTL_SECS).unwrap(),
+    ));
+    assert!(b.enrolment(&second.token).await.unwrap().is_none());
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn guessing_the_temporary_password_locks_the_invitation_like_a_login() {
     let (h, _clock) = with_clock().await;
     let b = h.broker.admin();
@@ -274,7 +313,7 @@ async fn user_invite_on_the_command_line_prints_the_password_once_and_checks_its
         stdout.contains("Temporary password (shown once): "),
         "{stdout}"
     );
-    assert!(stdout.contains("web pages"), "{stdout}");
+    assert!(stdout.contains("web pages, at /welcome,"), "{stdout}");
 
     // Refused, exit 2, and no user made: a zero or too long invitation, a bad name.
     for args in [

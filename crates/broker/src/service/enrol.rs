@@ -48,6 +48,23 @@ impl std::fmt::Debug for EnrolmentStarted {
     }
 }
 
+/// A live enrolment as [`Broker::enrolment`] finds it again by its token.
+pub struct PendingEnrolment {
+    pub user: String,
+    pub otpauth_uri: String,
+    pub totp_secret: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for PendingEnrolment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingEnrolment")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Broker {
     /// Adds an invited user. The row holds the temporary password's hash and a sealed random
     /// secret nobody is shown, so the user cannot log in until enrolment replaces both.
@@ -170,6 +187,34 @@ impl Broker {
         tx.commit().await?;
         tracing::info!(user = %user.name, %source, "enrolled");
         Ok(session)
+    }
+
+    /// The live enrolment `token` continues, with the secret [`Broker::enrol_begin`] showed, so
+    /// the page that shows it can be reloaded without starting over. The secret stays sealed in
+    /// the database between the two; whoever holds the token could finish the enrolment with
+    /// their own secret's code anyway, so showing it to them again gives nothing away. Changes
+    /// nothing and counts nothing: the token is 256 random bits, not a thing to guess.
+    pub async fn enrolment(&self, token: &str) -> Result<Option<PendingEnrolment>> {
+        let now = self.auth().now();
+        let mut conn = self.db().acquire().await?;
+        let hash = secrets::token_hash(token);
+        let Some(enrolment) = enrolments::by_token(&mut conn, &hash, now).await? else {
+            return Ok(None);
+        };
+        let Some(user) = users::by_id(&mut conn, enrolment.user_id).await? else {
+            return Ok(None);
+        };
+        let secret = self
+            .auth()
+            .seal
+            .open(user.name.as_bytes(), &enrolment.totp_sealed)
+            .ok_or_else(|| Error::Internal("an enrolment's secret does not open".into()))?;
+        Ok(Some(PendingEnrolment {
+            otpauth_uri: totp::otpauth_uri(&user.name, &secret),
+            totp_secret: totp::secret_to_base32(&secret),
+            expires_at: enrolment.expires_at,
+            user: user.name,
+        }))
     }
 
     /// Records a refused enrolment step (a failure on the account, like a failed login) and

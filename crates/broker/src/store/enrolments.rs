@@ -12,6 +12,7 @@ pub struct EnrolmentRow {
     pub user_id: i64,
     /// The pending secret, sealed like `users.totp_sealed` (the user's name as associated data).
     pub totp_sealed: Vec<u8>,
+    pub expires_at: i64,
 }
 
 /// Starts an enrolment for `user_id`, replacing any earlier one (its token stops working).
@@ -47,7 +48,8 @@ pub async fn by_token(
     now: i64,
 ) -> Result<Option<EnrolmentRow>> {
     Ok(sqlx::query_as(
-        "SELECT id, user_id, totp_sealed FROM enrolments WHERE token_hash = ? AND expires_at > ?",
+        "SELECT id, user_id, totp_sealed, expires_at FROM enrolments
+         WHERE token_hash = ? AND expires_at > ?",
     )
     .bind(token_hash)
     .bind(now)

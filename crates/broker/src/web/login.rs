@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::header::{self, HeaderMap};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use grantwire_proto::LoginRequest;
+use grantwire_proto::{LoginRequest, LoginResponse};
 use maud::{html, Markup};
 
 use super::layout::{csrf_field, frame};
@@ -32,11 +32,21 @@ pub(super) async fn root(session: Option<WebSession>, caller: Option<AnyCaller>)
 }
 
 pub(super) async fn show(session: Option<WebSession>, headers: HeaderMap) -> Response {
+    pre_session_page(session, &headers, |token| login_page(token, "", None))
+}
+
+/// A form page for someone not signed in (sign-in, set-up): with its pre-session token, set
+/// as the cookie too unless the browser holds one already. Signed in, it leads to `/access`.
+pub(super) fn pre_session_page(
+    session: Option<WebSession>,
+    headers: &HeaderMap,
+    render: impl FnOnce(&str) -> Markup,
+) -> Response {
     if session.is_some() {
         return see_other("/access");
     }
-    let (token, new) = login_token(&headers);
-    let mut response = super::page(StatusCode::OK, login_page(&token, "", None));
+    let (token, new) = login_token(headers);
+    let mut response = super::page(StatusCode::OK, render(&token));
     if new {
         let cookie = set_cookie(LOGIN_CSRF_COOKIE, &token, None);
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -65,7 +75,7 @@ pub(super) async fn submit(
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {
     budget?;
-    guard.login_form(&broker, &form.csrf).await?;
+    guard.pre_session_form(&broker, &form.csrf, "login").await?;
     let req = LoginRequest {
         user: form.user.clone(),
         password: form.password,
@@ -79,6 +89,12 @@ pub(super) async fn submit(
         }
         Err(e) => return Err(e.into()),
     };
+    Ok(signed_in(&broker, &login))
+}
+
+/// The answer to a sign-in (or a finished enrolment): the session cookie for the session's
+/// remaining lifetime, the spent pre-session token cleared, and on to `/access`.
+pub(super) fn signed_in(broker: &Broker, login: &LoginResponse) -> Response {
     let max_age = login.expires_at.saturating_sub(broker.auth().now());
     let mut response = see_other("/access");
     let headers = response.headers_mut();
@@ -88,7 +104,7 @@ pub(super) async fn submit(
         header::SET_COOKIE,
         set_cookie(LOGIN_CSRF_COOKIE, "", Some(0)),
     );
-    Ok(response)
+    response
 }
 
 pub(super) async fn logout(
@@ -128,6 +144,7 @@ fn login_page(csrf: &str, user: &str, error: Option<&str>) -> Markup {
                     inputmode="numeric" pattern="[0-9]{6}" maxlength="6";
                 button id="submit" type="submit" { "Sign in" }
             }
+            p { a id="welcome-link" href="/welcome" { "Invited? Set up your account" } }
         },
     )
 }

@@ -10,6 +10,10 @@
 //! | `GET /` | 303 to `/access` with a session; otherwise the API's 401, like any non-page |
 //! | `GET /login` | the sign-in form (`user`, `password`, `code`, hidden `csrf`) |
 //! | `POST /login` | signs in: 303 to `/access` with the session cookie; 401 page on refusal |
+//! | `GET /welcome` | "Set up your account": user name and temporary `password`, hidden `csrf` |
+//! | `POST /welcome` | starts an enrolment: enrol cookie, 303 to `/welcome/app`; 401 page |
+//! | `GET /welcome/app` | the new TOTP secret (QR code, link, text), new password and code form |
+//! | `POST /welcome/app` | ends it: 303 to `/access` with the session cookie; else 400/401 page |
 //! | `POST /logout` | ends the session on the broker, clears the cookie, 303 to `/login` |
 //! | `GET /access` | "My access": address, live leases, grants |
 //! | `POST /access/leases/{id}/revoke` | revokes an own lease, 303 to `/access?done=revoked` |
@@ -18,26 +22,33 @@
 //!
 //! A page that needs a session answers a request without a live one with a bare 303 to
 //! `/login` (empty body), so it tells a stranger nothing more than the login page does. The
-//! sign-in page names neither the product nor its version. Any other path keeps the API's
+//! sign-in and set-up pages name neither the product nor its version. `/welcome/app` without a
+//! live enrolment is a bare 303 to `/welcome` in the same way. Any other path keeps the API's
 //! answer (401 to a stranger).
 //!
 //! **Cookies.** `__Host-gw_session` holds the same session token the API hands out (the broker
 //! stores only its hash), `Path=/; Secure; HttpOnly; SameSite=Strict`, no `Domain`, `Max-Age`
 //! the session's remaining lifetime. `__Host-gw_csrf` is the sign-in form's pre-session token,
-//! with the same flags and no `Max-Age`; it is cleared at sign-in.
+//! with the same flags and no `Max-Age`; it is cleared at sign-in. `__Host-gw_enrol` holds an
+//! enrolment's token (see [`Broker::enrol_begin`]) for the enrolment's 15 minutes, the same
+//! flags; it is cleared when the enrolment ends. The TOTP secret is in no cookie: the QR code
+//! page finds it again by that token ([`Broker::enrolment`]), so a reload shows the same code.
 //!
 //! **Form tokens (CSRF).** Every form that changes state carries a hidden `csrf` field. Signed
 //! in, it is HMAC-SHA256 over the SHA-256 of the session token, keyed by a key derived from
 //! `secrets.key` ([`crate::secrets::SealKey::form_key`]): bound to the session, nothing to
 //! store, and not forgeable from a copy of the database. The sign-in form has no session yet:
 //! it is a double submit, the field equal to the `__Host-gw_csrf` cookie (which no other site,
-//! sibling subdomains included, can set). Both compare in constant time. A post whose `Origin`
-//! is present and not the broker's own (`https://` + the request's host), or whose
-//! `Sec-Fetch-Site` says cross-site, is refused like a wrong token: a 403 page ("the form has
-//! expired, reload") before any change, and a `web_form_refused` audit row. No route changes
-//! state on GET: sign-out is a POST form too. Sign-in spends the API's per-source login budget
-//! (429 page when spent) and goes through [`Broker::login`], so account lockout and the audit
-//! log apply as for `POST /v1/login`; renewal spends the lease budget as the API's does.
+//! sibling subdomains included, can set); `/welcome` uses the same. The set-up form after it
+//! carries the HMAC of the enrolment token, as a signed-in form carries the session's. All
+//! compare in constant time. A post whose `Origin` is present and not the broker's own
+//! (`https://` + the request's host), or whose `Sec-Fetch-Site` says cross-site, is refused
+//! like a wrong token: a 403 page ("the form has expired, reload") before any change, and a
+//! `web_form_refused` audit row. No route changes state on GET: sign-out is a POST form too.
+//! Sign-in and both set-up posts spend the API's per-source login budget (429 page when spent)
+//! and go through [`Broker::login`] or the enrolment methods, which count failures on the
+//! account, so lockout and the audit log apply as for `POST /v1/login`; renewal spends the
+//! lease budget as the API's does.
 //!
 //! **Headers.** Pages carry [`PAGE_CSP`] (`script-src 'self'`, `style-src 'self'`, no inline
 //! anything, `form-action 'self'`, `frame-ancestors 'none'`) and `Referrer-Policy:
@@ -46,8 +57,10 @@
 //! stricter CSP and `no-referrer` for everything else.
 
 mod access;
+mod enrol;
 mod layout;
 mod login;
+mod qr;
 mod session;
 
 use axum::http::header::{self, HeaderValue};
@@ -70,6 +83,8 @@ pub(crate) fn router() -> Router<Broker> {
     Router::new()
         .route("/", get(login::root))
         .route("/login", get(login::show).post(login::submit))
+        .route("/welcome", get(enrol::show).post(enrol::start))
+        .route("/welcome/app", get(enrol::app).post(enrol::finish))
         .route("/logout", post(login::logout))
         .route("/access", get(access::show))
         .route("/access/leases/{id}/revoke", post(access::revoke))

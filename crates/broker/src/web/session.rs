@@ -23,6 +23,9 @@ use crate::store::users::SessionUser;
 pub(super) const SESSION_COOKIE: &str = "__Host-gw_session";
 /// The sign-in form's pre-session token (double submit).
 pub(super) const LOGIN_CSRF_COOKIE: &str = "__Host-gw_csrf";
+/// The token of an enrolment under way ([`Broker::enrol_begin`]), between accepting the
+/// temporary password and confirming a code: a bearer secret like the session token.
+pub(super) const ENROL_COOKIE: &str = "__Host-gw_enrol";
 
 /// A `Set-Cookie` value with the flags every cookie of ours has; `max_age` `None` makes a
 /// cookie that ends with the browser session.
@@ -103,11 +106,13 @@ impl OptionalFromRequestParts<Broker> for WebSession {
     }
 }
 
-/// The session's form token: HMAC-SHA256 of the token's stored hash under the form key.
-fn form_token(broker: &Broker, session_token: &str) -> String {
+/// The form token of a session or an enrolment: HMAC-SHA256 of the token's stored hash under
+/// the form key. Both tokens are 256 random bits, so one's form token never passes as the
+/// other's.
+pub(super) fn form_token(broker: &Broker, bearer_token: &str) -> String {
     let tag = ring::hmac::sign(
         broker.auth().seal.form_key(),
-        &secrets::token_hash(session_token),
+        &secrets::token_hash(bearer_token),
     );
     URL_SAFE_NO_PAD.encode(tag.as_ref())
 }
@@ -147,10 +152,28 @@ impl FormGuard {
             .await
     }
 
-    /// Passes the sign-in form when its token equals the pre-session cookie.
-    pub async fn login_form(&self, broker: &Broker, presented: &str) -> Result<(), PageError> {
+    /// Passes a form shown before sign-in (`login`, `welcome`) when its token equals the
+    /// pre-session cookie.
+    pub async fn pre_session_form(
+        &self,
+        broker: &Broker,
+        presented: &str,
+        form: &str,
+    ) -> Result<(), PageError> {
         let expected = self.login_cookie.as_deref();
-        self.check(broker, None, expected, presented, "login").await
+        self.check(broker, None, expected, presented, form).await
+    }
+
+    /// Passes the enrolment's form when its token is [`form_token`] of the enrolment token.
+    pub async fn enrol_form(
+        &self,
+        broker: &Broker,
+        enrol_token: &str,
+        presented: &str,
+    ) -> Result<(), PageError> {
+        let expected = form_token(broker, enrol_token);
+        self.check(broker, None, Some(&expected), presented, "enrol")
+            .await
     }
 
     async fn check(

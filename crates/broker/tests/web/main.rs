@@ -8,6 +8,8 @@
 mod common;
 
 mod access;
+mod enrol;
+mod enrol_refused;
 mod support;
 
 use std::sync::Arc;
