@@ -1,7 +1,8 @@
 //! The web pages as a user meets them, in headless Chromium against a real broker on loopback:
 //! signing in with a code from the authenticator, seeing and revoking a lease the CLI made,
-//! signing out; a wrong code; forms posted without their CSRF token; and the sign-in by
-//! keyboard alone on a phone-sized screen. Every step leaves a screenshot under
+//! signing out; a wrong code; forms posted without their CSRF token; the sign-in by keyboard
+//! alone on a phone-sized screen; and an invited friend setting up password and authenticator
+//! from the QR code the browser shows. Every step leaves a screenshot under
 //! `<target>/browser-artifacts/browser_pages/<test>/`, and every test ends by checking that no
 //! chromedriver or Chromium process outlived it.
 //!
@@ -308,6 +309,105 @@ fn signing_in_works_with_the_keyboard_alone_on_a_phone_sized_screen() {
 
     end_without_leftovers(driver, vec![b]);
     eprintln!("phone keyboard: {} ms", t0.elapsed().as_millis());
+}
+
+#[test]
+fn an_invited_friend_sets_up_their_account_on_a_phone_from_the_qr_code() {
+    if !require_browser() {
+        return;
+    }
+    let t0 = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = LoopbackBroker::start(&dir.path().join("broker"));
+    let invited = broker
+        .admin(&["user", "invite", "bob", "--json"], None)
+        .expect_ok("grantwire-broker user invite bob")
+        .json();
+    let temporary = invited["temporary_password"]
+        .as_str()
+        .expect("a temporary password")
+        .to_owned();
+    let driver = Chromedriver::start();
+    let opts = BrowserOpts::phone().pinned(broker.spki_pin());
+    let mut b = Browser::new(&driver, "browser_pages/invitation", opts);
+
+    // From the sign-in page, as the invitation says.
+    b.goto(&format!("{}/login", broker.url));
+    b.wait_for("a#welcome-link");
+    b.click("a#welcome-link");
+    b.wait_for("form#enrol-start");
+    assert_no_sideways_scroll(&b, "the welcome page");
+    b.fill("#user", "bob");
+    b.fill("#temporary-password", &temporary);
+    b.screenshot("temporary-password");
+    b.click("#submit");
+    b.wait_for("img#totp-qr, p#error, p#message");
+    assert!(
+        b.current_url().ends_with("/welcome/app"),
+        "{}\n{}\nrefused forms: {:?}",
+        b.current_url(),
+        b.body_text(),
+        form_refusals(&broker)
+    );
+    assert_no_sideways_scroll(&b, "the authenticator page");
+
+    // What the phone's camera would read: the QR code as the browser drew it.
+    let (shot, codes) = b.qr_codes("authenticator-qr");
+    assert_eq!(
+        codes.len(),
+        1,
+        "one QR code in {}: {codes:?}",
+        shot.display()
+    );
+    let uri = &codes[0];
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let secret_b32 = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap_or_else(|| panic!("no secret in {uri}"));
+    assert_eq!(
+        b.text("code#totp-secret").replace(' ', ""),
+        secret_b32,
+        "the key typed by hand is the one in the QR code"
+    );
+    let secret = totp::decode_secret(secret_b32);
+    // The user name kept for password managers is in the form but not on the screen.
+    let shown = b.execute(
+        "return getComputedStyle(document.getElementById('enrol-username')).display",
+        Vec::new(),
+    );
+    assert_eq!(shown, "none", "the hidden user-name field is drawn");
+
+    // A password of bob's own, and the code the authenticator app now shows.
+    let own = "bob's own long password";
+    b.fill("#new-password", own);
+    b.fill("#new-password-again", own);
+    b.fill("#code", &totp::code_at(&secret, unix_now()));
+    b.screenshot("new-password-and-code");
+    b.click("#submit");
+    b.wait_for("#whoami-user, p#error, p#message");
+    assert!(
+        b.current_url().ends_with("/access"),
+        "enrolled and signed in: {}\n{}\nrefused forms: {:?}",
+        b.current_url(),
+        b.body_text(),
+        form_refusals(&broker)
+    );
+    assert_eq!(b.text("#whoami-user"), "bob");
+    assert!(b.exists("#no-grants"), "{}", b.body_text());
+    b.screenshot("signed-in-after-setup");
+    let users = broker
+        .admin(&["user", "list", "--json"], None)
+        .expect_ok("user list")
+        .json();
+    assert_eq!(users["users"][0]["name"], "bob");
+    assert!(
+        users["users"][0]["invited_until"].is_null(),
+        "enrolled, no longer invited: {users}"
+    );
+
+    end_without_leftovers(driver, vec![b]);
+    eprintln!("invitation: {} ms", t0.elapsed().as_millis());
 }
 
 /// Signs in at /login with `code` and waits for the access page.
