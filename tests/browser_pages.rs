@@ -129,12 +129,7 @@ fn a_user_signs_in_with_a_generated_code_and_sees_their_lease() {
         "signed out, no name in the header"
     );
     b.screenshot("signed-out");
-    b.goto(&format!("{}/access", broker.url));
-    assert!(
-        b.current_url().ends_with("/login") && b.exists("form#login"),
-        "/access after sign-out goes to the sign-in page: {}",
-        b.current_url()
-    );
+    assert_access_leads_to_sign_in(&b, &broker, "/access after sign-out");
     b.screenshot("access-after-sign-out");
 
     end_without_leftovers(driver, vec![b]);
@@ -178,12 +173,7 @@ fn a_wrong_code_is_refused_in_the_browser() {
     assert!(!b.exists("#current-user"), "not signed in");
     b.screenshot("refused");
     // The session cookie is HttpOnly, out of a script's sight: judge by where /access leads.
-    b.goto(&format!("{}/access", broker.url));
-    assert!(
-        b.current_url().ends_with("/login") && b.exists("form#login"),
-        "no session after a wrong code: {}",
-        b.current_url()
-    );
+    assert_access_leads_to_sign_in(&b, &broker, "no session after a wrong code");
     b.screenshot("access-refused");
 
     end_without_leftovers(driver, vec![b]);
@@ -408,6 +398,17 @@ fn an_invited_friend_sets_up_their_account_on_a_phone_from_the_qr_code() {
 
     end_without_leftovers(driver, vec![b]);
     eprintln!("invitation: {} ms", t0.elapsed().as_millis());
+}
+
+/// Opens /access and checks it sent the browser to the sign-in page: no live session.
+#[track_caller]
+fn assert_access_leads_to_sign_in(b: &Browser, broker: &LoopbackBroker, what: &str) {
+    b.goto(&format!("{}/access", broker.url));
+    assert!(
+        b.current_url().ends_with("/login") && b.exists("form#login"),
+        "{what}: {}",
+        b.current_url()
+    );
 }
 
 /// Signs in at /login with `code` and waits for the access page.
