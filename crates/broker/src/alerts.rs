@@ -245,6 +245,35 @@ pub async fn list(db: &SqlitePool) -> Result<Vec<AlertRow>> {
     .await?)
 }
 
+/// An alert with its delivery state, as the admin pages show it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AlertStatus {
+    pub id: i64,
+    pub kind: String,
+    /// Unix seconds of the event.
+    pub at: i64,
+    pub actor: Option<String>,
+    pub source_ip: Option<String>,
+    /// `pending`, `sent`, `failed` or `expired`.
+    pub state: String,
+    pub attempts: i64,
+    pub sent_at: Option<i64>,
+    /// The last delivery error: a status or a connection failure, never the webhook's URL.
+    pub last_error: Option<String>,
+}
+
+/// The newest `limit` alerts, newest first.
+pub async fn recent(db: &SqlitePool, limit: u32) -> Result<Vec<AlertStatus>> {
+    Ok(sqlx::query_as(
+        "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, a.state, a.attempts, a.sent_at,
+                a.last_error
+         FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id DESC LIMIT ?",
+    )
+    .bind(i64::from(limit))
+    .fetch_all(db)
+    .await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

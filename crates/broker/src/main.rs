@@ -182,7 +182,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|s| parse_since(s, std::time::SystemTime::now()))
                 .transpose()
                 .map_err(usage)?;
-            let resp = admin.audit(&AuditQuery { since, user }).await?;
+            let resp = admin
+                .audit(&AuditQuery {
+                    since,
+                    user,
+                    ..Default::default()
+                })
+                .await?;
             output::audit(&resp, json)
         }
         Command::Lease(LeaseCommand::Revoke { id, json }) => {

@@ -461,13 +461,19 @@ pub enum EdgeEventKind {
 }
 
 /// `grantwire-broker audit`: entries at or after `since`, about `user` (as actor or named in
-/// the detail as `user=NAME`).
+/// the detail as `user=NAME`), of `kind`, the newest `limit` of them.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AuditQuery {
     #[serde(default)]
     pub since: Option<i64>,
     #[serde(default)]
     pub user: Option<String>,
+    /// Only entries of this kind (`login_failed`, `grant_added`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Only the newest this many of the matching entries (still listed oldest first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

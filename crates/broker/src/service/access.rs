@@ -84,4 +84,20 @@ impl Broker {
         tx.commit().await?;
         Ok(())
     }
+
+    /// Records an admin page's change refused because the session was not signed in recently
+    /// enough: a session cookie taken from an unattended browser should not get this far.
+    pub async fn admin_stale_session(&self, actor: &str, source: IpAddr, form: &str) -> Result<()> {
+        let now = self.auth().now();
+        let mut tx = self.write_tx().await?;
+        let event = AuditEvent {
+            kind: "web_admin_stale_session",
+            actor: Some(actor),
+            source_ip: ip_text(Some(source)),
+            detail: Some(format!("form={form}")),
+        };
+        store::audit(&mut tx, now, event).await?;
+        tx.commit().await?;
+        Ok(())
+    }
 }

@@ -221,8 +221,17 @@ impl Broker {
         if let Some(user) = &q.user {
             check_name(user, "user")?;
         }
+        if let Some(kind) = &q.kind {
+            check_kind(kind)?;
+        }
+        let filter = store::audit::Filter {
+            since: q.since,
+            user: q.user.as_deref(),
+            kind: q.kind.as_deref(),
+            limit: q.limit,
+        };
         let mut conn = self.db().acquire().await?;
-        let entries = store::audit::query(&mut conn, q.since, q.user.as_deref()).await?;
+        let entries = store::audit::query(&mut conn, filter).await?;
         Ok(AuditResponse { entries })
     }
 
@@ -291,6 +300,19 @@ pub fn check_name(name: &str, what: &str) -> Result<()> {
         Err(Error::BadRequest(format!(
             "{what} name must be 1-32 characters of a-z, 0-9 and '-'"
         )))
+    }
+}
+
+/// Audit kinds are `[a-z_]`, at most 40 characters; anything else matches no row anyway.
+pub fn check_kind(kind: &str) -> Result<()> {
+    let ok =
+        (1..=40).contains(&kind.len()) && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(
+            "an audit kind is 1-40 characters of a-z and '_'".into(),
+        ))
     }
 }
 

@@ -334,6 +334,9 @@ pub struct SessionUser {
     pub admin: bool,
     pub session_id: i64,
     pub last_used_at: i64,
+    /// When the session was made by signing in (unix seconds): admin pages ask for a recent
+    /// sign-in before a change.
+    pub created_at: i64,
 }
 
 /// The session's user if the session is within its lifetime, used since `idle_since`, and the
@@ -345,7 +348,8 @@ pub async fn session_user(
     idle_since: i64,
 ) -> Result<Option<SessionUser>> {
     Ok(sqlx::query_as(
-        "SELECT u.id AS user_id, u.name, u.admin, s.id AS session_id, s.last_used_at
+        "SELECT u.id AS user_id, u.name, u.admin, s.id AS session_id, s.last_used_at,
+                s.created_at
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_used_at > ?
            AND u.disabled_at IS NULL",
