@@ -41,6 +41,7 @@ pub(super) async fn show(
     let signed_in = SignedIn {
         name: &session.user.name,
         csrf: &session.csrf,
+        admin: session.user.admin,
     };
     let main = access_main(&overview, &session.csrf, done);
     Ok(page(

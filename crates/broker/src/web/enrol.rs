@@ -240,7 +240,7 @@ fn app_page(
 
 /// A base32 key in groups of four, as authenticator apps accept it typed with or without the
 /// spaces: 32 characters in a row are easy to misread.
-fn grouped(secret: &str) -> String {
+pub(super) fn grouped(secret: &str) -> String {
     let chars: Vec<char> = secret.chars().collect();
     chars
         .chunks(4)

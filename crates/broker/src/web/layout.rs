@@ -28,6 +28,8 @@ pub(super) async fn script() -> impl IntoResponse {
 pub(super) struct SignedIn<'a> {
     pub name: &'a str,
     pub csrf: &'a str,
+    /// Whether the header links to the admin pages.
+    pub admin: bool,
 }
 
 /// The frame of every page. Without a signed-in user it says nothing about what the service
@@ -50,6 +52,9 @@ pub(super) fn frame(title: &str, signed_in: Option<SignedIn<'_>>, main: Markup) 
                 @if let Some(who) = signed_in {
                     header {
                         a href="/access" class="brand" { "grantwire" }
+                        @if who.admin {
+                            a id="admin-link" href="/admin" { "Admin" }
+                        }
                         span id="current-user" { (who.name) }
                         form id="logout" method="post" action="/logout" {
                             (csrf_field(who.csrf))
@@ -77,6 +82,24 @@ pub(super) fn message_page(title: &str, text: &str) -> Markup {
             h1 { (title) }
             p id="message" role="alert" { (text) }
             p { a href="/" { "Back" } }
+        },
+    )
+}
+
+/// The refusal of an admin change from a session signed in too long ago. Signed in, the
+/// sign-in page leads straight back to `/access`, so the way there is through signing out.
+pub(super) fn sign_in_again_page(csrf: &str) -> Markup {
+    frame(
+        "Sign in again",
+        None,
+        html! {
+            h1 { "Sign in again" }
+            p id="message" role="alert" { "Sign in again to make changes." }
+            form id="sign-in-again" method="post" action="/logout" {
+                (csrf_field(csrf))
+                button id="sign-in-again-submit" type="submit" { "Sign out and sign in again" }
+            }
+            p { a id="login-link" href="/login" { "Sign in" } }
         },
     )
 }
@@ -151,6 +174,7 @@ mod tests {
             Some(SignedIn {
                 name,
                 csrf: "\"><script>x</script>",
+                admin: false,
             }),
             message_page("m", name),
         )
@@ -178,9 +202,23 @@ mod tests {
             Some(SignedIn {
                 name: "a",
                 csrf: "c",
+                admin: false,
             }),
             html! {},
         );
         assert!(signed_in.into_string().contains("grantwire"));
+    }
+
+    #[test]
+    fn only_an_admin_sees_the_admin_link() {
+        for admin in [false, true] {
+            let who = SignedIn {
+                name: "a",
+                csrf: "c",
+                admin,
+            };
+            let page = frame("t", Some(who), html! {}).into_string();
+            assert_eq!(page.contains(r#"href="/admin""#), admin, "{page}");
+        }
     }
 }

@@ -19,6 +19,18 @@
 //! | `POST /access/leases/{id}/revoke` | revokes an own lease, 303 to `/access?done=revoked` |
 //! | `POST /access/leases/{id}/renew` | re-pins an own lease here, 303 to `/access?done=renewed` |
 //! | `GET /assets/style.css`, `GET /assets/app.js` | the stylesheet and the countdown script |
+//! | `GET /admin` | admins only (anyone else signed in: 404): links to the sections below |
+//! | `GET /admin/users` | users and their state; disable, enable, reset TOTP; invite form |
+//! | `POST /admin/users/invite` | [`Broker::user_invite`]: temporary password and `/welcome` once |
+//! | `POST /admin/users/{name}/disable`, `.../enable` | 303 to `/admin/users?done=...` |
+//! | `POST /admin/users/{name}/reset-totp` | [`Broker::user_reset_totp`]: the new secret once |
+//! | `GET /admin/edges`, `POST /admin/edges` | edges with presence; adding shows the token once |
+//! | `POST /admin/edges/{name}/remove` | removes an edge, 303 to `/admin/edges?done=removed` |
+//! | `GET /admin/grants`, `POST /admin/grants` | live grants; adding one, 303 `?done=added` |
+//! | `POST /admin/grants/{user}/{edge}/revoke` | revokes a grant and its leases |
+//! | `GET /admin/leases`, `POST /admin/leases/{id}/revoke` | every live lease; revoking one |
+//! | `GET /admin/audit?user=&kind=&since=` | the newest audit rows, filtered, newest first |
+//! | `GET /admin/alerts` | alerts and their webhook delivery state |
 //!
 //! A page that needs a session answers a request without a live one with a bare 303 to
 //! `/login` (empty body), so it tells a stranger nothing more than the login page does. The
@@ -50,6 +62,13 @@
 //! account, so lockout and the audit log apply as for `POST /v1/login`; renewal spends the
 //! lease budget as the API's does.
 //!
+//! **Admin pages** ([`admin`]) do their work through the same [`Broker`] methods as the admin
+//! socket. Every change is a form post checked like any other, and refused (403, audited as
+//! `web_admin_stale_session`, nothing done) unless the session was signed in within the last
+//! [`admin::RECENT_SIGN_IN_SECS`]: a session cookie left in an unattended browser may read the
+//! pages but not change them. A temporary password, enrolment token or TOTP secret is shown
+//! only on the page that answers the post that made it, never on a page a GET can load again.
+//!
 //! **Headers.** Pages carry [`PAGE_CSP`] (`script-src 'self'`, `style-src 'self'`, no inline
 //! anything, `form-action 'self'`, `frame-ancestors 'none'`) and `Referrer-Policy:
 //! same-origin` (under the API's `no-referrer`, browsers send `Origin: null` on the page's own
@@ -57,6 +76,7 @@
 //! stricter CSP and `no-referrer` for everything else.
 
 mod access;
+mod admin;
 mod enrol;
 mod layout;
 mod login;
@@ -69,6 +89,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use maud::Markup;
+
+use admin::{audit, edges, grants, leases, users};
 
 use crate::broker::Broker;
 use crate::error::Error;
@@ -89,6 +111,21 @@ pub(crate) fn router() -> Router<Broker> {
         .route("/access", get(access::show))
         .route("/access/leases/{id}/revoke", post(access::revoke))
         .route("/access/leases/{id}/renew", post(access::renew))
+        // Admin pages (web/admin.rs)
+        .route("/admin", get(admin::overview))
+        .route("/admin/users", get(users::show))
+        .route("/admin/users/invite", post(users::invite))
+        .route("/admin/users/{name}/disable", post(users::disable))
+        .route("/admin/users/{name}/enable", post(users::enable))
+        .route("/admin/users/{name}/reset-totp", post(users::reset_totp))
+        .route("/admin/edges", get(edges::show).post(edges::add))
+        .route("/admin/edges/{name}/remove", post(edges::remove))
+        .route("/admin/grants", get(grants::show).post(grants::add))
+        .route("/admin/grants/{user}/{edge}/revoke", post(grants::revoke))
+        .route("/admin/leases", get(leases::show))
+        .route("/admin/leases/{id}/revoke", post(leases::revoke))
+        .route("/admin/audit", get(audit::show))
+        .route("/admin/alerts", get(audit::alerts))
         .route("/assets/style.css", get(layout::stylesheet))
         .route("/assets/app.js", get(layout::script))
 }
@@ -126,6 +163,11 @@ pub(crate) enum PageError {
     NeedLogin,
     /// A state-changing post without the right form token, or from another origin.
     FormExpired,
+    /// A signed-in user who is not an admin asked for an admin page: as if there were none.
+    NotFound,
+    /// An admin change from a session signed in too long ago; the page offers to sign in
+    /// again, which needs the session's form token to sign out first.
+    StaleSession { csrf: String },
     /// The broker refused or failed; shown as a page with the error's status and public text.
     Broker(Error),
 }
@@ -147,6 +189,13 @@ impl IntoResponse for PageError {
                     "This form has expired. Reload the page and try again.",
                 ),
             ),
+            Self::NotFound => page(
+                StatusCode::NOT_FOUND,
+                layout::message_page("Not found", "There is no page here."),
+            ),
+            Self::StaleSession { csrf } => {
+                page(StatusCode::FORBIDDEN, layout::sign_in_again_page(&csrf))
+            }
             Self::Broker(e) => error_page(e),
         }
     }

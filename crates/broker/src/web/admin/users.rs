@@ -1,0 +1,247 @@
+//! `/admin/users`: the user list with disable, enable and reset-TOTP forms, and the invitation
+//! form. An invitation's temporary password and a reset's TOTP secret appear only on the page
+//! that answers the post.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::header::{self, HeaderMap};
+use axum::response::Response;
+use grantwire_proto::{UserInfo, UserInviteRequest, UserInviteResponse, UserNameRequest};
+use maud::{html, Markup};
+
+use super::super::enrol::grouped;
+use super::super::layout::{csrf_field, rfc3339, utc};
+use super::super::session::{FormGuard, PageForm, TokenOnly};
+use super::super::{qr, see_other, PageError};
+use super::{admin_form, blank_none, notice, AdminSession};
+use crate::broker::Broker;
+use crate::error::Error;
+use crate::service::enrol::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
+
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(in crate::web) enum Done {
+    Disabled,
+    Enabled,
+}
+
+#[derive(serde::Deserialize)]
+pub(in crate::web) struct DoneQuery {
+    done: Option<Done>,
+}
+
+pub(in crate::web) async fn show(
+    State(broker): State<Broker>,
+    admin: AdminSession,
+    query: Result<Query<DoneQuery>, QueryRejection>,
+) -> Result<Response, PageError> {
+    let list = broker.user_list().await?;
+    let now = broker.auth().now();
+    let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
+        Done::Disabled => "User disabled; their sessions are ended.",
+        Done::Enabled => "User enabled.",
+    });
+    let main = html! {
+        h1 { "Users" }
+        (notice(done))
+        table id="users" {
+            thead { tr {
+                th scope="col" { "Name" } th scope="col" { "Admin" } th scope="col" { "State" }
+                th scope="col" { "Created" } th scope="col" { "Actions" }
+            } }
+            tbody {
+                @for u in &list.users { (user_row(u, now, admin.csrf())) }
+            }
+        }
+        (invite_form(admin.csrf()))
+    };
+    Ok(admin.page("Users", main))
+}
+
+#[derive(serde::Deserialize)]
+pub(in crate::web) struct InviteForm {
+    #[serde(default)]
+    name: String,
+    /// A checkbox: present when ticked.
+    #[serde(default)]
+    admin: Option<String>,
+    #[serde(default)]
+    hours: String,
+    #[serde(default)]
+    csrf: String,
+}
+
+/// Invites a user and shows the temporary password and the set-up page's address, once.
+pub(in crate::web) async fn invite(
+    State(broker): State<Broker>,
+    admin: AdminSession,
+    guard: FormGuard,
+    headers: HeaderMap,
+    PageForm(form): PageForm<InviteForm>,
+) -> Result<Response, PageError> {
+    admin_form(&broker, &admin, &guard, &form.csrf, "admin_invite").await?;
+    let ttl_secs = match blank_none(&form.hours) {
+        None => None,
+        Some(h) => Some(hours_to_secs(h)?),
+    };
+    let req = UserInviteRequest {
+        name: form.name.trim().to_owned(),
+        admin: form.admin.is_some(),
+        ttl_secs,
+    };
+    let invited = broker.user_invite(req).await?;
+    let welcome = welcome_url(&headers);
+    Ok(admin.page("User invited", invited_main(&invited, &welcome)))
+}
+
+pub(in crate::web) async fn disable(
+    State(broker): State<Broker>,
+    admin: AdminSession,
+    guard: FormGuard,
+    Path(name): Path<String>,
+    PageForm(form): PageForm<TokenOnly>,
+) -> Result<Response, PageError> {
+    admin_form(&broker, &admin, &guard, &form.csrf, "admin_disable").await?;
+    broker.user_disable(UserNameRequest { name }).await?;
+    Ok(see_other("/admin/users?done=disabled"))
+}
+
+pub(in crate::web) async fn enable(
+    State(broker): State<Broker>,
+    admin: AdminSession,
+    guard: FormGuard,
+    Path(name): Path<String>,
+    PageForm(form): PageForm<TokenOnly>,
+) -> Result<Response, PageError> {
+    admin_form(&broker, &admin, &guard, &form.csrf, "admin_enable").await?;
+    broker.user_enable(UserNameRequest { name }).await?;
+    Ok(see_other("/admin/users?done=enabled"))
+}
+
+/// Gives the user a new TOTP secret and shows it once, as a QR code and as text.
+pub(in crate::web) async fn reset_totp(
+    State(broker): State<Broker>,
+    admin: AdminSession,
+    guard: FormGuard,
+    Path(name): Path<String>,
+    PageForm(form): PageForm<TokenOnly>,
+) -> Result<Response, PageError> {
+    admin_form(&broker, &admin, &guard, &form.csrf, "admin_reset_totp").await?;
+    let reset = broker.user_reset_totp(UserNameRequest { name }).await?;
+    let (qr_url, side) = qr::png_data_url(&reset.otpauth_uri)?;
+    let main = html! {
+        h1 { "New authenticator key" }
+        p { "The authenticator key of " strong id="reset-user" { (reset.name) }
+            " is replaced and their sessions are ended. Their old codes no longer work." }
+        p { "Have them add this to their authenticator app. It is shown only this once." }
+        img id="totp-qr" class="qr" src=(qr_url) width=(side) height=(side)
+            alt="QR code that adds the account to an authenticator app";
+        p { "Key: " code id="totp-secret" { (grouped(&reset.totp_secret)) } }
+        p { a href="/admin/users" { "Back to users" } }
+    };
+    Ok(admin.page("New authenticator key", main))
+}
+
+fn user_row(u: &UserInfo, now: i64, csrf: &str) -> Markup {
+    let state = if u.disabled {
+        "disabled"
+    } else if u.invited_until.is_some_and(|t| t <= now) {
+        "invite expired"
+    } else if u.invited_until.is_some() {
+        "invited"
+    } else if u.locked_until.is_some() {
+        "locked"
+    } else {
+        "active"
+    };
+    let base = format!("/admin/users/{}", u.name);
+    html! {
+        tr data-user=(u.name) {
+            td data-label="Name" class="name" { (u.name) }
+            td data-label="Admin" class="admin" { @if u.admin { "yes" } @else { "no" } }
+            td data-label="State" class="state" { (state) }
+            td data-label="Created" class="created" {
+                time datetime=(rfc3339(u.created_at)) { (utc(u.created_at)) }
+            }
+            td class="actions" {
+                @if u.disabled {
+                    form class="enable" method="post" action={ (base) "/enable" } {
+                        (csrf_field(csrf))
+                        button class="secondary" type="submit" aria-label={ "Enable " (u.name) } {
+                            "Enable"
+                        }
+                    }
+                } @else {
+                    form class="disable" method="post" action={ (base) "/disable" } {
+                        (csrf_field(csrf))
+                        button class="danger" type="submit" aria-label={ "Disable " (u.name) } {
+                            "Disable"
+                        }
+                    }
+                }
+                form class="reset-totp" method="post" action={ (base) "/reset-totp" } {
+                    (csrf_field(csrf))
+                    button class="secondary" type="submit"
+                        aria-label={ "Reset the authenticator key of " (u.name) } {
+                        "Reset TOTP"
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn invite_form(csrf: &str) -> Markup {
+    let max_hours = MAX_INVITE_TTL_SECS / 3600;
+    html! {
+        h2 { "Invite a user" }
+        form id="invite" class="admin-form" method="post" action="/admin/users/invite" {
+            (csrf_field(csrf))
+            label for="invite-name" { "User name (a-z, 0-9 and -)" }
+            input id="invite-name" name="name" type="text" required maxlength="32"
+                pattern="[a-z0-9\\-]{1,32}" autocomplete="off" autocapitalize="none"
+                spellcheck="false";
+            div class="check" {
+                input id="invite-admin" name="admin" type="checkbox" value="yes";
+                label for="invite-admin" { "Administrator" }
+            }
+            label for="invite-hours" { "Invitation lasts (hours, 1 to " (max_hours) ")" }
+            input id="invite-hours" name="hours" type="number" min="1" max=(max_hours)
+                value=(DEFAULT_INVITE_TTL_SECS / 3600) inputmode="numeric";
+            button id="invite-submit" type="submit" { "Invite" }
+        }
+    }
+}
+
+fn invited_main(invited: &UserInviteResponse, welcome: &str) -> Markup {
+    html! {
+        h1 { "User invited" }
+        p { "Give these to " strong { (invited.name) } " by a way only they read. "
+            "They are shown only this once." }
+        dl id="invite-result" class="result" {
+            dt { "User name" } dd { code id="invite-user" { (invited.name) } }
+            dt { "Temporary password" } dd { code id="temporary-password" { (invited.temporary_password) } }
+            dt { "Set-up page" } dd { code id="welcome-url" { (welcome) } }
+            dt { "Invitation ends" } dd {
+                time datetime=(rfc3339(invited.expires_at)) { (utc(invited.expires_at)) }
+            }
+        }
+        p { a href="/admin/users" { "Back to users" } }
+    }
+}
+
+/// The set-up page's address as the admin's browser reaches the broker.
+fn welcome_url(headers: &HeaderMap) -> String {
+    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(host) => format!("https://{host}/welcome"),
+        None => "/welcome".into(),
+    }
+}
+
+/// Whole hours as seconds; the service checks the range.
+pub(super) fn hours_to_secs(text: &str) -> Result<u64, Error> {
+    text.parse::<u64>()
+        .ok()
+        .and_then(|h| h.checked_mul(3600))
+        .ok_or_else(|| Error::BadRequest(format!("{text:?} is not a whole number of hours")))
+}
