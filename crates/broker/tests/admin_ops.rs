@@ -6,8 +6,8 @@ mod common;
 
 use common::*;
 use grantwire_proto::{
-    AuditResponse, BackupResponse, ErrorCode, LeaseListResponse, LeaseResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse,
+    AuditQuery, AuditResponse, BackupResponse, ErrorCode, LeaseListResponse, LeaseResponse,
+    LeaseRevokeRequest, LeaseRevokeResponse,
 };
 
 #[tokio::test]
@@ -152,6 +152,47 @@ async fn audit_filters_by_time_and_user() {
     }
     let text = cli(&h, &["audit"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("lease_issued"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn audit_by_kind_and_limit_gives_the_newest_matching_rows_oldest_first() {
+    let h = Harness::start().await;
+    for name in ["a1", "a2", "a3"] {
+        h.add_user(name).await;
+    }
+    h.enrolled_edge("home").await;
+    let b = h.broker.admin();
+    let query = |kind: &str, limit: Option<u32>| AuditQuery {
+        kind: Some(kind.into()),
+        limit,
+        ..Default::default()
+    };
+    let added = b.audit_query(query("user_added", None)).await.unwrap();
+    let details: Vec<_> = added
+        .entries
+        .iter()
+        .map(|e| e.detail.clone().unwrap())
+        .collect();
+    assert_eq!(details, ["user=a1", "user=a2", "user=a3"]);
+    let newest = b.audit_query(query("user_added", Some(2))).await.unwrap();
+    let details: Vec<_> = newest
+        .entries
+        .iter()
+        .map(|e| e.detail.clone().unwrap())
+        .collect();
+    assert_eq!(details, ["user=a2", "user=a3"]);
+    let none = b.audit_query(query("no_such_kind", None)).await.unwrap();
+    assert!(none.entries.is_empty());
+    let all = b.audit_query(AuditQuery::default()).await.unwrap().entries;
+    assert!(all.iter().any(|e| e.kind == "edge_added"));
+    for bad in ["", "User_Added", "x y", &"k".repeat(41)] {
+        let refused = b.audit_query(query(bad, None)).await;
+        assert!(
+            matches!(refused, Err(grantwire_broker::Error::BadRequest(_))),
+            "{bad}"
+        );
+    }
     h.shutdown().await;
 }
 

@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use grantwire_broker::alerts::Webhook;
 use grantwire_broker::throttle::{Clock as _, ManualClock};
 use grantwire_proto::{EnrolResponse, UserAddRequest, UserInviteResponse, UserNameRequest};
 use serde_json::json;
 
 use crate::common::*;
-use crate::enrol::{between, code_at, decode_qr, with_clock, NEW_PASSWORD};
+use crate::enrol::{between, code_at, decode_qr, NEW_PASSWORD};
 use crate::support::*;
 
 /// Every admin page a GET reaches.
@@ -34,7 +35,19 @@ struct Admin {
 
 impl Admin {
     async fn start() -> Self {
-        let (h, clock) = with_clock(None).await;
+        Self::start_with(None).await
+    }
+
+    /// With alerts sent to `webhook`.
+    async fn start_with(webhook: Option<Webhook>) -> Self {
+        let clock = Arc::new(ManualClock::new());
+        let c = clock.clone();
+        let h = Harness::with_config(move |config| {
+            config.clock = c;
+            config.session_ttl = Duration::from_secs(3600);
+            config.alert_webhook = webhook;
+        })
+        .await;
         let secret = add_user(&h, "root", true).await;
         let session = sign_in(&h, &clock, "root", &secret).await;
         let csrf = csrf_field(&page(&h, "/admin", &session).await);
@@ -596,6 +609,41 @@ async fn the_alerts_page_shows_alerts_and_their_delivery_state() {
         "</tr>",
     );
     assert!(row.contains(">alice<"), "{row}");
+    a.h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_alert_the_webhook_took_shows_as_sent() {
+    // A webhook on loopback that takes every alert.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|| async { axum::http::StatusCode::NO_CONTENT }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let a = Admin::start_with(Some(Webhook::parse(&url).unwrap())).await;
+    add_user(&a.h, "alice", false).await;
+    for _ in 0..6 {
+        a.h.page_login("alice", "wrong password", "000000").await;
+    }
+    let sent = r#"<tr data-kind="account_locked" data-state="sent">"#;
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let html = loop {
+        let html = a.page("/admin/alerts").await;
+        if html.contains(sent) || std::time::Instant::now() > end {
+            break html;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let row = between(&html, sent, "</tr>");
+    assert!(
+        row.contains(r#"<td data-label="Attempts" class="attempts">1</td>"#),
+        "{row}"
+    );
+    assert!(row.contains("<time datetime="), "no time sent: {row}");
+    // The webhook's address is the operator's secret: not on the page.
+    assert!(!html.contains(&url));
     a.h.shutdown().await;
 }
 
