@@ -13,13 +13,13 @@ pub(super) mod grants;
 pub(super) mod leases;
 pub(super) mod users;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::layout::{frame, SignedIn};
+use super::layout::{frame, rfc3339, utc, SignedIn};
 use super::session::{FormGuard, WebSession};
 use super::{page, PageError};
 use crate::broker::Broker;
@@ -95,7 +95,8 @@ async fn admin_form(
     })
 }
 
-pub(super) async fn overview(admin: AdminSession) -> Response {
+pub(super) async fn overview(State(broker): State<Broker>, admin: AdminSession) -> Response {
+    let until = admin.0.user.created_at.saturating_add(RECENT_SIGN_IN_SECS);
     let main = html! {
         h1 { "Administration" }
         ul id="admin-sections" class="sections" {
@@ -106,9 +107,13 @@ pub(super) async fn overview(admin: AdminSession) -> Response {
             li { a href="/admin/audit" { "Audit log" } ": what happened, filtered." }
             li { a href="/admin/alerts" { "Alerts" } ": what was sent to the alert webhook." }
         }
-        p class="muted" {
-            "Changes need a sign-in within the last "
-            (RECENT_SIGN_IN_SECS / 60) " minutes."
+        p id="recent-sign-in" class="muted" {
+            "Changes need a sign-in within the last " (RECENT_SIGN_IN_SECS / 60) " minutes: "
+            @if until >= broker.auth().now() {
+                "this one allows them until " time datetime=(rfc3339(until)) { (utc(until)) } "."
+            } @else {
+                "sign out and in again to make any."
+            }
         }
     };
     admin.page("Administration", main)

@@ -770,8 +770,18 @@ async fn a_session_not_signed_in_recently_may_look_but_not_change() {
     let mut a = Admin::start().await;
     let (secret, lease) = targets(&a).await;
     let root = add_user(&a.h, "root2", true).await;
+    let overview = a.page("/admin").await;
+    assert!(
+        overview.contains("this one allows them until"),
+        "{overview}"
+    );
     // Past the quarter hour since root signed in, well inside the session's life.
     a.clock.advance(Duration::from_secs(15 * 60 + 1));
+    let overview = a.page("/admin").await;
+    assert!(
+        overview.contains("sign out and in again to make any."),
+        "{overview}"
+    );
     for path in PAGES {
         a.page(path).await;
     }

@@ -5,6 +5,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{self, HeaderMap};
+use axum::http::Uri;
 use axum::response::Response;
 use grantwire_proto::{UserInfo, UserInviteRequest, UserInviteResponse, UserNameRequest};
 use maud::{html, Markup};
@@ -77,6 +78,7 @@ pub(in crate::web) async fn invite(
     admin: AdminSession,
     guard: FormGuard,
     headers: HeaderMap,
+    uri: Uri,
     PageForm(form): PageForm<InviteForm>,
 ) -> Result<Response, PageError> {
     admin_form(&broker, &admin, &guard, &form.csrf, "admin_invite").await?;
@@ -90,7 +92,7 @@ pub(in crate::web) async fn invite(
         ttl_secs,
     };
     let invited = broker.user_invite(req).await?;
-    let welcome = welcome_url(&headers);
+    let welcome = welcome_url(&headers, &uri);
     Ok(admin.page("User invited", invited_main(&invited, &welcome)))
 }
 
@@ -230,9 +232,14 @@ fn invited_main(invited: &UserInviteResponse, welcome: &str) -> Markup {
     }
 }
 
-/// The set-up page's address as the admin's browser reaches the broker.
-fn welcome_url(headers: &HeaderMap) -> String {
-    match headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+/// The set-up page's address as the admin's browser reaches the broker: HTTP/1.1 names the
+/// host in `Host`, HTTP/2 in the request's authority.
+fn welcome_url(headers: &HeaderMap, uri: &Uri) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    match host {
         Some(host) => format!("https://{host}/welcome"),
         None => "/welcome".into(),
     }
