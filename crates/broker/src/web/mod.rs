@@ -18,7 +18,10 @@
 //! | `GET /access` | "My access": address, live leases, grants |
 //! | `POST /access/leases/{id}/revoke` | revokes an own lease, 303 to `/access?done=revoked` |
 //! | `POST /access/leases/{id}/renew` | re-pins an own lease here, 303 to `/access?done=renewed` |
-//! | `GET /assets/style.css`, `GET /assets/app.js` | the stylesheet and the countdown script |
+//! | `GET /devices/new` | "New device": pick an edge; `app.js` makes the key pair when it can |
+//! | `POST /devices` | `csrf`, `edge`, `public_key` from the page's script: JSON profile without key |
+//! | `POST /devices/server-keys` | `csrf`, `edge`: the broker makes the pair, shows it once |
+//! | `GET /assets/style.css`, `GET /assets/app.js`, `GET /assets/qr.js` | stylesheet, scripts |
 //!
 //! A page that needs a session answers a request without a live one with a bare 303 to
 //! `/login` (empty body), so it tells a stranger nothing more than the login page does. The
@@ -57,6 +60,7 @@
 //! stricter CSP and `no-referrer` for everything else.
 
 mod access;
+mod devices;
 mod enrol;
 mod layout;
 mod login;
@@ -73,10 +77,11 @@ use maud::Markup;
 use crate::broker::Broker;
 use crate::error::Error;
 
-/// The Content-Security-Policy of every page: only the broker's own stylesheet and script,
-/// images from itself or `data:`, forms only to itself, never framed, no `<base>`.
+/// The Content-Security-Policy of every page: only the broker's own stylesheet and scripts,
+/// images from itself or `data:`, `fetch` and forms only to itself, never framed, no `<base>`.
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
-    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'";
 
 /// The page routes, merged into the public app before its fallback.
 pub(crate) fn router() -> Router<Broker> {
@@ -89,6 +94,9 @@ pub(crate) fn router() -> Router<Broker> {
         .route("/access", get(access::show))
         .route("/access/leases/{id}/revoke", post(access::revoke))
         .route("/access/leases/{id}/renew", post(access::renew))
+        .route("/devices/new", get(devices::show))
+        .route("/devices", post(devices::issue_for_browser_key))
+        .route("/devices/server-keys", post(devices::issue_with_server_key))
         .route("/assets/style.css", get(layout::stylesheet))
         .route("/assets/app.js", get(layout::script))
 }

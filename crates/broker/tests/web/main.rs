@@ -8,6 +8,7 @@
 mod common;
 
 mod access;
+mod devices;
 mod enrol;
 mod enrol_refused;
 mod support;
