@@ -1,0 +1,517 @@
+//! The broker's in-browser QR encoder (crates/broker/src/web/assets/qr.js) run in Chromium and
+//! checked from outside: every code it makes is read back by a real decoder (`rqrr`), its version
+//! is the smallest that holds the bytes, and its modules are exactly the `qrcode` crate's for the
+//! same version, level and mask. A profile drawn on a `<canvas>` reads back from a screenshot.
+//!
+//! The page is two files in a temporary directory, loaded from `file://` under a
+//! Content-Security-Policy like the broker's (`script-src 'self'`), so an inline script or an
+//! `eval` in qr.js would fail here too.
+
+use std::path::Path;
+use std::time::Instant;
+
+use grantwire_e2e::{require_browser, Browser, BrowserOpts, Chromedriver};
+use qrcode::bits::Bits;
+use qrcode::canvas::{Canvas, MaskPattern};
+use qrcode::{Color, EcLevel, Version};
+use serde_json::{json, Value};
+
+const QR_JS: &str = include_str!("../crates/broker/src/web/assets/qr.js");
+const LEVELS: [&str; 4] = ["L", "M", "Q", "H"];
+/// Quiet zone and pixels per module of every rendering here.
+const MARGIN: usize = 4;
+const SCALE: usize = 4;
+
+/// A wg-quick profile as `Profile::to_wg_quick` writes it (crates/proto/src/profile.rs), keys
+/// made up: 400-odd bytes, the size the New device page draws.
+const PROFILE: &str = "# grantwire lease l-7f3a9c for edge edge-paris-1\n\
+    # Plex: http://10.77.0.1:32400/web\n\
+    # Works only from 203.0.113.45 until unix time 1767225600.\n\
+    [Interface]\n\
+    PrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=\n\
+    Address = 10.77.0.23/32\n\
+    \n\
+    [Peer]\n\
+    PublicKey = xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=\n\
+    PresharedKey = 3DfVhVHn8Gz3Yb8Bq0yK1m1nH2ZkF0jvVbJXq1o0zDo=\n\
+    AllowedIPs = 10.77.0.1/32\n\
+    Endpoint = 198.51.100.7:51820\n\
+    PersistentKeepalive = 25\n";
+
+/// The page: a canvas and qr.js, nothing inline. With `script` false it is the same page
+/// without qr.js, to see which globals the script adds.
+fn write_page(dir: &Path, name: &str, script: bool) -> String {
+    let tag = if script {
+        "<script src=\"qr.js\"></script>"
+    } else {
+        ""
+    };
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"Content-Security-Policy\" \
+         content=\"default-src 'none'; script-src 'self'; img-src 'self' data:\">\
+         <title>qr</title></head><body><canvas id=\"code\"></canvas>{tag}</body></html>"
+    );
+    std::fs::write(dir.join("qr.js"), QR_JS).expect("write qr.js");
+    let path = dir.join(name);
+    std::fs::write(&path, html).expect("write page");
+    format!("file://{}", path.display())
+}
+
+fn open_page(name: &str) -> (tempfile::TempDir, Chromedriver, Browser) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = write_page(dir.path(), "qr.html", true);
+    let driver = Chromedriver::start();
+    let browser = Browser::new(&driver, name, BrowserOpts::desktop());
+    browser.goto(&url);
+    let loaded = browser.execute("return typeof window.GrantwireQr;", vec![]);
+    assert_eq!(loaded, json!("object"), "qr.js ran under the page's CSP");
+    (dir, driver, browser)
+}
+
+fn ec_level(level: &str) -> EcLevel {
+    match level {
+        "L" => EcLevel::L,
+        "M" => EcLevel::M,
+        "Q" => EcLevel::Q,
+        "H" => EcLevel::H,
+        _ => panic!("level {level}"),
+    }
+}
+
+/// The bits the `qrcode` crate puts in `version`'s data codewords: byte mode, as qr.js encodes.
+/// (`QrCode::with_error_correction_level` would segment digits and capitals into numeric and
+/// alphanumeric modes, which qr.js never uses, so its version is not the one to compare.)
+fn crate_bits(bytes: &[u8], version: i16, level: EcLevel) -> Option<Bits> {
+    let mut bits = Bits::new(Version::Normal(version));
+    bits.push_byte_data(bytes).ok()?;
+    bits.push_terminator(level).ok()?;
+    Some(bits)
+}
+
+/// The smallest version holding `bytes` in byte mode, by the `qrcode` crate.
+fn crate_version(bytes: &[u8], level: EcLevel) -> Option<i16> {
+    (1..=40).find(|&v| crate_bits(bytes, v, level).is_some())
+}
+
+/// Bytes a version holds in byte mode: the crate's data bits less mode and count fields.
+fn crate_capacity(version: i16, level: EcLevel) -> usize {
+    let bits = Bits::new(Version::Normal(version))
+        .max_len(level)
+        .expect("a normal version");
+    let count = if version < 10 { 8 } else { 16 };
+    (bits - 4 - count) / 8
+}
+
+/// The crate's symbol for `bytes` at this version and level with `mask` forced, as rows.
+fn crate_matrix(bytes: &[u8], version: i16, level: EcLevel, mask: u64) -> Vec<Vec<bool>> {
+    let bits = crate_bits(bytes, version, level).expect("the bytes fit");
+    let (data, ec) =
+        qrcode::ec::construct_codewords(&bits.into_bytes(), bits_version(version), level)
+            .expect("codewords");
+    let mut canvas = Canvas::new(bits_version(version), level);
+    canvas.draw_all_functional_patterns();
+    canvas.draw_data(&data, &ec);
+    canvas.apply_mask(match mask {
+        0 => MaskPattern::Checkerboard,
+        1 => MaskPattern::HorizontalLines,
+        2 => MaskPattern::VerticalLines,
+        3 => MaskPattern::DiagonalLines,
+        4 => MaskPattern::LargeCheckerboard,
+        5 => MaskPattern::Fields,
+        6 => MaskPattern::Diamonds,
+        7 => MaskPattern::Meadow,
+        _ => panic!("mask {mask}"),
+    });
+    let size = bits_version(version).width() as usize;
+    let colours = canvas.into_colors();
+    colours
+        .chunks(size)
+        .map(|row| row.iter().map(|c| *c == Color::Dark).collect())
+        .collect()
+}
+
+fn bits_version(version: i16) -> Version {
+    Version::Normal(version)
+}
+
+/// ISO/IEC 18004's mask penalty (rules 1-4), written here apart from qr.js to check its choice.
+/// Rule 3 counts 40 for each side of a 1:1:3:1:1 pattern that has four light modules, the
+/// quiet zone past the edge counting as light (the `qrcode` crate scores differently, so its
+/// own mask choice is no reference).
+fn penalty(m: &[Vec<bool>]) -> u32 {
+    let n = m.len();
+    let line_score = |line: &[bool]| {
+        let mut score = 0;
+        let mut run = 1;
+        for i in 1..=line.len() {
+            if i < line.len() && line[i] == line[i - 1] {
+                run += 1;
+            } else {
+                if run >= 5 {
+                    score += 3 + (run - 5);
+                }
+                run = 1;
+            }
+        }
+        let light =
+            |from: isize| (from..from + 4).all(|k| k < 0 || k >= n as isize || !line[k as usize]);
+        let finder = [true, false, true, true, true, false, true];
+        for s in 0..=n - 7 {
+            if line[s..s + 7] == finder {
+                score += 40 * (u32::from(light(s as isize - 4)) + u32::from(light(s as isize + 7)));
+            }
+        }
+        score
+    };
+    let mut score = 0;
+    for i in 0..n {
+        let column: Vec<bool> = m.iter().map(|row| row[i]).collect();
+        score += line_score(&m[i]) + line_score(&column);
+    }
+    for y in 0..n - 1 {
+        for x in 0..n - 1 {
+            let c = m[y][x];
+            if m[y][x + 1] == c && m[y + 1][x] == c && m[y + 1][x + 1] == c {
+                score += 3;
+            }
+        }
+    }
+    let dark = m.iter().flatten().filter(|&&d| d).count();
+    let total = n * n;
+    score + 10 * ((20 * dark).abs_diff(10 * total) / total) as u32
+}
+
+/// The symbol as a grey image: white quiet zone of [`MARGIN`], [`SCALE`] pixels per module.
+fn render(m: &[Vec<bool>]) -> (usize, Vec<u8>) {
+    let side = (m.len() + 2 * MARGIN) * SCALE;
+    let mut luma = vec![255u8; side * side];
+    for (y, row) in m.iter().enumerate() {
+        for (x, &dark) in row.iter().enumerate() {
+            if !dark {
+                continue;
+            }
+            for py in 0..SCALE {
+                let start = ((y + MARGIN) * SCALE + py) * side + (x + MARGIN) * SCALE;
+                luma[start..start + SCALE].fill(0);
+            }
+        }
+    }
+    (side, luma)
+}
+
+fn write_png(path: &Path, side: usize, luma: &[u8]) {
+    let file = std::fs::File::create(path).expect("png file");
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), side as u32, side as u32);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.write_header()
+        .and_then(|mut w| w.write_image_data(luma))
+        .expect("png");
+}
+
+/// Decodes the rendered symbol with `rqrr`: its metadata (version, level indicator, mask) and
+/// text, or why it failed.
+fn decode(side: usize, luma: &[u8]) -> Result<(rqrr::MetaData, String), String> {
+    let mut img =
+        rqrr::PreparedImage::prepare_from_greyscale(side, side, |x, y| luma[y * side + x]);
+    let grids = img.detect_grids();
+    match grids.as_slice() {
+        [grid] => grid.decode().map_err(|e| e.to_string()),
+        _ => Err(format!("{} codes found", grids.len())),
+    }
+}
+
+/// A payload of exactly `len` UTF-8 bytes, from a profile's alphabet; with `utf8`, also "é"
+/// (2 bytes), "✓" (3) and "🔑" (4, a surrogate pair in JavaScript).
+fn payload(len: usize, seed: usize, utf8: bool) -> String {
+    const ASCII: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/= \n#:.[]";
+    let wide = ["é", "✓", "🔑"];
+    let mut s = String::new();
+    let mut x = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+    while s.len() < len {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let pick = (x >> 33) % 97;
+        let w = wide[(pick % 3) as usize];
+        if utf8 && pick < 20 && s.len() + w.len() <= len {
+            s.push_str(w);
+        } else {
+            s.push(ASCII[(pick as usize) % ASCII.len()] as char);
+        }
+    }
+    s
+}
+
+/// Encodes `cases` (text, level) in the page, a batch per call; returns each result with its
+/// rows as strings of 0 and 1.
+fn encode_all(browser: &Browser, cases: &[(String, &str)]) -> Vec<Value> {
+    let js = "return arguments[0].map(([text, level]) => {\
+                const qr = GrantwireQr.encode(text, level);\
+                return { version: qr.version, level: qr.level, mask: qr.mask, size: qr.size,\
+                         rows: qr.modules.map((r) => r.map((d) => (d ? '1' : '0')).join('')) };\
+              });";
+    let mut out = Vec::new();
+    for batch in cases.chunks(40) {
+        let args = batch.iter().map(|(t, l)| json!([t, l])).collect();
+        match browser.execute(js, vec![Value::Array(args)]) {
+            Value::Array(results) => out.extend(results),
+            other => panic!("encode returned {other}"),
+        }
+    }
+    out
+}
+
+fn rows_of(result: &Value) -> Vec<Vec<bool>> {
+    result["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            r.as_str()
+                .expect("row")
+                .bytes()
+                .map(|b| b == b'1')
+                .collect()
+        })
+        .collect()
+}
+
+/// Every version boundary of every level (the longest payload a version holds and one byte
+/// more), empty and one-byte payloads, some with multi-byte characters: each code decodes to
+/// its text at the level and mask it reports, uses the smallest version that holds the bytes,
+/// chose the mask of least penalty, and equals the `qrcode` crate's symbol module for module.
+#[test]
+fn codes_decode_at_the_smallest_version_and_match_the_reference() {
+    if !require_browser() {
+        return;
+    }
+    let t0 = Instant::now();
+    let (_dir, _driver, browser) = open_page("browser_qr/matrix");
+    let mut cases: Vec<(String, &str)> = Vec::new();
+    for level in LEVELS {
+        let ec = ec_level(level);
+        let mut lengths = vec![0, 1];
+        for v in 1..=40 {
+            let cap = crate_capacity(v, ec);
+            lengths.push(cap);
+            if v < 40 {
+                lengths.push(cap + 1);
+            }
+        }
+        for (i, len) in lengths.into_iter().enumerate() {
+            cases.push((payload(len, i, i % 4 == 3), level));
+        }
+    }
+    let t_js = Instant::now();
+    let results = encode_all(&browser, &cases);
+    let js_ms = t_js.elapsed().as_millis();
+    assert_eq!(results.len(), cases.len());
+
+    let artifacts = browser.artifacts_dir().to_owned();
+    let mut failures = Vec::new();
+    let mut versions_seen = [[false; 41]; 4];
+    for ((text, level), got) in cases.iter().zip(&results) {
+        let bytes = text.as_bytes();
+        let ec = ec_level(level);
+        let version = got["version"].as_i64().expect("version") as i16;
+        let mask = got["mask"].as_u64().expect("mask");
+        let rows = rows_of(got);
+        let size = 4 * version as usize + 17;
+        let what = format!(
+            "{} bytes at {level}: version {version} mask {mask}",
+            bytes.len()
+        );
+        versions_seen[LEVELS.iter().position(|l| l == level).unwrap_or(0)][version as usize] = true;
+
+        assert_eq!(got["level"], json!(level), "{what}: level reported");
+        assert_eq!(got["size"], json!(size), "{what}: size reported");
+        assert!(
+            rows.len() == size && rows.iter().all(|r| r.len() == size),
+            "{what}: {size}x{size} modules"
+        );
+        assert_eq!(
+            Some(version),
+            crate_version(bytes, ec),
+            "{what}: the smallest version holding the bytes"
+        );
+
+        let (side, luma) = render(&rows);
+        match decode(side, &luma) {
+            Ok((meta, decoded)) => {
+                let indicator = [1, 0, 3, 2][LEVELS.iter().position(|l| l == level).unwrap_or(0)];
+                let read = (meta.version.0, meta.ecc_level, u64::from(meta.mask));
+                if decoded != *text || read != (version as usize, indicator, mask) {
+                    failures.push(format!(
+                        "{what}: read back {read:?} {:?}",
+                        decoded.chars().take(40).collect::<String>()
+                    ));
+                }
+            }
+            Err(e) => failures.push(format!("{what}: does not decode: {e}")),
+        }
+        if failures.last().is_some_and(|f| f.starts_with(&what)) {
+            write_png(
+                &artifacts.join(format!("failed-{level}-{}.png", bytes.len())),
+                side,
+                &luma,
+            );
+            continue;
+        }
+
+        let reference = crate_matrix(bytes, version, ec, mask);
+        let differ = reference
+            .iter()
+            .flatten()
+            .zip(rows.iter().flatten())
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(
+            differ, 0,
+            "{what}: modules differing from the qrcode crate's"
+        );
+
+        let scores: Vec<u32> = (0..8)
+            .map(|k| penalty(&crate_matrix(bytes, version, ec, k)))
+            .collect();
+        let best = (0..8).min_by_key(|&k| scores[k]).unwrap_or(0) as u64;
+        assert_eq!(
+            mask, best,
+            "{what}: the mask of least penalty (scores {scores:?})"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} codes failed to read back:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    for (l, seen) in versions_seen.iter().enumerate() {
+        assert!(
+            seen[1..].iter().all(|&s| s),
+            "every version 1..40 made at level {}",
+            LEVELS[l]
+        );
+    }
+    eprintln!(
+        "browser_qr: {} codes (versions 1-40, levels L M Q H) encoded in Chromium in {js_ms} ms, \
+         all decoded and matched in {} ms total",
+        cases.len(),
+        t0.elapsed().as_millis()
+    );
+}
+
+/// A wg-quick profile drawn by `draw` on the page's canvas at 4 pixels per module: the canvas
+/// holds exactly the modules, black on white, and a screenshot of the window reads back as the
+/// profile.
+#[test]
+fn a_profile_drawn_on_a_canvas_reads_back_from_a_screenshot() {
+    if !require_browser() {
+        return;
+    }
+    let (_dir, _driver, mut browser) = open_page("browser_qr/profile");
+    let js = "const qr = GrantwireQr.encode(arguments[0], 'M');\
+              const canvas = document.getElementById('code');\
+              GrantwireQr.draw(canvas, qr, { scale: 4, margin: 4 });\
+              return { version: qr.version, size: qr.size, width: canvas.width, height: canvas.height,\
+                       png: canvas.toDataURL('image/png'),\
+                       rows: qr.modules.map((r) => r.map((d) => (d ? '1' : '0')).join('')) };";
+    let got = browser.execute(js, vec![json!(PROFILE)]);
+    let rows = rows_of(&got);
+    let size = rows.len();
+    let side = (size + 2 * MARGIN) * SCALE;
+    assert_eq!(got["size"], json!(size));
+    assert_eq!(
+        (got["width"].clone(), got["height"].clone()),
+        (json!(side), json!(side)),
+        "canvas size"
+    );
+
+    // The canvas's own pixels: every one pure black or white, each module's square its colour.
+    let b64 = got["png"]
+        .as_str()
+        .expect("png")
+        .trim_start_matches("data:image/png;base64,");
+    let png = data_encoding::BASE64
+        .decode(b64.as_bytes())
+        .expect("base64");
+    let (w, h, pixels) = grantwire_e2e::harness::browser::png_to_luma(&png).expect("canvas PNG");
+    assert_eq!((w, h), (side, side));
+    let (_, expected) = render(&rows);
+    let wrong = pixels.iter().zip(&expected).filter(|(a, b)| a != b).count();
+    assert_eq!(
+        wrong, 0,
+        "canvas pixels differing from the modules at scale 4, margin 4"
+    );
+
+    let (shot, codes) = browser.qr_codes("wg-quick-profile");
+    assert_eq!(
+        codes,
+        vec![PROFILE.to_owned()],
+        "the code in {}",
+        shot.display()
+    );
+    eprintln!(
+        "browser_qr: {}-byte profile at M is version {} ({size}x{size}), {side}px canvas; screenshot {}",
+        PROFILE.len(),
+        got["version"],
+        shot.display()
+    );
+}
+
+/// Too much text fails with a message saying so, one byte past version 40's capacity at each
+/// level; a level that is not L, M, Q or H is refused; and the script adds one global only.
+#[test]
+fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
+    if !require_browser() {
+        return;
+    }
+    let (dir, _driver, browser) = open_page("browser_qr/errors");
+    let js = "try { GrantwireQr.encode(arguments[0], arguments[1]); return 'no error'; }\
+              catch (e) { return e.name + ': ' + e.message; }";
+    let err = browser.execute(js, vec![json!("x".repeat(3000)), json!("H")]);
+    assert_eq!(
+        err,
+        json!(
+            "RangeError: GrantwireQr.encode: 3000 bytes do not fit in a QR code at level H \
+               (version 40 holds at most 1273 bytes)"
+        )
+    );
+    for level in LEVELS {
+        let cap = crate_capacity(40, ec_level(level));
+        let err = browser.execute(js, vec![json!("é".repeat(cap / 2 + 1)), json!(level)]);
+        let want = format!("{} bytes do not fit", 2 * (cap / 2 + 1));
+        assert!(
+            err.as_str().is_some_and(|e| e.contains(&want)),
+            "{level}: {err}"
+        );
+        let fits = browser.execute(js, vec![json!("x".repeat(cap)), json!(level)]);
+        assert_eq!(fits, json!("no error"), "{cap} bytes fit at {level}");
+    }
+    let err = browser.execute(js, vec![json!("hi"), json!("X")]);
+    assert!(
+        err.as_str().is_some_and(|e| e.contains("level must be")),
+        "{err}"
+    );
+    let default = browser.execute("return GrantwireQr.encode('hi').level;", vec![]);
+    assert_eq!(default, json!("M"), "M unless told");
+
+    // Asked twice per page: chromedriver leaves a global of its own (`ret_nodes`) after a script.
+    let globals = "return Object.getOwnPropertyNames(window);";
+    browser.execute(globals, vec![]);
+    let with: Vec<Value> = browser
+        .execute(globals, vec![])
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    browser.goto(&write_page(dir.path(), "bare.html", false));
+    browser.execute(globals, vec![]);
+    let without: Vec<Value> = browser
+        .execute(globals, vec![])
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let added: Vec<&Value> = with.iter().filter(|g| !without.contains(g)).collect();
+    assert_eq!(added, vec![&json!("GrantwireQr")], "the globals qr.js adds");
+}
