@@ -38,35 +38,93 @@ const PROFILE: &str = "# grantwire lease l-7f3a9c for edge edge-paris-1\n\
     Endpoint = 198.51.100.7:51820\n\
     PersistentKeepalive = 25\n";
 
-/// The page: a canvas and qr.js, nothing inline. With `script` false it is the same page
-/// without qr.js, to see which globals the script adds.
-fn write_page(dir: &Path, name: &str, script: bool) -> String {
-    let tag = if script {
-        "<script src=\"qr.js\"></script>"
-    } else {
-        ""
+/// Records the page's Content-Security-Policy violations, loaded before anything else.
+const CSP_WATCH: &str = "\"use strict\";\n\
+    window.cspViolations = [];\n\
+    document.addEventListener('securitypolicyviolation', (e) => {\n\
+      window.cspViolations.push(e.effectiveDirective + ' ' + e.blockedURI);\n\
+    });\n";
+
+/// The profile page's own script: draws `#payload` on `#code` as the New device page will, in
+/// the page (where the CSP applies; scripts run through WebDriver are exempt from it).
+const DRAW_JS: &str = "\"use strict\";\n\
+    (function () {\n\
+      const qr = GrantwireQr.encode(document.getElementById('payload').textContent, 'M');\n\
+      GrantwireQr.draw(document.getElementById('code'), qr, { scale: 4, margin: 4 });\n\
+      const rows = qr.modules.map((r) => r.map((d) => (d ? '1' : '0')).join(''));\n\
+      window.drawn = { version: qr.version, size: qr.size, rows };\n\
+    })();\n";
+
+/// The pages, all under a CSP like the broker's: each loads the CSP watcher first and has an
+/// inline script the policy must refuse (a canary: the policy is in force).
+enum Page {
+    /// A canvas and qr.js.
+    Qr,
+    /// The same without qr.js, to see which globals the script adds.
+    Bare,
+    /// [`PROFILE`] as text, drawn by [`DRAW_JS`] when the page loads.
+    Profile,
+}
+
+fn write_page(dir: &Path, page: Page) -> String {
+    let (name, body) = match page {
+        Page::Qr => ("qr.html", "<script src=\"qr.js\"></script>".to_owned()),
+        Page::Bare => ("bare.html", String::new()),
+        Page::Profile => (
+            "profile.html",
+            format!(
+                "<pre id=\"payload\" hidden>{PROFILE}</pre>\
+                 <script src=\"qr.js\"></script><script src=\"draw.js\"></script>"
+            ),
+        ),
     };
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">\
          <meta http-equiv=\"Content-Security-Policy\" \
          content=\"default-src 'none'; script-src 'self'; img-src 'self' data:\">\
-         <title>qr</title></head><body><canvas id=\"code\"></canvas>{tag}</body></html>"
+         <title>qr</title><script src=\"csp-watch.js\"></script></head><body>\
+         <script>window.canary = 1;</script><canvas id=\"code\"></canvas>{body}</body></html>"
     );
-    std::fs::write(dir.join("qr.js"), QR_JS).expect("write qr.js");
+    for (file, text) in [
+        ("qr.js", QR_JS),
+        ("csp-watch.js", CSP_WATCH),
+        ("draw.js", DRAW_JS),
+    ] {
+        std::fs::write(dir.join(file), text).unwrap_or_else(|e| panic!("writing {file}: {e}"));
+    }
     let path = dir.join(name);
     std::fs::write(&path, html).expect("write page");
     format!("file://{}", path.display())
 }
 
-fn open_page(name: &str) -> (tempfile::TempDir, Chromedriver, Browser) {
+fn open_page(name: &str, page: Page) -> (tempfile::TempDir, Chromedriver, Browser) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let url = write_page(dir.path(), "qr.html", true);
+    let url = write_page(dir.path(), page);
     let driver = Chromedriver::start();
     let browser = Browser::new(&driver, name, BrowserOpts::desktop());
     browser.goto(&url);
-    let loaded = browser.execute("return typeof window.GrantwireQr;", vec![]);
-    assert_eq!(loaded, json!("object"), "qr.js ran under the page's CSP");
+    let loaded = browser.execute(
+        "return [typeof window.GrantwireQr, typeof window.canary];",
+        vec![],
+    );
+    assert_eq!(
+        loaded,
+        json!(["object", "undefined"]),
+        "qr.js runs and the inline canary does not: the page's CSP is in force"
+    );
     (dir, driver, browser)
+}
+
+/// Asserts the only CSP violation on the page is the inline canary's: qr.js used no inline
+/// script or style, and no eval on loading (nor in the profile page's drawing).
+#[track_caller]
+fn assert_no_csp_violation(browser: &Browser) {
+    let seen = browser.execute("return window.cspViolations;", vec![]);
+    assert_eq!(
+        seen,
+        json!(["script-src-elem inline"]),
+        "CSP violations (the canary's expected)"
+    );
 }
 
 fn ec_level(level: &str) -> EcLevel {
@@ -284,7 +342,7 @@ fn codes_decode_at_the_smallest_version_and_match_the_reference() {
         return;
     }
     let t0 = Instant::now();
-    let (_dir, _driver, browser) = open_page("browser_qr/matrix");
+    let (_dir, _driver, browser) = open_page("browser_qr/matrix", Page::Qr);
     let mut cases: Vec<(String, &str)> = Vec::new();
     for level in LEVELS {
         let ec = ec_level(level);
@@ -303,6 +361,7 @@ fn codes_decode_at_the_smallest_version_and_match_the_reference() {
     let t_js = Instant::now();
     let results = encode_all(&browser, &cases);
     let js_ms = t_js.elapsed().as_millis();
+    assert_no_csp_violation(&browser);
     assert_eq!(results.len(), cases.len());
 
     // The checks run in Rust, on every core: rqrr is slow in a debug build.
@@ -444,22 +503,24 @@ fn check_case(text: &str, level: &str, got: &Value, artifacts: &Path) -> Vec<Str
     errors
 }
 
-/// A wg-quick profile drawn by `draw` on the page's canvas at 4 pixels per module: the canvas
-/// holds exactly the modules, black on white, and a screenshot of the window reads back as the
-/// profile.
+/// A wg-quick profile encoded and drawn by the page's own script on its canvas at 4 pixels per
+/// module: the canvas holds exactly the modules, black on white, and a screenshot of the window
+/// reads back as the profile.
 #[test]
 fn a_profile_drawn_on_a_canvas_reads_back_from_a_screenshot() {
     if !require_browser() {
         return;
     }
-    let (_dir, _driver, mut browser) = open_page("browser_qr/profile");
-    let js = "const qr = GrantwireQr.encode(arguments[0], 'M');\
-              const canvas = document.getElementById('code');\
-              GrantwireQr.draw(canvas, qr, { scale: 4, margin: 4 });\
-              return { version: qr.version, size: qr.size, width: canvas.width, height: canvas.height,\
-                       png: canvas.toDataURL('image/png'),\
-                       rows: qr.modules.map((r) => r.map((d) => (d ? '1' : '0')).join('')) };";
-    let got = browser.execute(js, vec![json!(PROFILE)]);
+    let (_dir, _driver, mut browser) = open_page("browser_qr/profile", Page::Profile);
+    let js = "const c = document.getElementById('code');\
+              return Object.assign({ width: c.width, height: c.height, png: c.toDataURL('image/png') },\
+                                   window.drawn);";
+    let got = browser.execute(js, vec![]);
+    assert!(
+        got["rows"].is_array(),
+        "the page's script drew the profile: {}",
+        browser.execute("return window.cspViolations;", vec![])
+    );
     let rows = rows_of(&got);
     let size = rows.len();
     let side = (size + 2 * MARGIN) * SCALE;
@@ -487,6 +548,7 @@ fn a_profile_drawn_on_a_canvas_reads_back_from_a_screenshot() {
         "canvas pixels differing from the modules at scale 4, margin 4"
     );
 
+    assert_no_csp_violation(&browser);
     let (shot, codes) = browser.qr_codes("wg-quick-profile");
     assert_eq!(
         codes,
@@ -509,7 +571,7 @@ fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
     if !require_browser() {
         return;
     }
-    let (dir, _driver, browser) = open_page("browser_qr/errors");
+    let (dir, _driver, browser) = open_page("browser_qr/errors", Page::Qr);
     let js = "try { GrantwireQr.encode(arguments[0], arguments[1]); return 'no error'; }\
               catch (e) { return e.name + ': ' + e.message; }";
     let err = browser.execute(js, vec![json!("x".repeat(3000)), json!("H")]);
@@ -539,6 +601,7 @@ fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
     let default = browser.execute("return GrantwireQr.encode('hi').level;", vec![]);
     assert_eq!(default, json!("M"), "M unless told");
 
+    assert_no_csp_violation(&browser);
     // Asked twice per page: chromedriver leaves a global of its own (`ret_nodes`) after a script.
     let globals = "return Object.getOwnPropertyNames(window);";
     browser.execute(globals, vec![]);
@@ -547,7 +610,7 @@ fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    browser.goto(&write_page(dir.path(), "bare.html", false));
+    browser.goto(&write_page(dir.path(), Page::Bare));
     browser.execute(globals, vec![]);
     let without: Vec<Value> = browser
         .execute(globals, vec![])
