@@ -223,7 +223,9 @@
       for (const cx of ALIGN[version]) {
         if (m.fn[cy][cx]) continue;
         for (let dy = -2; dy <= 2; dy++) {
-          for (let dx = -2; dx <= 2; dx++) m.set(cx + dx, cy + dy, Math.max(Math.abs(dx), Math.abs(dy)) !== 1);
+          for (let dx = -2; dx <= 2; dx++) {
+            m.set(cx + dx, cy + dy, Math.max(Math.abs(dx), Math.abs(dy)) !== 1);
+          }
         }
       }
     }
@@ -311,7 +313,9 @@
   function penalty(dark) {
     const size = dark.length;
     let score = 0;
-    for (let i = 0; i < size; i++) score += linePenalty(dark[i]) + linePenalty(dark.map((row) => row[i]));
+    for (let i = 0; i < size; i++) {
+      score += linePenalty(dark[i]) + linePenalty(dark.map((row) => row[i]));
+    }
     // Rule 2: 3 for every 2x2 block of one colour (overlaps counted).
     for (let y = 0; y + 1 < size; y++) {
       for (let x = 0; x + 1 < size; x++) {
@@ -330,13 +334,15 @@
   function encode(text, level = "M") {
     if (typeof text !== "string") throw new TypeError("GrantwireQr.encode: text must be a string");
     const lv = LEVELS.indexOf(level);
-    if (lv < 0) throw new RangeError(`GrantwireQr.encode: level must be "L", "M", "Q" or "H", not ${String(level)}`);
+    if (lv < 0) {
+      throw new RangeError(`GrantwireQr.encode: level must be L, M, Q or H, not ${String(level)}`);
+    }
     const bytes = Array.from(new TextEncoder().encode(text));
     let version = 1;
     while (version <= 40 && capacity(version, lv) < bytes.length) version++;
     if (version > 40) {
-      throw new RangeError(`GrantwireQr.encode: ${bytes.length} bytes do not fit in a QR code at level ${level} ` +
-        `(version 40 holds at most ${capacity(40, lv)} bytes)`);
+      throw new RangeError(`GrantwireQr.encode: ${bytes.length} bytes do not fit in a QR code at ` +
+        `level ${level} (version 40 holds at most ${capacity(40, lv)} bytes)`);
     }
     const m = functionPatterns(version);
     placeData(m, interleave(dataBytes(bytes, version, lv), version, lv));
