@@ -49,10 +49,12 @@ const CSP_WATCH: &str = "\"use strict\";\n\
 /// the page (where the CSP applies; scripts run through WebDriver are exempt from it).
 const DRAW_JS: &str = "\"use strict\";\n\
     (function () {\n\
+      const t0 = performance.now();\n\
       const qr = GrantwireQr.encode(document.getElementById('payload').textContent, 'M');\n\
       GrantwireQr.draw(document.getElementById('code'), qr, { scale: 4, margin: 4 });\n\
       const rows = qr.modules.map((r) => r.map((d) => (d ? '1' : '0')).join(''));\n\
-      window.drawn = { version: qr.version, size: qr.size, rows };\n\
+      const ms = performance.now() - t0;\n\
+      window.drawn = { version: qr.version, size: qr.size, rows, ms };\n\
     })();\n";
 
 /// The pages, all under a CSP like the broker's: each loads the CSP watcher first and has an
@@ -557,9 +559,11 @@ fn a_profile_drawn_on_a_canvas_reads_back_from_a_screenshot() {
         shot.display()
     );
     eprintln!(
-        "browser_qr: {}-byte profile at M is version {} ({size}x{size}), {side}px canvas; screenshot {}",
+        "browser_qr: {}-byte profile at M is version {} ({size}x{size}), encoded and drawn in {} \
+         ms, {side}px canvas; screenshot {}",
         PROFILE.len(),
         got["version"],
+        got["ms"].as_f64().unwrap_or(f64::NAN).round(),
         shot.display()
     );
 }
