@@ -3,9 +3,9 @@
 //! is the smallest that holds the bytes, and its modules are exactly the `qrcode` crate's for the
 //! same version, level and mask. A profile drawn on a `<canvas>` reads back from a screenshot.
 //!
-//! The page is two files in a temporary directory, loaded from `file://` under a
-//! Content-Security-Policy like the broker's (`script-src 'self'`), so an inline script or an
-//! `eval` in qr.js would fail here too.
+//! The pages are files in a temporary directory (HTML, qr.js, a CSP violation recorder and the
+//! profile page's drawing script), loaded from `file://` under a Content-Security-Policy like
+//! the broker's (`script-src 'self'`), so an inline script or an `eval` in qr.js fails here too.
 
 use std::path::Path;
 use std::time::Instant;
