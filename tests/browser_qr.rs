@@ -50,8 +50,8 @@ const CSP_WATCH: &str = "\"use strict\";\n\
 const DRAW_JS: &str = "\"use strict\";\n\
     (function () {\n\
       const t0 = performance.now();\n\
-      const qr = GrantwireQr.encode(document.getElementById('payload').textContent, 'M');\n\
-      GrantwireQr.draw(document.getElementById('code'), qr, { scale: 4, margin: 4 });\n\
+      const qr = QrCode.encode(document.getElementById('payload').textContent, 'M');\n\
+      QrCode.draw(document.getElementById('code'), qr, { scale: 4, margin: 4 });\n\
       const rows = qr.modules.map((r) => r.map((d) => (d ? '1' : '0')).join(''));\n\
       const ms = performance.now() - t0;\n\
       window.drawn = { version: qr.version, size: qr.size, rows, ms };\n\
@@ -106,7 +106,7 @@ fn open_page(name: &str, page: Page) -> (tempfile::TempDir, Chromedriver, Browse
     let browser = Browser::new(&driver, name, BrowserOpts::desktop());
     browser.goto(&url);
     let loaded = browser.execute(
-        "return [typeof window.GrantwireQr, typeof window.canary];",
+        "return [typeof window.QrCode, typeof window.canary];",
         vec![],
     );
     assert_eq!(
@@ -304,7 +304,7 @@ fn payload(len: usize, seed: usize, utf8: bool) -> String {
 /// rows as strings of 0 and 1.
 fn encode_all(browser: &Browser, cases: &[(String, &str)]) -> Vec<Value> {
     let js = "return arguments[0].map(([text, level]) => {\
-                const qr = GrantwireQr.encode(text, level);\
+                const qr = QrCode.encode(text, level);\
                 return { version: qr.version, level: qr.level, mask: qr.mask, size: qr.size,\
                          rows: qr.modules.map((r) => r.map((d) => (d ? '1' : '0')).join('')) };\
               });";
@@ -576,13 +576,13 @@ fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
         return;
     }
     let (dir, _driver, browser) = open_page("browser_qr/errors", Page::Qr);
-    let js = "try { GrantwireQr.encode(arguments[0], arguments[1]); return 'no error'; }\
+    let js = "try { QrCode.encode(arguments[0], arguments[1]); return 'no error'; }\
               catch (e) { return e.name + ': ' + e.message; }";
     let err = browser.execute(js, vec![json!("x".repeat(3000)), json!("H")]);
     assert_eq!(
         err,
         json!(
-            "RangeError: GrantwireQr.encode: 3000 bytes do not fit in a QR code at level H \
+            "RangeError: QrCode.encode: 3000 bytes do not fit in a QR code at level H \
                (version 40 holds at most 1273 bytes)"
         )
     );
@@ -602,7 +602,7 @@ fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
         err.as_str().is_some_and(|e| e.contains("level must be")),
         "{err}"
     );
-    let default = browser.execute("return GrantwireQr.encode('hi').level;", vec![]);
+    let default = browser.execute("return QrCode.encode('hi').level;", vec![]);
     assert_eq!(default, json!("M"), "M unless told");
 
     assert_no_csp_violation(&browser);
@@ -622,5 +622,5 @@ fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
         .cloned()
         .unwrap_or_default();
     let added: Vec<&Value> = with.iter().filter(|g| !without.contains(g)).collect();
-    assert_eq!(added, vec![&json!("GrantwireQr")], "the globals qr.js adds");
+    assert_eq!(added, vec![&json!("QrCode")], "the globals qr.js adds");
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::browser::spki_pin_of_pem;
-use grantwire_e2e::harness::lab::CLIENT_IP;
+use grantwire_e2e::harness::lab::{CLIENT_IP, HOME_OUTSIDE_IP};
 use grantwire_e2e::harness::loopback::CERT_FILE;
 use grantwire_e2e::{
     host_exec, require_browser, require_env, unix_now, Browser, BrowserOpts, Chromedriver, Lab,
@@ -41,6 +41,7 @@ fn a_tunnel_made_in_the_browser_loads_plex_until_it_is_revoked() {
     let driver = Chromedriver::start_in(&lab.client);
     let opts = BrowserOpts::desktop()
         .pinned(spki_pin_of_pem(&cert))
+        .reaching(HOME_OUTSIDE_IP)
         .downloads_to(&downloads);
     let mut b = Browser::new(&driver, "browser_tunnel/browser-key", opts);
 

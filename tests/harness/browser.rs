@@ -249,6 +249,9 @@ pub struct BrowserOpts {
     pub mobile: bool,
     /// Where downloads are saved, without asking (none: Chromium's default).
     pub downloads: Option<PathBuf>,
+    /// Hosts (IP literals) the browser may reach besides 127.0.0.1: a test namespace's
+    /// broker. Every other name or address is unreachable.
+    pub reach: Vec<String>,
 }
 
 impl BrowserOpts {
@@ -259,6 +262,7 @@ impl BrowserOpts {
             window: (1280, 800),
             mobile: false,
             downloads: None,
+            reach: Vec::new(),
         }
     }
 
@@ -269,7 +273,15 @@ impl BrowserOpts {
             window: (390, 844),
             mobile: true,
             downloads: None,
+            reach: Vec::new(),
         }
+    }
+
+    /// Lets the browser reach `host` (an address inside a namespace the test made).
+    pub fn reaching(mut self, host: &str) -> BrowserOpts {
+        crate::assert_safe_host(host);
+        self.reach.push(host.to_owned());
+        self
     }
 
     /// Saves downloads into `dir` without a prompt.
@@ -602,7 +614,7 @@ fn chromium_args(profile: &Path, opts: &BrowserOpts) -> Vec<String> {
         "--disable-component-update".to_owned(),
         "--disable-sync".to_owned(),
         "--no-first-run".to_owned(),
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".to_owned(),
+        host_rules(&opts.reach),
     ];
     if is_root() {
         // Chromium refuses to start as root with its sandbox on (the sandbox relies on
@@ -614,6 +626,16 @@ fn chromium_args(profile: &Path, opts: &BrowserOpts) -> Vec<String> {
         args.push(format!("--ignore-certificate-errors-spki-list={pin}"));
     }
     args
+}
+
+/// Every host unresolvable (IP literals too) except 127.0.0.1 and `reach`.
+fn host_rules(reach: &[String]) -> String {
+    let mut rules = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".to_owned();
+    for host in reach {
+        rules.push_str(", EXCLUDE ");
+        rules.push_str(host);
+    }
+    rules
 }
 
 fn capabilities(args: &[String], opts: &BrowserOpts) -> serde_json::Map<String, Value> {

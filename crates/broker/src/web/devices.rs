@@ -254,7 +254,13 @@ fn profile_facts(p: Option<&DeviceProfile>) -> Markup {
             dt { "Plex on the tunnel" }
             dd { code id="plex-url" data-fill="plex_url" { (text(|p| p.plex_url.clone())) } }
             dt { "Works only from" }
-            dd { code id="device-pin" data-fill="pin" { (text(|p| p.pin.clone())) } }
+            dd {
+                code id="device-pin" data-fill="pin" { (text(|p| p.pin.clone())) }
+                " " span class="muted" {
+                    "(the address this browser came from: a device on another network must "
+                    "get its own tunnel there)"
+                }
+            }
             dt { "Until" }
             dd {
                 span id="device-expires" data-fill="expires_text" {

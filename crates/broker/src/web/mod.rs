@@ -99,6 +99,7 @@ pub(crate) fn router() -> Router<Broker> {
         .route("/devices/server-keys", post(devices::issue_with_server_key))
         .route("/assets/style.css", get(layout::stylesheet))
         .route("/assets/app.js", get(layout::script))
+        .route("/assets/qr.js", get(layout::qr_script))
 }
 
 /// An HTML page response with the page CSP.

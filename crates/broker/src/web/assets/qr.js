@@ -1,12 +1,12 @@
 "use strict";
-// GrantwireQr: a QR code encoder (ISO/IEC 18004 Model 2, byte mode, no ECI), written from the
+// QrCode: a QR code encoder (ISO/IEC 18004 Model 2, byte mode, no ECI), written from the
 // standard so the "New device" page can draw a WireGuard profile, private key included, without
 // the key ever leaving the browser. It defines one global:
 //
-//   GrantwireQr.encode(text, level = "M") -> { version, level, mask, size, modules }
+//   QrCode.encode(text, level = "M") -> { version, level, mask, size, modules }
 //       text is encoded as UTF-8; level is "L", "M", "Q" or "H"; the smallest version 1..40
 //       that holds the bytes is used; modules[y][x] is true for a dark module.
-//   GrantwireQr.draw(canvas, qr, { scale = 4, margin = 4 })
+//   QrCode.draw(canvas, qr, { scale = 4, margin = 4 })
 //       draws the code on a <canvas>, black on white, `margin` modules of quiet zone.
 //
 // Coordinates below are x = column, y = row, both from the top-left corner.
@@ -332,16 +332,16 @@
   // --- The API. ---
 
   function encode(text, level = "M") {
-    if (typeof text !== "string") throw new TypeError("GrantwireQr.encode: text must be a string");
+    if (typeof text !== "string") throw new TypeError("QrCode.encode: text must be a string");
     const lv = LEVELS.indexOf(level);
     if (lv < 0) {
-      throw new RangeError(`GrantwireQr.encode: level must be L, M, Q or H, not ${String(level)}`);
+      throw new RangeError(`QrCode.encode: level must be L, M, Q or H, not ${String(level)}`);
     }
     const bytes = Array.from(new TextEncoder().encode(text));
     let version = 1;
     while (version <= 40 && capacity(version, lv) < bytes.length) version++;
     if (version > 40) {
-      throw new RangeError(`GrantwireQr.encode: ${bytes.length} bytes do not fit in a QR code at ` +
+      throw new RangeError(`QrCode.encode: ${bytes.length} bytes do not fit in a QR code at ` +
         `level ${level} (version 40 holds at most ${capacity(40, lv)} bytes)`);
     }
     const m = functionPatterns(version);
@@ -371,5 +371,5 @@
     }));
   }
 
-  window.GrantwireQr = Object.freeze({ encode, draw });
+  window.QrCode = Object.freeze({ encode, draw });
 })();
