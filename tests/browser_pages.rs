@@ -431,7 +431,10 @@ fn a_phone_without_browser_keys_gets_the_brokers_key_once_as_qr_and_download() {
         vec![],
     );
     b.screenshot("new-device");
-    b.click("#make-device");
+    // By keyboard alone: Tab to the server list, then to the button, and Enter.
+    b.tab_to("#edge", 20);
+    b.tab_to("#make-device", 3);
+    b.enter();
     b.wait_for("#server-key-note, p#message");
     assert!(b.exists("#server-key-note"), "{}", b.body_text());
     assert_no_sideways_scroll(&b, "the server-key page");
