@@ -400,6 +400,89 @@ fn an_invited_friend_sets_up_their_account_on_a_phone_from_the_qr_code() {
     eprintln!("invitation: {} ms", t0.elapsed().as_millis());
 }
 
+#[test]
+fn a_phone_without_browser_keys_gets_the_brokers_key_once_as_qr_and_download() {
+    if !require_browser() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = LoopbackBroker::start(&dir.path().join("broker"));
+    let alice = broker.add_user("alice", PASSWORD, false);
+    enrol_edge(&broker, EDGE);
+    broker
+        .admin(&["grant", "add", &alice.name, EDGE, "--json"], None)
+        .expect_ok("grantwire-broker grant add");
+    let downloads = dir.path().join("downloads");
+    std::fs::create_dir_all(&downloads).expect("downloads dir");
+    let driver = Chromedriver::start();
+    let opts = BrowserOpts::phone()
+        .pinned(broker.spki_pin())
+        .downloads_to(&downloads);
+    let mut b = Browser::new(&driver, "browser_pages/server-key", opts);
+    sign_in(&mut b, &broker, &alice, &alice.totp_at(unix_now()));
+
+    b.click("#new-device-link");
+    b.wait_for("form#new-device");
+    // This Chromium has X25519; once its script has found so, the page is made to behave as
+    // in a browser without it, where the form posts as it is.
+    b.wait_for("form#new-device[data-keys=browser]");
+    b.execute(
+        "document.getElementById('new-device').setAttribute('data-keys', 'server');",
+        vec![],
+    );
+    b.screenshot("new-device");
+    // By keyboard alone: Tab to the server list, then to the button, and Enter.
+    b.tab_to("#edge", 20);
+    b.tab_to("#make-device", 3);
+    b.enter();
+    b.wait_for("#server-key-note, p#message");
+    assert!(b.exists("#server-key-note"), "{}", b.body_text());
+    assert_no_sideways_scroll(&b, "the server-key page");
+    let (shot, codes) = b.qr_codes("server-key-qr");
+    assert_eq!(codes.len(), 1, "one QR code in {}", shot.display());
+    let shown = b
+        .execute(
+            "return document.getElementById('device-conf').textContent;",
+            vec![],
+        )
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(codes[0], shown, "the QR code and the file shown differ");
+    b.click("#conf-download");
+    let path = downloads.join("gw-home.conf");
+    let saved = grantwire_e2e::wait_for(CMD, Duration::from_millis(100), || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .filter(|t| !t.is_empty())
+    })
+    .unwrap_or_else(|| panic!("no {} downloaded", path.display()));
+    assert_eq!(saved, shown, "the download and the file shown differ");
+
+    // The lease is on that key's public half, and the page never shows the key again.
+    let private = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .expect("a PrivateKey line")
+        .to_owned();
+    let public = host_exec(
+        &["wg", "pubkey"],
+        Some(format!("{private}\n").as_bytes()),
+        CMD,
+    )
+    .expect_ok("wg pubkey")
+    .stdout
+    .trim()
+    .to_owned();
+    let live = live_leases(&broker);
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(live[0]["public_key"], public.as_str(), "{live:?}");
+    b.goto(&format!("{}/devices/new", broker.url));
+    b.wait_for("form#new-device");
+    assert!(!b.source().contains(&private), "the key on a later page");
+    end_without_leftovers(driver, vec![b]);
+}
+
 /// Opens /access and checks it sent the browser to the sign-in page: no live session.
 #[track_caller]
 fn assert_access_leads_to_sign_in(b: &Browser, broker: &LoopbackBroker, what: &str) {

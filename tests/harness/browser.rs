@@ -48,6 +48,7 @@
 //! ```
 
 pub mod qr;
+pub mod relay;
 pub mod spki;
 
 use std::io::{Read, Write};
@@ -60,9 +61,11 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
 use super::env::{is_root, must_run, which};
+use super::netns::Netns;
 use super::proc::Proc;
 
 pub use qr::{decode_qr, decode_qr_detailed, encode_qr_png, png_to_luma};
+pub use relay::NsRelay;
 pub use spki::{pem_to_der, spki_der, spki_pin, spki_pin_of_pem};
 
 /// Debian's paths (`chromium`, `chromium-driver`), found on PATH when elsewhere.
@@ -115,22 +118,42 @@ pub struct Chromedriver {
     /// HOME of the driver and its browsers: Chromium keeps things outside its profile
     /// (`~/.pki/nssdb`, `~/.cache`), and none of it belongs in the user's home.
     home: tempfile::TempDir,
+    /// For a driver inside a test namespace, the relay the test reaches it through.
+    _relay: Option<NsRelay>,
 }
 
 impl Chromedriver {
     pub fn start() -> Chromedriver {
+        Self::start_with(None)
+    }
+
+    /// A driver, and so its browsers, inside `ns`: the pages see the namespace's address. The
+    /// test talks to it through an [`NsRelay`] on its own loopback.
+    pub fn start_in(ns: &Netns) -> Chromedriver {
+        Self::start_with(Some(ns))
+    }
+
+    fn start_with(ns: Option<&Netns>) -> Chromedriver {
         let bin = find_tool(CHROMEDRIVER).expect("chromedriver: call require_browser() first");
         let home = tempfile::Builder::new()
             .prefix("grantwire-chromedriver")
             .tempdir()
             .expect("chromedriver home");
-        let mut cmd = Command::new(&bin);
+        let bin_text = bin.display().to_string();
         // chromedriver accepts connections from loopback only unless told otherwise.
-        cmd.arg("--port=0")
-            .env("HOME", home.path())
+        let argv = [bin_text.as_str(), "--port=0"];
+        let mut cmd = match ns {
+            Some(ns) => ns.command(&argv),
+            None => {
+                let mut cmd = Command::new(&bin);
+                cmd.arg("--port=0");
+                cmd
+            }
+        };
+        cmd.env("HOME", home.path())
             .env("XDG_CONFIG_HOME", home.path().join(".config"))
             .env("XDG_CACHE_HOME", home.path().join(".cache"));
-        let mut proc = Proc::spawn("chromedriver", cmd, format!("{} --port=0", bin.display()));
+        let mut proc = Proc::spawn("chromedriver", cmd, format!("{bin_text} --port=0"));
         let port = crate::wait_for(DRIVER_READY, Duration::from_millis(20), || {
             proc.assert_running("chromedriver to print its port");
             let out = proc.stdout();
@@ -144,6 +167,8 @@ impl Chromedriver {
                 .ok()
         })
         .unwrap_or_else(|| panic!("chromedriver did not start\n{}", proc.logs()));
+        let relay = ns.map(|ns| NsRelay::start(ns, port));
+        let port = relay.as_ref().map_or(port, NsRelay::port);
         let ready = crate::wait_for(DRIVER_READY, Duration::from_millis(20), || {
             status_ready(port).then_some(())
         });
@@ -154,6 +179,7 @@ impl Chromedriver {
             proc,
             url: format!("http://127.0.0.1:{port}"),
             home,
+            _relay: relay,
         }
     }
 
@@ -221,6 +247,11 @@ pub struct BrowserOpts {
     pub window: (u32, u32),
     /// Emulate a phone: touch, and `<meta name="viewport">` honoured as a mobile browser does.
     pub mobile: bool,
+    /// Where downloads are saved, without asking (none: Chromium's default).
+    pub downloads: Option<PathBuf>,
+    /// Hosts (IP literals) the browser may reach besides 127.0.0.1: a test namespace's
+    /// broker. Every other name or address is unreachable.
+    pub reach: Vec<String>,
 }
 
 impl BrowserOpts {
@@ -230,6 +261,8 @@ impl BrowserOpts {
             pin_spki: None,
             window: (1280, 800),
             mobile: false,
+            downloads: None,
+            reach: Vec::new(),
         }
     }
 
@@ -239,7 +272,22 @@ impl BrowserOpts {
             pin_spki: None,
             window: (390, 844),
             mobile: true,
+            downloads: None,
+            reach: Vec::new(),
         }
+    }
+
+    /// Lets the browser reach `host` (an address inside a namespace the test made).
+    pub fn reaching(mut self, host: &str) -> BrowserOpts {
+        crate::assert_safe_host(host);
+        self.reach.push(host.to_owned());
+        self
+    }
+
+    /// Saves downloads into `dir` without a prompt.
+    pub fn downloads_to(mut self, dir: &Path) -> BrowserOpts {
+        self.downloads = Some(dir.to_owned());
+        self
     }
 
     /// Trusts the certificate whose SPKI pin is `pin` (see [`spki_pin_of_pem`]).
@@ -566,7 +614,7 @@ fn chromium_args(profile: &Path, opts: &BrowserOpts) -> Vec<String> {
         "--disable-component-update".to_owned(),
         "--disable-sync".to_owned(),
         "--no-first-run".to_owned(),
-        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".to_owned(),
+        host_rules(&opts.reach),
     ];
     if is_root() {
         // Chromium refuses to start as root with its sandbox on (the sandbox relies on
@@ -580,6 +628,16 @@ fn chromium_args(profile: &Path, opts: &BrowserOpts) -> Vec<String> {
     args
 }
 
+/// Every host unresolvable (IP literals too) except 127.0.0.1 and `reach`.
+fn host_rules(reach: &[String]) -> String {
+    let mut rules = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".to_owned();
+    for host in reach {
+        rules.push_str(", EXCLUDE ");
+        rules.push_str(host);
+    }
+    rules
+}
+
 fn capabilities(args: &[String], opts: &BrowserOpts) -> serde_json::Map<String, Value> {
     let binary = find_tool(CHROMIUM).expect("chromium: call require_browser() first");
     let (width, height) = opts.window;
@@ -589,16 +647,23 @@ fn capabilities(args: &[String], opts: &BrowserOpts) -> serde_json::Map<String, 
         "width": width, "height": height, "pixelRatio": 1.0,
         "mobile": opts.mobile, "touch": opts.mobile,
     });
+    let mut chrome = json!({
+        "binary": binary,
+        "args": args,
+        "mobileEmulation": { "deviceMetrics": metrics },
+    });
+    if let Some(dir) = &opts.downloads {
+        chrome["prefs"] = json!({
+            "download.default_directory": dir,
+            "download.prompt_for_download": false,
+        });
+    }
     let caps = json!({
         "browserName": "chrome",
         // Explicit: a certificate is trusted only through the SPKI pin.
         "acceptInsecureCerts": false,
         "timeouts": { "pageLoad": COMMAND.as_millis() as u64, "script": 10_000, "implicit": 0 },
-        "goog:chromeOptions": {
-            "binary": binary,
-            "args": args,
-            "mobileEmulation": { "deviceMetrics": metrics },
-        },
+        "goog:chromeOptions": chrome,
     });
     match caps {
         Value::Object(m) => m,

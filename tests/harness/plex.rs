@@ -29,6 +29,12 @@ impl StandInPlex {
             format!("<html><body>{marker}</body></html>\n"),
         )
         .expect("write index.html");
+        // Plex's web app is at /web, the URL a profile names; the page answers there too.
+        std::fs::write(
+            dir.path().join("web"),
+            format!("<html><body>{marker}</body></html>\n"),
+        )
+        .expect("write web");
         let dir_str = dir.path().to_str().expect("UTF-8 temp path").to_owned();
         let port = PLEX_PORT.to_string();
         let mut proc = ns.spawn(

@@ -35,6 +35,18 @@ impl Profile {
     /// Renders the profile as a wg-quick configuration file. The comment lines carry what a
     /// person needs to know; `wg-quick strip` and the WireGuard apps ignore them.
     pub fn to_wg_quick(&self, private_key: &PrivateKey) -> String {
+        self.render(Some(private_key))
+    }
+
+    /// The wg-quick file without its `PrivateKey` line, for a client that holds the key where
+    /// the broker cannot see it (the web page's browser-made key): inserting
+    /// `PrivateKey = <base64>` right after the `[Interface]` line gives exactly
+    /// [`Profile::to_wg_quick`]'s text.
+    pub fn to_wg_quick_without_key(&self) -> String {
+        self.render(None)
+    }
+
+    fn render(&self, private_key: Option<&PrivateKey>) -> String {
         let allowed = self
             .allowed_ips
             .iter()
@@ -55,7 +67,9 @@ impl Profile {
             self.pin, self.expires_at
         );
         let _ = writeln!(out, "[Interface]");
-        let _ = writeln!(out, "PrivateKey = {}", private_key.to_base64());
+        if let Some(key) = private_key {
+            let _ = writeln!(out, "PrivateKey = {}", key.to_base64());
+        }
         let _ = writeln!(out, "Address = {}/32", self.address);
         let _ = writeln!(out);
         let _ = writeln!(out, "[Peer]");
@@ -117,6 +131,20 @@ mod tests {
         let j = lines.iter().position(|l| *l == "[Peer]").unwrap();
         assert!(i < j);
         assert!(text.contains("# Plex: http://10.77.0.1:32400/web"));
+    }
+
+    #[test]
+    fn the_keyless_file_plus_the_key_line_after_interface_is_the_whole_file() {
+        let p = sample();
+        let sk = PrivateKey::from_random_bytes([3; 32]);
+        let keyless = p.to_wg_quick_without_key();
+        assert!(!keyless.contains("PrivateKey"), "{keyless}");
+        let with_key = keyless.replacen(
+            "[Interface]\n",
+            &format!("[Interface]\nPrivateKey = {}\n", sk.to_base64()),
+            1,
+        );
+        assert_eq!(with_key, p.to_wg_quick(&sk));
     }
 
     #[test]

@@ -95,6 +95,7 @@ fn access_main(o: &AccessOverview, csrf: &str, done: Option<Done>) -> Markup {
         }
         p { "Signed in as " strong id="whoami-user" { (o.user) } "." }
         p { "This device reaches the broker from " code id="source-ip" { (o.source_ip) } "." }
+        p { a id="new-device-link" class="button" href="/devices/new" { "New device" } }
         h2 { "Live leases" }
         @if o.leases.is_empty() {
             p id="no-leases" class="muted" { "No live leases." }

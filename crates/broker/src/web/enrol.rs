@@ -154,7 +154,7 @@ fn app_response(
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<Response, PageError> {
-    let (qr_url, side) = qr::png_data_url(&pending.otpauth_uri)?;
+    let (qr_url, side) = qr::png_data_url(&pending.otpauth_uri, "an otpauth URI")?;
     let csrf = form_token(broker, token);
     let markup = app_page(pending, &qr_url, side, &csrf, error);
     Ok(page(status, markup))

@@ -9,6 +9,7 @@ use maud::{html, Markup, DOCTYPE};
 /// are a few kilobytes, and a stale copy after an upgrade would be worse.
 const STYLE_CSS: &str = include_str!("assets/style.css");
 const APP_JS: &str = include_str!("assets/app.js");
+const QR_JS: &str = include_str!("assets/qr.js");
 
 pub(super) async fn stylesheet() -> impl IntoResponse {
     (
@@ -21,6 +22,14 @@ pub(super) async fn script() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
         APP_JS,
+    )
+}
+
+/// The QR code encoder "New device" draws the profile with (the key never leaves the page).
+pub(super) async fn qr_script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        QR_JS,
     )
 }
 

@@ -18,7 +18,10 @@
 //! | `GET /access` | "My access": address, live leases, grants |
 //! | `POST /access/leases/{id}/revoke` | revokes an own lease, 303 to `/access?done=revoked` |
 //! | `POST /access/leases/{id}/renew` | re-pins an own lease here, 303 to `/access?done=renewed` |
-//! | `GET /assets/style.css`, `GET /assets/app.js` | the stylesheet and the countdown script |
+//! | `GET /devices/new` | "New device": pick an edge; `app.js` makes the key pair when it can |
+//! | `POST /devices` | `csrf`, `edge`, `public_key` from the page's script: JSON profile without key |
+//! | `POST /devices/server-keys` | `csrf`, `edge`: the broker makes the pair, shows it once |
+//! | `GET /assets/style.css`, `GET /assets/app.js`, `GET /assets/qr.js` | stylesheet, scripts |
 //! | `GET /admin` | admins only (anyone else signed in: 404): links to the sections below |
 //! | `GET /admin/users` | users and their state; disable, enable, reset TOTP; invite form |
 //! | `POST /admin/users/invite` | [`Broker::user_invite`]: temporary password and `/welcome` once |
@@ -77,6 +80,7 @@
 
 mod access;
 mod admin;
+mod devices;
 mod enrol;
 mod layout;
 mod login;
@@ -95,10 +99,11 @@ use admin::{audit, edges, grants, leases, users};
 use crate::broker::Broker;
 use crate::error::Error;
 
-/// The Content-Security-Policy of every page: only the broker's own stylesheet and script,
-/// images from itself or `data:`, forms only to itself, never framed, no `<base>`.
+/// The Content-Security-Policy of every page: only the broker's own stylesheet and scripts,
+/// images from itself or `data:`, `fetch` and forms only to itself, never framed, no `<base>`.
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
-    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'";
 
 /// The page routes, merged into the public app before its fallback.
 pub(crate) fn router() -> Router<Broker> {
@@ -126,8 +131,12 @@ pub(crate) fn router() -> Router<Broker> {
         .route("/admin/leases/{id}/revoke", post(leases::revoke))
         .route("/admin/audit", get(audit::show))
         .route("/admin/alerts", get(audit::alerts))
+        .route("/devices/new", get(devices::show))
+        .route("/devices", post(devices::issue_for_browser_key))
+        .route("/devices/server-keys", post(devices::issue_with_server_key))
         .route("/assets/style.css", get(layout::stylesheet))
         .route("/assets/app.js", get(layout::script))
+        .route("/assets/qr.js", get(layout::qr_script))
 }
 
 /// An HTML page response with the page CSP.

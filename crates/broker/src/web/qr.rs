@@ -1,4 +1,5 @@
-//! The enrolment's `otpauth://` URI as a QR code in a `data:` URL, for an `<img>`.
+//! A QR code in a `data:` URL, for an `<img>`: the enrolment's `otpauth://` URI, and the
+//! tunnel profile when the broker had to make the device's key (`devices.rs`).
 //!
 //! A PNG rather than inline `<svg>`: the page CSP allows `img-src data:` and no inline style,
 //! and an image cannot carry a `style` attribute or script into the page whatever renders it.
@@ -19,11 +20,13 @@ pub(super) const MODULE_PIXELS: usize = 8;
 pub(super) const QUIET_ZONE: usize = 4;
 
 /// `text` as a QR code in a `data:image/png;base64,` URL, and the image's side in pixels.
-pub(super) fn png_data_url(text: &str) -> Result<(String, usize)> {
-    // M: 15% of the code may be lost to glare off a screen; an otpauth URI is short enough
-    // (about 120 bytes, version 6) that L would gain nothing worth having.
+/// `what` names the text in the error.
+pub(super) fn png_data_url(text: &str, what: &str) -> Result<(String, usize)> {
+    // M: 15% of the code may be lost to glare off a screen. An otpauth URI (about 120 bytes)
+    // is version 6; a tunnel profile (about 420 bytes) version 15, which the WireGuard apps
+    // read off a laptop screen.
     let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M)
-        .map_err(|e| Error::Internal(format!("QR code of an otpauth URI: {e}")))?;
+        .map_err(|e| Error::Internal(format!("QR code of {what}: {e}")))?;
     let (png, side) = render_png(&code)?;
     let url = format!("data:image/png;base64,{}", STANDARD.encode(png));
     Ok((url, side))
@@ -73,7 +76,7 @@ mod tests {
     #[test]
     fn the_image_is_the_code_with_its_quiet_zone() {
         let text = "otpauth://totp/grantwire:bob?secret=AAAA&issuer=grantwire";
-        let (url, side) = png_data_url(text).unwrap();
+        let (url, side) = png_data_url(text, "a test").unwrap();
         let code = QrCode::with_error_correction_level(text.as_bytes(), EcLevel::M).unwrap();
         // Written out, not taken from the constants, so a change to them fails here.
         assert_eq!(side, (code.width() + 8) * 8);

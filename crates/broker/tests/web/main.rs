@@ -9,6 +9,7 @@ mod common;
 
 mod access;
 mod admin;
+mod devices;
 mod enrol;
 mod enrol_refused;
 mod support;
@@ -72,6 +73,7 @@ async fn the_sign_in_page_says_nothing_of_the_service_and_sets_its_form_cookie()
     for (path, kind) in [
         ("/assets/style.css", "text/css; charset=utf-8"),
         ("/assets/app.js", "text/javascript; charset=utf-8"),
+        ("/assets/qr.js", "text/javascript; charset=utf-8"),
     ] {
         let resp = h.get_page(path, None).await;
         assert_eq!(resp.status(), 200, "{path}");

@@ -7,7 +7,8 @@ use crate::common::*;
 
 /// Written out here, not taken from the broker, so a change there fails.
 pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; \
-    img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+    img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+    base-uri 'none'";
 pub const REFUSED: &str = r#"<p id="error" role="alert">wrong user name, password or code</p>"#;
 
 /// A form post: its fields, and the cookie and `Origin` it is sent with.

@@ -130,7 +130,7 @@ pub(in crate::web) async fn reset_totp(
 ) -> Result<Response, PageError> {
     admin_form(&broker, &admin, &guard, &form.csrf, "admin_reset_totp").await?;
     let reset = broker.user_reset_totp(UserNameRequest { name }).await?;
-    let (qr_url, side) = qr::png_data_url(&reset.otpauth_uri)?;
+    let (qr_url, side) = qr::png_data_url(&reset.otpauth_uri, "an otpauth URI")?;
     let main = html! {
         h1 { "New authenticator key" }
         p { "The authenticator key of " strong id="reset-user" { (reset.name) }

@@ -1,0 +1,319 @@
+//! "New device": a lease for the device in hand, as a QR code and a `.conf` download.
+//!
+//! Where the browser has WebCrypto X25519 (`app.js` finds out when the page loads), the key
+//! pair is made in the browser: the page posts only the public key to `POST /devices` with
+//! `fetch`, gets the profile without a `PrivateKey` line back as JSON, adds the key line, draws
+//! the QR code with `qr.js` and offers the text as a download. The private key never leaves the
+//! browser.
+//!
+//! Where it has not (or without script), the form posts to `POST /devices/server-keys`: the
+//! broker makes the pair, issues the lease for its public half, and answers with a page that
+//! shows the whole file once, as a QR code (drawn here), a `data:` download and text. The
+//! private key is in that response only: not in the database, the log or any later page.
+//!
+//! Both issue the lease through [`Broker::issue_lease`], pinned to the address the request
+//! comes from, and spend the lease budget as `POST /v1/leases` does.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use grantwire_proto::{LeaseRequest, PrivateKey, Profile, PublicKey};
+use maud::{html, Markup};
+
+use super::layout::{countdown, csrf_field, frame, utc, SignedIn};
+use super::session::{FormGuard, PageForm, WebSession};
+use super::{page, qr, PageError};
+use crate::broker::Broker;
+use crate::error::Error;
+use crate::routes::ClientIp;
+use crate::secrets;
+use crate::throttle::LeaseBudget;
+
+/// The form of both posts: the edge, and (browser-made keys only) the public key.
+#[derive(serde::Deserialize)]
+pub(super) struct DeviceForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    edge: String,
+    #[serde(default)]
+    public_key: String,
+}
+
+/// What `POST /devices` answers: the profile without its key line, and what the page shows.
+#[derive(Debug, serde::Serialize)]
+pub(super) struct DeviceProfile {
+    lease_id: String,
+    edge: String,
+    /// The wg-quick file without `PrivateKey`; the page inserts that line after `[Interface]`.
+    conf_without_key: String,
+    /// A file name the WireGuard apps take as the tunnel's name (at most 15 characters).
+    file_name: String,
+    plex_url: String,
+    pin: String,
+    expires_at: i64,
+    expires_text: String,
+}
+
+pub(super) async fn show(
+    State(broker): State<Broker>,
+    session: WebSession,
+    ClientIp(ip): ClientIp,
+) -> Result<Response, PageError> {
+    let overview = broker.access_overview(&session.user, ip).await?;
+    let edges: Vec<&str> = overview.grants.iter().map(|g| g.edge.as_str()).collect();
+    let main = new_device_main(&edges, &overview.source_ip.to_string(), &session.csrf);
+    Ok(page(
+        StatusCode::OK,
+        frame("New device", Some(signed_in(&session)), main),
+    ))
+}
+
+/// `POST /devices`: the browser made the key pair and sends its public half.
+pub(super) async fn issue_for_browser_key(
+    State(broker): State<Broker>,
+    session: Result<WebSession, PageError>,
+    guard: Result<FormGuard, PageError>,
+    budget: Result<LeaseBudget, Error>,
+    form: Result<PageForm<DeviceForm>, PageError>,
+) -> Result<Json<DeviceProfile>, JsonError> {
+    let session = session?;
+    let guard = guard?;
+    let PageForm(form) = form?;
+    guard
+        .session_form(&broker, &session, &form.csrf, "new_device")
+        .await?;
+    let public_key: PublicKey =
+        form.public_key.trim().parse().map_err(|_| {
+            Error::BadRequest("public_key must be a base64 X25519 public key".into())
+        })?;
+    budget?;
+    let req = LeaseRequest {
+        edge: form.edge,
+        public_key,
+    };
+    let profile = broker
+        .issue_lease(&session.user, req, guard.ip)
+        .await?
+        .profile;
+    Ok(Json(device_profile(&profile)))
+}
+
+/// `POST /devices/server-keys`: the browser cannot make the pair, so the broker makes it and
+/// shows it once.
+pub(super) async fn issue_with_server_key(
+    State(broker): State<Broker>,
+    session: WebSession,
+    guard: FormGuard,
+    budget: Result<LeaseBudget, Error>,
+    PageForm(form): PageForm<DeviceForm>,
+) -> Result<Response, PageError> {
+    guard
+        .session_form(&broker, &session, &form.csrf, "new_device")
+        .await?;
+    budget?;
+    let private_key = PrivateKey::from_random_bytes(secrets::random_bytes());
+    let req = LeaseRequest {
+        edge: form.edge,
+        public_key: private_key.public_key(),
+    };
+    let profile = broker
+        .issue_lease(&session.user, req, guard.ip)
+        .await?
+        .profile;
+    let conf = profile.to_wg_quick(&private_key);
+    let (qr_url, side) = qr::png_data_url(&conf, "a tunnel profile")?;
+    let main = server_key_main(&device_profile(&profile), &conf, &qr_url, side);
+    Ok(page(
+        StatusCode::OK,
+        frame("New device", Some(signed_in(&session)), main),
+    ))
+}
+
+fn signed_in(session: &WebSession) -> SignedIn<'_> {
+    SignedIn {
+        name: &session.user.name,
+        csrf: &session.csrf,
+        admin: session.user.admin,
+    }
+}
+
+fn device_profile(p: &Profile) -> DeviceProfile {
+    DeviceProfile {
+        lease_id: p.lease_id.clone(),
+        edge: p.edge.clone(),
+        conf_without_key: p.to_wg_quick_without_key(),
+        file_name: file_name(&p.edge),
+        plex_url: p.plex_url.clone(),
+        pin: p.pin.to_string(),
+        expires_at: p.expires_at,
+        expires_text: utc(p.expires_at),
+    }
+}
+
+/// `gw-EDGE.conf`, EDGE cut so the name before `.conf` is at most 15 characters: the WireGuard
+/// apps and wg-quick name the tunnel after the file, and an interface name has 15 at most.
+/// Edge names are `[a-z0-9-]` already (`check_name`), so nothing needs escaping.
+fn file_name(edge: &str) -> String {
+    let stem: String = format!("gw-{edge}").chars().take(15).collect();
+    format!("{stem}.conf")
+}
+
+/// The refusals of `POST /devices`, as JSON for the page's script: the API's error body for a
+/// broker refusal, and the same shape for the page's own.
+#[derive(Debug)]
+pub(super) struct JsonError(PageError);
+
+impl From<PageError> for JsonError {
+    fn from(e: PageError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<Error> for JsonError {
+    fn from(e: Error) -> Self {
+        Self(PageError::Broker(e))
+    }
+}
+
+impl IntoResponse for JsonError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self.0 {
+            PageError::Broker(e) => return e.into_response(),
+            PageError::NeedLogin => (
+                StatusCode::UNAUTHORIZED,
+                "Your session has ended. Sign in again.",
+            ),
+            PageError::FormExpired => (
+                StatusCode::FORBIDDEN,
+                "This form has expired. Reload the page and try again.",
+            ),
+            // The admin pages' refusals; no device route meets them.
+            PageError::NotFound => (StatusCode::NOT_FOUND, "Not found."),
+            PageError::StaleSession { .. } => {
+                (StatusCode::FORBIDDEN, "Sign in again to make changes.")
+            }
+        };
+        let body = serde_json::json!({ "error": { "message": message } });
+        (status, Json(body)).into_response()
+    }
+}
+
+fn new_device_main(edges: &[&str], source_ip: &str, csrf: &str) -> Markup {
+    html! {
+        h1 { "New device" }
+        @if edges.is_empty() {
+            p id="no-grants" class="muted" { "No grants: ask an administrator for access." }
+        } @else {
+            p {
+                "Make a WireGuard tunnel for the device in your hand. Its profile works only from "
+                code id="source-ip" { (source_ip) }
+                ", the address this browser reaches the broker from: scan the QR code with the "
+                "WireGuard app on a phone on this same network, or download the file here."
+            }
+            // `app.js` sets data-keys="browser" once it has made a test key: then the submit
+            // is handled in the page and the key stays here. Otherwise the form posts as is.
+            form id="new-device" method="post" action="/devices/server-keys" data-keys="server" {
+                (csrf_field(csrf))
+                label for="edge" { "Server" }
+                select id="edge" name="edge" required {
+                    @for edge in edges { option value=(edge) { (edge) } }
+                }
+                p id="key-origin" class="muted" {
+                    "The key is made by the broker, shown once and not kept."
+                }
+                button id="make-device" type="submit" { "Make tunnel" }
+            }
+            p id="device-error" class="error" role="alert" hidden {}
+            section id="device-result" hidden aria-live="polite" {
+                h2 { "Your tunnel" }
+                p {
+                    "Scan this with the WireGuard app (" em { "Add tunnel, Scan from QR code" }
+                    ") or download the file for the app on this device."
+                }
+                canvas id="profile-qr" class="qr" {}
+                p {
+                    a id="conf-download" class="button" href="#" download { "Download .conf" }
+                }
+                (profile_facts(None))
+                p class="muted" {
+                    "This page keeps the key only while it is open. Reload it and it is gone."
+                }
+            }
+        }
+        p { a href="/access" { "Back to my access" } }
+        // After app.js in document order (both deferred): it draws the QR code.
+        script src="/assets/qr.js" defer {}
+    }
+}
+
+/// Plex URL, pin and expiry: filled in by the server (server-made key) or by `app.js`, which
+/// fills each `data-fill` element with that field of the JSON answer.
+fn profile_facts(p: Option<&DeviceProfile>) -> Markup {
+    let text = |f: fn(&DeviceProfile) -> String| p.map(f).unwrap_or_default();
+    let left = p.map(|p| countdown(p.expires_at - crate::store::now()));
+    html! {
+        dl class="facts" {
+            dt { "Plex on the tunnel" }
+            dd { code id="plex-url" data-fill="plex_url" { (text(|p| p.plex_url.clone())) } }
+            dt { "Works only from" }
+            dd {
+                code id="device-pin" data-fill="pin" { (text(|p| p.pin.clone())) }
+                " " span class="muted" {
+                    "(the address this browser came from: a device on another network must "
+                    "get its own tunnel there)"
+                }
+            }
+            dt { "Until" }
+            dd {
+                span id="device-expires" data-fill="expires_text" {
+                    (text(|p| p.expires_text.clone()))
+                }
+                " (" span id="device-countdown" class="countdown"
+                    data-expires=(p.map_or(0, |p| p.expires_at)) { (left.unwrap_or_default()) } ")"
+            }
+        }
+    }
+}
+
+fn server_key_main(p: &DeviceProfile, conf: &str, qr_url: &str, side: usize) -> Markup {
+    let download = format!("data:text/plain;base64,{}", STANDARD.encode(conf));
+    html! {
+        h1 { "New device" }
+        p id="server-key-note" class="notice" role="status" {
+            "This browser cannot make WireGuard keys, so the broker made this one. It is shown "
+            "only now and is not kept: save the file or scan the code before you leave the page."
+        }
+        section id="device-result" {
+            h2 { "Your tunnel" }
+            img id="profile-qr" class="qr profile" src=(qr_url) width=(side) height=(side)
+                alt="QR code of the tunnel profile";
+            p {
+                a id="conf-download" class="button" href=(download) download=(p.file_name) {
+                    "Download .conf"
+                }
+            }
+            (profile_facts(Some(p)))
+            details {
+                summary { "Show the file" }
+                pre id="device-conf" { (conf) }
+            }
+        }
+        p { a href="/access" { "Back to my access" } }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_fit_an_interface_name() {
+        assert_eq!(file_name("home"), "gw-home.conf");
+        assert_eq!(file_name("a-very-long-edge-name"), "gw-a-very-long-.conf");
+        assert_eq!(file_name("a-very-long-edge-name").len() - ".conf".len(), 15);
+    }
+}
