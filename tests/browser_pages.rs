@@ -1,10 +1,13 @@
 //! The web pages as a user meets them, in headless Chromium against a real broker on loopback:
 //! signing in with a code from the authenticator, seeing and revoking a lease the CLI made,
 //! signing out; a wrong code; forms posted without their CSRF token; the sign-in by keyboard
-//! alone on a phone-sized screen; and an invited friend setting up password and authenticator
-//! from the QR code the browser shows. Every step leaves a screenshot under
-//! `<target>/browser-artifacts/browser_pages/<test>/`, and every test ends by checking that no
-//! chromedriver or Chromium process outlived it.
+//! alone on a phone-sized screen; an invited friend setting up password and authenticator from
+//! the QR code the browser shows; a browser without X25519 getting the broker's key once on
+//! "New device"; and an admin, on a phone, inviting a friend and granting an edge on the admin
+//! pages, after which the friend sets up, sees the grant and signs in again. Every step leaves a
+//! screenshot under `<target>/browser-artifacts/browser_pages/<test>/`, and every test ends by
+//! checking that no chromedriver or Chromium process outlived it. (The tunnel made in the
+//! browser and brought up to Plex is `browser_tunnel.rs`, in the namespace lab.)
 //!
 //! The lease comes from the real `grantwire` CLI on the same host, so it is pinned to
 //! 127.0.0.1, the address the browser comes from too. No edge runs: an edge only has to be
@@ -16,8 +19,8 @@ use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::browser::pid_alive;
 use grantwire_e2e::{
-    bins, host_exec, require_browser, totp, unix_now, Browser, BrowserOpts, Chromedriver,
-    LoopbackBroker, UserInfo,
+    bins, conf_keys, host_exec, require_browser, totp, unix_now, Browser, BrowserOpts,
+    Chromedriver, KeyPair, LoopbackBroker, UserInfo,
 };
 use serde_json::Value;
 
@@ -321,69 +324,7 @@ fn an_invited_friend_sets_up_their_account_on_a_phone_from_the_qr_code() {
     let opts = BrowserOpts::phone().pinned(broker.spki_pin());
     let mut b = Browser::new(&driver, "browser_pages/invitation", opts);
 
-    // From the sign-in page, as the invitation says.
-    b.goto(&format!("{}/login", broker.url));
-    b.wait_for("a#welcome-link");
-    b.click("a#welcome-link");
-    b.wait_for("form#enrol-start");
-    assert_no_sideways_scroll(&b, "the welcome page");
-    b.fill("#user", "bob");
-    b.fill("#temporary-password", &temporary);
-    b.screenshot("temporary-password");
-    b.click("#submit");
-    b.wait_for("img#totp-qr, p#error, p#message");
-    assert!(
-        b.current_url().ends_with("/welcome/app"),
-        "{}\n{}\nrefused forms: {:?}",
-        b.current_url(),
-        b.body_text(),
-        form_refusals(&broker)
-    );
-    assert_no_sideways_scroll(&b, "the authenticator page");
-
-    // What the phone's camera would read: the QR code as the browser drew it.
-    let (shot, codes) = b.qr_codes("authenticator-qr");
-    assert_eq!(
-        codes.len(),
-        1,
-        "one QR code in {}: {codes:?}",
-        shot.display()
-    );
-    let uri = &codes[0];
-    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
-    let secret_b32 = uri
-        .split(['?', '&'])
-        .find_map(|p| p.strip_prefix("secret="))
-        .unwrap_or_else(|| panic!("no secret in {uri}"));
-    assert_eq!(
-        b.text("code#totp-secret").replace(' ', ""),
-        secret_b32,
-        "the key typed by hand is the one in the QR code"
-    );
-    let secret = totp::decode_secret(secret_b32);
-    // The user name kept for password managers is in the form but not on the screen.
-    let shown = b.execute(
-        "return getComputedStyle(document.getElementById('enrol-username')).display",
-        Vec::new(),
-    );
-    assert_eq!(shown, "none", "the hidden user-name field is drawn");
-
-    // A password of bob's own, and the code the authenticator app now shows.
-    let own = "bob's own long password";
-    b.fill("#new-password", own);
-    b.fill("#new-password-again", own);
-    b.fill("#code", &totp::code_at(&secret, unix_now()));
-    b.screenshot("new-password-and-code");
-    b.click("#submit");
-    b.wait_for("#whoami-user, p#error, p#message");
-    assert!(
-        b.current_url().ends_with("/access"),
-        "enrolled and signed in: {}\n{}\nrefused forms: {:?}",
-        b.current_url(),
-        b.body_text(),
-        form_refusals(&broker)
-    );
-    assert_eq!(b.text("#whoami-user"), "bob");
+    set_up_invited(&mut b, &broker, "bob", &temporary);
     assert!(b.exists("#no-grants"), "{}", b.body_text());
     b.screenshot("signed-in-after-setup");
     let users = broker
@@ -460,20 +401,7 @@ fn a_phone_without_browser_keys_gets_the_brokers_key_once_as_qr_and_download() {
     assert_eq!(saved, shown, "the download and the file shown differ");
 
     // The lease is on that key's public half, and the page never shows the key again.
-    let private = shown
-        .lines()
-        .find_map(|l| l.strip_prefix("PrivateKey = "))
-        .expect("a PrivateKey line")
-        .to_owned();
-    let public = host_exec(
-        &["wg", "pubkey"],
-        Some(format!("{private}\n").as_bytes()),
-        CMD,
-    )
-    .expect_ok("wg pubkey")
-    .stdout
-    .trim()
-    .to_owned();
+    let KeyPair { private, public } = conf_keys(&shown);
     let live = live_leases(&broker);
     assert_eq!(live.len(), 1, "{live:?}");
     assert_eq!(live[0]["public_key"], public.as_str(), "{live:?}");
@@ -481,6 +409,171 @@ fn a_phone_without_browser_keys_gets_the_brokers_key_once_as_qr_and_download() {
     b.wait_for("form#new-device");
     assert!(!b.source().contains(&private), "the key on a later page");
     end_without_leftovers(driver, vec![b]);
+}
+
+#[test]
+fn an_admin_invites_a_friend_and_grants_an_edge_and_the_friend_signs_in() {
+    if !require_browser() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = LoopbackBroker::start(&dir.path().join("broker"));
+    let admin = broker.add_user("admin", PASSWORD, true);
+    enrol_edge(&broker, EDGE);
+    let driver = Chromedriver::start();
+    // The admin on a phone-sized screen: the admin pages must work there too.
+    let opts = BrowserOpts::phone().pinned(broker.spki_pin());
+    let mut a = Browser::new(&driver, "browser_pages/admin", opts);
+    sign_in(&mut a, &broker, &admin, &admin.totp_at(unix_now()));
+
+    // Users: invite bob; the temporary password is on the answer to the form, once.
+    a.click("#admin-link");
+    a.wait_for("#admin-sections");
+    a.click("#admin-sections a[href=\"/admin/users\"]");
+    a.wait_for("form#invite");
+    assert_no_sideways_scroll(&a, "the users page");
+    a.fill("#invite-name", "bob");
+    a.screenshot("invite-filled");
+    a.click("#invite-submit");
+    a.wait_for("#temporary-password, p#message");
+    assert_no_sideways_scroll(&a, "the invitation's answer");
+    assert!(a.exists("#temporary-password"), "{}", a.body_text());
+    let temporary = a.text("#temporary-password");
+    assert!(
+        a.text("#welcome-url").ends_with("/welcome"),
+        "{}",
+        a.text("#welcome-url")
+    );
+    a.screenshot("invited");
+
+    // Grants: bob on home.
+    a.goto(&format!("{}/admin/grants", broker.url));
+    a.wait_for("form#grant-add");
+    assert_no_sideways_scroll(&a, "the grants page");
+    a.execute(
+        "document.getElementById('grant-user').value = 'bob';\
+         document.getElementById('grant-edge').value = arguments[0];",
+        vec![Value::from(EDGE)],
+    );
+    a.click("#grant-add-submit");
+    a.wait_for("#notice, p#message");
+    assert!(a.exists("#notice"), "{}", a.body_text());
+    assert_no_sideways_scroll(&a, "the grants page with a grant");
+    a.screenshot("granted");
+    let grants = broker
+        .admin(&["grant", "list", "--json"], None)
+        .expect_ok("grant list")
+        .json();
+    let grants = grants["grants"].as_array().cloned().unwrap_or_default();
+    assert!(
+        grants
+            .iter()
+            .any(|g| g["user"] == "bob" && g["edge"] == EDGE),
+        "{grants:?}"
+    );
+
+    // Bob, on his laptop: sets up, sees the grant, signs out and in again with a later code.
+    let opts = BrowserOpts::desktop().pinned(broker.spki_pin());
+    let mut b = Browser::new(&driver, "browser_pages/admin/friend", opts);
+    let secret = set_up_invited(&mut b, &broker, "bob", &temporary);
+    assert!(
+        b.exists(&format!("ul#grants > li[data-edge=\"{EDGE}\"]")),
+        "{}",
+        b.body_text()
+    );
+    b.click("#logout-submit");
+    b.wait_for("form#login");
+    let bob = UserInfo {
+        name: "bob".into(),
+        password: "bob's own long password".into(),
+        totp_secret: secret.clone(),
+        otpauth_uri: String::new(),
+    };
+    // The set-up spent this moment's code; the next step's is within the allowed skew.
+    sign_in(
+        &mut b,
+        &broker,
+        &bob,
+        &totp::code_at(&secret, unix_now() + 30),
+    );
+    assert!(b.exists(&format!("ul#grants > li[data-edge=\"{EDGE}\"]")));
+    b.screenshot("friend-signed-in");
+    end_without_leftovers(driver, vec![a, b]);
+}
+
+/// An invited user's set-up in `b`, from the sign-in page's link to being signed in on
+/// "My access": temporary password, the authenticator's QR code read off the screen, a password
+/// of their own and the app's code. Returns the authenticator secret.
+fn set_up_invited(
+    b: &mut Browser,
+    broker: &LoopbackBroker,
+    name: &str,
+    temporary: &str,
+) -> Vec<u8> {
+    // From the sign-in page, as the invitation says.
+    b.goto(&format!("{}/login", broker.url));
+    b.wait_for("a#welcome-link");
+    b.click("a#welcome-link");
+    b.wait_for("form#enrol-start");
+    assert_no_sideways_scroll(b, "the welcome page");
+    b.fill("#user", name);
+    b.fill("#temporary-password", temporary);
+    b.screenshot("temporary-password");
+    b.click("#submit");
+    b.wait_for("img#totp-qr, p#error, p#message");
+    assert!(
+        b.current_url().ends_with("/welcome/app"),
+        "{}\n{}\nrefused forms: {:?}",
+        b.current_url(),
+        b.body_text(),
+        form_refusals(broker)
+    );
+    assert_no_sideways_scroll(b, "the authenticator page");
+
+    // What the phone's camera would read: the QR code as the browser drew it.
+    let (shot, codes) = b.qr_codes("authenticator-qr");
+    assert_eq!(
+        codes.len(),
+        1,
+        "one QR code in {}: {codes:?}",
+        shot.display()
+    );
+    let uri = &codes[0];
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let secret_b32 = uri
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("secret="))
+        .unwrap_or_else(|| panic!("no secret in {uri}"));
+    assert_eq!(
+        b.text("code#totp-secret").replace(' ', ""),
+        secret_b32,
+        "the key typed by hand is the one in the QR code"
+    );
+    let secret = totp::decode_secret(secret_b32);
+    // The user name kept for password managers is in the form but not on the screen.
+    let shown = b.execute(
+        "return getComputedStyle(document.getElementById('enrol-username')).display",
+        Vec::new(),
+    );
+    assert_eq!(shown, "none", "the hidden user-name field is drawn");
+
+    // A password of their own, and the code the authenticator app now shows.
+    let own = format!("{name}'s own long password");
+    b.fill("#new-password", &own);
+    b.fill("#new-password-again", &own);
+    b.fill("#code", &totp::code_at(&secret, unix_now()));
+    b.screenshot("new-password-and-code");
+    b.click("#submit");
+    b.wait_for("#whoami-user, p#error, p#message");
+    assert!(
+        b.current_url().ends_with("/access"),
+        "enrolled and signed in: {}\n{}\nrefused forms: {:?}",
+        b.current_url(),
+        b.body_text(),
+        form_refusals(broker)
+    );
+    assert_eq!(b.text("#whoami-user"), name);
+    secret
 }
 
 /// Opens /access and checks it sent the browser to the sign-in page: no live session.

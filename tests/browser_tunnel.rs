@@ -16,8 +16,8 @@ use grantwire_e2e::harness::browser::spki_pin_of_pem;
 use grantwire_e2e::harness::lab::{CLIENT_IP, HOME_OUTSIDE_IP};
 use grantwire_e2e::harness::loopback::CERT_FILE;
 use grantwire_e2e::{
-    host_exec, require_browser, require_env, unix_now, Browser, BrowserOpts, Chromedriver, Lab,
-    WgClient,
+    conf_keys, require_browser, require_env, unix_now, Browser, BrowserOpts, Chromedriver, KeyPair,
+    Lab, WgClient,
 };
 
 /// A first page load: handshake plus one TCP exchange, with room for a loaded CI machine.
@@ -90,20 +90,7 @@ fn a_tunnel_made_in_the_browser_loads_plex_until_it_is_revoked() {
     );
 
     // Its key pair is the lease's, and the private half never reached the broker.
-    let private = conf
-        .lines()
-        .find_map(|l| l.strip_prefix("PrivateKey = "))
-        .expect("the download has a PrivateKey line")
-        .to_owned();
-    let public = host_exec(
-        &["wg", "pubkey"],
-        Some(format!("{private}\n").as_bytes()),
-        DOWNLOAD,
-    )
-    .expect_ok("wg pubkey")
-    .stdout
-    .trim()
-    .to_owned();
+    let KeyPair { private, public } = conf_keys(&conf);
     let leases = lab.broker.leases(&lab.home);
     let lease = leases
         .iter()

@@ -50,7 +50,7 @@ pub use harness::netns::{unique_base, veth_pair, Netns};
 pub use harness::plex::{assert_safe_host, http_get, HttpResult, StandInPlex};
 pub use harness::proc::{host_exec, unexpected_warnings, Output, Proc};
 pub use harness::totp;
-pub use harness::wg::{genkey, KeyPair, PeerStats, WgClient, WgDevice};
+pub use harness::wg::{conf_keys, genkey, KeyPair, PeerStats, WgClient, WgDevice};
 
 use std::time::{Duration, Instant};
 

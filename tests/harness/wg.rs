@@ -27,7 +27,13 @@ pub fn genkey() -> KeyPair {
         .stdout
         .trim()
         .to_owned();
-    let public = host_exec(
+    let public = pubkey(&private);
+    KeyPair { private, public }
+}
+
+/// `wg pubkey` of a base64 private key.
+pub fn pubkey(private: &str) -> String {
+    host_exec(
         &["wg", "pubkey"],
         Some(format!("{private}\n").as_bytes()),
         T,
@@ -35,7 +41,18 @@ pub fn genkey() -> KeyPair {
     .expect_ok("wg pubkey")
     .stdout
     .trim()
-    .to_owned();
+    .to_owned()
+}
+
+/// The key pair of a wg-quick file: its `PrivateKey` and `wg pubkey` of it.
+#[track_caller]
+pub fn conf_keys(conf: &str) -> KeyPair {
+    let private = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .unwrap_or_else(|| panic!("no PrivateKey line in\n{conf}"))
+        .to_owned();
+    let public = pubkey(&private);
     KeyPair { private, public }
 }
 

@@ -88,10 +88,29 @@ impl Broker {
     /// Records an admin page's change refused because the session was not signed in recently
     /// enough: a session cookie taken from an unattended browser should not get this far.
     pub async fn admin_stale_session(&self, actor: &str, source: IpAddr, form: &str) -> Result<()> {
+        self.web_admin_audit("web_admin_stale_session", actor, source, form)
+            .await
+    }
+
+    /// Records which signed-in admin, from where, is making the change an admin page's form
+    /// asks for, before it is made. The change's own audit row follows it with actor `admin`
+    /// (the operations are the admin socket's); this row names the person.
+    pub async fn web_admin_change(&self, actor: &str, source: IpAddr, form: &str) -> Result<()> {
+        self.web_admin_audit("web_admin_change", actor, source, form)
+            .await
+    }
+
+    async fn web_admin_audit(
+        &self,
+        kind: &'static str,
+        actor: &str,
+        source: IpAddr,
+        form: &str,
+    ) -> Result<()> {
         let now = self.auth().now();
         let mut tx = self.write_tx().await?;
         let event = AuditEvent {
-            kind: "web_admin_stale_session",
+            kind,
             actor: Some(actor),
             source_ip: ip_text(Some(source)),
             detail: Some(format!("form={form}")),

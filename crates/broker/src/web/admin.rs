@@ -69,7 +69,8 @@ impl AdminSession {
 }
 
 /// Passes an admin form: first the form token and origin like any signed-in form, then a
-/// recent sign-in. A stale session is audited and changes nothing.
+/// recent sign-in. A stale session is audited and changes nothing; a passed form is audited
+/// as `web_admin_change` with the admin's name and address before the change is made.
 async fn admin_form(
     broker: &Broker,
     admin: &AdminSession,
@@ -81,10 +82,12 @@ async fn admin_form(
         .session_form(broker, &admin.0, presented, form)
         .await?;
     let age = broker.auth().now().saturating_sub(admin.0.user.created_at);
+    let user = &admin.0.user.name;
     if age <= RECENT_SIGN_IN_SECS {
+        // Who makes the change, recorded before it is made; no record, no change.
+        broker.web_admin_change(user, guard.ip, form).await?;
         return Ok(());
     }
-    let user = &admin.0.user.name;
     tracing::info!(%user, form, "admin change refused: sign-in not recent");
     // Best effort, as for a refused form: the refusal stands either way.
     if let Err(e) = broker.admin_stale_session(user, guard.ip, form).await {

@@ -452,6 +452,14 @@ async fn a_grant_added_on_the_page_shows_on_the_users_access_until_revoked() {
     assert_eq!((g.pin_prefix4, g.pin_prefix6), (24, 64));
     let left = g.expires_at.unwrap() - now() as i64;
     assert!((24 * 3600 - 60..=24 * 3600).contains(&left), "{left}");
+    // The audit names the admin who did it, and from where, right before the grant's row.
+    let log = a.h.broker.admin().audit_log().await.unwrap();
+    let at = log.iter().rposition(|r| r.kind == "grant_added").unwrap();
+    let who = &log[at - 1];
+    assert_eq!(who.kind, "web_admin_change");
+    assert_eq!(who.actor.as_deref(), Some("root"));
+    assert_eq!(who.source_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(who.detail.as_deref(), Some("form=admin_grant_add"));
     let (html, _) = a.h.access(&alice).await;
     assert!(html.contains(r#"<li data-edge="home">"#), "{html}");
     let page = a.page("/admin/grants").await;
