@@ -204,6 +204,15 @@ impl FromRequestParts<Broker> for LeaseBudget {
 
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
+        Self::take(broker, ip)
+    }
+}
+
+impl LeaseBudget {
+    /// Spends one lease request of `ip`'s budget. For handlers that must check a session and
+    /// a form token first, so that a request that proves nothing cannot spend a signed-in
+    /// user's budget at the same address (the API's routes take the session extractor first).
+    pub fn take(broker: &Broker, ip: IpAddr) -> Result<Self, Error> {
         let auth = broker.auth();
         auth.lease_buckets
             .take(ip, auth.clock.now_ms())

@@ -11,7 +11,6 @@ use super::layout::{countdown, csrf_field, frame, rfc3339, utc, SignedIn};
 use super::session::{FormGuard, PageForm, TokenOnly, WebSession};
 use super::{page, PageError};
 use crate::broker::Broker;
-use crate::error::Error;
 use crate::routes::ClientIp;
 use crate::service::access::{AccessLease, AccessOverview};
 use crate::throttle::LeaseBudget;
@@ -66,19 +65,19 @@ pub(super) async fn revoke(
     Ok(super::see_other("/access?done=revoked"))
 }
 
-/// Spends the lease budget like the API's renewal does, after the session is checked.
+/// Spends the lease budget like the API's renewal does, after the session and form token are
+/// checked.
 pub(super) async fn renew(
     State(broker): State<Broker>,
     session: WebSession,
     guard: FormGuard,
-    budget: Result<LeaseBudget, Error>,
     Path(id): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
     guard
         .session_form(&broker, &session, &form.csrf, "renew")
         .await?;
-    budget?;
+    LeaseBudget::take(&broker, guard.ip)?;
     broker.renew_lease(&session.user, &id, guard.ip).await?;
     Ok(super::see_other("/access?done=renewed"))
 }

@@ -12,7 +12,8 @@
 //! private key is in that response only: not in the database, the log or any later page.
 //!
 //! Both issue the lease through [`Broker::issue_lease`], pinned to the address the request
-//! comes from, and spend the lease budget as `POST /v1/leases` does.
+//! comes from, and spend the lease budget as `POST /v1/leases` does, but only once the session
+//! and the form token have passed: a post that proves nothing spends nobody's budget.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -77,7 +78,6 @@ pub(super) async fn issue_for_browser_key(
     State(broker): State<Broker>,
     session: Result<WebSession, PageError>,
     guard: Result<FormGuard, PageError>,
-    budget: Result<LeaseBudget, Error>,
     form: Result<PageForm<DeviceForm>, PageError>,
 ) -> Result<Json<DeviceProfile>, JsonError> {
     let session = session?;
@@ -90,7 +90,7 @@ pub(super) async fn issue_for_browser_key(
         form.public_key.trim().parse().map_err(|_| {
             Error::BadRequest("public_key must be a base64 X25519 public key".into())
         })?;
-    budget?;
+    LeaseBudget::take(&broker, guard.ip)?;
     let req = LeaseRequest {
         edge: form.edge,
         public_key,
@@ -108,13 +108,12 @@ pub(super) async fn issue_with_server_key(
     State(broker): State<Broker>,
     session: WebSession,
     guard: FormGuard,
-    budget: Result<LeaseBudget, Error>,
     PageForm(form): PageForm<DeviceForm>,
 ) -> Result<Response, PageError> {
     guard
         .session_form(&broker, &session, &form.csrf, "new_device")
         .await?;
-    budget?;
+    LeaseBudget::take(&broker, guard.ip)?;
     let private_key = PrivateKey::from_random_bytes(secrets::random_bytes());
     let req = LeaseRequest {
         edge: form.edge,

@@ -404,3 +404,56 @@ async fn the_server_key_post_refuses_a_form_without_its_token() {
         .is_empty());
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn posts_that_prove_nothing_spend_nobodys_lease_budget() {
+    // Two leases per address, and a clock that stands still so the bucket never refills:
+    // any refused post that spent the budget would leave alice a 429.
+    let clock = std::sync::Arc::new(grantwire_broker::throttle::ManualClock::new());
+    let h = Harness::with_config(move |c| {
+        c.clock = clock;
+        c.lease_rate = grantwire_broker::throttle::RateLimit {
+            burst: 2,
+            per_sec: 1,
+        };
+    })
+    .await;
+    let (alice, csrf) = alice_with_grant(&h).await;
+    let public = keypair().public_key().to_base64();
+    for _ in 0..3 {
+        for (session, origin, token) in [
+            (None, Some(h.broker.url()), csrf.clone()),
+            (
+                Some(&alice),
+                Some("https://evil.example".to_owned()),
+                csrf.clone(),
+            ),
+            (Some(&alice), Some(h.broker.url()), "x".to_owned()),
+        ] {
+            for path in ["/devices", "/devices/server-keys"] {
+                let mut req =
+                    h.http
+                        .post(h.url(path))
+                        .form(&device_fields(&token, "home", Some(&public)));
+                if let Some(s) = session {
+                    req = req.header("cookie", session_cookie(s));
+                }
+                if let Some(o) = &origin {
+                    req = req.header("origin", o);
+                }
+                let status = req.send().await.unwrap().status().as_u16();
+                assert!([303, 401, 403].contains(&status), "{path}: {status}");
+            }
+        }
+    }
+    let resp = post_device(
+        &h,
+        "/devices",
+        &alice,
+        Some(h.broker.url()),
+        device_fields(&csrf, "home", Some(&public)),
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    h.shutdown().await;
+}
