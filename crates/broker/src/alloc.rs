@@ -91,8 +91,17 @@ pub fn check_grant_terms(
     if ends_at.is_some_and(|end| end <= now) {
         return Err("the grant's end must be in the future".into());
     }
+    if ends_at.is_some_and(|end| end > now.saturating_add(MAX_GRANT_SPAN_SECS)) {
+        return Err("the grant's end must be within 100 years (leave it out for no end)".into());
+    }
     Ok(())
 }
+
+/// How far ahead a grant's end may be set: beyond it a time is a typing slip, and past the
+/// year 9999 no page or CLI listing could print it.
+pub const MAX_GRANT_SPAN_SECS: i64 = 100 * 366 * 86_400;
+/// The longest lease lifetime a grant may give: a lease is meant to end; a year is plenty.
+pub const MAX_LEASE_TTL_SECS: u64 = 366 * 86_400;
 
 /// A lease ends after the grant's lease lifetime, but never after the grant itself ends.
 pub fn lease_expiry(now: i64, lease_ttl_secs: u64, grant_ends_at: Option<i64>) -> i64 {

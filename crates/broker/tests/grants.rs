@@ -108,6 +108,15 @@ async fn bad_grant_terms_are_refused_and_change_nothing() {
             ends_at: Some(now() as i64 - 1),
             ..base.clone()
         },
+        // Beyond what anything can print (past the year 9999), and a lease that long.
+        GrantAddRequest {
+            ends_at: Some(now() as i64 + 101 * 366 * 86_400),
+            ..base.clone()
+        },
+        GrantAddRequest {
+            lease_ttl_secs: Some(367 * 86_400),
+            ..base.clone()
+        },
     ] {
         let err = admin.grant_add(bad.clone()).await.unwrap_err();
         assert_eq!(err.code().http_status(), 400, "{bad:?}: {err}");

@@ -8,7 +8,7 @@ use grantwire_proto::{GrantInfo, LeaseInfo};
 
 use crate::broker::{ip_text, Broker};
 use crate::error::Result;
-use crate::store::{self, edges, leases, users::SessionUser, AuditEvent};
+use crate::store::{self, edges, leases, users, users::SessionUser, AuditEvent};
 
 /// One user's access, as of `now`.
 #[derive(Debug, Clone)]
@@ -85,18 +85,28 @@ impl Broker {
         Ok(())
     }
 
+    /// Marks a session just made by signing in on the web pages (see
+    /// [`users::SessionUser::web`]).
+    pub async fn mark_web_session(&self, token: &str) -> Result<()> {
+        let mut tx = self.write_tx().await?;
+        users::mark_web_session(&mut tx, &crate::secrets::token_hash(token)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Records an admin page's change refused because the session was not signed in recently
     /// enough: a session cookie taken from an unattended browser should not get this far.
     pub async fn admin_stale_session(&self, actor: &str, source: IpAddr, form: &str) -> Result<()> {
-        self.web_admin_audit("web_admin_stale_session", actor, source, form)
+        let detail = format!("form={form}");
+        self.web_admin_audit("web_admin_stale_session", actor, source, &detail)
             .await
     }
 
     /// Records which signed-in admin, from where, is making the change an admin page's form
     /// asks for, before it is made. The change's own audit row follows it with actor `admin`
     /// (the operations are the admin socket's); this row names the person.
-    pub async fn web_admin_change(&self, actor: &str, source: IpAddr, form: &str) -> Result<()> {
-        self.web_admin_audit("web_admin_change", actor, source, form)
+    pub async fn web_admin_change(&self, actor: &str, source: IpAddr, detail: &str) -> Result<()> {
+        self.web_admin_audit("web_admin_change", actor, source, detail)
             .await
     }
 
@@ -105,7 +115,7 @@ impl Broker {
         kind: &'static str,
         actor: &str,
         source: IpAddr,
-        form: &str,
+        detail: &str,
     ) -> Result<()> {
         let now = self.auth().now();
         let mut tx = self.write_tx().await?;
@@ -113,7 +123,7 @@ impl Broker {
             kind,
             actor: Some(actor),
             source_ip: ip_text(Some(source)),
-            detail: Some(format!("form={form}")),
+            detail: Some(detail.to_owned()),
         };
         store::audit(&mut tx, now, event).await?;
         tx.commit().await?;

@@ -131,8 +131,10 @@ impl Broker {
 
     pub async fn grant_add(&self, req: GrantAddRequest) -> Result<GrantInfo> {
         let lease_ttl_secs = req.lease_ttl_secs.unwrap_or(DEFAULT_LEASE_TTL_SECS);
-        if lease_ttl_secs == 0 {
-            return Err(Error::BadRequest("lease_ttl_secs must be positive".into()));
+        if lease_ttl_secs == 0 || lease_ttl_secs > alloc::MAX_LEASE_TTL_SECS {
+            return Err(Error::BadRequest(
+                "lease_ttl_secs must be positive and at most 366 days".into(),
+            ));
         }
         let mut ports = req.ports.unwrap_or_else(|| vec![PLEX_PORT]);
         ports.sort_unstable();

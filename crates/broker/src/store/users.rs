@@ -337,6 +337,18 @@ pub struct SessionUser {
     /// When the session was made by signing in (unix seconds): admin pages ask for a recent
     /// sign-in before a change.
     pub created_at: i64,
+    /// Made by signing in on the web pages, not through the API: only such a session opens
+    /// the admin pages.
+    pub web: bool,
+}
+
+/// Marks the session of `token_hash` as made on the web pages.
+pub async fn mark_web_session(conn: &mut SqliteConnection, token_hash: &[u8]) -> Result<()> {
+    sqlx::query("UPDATE sessions SET web = 1 WHERE token_hash = ?")
+        .bind(token_hash)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 /// The session's user if the session is within its lifetime, used since `idle_since`, and the
@@ -349,7 +361,7 @@ pub async fn session_user(
 ) -> Result<Option<SessionUser>> {
     Ok(sqlx::query_as(
         "SELECT u.id AS user_id, u.name, u.admin, s.id AS session_id, s.last_used_at,
-                s.created_at
+                s.created_at, s.web
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.token_hash = ? AND s.expires_at > ? AND s.last_used_at > ?
            AND u.disabled_at IS NULL",

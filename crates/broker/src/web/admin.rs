@@ -32,7 +32,8 @@ pub(crate) const RECENT_SIGN_IN_SECS: i64 = 15 * 60;
 /// How many rows the audit and alert pages show at most: the newest ones.
 const PAGE_ROWS: u32 = 200;
 
-/// A signed-in admin. Anyone else signed in is answered with [`PageError::NotFound`].
+/// An admin signed in on the web pages. Anyone else signed in, and an admin's API session,
+/// is answered with [`PageError::NotFound`].
 pub(crate) struct AdminSession(pub WebSession);
 
 impl FromRequestParts<Broker> for AdminSession {
@@ -41,7 +42,9 @@ impl FromRequestParts<Broker> for AdminSession {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, PageError> {
         let session =
             <WebSession as FromRequestParts<Broker>>::from_request_parts(parts, broker).await?;
-        if !session.user.admin {
+        // An admin's API token (saved by a CLI or app) in the cookie is no key here: only a
+        // session made by signing in on these pages is.
+        if !session.user.admin || !session.user.web {
             return Err(PageError::NotFound);
         }
         Ok(Self(session))
@@ -70,13 +73,15 @@ impl AdminSession {
 
 /// Passes an admin form: first the form token and origin like any signed-in form, then a
 /// recent sign-in. A stale session is audited and changes nothing; a passed form is audited
-/// as `web_admin_change` with the admin's name and address before the change is made.
+/// as `web_admin_change` with the admin's name and address, the form and its `target` (`user=..`,
+/// `edge=..`, quoted), before the change is made.
 async fn admin_form(
     broker: &Broker,
     admin: &AdminSession,
     guard: &FormGuard,
     presented: &str,
     form: &str,
+    target: &str,
 ) -> Result<(), PageError> {
     guard
         .session_form(broker, &admin.0, presented, form)
@@ -85,7 +90,9 @@ async fn admin_form(
     let user = &admin.0.user.name;
     if age <= RECENT_SIGN_IN_SECS {
         // Who makes the change, recorded before it is made; no record, no change.
-        broker.web_admin_change(user, guard.ip, form).await?;
+        broker
+            .web_admin_change(user, guard.ip, &format!("form={form} {target}"))
+            .await?;
         return Ok(());
     }
     tracing::info!(%user, form, "admin change refused: sign-in not recent");

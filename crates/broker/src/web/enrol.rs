@@ -134,7 +134,7 @@ pub(super) async fn finish(
         .await;
     let (status, error) = match result {
         Ok(login) => {
-            let mut response = signed_in(&broker, &login);
+            let mut response = signed_in(&broker, &login).await?;
             let spent = set_cookie(ENROL_COOKIE, "", Some(0));
             response.headers_mut().append(header::SET_COOKIE, spent);
             return Ok(response);

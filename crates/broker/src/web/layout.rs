@@ -113,12 +113,16 @@ pub(super) fn sign_in_again_page(csrf: &str) -> Markup {
     )
 }
 
+/// The last second humantime can print (9999-12-31T23:59:59Z); later times are shown as it,
+/// never a panic, though the broker refuses to store anything that far out.
+const LAST_PRINTABLE: u64 = 253_402_300_799;
+
 /// Unix seconds as `2026-12-01 05:48 UTC`.
 pub(super) fn utc(secs: i64) -> String {
     let Ok(secs) = u64::try_from(secs) else {
         return "before 1970".into();
     };
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.min(LAST_PRINTABLE));
     // "2026-12-01T05:48:37Z"
     let text = humantime::format_rfc3339_seconds(at).to_string();
     format!("{} {} UTC", &text[..10], &text[11..16])
@@ -126,7 +130,7 @@ pub(super) fn utc(secs: i64) -> String {
 
 /// Unix seconds as the RFC 3339 text of a `<time datetime>`.
 pub(super) fn rfc3339(secs: i64) -> String {
-    let secs = u64::try_from(secs).unwrap_or(0);
+    let secs = u64::try_from(secs).unwrap_or(0).min(LAST_PRINTABLE);
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     humantime::format_rfc3339_seconds(at).to_string()
 }
@@ -173,6 +177,8 @@ mod tests {
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13 UTC");
         assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(utc(-1), "before 1970");
+        assert_eq!(utc(i64::MAX), "9999-12-31 23:59 UTC");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59Z");
     }
 
     #[test]

@@ -89,12 +89,17 @@ pub(super) async fn submit(
         }
         Err(e) => return Err(e.into()),
     };
-    Ok(signed_in(&broker, &login))
+    signed_in(&broker, &login).await
 }
 
 /// The answer to a sign-in (or a finished enrolment): the session cookie for the session's
-/// remaining lifetime, the spent pre-session token cleared, and on to `/access`.
-pub(super) fn signed_in(broker: &Broker, login: &LoginResponse) -> Response {
+/// remaining lifetime, the spent pre-session token cleared, and on to `/access`. The session
+/// is marked as the web pages' first: only such a session opens the admin pages.
+pub(super) async fn signed_in(
+    broker: &Broker,
+    login: &LoginResponse,
+) -> Result<Response, PageError> {
+    broker.mark_web_session(&login.token).await?;
     let max_age = login.expires_at.saturating_sub(broker.auth().now());
     let mut response = see_other("/access");
     let headers = response.headers_mut();
@@ -104,7 +109,7 @@ pub(super) fn signed_in(broker: &Broker, login: &LoginResponse) -> Response {
         header::SET_COOKIE,
         set_cookie(LOGIN_CSRF_COOKIE, "", Some(0)),
     );
-    response
+    Ok(response)
 }
 
 pub(super) async fn logout(

@@ -37,6 +37,10 @@
 //!
 //! A page that needs a session answers a request without a live one with a bare 303 to
 //! `/login` (empty body), so it tells a stranger nothing more than the login page does. The
+//! one exception is `POST /devices`, which its page's script calls with `fetch`: it answers in
+//! JSON, 401 `{"error":{"message":...}}` without a session and 403 for a refused form token.
+//! The admin pages take only a session made by signing in on these pages (marked so in the
+//! database), not an admin's API token put in the cookie. The
 //! sign-in and set-up pages name neither the product nor its version. `/welcome/app` without a
 //! live enrolment is a bare 303 to `/welcome` in the same way. Any other path keeps the API's
 //! answer (401 to a stranger).

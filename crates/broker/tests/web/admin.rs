@@ -459,7 +459,10 @@ async fn a_grant_added_on_the_page_shows_on_the_users_access_until_revoked() {
     assert_eq!(who.kind, "web_admin_change");
     assert_eq!(who.actor.as_deref(), Some("root"));
     assert_eq!(who.source_ip.as_deref(), Some("127.0.0.1"));
-    assert_eq!(who.detail.as_deref(), Some("form=admin_grant_add"));
+    assert_eq!(
+        who.detail.as_deref(),
+        Some(r#"form=admin_grant_add user="alice" edge="home""#)
+    );
     let (html, _) = a.h.access(&alice).await;
     assert!(html.contains(r#"<li data-edge="home">"#), "{html}");
     let page = a.page("/admin/grants").await;
@@ -843,32 +846,43 @@ async fn a_user_who_is_not_an_admin_finds_no_admin_page_and_changes_nothing() {
     let (secret, lease) = targets(&a).await;
     let bob_secret = add_user(&a.h, "bob", false).await;
     let bob = sign_in(&a.h, &a.clock, "bob", &bob_secret).await;
-    let (_, bob_csrf) = a.h.access(&bob).await;
-    for path in PAGES.iter().copied().chain(["/admin/audit?kind=login_ok"]) {
-        let resp = a.h.get_page(path, Some(&session_cookie(&bob))).await;
-        assert_eq!(resp.status(), 404, "{path}");
-        assert_page_headers(path, &resp);
-        let html = resp.text().await.unwrap();
-        assert_clean_markup(&html);
-        assert!(html.contains("<h1>Not found</h1>"), "{html}");
-        assert!(!html.contains("Admin"), "{html}");
-    }
-    let before = snapshot(&a.h).await;
-    let from = a.h.audit_kinds().await.len();
-    for (path, mut fields) in admin_posts(&lease) {
-        fields.push(("csrf", bob_csrf.clone()));
-        let resp =
-            a.h.post_form(Post {
-                path: &path,
-                cookie: Some(session_cookie(&bob)),
-                origin: Some(a.h.broker.url()),
-                fields,
-            })
+    // An admin's session from the API (what a CLI saves to disk), put in the cookie: it opens
+    // "My access" like any session, but no admin page.
+    let root2_secret = add_user(&a.h, "root2", true).await;
+    let resp =
+        a.h.login_raw("root2", PASSWORD, &code(&root2_secret, &a.clock))
             .await;
-        assert_eq!(resp.status(), 404, "{path}");
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let api_token = body["token"].as_str().unwrap().to_owned();
+    for (who, session) in [("bob", bob), ("root2's API session", api_token)] {
+        let (_, csrf) = a.h.access(&session).await;
+        for path in PAGES.iter().copied().chain(["/admin/audit?kind=login_ok"]) {
+            let resp = a.h.get_page(path, Some(&session_cookie(&session))).await;
+            assert_eq!(resp.status(), 404, "{who} {path}");
+            assert_page_headers(path, &resp);
+            let html = resp.text().await.unwrap();
+            assert_clean_markup(&html);
+            assert!(html.contains("<h1>Not found</h1>"), "{html}");
+            assert!(!html.contains("Admin"), "{html}");
+        }
+        let before = snapshot(&a.h).await;
+        let from = a.h.audit_kinds().await.len();
+        for (path, mut fields) in admin_posts(&lease) {
+            fields.push(("csrf", csrf.clone()));
+            let resp =
+                a.h.post_form(Post {
+                    path: &path,
+                    cookie: Some(session_cookie(&session)),
+                    origin: Some(a.h.broker.url()),
+                    fields,
+                })
+                .await;
+            assert_eq!(resp.status(), 404, "{who} {path}");
+        }
+        assert_eq!(kinds_since(&a.h, from).await, Vec::<String>::new(), "{who}");
+        assert_unchanged(&a, &before, &secret).await;
     }
-    assert_eq!(kinds_since(&a.h, from).await, Vec::<String>::new());
-    assert_unchanged(&a, &before, &secret).await;
     a.h.shutdown().await;
 }
 

@@ -75,7 +75,15 @@ pub(in crate::web) async fn add(
     guard: FormGuard,
     PageForm(form): PageForm<AddForm>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_edge_add").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_edge_add",
+        &format!("edge={:?}", form.name),
+    )
+    .await?;
     let subnet = blank_none(&form.subnet)
         .map(|s| {
             s.parse()
@@ -111,7 +119,15 @@ pub(in crate::web) async fn remove(
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_edge_remove").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_edge_remove",
+        &format!("edge={name:?}"),
+    )
+    .await?;
     broker.edge_remove(EdgeRemoveRequest { name }).await?;
     Ok(see_other("/admin/edges?done=removed"))
 }

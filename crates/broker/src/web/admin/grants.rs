@@ -92,7 +92,15 @@ pub(in crate::web) async fn add(
     guard: FormGuard,
     PageForm(form): PageForm<AddForm>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_grant_add").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_grant_add",
+        &format!("user={:?} edge={:?}", form.user, form.edge),
+    )
+    .await?;
     let req = grant_request(&form)?;
     broker.grant_add(req).await?;
     Ok(see_other("/admin/grants?done=added"))
@@ -105,7 +113,15 @@ pub(in crate::web) async fn revoke(
     Path((user, edge)): Path<(String, String)>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_grant_revoke").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_grant_revoke",
+        &format!("user={user:?} edge={edge:?}"),
+    )
+    .await?;
     broker
         .grant_revoke(GrantRevokeRequest { user, edge })
         .await?;
@@ -221,10 +237,10 @@ fn add_form(csrf: &str, users: &[&str], edges: &[&str]) -> Markup {
                 label for="grant-lease-hours" {
                     "Lease lifetime in hours (blank: " (DEFAULT_LEASE_TTL_SECS / 3600) ")"
                 }
-                input id="grant-lease-hours" name="lease_hours" type="number" min="1"
+                input id="grant-lease-hours" name="lease_hours" type="number" min="1" max="8784"
                     inputmode="numeric";
                 label for="grant-ends-hours" { "Grant ends in hours (blank: never)" }
-                input id="grant-ends-hours" name="ends_hours" type="number" min="1"
+                input id="grant-ends-hours" name="ends_hours" type="number" min="1" max="878400"
                     inputmode="numeric";
                 label for="grant-ports" { "TCP ports, comma-separated (blank: " (PLEX_PORT) ")" }
                 input id="grant-ports" name="ports" type="text" inputmode="numeric"

@@ -62,7 +62,15 @@ pub(in crate::web) async fn revoke(
     Path(id): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_lease_revoke").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_lease_revoke",
+        &format!("lease={id:?}"),
+    )
+    .await?;
     broker.lease_revoke(LeaseRevokeRequest { id }).await?;
     Ok(see_other("/admin/leases?done=revoked"))
 }

@@ -81,7 +81,15 @@ pub(in crate::web) async fn invite(
     uri: Uri,
     PageForm(form): PageForm<InviteForm>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_invite").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_invite",
+        &format!("user={:?}", form.name),
+    )
+    .await?;
     let ttl_secs = match blank_none(&form.hours) {
         None => None,
         Some(h) => Some(hours_to_secs(h)?),
@@ -103,7 +111,15 @@ pub(in crate::web) async fn disable(
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_disable").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_disable",
+        &format!("user={name:?}"),
+    )
+    .await?;
     broker.user_disable(UserNameRequest { name }).await?;
     Ok(see_other("/admin/users?done=disabled"))
 }
@@ -115,7 +131,15 @@ pub(in crate::web) async fn enable(
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_enable").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_enable",
+        &format!("user={name:?}"),
+    )
+    .await?;
     broker.user_enable(UserNameRequest { name }).await?;
     Ok(see_other("/admin/users?done=enabled"))
 }
@@ -128,7 +152,15 @@ pub(in crate::web) async fn reset_totp(
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(&broker, &admin, &guard, &form.csrf, "admin_reset_totp").await?;
+    admin_form(
+        &broker,
+        &admin,
+        &guard,
+        &form.csrf,
+        "admin_reset_totp",
+        &format!("user={name:?}"),
+    )
+    .await?;
     let reset = broker.user_reset_totp(UserNameRequest { name }).await?;
     let (qr_url, side) = qr::png_data_url(&reset.otpauth_uri, "an otpauth URI")?;
     let main = html! {
