@@ -56,6 +56,9 @@ pub enum Command {
         /// Only entries about this user (as actor, or named in the detail).
         #[arg(long)]
         user: Option<String>,
+        /// Only entries of this kind (login_failed, web_admin_change, ...).
+        #[arg(long)]
+        kind: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -36,7 +36,7 @@ pub use broker::Broker;
 pub use error::{Error, Result};
 pub use server::{start, RunningBroker, ServeConfig, ADMIN_SOCKET, DB_FILE};
 pub use service::admin::{
-    check_endpoint, check_endpoints, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS,
+    check_endpoint, check_endpoints, check_kind, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS,
 };
 pub use service::enrol::{
     EnrolmentStarted, PendingEnrolment, DEFAULT_INVITE_TTL_SECS, ENROLMENT_TTL_SECS,

@@ -11,7 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use grantwire_broker::{
-    alloc, check_endpoints, check_name, AdminClient, AdminError, ServeConfig, ADMIN_SOCKET,
+    alloc, check_endpoints, check_kind, check_name, AdminClient, AdminError, ServeConfig,
+    ADMIN_SOCKET,
 };
 use grantwire_proto::{
     AuditQuery, BackupRequest, EdgeAddRequest, EdgeRemoveRequest, ErrorCode, GrantAddRequest,
@@ -173,9 +174,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let resp = admin.backup(&BackupRequest { path }).await?;
             output::backup(&resp, json)
         }
-        Command::Audit { since, user, json } => {
+        Command::Audit {
+            since,
+            user,
+            kind,
+            json,
+        } => {
             if let Some(u) = &user {
                 check_name(u, "user").map_err(refused_locally)?;
+            }
+            if let Some(k) = &kind {
+                check_kind(k).map_err(refused_locally)?;
             }
             let since = since
                 .as_deref()
@@ -186,6 +195,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .audit(&AuditQuery {
                     since,
                     user,
+                    kind,
                     ..Default::default()
                 })
                 .await?;

@@ -142,9 +142,16 @@ async fn audit_filters_by_time_and_user() {
         cli_json(&h, &["audit", "--since", "2100-01-01T00:00:00Z", "--json"]);
     assert!(future.entries.is_empty());
 
+    let leases: AuditResponse = cli_json(&h, &["audit", "--kind", "lease_issued", "--json"]);
+    assert_eq!(leases.entries.len(), 1, "{leases:?}");
+    assert_eq!(leases.entries[0].kind, "lease_issued");
+    let none: AuditResponse = cli_json(&h, &["audit", "--kind", "no_such_kind", "--json"]);
+    assert!(none.entries.is_empty());
+
     for bad in [
         &["audit", "--since", "lately"][..],
         &["audit", "--user", "Not A Name"],
+        &["audit", "--kind", "Login-OK"],
     ] {
         let out = cli(&h, bad);
         assert_eq!(out.status.code(), Some(2), "{bad:?}");

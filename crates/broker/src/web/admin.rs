@@ -71,10 +71,21 @@ impl AdminSession {
     }
 }
 
+/// `key=value` for an audit detail: bare when `value` is name-shaped (so `audit --user` and
+/// the audit page's user filter find the row), quoted and escaped otherwise (a typed name not
+/// yet checked cannot forge another `key=`).
+fn named(key: &str, value: &str) -> String {
+    if crate::service::admin::check_name(value, key).is_ok() {
+        format!("{key}={value}")
+    } else {
+        format!("{key}={value:?}")
+    }
+}
+
 /// Passes an admin form: first the form token and origin like any signed-in form, then a
 /// recent sign-in. A stale session is audited and changes nothing; a passed form is audited
-/// as `web_admin_change` with the admin's name and address, the form and its `target` (`user=..`,
-/// `edge=..`, quoted), before the change is made.
+/// as `web_admin_change` with the admin's name and address, the form and its `target` (see
+/// [`named`]), before the change is made.
 async fn admin_form(
     broker: &Broker,
     admin: &AdminSession,
@@ -156,4 +167,16 @@ fn notice(text: Option<&'static str>) -> Markup {
 fn blank_none(v: &str) -> Option<&str> {
     let v = v.trim();
     (!v.is_empty()).then_some(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::named;
+
+    #[test]
+    fn audit_targets_are_bare_names_or_quoted_text() {
+        assert_eq!(named("user", "alice"), "user=alice");
+        assert_eq!(named("edge", "a b edge=x"), r#"edge="a b edge=x""#);
+        assert_eq!(named("user", "x\nkind=y"), r#"user="x\nkind=y""#);
+    }
 }

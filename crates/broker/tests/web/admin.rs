@@ -461,7 +461,7 @@ async fn a_grant_added_on_the_page_shows_on_the_users_access_until_revoked() {
     assert_eq!(who.source_ip.as_deref(), Some("127.0.0.1"));
     assert_eq!(
         who.detail.as_deref(),
-        Some(r#"form=admin_grant_add user="alice" edge="home""#)
+        Some("form=admin_grant_add user=alice edge=home")
     );
     let (html, _) = a.h.access(&alice).await;
     assert!(html.contains(r#"<li data-edge="home">"#), "{html}");

@@ -10,7 +10,7 @@ use maud::{html, Markup};
 use super::super::layout::{csrf_field, rfc3339, utc};
 use super::super::session::{FormGuard, PageForm, TokenOnly};
 use super::super::{see_other, PageError};
-use super::{admin_form, blank_none, notice, AdminSession};
+use super::{admin_form, blank_none, named, notice, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 
@@ -81,7 +81,7 @@ pub(in crate::web) async fn add(
         &guard,
         &form.csrf,
         "admin_edge_add",
-        &format!("edge={:?}", form.name),
+        &named("edge", &form.name),
     )
     .await?;
     let subnet = blank_none(&form.subnet)
@@ -125,7 +125,7 @@ pub(in crate::web) async fn remove(
         &guard,
         &form.csrf,
         "admin_edge_remove",
-        &format!("edge={name:?}"),
+        &named("edge", &name),
     )
     .await?;
     broker.edge_remove(EdgeRemoveRequest { name }).await?;

@@ -11,7 +11,7 @@ use super::super::layout::{csrf_field, rfc3339, utc};
 use super::super::session::{FormGuard, PageForm, TokenOnly};
 use super::super::{see_other, PageError};
 use super::users::hours_to_secs;
-use super::{admin_form, blank_none, notice, AdminSession};
+use super::{admin_form, blank_none, named, notice, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::admin::DEFAULT_LEASE_TTL_SECS;
@@ -98,7 +98,11 @@ pub(in crate::web) async fn add(
         &guard,
         &form.csrf,
         "admin_grant_add",
-        &format!("user={:?} edge={:?}", form.user, form.edge),
+        &format!(
+            "{} {}",
+            named("user", &form.user),
+            named("edge", &form.edge)
+        ),
     )
     .await?;
     let req = grant_request(&form)?;
@@ -119,7 +123,7 @@ pub(in crate::web) async fn revoke(
         &guard,
         &form.csrf,
         "admin_grant_revoke",
-        &format!("user={user:?} edge={edge:?}"),
+        &format!("{} {}", named("user", &user), named("edge", &edge)),
     )
     .await?;
     broker

@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use super::super::layout::{countdown, csrf_field, rfc3339, utc};
 use super::super::session::{FormGuard, PageForm, TokenOnly};
 use super::super::{see_other, PageError};
-use super::{admin_form, notice, AdminSession};
+use super::{admin_form, named, notice, AdminSession};
 use crate::broker::Broker;
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -68,7 +68,7 @@ pub(in crate::web) async fn revoke(
         &guard,
         &form.csrf,
         "admin_lease_revoke",
-        &format!("lease={id:?}"),
+        &named("lease", &id),
     )
     .await?;
     broker.lease_revoke(LeaseRevokeRequest { id }).await?;

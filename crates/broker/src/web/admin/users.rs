@@ -14,7 +14,7 @@ use super::super::enrol::grouped;
 use super::super::layout::{csrf_field, rfc3339, utc};
 use super::super::session::{FormGuard, PageForm, TokenOnly};
 use super::super::{qr, see_other, PageError};
-use super::{admin_form, blank_none, notice, AdminSession};
+use super::{admin_form, blank_none, named, notice, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::enrol::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
@@ -87,7 +87,7 @@ pub(in crate::web) async fn invite(
         &guard,
         &form.csrf,
         "admin_invite",
-        &format!("user={:?}", form.name),
+        &named("user", &form.name),
     )
     .await?;
     let ttl_secs = match blank_none(&form.hours) {
@@ -117,7 +117,7 @@ pub(in crate::web) async fn disable(
         &guard,
         &form.csrf,
         "admin_disable",
-        &format!("user={name:?}"),
+        &named("user", &name),
     )
     .await?;
     broker.user_disable(UserNameRequest { name }).await?;
@@ -137,7 +137,7 @@ pub(in crate::web) async fn enable(
         &guard,
         &form.csrf,
         "admin_enable",
-        &format!("user={name:?}"),
+        &named("user", &name),
     )
     .await?;
     broker.user_enable(UserNameRequest { name }).await?;
@@ -158,7 +158,7 @@ pub(in crate::web) async fn reset_totp(
         &guard,
         &form.csrf,
         "admin_reset_totp",
-        &format!("user={name:?}"),
+        &named("user", &name),
     )
     .await?;
     let reset = broker.user_reset_totp(UserNameRequest { name }).await?;
