@@ -5,7 +5,7 @@
 //! A signed-in user who is not an admin gets a 404 page for every `/admin` path, as if there
 //! were nothing there; a stranger gets the bare 303 to `/login` of any page. A change is a
 //! form post that passes the session's form check ([`FormGuard::session_form`], each form
-//! under its own name in `web_form_refused`) and then [`admin_form`]'s recent sign-in check.
+//! under its own name in `web_form_refused`) and then [`AdminChange::allow`]'s recent sign-in check.
 
 pub(super) mod audit;
 pub(super) mod edges;
@@ -82,38 +82,68 @@ fn named(key: &str, value: &str) -> String {
     }
 }
 
-/// Passes an admin form: first the form token and origin like any signed-in form, then a
-/// recent sign-in. A stale session is audited and changes nothing; a passed form is audited
-/// as `web_admin_change` with the admin's name and address, the form and its `target` (see
-/// [`named`]), before the change is made.
-async fn admin_form(
-    broker: &Broker,
-    admin: &AdminSession,
-    guard: &FormGuard,
-    presented: &str,
-    form: &str,
-    target: &str,
-) -> Result<(), PageError> {
-    guard
-        .session_form(broker, &admin.0, presented, form)
-        .await?;
-    let age = broker.auth().now().saturating_sub(admin.0.user.created_at);
-    let user = &admin.0.user.name;
-    if age <= RECENT_SIGN_IN_SECS {
-        // Who makes the change, recorded before it is made; no record, no change.
-        broker
-            .web_admin_change(user, guard.ip, &format!("form={form} {target}"))
+/// What every admin post starts from: the broker, the admin's session and the form's guard.
+/// Nothing may change before [`AdminChange::allow`] has passed.
+pub(crate) struct AdminChange {
+    broker: Broker,
+    admin: AdminSession,
+    guard: FormGuard,
+}
+
+impl FromRequestParts<Broker> for AdminChange {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, PageError> {
+        let admin =
+            <AdminSession as FromRequestParts<Broker>>::from_request_parts(parts, broker).await?;
+        let guard =
+            <FormGuard as FromRequestParts<Broker>>::from_request_parts(parts, broker).await?;
+        Ok(Self {
+            broker: broker.clone(),
+            admin,
+            guard,
+        })
+    }
+}
+
+impl AdminChange {
+    /// Passes an admin form: first the form token and origin like any signed-in form, then a
+    /// recent sign-in. A stale session is audited and changes nothing; a passed form is
+    /// audited as `web_admin_change` with the admin's name and address, the form and its
+    /// `target` (see [`named`]), before the change is made. Gives back the broker and session
+    /// to make the change with.
+    async fn allow(
+        self,
+        presented: &str,
+        form: &str,
+        target: &str,
+    ) -> Result<(Broker, AdminSession), PageError> {
+        let Self {
+            broker,
+            admin,
+            guard,
+        } = self;
+        guard
+            .session_form(&broker, &admin.0, presented, form)
             .await?;
-        return Ok(());
+        let age = broker.auth().now().saturating_sub(admin.0.user.created_at);
+        let user = &admin.0.user.name;
+        if age <= RECENT_SIGN_IN_SECS {
+            // Who makes the change, recorded before it is made; no record, no change.
+            broker
+                .web_admin_change(user, guard.ip, &format!("form={form} {target}"))
+                .await?;
+            return Ok((broker, admin));
+        }
+        tracing::info!(%user, form, "admin change refused: sign-in not recent");
+        // Best effort, as for a refused form: the refusal stands either way.
+        if let Err(e) = broker.admin_stale_session(user, guard.ip, form).await {
+            tracing::info!(error = %e, "auditing a stale admin session failed");
+        }
+        Err(PageError::StaleSession {
+            csrf: admin.0.csrf.clone(),
+        })
     }
-    tracing::info!(%user, form, "admin change refused: sign-in not recent");
-    // Best effort, as for a refused form: the refusal stands either way.
-    if let Err(e) = broker.admin_stale_session(user, guard.ip, form).await {
-        tracing::info!(error = %e, "auditing a stale admin session failed");
-    }
-    Err(PageError::StaleSession {
-        csrf: admin.0.csrf.clone(),
-    })
 }
 
 pub(super) async fn overview(State(broker): State<Broker>, admin: AdminSession) -> Response {

@@ -8,9 +8,9 @@ use grantwire_proto::{EdgeAddRequest, EdgeInfo, EdgeRemoveRequest};
 use maud::{html, Markup};
 
 use super::super::layout::{csrf_field, rfc3339, utc};
-use super::super::session::{FormGuard, PageForm, TokenOnly};
+use super::super::session::{PageForm, TokenOnly};
 use super::super::{see_other, PageError};
-use super::{admin_form, blank_none, named, notice, AdminSession};
+use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 
@@ -70,20 +70,12 @@ pub(in crate::web) struct AddForm {
 
 /// Adds an edge and shows its enrolment token, once.
 pub(in crate::web) async fn add(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     PageForm(form): PageForm<AddForm>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_edge_add",
-        &named("edge", &form.name),
-    )
-    .await?;
+    let (broker, admin) = change
+        .allow(&form.csrf, "admin_edge_add", &named("edge", &form.name))
+        .await?;
     let subnet = blank_none(&form.subnet)
         .map(|s| {
             s.parse()
@@ -113,21 +105,13 @@ pub(in crate::web) async fn add(
 }
 
 pub(in crate::web) async fn remove(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_edge_remove",
-        &named("edge", &name),
-    )
-    .await?;
+    let (broker, _) = change
+        .allow(&form.csrf, "admin_edge_remove", &named("edge", &name))
+        .await?;
     broker.edge_remove(EdgeRemoveRequest { name }).await?;
     Ok(see_other("/admin/edges?done=removed"))
 }

@@ -8,10 +8,10 @@ use grantwire_proto::{GrantAddRequest, GrantInfo, GrantRevokeRequest, PLEX_PORT}
 use maud::{html, Markup};
 
 use super::super::layout::{csrf_field, rfc3339, utc};
-use super::super::session::{FormGuard, PageForm, TokenOnly};
+use super::super::session::{PageForm, TokenOnly};
 use super::super::{see_other, PageError};
 use super::users::hours_to_secs;
-use super::{admin_form, blank_none, named, notice, AdminSession};
+use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::admin::DEFAULT_LEASE_TTL_SECS;
@@ -87,45 +87,37 @@ pub(in crate::web) struct AddForm {
 }
 
 pub(in crate::web) async fn add(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     PageForm(form): PageForm<AddForm>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_grant_add",
-        &format!(
-            "{} {}",
-            named("user", &form.user),
-            named("edge", &form.edge)
-        ),
-    )
-    .await?;
+    let (broker, _) = change
+        .allow(
+            &form.csrf,
+            "admin_grant_add",
+            &format!(
+                "{} {}",
+                named("user", &form.user),
+                named("edge", &form.edge)
+            ),
+        )
+        .await?;
     let req = grant_request(&form)?;
     broker.grant_add(req).await?;
     Ok(see_other("/admin/grants?done=added"))
 }
 
 pub(in crate::web) async fn revoke(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     Path((user, edge)): Path<(String, String)>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_grant_revoke",
-        &format!("{} {}", named("user", &user), named("edge", &edge)),
-    )
-    .await?;
+    let (broker, _) = change
+        .allow(
+            &form.csrf,
+            "admin_grant_revoke",
+            &format!("{} {}", named("user", &user), named("edge", &edge)),
+        )
+        .await?;
     broker
         .grant_revoke(GrantRevokeRequest { user, edge })
         .await?;

@@ -7,9 +7,9 @@ use grantwire_proto::{LeaseInfo, LeaseRevokeRequest};
 use maud::{html, Markup};
 
 use super::super::layout::{countdown, csrf_field, rfc3339, utc};
-use super::super::session::{FormGuard, PageForm, TokenOnly};
+use super::super::session::{PageForm, TokenOnly};
 use super::super::{see_other, PageError};
-use super::{admin_form, named, notice, AdminSession};
+use super::{named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -56,21 +56,13 @@ pub(in crate::web) async fn show(
 }
 
 pub(in crate::web) async fn revoke(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     Path(id): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_lease_revoke",
-        &named("lease", &id),
-    )
-    .await?;
+    let (broker, _) = change
+        .allow(&form.csrf, "admin_lease_revoke", &named("lease", &id))
+        .await?;
     broker.lease_revoke(LeaseRevokeRequest { id }).await?;
     Ok(see_other("/admin/leases?done=revoked"))
 }

@@ -12,9 +12,9 @@ use maud::{html, Markup};
 
 use super::super::enrol::grouped;
 use super::super::layout::{csrf_field, rfc3339, utc};
-use super::super::session::{FormGuard, PageForm, TokenOnly};
+use super::super::session::{PageForm, TokenOnly};
 use super::super::{qr, see_other, PageError};
-use super::{admin_form, blank_none, named, notice, AdminSession};
+use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::enrol::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
@@ -74,22 +74,14 @@ pub(in crate::web) struct InviteForm {
 
 /// Invites a user and shows the temporary password and the set-up page's address, once.
 pub(in crate::web) async fn invite(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     headers: HeaderMap,
     uri: Uri,
     PageForm(form): PageForm<InviteForm>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_invite",
-        &named("user", &form.name),
-    )
-    .await?;
+    let (broker, admin) = change
+        .allow(&form.csrf, "admin_invite", &named("user", &form.name))
+        .await?;
     let ttl_secs = match blank_none(&form.hours) {
         None => None,
         Some(h) => Some(hours_to_secs(h)?),
@@ -105,62 +97,38 @@ pub(in crate::web) async fn invite(
 }
 
 pub(in crate::web) async fn disable(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_disable",
-        &named("user", &name),
-    )
-    .await?;
+    let (broker, _) = change
+        .allow(&form.csrf, "admin_disable", &named("user", &name))
+        .await?;
     broker.user_disable(UserNameRequest { name }).await?;
     Ok(see_other("/admin/users?done=disabled"))
 }
 
 pub(in crate::web) async fn enable(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_enable",
-        &named("user", &name),
-    )
-    .await?;
+    let (broker, _) = change
+        .allow(&form.csrf, "admin_enable", &named("user", &name))
+        .await?;
     broker.user_enable(UserNameRequest { name }).await?;
     Ok(see_other("/admin/users?done=enabled"))
 }
 
 /// Gives the user a new TOTP secret and shows it once, as a QR code and as text.
 pub(in crate::web) async fn reset_totp(
-    State(broker): State<Broker>,
-    admin: AdminSession,
-    guard: FormGuard,
+    change: AdminChange,
     Path(name): Path<String>,
     PageForm(form): PageForm<TokenOnly>,
 ) -> Result<Response, PageError> {
-    admin_form(
-        &broker,
-        &admin,
-        &guard,
-        &form.csrf,
-        "admin_reset_totp",
-        &named("user", &name),
-    )
-    .await?;
+    let (broker, admin) = change
+        .allow(&form.csrf, "admin_reset_totp", &named("user", &name))
+        .await?;
     let reset = broker.user_reset_totp(UserNameRequest { name }).await?;
     let (qr_url, side) = qr::png_data_url(&reset.otpauth_uri, "an otpauth URI")?;
     let main = html! {
