@@ -21,7 +21,7 @@ use tokio::net::UnixStream;
 
 use grantwire_proto::{
     UserChangeResponse, UserInviteRequest, UserInviteResponse, UserListResponse, UserNameRequest,
-    UserPasswordRequest,
+    UserPasswordRequest, UserRemoveResponse,
 };
 
 use crate::routes::admin as paths;
@@ -97,6 +97,12 @@ impl AdminClient {
     pub async fn user_reset_totp(&self, name: &str) -> Result<UserAddResponse, AdminError> {
         let req = UserNameRequest { name: name.into() };
         self.call(Method::POST, paths::USERS_RESET_TOTP, Some(&req))
+            .await
+    }
+
+    pub async fn user_remove(&self, name: &str) -> Result<UserRemoveResponse, AdminError> {
+        let req = UserNameRequest { name: name.into() };
+        self.call(Method::POST, paths::USERS_REMOVE, Some(&req))
             .await
     }
 

@@ -141,7 +141,7 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Refuse the user's logins and end their sessions.
+    /// Refuse the user's logins and end their sessions and live leases.
     Disable {
         name: String,
         #[arg(long)]
@@ -153,7 +153,7 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Set a new password; ends the user's sessions.
+    /// Set a new password; ends the user's sessions and live leases.
     ResetPassword {
         name: String,
         /// Read the password from the first line of stdin instead of prompting.
@@ -162,8 +162,16 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Make a new TOTP secret (printed once, like `user add`); ends the user's sessions.
+    /// Make a new TOTP secret (printed once, like `user add`); ends the user's sessions and
+    /// live leases.
     ResetTotp {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove the user with their grants; ends their sessions and live leases. The audit log
+    /// keeps their name.
+    Remove {
         name: String,
         #[arg(long)]
         json: bool,

@@ -78,6 +78,18 @@ pub async fn run(admin: &AdminClient, cmd: UserCommand) -> anyhow::Result<()> {
             let resp = admin.user_reset_totp(&name).await?;
             output::totp_reset(&resp, json)
         }
+        UserCommand::Remove { name, json } => {
+            check_name(&name, "user").map_err(usage)?;
+            let resp = admin.user_remove(&name).await?;
+            if json {
+                return self::json(&resp);
+            }
+            println!(
+                "Removed user {}; {} session(s) and {} lease(s) ended.",
+                resp.name, resp.ended_sessions, resp.revoked_leases
+            );
+            Ok(())
+        }
     }
 }
 
@@ -91,8 +103,8 @@ fn changed(resp: &UserChangeResponse, verb: &str, as_json: bool) -> anyhow::Resu
         return json(resp);
     }
     println!(
-        "{verb} user {}; {} session(s) ended.",
-        resp.name, resp.ended_sessions
+        "{verb} user {}; {} session(s) and {} lease(s) ended.",
+        resp.name, resp.ended_sessions, resp.revoked_leases
     );
     Ok(())
 }

@@ -264,6 +264,18 @@ pub struct UserChangeResponse {
     pub disabled: bool,
     /// Sessions of the user that ended with the change.
     pub ended_sessions: u64,
+    /// Live leases of the user that ended with the change (their edges are told at once).
+    #[serde(default)]
+    pub revoked_leases: u64,
+}
+
+/// What `user remove` did: the user, their sessions, grants and leases are gone; the audit
+/// log keeps their name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRemoveResponse {
+    pub name: String,
+    pub ended_sessions: u64,
+    pub revoked_leases: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use grantwire_proto::{
 
 use grantwire_proto::{
     UserChangeResponse, UserInviteRequest, UserInviteResponse, UserListResponse, UserNameRequest,
-    UserPasswordRequest,
+    UserPasswordRequest, UserRemoveResponse,
 };
 
 use crate::broker::Broker;
@@ -25,6 +25,7 @@ pub const USERS_DISABLE: &str = "/v1/admin/users/disable";
 pub const USERS_ENABLE: &str = "/v1/admin/users/enable";
 pub const USERS_RESET_PASSWORD: &str = "/v1/admin/users/reset-password";
 pub const USERS_RESET_TOTP: &str = "/v1/admin/users/reset-totp";
+pub const USERS_REMOVE: &str = "/v1/admin/users/remove";
 pub const USERS_INVITE: &str = "/v1/admin/users/invite";
 pub const EDGES: &str = "/v1/admin/edges";
 pub const EDGES_REMOVE: &str = "/v1/admin/edges/remove";
@@ -42,6 +43,7 @@ pub fn router() -> Router<Broker> {
         .route(USERS_ENABLE, post(user_enable))
         .route(USERS_RESET_PASSWORD, post(user_reset_password))
         .route(USERS_RESET_TOTP, post(user_reset_totp))
+        .route(USERS_REMOVE, post(user_remove))
         .route(USERS_INVITE, post(user_invite))
         .route(EDGES, post(edge_add).get(edge_list))
         .route(EDGES_REMOVE, post(edge_remove))
@@ -90,6 +92,13 @@ async fn user_reset_totp(
     ApiJson(req): ApiJson<UserNameRequest>,
 ) -> Result<Json<UserAddResponse>> {
     Ok(Json(b.user_reset_totp(req).await?))
+}
+
+async fn user_remove(
+    State(b): State<Broker>,
+    ApiJson(req): ApiJson<UserNameRequest>,
+) -> Result<Json<UserRemoveResponse>> {
+    Ok(Json(b.user_remove(req).await?))
 }
 
 async fn user_invite(

@@ -1,10 +1,12 @@
 //! Operator actions on users besides `user add`: list, disable, enable, reset the password,
-//! reset the TOTP secret. Each change and its audit row share one transaction, and every change
-//! that takes a credential away ends all of the user's sessions in that same transaction.
+//! reset the TOTP secret, remove. Each change and its audit row share one transaction, and
+//! every change that takes a credential away ends all of the user's sessions and live leases
+//! in that same transaction; the edges that held those leases get their new sets right after
+//! the commit, so a tunnel stops within a second of the command returning.
 
 use grantwire_proto::{
     UserAddResponse, UserChangeResponse, UserInfo, UserListResponse, UserNameRequest,
-    UserPasswordRequest,
+    UserPasswordRequest, UserRemoveResponse,
 };
 use sqlx::SqliteConnection;
 
@@ -12,7 +14,7 @@ use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::secrets;
 use crate::service::admin::check_name;
-use crate::store::{self, users, AuditEvent};
+use crate::store::{self, leases, users, AuditEvent};
 use crate::totp;
 
 impl Broker {
@@ -40,14 +42,15 @@ impl Broker {
         let mut tx = self.write_tx().await?;
         let id = user_id(&mut tx, &req.name).await?;
         users::set_disabled(&mut tx, id, Some(now)).await?;
-        let ended = users::delete_sessions(&mut tx, id).await?;
-        audit(&mut tx, now, "user_disabled", &req.name, ended).await?;
+        let cut = cut_off(&mut tx, id, &req.name, now, "user_disabled").await?;
         tx.commit().await?;
-        tracing::info!(user = %req.name, sessions = ended, "user disabled");
+        self.tell_edges(&cut);
+        tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "user disabled");
         Ok(UserChangeResponse {
             name: req.name,
             disabled: true,
-            ended_sessions: ended,
+            ended_sessions: cut.sessions,
+            revoked_leases: cut.leases.len() as u64,
         })
     }
 
@@ -63,6 +66,7 @@ impl Broker {
             name: req.name,
             disabled: false,
             ended_sessions: 0,
+            revoked_leases: 0,
         })
     }
 
@@ -82,14 +86,15 @@ impl Broker {
             .await?
             .is_some_and(|u| u.disabled_at.is_some());
         users::set_password_hash(&mut tx, id, &phc).await?;
-        let ended = users::delete_sessions(&mut tx, id).await?;
-        audit(&mut tx, now, "user_password_reset", &req.name, ended).await?;
+        let cut = cut_off(&mut tx, id, &req.name, now, "user_password_reset").await?;
         tx.commit().await?;
-        tracing::info!(user = %req.name, sessions = ended, "password reset");
+        self.tell_edges(&cut);
+        tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "password reset");
         Ok(UserChangeResponse {
             name: req.name,
             disabled,
-            ended_sessions: ended,
+            ended_sessions: cut.sessions,
+            revoked_leases: cut.leases.len() as u64,
         })
     }
 
@@ -103,16 +108,85 @@ impl Broker {
             .await?
             .ok_or_else(|| not_found(&req.name))?;
         users::set_totp_sealed(&mut tx, user.id, &sealed).await?;
-        let ended = users::delete_sessions(&mut tx, user.id).await?;
-        audit(&mut tx, now, "user_totp_reset", &req.name, ended).await?;
+        let cut = cut_off(&mut tx, user.id, &req.name, now, "user_totp_reset").await?;
         tx.commit().await?;
-        tracing::info!(user = %req.name, sessions = ended, "TOTP secret reset");
+        self.tell_edges(&cut);
+        tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "TOTP secret reset");
         Ok(UserAddResponse {
             otpauth_uri: totp::otpauth_uri(&req.name, &secret),
             totp_secret: totp::secret_to_base32(&secret),
             name: req.name,
             admin: user.admin,
         })
+    }
+}
+
+impl Broker {
+    /// Removes the user: their sessions and live leases end (each lease audited), then the
+    /// user row goes with their grants; the audit log keeps the name.
+    pub async fn user_remove(&self, req: UserNameRequest) -> Result<UserRemoveResponse> {
+        check_name(&req.name, "user")?;
+        let now = self.auth().now();
+        let mut tx = self.write_tx().await?;
+        let id = user_id(&mut tx, &req.name).await?;
+        let cut = cut_off(&mut tx, id, &req.name, now, "user_removed").await?;
+        users::delete(&mut tx, id).await?;
+        tx.commit().await?;
+        self.tell_edges(&cut);
+        tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "user removed");
+        Ok(UserRemoveResponse {
+            name: req.name,
+            ended_sessions: cut.sessions,
+            revoked_leases: cut.leases.len() as u64,
+        })
+    }
+
+    /// Pushes a new lease set to every edge that held one of the cut leases.
+    fn tell_edges(&self, cut: &Cut) {
+        let mut edges: Vec<i64> = cut.leases.iter().map(|(_, edge)| *edge).collect();
+        edges.sort_unstable();
+        edges.dedup();
+        for edge in edges {
+            self.notify_edge(edge);
+        }
+    }
+}
+
+/// What taking a credential away ended: sessions, and leases with their edges.
+struct Cut {
+    sessions: u64,
+    leases: Vec<(String, i64)>,
+}
+
+/// Ends the user's sessions and live leases, and audits the change (`kind`) and each lease,
+/// in the caller's transaction.
+async fn cut_off(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    name: &str,
+    now: i64,
+    kind: &str,
+) -> Result<Cut> {
+    let sessions = users::delete_sessions(conn, user_id).await?;
+    let leases = leases::revoke_for_user(conn, user_id, now).await?;
+    let detail = format!(
+        "user={name} sessions_ended={sessions} leases_revoked={}",
+        leases.len()
+    );
+    store::audit(conn, now, admin_event(kind, detail)).await?;
+    for (id, _) in &leases {
+        let detail = format!("lease={id} user={name} reason={kind}");
+        store::audit(conn, now, admin_event("lease_revoked", detail)).await?;
+    }
+    Ok(Cut { sessions, leases })
+}
+
+fn admin_event(kind: &str, detail: String) -> AuditEvent<'_> {
+    AuditEvent {
+        kind,
+        actor: Some("admin"),
+        source_ip: None,
+        detail: Some(detail),
     }
 }
 
@@ -134,11 +208,6 @@ async fn audit(
     user: &str,
     ended_sessions: u64,
 ) -> Result<()> {
-    let event = AuditEvent {
-        kind,
-        actor: Some("admin"),
-        source_ip: None,
-        detail: Some(format!("user={user} sessions_ended={ended_sessions}")),
-    };
-    store::audit(conn, now, event).await
+    let detail = format!("user={user} sessions_ended={ended_sessions}");
+    store::audit(conn, now, admin_event(kind, detail)).await
 }

@@ -279,7 +279,7 @@ async fn audit(
 
 /// 16 base32 characters in four groups (`ABCD-EFGH-JKLM-NPQR`): easy to read out or type on a
 /// phone, 80 bits from the OS's CSPRNG.
-fn temporary_password() -> String {
+pub(crate) fn temporary_password() -> String {
     let raw = secrets::random_bytes::<TEMPORARY_PASSWORD_BYTES>();
     let text = data_encoding::BASE32_NOPAD.encode(&raw);
     text.as_bytes()

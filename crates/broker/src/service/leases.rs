@@ -13,7 +13,7 @@ use crate::alloc;
 use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
 use crate::secrets::{self, Token};
-use crate::store::{self, edges, leases, users::SessionUser, AuditEvent};
+use crate::store::{self, edges, leases, users, users::SessionUser, AuditEvent};
 
 impl Broker {
     /// Issues a lease on `req.edge` to the session's user, pinned to `source` (the TCP peer of
@@ -26,6 +26,7 @@ impl Broker {
         source: IpAddr,
     ) -> Result<LeaseResponse> {
         let issue = Issue {
+            session_id: user.session_id,
             user_id: user.user_id,
             user_name: user.name.clone(),
             req,
@@ -245,6 +246,7 @@ impl Broker {
 
 /// One lease request, as the batch writer runs it.
 struct Issue {
+    session_id: i64,
     user_id: i64,
     user_name: String,
     req: LeaseRequest,
@@ -264,12 +266,18 @@ impl Issue {
     /// addresses (and keys) the previous one took.
     fn write(self, conn: &rusqlite::Connection) -> Result<Issued> {
         let Self {
+            session_id,
             user_id,
             user_name,
             req,
             source,
             now,
         } = self;
+        // The session was checked before the job queued; an admin may have ended it since
+        // (disable, reset, remove end the user's sessions and leases in one transaction).
+        if !users::session_exists_blocking(conn, session_id)? {
+            return Err(Error::Unauthorized);
+        }
         let edge = edges::by_name_blocking(conn, &req.edge)?
             .ok_or_else(|| Error::NotFound(format!("no edge named {:?}", req.edge)))?;
         let grant = edges::live_grant_blocking(conn, user_id, edge.id, now)?

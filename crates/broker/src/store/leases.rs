@@ -211,6 +211,23 @@ pub async fn revoke_for_grant(
     .await?)
 }
 
+/// Revokes every live lease of a user (all edges), freeing their addresses; returns the ids
+/// with the edge each was on, so the caller can audit them and tell those edges.
+pub async fn revoke_for_user(
+    conn: &mut SqliteConnection,
+    user_id: i64,
+    now: i64,
+) -> Result<Vec<(String, i64)>> {
+    Ok(sqlx::query_as(
+        "UPDATE leases SET revoked_at = ?1, addr_slot = NULL
+         WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 RETURNING id, edge_id",
+    )
+    .bind(now)
+    .bind(user_id)
+    .fetch_all(conn)
+    .await?)
+}
+
 /// A live lease holding a given public key.
 #[derive(Debug, Clone)]
 pub struct KeyHolder {
@@ -262,7 +279,8 @@ const LIVE_SELECT: &str = "SELECT l.id, u.name AS user_name, e.name AS edge_name
     WHERE l.revoked_at IS NULL AND l.expires_at > ?";
 
 /// Live (unrevoked, unexpired) leases of one edge, by address, with only the columns a lease
-/// set needs (no names, no usage). On a plain rusqlite connection (see `Broker::lease_set`):
+/// set needs (no names, no usage). A disabled user's lease is never in it, whatever left it
+/// unrevoked: disabling revokes them, and this is the backstop. On a plain rusqlite connection (see `Broker::lease_set`):
 /// the set of a busy edge is thousands of rows, and through sqlx each row is a message from
 /// the connection's worker thread, which made reading 10,000 most of a revocation's time.
 pub fn live_for_edge_blocking(
@@ -274,6 +292,7 @@ pub fn live_for_edge_blocking(
         "SELECT id, public_key, preshared_key, tunnel_address, pin, ports, created_at, expires_at
          FROM leases
          WHERE revoked_at IS NULL AND expires_at > ? AND edge_id = ?
+           AND user_id NOT IN (SELECT id FROM users WHERE disabled_at IS NOT NULL)
          ORDER BY tunnel_address",
     )?;
     let rows = stmt.query_map(rusqlite::params![now, edge_id], |r| {

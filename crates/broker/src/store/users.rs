@@ -183,6 +183,16 @@ pub async fn set_password_hash(conn: &mut SqliteConnection, id: i64, phc: &str) 
     Ok(())
 }
 
+/// Deletes the user; sessions, grants, leases and the rest that hang off the user go with it
+/// (`ON DELETE CASCADE`). The audit log names users by name and keeps them.
+pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {
+    sqlx::query("DELETE FROM users WHERE id = ?")
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 pub async fn set_disabled(conn: &mut SqliteConnection, id: i64, at: Option<i64>) -> Result<()> {
     sqlx::query("UPDATE users SET disabled_at = ? WHERE id = ?")
         .bind(at)
@@ -389,6 +399,14 @@ pub async fn delete_session(conn: &mut SqliteConnection, session_id: i64) -> Res
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Whether the session still exists, on the batch writer's connection: a lease asked for
+/// with a session that an admin ended meanwhile (disable, reset, remove) is not written.
+pub fn session_exists_blocking(conn: &rusqlite::Connection, session_id: i64) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT EXISTS (SELECT 1 FROM sessions WHERE id = ?)")?
+        .query_row([session_id], |r| r.get(0))?)
 }
 
 /// Ends every session of a user; returns how many there were.

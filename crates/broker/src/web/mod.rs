@@ -23,10 +23,12 @@
 //! | `POST /devices/server-keys` | `csrf`, `edge`: the broker makes the pair, shows it once |
 //! | `GET /assets/style.css`, `GET /assets/app.js`, `GET /assets/qr.js` | stylesheet, scripts |
 //! | `GET /admin` | admins only (anyone else signed in: 404): links to the sections below |
-//! | `GET /admin/users` | users and their state; disable, enable, reset TOTP; invite form |
+//! | `GET /admin/users` | users and their state; disable, enable, reset, remove; invite form |
 //! | `POST /admin/users/invite` | [`Broker::user_invite`]: temporary password and `/welcome` once |
 //! | `POST /admin/users/{name}/disable`, `.../enable` | 303 to `/admin/users?done=...` |
 //! | `POST /admin/users/{name}/reset-totp` | [`Broker::user_reset_totp`]: the new secret once |
+//! | `POST /admin/users/{name}/reset-password` | a new temporary password, shown once |
+//! | `POST /admin/users/{name}/remove` | [`Broker::user_remove`], 303 `?done=removed` |
 //! | `GET /admin/edges`, `POST /admin/edges` | edges with presence; adding shows the token once |
 //! | `POST /admin/edges/{name}/remove` | removes an edge, 303 to `/admin/edges?done=removed` |
 //! | `GET /admin/grants`, `POST /admin/grants` | live grants; adding one, 303 `?done=added` |
@@ -127,6 +129,11 @@ pub(crate) fn router() -> Router<Broker> {
         .route("/admin/users/{name}/disable", post(users::disable))
         .route("/admin/users/{name}/enable", post(users::enable))
         .route("/admin/users/{name}/reset-totp", post(users::reset_totp))
+        .route(
+            "/admin/users/{name}/reset-password",
+            post(users::reset_password),
+        )
+        .route("/admin/users/{name}/remove", post(users::remove))
         .route("/admin/edges", get(edges::show).post(edges::add))
         .route("/admin/edges/{name}/remove", post(edges::remove))
         .route("/admin/grants", get(grants::show).post(grants::add))

@@ -1,13 +1,16 @@
-//! `/admin/users`: the user list with disable, enable and reset-TOTP forms, and the invitation
-//! form. An invitation's temporary password and a reset's TOTP secret appear only on the page
-//! that answers the post.
+//! `/admin/users`: the user list with disable, enable, reset and remove forms, and the
+//! invitation form. An invitation's temporary password and a reset's secret appear only on the
+//! page that answers the post. Disable, both resets and remove end the user's sessions and live
+//! leases: their tunnels stop within a second.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::Uri;
 use axum::response::Response;
-use grantwire_proto::{UserInfo, UserInviteRequest, UserInviteResponse, UserNameRequest};
+use grantwire_proto::{
+    UserInfo, UserInviteRequest, UserInviteResponse, UserNameRequest, UserPasswordRequest,
+};
 use maud::{html, Markup};
 
 use super::super::enrol::grouped;
@@ -24,6 +27,7 @@ use crate::service::enrol::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
 pub(in crate::web) enum Done {
     Disabled,
     Enabled,
+    Removed,
 }
 
 #[derive(serde::Deserialize)]
@@ -39,8 +43,9 @@ pub(in crate::web) async fn show(
     let list = broker.user_list().await?;
     let now = broker.auth().now();
     let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
-        Done::Disabled => "User disabled; their sessions are ended.",
+        Done::Disabled => "User disabled; their sessions and leases are ended.",
         Done::Enabled => "User enabled.",
+        Done::Removed => "User removed with their grants; their sessions and leases are ended.",
     });
     let main = html! {
         h1 { "Users" }
@@ -120,6 +125,46 @@ pub(in crate::web) async fn enable(
     Ok(see_other("/admin/users?done=enabled"))
 }
 
+pub(in crate::web) async fn remove(
+    change: AdminChange,
+    Path(name): Path<String>,
+    PageForm(form): PageForm<TokenOnly>,
+) -> Result<Response, PageError> {
+    let (broker, _) = change
+        .allow(&form.csrf, "admin_remove_user", &named("user", &name))
+        .await?;
+    broker.user_remove(UserNameRequest { name }).await?;
+    Ok(see_other("/admin/users?done=removed"))
+}
+
+/// Gives the user a new temporary password (as an invitation's: 80 random bits, grouped for
+/// reading out) and shows it once. Their authenticator stays as it was.
+pub(in crate::web) async fn reset_password(
+    change: AdminChange,
+    Path(name): Path<String>,
+    PageForm(form): PageForm<TokenOnly>,
+) -> Result<Response, PageError> {
+    let (broker, admin) = change
+        .allow(&form.csrf, "admin_reset_password", &named("user", &name))
+        .await?;
+    let password = crate::service::enrol::temporary_password();
+    let req = UserPasswordRequest {
+        name,
+        password: password.clone(),
+    };
+    let reset = broker.user_reset_password(req).await?;
+    let main = html! {
+        h1 { "New password" }
+        p { "The password of " strong id="reset-user" { (reset.name) }
+            " is replaced; their sessions and leases are ended." }
+        p { "Give it to them by a way only they read. It is shown only this once; their "
+            "authenticator app stays as it was." }
+        p { "Password: " code id="new-password" { (password) } }
+        p { a href="/admin/users" { "Back to users" } }
+    };
+    Ok(admin.page("New password", main))
+}
+
 /// Gives the user a new TOTP secret and shows it once, as a QR code and as text.
 pub(in crate::web) async fn reset_totp(
     change: AdminChange,
@@ -134,7 +179,7 @@ pub(in crate::web) async fn reset_totp(
     let main = html! {
         h1 { "New authenticator key" }
         p { "The authenticator key of " strong id="reset-user" { (reset.name) }
-            " is replaced and their sessions are ended. Their old codes no longer work." }
+            " is replaced and their sessions and leases are ended. Their old codes no longer work." }
         p { "Have them add this to their authenticator app. It is shown only this once." }
         img id="totp-qr" class="qr" src=(qr_url) width=(side) height=(side)
             alt="QR code that adds the account to an authenticator app";
@@ -186,6 +231,19 @@ fn user_row(u: &UserInfo, now: i64, csrf: &str) -> Markup {
                     button class="secondary" type="submit"
                         aria-label={ "Reset the authenticator key of " (u.name) } {
                         "Reset TOTP"
+                    }
+                }
+                form class="reset-password" method="post" action={ (base) "/reset-password" } {
+                    (csrf_field(csrf))
+                    button class="secondary" type="submit"
+                        aria-label={ "Reset the password of " (u.name) } {
+                        "Reset password"
+                    }
+                }
+                form class="remove" method="post" action={ (base) "/remove" } {
+                    (csrf_field(csrf))
+                    button class="danger" type="submit" aria-label={ "Remove " (u.name) } {
+                        "Remove"
                     }
                 }
             }
