@@ -172,9 +172,13 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
     let revoked = tail[0].detail.as_deref().unwrap();
     assert_eq!(revoked, format!("lease={}", lease.lease_id));
 
-    // Its open stream ends, and its credential no longer opens one.
+    // Its open stream gets an empty set, so the running edge drops every lease, then ends;
+    // its credential no longer opens one.
     // (SseReader panics with "stream ended" when the server closes the stream, and with "no
     // lease set pushed" when it stays open without a new set.)
+    let last = events.next_set().await;
+    assert!(last.leases.is_empty(), "{last:?}");
+    assert_eq!(last.config.name, "home");
     let err = tokio::spawn(async move { events.next_set().await })
         .await
         .unwrap_err();

@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use futures_util::Stream;
 use grantwire_proto::{
     EdgeReport, EnrolRequest, EnrolResponse, LeaseListResponse, LeaseRequest, LeaseResponse,
-    LeaseRevokeResponse, LoginRequest, LoginResponse, WhoamiResponse,
+    LeaseRevokeResponse, LeaseSet, LoginRequest, LoginResponse, WhoamiResponse,
 };
 use tokio::sync::broadcast::error::RecvError;
 
@@ -219,8 +219,13 @@ struct StreamState {
     shutdown: tokio::sync::watch::Receiver<bool>,
     edge_id: i64,
     first: bool,
+    /// The edge's config as of the last set sent: what an empty set is sent with once the
+    /// edge is removed.
+    config: Option<grantwire_proto::EdgeConfig>,
+    /// The last event has been sent (the edge was removed).
+    done: bool,
     /// Counts the edge as connected while the stream lives, and audits its end.
-    _link: EdgeLink,
+    link: EdgeLink,
 }
 
 /// Dropped when the edge's stream ends, however it ends (the edge hung up, was removed, or
@@ -264,7 +269,7 @@ fn lease_set_stream(
     let state = StreamState {
         changes: broker.subscribe(),
         shutdown: broker.shutdown_signal(),
-        _link: EdgeLink {
+        link: EdgeLink {
             presence: Some(broker.presence().connect(edge_id)),
             broker: broker.clone(),
             edge_id,
@@ -273,9 +278,11 @@ fn lease_set_stream(
         broker,
         edge_id,
         first: true,
+        config: None,
+        done: false,
     };
     futures_util::stream::unfold(state, |mut st| async move {
-        if !st.first && !wait_for_change(&mut st).await {
+        if st.done || (!st.first && !wait_for_change(&mut st).await) {
             return None;
         }
         st.first = false;
@@ -283,8 +290,22 @@ fn lease_set_stream(
         let set = match st.broker.lease_set(st.edge_id).await {
             Ok(set) => set,
             Err(Error::NotFound(_)) => {
-                tracing::info!(edge_id = st.edge_id, "edge removed; ending its stream");
-                return None;
+                // Removed by an admin: the running edge is told to drop every lease before
+                // its stream ends (it would otherwise keep enforcing the last set), and its
+                // reconnect is refused, which makes it empty its cache too.
+                tracing::info!(
+                    edge_id = st.edge_id,
+                    "edge removed; sending it an empty set and ending its stream"
+                );
+                st.done = true;
+                let config = st.config.clone()?;
+                let empty = LeaseSet {
+                    config,
+                    leases: Vec::new(),
+                    generated_at: crate::store::now(),
+                };
+                let json = serde_json::to_string(&empty).ok()?;
+                return Some((Ok(Event::default().event("leases").data(json)), st));
             }
             Err(e) => {
                 // Ending the stream makes the edge reconnect and get a fresh full set.
@@ -293,6 +314,7 @@ fn lease_set_stream(
             }
         };
         let read = started.elapsed();
+        st.config = Some(set.config.clone());
         let json = match serde_json::to_string(&set) {
             Ok(json) => json,
             Err(e) => {
@@ -312,13 +334,23 @@ fn lease_set_stream(
     })
 }
 
-/// Waits until this edge's set changed (or we lagged and may have missed it). False: shut down.
+/// Waits until this edge's set changed (or we lagged and may have missed it). False: shut
+/// down, or a newer stream of the same edge replaced this one.
 async fn wait_for_change(st: &mut StreamState) -> bool {
     if *st.shutdown.borrow() {
         return false;
     }
+    let Some(presence) = st.link.presence.as_mut() else {
+        return false;
+    };
+    let replaced = presence.replaced();
+    tokio::pin!(replaced);
     loop {
         tokio::select! {
+            () = &mut replaced => {
+                tracing::info!(edge_id = st.edge_id, "a newer sync stream of this edge replaces this one");
+                return false;
+            }
             msg = st.changes.recv() => match msg {
                 Ok(id) if id == st.edge_id => {
                     // Changes that queued up meanwhile are covered by the one full read that
