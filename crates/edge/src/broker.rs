@@ -4,10 +4,10 @@
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use grantwire_proto::{EnrolRequest, EnrolResponse, ErrorBody, LeaseSet, PublicKey};
+use grantwire_proto::{EdgeConfig, EnrolRequest, EnrolResponse, ErrorBody, LeaseSet, PublicKey};
 use reqwest::{Client, StatusCode, Url};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::sse::{SseError, SseParser};
 use crate::state::Credential;
@@ -81,15 +81,23 @@ pub async fn enrol(
 
 /// Keeps a sync stream open for as long as the edge runs, publishing each lease set on `sets`.
 /// Never returns: while the broker is away the data plane keeps enforcing the last set.
+///
+/// A broker that refuses the credential (401/403: the edge was removed, or its credential
+/// replaced) is not an outage: the edge publishes an empty set for `config` at once, so the
+/// data plane drops every peer, the cache is emptied (a restart brings nothing back) and the
+/// guard's pin sets empty while the guard itself stays in place. It says so once at ERROR and
+/// keeps asking, at the capped backoff, in case the refusal was the broker's mistake.
 pub async fn sync_forever(
     client: Client,
     broker: Url,
     credential: Credential,
+    config: EdgeConfig,
     sets: watch::Sender<Option<LeaseSet>>,
     link: watch::Sender<bool>,
 ) {
     let mut backoff = BACKOFF_START;
     let mut failures = 0u32;
+    let mut refused = false;
     loop {
         let mut delivered = false;
         let err = sync_once(&client, &broker, &credential, &sets, &link, &mut delivered).await;
@@ -97,9 +105,18 @@ pub async fn sync_forever(
         if delivered {
             backoff = BACKOFF_START;
             failures = 0;
+            refused = false;
         }
         failures += 1;
-        if err.is_refused() || failures == WARN_AFTER_FAILURES {
+        if err.is_refused() {
+            if !refused {
+                refused = true;
+                sets.send_replace(Some(empty_set(&config)));
+                error!(error = %error_chain(&err), "the broker refused this edge's credential; dropped every lease and emptied the lease cache; Plex's ports stay closed");
+            } else {
+                debug!(error = %error_chain(&err), "the broker still refuses this edge's credential");
+            }
+        } else if failures == WARN_AFTER_FAILURES {
             warn!(error = %error_chain(&err), failures, "broker sync failing; enforcing the last lease set");
         } else {
             info!(error = %error_chain(&err), retry_in = ?backoff, "broker sync disconnected; retrying");
@@ -190,6 +207,18 @@ pub async fn post_json<T: serde::Serialize>(
     Err(error_from(status, &bytes))
 }
 
+/// The set a refused edge enforces: its own config, no lease.
+fn empty_set(config: &EdgeConfig) -> LeaseSet {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    LeaseSet {
+        config: config.clone(),
+        leases: Vec::new(),
+        generated_at: now,
+    }
+}
+
 fn endpoint(broker: &Url, path: &str) -> String {
     format!("{}/{path}", broker.as_str().trim_end_matches('/'))
 }
@@ -241,6 +270,67 @@ mod tests {
         assert!(!rejected(StatusCode::TOO_MANY_REQUESTS));
         assert!(!rejected(StatusCode::UNAUTHORIZED));
         assert!(!rejected(StatusCode::INTERNAL_SERVER_ERROR));
+    }
+
+    /// A broker that answers every request with 401, as it does for a removed edge.
+    async fn refusing_broker() -> Url {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let body = br#"{"error":{"code":"unauthorized","message":"unauthorized"}}"#;
+                let head = format!(
+                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+                let _ = conn.write_all(body).await;
+            }
+        });
+        format!("http://{addr}").parse().unwrap()
+    }
+
+    fn config() -> EdgeConfig {
+        EdgeConfig {
+            name: "home".into(),
+            subnet: "10.77.0.0/24".parse().unwrap(),
+            tunnel_address: "10.77.0.1".parse().unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_credential_publishes_an_empty_set_once() {
+        let cached = LeaseSet {
+            config: config(),
+            leases: vec![crate::state::tests::lease("l-1", 7, i64::MAX)],
+            generated_at: 1,
+        };
+        let (sets, mut rx) = watch::channel(Some(cached));
+        rx.borrow_and_update();
+        let (link, _link_rx) = watch::channel(false);
+        let broker = refusing_broker().await;
+        let sync = tokio::spawn(sync_forever(
+            grantwire_client_core::tls::http_client(None),
+            broker,
+            Credential::new("removed".into()),
+            config(),
+            sets,
+            link,
+        ));
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("an empty set within 5 s")
+            .unwrap();
+        let set = rx.borrow_and_update().clone().unwrap();
+        assert!(set.leases.is_empty());
+        assert_eq!(set.config, config());
+        // The retries that follow (250 ms, 500 ms, 1 s...) publish nothing more.
+        let again = tokio::time::timeout(Duration::from_millis(2000), rx.changed()).await;
+        assert!(again.is_err(), "a second set was published");
+        sync.abort();
     }
 
     #[test]

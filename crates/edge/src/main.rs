@@ -284,6 +284,7 @@ async fn serve(
         client,
         args.broker,
         credential,
+        config.clone(),
         sets,
         link,
     ));

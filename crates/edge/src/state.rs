@@ -256,7 +256,7 @@ impl StateDir {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn config() -> EdgeConfig {
@@ -302,7 +302,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    fn lease(id: &str, key: u8, expires_at: i64) -> grantwire_proto::EdgeLease {
+    pub(crate) fn lease(id: &str, key: u8, expires_at: i64) -> grantwire_proto::EdgeLease {
         grantwire_proto::EdgeLease {
             id: id.into(),
             public_key: PrivateKey::from_random_bytes([key; 32]).public_key(),
