@@ -29,16 +29,14 @@ use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::{HOME_OUTSIDE_IP, OTHER_IP};
 use grantwire_e2e::{
-    http_get, require_env, totp, unix_now, user_ids, Edge, EdgeInfo, EdgeStart, Lab, WgClient,
-    EDGE_ROOT_WARNING, EXIT_REFUSED,
+    http_get, require_env, totp, unix_now, user_ids, Edge, EdgeInfo, EdgeStart, Lab, PagePoll,
+    WgClient, EDGE_ROOT_WARNING, EXIT_REFUSED,
 };
 
 /// How long a first page load may take: handshake plus one TCP exchange, with room for a
 /// loaded CI machine.
 const FIRST_LOAD: Duration = Duration::from_secs(10);
-/// curl's budget when polling for a change; a healthy tunnel in a netns answers in milliseconds.
-const POLL_TIMEOUT: Duration = Duration::from_millis(300);
-const POLL_EVERY: Duration = Duration::from_millis(100);
+use grantwire_e2e::harness::lab::{POLL_EVERY, POLL_TIMEOUT};
 
 const DROPPED_UNPINNED: &str = "grantwire_edge_dropped_unpinned_total";
 const BYTES_SENT_UNPINNED: &str = "grantwire_edge_bytes_sent_unpinned_total";
@@ -209,9 +207,9 @@ fn revoked_grant_stops_the_page_within_one_second() {
 
     lab.broker.revoke(&lab.home, "alice", "home");
     let revoked = Instant::now();
-    let polls = poll_page(&lab, &url, revoked, Duration::from_secs(3));
+    let polls = lab.poll_page(&url, revoked, Duration::from_secs(3));
     let first_failure = polls.iter().find(|p| !p.loaded).map(|p| p.at);
-    let late: Vec<&Poll> = polls
+    let late: Vec<&PagePoll> = polls
         .iter()
         .filter(|p| p.loaded && p.at >= Duration::from_secs(1))
         .collect();
@@ -278,7 +276,7 @@ fn lease_expires_by_the_edges_own_clock() {
     // Slack after the latest possible expiry: whole-second expiry times and the edge's timer.
     let must_stop_at = issued_by + TTL + Duration::from_secs(2);
     std::thread::sleep(must_stop_at.saturating_duration_since(Instant::now()));
-    let polls = poll_page(&lab, &url, must_stop_at, Duration::from_secs(2));
+    let polls = lab.poll_page(&url, must_stop_at, Duration::from_secs(2));
     assert!(
         polls.iter().all(|p| !p.loaded),
         "(5) the page still loads {:?} after the lease's {TTL:?} ended; polls: {polls:?}",
@@ -481,7 +479,7 @@ fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_r
         )
     });
     eprintln!("(8) the revoked lease stopped {stopped:?} after the broker became reachable");
-    let polls = poll_page(&lab, &url, Instant::now(), Duration::from_secs(2));
+    let polls = lab.poll_page(&url, Instant::now(), Duration::from_secs(2));
     assert!(
         polls.iter().all(|p| !p.loaded),
         "(8) the revoked lease came back: {polls:?}"
@@ -875,27 +873,4 @@ fn wait_cache(cache: &Path, what: &str, ok: impl Fn(&str) -> bool) {
         cache.display(),
         std::fs::read_to_string(cache)
     );
-}
-
-#[derive(Debug)]
-struct Poll {
-    /// Start of the request, relative to the event being measured.
-    at: Duration,
-    loaded: bool,
-}
-
-/// Requests the page every [`POLL_EVERY`] (each with [`POLL_TIMEOUT`]) for `window` from now.
-fn poll_page(lab: &Lab, url: &str, since: Instant, window: Duration) -> Vec<Poll> {
-    let end = Instant::now() + window;
-    let mut polls = Vec::new();
-    while Instant::now() < end {
-        let started = Instant::now();
-        let loaded = lab.page_loads(&lab.client, url, POLL_TIMEOUT);
-        polls.push(Poll {
-            at: started.saturating_duration_since(since),
-            loaded,
-        });
-        std::thread::sleep(POLL_EVERY.saturating_sub(started.elapsed()));
-    }
-    polls
 }

@@ -23,6 +23,17 @@ use super::proc::unexpected_warnings;
 pub const HOME_OUTSIDE_IP: &str = "192.0.2.1";
 pub const CLIENT_IP: &str = "192.0.2.2";
 pub const OTHER_IP: &str = "198.51.100.2";
+/// curl's budget when polling for a change; a healthy tunnel in a netns answers in milliseconds.
+pub const POLL_TIMEOUT: Duration = Duration::from_millis(300);
+pub const POLL_EVERY: Duration = Duration::from_millis(100);
+
+/// One request of [`Lab::poll_page`].
+#[derive(Debug)]
+pub struct PagePoll {
+    /// Start of the request, relative to the event being measured.
+    pub at: Duration,
+    pub loaded: bool,
+}
 
 pub struct Lab {
     pub edge: Option<Edge>,
@@ -188,6 +199,23 @@ impl Lab {
             std::thread::sleep(Duration::from_millis(100));
         }
         Err(last.unwrap_or_else(|| http_get(ns, url, Duration::from_secs(1))))
+    }
+
+    /// Requests the page from the client namespace every [`POLL_EVERY`] (each with
+    /// [`POLL_TIMEOUT`]) for `window` from now, timing each request from `since`.
+    pub fn poll_page(&self, url: &str, since: Instant, window: Duration) -> Vec<PagePoll> {
+        let end = Instant::now() + window;
+        let mut polls = Vec::new();
+        while Instant::now() < end {
+            let started = Instant::now();
+            let loaded = self.page_loads(&self.client, url, POLL_TIMEOUT);
+            polls.push(PagePoll {
+                at: started.saturating_duration_since(since),
+                loaded,
+            });
+            std::thread::sleep(POLL_EVERY.saturating_sub(started.elapsed()));
+        }
+        polls
     }
 
     /// Whether the page loads from `ns` right now (one short try).
