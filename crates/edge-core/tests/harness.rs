@@ -14,6 +14,8 @@ use boringtun::x25519;
 use grantwire_edge_core::{build_ipv4, EdgeCore, Output};
 use grantwire_proto::{EdgeConfig, EdgeLease, LeaseSet, Pin, PresharedKey, PrivateKey};
 use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 const EDGE_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const A_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -85,9 +87,14 @@ fn client(seed: u8, id: &str, tunnel: Ipv4Addr, pinned_at: &str) -> Client {
 
 fn edge(leases: &[&EdgeLease]) -> EdgeCore {
     let key = *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes();
-    let mut core = EdgeCore::new(key, config());
+    let mut core = EdgeCore::new(key, config(), index_rng());
     core.apply_lease_set(&set(leases), now(0));
     core
+}
+
+/// A fixed seed, so every run draws the same receiver indices.
+fn index_rng() -> StdRng {
+    StdRng::seed_from_u64(0x6772_616e_7477_6972)
 }
 
 fn set(leases: &[&EdgeLease]) -> LeaseSet {
@@ -527,6 +534,7 @@ fn of_two_leases_with_one_key_only_the_first_is_installed() {
     let mut core = EdgeCore::new(
         *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes(),
         config(),
+        index_rng(),
     );
     let summary = core.apply_lease_set(&set(&[&a.lease, &twin.lease]), now(0));
     assert_eq!((summary.installed, summary.skipped), (1, 1));
@@ -929,4 +937,52 @@ proptest! {
         prop_assert!(drain(&mut core).is_empty());
         prop_assert_eq!(endpoint_of(&mut core, &a, now(2)), addr(A_SRC));
     }
+}
+
+/// A transport-data datagram naming receiver index `index << 8`, with a zero counter and a
+/// made-up tag: what a stranger can send without any key.
+fn guessed_data(index: u32) -> Vec<u8> {
+    let mut datagram = vec![4u8, 0, 0, 0];
+    datagram.extend_from_slice(&(index << 8).to_le_bytes());
+    datagram.extend_from_slice(&[0; 8 + 16]);
+    datagram
+}
+
+#[test]
+fn a_stranger_counting_receiver_indices_neither_hits_leases_nor_hides_a_key_used_off_its_pin() {
+    let mut clients: Vec<Client> = (1..=200u8)
+        .map(|n| {
+            let pinned_at = format!("192.0.2.{n}:40000");
+            client(
+                n,
+                &format!("lease-{n}"),
+                Ipv4Addr::new(10, 77, 0, n + 1),
+                &pinned_at,
+            )
+        })
+        .collect();
+    let leases: Vec<&EdgeLease> = clients.iter().map(|c| &c.lease).collect();
+    let mut core = edge(&leases);
+    let a = &mut clients[0];
+    handshake(&mut core, a, "192.0.2.1:40000", now(1));
+
+    // Counting up from 1, as one would against an edge that hands indices out in order, well
+    // past the edge-wide budget of off-pin checks for the second.
+    for index in 1..=4096 {
+        core.handle_datagram(addr(STRANGER), &guessed_data(index), now(2));
+    }
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(
+        core.stats().off_pin_checked,
+        0,
+        "a counted index named a live lease"
+    );
+
+    // In the same second, lease 1's real key shows up off its pin, and it is still reported.
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(STRANGER), &sealed, now(2));
+    assert_eq!(core.stats().off_pin_authenticated, 1);
+    let events = core.take_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].lease_id, "lease-1");
 }
