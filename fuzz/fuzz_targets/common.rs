@@ -54,7 +54,9 @@ pub fn edge() -> EdgeCore {
         subnet: "10.77.0.0/24".parse().unwrap(),
         tunnel_address: EDGE_ADDRESS,
     };
-    let mut core = EdgeCore::new(EDGE_KEY, config.clone());
+    // A fixed seed: the same input must take the same path on every run.
+    let rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(0);
+    let mut core = EdgeCore::new(EDGE_KEY, config.clone(), rng);
     let set = LeaseSet {
         config,
         leases: CLIENTS

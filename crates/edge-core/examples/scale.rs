@@ -64,7 +64,8 @@ fn main() {
     let json = serde_json::to_string(&full).unwrap();
 
     let rss_start = rss_kib();
-    let mut core = EdgeCore::new(next_bytes(&mut seed), config.clone());
+    let rng = <rand::rngs::StdRng as rand::SeedableRng>::from_seed(next_bytes(&mut seed));
+    let mut core = EdgeCore::new(next_bytes(&mut seed), config.clone(), rng);
 
     let (parsed, parse_time) = timed(|| serde_json::from_str::<LeaseSet>(&json).unwrap());
     let (summary, apply_time) = timed(|| core.apply_lease_set(&parsed, now));

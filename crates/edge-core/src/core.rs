@@ -9,6 +9,7 @@ use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::TunnResult;
 use boringtun::x25519;
 use grantwire_proto::{EdgeConfig, EdgeEvent, LeaseSet, LeaseUsage};
+use rand::{CryptoRng, RngCore};
 use tracing::{debug, trace, warn};
 
 use crate::datapath::decapsulate_all;
@@ -35,6 +36,13 @@ const MAX_PENDING_EVENTS: usize = 256;
 
 /// Peer indices are 24 bits: boringtun shifts them left by 8 for its receiver indices.
 const INDEX_MASK: u32 = 0x00ff_ffff;
+
+/// Where peer indices come from: a cryptographically secure generator the shell passes in
+/// (seeded from the OS there, from a constant in tests), so the core reads no randomness of its
+/// own. Random rather than sequential indices keep a stranger from naming live leases by
+/// counting, which would let a flood from outside every pin spend the edge-wide off-pin check
+/// budget and hide a real key used off its pin.
+pub type IndexRng = Box<dyn RngCore + Send>;
 
 /// What the core asks the shell to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +103,7 @@ pub struct EdgeCore {
     /// The earliest expiry in the table, so a datagram need not look at every lease to learn
     /// that none has expired.
     next_expiry: Option<SystemTime>,
-    next_index: u32,
+    index_rng: IndexRng,
     next_tick: Option<SystemTime>,
     outputs: VecDeque<Queued>,
     buf: Vec<u8>,
@@ -108,8 +116,12 @@ pub struct EdgeCore {
 
 impl EdgeCore {
     /// `static_private` is the edge's clamped X25519 key; the core keeps it only inside
-    /// zeroise-on-drop types. The caller should zeroise its own copy.
-    pub fn new(static_private: [u8; 32], config: EdgeConfig) -> Self {
+    /// zeroise-on-drop types. The caller should zeroise its own copy. `rng` draws the peers'
+    /// receiver indices (see [`IndexRng`]).
+    pub fn new<R>(static_private: [u8; 32], config: EdgeConfig, rng: R) -> Self
+    where
+        R: RngCore + CryptoRng + Send + 'static,
+    {
         let static_private = Arc::new(x25519::StaticSecret::from(static_private));
         let static_public = x25519::PublicKey::from(&*static_private);
         let rate_limiter = Arc::new(RateLimiter::new(&static_public, GLOBAL_HANDSHAKE_LIMIT));
@@ -123,7 +135,7 @@ impl EdgeCore {
             by_address: HashMap::new(),
             pins: PinIndex::default(),
             next_expiry: None,
-            next_index: 0,
+            index_rng: Box::new(rng),
             next_tick: None,
             outputs: VecDeque::new(),
             buf: vec![0; BUF_LEN],

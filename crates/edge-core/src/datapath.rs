@@ -16,8 +16,13 @@ const COOKIE_REPLY: u8 = 3;
 const DATA: u8 = 4;
 
 /// Hands `datagram` (already pin-checked for this peer) to the peer's `Tunn` and collects what
-/// it produces. Every reply goes to `src`, the datagram's own source. The peer's endpoint moves
-/// to `src` only once the `Tunn` accepted the datagram, so it never leaves the pin.
+/// it produces. Every reply goes to `src`, the datagram's own source.
+///
+/// The endpoint moves to `src`, and packets the `Tunn` queued are flushed, only when the
+/// datagram itself proved the sender holds the lease's keys (see [`authenticates`]). Anything
+/// else from inside the pin (a cookie reply, which only the public key seals; an initiation
+/// answered with a cookie under load; a forged or replayed message) may still get its own reply
+/// but leaves the endpoint, and the traffic queued for it, where they were.
 pub(crate) fn decapsulate_all(
     peer: &mut Peer,
     src: SocketAddr,
@@ -32,26 +37,22 @@ pub(crate) fn decapsulate_all(
     }
     let mut input = datagram;
     let mut first = true;
-    let mut authenticated = false;
     // boringtun's contract: after WriteToNetwork, call again with an empty datagram until Done,
     // which flushes packets it queued while the handshake was in flight.
     loop {
-        match peer.decapsulate(src, input, buf) {
-            TunnResult::Done => {
-                authenticated |= first;
-                break;
+        let result = peer.decapsulate(src, input, buf);
+        if first {
+            if authenticates(incoming_type, &result) {
+                peer.endpoint = Some(src);
+            } else if let TunnResult::Err(e) = &result {
+                out.stats.dropped_invalid += 1;
+                trace!(%src, lease_id = %peer.lease.id, error = ?e, "dropped: tunnel refused datagram");
             }
-            TunnResult::Err(e) => {
-                if first {
-                    out.stats.dropped_invalid += 1;
-                    trace!(%src, lease_id = %peer.lease.id, error = ?e, "dropped: tunnel refused datagram");
-                }
-                break;
-            }
+        }
+        match result {
+            TunnResult::Done | TunnResult::Err(_) => break,
             TunnResult::WriteToNetwork(payload) => {
                 let reply_type = payload.first().copied().unwrap_or(0);
-                // A cookie reply is sent before any authentication: it proves nothing.
-                authenticated |= reply_type != COOKIE_REPLY;
                 if reply_type == COOKIE_REPLY {
                     // The peer's own rate limiter is under load (after the pin check, unlike
                     // the global one in `EdgeCore::identify_initiator`).
@@ -68,16 +69,19 @@ pub(crate) fn decapsulate_all(
                         payload: payload.to_vec(),
                     },
                 ));
+                // Queued packets are for the endpoint: an unauthenticated datagram from
+                // elsewhere in the pin must not draw them to its own address.
+                if peer.endpoint != Some(src) {
+                    break;
+                }
                 input = &[];
                 first = false;
             }
             TunnResult::WriteToTunnelV4(packet, _) => {
-                authenticated = true;
                 admit_inner(peer, packet, edge_address, out);
                 break;
             }
             TunnResult::WriteToTunnelV6(_, _) => {
-                authenticated = true;
                 out.stats.dropped_inner_filter += 1;
                 out.stats.dropped_inner.malformed += 1;
                 trace!(lease_id = %peer.lease.id, "dropped inner: IPv6");
@@ -85,8 +89,23 @@ pub(crate) fn decapsulate_all(
             }
         }
     }
-    if authenticated {
-        peer.endpoint = Some(src);
+}
+
+/// Whether the `Tunn`'s answer to a datagram shows the sender holds the lease's keys: it
+/// accepted an initiation or a response (and answered it with a handshake message or a
+/// keepalive), or decrypted transport data. A cookie reply it accepted proves nothing (it is
+/// sealed under a key derived from the peer's *public* key), and neither does a cookie reply it
+/// sends (that comes before any decryption) or a refusal.
+fn authenticates(incoming_type: u8, result: &TunnResult<'_>) -> bool {
+    if incoming_type == COOKIE_REPLY {
+        return false;
+    }
+    match result {
+        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {
+            true
+        }
+        TunnResult::WriteToNetwork(payload) => payload.first() != Some(&COOKIE_REPLY),
+        TunnResult::Err(_) => false,
     }
 }
 

@@ -38,6 +38,6 @@ mod peer;
 mod pins;
 mod stats;
 
-pub use crate::core::{ApplySummary, EdgeCore, Output, TICK};
+pub use crate::core::{ApplySummary, EdgeCore, IndexRng, Output, TICK};
 pub use crate::packet::build_ipv4;
 pub use crate::stats::{InnerDrops, Stats};

@@ -28,7 +28,9 @@ pub(crate) struct Peer {
     /// receiver index it hands out, so `receiver_idx >> 8` finds this peer.
     pub index: u32,
     /// Where replies and outbound data go. Set only from a datagram that came from inside the
-    /// pin *and* was accepted by the `Tunn`, so it is never outside the pin.
+    /// pin *and* authenticated under the lease's keys (a handshake or transport data; never a
+    /// cookie reply, which anyone knowing the public key can seal), so it is never outside the
+    /// pin and never an address that merely shares the pin.
     pub endpoint: Option<SocketAddr>,
     /// When a datagram from outside the pin was last checked against this peer's session keys
     /// (at most one a second; see `EdgeCore::note_off_pin`).

@@ -5,13 +5,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
 use grantwire_edge_core::{build_ipv4, EdgeCore, Output};
 use grantwire_proto::{EdgeConfig, EdgeLease, LeaseSet, Pin, PresharedKey, PrivateKey};
 use proptest::prelude::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 const EDGE_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const A_TUN: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
@@ -83,9 +87,14 @@ fn client(seed: u8, id: &str, tunnel: Ipv4Addr, pinned_at: &str) -> Client {
 
 fn edge(leases: &[&EdgeLease]) -> EdgeCore {
     let key = *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes();
-    let mut core = EdgeCore::new(key, config());
+    let mut core = EdgeCore::new(key, config(), index_rng());
     core.apply_lease_set(&set(leases), now(0));
     core
+}
+
+/// A fixed seed, so every run draws the same receiver indices.
+fn index_rng() -> StdRng {
+    StdRng::seed_from_u64(0x6772_616e_7477_6972)
 }
 
 fn set(leases: &[&EdgeLease]) -> LeaseSet {
@@ -525,6 +534,7 @@ fn of_two_leases_with_one_key_only_the_first_is_installed() {
     let mut core = EdgeCore::new(
         *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes(),
         config(),
+        index_rng(),
     );
     let summary = core.apply_lease_set(&set(&[&a.lease, &twin.lease]), now(0));
     assert_eq!((summary.installed, summary.skipped), (1, 1));
@@ -795,4 +805,184 @@ fn a_captured_session_replayed_opens_nothing_before_or_after_a_restart() {
     }
     assert_eq!(restarted.stats().packets_to_tun, 0);
     assert_eq!(restarted.stats().bytes_sent_unpinned, 0);
+}
+
+/// A stand-in that answers the edge's handshake response with a cookie reply, as a peer under
+/// load does. Everything it needs is public: the client's public key (the cookie key is derived
+/// from it) and the response as seen on the wire (its mac1 is the reply's associated data).
+fn cookie_reply_for(a: &Client, response: &[u8]) -> Vec<u8> {
+    let key = x25519::StaticSecret::from(*PrivateKey::from_random_bytes([1; 32]).as_bytes());
+    let public = x25519::PublicKey::from(&key);
+    assert_eq!(public.as_bytes(), a.lease.public_key.as_bytes());
+    // A limit of zero: every handshake message it sees is "under load".
+    let limiter = Arc::new(RateLimiter::new(&public, 0));
+    let mut forger = Tunn::new(key, edge_public(), None, None, 99, Some(limiter));
+    let mut buf = vec![0u8; 256];
+    match forger.decapsulate(Some(addr(EDGE_UDP).ip()), response, &mut buf) {
+        TunnResult::WriteToNetwork(p) if p[0] == 3 => p.to_vec(),
+        other => panic!("expected a cookie reply, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_cookie_reply_from_inside_the_pin_does_not_move_the_endpoint() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    a.lease.pin = Pin::new(addr(A_SRC).ip(), 24).unwrap();
+    let mut core = edge(&[&a.lease]);
+    let init = a.initiation();
+    core.handle_datagram(addr(A_SRC), &init, now(1));
+    let out = drain(&mut core);
+    let [Output::Transmit {
+        payload: response, ..
+    }] = out.as_slice()
+    else {
+        panic!("expected a handshake response, got {out:?}");
+    };
+    let cookie = cookie_reply_for(&a, response);
+    let (replies, _) = a.receive(response);
+    for reply in replies {
+        core.handle_datagram(addr(A_SRC), &reply, now(1));
+    }
+    drain(&mut core);
+    assert_eq!(endpoint_of(&mut core, &a, now(1)), addr(A_SRC));
+
+    // Someone else inside the pin (another host behind the same /24, or another port of the
+    // same address) sends the cookie reply. The edge's Tunn accepts it, but it proves nothing.
+    for src in ["192.0.2.99:40000", "192.0.2.10:40001"] {
+        core.handle_datagram(addr(src), &cookie, now(2));
+        assert!(drain(&mut core).is_empty());
+        assert_eq!(
+            endpoint_of(&mut core, &a, now(2)),
+            addr(A_SRC),
+            "after {src}"
+        );
+    }
+    assert_eq!(core.stats().bytes_sent_unpinned, 0);
+}
+
+#[test]
+fn an_initiation_answered_with_a_cookie_does_not_move_the_endpoint_or_draw_queued_traffic() {
+    let mut a = client(1, "lease-a", A_TUN, A_SRC);
+    a.lease.pin = Pin::new(addr(A_SRC).ip(), 24).unwrap();
+    let mut core = edge(&[&a.lease]);
+    let init = a.initiation();
+    core.handle_datagram(addr(A_SRC), &init, now(1));
+    let out = drain(&mut core);
+    let [Output::Transmit {
+        payload: response, ..
+    }] = out.as_slice()
+    else {
+        panic!("expected a handshake response, got {out:?}");
+    };
+    let response = response.clone();
+    // Plex answers before the client has confirmed the session: the edge's Tunn queues the
+    // packet (and starts a handshake of its own, sent to the endpoint).
+    core.handle_tun_packet(&build_ipv4(6, EDGE_TUN, A_TUN, 32400, 50000), now(1));
+    let out = drain(&mut core);
+    assert!(
+        matches!(out.as_slice(), [Output::Transmit { dst, payload }] if *dst == addr(A_SRC) && payload[0] == 1),
+        "{out:?}"
+    );
+    let (replies, _) = a.receive(&response);
+    for reply in replies {
+        core.handle_datagram(addr(A_SRC), &reply, now(1));
+        assert!(drain(&mut core).is_empty());
+    }
+
+    // The captured initiation, replayed from elsewhere in the pin until the lease's own rate
+    // limiter answers with a cookie instead of refusing the replay.
+    let other = addr("192.0.2.99:40000");
+    let mut cookie_seen = false;
+    for _ in 0..20 {
+        core.handle_datagram(other, &init, now(2));
+        let out = drain(&mut core);
+        match out.as_slice() {
+            [] => {}
+            [Output::Transmit { dst, payload }] if *dst == other && payload[0] == 3 => {
+                cookie_seen = true;
+                break;
+            }
+            other => panic!("the replay drew more than a cookie reply: {other:?}"),
+        }
+    }
+    assert!(
+        cookie_seen,
+        "the lease's rate limiter never came under load"
+    );
+    assert_eq!(endpoint_of(&mut core, &a, now(2)), addr(A_SRC));
+    assert_eq!(core.stats().bytes_sent_unpinned, 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Whatever is corrupted in an authentic datagram, and from wherever inside the pin it
+    /// comes, a refused datagram leaves the endpoint where the last authentic one put it.
+    #[test]
+    fn a_datagram_that_fails_decryption_never_moves_the_endpoint(
+        host in 1u8..=254,
+        port in 1u16..,
+        byte in 16usize..,
+        flip in 1u8..,
+    ) {
+        let mut a = client(1, "lease-a", A_TUN, A_SRC);
+        a.lease.pin = Pin::new(addr(A_SRC).ip(), 24).unwrap();
+        let mut core = edge(&[&a.lease]);
+        handshake(&mut core, &mut a, A_SRC, now(1));
+        let mut sealed = a.seal(&a.tcp_to_plex(32400));
+        let at = byte % sealed.len();
+        sealed[at.max(16)] ^= flip;
+        let src = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, host)), port);
+        core.handle_datagram(src, &sealed, now(2));
+        prop_assert!(drain(&mut core).is_empty());
+        prop_assert_eq!(endpoint_of(&mut core, &a, now(2)), addr(A_SRC));
+    }
+}
+
+/// A transport-data datagram naming receiver index `index << 8`, with a zero counter and a
+/// made-up tag: what a stranger can send without any key.
+fn guessed_data(index: u32) -> Vec<u8> {
+    let mut datagram = vec![4u8, 0, 0, 0];
+    datagram.extend_from_slice(&(index << 8).to_le_bytes());
+    datagram.extend_from_slice(&[0; 8 + 16]);
+    datagram
+}
+
+#[test]
+fn a_stranger_counting_receiver_indices_neither_hits_leases_nor_hides_a_key_used_off_its_pin() {
+    let mut clients: Vec<Client> = (1..=200u8)
+        .map(|n| {
+            let pinned_at = format!("192.0.2.{n}:40000");
+            client(
+                n,
+                &format!("lease-{n}"),
+                Ipv4Addr::new(10, 77, 0, n + 1),
+                &pinned_at,
+            )
+        })
+        .collect();
+    let leases: Vec<&EdgeLease> = clients.iter().map(|c| &c.lease).collect();
+    let mut core = edge(&leases);
+    let a = &mut clients[0];
+    handshake(&mut core, a, "192.0.2.1:40000", now(1));
+
+    // Counting up from 1, as one would against an edge that hands indices out in order, well
+    // past the edge-wide budget of off-pin checks for the second.
+    for index in 1..=4096 {
+        core.handle_datagram(addr(STRANGER), &guessed_data(index), now(2));
+    }
+    assert!(drain(&mut core).is_empty());
+    assert_eq!(
+        core.stats().off_pin_checked,
+        0,
+        "a counted index named a live lease"
+    );
+
+    // In the same second, lease 1's real key shows up off its pin, and it is still reported.
+    let sealed = a.seal(&a.tcp_to_plex(32400));
+    core.handle_datagram(addr(STRANGER), &sealed, now(2));
+    assert_eq!(core.stats().off_pin_authenticated, 1);
+    let events = core.take_events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].lease_id, "lease-1");
 }

@@ -451,7 +451,8 @@ mod tests {
             events,
             report_every: Duration::from_millis(50),
         };
-        let core = EdgeCore::new(*edge_key.as_bytes(), config());
+        let rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        let core = EdgeCore::new(*edge_key.as_bytes(), config(), rng);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(run(core, udp, tun, links, async {
             let _ = stopped.await;

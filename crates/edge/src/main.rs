@@ -289,7 +289,9 @@ async fn serve(
         link,
     ));
 
-    let mut core = EdgeCore::new(*key.as_bytes(), config.clone());
+    // Receiver indices must be unpredictable to strangers: seeded once from the OS.
+    let index_rng = <rand::rngs::StdRng as rand::SeedableRng>::from_entropy();
+    let mut core = EdgeCore::new(*key.as_bytes(), config.clone(), index_rng);
     drop(key);
     // Until the broker answers, the leases the edge had (an edge restarted while the broker is
     // away keeps serving them); the broker's first set then replaces them whole.

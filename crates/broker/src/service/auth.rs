@@ -12,7 +12,7 @@ use sqlx::{SqliteConnection, SqlitePool};
 use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
 use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
-use crate::store::{self, users, AuditEvent};
+use crate::store::{self, leases, users, AuditEvent};
 use crate::throttle::{self, Buckets, Clock, RateLimit};
 use crate::totp;
 
@@ -31,7 +31,9 @@ pub struct AuthConfig {
 /// the clock, the idle timeout and the per-source budgets.
 #[derive(Debug)]
 pub struct AuthState {
-    pub(crate) seal: SealKey,
+    /// Shared with the lease-set reader's blocking tasks and the batch writer's jobs, which
+    /// open and seal lease preshared keys.
+    pub(crate) seal: Arc<SealKey>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) session_idle: Duration,
     pub(crate) login_buckets: Buckets,
@@ -47,14 +49,18 @@ impl AuthState {
         let path = data_dir.join(SECRETS_KEY_FILE);
         let mut conn = db.acquire().await?;
         let sealed = users::any_sealed(&mut conn).await?;
+        let sealed_psk = leases::any_sealed_psk(&mut conn).await?;
         drop(conn);
-        let seal = match (SealKey::load(&path)?, &sealed) {
+        let seal = match (
+            SealKey::load(&path)?,
+            sealed.is_some() || sealed_psk.is_some(),
+        ) {
             (Some(key), _) => key,
-            (None, None) => SealKey::create(&path)?,
-            (None, Some(_)) => {
+            (None, false) => SealKey::create(&path)?,
+            (None, true) => {
                 return Err(Error::Internal(format!(
-                    "{} is missing but the database holds sealed TOTP secrets: restore the key \
-                     file from the backup made with the database",
+                    "{} is missing but the database holds sealed TOTP secrets or lease keys: \
+                     restore the key file from the backup made with the database",
                     path.display()
                 )))
             }
@@ -67,9 +73,18 @@ impl AuthState {
                 )));
             }
         }
+        if let Some((id, blob)) = &sealed_psk {
+            if leases::open_psk(&seal, id, blob).is_err() {
+                return Err(Error::Internal(format!(
+                    "{} does not open the lease preshared keys in the database (wrong key file?)",
+                    path.display()
+                )));
+            }
+        }
         seal_plaintext_secrets(db, &seal).await?;
+        seal_plaintext_psks(db, &seal).await?;
         Ok(Self {
-            seal,
+            seal: Arc::new(seal),
             clock: config.clock,
             session_idle: config.session_idle,
             login_buckets: config.login_rate.into(),
@@ -104,6 +119,23 @@ async fn seal_plaintext_secrets(db: &SqlitePool, seal: &SealKey) -> Result<()> {
         .execute(db)
         .await?;
     tracing::info!(users = rows.len(), "sealed plaintext TOTP secrets");
+    Ok(())
+}
+
+/// Seals the preshared keys of live leases still stored in plaintext (written before keys were
+/// sealed) and erases those of ended leases, in one transaction, then checkpoints so the WAL
+/// keeps no copy of the plaintext either.
+async fn seal_plaintext_psks(db: &SqlitePool, seal: &SealKey) -> Result<()> {
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    let (sealed, erased) = leases::seal_plaintext_psks(&mut tx, seal, store::now()).await?;
+    if sealed + erased == 0 {
+        return Ok(());
+    }
+    tx.commit().await?;
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(db)
+        .await?;
+    tracing::info!(sealed, erased, "sealed plaintext lease preshared keys");
     Ok(())
 }
 

@@ -32,6 +32,7 @@ impl Broker {
             req,
             source,
             now: store::now(),
+            seal: std::sync::Arc::clone(&self.auth().seal),
         };
         // In a task of its own: if the client hangs up once the job is queued, the lease may
         // still be committed, and then its edge must still be told and the lease logged.
@@ -170,7 +171,7 @@ impl Broker {
             endpoint,
             lease.id.clone(),
             lease.address()?,
-            lease.preshared_key()?,
+            lease.preshared_key(&self.auth().seal)?,
             pin,
             expires_at,
         )?;
@@ -227,11 +228,12 @@ impl Broker {
         // a plain connection, not row by row through sqlx (see `live_for_edge_blocking`). A
         // revocation waits for this before the edge hears of it.
         let reader = self.set_reader();
+        let seal = std::sync::Arc::clone(&self.auth().seal);
         let leases = tokio::task::spawn_blocking(move || {
             let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
             leases::live_for_edge_blocking(&conn, edge_id, now)?
                 .iter()
-                .map(|r| r.to_edge_lease())
+                .map(|r| r.to_edge_lease(&seal))
                 .collect::<Result<Vec<_>>>()
         })
         .await
@@ -252,6 +254,8 @@ struct Issue {
     req: LeaseRequest,
     source: IpAddr,
     now: i64,
+    /// Seals the new lease's preshared key before it is written.
+    seal: std::sync::Arc<secrets::SealKey>,
 }
 
 /// A lease written, and the edge to tell once it is committed.
@@ -272,6 +276,7 @@ impl Issue {
             req,
             source,
             now,
+            seal,
         } = self;
         // The session was checked before the job queued; an admin may have ended it since
         // (disable, reset, remove end the user's sessions and leases in one transaction).
@@ -330,7 +335,7 @@ impl Issue {
             ports: &ports,
             expires_at,
         };
-        leases::insert(conn, new, now)?;
+        leases::insert(conn, new, &seal, now)?;
         let event = AuditEvent {
             kind: "lease_issued",
             actor: Some(&user_name),

@@ -9,6 +9,7 @@ use rusqlite::OptionalExtension;
 use sqlx::SqliteConnection;
 
 use crate::error::{Error, Result};
+use crate::secrets::SealKey;
 
 #[derive(Clone, sqlx::FromRow)]
 pub struct LeaseRow {
@@ -59,16 +60,12 @@ impl LeaseRow {
         self.pin.parse().map_err(|_| self.corrupt("pin"))
     }
 
-    pub fn to_edge_lease(&self) -> Result<EdgeLease> {
-        let psk: [u8; 32] = self
-            .preshared_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| self.corrupt("preshared key"))?;
+    /// The lease as its edge enforces it, with the preshared key opened with `seal`.
+    pub fn to_edge_lease(&self, seal: &SealKey) -> Result<EdgeLease> {
         Ok(EdgeLease {
             id: self.id.clone(),
             public_key: self.key()?,
-            preshared_key: PresharedKey::from_bytes(psk),
+            preshared_key: open_psk(seal, &self.id, &self.preshared_key)?,
             tunnel_address: self.address()?,
             pin: self.pin()?,
             ports: serde_json::from_str(&self.ports)?,
@@ -111,7 +108,8 @@ pub fn free_expired_slots(conn: &rusqlite::Connection, edge_id: i64, now: i64) -
     conn.prepare_cached(
         // `revoked_at IS NULL` adds nothing (a revoked lease's slot is already free) but lets
         // SQLite use the partial index `leases_edge_live` instead of scanning the edge's leases.
-        "UPDATE leases SET addr_slot = NULL
+        // The preshared key goes with the address: an ended lease's key is never needed again.
+        "UPDATE leases SET addr_slot = NULL, preshared_key = x''
          WHERE edge_id = ? AND revoked_at IS NULL AND addr_slot IS NOT NULL AND expires_at <= ?",
     )?
     .execute([edge_id, now])?;
@@ -171,8 +169,15 @@ pub struct NewLease<'a> {
     pub expires_at: i64,
 }
 
-pub fn insert(conn: &rusqlite::Connection, l: NewLease<'_>, now: i64) -> Result<()> {
+/// Writes a new lease, its preshared key sealed with `seal` (see [`seal_psk`]).
+pub fn insert(
+    conn: &rusqlite::Connection,
+    l: NewLease<'_>,
+    seal: &SealKey,
+    now: i64,
+) -> Result<()> {
     let addr = i64::from(u32::from(l.tunnel_address));
+    let sealed_psk = seal_psk(seal, l.id, l.preshared_key)?;
     conn.prepare_cached(
         "INSERT INTO leases (id, grant_id, user_id, edge_id, public_key, preshared_key,
                              tunnel_address, addr_slot, pin, ports, created_at, expires_at)
@@ -184,7 +189,7 @@ pub fn insert(conn: &rusqlite::Connection, l: NewLease<'_>, now: i64) -> Result<
         l.user_id,
         l.edge_id,
         l.public_key.to_base64(),
-        l.preshared_key.as_bytes().as_slice(),
+        sealed_psk,
         addr,
         addr,
         l.pin.to_string(),
@@ -202,7 +207,7 @@ pub async fn revoke_for_grant(
     now: i64,
 ) -> Result<Vec<String>> {
     Ok(sqlx::query_scalar(
-        "UPDATE leases SET revoked_at = ?1, addr_slot = NULL
+        "UPDATE leases SET revoked_at = ?1, addr_slot = NULL, preshared_key = x''
          WHERE grant_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 RETURNING id",
     )
     .bind(now)
@@ -257,7 +262,9 @@ pub fn live_with_key(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-const REVOKE: &str = "UPDATE leases SET revoked_at = ?, addr_slot = NULL WHERE id = ?";
+/// Every statement that ends a lease also erases its preshared key (`x''`), in the same write.
+const REVOKE: &str =
+    "UPDATE leases SET revoked_at = ?, addr_slot = NULL, preshared_key = x'' WHERE id = ?";
 
 /// Revokes one lease, freeing its address.
 pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<()> {
@@ -370,14 +377,8 @@ impl OwnedLease {
             .map_err(|_| Error::Internal(format!("lease {}: stored address is corrupt", self.id)))
     }
 
-    pub fn preshared_key(&self) -> Result<PresharedKey> {
-        let psk: [u8; 32] = self.preshared_key.as_slice().try_into().map_err(|_| {
-            Error::Internal(format!(
-                "lease {}: stored preshared key is corrupt",
-                self.id
-            ))
-        })?;
-        Ok(PresharedKey::from_bytes(psk))
+    pub fn preshared_key(&self, seal: &SealKey) -> Result<PresharedKey> {
+        open_psk(seal, &self.id, &self.preshared_key)
     }
 }
 
@@ -508,12 +509,89 @@ pub async fn take_expired(
     .fetch_all(&mut *conn)
     .await?;
     for row in &rows {
-        sqlx::query("UPDATE leases SET expiry_audited = 1, addr_slot = NULL WHERE id = ?")
-            .bind(&row.id)
+        sqlx::query(
+            "UPDATE leases SET expiry_audited = 1, addr_slot = NULL, preshared_key = x''
+             WHERE id = ?",
+        )
+        .bind(&row.id)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(rows)
+}
+
+/// Associated data of a sealed preshared key: the lease id, so a sealed key copied to another
+/// lease's row does not open, under a label of its own, so it cannot pass for a TOTP secret
+/// (whose associated data is a user name, which could look like a lease id).
+fn psk_aad(lease_id: &str) -> Vec<u8> {
+    [b"grantwire lease psk\0".as_slice(), lease_id.as_bytes()].concat()
+}
+
+/// A lease's preshared key as stored: sealed with the broker's secrets key, so a copy of
+/// `broker.db` alone does not give away the keys of live leases.
+pub fn seal_psk(seal: &SealKey, lease_id: &str, psk: &PresharedKey) -> Result<Vec<u8>> {
+    seal.seal(&psk_aad(lease_id), psk.as_bytes())
+}
+
+/// Opens a stored preshared key. An ended lease's (erased, empty) or a plaintext one is an
+/// error like any that fails to open: only live, sealed keys are ever read.
+pub fn open_psk(seal: &SealKey, lease_id: &str, stored: &[u8]) -> Result<PresharedKey> {
+    let corrupt = || Error::Internal(format!("lease {lease_id}: stored preshared key is corrupt"));
+    let mut plain = seal.open(&psk_aad(lease_id), stored).ok_or_else(corrupt)?;
+    let psk = <[u8; 32]>::try_from(plain.as_slice()).map(PresharedKey::from_bytes);
+    // The heap copy is cleared; `PresharedKey` zeroises its own on drop.
+    plain.fill(0);
+    std::hint::black_box(&plain);
+    psk.map_err(|_| corrupt())
+}
+
+/// Length of a preshared key stored before keys were sealed.
+const PLAINTEXT_PSK_LEN: i64 = 32;
+
+/// One sealed preshared key (lease id, sealed), to check the secrets key against at start.
+pub async fn any_sealed_psk(conn: &mut SqliteConnection) -> Result<Option<(String, Vec<u8>)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, preshared_key FROM leases WHERE length(preshared_key) > ? LIMIT 1",
+    )
+    .bind(PLAINTEXT_PSK_LEN)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Seals every preshared key still stored in plaintext (written before keys were sealed) and
+/// erases those of leases that have ended; returns (sealed, erased).
+pub async fn seal_plaintext_psks(
+    conn: &mut SqliteConnection,
+    seal: &SealKey,
+    now: i64,
+) -> Result<(usize, usize)> {
+    let rows: Vec<(String, Vec<u8>, bool)> = sqlx::query_as(
+        "SELECT id, preshared_key, revoked_at IS NULL AND expires_at > ? FROM leases
+         WHERE length(preshared_key) = ?",
+    )
+    .bind(now)
+    .bind(PLAINTEXT_PSK_LEN)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (mut sealed, mut erased) = (0, 0);
+    for (id, stored, live) in rows {
+        let value = if live {
+            let psk = <[u8; 32]>::try_from(stored.as_slice())
+                .map(PresharedKey::from_bytes)
+                .map_err(|_| Error::Internal(format!("lease {id}: stored preshared key")))?;
+            sealed += 1;
+            seal_psk(seal, &id, &psk)?
+        } else {
+            erased += 1;
+            Vec::new()
+        };
+        sqlx::query("UPDATE leases SET preshared_key = ? WHERE id = ?")
+            .bind(value)
+            .bind(&id)
             .execute(&mut *conn)
             .await?;
     }
-    Ok(rows)
+    Ok((sealed, erased))
 }
 
 #[cfg(test)]
@@ -557,6 +635,7 @@ mod tests {
             .await
             .unwrap();
         let conn = crate::store::open_direct(&dir.join("t.db")).unwrap();
+        let seal = SealKey::create(&dir.join("secrets.key")).unwrap();
         for (i, offset) in held.iter().enumerate() {
             let key = PublicKey::from_bytes([i as u8 + 9; 32]).unwrap();
             let psk = PresharedKey::from_bytes([1; 32]);
@@ -572,7 +651,7 @@ mod tests {
                 ports: &[32400],
                 expires_at: i64::MAX,
             };
-            insert(&conn, new, 0).unwrap();
+            insert(&conn, new, &seal, 0).unwrap();
         }
         (conn, edge, subnet)
     }
@@ -608,5 +687,94 @@ mod tests {
                 assert_eq!(got, lowest, "{cidr} holding {held:?}");
             }
         }
+    }
+
+    fn stored(conn: &rusqlite::Connection, id: &str) -> Vec<u8> {
+        conn.query_row("SELECT preshared_key FROM leases WHERE id = ?", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn every_statement_that_ends_a_lease_erases_its_sealed_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, edge, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4, 5, 6]).await;
+        let seal = SealKey::load(&dir.path().join("secrets.key"))
+            .unwrap()
+            .unwrap();
+        // Sealed, bound to its own lease: it opens there and nowhere else.
+        let l4 = stored(&conn, "l4");
+        assert_eq!(l4.len(), 12 + 32 + 16);
+        assert_eq!(open_psk(&seal, "l4", &l4).unwrap().as_bytes(), &[1; 32]);
+        assert!(open_psk(&seal, "l3", &l4).is_err());
+
+        revoke_blocking(&conn, "l0", 100).unwrap();
+        // Expired: its address freed by the next issue on the edge.
+        conn.execute(
+            "UPDATE leases SET expires_at = 50 WHERE id IN ('l1', 'l2')",
+            [],
+        )
+        .unwrap();
+        free_expired_slots(&conn, edge, 100).unwrap();
+        assert!(stored(&conn, "l0").is_empty());
+        assert!(stored(&conn, "l1").is_empty());
+        assert!(stored(&conn, "l2").is_empty());
+        assert_eq!(stored(&conn, "l3").len(), 60, "a live lease keeps its key");
+
+        // Expired and audited before any issue frees its address; and revoked by grant.
+        conn.execute("UPDATE leases SET expires_at = 50 WHERE id = 'l3'", [])
+            .unwrap();
+        let pool = crate::store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut sq = pool.acquire().await.unwrap();
+        let taken = take_expired(&mut sq, 100, 10).await.unwrap();
+        assert!(taken.iter().any(|e| e.id == "l3"));
+        assert!(stored(&conn, "l3").is_empty());
+        assert_eq!(stored(&conn, "l4").len(), 60);
+        let grant: i64 = conn
+            .query_row("SELECT grant_id FROM leases WHERE id = 'l4'", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let revoked = revoke_for_grant(&mut sq, grant, 100).await.unwrap();
+        assert_eq!(revoked, vec!["l4".to_owned()]);
+        assert!(stored(&conn, "l4").is_empty());
+    }
+
+    #[tokio::test]
+    async fn plaintext_keys_are_sealed_if_live_and_erased_if_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (conn, _, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4]).await;
+        let seal = SealKey::load(&dir.path().join("secrets.key"))
+            .unwrap()
+            .unwrap();
+        conn.execute(
+            "UPDATE leases SET preshared_key = ?",
+            [[7u8; 32].as_slice()],
+        )
+        .unwrap();
+        conn.execute("UPDATE leases SET revoked_at = 1 WHERE id = 'l1'", [])
+            .unwrap();
+        conn.execute("UPDATE leases SET expires_at = 50 WHERE id = 'l2'", [])
+            .unwrap();
+        let pool = crate::store::open(&dir.path().join("t.db")).await.unwrap();
+        let mut sq = pool.acquire().await.unwrap();
+        assert!(any_sealed_psk(&mut sq).await.unwrap().is_none());
+        let done = seal_plaintext_psks(&mut sq, &seal, 100).await.unwrap();
+        assert_eq!(done, (1, 2));
+        assert_eq!(
+            open_psk(&seal, "l0", &stored(&conn, "l0"))
+                .unwrap()
+                .as_bytes(),
+            &[7; 32]
+        );
+        assert!(stored(&conn, "l1").is_empty());
+        assert!(stored(&conn, "l2").is_empty());
+        assert_eq!(any_sealed_psk(&mut sq).await.unwrap().unwrap().0, "l0");
+        // Run again, it finds nothing left to do.
+        assert_eq!(
+            seal_plaintext_psks(&mut sq, &seal, 100).await.unwrap(),
+            (0, 0)
+        );
     }
 }

@@ -29,7 +29,7 @@ use super::session::{FormGuard, PageForm, WebSession};
 use super::{page, qr, PageError};
 use crate::broker::Broker;
 use crate::error::Error;
-use crate::routes::ClientIp;
+use crate::routes::{unrouted, AnyCaller, ClientIp};
 use crate::secrets;
 use crate::throttle::LeaseBudget;
 
@@ -74,13 +74,22 @@ pub(super) async fn show(
 }
 
 /// `POST /devices`: the browser made the key pair and sends its public half.
+///
+/// Without a session it answers exactly as a path that does not exist: its only legitimate
+/// caller is the page's own script, which sends the session cookie, and a distinctive answer
+/// (JSON naming a session) would tell a stranger what the service is.
 pub(super) async fn issue_for_browser_key(
     State(broker): State<Broker>,
+    caller: Option<AnyCaller>,
     session: Result<WebSession, PageError>,
     guard: Result<FormGuard, PageError>,
     form: Result<PageForm<DeviceForm>, PageError>,
 ) -> Result<Json<DeviceProfile>, JsonError> {
-    let session = session?;
+    let session = match session {
+        Ok(session) => session,
+        Err(PageError::NeedLogin) => return Err(unrouted(caller).await.into()),
+        Err(e) => return Err(e.into()),
+    };
     let guard = guard?;
     let PageForm(form) = form?;
     guard

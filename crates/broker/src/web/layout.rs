@@ -1,8 +1,11 @@
 //! The page frame, the shared bits of markup, time rendering, and the two static assets.
 
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
+
+use super::session::has_page_cookie;
+use crate::routes::{unrouted, AnyCaller};
 
 /// The stylesheet and script, compiled in: nothing to install beside the binary, nothing
 /// loaded from anywhere else. Served with the API's `no-store` like everything else: they
@@ -11,26 +14,32 @@ const STYLE_CSS: &str = include_str!("assets/style.css");
 const APP_JS: &str = include_str!("assets/app.js");
 const QR_JS: &str = include_str!("assets/qr.js");
 
-pub(super) async fn stylesheet() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
-        STYLE_CSS,
-    )
+pub(super) async fn stylesheet(caller: Option<AnyCaller>, headers: HeaderMap) -> Response {
+    asset(caller, &headers, "text/css; charset=utf-8", STYLE_CSS).await
 }
 
-pub(super) async fn script() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        APP_JS,
-    )
+pub(super) async fn script(caller: Option<AnyCaller>, headers: HeaderMap) -> Response {
+    asset(caller, &headers, "text/javascript; charset=utf-8", APP_JS).await
 }
 
 /// The QR code encoder "New device" draws the profile with (the key never leaves the page).
-pub(super) async fn qr_script() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
-        QR_JS,
-    )
+pub(super) async fn qr_script(caller: Option<AnyCaller>, headers: HeaderMap) -> Response {
+    asset(caller, &headers, "text/javascript; charset=utf-8", QR_JS).await
+}
+
+/// An asset, for a request from one of our pages (see [`has_page_cookie`]). Anything else gets
+/// exactly what a path that does not exist answers: the assets are the most recognisable
+/// thing the broker serves, and a scanner fetching them directly must learn nothing from them.
+async fn asset(
+    caller: Option<AnyCaller>,
+    headers: &HeaderMap,
+    kind: &'static str,
+    body: &'static str,
+) -> Response {
+    if !has_page_cookie(headers) {
+        return unrouted(caller).await.into_response();
+    }
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// Who is signed in, for the header's name and sign-out form.

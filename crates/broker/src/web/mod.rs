@@ -21,7 +21,7 @@
 //! | `GET /devices/new` | "New device": pick an edge; `app.js` makes the key pair when it can |
 //! | `POST /devices` | `csrf`, `edge`, `public_key` from the page's script: JSON profile without key |
 //! | `POST /devices/server-keys` | `csrf`, `edge`: the broker makes the pair, shows it once |
-//! | `GET /assets/style.css`, `GET /assets/app.js`, `GET /assets/qr.js` | stylesheet, scripts |
+//! | `GET /assets/style.css`, `GET /assets/app.js`, `GET /assets/qr.js` | stylesheet, scripts (with a page cookie) |
 //! | `GET /admin` | admins only (anyone else signed in: 404): links to the sections below |
 //! | `GET /admin/users` | users and their state; disable, enable, reset, remove; invite form |
 //! | `POST /admin/users/invite` | [`Broker::user_invite`]: temporary password and `/welcome` once |
@@ -39,8 +39,11 @@
 //!
 //! A page that needs a session answers a request without a live one with a bare 303 to
 //! `/login` (empty body), so it tells a stranger nothing more than the login page does. The
-//! one exception is `POST /devices`, which its page's script calls with `fetch`: it answers in
-//! JSON, 401 `{"error":{"message":...}}` without a session and 403 for a refused form token.
+//! one exception is `POST /devices`, which its page's script calls with `fetch`: without a
+//! session it answers exactly as a path that does not exist (the API's 401), and it answers a
+//! refused form token with JSON 403 `{"error":{"message":...}}`. The stylesheet and scripts are
+//! served only to a request carrying one of the pages' cookies (below), which every page sets or
+//! needs before it loads them; any other request for them gets the same 401 as a missing path.
 //! The admin pages take only a session made by signing in on these pages (marked so in the
 //! database), not an admin's API token put in the cookie. The
 //! sign-in and set-up pages name neither the product nor its version. `/welcome/app` without a

@@ -59,6 +59,17 @@ pub(super) fn login_token(headers: &HeaderMap) -> (String, bool) {
     }
 }
 
+/// Whether the request carries one of the pages' own cookies (session, sign-in form token or
+/// enrolment), as every request a page of ours makes for its stylesheet and scripts does: the
+/// browser got the cookie with the page. Not proof of anything (a stranger may load `/login`
+/// and take its cookie), but a request without one did not come from our pages, and gets the
+/// answer of a path that does not exist.
+pub(super) fn has_page_cookie(headers: &HeaderMap) -> bool {
+    [SESSION_COOKIE, LOGIN_CSRF_COOKIE, ENROL_COOKIE]
+        .iter()
+        .any(|name| cookie(headers, name).is_some_and(is_token_shaped))
+}
+
 /// 32 bytes in base64url, the shape of every token we hand out; anything else is not ours.
 fn is_token_shaped(v: &str) -> bool {
     v.len() == 43

@@ -262,7 +262,7 @@ async fn the_browser_key_post_refuses_and_changes_nothing() {
             own.clone(),
             device_fields(&csrf, "home", Some(&public)),
             401,
-            "Sign in",
+            "unauthorized",
         ),
     ];
     for (what, session, origin, fields, status, words) in cases {
@@ -455,5 +455,64 @@ async fn posts_that_prove_nothing_spend_nobodys_lease_budget() {
     )
     .await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    h.shutdown().await;
+}
+/// Everything a stranger can tell from an answer: status, headers but the date, and body.
+async fn answer(resp: reqwest::Response) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let status = resp.status().as_u16();
+    let mut headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .filter(|(name, _)| *name != "date")
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect();
+    headers.sort();
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn assets_and_the_device_post_answer_a_stranger_as_a_missing_path_does() {
+    let h = Harness::start().await;
+    let missing = answer(h.get_page("/no/such/page", None).await).await;
+    assert_eq!(missing.0, 401);
+    let shaped_but_dead = "A".repeat(43);
+    for path in ["/assets/app.js", "/assets/qr.js", "/assets/style.css"] {
+        for cookie in [
+            None,
+            Some("__Host-gw_csrf=x".to_owned()),
+            Some(format!("gw_session={shaped_but_dead}; other=1")),
+        ] {
+            let got = answer(h.get_page(path, cookie.as_deref()).await).await;
+            assert_eq!(got, missing, "{path} {cookie:?}");
+        }
+        // Each of the pages' cookies is what a page's own request for it carries.
+        for name in ["__Host-gw_csrf", "__Host-gw_enrol", "__Host-gw_session"] {
+            let cookie = format!("{name}={shaped_but_dead}");
+            let resp = h.get_page(path, Some(&cookie)).await;
+            assert_eq!(resp.status(), 200, "{path} {name}");
+        }
+    }
+
+    // The page script's post, from someone without a session (none, or one that has ended):
+    // the same answer as a post to a path that does not exist, and nothing done.
+    let (_, csrf) = alice_with_grant(&h).await;
+    let before = h.broker.admin().counts().await.unwrap();
+    let post = |path: &'static str, cookie: Option<String>| Post {
+        path,
+        cookie,
+        origin: Some(h.broker.url()),
+        fields: vec![
+            ("csrf", csrf.clone()),
+            ("edge", "home".into()),
+            ("public_key", keypair().public_key().to_base64()),
+        ],
+    };
+    let missing = answer(h.post_form(post("/no/such/page", None)).await).await;
+    assert_eq!(missing.0, 401);
+    for cookie in [None, Some(format!("__Host-gw_session={shaped_but_dead}"))] {
+        let got = answer(h.post_form(post("/devices", cookie.clone())).await).await;
+        assert_eq!(got, missing, "{cookie:?}");
+    }
+    assert_eq!(h.broker.admin().counts().await.unwrap(), before);
     h.shutdown().await;
 }

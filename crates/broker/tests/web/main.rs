@@ -69,13 +69,16 @@ async fn the_sign_in_page_says_nothing_of_the_service_and_sets_its_form_cookie()
     assert!(set_cookie(&again, "__Host-gw_csrf").is_none());
     assert_eq!(csrf_field(&again.text().await.unwrap()), token);
 
-    // The assets are there for the sign-in page and name nothing either.
+    // The assets are there for the sign-in page (whose cookie the browser sends when it loads
+    // them) and name nothing either.
     for (path, kind) in [
         ("/assets/style.css", "text/css; charset=utf-8"),
         ("/assets/app.js", "text/javascript; charset=utf-8"),
         ("/assets/qr.js", "text/javascript; charset=utf-8"),
     ] {
-        let resp = h.get_page(path, None).await;
+        let resp = h
+            .get_page(path, Some(&format!("__Host-gw_csrf={token}")))
+            .await;
         assert_eq!(resp.status(), 200, "{path}");
         assert_eq!(resp.headers()["content-type"], kind, "{path}");
         assert_eq!(resp.headers()["x-content-type-options"], "nosniff");

@@ -111,12 +111,12 @@ impl EdgeCore {
         None
     }
 
-    /// The next free 24-bit index, never one held by a peer being replaced, so a stale datagram
-    /// for a removed session cannot reach its successor. Wraps after 16 million leases.
+    /// A random nonzero 24-bit index held by no peer in the table and by none being replaced,
+    /// so a stale datagram for a removed session cannot reach its successor. With the table far
+    /// below 2^24 peers a draw almost never collides; the loop only retries.
     pub(super) fn allocate_index(&mut self, old: &BTreeMap<u32, Box<Peer>>) -> u32 {
         loop {
-            self.next_index = (self.next_index + 1) & INDEX_MASK;
-            let candidate = self.next_index;
+            let candidate = self.index_rng.next_u32() & INDEX_MASK;
             if candidate != 0
                 && !old.contains_key(&candidate)
                 && !self.peers.contains_key(&candidate)

@@ -2,7 +2,13 @@
 
 use super::*;
 use grantwire_proto::{EdgeLease, PresharedKey, PrivateKey};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use std::time::UNIX_EPOCH;
+
+fn edge() -> EdgeCore {
+    EdgeCore::new([7; 32], config(), StdRng::seed_from_u64(7))
+}
 
 fn config() -> EdgeConfig {
     EdgeConfig {
@@ -35,7 +41,7 @@ fn apply(core: &mut EdgeCore, leases: Vec<EdgeLease>) -> ApplySummary {
 
 #[test]
 fn duplicates_and_foreign_addresses_are_skipped() {
-    let mut core = EdgeCore::new([7; 32], config());
+    let mut core = edge();
     let summary = apply(
         &mut core,
         vec![
@@ -52,7 +58,7 @@ fn duplicates_and_foreign_addresses_are_skipped() {
 
 #[test]
 fn indices_are_unique_and_not_reused_on_replacement() {
-    let mut core = EdgeCore::new([7; 32], config());
+    let mut core = edge();
     apply(&mut core, vec![lease("a", 1, 2), lease("b", 2, 3)]);
     let first: Vec<u32> = core.peers.keys().copied().collect();
     let mut changed = lease("a", 1, 2);
@@ -80,7 +86,7 @@ fn drain(core: &mut EdgeCore) -> Vec<Output> {
 
 #[test]
 fn poll_output_withholds_a_transmit_outside_its_own_lease_pin() {
-    let mut core = EdgeCore::new([7; 32], config());
+    let mut core = edge();
     let b = lease("b", 2, 3).tap(|l| l.pin = "198.51.100.0/24".parse().unwrap());
     apply(&mut core, vec![lease("a", 1, 2), b]);
     let index_of =
@@ -109,7 +115,7 @@ fn poll_output_withholds_a_transmit_outside_its_own_lease_pin() {
 
 #[test]
 fn a_cookie_reply_needs_only_some_pin() {
-    let mut core = EdgeCore::new([7; 32], config());
+    let mut core = edge();
     apply(&mut core, vec![lease("a", 1, 2)]);
     for (dst, len) in [("192.0.2.1:4000", 1), ("203.0.113.9:4000", 10)] {
         core.outputs.push_back(Queued {
@@ -134,7 +140,7 @@ impl Tap for EdgeLease {
 
 #[test]
 fn an_idle_lease_has_no_tunnel_and_only_an_initiation_makes_one() {
-    let mut core = EdgeCore::new([7; 32], config());
+    let mut core = edge();
     apply(&mut core, vec![lease("a", 1, 2)]);
     let index = *core.peers.keys().next().unwrap();
     assert!(
@@ -177,4 +183,79 @@ fn an_idle_lease_has_no_tunnel_and_only_an_initiation_makes_one() {
     core.handle_datagram(src, init, now);
     assert!(core.peers[&index].has_tunnel());
     assert!(matches!(core.poll_output(), Some(Output::Transmit { .. })));
+}
+
+/// `n` leases (at most 253, the /24's hosts), each with its own key and address.
+fn leases(n: u8) -> Vec<EdgeLease> {
+    (1..=n)
+        .map(|i| lease(&format!("l{i}"), i, i.wrapping_add(1)))
+        .collect()
+}
+
+fn indices(core: &EdgeCore) -> Vec<u32> {
+    core.peers.keys().copied().collect()
+}
+
+#[test]
+fn indices_are_random_24_bit_values_drawn_from_the_rng_passed_in() {
+    let mut core = edge();
+    apply(&mut core, leases(250));
+    let drawn = indices(&core);
+    assert_eq!(drawn.len(), 250, "unique");
+    assert!(drawn.iter().all(|i| *i != 0 && *i <= INDEX_MASK));
+    // Sequential indices would be 1..=250. Drawn uniformly from 2^24, 250 indices have two
+    // neighbours with probability under 1% and all stay in the lower half with 2^-250; with
+    // this fixed seed, neither happens.
+    let neighbours = drawn.windows(2).filter(|w| w[1] - w[0] <= 1).count();
+    assert_eq!(neighbours, 0, "{drawn:?}");
+    assert!(drawn.iter().any(|i| *i > INDEX_MASK / 2));
+
+    // The randomness is the caller's: the same seed draws the same indices, another seed others.
+    let mut same = edge();
+    apply(&mut same, leases(250));
+    assert_eq!(indices(&same), drawn);
+    let mut other = EdgeCore::new([7; 32], config(), StdRng::seed_from_u64(8));
+    apply(&mut other, leases(250));
+    assert_ne!(indices(&other), drawn);
+}
+
+/// An RNG that returns the values it was given, to force collisions.
+struct Scripted(std::collections::VecDeque<u32>);
+
+impl rand::RngCore for Scripted {
+    fn next_u32(&mut self) -> u32 {
+        self.0.pop_front().expect("script ran out")
+    }
+    fn next_u64(&mut self) -> u64 {
+        u64::from(self.next_u32())
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(4) {
+            let bytes = self.next_u32().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
+impl rand::CryptoRng for Scripted {}
+
+#[test]
+fn a_drawn_index_that_is_zero_taken_or_being_replaced_is_drawn_again() {
+    // a: 0 is never given out. b: 5 is a's, and so is 5 with bits above the 24 set.
+    // a again (new psk): 9 is b's, 5 is a's old index (being replaced), then 11.
+    let script = [0, 5, 5, 5 | (1 << 24), 9, 9, 5, 11];
+    let mut core = EdgeCore::new([7; 32], config(), Scripted(script.into()));
+    apply(&mut core, vec![lease("a", 1, 2), lease("b", 2, 3)]);
+    let index_of =
+        |core: &EdgeCore, id: &str| *core.peers.iter().find(|(_, p)| p.lease.id == id).unwrap().0;
+    assert_eq!((index_of(&core, "a"), index_of(&core, "b")), (5, 9));
+    let mut changed = lease("a", 1, 2);
+    changed.preshared_key = PresharedKey::from_bytes([9; 32]);
+    apply(&mut core, vec![changed, lease("b", 2, 3)]);
+    assert_eq!((index_of(&core, "a"), index_of(&core, "b")), (11, 9));
+    assert_eq!(core.lease_count(), 2);
 }

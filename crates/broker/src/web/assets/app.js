@@ -96,6 +96,8 @@ async function newDevice(form) {
   const type = resp.headers.get("content-type") || "";
   if (!type.startsWith("application/json")) throw new Error("Not done: reload the page.");
   const data = await resp.json();
+  // Without a session the broker answers as for any unknown path, so the words are ours.
+  if (resp.status === 401) throw new Error("Your session has ended. Sign in again.");
   if (!resp.ok) throw new Error((data.error && data.error.message) || "Not done.");
   const conf = data.conf_without_key.replace(
     "[Interface]\n", "[Interface]\nPrivateKey = " + keys.privateKey + "\n");
