@@ -224,7 +224,7 @@ pub async fn revoke_for_user(
     now: i64,
 ) -> Result<Vec<(String, i64)>> {
     Ok(sqlx::query_as(
-        "UPDATE leases SET revoked_at = ?1, addr_slot = NULL
+        "UPDATE leases SET revoked_at = ?1, addr_slot = NULL, preshared_key = x''
          WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 RETURNING id, edge_id",
     )
     .bind(now)
@@ -699,7 +699,7 @@ mod tests {
     #[tokio::test]
     async fn every_statement_that_ends_a_lease_erases_its_sealed_key() {
         let dir = tempfile::tempdir().unwrap();
-        let (conn, edge, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4, 5, 6]).await;
+        let (conn, edge, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4, 5, 6, 7]).await;
         let seal = SealKey::load(&dir.path().join("secrets.key"))
             .unwrap()
             .unwrap();
@@ -736,6 +736,22 @@ mod tests {
                 r.get(0)
             })
             .unwrap();
+        // Revoked with everything of its user's (a disable, reset or remove): l5 is moved to
+        // a user of its own so that this leaves l4 to the grant's revocation below.
+        conn.execute_batch(
+            "INSERT INTO users (name, password_hash, totp_secret, created_at)
+                 VALUES ('zed', 'x', x'00', 0);
+             UPDATE leases SET user_id = last_insert_rowid() WHERE id = 'l5';",
+        )
+        .unwrap();
+        let zed: i64 = conn
+            .query_row("SELECT id FROM users WHERE name = 'zed'", [], |r| r.get(0))
+            .unwrap();
+        let revoked = revoke_for_user(&mut sq, zed, 100).await.unwrap();
+        assert_eq!(revoked, vec![("l5".to_owned(), edge)]);
+        assert!(stored(&conn, "l5").is_empty());
+        assert_eq!(stored(&conn, "l4").len(), 60);
+
         let revoked = revoke_for_grant(&mut sq, grant, 100).await.unwrap();
         assert_eq!(revoked, vec!["l4".to_owned()]);
         assert!(stored(&conn, "l4").is_empty());
