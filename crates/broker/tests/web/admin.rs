@@ -329,6 +329,72 @@ async fn disabling_refuses_sign_in_and_enabling_allows_it_again() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_password_reset_shows_a_new_password_once_and_ends_the_users_leases() {
+    let a = Admin::start().await;
+    let (secret, lease) = targets(&a).await;
+    assert!(a.page("/admin/leases").await.contains(&lease));
+    let html = a
+        .post_result("/admin/users/alice/reset-password", &[])
+        .await;
+    let shown = between(&html, r#"<code id="new-password">"#, "<").to_owned();
+    assert!(html.contains("their sessions and leases are ended"));
+    assert!(
+        !a.page("/admin/leases").await.contains(&lease),
+        "her lease ended"
+    );
+    a.next_step();
+    let resp =
+        a.h.page_login("alice", PASSWORD, &code(&secret, &a.clock))
+            .await;
+    assert_eq!(resp.status(), 401, "the old password no longer works");
+    a.next_step();
+    let resp =
+        a.h.page_login("alice", &shown, &code(&secret, &a.clock))
+            .await;
+    assert_eq!(
+        resp.status(),
+        303,
+        "the shown password and her authenticator work"
+    );
+    a.assert_on_no_page(&shown).await;
+    let log = a.h.broker.admin().audit_log().await.unwrap();
+    assert!(log.iter().any(|r| r.kind == "user_password_reset"));
+    assert!(!log
+        .iter()
+        .any(|r| r.detail.as_deref().unwrap_or("").contains(&shown)));
+    a.h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_a_user_ends_their_leases_and_takes_them_off_the_list() {
+    let a = Admin::start().await;
+    let (secret, lease) = targets(&a).await;
+    assert!(a.page("/admin/leases").await.contains(&lease));
+    a.post_done(
+        "/admin/users/alice/remove",
+        &[],
+        "/admin/users?done=removed",
+    )
+    .await;
+    let users = a.page("/admin/users?done=removed").await;
+    assert!(users.contains(r#"<p id="notice" class="notice" role="status">User removed"#));
+    assert!(!users.contains(r#"<tr data-user="alice">"#));
+    assert!(!a.page("/admin/leases").await.contains(&lease));
+    assert!(!a.page("/admin/grants").await.contains("alice"));
+    a.next_step();
+    let resp =
+        a.h.page_login("alice", PASSWORD, &code(&secret, &a.clock))
+            .await;
+    assert_eq!(resp.status(), 401);
+    // Removing her again is a plain not-found, and changes nothing.
+    let before = snapshot(&a.h).await;
+    let resp = a.post("/admin/users/alice/remove", &[]).await;
+    assert_eq!(resp.status(), 404);
+    assert_eq!(snapshot(&a.h).await, before);
+    a.h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn resetting_totp_shows_a_new_secret_once_and_the_old_codes_stop_working() {
     let a = Admin::start().await;
     let old = add_user(&a.h, "alice", false).await;
@@ -665,6 +731,8 @@ fn admin_posts(lease: &str) -> Vec<(String, Vec<(&'static str, String)>)> {
         ("/admin/users/alice/disable".into(), vec![]),
         ("/admin/users/dave/enable".into(), vec![]),
         ("/admin/users/alice/reset-totp".into(), vec![]),
+        ("/admin/users/alice/reset-password".into(), vec![]),
+        ("/admin/users/alice/remove".into(), vec![]),
         (
             "/admin/edges".into(),
             vec![
@@ -754,6 +822,8 @@ async fn admin_posts_without_the_token_or_from_elsewhere_change_nothing_and_are_
         "admin_disable",
         "admin_enable",
         "admin_reset_totp",
+        "admin_reset_password",
+        "admin_remove_user",
         "admin_edge_add",
         "admin_edge_remove",
         "admin_grant_add",
