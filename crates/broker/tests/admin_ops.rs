@@ -41,7 +41,7 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
 
     let resp = admin
         .lease_revoke(LeaseRevokeRequest {
-            id: a.lease_id.clone(),
+            id: a.lease_id.to_string(),
         })
         .await
         .unwrap();
@@ -56,11 +56,11 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
         .detail
         .as_deref()
         .unwrap()
-        .contains(&a.lease_id));
+        .contains(a.lease_id.as_str()));
     // Twice is not found, and changes nothing more.
     let err = admin
         .lease_revoke(LeaseRevokeRequest {
-            id: a.lease_id.clone(),
+            id: a.lease_id.to_string(),
         })
         .await
         .unwrap_err();
@@ -68,7 +68,7 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
     assert_eq!(admin.audit_log().await.unwrap().len(), audit_before + 1);
     // Its address is free again (allocation takes it once it reaches the top of the subnet).
     let slot: Option<i64> = sqlx::query_scalar("SELECT addr_slot FROM leases WHERE id = ?")
-        .bind(&a.lease_id)
+        .bind(a.lease_id.as_str())
         .fetch_one(admin.db())
         .await
         .unwrap();

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_proto::{
-    LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse, LoginRequest,
-    LoginResponse, Profile, PublicKey, WhoamiResponse,
+    LeaseId, LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse, LoginRequest,
+    LoginResponse, Name, Profile, PublicKey, WhoamiResponse,
 };
 use reqwest::Url;
 use rustls::RootCertStore;
@@ -180,7 +180,12 @@ impl BrokerClient {
             .get(self.api_url("v1/leases")?)
             .timeout(REQUEST_TIMEOUT)
             .bearer_auth(&session.token);
-        self.send("v1/leases", req, Call::ListLeases).await
+        let resp: LeaseListResponse = self.send("v1/leases", req, Call::ListLeases).await?;
+        for lease in &resp.leases {
+            parsed::<LeaseId>("v1/leases", &lease.id)?;
+            parsed::<Name>("v1/leases", &lease.edge)?;
+        }
+        Ok(resp)
     }
 
     /// Revokes the session's user's live lease `lease_id`; the edge drops the peer at once.
@@ -198,6 +203,8 @@ impl BrokerClient {
         let resp: LeaseRevokeResponse = self
             .post(&path, &serde_json::json!({}), Some(&session.token), call)
             .await?;
+        parsed::<LeaseId>(&path, &resp.id)?;
+        parsed::<Name>(&path, &resp.edge)?;
         tracing::info!(lease = %resp.id, edge = %resp.edge, "lease revoked");
         Ok(resp)
     }
@@ -332,6 +339,19 @@ pub enum BrokerTrust {
     CaSigned,
     /// Self-signed (or signed by no public CA): trusted only by this fingerprint.
     Fingerprint(Fingerprint),
+}
+
+/// A lease id or name in an answer whose wire type is still a string (the lease list, a
+/// revocation), held to the rule a profile's fields are parsed by: the client shows them in a
+/// terminal and uses them in URL paths and file names.
+fn parsed<T>(path: &str, value: &str) -> Result<(), Error>
+where
+    T: std::str::FromStr<Err = grantwire_proto::FieldError>,
+{
+    value.parse::<T>().map(drop).map_err(|e| Error::Protocol {
+        detail: format!("the answer to {path} does not parse: {e}"),
+        source: None,
+    })
 }
 
 /// Lease ids go into a URL path: only the characters the broker makes them of.
