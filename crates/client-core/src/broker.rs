@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::error::{from_reqwest, from_response, Call};
 use crate::time::unix_now;
 use crate::tls::{http_client, http_client_with, probe_client_with, public_roots, Fingerprint};
-use crate::{Error, Session};
+use crate::{Error, KnownBrokers, Session};
 
 /// Longest a whole request may take once connected. The broker answers from a local SQLite
 /// database, so a request that takes this long is stuck, not slow.
@@ -221,6 +221,41 @@ impl BrokerClient {
         base_url: &str,
         roots: Arc<RootCertStore>,
     ) -> Result<BrokerTrust, Error> {
+        Ok(Self::probe_presented(base_url, roots).await?.0)
+    }
+
+    /// How to trust the broker at `base_url` for a login, given the fingerprints this device
+    /// already trusts. Once `known` holds one for it, the broker stays pinned to that one: a
+    /// different certificate is refused ([`Error::FingerprintChanged`], before anything is
+    /// sent) even when a CA signed it, since a CA-signed certificate for the broker's name is
+    /// what an attacker who can get one (or a compromised CA) would present. Without a known
+    /// fingerprint this is [`BrokerClient::probe_with_roots`].
+    pub async fn trust_for_login(
+        known: &KnownBrokers,
+        base_url: &str,
+        roots: Arc<RootCertStore>,
+    ) -> Result<BrokerTrust, Error> {
+        let known_fp = known.get(base_url)?;
+        let (trust, presented) = Self::probe_presented(base_url, roots).await?;
+        match (known_fp, presented) {
+            (Some(known), Some(presented)) if known != presented => {
+                Err(Error::FingerprintChanged {
+                    broker: base_url.to_owned(),
+                    known,
+                    presented,
+                })
+            }
+            (Some(known), _) => Ok(BrokerTrust::Fingerprint(known)),
+            (None, _) => Ok(trust),
+        }
+    }
+
+    /// The probe's verdict and the fingerprint of the certificate it was shown, CA-signed
+    /// or not.
+    async fn probe_presented(
+        base_url: &str,
+        roots: Arc<RootCertStore>,
+    ) -> Result<(BrokerTrust, Option<Fingerprint>), Error> {
         let base = parse_broker_url(base_url)?;
         let (http, presented) = probe_client_with(roots);
         let url = base
@@ -228,10 +263,10 @@ impl BrokerClient {
             .map_err(|_| invalid_url(base.as_str(), "cannot join an API path to it"))?;
         // Any HTTP answer (a 401 is the usual one) means the handshake passed the CA check.
         match http.get(url).timeout(REQUEST_TIMEOUT).send().await {
-            Ok(_) => Ok(BrokerTrust::CaSigned),
+            Ok(_) => Ok((BrokerTrust::CaSigned, presented.get())),
             Err(e) => match (from_reqwest(&base, e), presented.get()) {
                 (Error::Untrusted { .. }, Some(fingerprint)) => {
-                    Ok(BrokerTrust::Fingerprint(fingerprint))
+                    Ok((BrokerTrust::Fingerprint(fingerprint), Some(fingerprint)))
                 }
                 (err, _) => Err(err),
             },
