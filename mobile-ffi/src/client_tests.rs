@@ -20,15 +20,15 @@ fn poll_from_outside<T>(fut: impl Future<Output = T>) -> T {
 
 fn sample_profile() -> core::Profile {
     core::Profile {
-        lease_id: "l-0123456789abcdef".into(),
-        edge: "home".into(),
+        lease_id: "l-0123456789abcdef".parse().unwrap(),
+        edge: "home".parse().unwrap(),
         address: "10.77.0.2".parse().expect("address"),
         edge_public_key: PrivateKey::from_random_bytes([1; 32]).public_key(),
-        endpoint: "192.0.2.1:51820".into(),
+        endpoint: "192.0.2.1:51820".parse().unwrap(),
         allowed_ips: vec!["10.77.0.1/32".parse().expect("net")],
         preshared_key: PresharedKey::from_bytes([2; 32]),
         persistent_keepalive: 25,
-        plex_url: "http://10.77.0.1:32400/web".into(),
+        plex_url: "http://10.77.0.1:32400/web".parse().unwrap(),
         pin: "198.51.100.7/32".parse().expect("pin"),
         expires_at: 1_700_000_000,
     }

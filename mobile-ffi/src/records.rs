@@ -136,8 +136,8 @@ impl From<core::WhoAmI> for WhoAmI {
                 .leases
                 .into_iter()
                 .map(|l| LeaseStatus {
-                    id: l.id,
-                    edge: l.edge,
+                    id: l.id.into(),
+                    edge: l.edge.into(),
                     pin: l.pin.to_string(),
                     pinned_here: l.pinned_here,
                     expires_at: l.expires_at,
@@ -155,11 +155,11 @@ impl From<core::Profile> for Profile {
             allowed_ips: p.allowed_ips.iter().map(ToString::to_string).collect(),
             preshared_key: p.preshared_key.to_base64(),
             pin: p.pin.to_string(),
-            lease_id: p.lease_id,
-            edge: p.edge,
-            endpoint: p.endpoint,
+            lease_id: p.lease_id.into(),
+            edge: p.edge.into(),
+            endpoint: p.endpoint.into(),
             persistent_keepalive: p.persistent_keepalive,
-            plex_url: p.plex_url,
+            plex_url: p.plex_url.to_string(),
             expires_at: p.expires_at,
         }
     }
@@ -179,11 +179,11 @@ impl TryFrom<Profile> for core::Profile {
             allowed_ips,
             preshared_key: field("preshared_key", &p.preshared_key)?,
             pin: field("pin", &p.pin)?,
-            lease_id: p.lease_id,
-            edge: p.edge,
-            endpoint: p.endpoint,
+            lease_id: field("lease_id", &p.lease_id)?,
+            edge: field("edge", &p.edge)?,
+            endpoint: field("endpoint", &p.endpoint)?,
             persistent_keepalive: p.persistent_keepalive,
-            plex_url: p.plex_url,
+            plex_url: field("plex_url", &p.plex_url)?,
             expires_at: p.expires_at,
         })
     }

@@ -7,9 +7,9 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use grantwire_broker::tls::FINGERPRINT_FILE;
 use grantwire_proto::{
-    AuditResponse, BackupResponse, EdgeAddResponse, EdgeListResponse, EdgeRemoveResponse,
-    GrantInfo, GrantListResponse, GrantRevokeResponse, LeaseListResponse, LeaseRevokeResponse,
-    UserAddResponse, UserInviteResponse,
+    AuditEntry, AuditResponse, BackupResponse, EdgeAddResponse, EdgeListResponse,
+    EdgeRemoveResponse, GrantInfo, GrantListResponse, GrantRevokeResponse, LeaseListResponse,
+    LeaseRevokeResponse, UserAddResponse, UserInviteResponse,
 };
 use qrcode::render::unicode::Dense1x2;
 use qrcode::QrCode;
@@ -214,16 +214,49 @@ pub fn audit(resp: &AuditResponse, as_json: bool) -> anyhow::Result<()> {
         return json(resp);
     }
     for e in &resp.entries {
-        println!(
-            "{} {:<18} {:<16} {:<40} {}",
-            unix_time(e.at),
-            e.kind,
-            e.actor.as_deref().unwrap_or("-"),
-            e.source_ip.as_deref().unwrap_or("-"),
-            e.detail.as_deref().unwrap_or("")
-        );
+        println!("{}", audit_line(e));
     }
     Ok(())
+}
+
+/// One audit row on one line. Actor and detail can hold what a stranger typed (a failed
+/// login's user name), so every field is escaped: a name holding a newline or an ESC sequence
+/// cannot forge a row or drive the admin's terminal.
+fn audit_line(e: &AuditEntry) -> String {
+    format!(
+        "{} {:<18} {:<16} {:<40} {}",
+        unix_time(e.at),
+        terminal_safe(&e.kind),
+        terminal_safe(e.actor.as_deref().unwrap_or("-")),
+        terminal_safe(e.source_ip.as_deref().unwrap_or("-")),
+        terminal_safe(e.detail.as_deref().unwrap_or(""))
+    )
+}
+
+/// `text` with control characters (C0, DEL, C1), line and paragraph separators and bidi
+/// overrides written as escapes (`\n`, `\r`, `\t`, `\x1b`, `\u{202e}`), and `\` as `\\`
+/// so an escape in the output always means an escaped character.
+fn terminal_safe(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            '\u{2028}'
+            | '\u{2029}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 pub fn lease_revoked(resp: &LeaseRevokeResponse, as_json: bool) -> anyhow::Result<()> {
@@ -286,4 +319,38 @@ fn utc(secs: i64) -> String {
     u64::try_from(secs)
         .map(|s| humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(s)).to_string())
         .unwrap_or_else(|_| secs.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_audit_row_is_one_line_whatever_its_fields_hold() {
+        let forged = "x\n2026-12-07 04:00:00 login_ok alice 127.0.0.1\r\u{1b}[2J\u{7f}\u{9b}\\";
+        let entry = AuditEntry {
+            id: 1,
+            at: 1_700_000_000,
+            kind: "login_failed".into(),
+            actor: Some(forged.into()),
+            source_ip: Some("127.0.0.1".into()),
+            detail: Some("a\u{202e}b\u{2028}c".into()),
+        };
+        let line = audit_line(&entry);
+        assert!(!line.chars().any(char::is_control), "{line:?}");
+        assert!(!line.contains(['\u{202e}', '\u{2028}']), "{line:?}");
+        assert!(
+            line.contains(r"x\n2026-12-07 04:00:00 login_ok alice 127.0.0.1\r\x1b[2J\x7f\x9b\\"),
+            "{line}"
+        );
+        assert!(line.ends_with(r"a\u{202e}b\u{2028}c"), "{line}");
+    }
+
+    #[test]
+    fn plain_text_is_left_as_it_is() {
+        assert_eq!(
+            terminal_safe("alice l-0123 édge 2001:db8::1"),
+            "alice l-0123 édge 2001:db8::1"
+        );
+    }
 }

@@ -41,7 +41,7 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
 
     let resp = admin
         .lease_revoke(LeaseRevokeRequest {
-            id: a.lease_id.clone(),
+            id: a.lease_id.to_string(),
         })
         .await
         .unwrap();
@@ -56,11 +56,11 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
         .detail
         .as_deref()
         .unwrap()
-        .contains(&a.lease_id));
+        .contains(a.lease_id.as_str()));
     // Twice is not found, and changes nothing more.
     let err = admin
         .lease_revoke(LeaseRevokeRequest {
-            id: a.lease_id.clone(),
+            id: a.lease_id.to_string(),
         })
         .await
         .unwrap_err();
@@ -68,7 +68,7 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
     assert_eq!(admin.audit_log().await.unwrap().len(), audit_before + 1);
     // Its address is free again (allocation takes it once it reaches the top of the subnet).
     let slot: Option<i64> = sqlx::query_scalar("SELECT addr_slot FROM leases WHERE id = ?")
-        .bind(&a.lease_id)
+        .bind(a.lease_id.as_str())
         .fetch_one(admin.db())
         .await
         .unwrap();
@@ -268,4 +268,27 @@ async fn backup_writes_a_checked_private_copy_and_never_overwrites() {
         .unwrap_err();
     assert_eq!(err.code(), ErrorCode::BadRequest);
     h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_login_name_cannot_forge_audit_lines_in_the_admins_terminal() {
+    let h = Harness::start().await;
+    h.add_user("alice").await;
+    let forged = "x\n2026-12-07 04:00:00 login_ok alice 127.0.0.1\u{1b}[2J";
+    let resp = h.login_raw(forged, "wrong password", "000000").await;
+    assert_eq!(resp.status().as_u16(), 401);
+
+    let out = cli(&h, &["audit", "--kind", "login_failed"]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one failed login, one line: {text:?}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(
+        lines[0].contains(r"x\n2026-12-07 04:00:00 login_ok alice 127.0.0.1\x1b[2J"),
+        "{text:?}"
+    );
+    // The JSON keeps the name as it was typed, for tools that escape it themselves.
+    let all: AuditResponse = cli_json(&h, &["audit", "--kind", "login_failed", "--json"]);
+    assert_eq!(all.entries[0].actor.as_deref(), Some(forged));
 }

@@ -147,7 +147,7 @@ async fn binary_serves_and_admin_commands_use_the_socket() {
     assert_eq!(list.leases[0].id, profile.lease_id);
     assert_eq!(list.leases[0].expires_at - list.leases[0].created_at, 5);
     let human = run(&data, &["lease", "list"], None);
-    assert!(String::from_utf8_lossy(&human.stdout).contains(&profile.lease_id));
+    assert!(String::from_utf8_lossy(&human.stdout).contains(profile.lease_id.as_str()));
 
     let revoked: GrantRevokeResponse =
         run_json(&data, &["grant", "revoke", "alice", "home", "--json"], None);

@@ -30,7 +30,7 @@ async fn a_lease_carries_the_documented_profile() {
     assert_eq!(p.allowed_ips.len(), 1);
     assert_eq!(p.allowed_ips[0].to_string(), "10.77.0.1/32");
     assert_eq!(p.persistent_keepalive, 25);
-    assert_eq!(p.plex_url, "http://10.77.0.1:32400/web");
+    assert_eq!(p.plex_url.to_string(), "http://10.77.0.1:32400/web");
     assert_eq!(p.pin.to_string(), "127.0.0.1/32");
     let want = now() as i64 + 8 * 3600;
     assert!((p.expires_at - want).abs() <= 2);

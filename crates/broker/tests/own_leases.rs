@@ -26,7 +26,12 @@ impl Harness {
     async fn lease_id(&self, token: &str, edge: &str) -> String {
         let resp = self.request_lease(token, edge).await;
         assert_eq!(resp.status(), 200);
-        resp.json::<LeaseResponse>().await.unwrap().profile.lease_id
+        resp.json::<LeaseResponse>()
+            .await
+            .unwrap()
+            .profile
+            .lease_id
+            .to_string()
     }
 
     async fn revoke(&self, token: Option<&str>, id: &str) -> reqwest::Response {

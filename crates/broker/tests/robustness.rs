@@ -438,7 +438,7 @@ async fn a_thousand_concurrent_leases_on_one_edge_all_get_distinct_addresses() {
             "{a} is not a client address"
         );
     }
-    let ids: HashSet<_> = profiles.iter().map(|p| p.lease_id.clone()).collect();
+    let ids: HashSet<_> = profiles.iter().map(|p| p.lease_id.to_string()).collect();
     assert_eq!(ids.len(), LEASES);
 
     let admin = h.broker.admin();
@@ -527,7 +527,7 @@ async fn a_broker_killed_mid_stream_keeps_every_lease_and_its_audit_row() {
                         let p = serde_json::from_str::<LeaseResponse>(&text)
                             .unwrap()
                             .profile;
-                        granted.lock().unwrap().push(p.lease_id);
+                        granted.lock().unwrap().push(p.lease_id.to_string());
                     } else {
                         refused.lock().unwrap().push(format!("{status} {text}"));
                         return;

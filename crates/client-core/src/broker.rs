@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_proto::{
-    LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse, LoginRequest,
-    LoginResponse, Profile, PublicKey, WhoamiResponse,
+    LeaseId, LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse, LoginRequest,
+    LoginResponse, Name, Profile, PublicKey, WhoamiResponse,
 };
 use reqwest::Url;
 use rustls::RootCertStore;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::error::{from_reqwest, from_response, Call};
 use crate::time::unix_now;
 use crate::tls::{http_client, http_client_with, probe_client_with, public_roots, Fingerprint};
-use crate::{Error, Session};
+use crate::{Error, KnownBrokers, Session};
 
 /// Longest a whole request may take once connected. The broker answers from a local SQLite
 /// database, so a request that takes this long is stuck, not slow.
@@ -180,7 +180,12 @@ impl BrokerClient {
             .get(self.api_url("v1/leases")?)
             .timeout(REQUEST_TIMEOUT)
             .bearer_auth(&session.token);
-        self.send("v1/leases", req, Call::ListLeases).await
+        let resp: LeaseListResponse = self.send("v1/leases", req, Call::ListLeases).await?;
+        for lease in &resp.leases {
+            parsed::<LeaseId>("v1/leases", &lease.id)?;
+            parsed::<Name>("v1/leases", &lease.edge)?;
+        }
+        Ok(resp)
     }
 
     /// Revokes the session's user's live lease `lease_id`; the edge drops the peer at once.
@@ -198,6 +203,8 @@ impl BrokerClient {
         let resp: LeaseRevokeResponse = self
             .post(&path, &serde_json::json!({}), Some(&session.token), call)
             .await?;
+        parsed::<LeaseId>(&path, &resp.id)?;
+        parsed::<Name>(&path, &resp.edge)?;
         tracing::info!(lease = %resp.id, edge = %resp.edge, "lease revoked");
         Ok(resp)
     }
@@ -214,6 +221,41 @@ impl BrokerClient {
         base_url: &str,
         roots: Arc<RootCertStore>,
     ) -> Result<BrokerTrust, Error> {
+        Ok(Self::probe_presented(base_url, roots).await?.0)
+    }
+
+    /// How to trust the broker at `base_url` for a login, given the fingerprints this device
+    /// already trusts. Once `known` holds one for it, the broker stays pinned to that one: a
+    /// different certificate is refused ([`Error::FingerprintChanged`], before anything is
+    /// sent) even when a CA signed it, since a CA-signed certificate for the broker's name is
+    /// what an attacker who can get one (or a compromised CA) would present. Without a known
+    /// fingerprint this is [`BrokerClient::probe_with_roots`].
+    pub async fn trust_for_login(
+        known: &KnownBrokers,
+        base_url: &str,
+        roots: Arc<RootCertStore>,
+    ) -> Result<BrokerTrust, Error> {
+        let known_fp = known.get(base_url)?;
+        let (trust, presented) = Self::probe_presented(base_url, roots).await?;
+        match (known_fp, presented) {
+            (Some(known), Some(presented)) if known != presented => {
+                Err(Error::FingerprintChanged {
+                    broker: base_url.to_owned(),
+                    known,
+                    presented,
+                })
+            }
+            (Some(known), _) => Ok(BrokerTrust::Fingerprint(known)),
+            (None, _) => Ok(trust),
+        }
+    }
+
+    /// The probe's verdict and the fingerprint of the certificate it was shown, CA-signed
+    /// or not.
+    async fn probe_presented(
+        base_url: &str,
+        roots: Arc<RootCertStore>,
+    ) -> Result<(BrokerTrust, Option<Fingerprint>), Error> {
         let base = parse_broker_url(base_url)?;
         let (http, presented) = probe_client_with(roots);
         let url = base
@@ -221,10 +263,10 @@ impl BrokerClient {
             .map_err(|_| invalid_url(base.as_str(), "cannot join an API path to it"))?;
         // Any HTTP answer (a 401 is the usual one) means the handshake passed the CA check.
         match http.get(url).timeout(REQUEST_TIMEOUT).send().await {
-            Ok(_) => Ok(BrokerTrust::CaSigned),
+            Ok(_) => Ok((BrokerTrust::CaSigned, presented.get())),
             Err(e) => match (from_reqwest(&base, e), presented.get()) {
                 (Error::Untrusted { .. }, Some(fingerprint)) => {
-                    Ok(BrokerTrust::Fingerprint(fingerprint))
+                    Ok((BrokerTrust::Fingerprint(fingerprint), Some(fingerprint)))
                 }
                 (err, _) => Err(err),
             },
@@ -332,6 +374,19 @@ pub enum BrokerTrust {
     CaSigned,
     /// Self-signed (or signed by no public CA): trusted only by this fingerprint.
     Fingerprint(Fingerprint),
+}
+
+/// A lease id or name in an answer whose wire type is still a string (the lease list, a
+/// revocation), held to the rule a profile's fields are parsed by: the client shows them in a
+/// terminal and uses them in URL paths and file names.
+fn parsed<T>(path: &str, value: &str) -> Result<(), Error>
+where
+    T: std::str::FromStr<Err = grantwire_proto::FieldError>,
+{
+    value.parse::<T>().map(drop).map_err(|e| Error::Protocol {
+        detail: format!("the answer to {path} does not parse: {e}"),
+        source: None,
+    })
 }
 
 /// Lease ids go into a URL path: only the characters the broker makes them of.

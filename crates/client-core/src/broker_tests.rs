@@ -95,15 +95,15 @@ fn read_request(stream: &mut impl std::io::Read) -> Option<String> {
 
 fn sample_profile() -> Profile {
     Profile {
-        lease_id: "l-1".into(),
-        edge: "home".into(),
+        lease_id: "l-1".parse().unwrap(),
+        edge: "home".parse().unwrap(),
         address: "10.77.0.2".parse().unwrap(),
         edge_public_key: crate::keys::generate().public_key(),
-        endpoint: "192.0.2.1:51820".into(),
+        endpoint: "192.0.2.1:51820".parse().unwrap(),
         allowed_ips: vec!["10.77.0.1/32".parse().unwrap()],
         preshared_key: PresharedKey::from_bytes([2; 32]),
         persistent_keepalive: 25,
-        plex_url: "http://10.77.0.1:32400/web".into(),
+        plex_url: "http://10.77.0.1:32400/web".parse().unwrap(),
         pin: "127.0.0.1/32".parse().unwrap(),
         expires_at: unix_now() + 3600,
     }

@@ -9,7 +9,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use grantwire_proto::PrivateKey;
+use grantwire_proto::{PrivateKey, Profile};
 use serde::{Deserialize, Serialize};
 
 use crate::output::{default_profile_path, write_private_file};
@@ -35,6 +35,11 @@ pub struct StoredLease {
     /// Where the wg-quick file was written, or none when it was only shown (QR, JSON).
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// The profile the broker sent for the lease. Read back through the same parsers as the
+    /// broker's answer, so a wg-quick file rendered from it holds only well-formed fields,
+    /// whoever edited this file. None in files written before it was kept.
+    #[serde(default)]
+    pub profile: Option<Profile>,
 }
 
 /// The per-edge lease files in one config directory.
@@ -116,6 +121,7 @@ mod tests {
             lease_id: "l-0123456789abcdef".into(),
             private_key: PrivateKey::from_random_bytes([7; 32]),
             path: Some(PathBuf::from("/tmp/gw/home.conf")),
+            profile: None,
         }
     }
 
@@ -155,6 +161,48 @@ mod tests {
             serde_json::from_slice(&std::fs::read(store.path("home").unwrap()).unwrap()).unwrap();
         assert!(json["path"].is_null());
         assert!(!format!("{lease:?}").contains(&lease.private_key.to_base64()));
+    }
+
+    fn sample_profile() -> Profile {
+        serde_json::from_value(serde_json::json!({
+            "lease_id": "l-0123456789abcdef",
+            "edge": "home",
+            "address": "10.77.0.2",
+            "edge_public_key": PrivateKey::from_random_bytes([1; 32]).public_key().to_base64(),
+            "endpoint": "192.0.2.1:51820",
+            "allowed_ips": ["10.77.0.1/32"],
+            "preshared_key": grantwire_proto::PresharedKey::from_bytes([2; 32]).to_base64(),
+            "persistent_keepalive": 25,
+            "plex_url": "http://10.77.0.1:32400/web",
+            "pin": "198.51.100.7/32",
+            "expires_at": 1_700_000_000,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_kept_profile_is_parsed_again_on_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::new(dir.path());
+        let lease = StoredLease {
+            profile: Some(sample_profile()),
+            ..sample()
+        };
+        store.save("home", &lease).unwrap();
+        let back = store.load("home").unwrap().unwrap();
+        assert_eq!(back.profile, lease.profile);
+
+        // A file edited to smuggle a line into the wg-quick text does not load.
+        let path = store.path("home").unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        json["profile"]["endpoint"] = "192.0.2.1:51820\nPostUp = touch /tmp/pwned".into();
+        std::fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        let err = store.load("home").unwrap_err();
+        assert!(
+            matches!(err, Error::StoredLeaseUnreadable { .. }),
+            "{err:?}"
+        );
     }
 
     #[test]

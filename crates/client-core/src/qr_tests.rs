@@ -9,15 +9,15 @@ use grantwire_proto::{PresharedKey, Profile};
 /// the operator chooses.
 fn profile(endpoint: &str) -> Profile {
     Profile {
-        lease_id: "l-0123456789abcdef".into(),
-        edge: "home".into(),
+        lease_id: "l-0123456789abcdef".parse().unwrap(),
+        edge: "home".parse().unwrap(),
         address: "10.77.0.254".parse().unwrap(),
         edge_public_key: keys::generate().public_key(),
-        endpoint: endpoint.into(),
+        endpoint: endpoint.parse().unwrap(),
         allowed_ips: vec!["10.77.0.1/32".parse().unwrap()],
         preshared_key: PresharedKey::from_bytes([5; 32]),
         persistent_keepalive: 25,
-        plex_url: "http://10.77.0.1:32400/web".into(),
+        plex_url: "http://10.77.0.1:32400/web".parse().unwrap(),
         pin: "198.51.100.7/32".parse().unwrap(),
         expires_at: 1_700_000_000,
     }

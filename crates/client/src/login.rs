@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 use grantwire_client_core::time::format_unix_time;
+use grantwire_client_core::tls::public_roots;
 use grantwire_client_core::{
     BrokerClient, BrokerTrust, Error, Fingerprint, KnownBrokers, SessionStore,
 };
@@ -48,9 +49,10 @@ pub async fn login(config_dir: &Path, args: LoginArgs) -> anyhow::Result<()> {
 /// The fingerprint to pin the broker by, or none for a CA-signed broker.
 ///
 /// `--fingerprint` is the person vouching for it. Otherwise one handshake learns what the
-/// broker presents: a CA-signed certificate needs nothing; a fingerprint this device already
-/// trusts is used; a different one is refused before any secret is sent, naming both; an
-/// unknown one is shown and accepted only by a person at a terminal, then remembered.
+/// broker presents: a fingerprint this device already trusts is used, and a different
+/// certificate is refused before any secret is sent, naming both, even when a CA signed it;
+/// otherwise a CA-signed certificate needs nothing, and an unknown one is shown and accepted
+/// only by a person at a terminal, then remembered.
 async fn broker_pin(known: &KnownBrokers, args: &LoginArgs) -> anyhow::Result<Option<Fingerprint>> {
     // Read first even when --fingerprint is given: a file this client cannot read (damaged, or
     // a newer client's) is refused before the password is sent, not after the broker made a
@@ -59,11 +61,12 @@ async fn broker_pin(known: &KnownBrokers, args: &LoginArgs) -> anyhow::Result<Op
     if let Some(fp) = args.fingerprint {
         return Ok(Some(fp));
     }
-    let presented = match BrokerClient::probe(&args.broker).await? {
+    // A broker known by fingerprint stays pinned to it, even behind a CA-signed certificate.
+    let presented = match BrokerClient::trust_for_login(known, &args.broker, public_roots()).await?
+    {
         BrokerTrust::CaSigned => return Ok(None),
         BrokerTrust::Fingerprint(fp) => fp,
     };
-    known.check(&args.broker, presented)?;
     if known_fp.is_some() {
         return Ok(Some(presented));
     }

@@ -146,9 +146,10 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
     }
     if remember {
         let stored = StoredLease {
-            lease_id: profile.lease_id.clone(),
+            lease_id: profile.lease_id.to_string(),
             private_key: key,
             path: path.as_deref().map(absolute),
+            profile: Some(profile.clone()),
         };
         leases.save(&args.edge, &stored)?;
     } else {
@@ -281,8 +282,9 @@ pub(crate) async fn renew_stored(
         write_profile(path, &wg_quick)?;
     }
     let kept = StoredLease {
-        lease_id: profile.lease_id.clone(),
+        lease_id: profile.lease_id.to_string(),
         path: path.map(absolute).or(stored.path.clone()),
+        profile: Some(profile.clone()),
         ..stored
     };
     leases.save(edge, &kept)?;

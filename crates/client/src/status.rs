@@ -195,8 +195,8 @@ mod tests {
 
     fn listed(id: &str, expires_at: i64, pinned_here: bool) -> WhoamiLease {
         WhoamiLease {
-            id: id.into(),
-            edge: "home".into(),
+            id: id.parse().unwrap(),
+            edge: "home".parse().unwrap(),
             pin: "192.0.2.2/32".parse().unwrap(),
             pinned_here,
             expires_at,

@@ -223,7 +223,11 @@ impl Watch<'_> {
                 profile.pin
             )),
         }
-        if let Some(was) = self.endpoint.as_deref().filter(|e| *e != profile.endpoint) {
+        if let Some(was) = self
+            .endpoint
+            .as_deref()
+            .filter(|e| *e != profile.endpoint.as_str())
+        {
             say(&format!(
                 "{edge}: WARNING: the edge's endpoint is now {} (was {was}): run `grantwire up \
                  {edge}` again, or re-import {}, for the tunnel to follow it",
@@ -231,7 +235,7 @@ impl Watch<'_> {
                 path.display()
             ));
         }
-        self.endpoint = Some(profile.endpoint.clone());
+        self.endpoint = Some(profile.endpoint.to_string());
     }
 }
 
@@ -320,8 +324,8 @@ mod tests {
         // And then it is due: decide_within renews at that second.
         let at = now + 5;
         let lease = grantwire_client_core::WhoamiLease {
-            id: "l-1".into(),
-            edge: "home".into(),
+            id: "l-1".parse().unwrap(),
+            edge: "home".parse().unwrap(),
             pin: "192.0.2.2/32".parse().unwrap(),
             pinned_here: true,
             expires_at: now + 604,

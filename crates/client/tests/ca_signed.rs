@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use common::*;
 use grantwire_broker::ServeConfig;
-use grantwire_client_core::{BrokerClient, BrokerTrust, ErrorKind};
+use grantwire_client_core::{BrokerClient, BrokerTrust, ErrorKind, Fingerprint, KnownBrokers};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
 use rustls::RootCertStore;
 
@@ -84,5 +84,53 @@ async fn a_ca_signed_broker_needs_no_fingerprint() {
         .await
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Trust, "{err:?}");
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_trusted_by_fingerprint_stays_pinned_when_a_ca_signed_certificate_appears() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (roots, cert, key) = private_ca(&tmp.path().join("pki"));
+    let mut config = ServeConfig::for_tests(tmp.path().join("broker"));
+    config.tls_cert = Some(cert);
+    config.tls_key = Some(key);
+    let (broker, _) = broker_with_alice_at(config).await;
+    let url = broker.url();
+    let known = KnownBrokers::new(tmp.path().join("client"));
+
+    // Nothing known: the CA is enough, as before.
+    let trust = BrokerClient::trust_for_login(&known, &url, roots.clone())
+        .await
+        .unwrap();
+    assert!(matches!(trust, BrokerTrust::CaSigned), "{trust:?}");
+
+    // Known by another fingerprint (the self-signed certificate it had before): the
+    // CA-signed one now presented is refused, naming both.
+    let earlier = Fingerprint::of_der(b"the broker's earlier self-signed certificate");
+    known.trust(&url, earlier).unwrap();
+    let before = std::fs::read(known.path()).unwrap();
+    let err = BrokerClient::trust_for_login(&known, &url, roots.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Trust, "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&earlier.to_string()), "{text}");
+    assert!(text.contains(broker.fingerprint()), "{text}");
+    assert_eq!(
+        std::fs::read(known.path()).unwrap(),
+        before,
+        "nothing changed"
+    );
+
+    // Known by this very certificate: still pinned to it, not merely CA-trusted.
+    let this: Fingerprint = broker.fingerprint().parse().unwrap();
+    known.trust(&url, this).unwrap();
+    let trust = BrokerClient::trust_for_login(&known, &url, roots.clone())
+        .await
+        .unwrap();
+    assert!(
+        matches!(trust, BrokerTrust::Fingerprint(fp) if fp == this),
+        "{trust:?}"
+    );
     broker.shutdown().await.unwrap();
 }

@@ -279,6 +279,124 @@ async fn bad_names_missing_profile_and_missing_file_are_explained() {
     assert!(!wg_dir.exists() && !log.exists(), "nothing written or run");
 }
 
+/// Every entry under `dir`, sorted (an absent directory has none).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_renders_from_the_kept_profile_not_from_a_file_a_user_could_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    let config = tmp.path().join("alice");
+    login(&config, &broker, "alice", &secret).await;
+    let made = grantwire(&config, &["profile", "home"], "").await;
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let user_file = config.join("profiles/home.conf");
+    let clean = std::fs::read_to_string(&user_file).unwrap();
+    // The profile file lives where the user (or anything running as the user) can write.
+    std::fs::write(&user_file, format!("{clean}PostUp = touch /tmp/pwned\n")).unwrap();
+
+    let log = tmp.path().join("wg-quick.log");
+    let bin = fake_wg_quick(&tmp.path().join("bin"), &log);
+    let wg_dir = tmp.path().join("wg");
+    let up = gw_env(
+        &[],
+        &config,
+        &["up", "home", "--wg-dir", wg_dir.to_str().unwrap()],
+        &[("PATH", bin.to_str().unwrap())],
+        "",
+    )
+    .await;
+    assert_eq!(up.code, Some(0), "{}", up.stderr);
+    assert!(!up.stderr.contains("renewing"), "{}", up.stderr);
+    let conf = std::fs::read_to_string(wg_dir.join("gw-home.conf")).unwrap();
+    assert_eq!(conf, clean);
+    assert_eq!(mode(&wg_dir), 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_and_down_refuse_a_directory_or_file_others_could_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    let config = tmp.path().join("alice");
+    login(&config, &broker, "alice", &secret).await;
+    let made = grantwire(&config, &["profile", "home"], "").await;
+    assert_eq!(made.code, Some(0), "{}", made.stderr);
+    let kept = std::fs::read(config.join("profiles/home.json")).unwrap();
+    let log = tmp.path().join("wg-quick.log");
+    let bin = fake_wg_quick(&tmp.path().join("bin"), &log);
+    let env = [("PATH", bin.to_str().unwrap())];
+    let nobody = 65534;
+
+    // The directory itself writable by its group or others, or not root's; a directory above
+    // it not root's (its owner could rename the directory away and put another in its place).
+    let open = tmp.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o770)).unwrap();
+    let theirs = tmp.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(nobody), Some(nobody)).unwrap();
+    let above = tmp.path().join("above");
+    std::fs::create_dir_all(above.join("wg")).unwrap();
+    std::os::unix::fs::chown(&above, Some(nobody), Some(nobody)).unwrap();
+    for (dir, says) in [
+        (open.clone(), "writable by its group or others"),
+        (theirs.clone(), "not root"),
+        (above.join("wg"), "not root"),
+        (above.join("new"), "not root"),
+    ] {
+        let wg = dir.to_str().unwrap();
+        let run = gw_env(&[], &config, &["up", "home", "--wg-dir", wg], &env, "").await;
+        assert_eq!(run.code, Some(1), "{wg}: {}", run.stderr);
+        assert!(
+            run.stderr.contains("refusing") && run.stderr.contains(says),
+            "{wg}: {}",
+            run.stderr
+        );
+        assert!(entries(&dir).is_empty(), "{wg}: nothing written");
+    }
+    assert!(!above.join("new").exists());
+    assert!(!log.exists(), "wg-quick never ran");
+    assert_eq!(
+        std::fs::read(config.join("profiles/home.json")).unwrap(),
+        kept
+    );
+
+    // A link planted at the file name is replaced, not written through.
+    let wg_dir = tmp.path().join("wg");
+    std::fs::create_dir(&wg_dir).unwrap();
+    let target = tmp.path().join("elsewhere");
+    std::fs::write(&target, "untouched").unwrap();
+    std::os::unix::fs::symlink(&target, wg_dir.join("gw-home.conf")).unwrap();
+    let wg = wg_dir.to_str().unwrap();
+    let run = gw_env(&[], &config, &["up", "home", "--wg-dir", wg], &env, "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    let conf = wg_dir.join("gw-home.conf");
+    assert!(std::fs::symlink_metadata(&conf).unwrap().is_file());
+    assert_eq!(entries(&wg_dir), ["gw-home.conf"]);
+
+    // `down` hands wg-quick the file too (it runs PreDown/PostDown): only root's will do.
+    std::fs::remove_file(&log).unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o620)).unwrap();
+    let run = gw_env(&[], &config, &["down", "home", "--wg-dir", wg], &env, "").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(run.stderr.contains("refusing"), "{}", run.stderr);
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&conf, Some(nobody), None).unwrap();
+    let run = gw_env(&[], &config, &["down", "home", "--wg-dir", wg], &env, "").await;
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert!(!log.exists(), "wg-quick never ran");
+}
+
 // --- the real thing: wg-quick and wireguard-go in a network namespace -------------------------
 
 /// A namespace joined to this one by a veth pair (`10.231.N.1` here, `.2` there); on drop the

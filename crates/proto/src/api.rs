@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::{Pin, PresharedKey, Profile, PublicKey};
+use crate::{LeaseId, Name, Pin, PresharedKey, Profile, PublicKey};
 
 /// `{"error": {"code": "...", "message": "..."}}`: the only shape an error response has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,8 +122,8 @@ pub struct WhoamiResponse {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WhoamiLease {
-    pub id: String,
-    pub edge: String,
+    pub id: LeaseId,
+    pub edge: Name,
     pub pin: Pin,
     /// Whether `pin` covers `source_ip`.
     pub pinned_here: bool,

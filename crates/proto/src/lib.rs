@@ -8,11 +8,13 @@
 
 pub mod api;
 pub mod keys;
+pub mod names;
 pub mod pin;
 pub mod profile;
 
 pub use api::*;
 pub use keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
+pub use names::{Endpoint, FieldError, LeaseId, Name, PlexUrl};
 pub use pin::{Pin, PinError};
 pub use profile::Profile;
 

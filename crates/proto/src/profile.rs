@@ -6,25 +6,28 @@ use std::net::Ipv4Addr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{Pin, PresharedKey, PrivateKey, PublicKey};
+use crate::{Endpoint, LeaseId, Name, Pin, PlexUrl, PresharedKey, PrivateKey, PublicKey};
 
 /// Everything a WireGuard client needs for one lease except its private key, which never leaves
 /// the device: the client adds it when rendering ([`Profile::to_wg_quick`]).
+///
+/// Every field is a parsed type, so a profile that deserialized renders a wg-quick file with
+/// exactly the lines below and nothing a broker slipped in (see [`crate::names`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
-    pub lease_id: String,
-    pub edge: String,
+    pub lease_id: LeaseId,
+    pub edge: Name,
     /// The client's tunnel address (a /32 inside the edge's subnet).
     pub address: Ipv4Addr,
     pub edge_public_key: PublicKey,
     /// `HOST:PORT` of the edge's WireGuard endpoint, as the operator registered it.
-    pub endpoint: String,
+    pub endpoint: Endpoint,
     /// Split tunnel: only the edge's tunnel address, so the user's other traffic is untouched.
     pub allowed_ips: Vec<IpNet>,
     pub preshared_key: PresharedKey,
     pub persistent_keepalive: u16,
     /// Where Plex answers inside the tunnel, e.g. `http://10.77.0.1:32400/web`.
-    pub plex_url: String,
+    pub plex_url: PlexUrl,
     /// The source prefix the edge admits this peer from.
     pub pin: Pin,
     /// Unix seconds after which the edge drops the peer.
@@ -88,15 +91,15 @@ mod tests {
 
     pub(crate) fn sample() -> Profile {
         Profile {
-            lease_id: "l-1".into(),
-            edge: "home".into(),
+            lease_id: "l-1".parse().unwrap(),
+            edge: "home".parse().unwrap(),
             address: "10.77.0.2".parse().unwrap(),
             edge_public_key: PrivateKey::from_random_bytes([1; 32]).public_key(),
-            endpoint: "192.0.2.1:51820".into(),
+            endpoint: "192.0.2.1:51820".parse().unwrap(),
             allowed_ips: vec!["10.77.0.1/32".parse().unwrap()],
             preshared_key: PresharedKey::from_bytes([2; 32]),
             persistent_keepalive: 25,
-            plex_url: "http://10.77.0.1:32400/web".into(),
+            plex_url: "http://10.77.0.1:32400/web".parse().unwrap(),
             pin: "198.51.100.7/32".parse().unwrap(),
             expires_at: 1_700_000_000,
         }
@@ -153,6 +156,31 @@ mod tests {
         let json = serde_json::to_string(&p).unwrap();
         let back: Profile = serde_json::from_str(&json).unwrap();
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn json_with_any_field_out_of_shape_is_refused() {
+        let hostile = [
+            ("endpoint", "203.0.113.5:51820\nPostUp = touch /tmp/pwned"),
+            ("edge", "home\nPostUp = x"),
+            ("edge", "../x"),
+            ("edge", "a/b"),
+            ("lease_id", "l-1\nPostUp = x"),
+            ("plex_url", "http://10.77.0.1:32400/web\nPostUp = x"),
+            ("preshared_key", "not base64\nPostUp = x"),
+            ("edge_public_key", "AAAA"),
+            ("address", "10.77.0.2\nPostUp = x"),
+            ("allowed_ips", "10.77.0.1/32"),
+            ("pin", "198.51.100.7/32\nPostUp = x"),
+        ];
+        for (field, value) in hostile {
+            let mut v = serde_json::to_value(sample()).unwrap();
+            v[field] = serde_json::Value::String(value.into());
+            assert!(
+                serde_json::from_value::<Profile>(v).is_err(),
+                "{field} = {value:?}"
+            );
+        }
     }
 
     #[test]

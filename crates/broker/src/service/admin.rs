@@ -292,16 +292,13 @@ pub(crate) async fn admin_audit(
 
 /// Names are `[a-z0-9-]{1,32}`: they appear in URIs, file names and audit lines unescaped.
 pub fn check_name(name: &str, what: &str) -> Result<()> {
-    let ok = (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!(
-            "{what} name must be 1-32 characters of a-z, 0-9 and '-'"
-        )))
+    // The rule clients parse names by: what is accepted here can be sent to them.
+    match name.parse::<grantwire_proto::Name>() {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Error::BadRequest(format!(
+            "{what} name must be {}",
+            e.rule()
+        ))),
     }
 }
 
@@ -320,21 +317,11 @@ pub fn check_kind(kind: &str) -> Result<()> {
 
 /// `HOST:PORT`, with HOST a name or an address (IPv6 in brackets) and a non-zero port.
 pub fn check_endpoint(endpoint: &str) -> Result<()> {
-    let bad = || Error::BadRequest("endpoint must be HOST:PORT".into());
-    if endpoint.parse::<SocketAddr>().is_ok() {
-        return Ok(());
+    // The rule clients parse a profile's endpoint by (`grantwire_proto::Endpoint`).
+    match endpoint.parse::<grantwire_proto::Endpoint>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::BadRequest("endpoint must be HOST:PORT".into())),
     }
-    let (host, port) = endpoint.rsplit_once(':').ok_or_else(bad)?;
-    let port: u16 = port.parse().map_err(|_| bad())?;
-    let host_ok = !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-    if port == 0 || !host_ok {
-        return Err(bad());
-    }
-    Ok(())
 }
 
 /// An edge's endpoints: each `HOST:PORT`, and either one hostname alone or at most one IPv4
@@ -344,11 +331,13 @@ pub fn check_endpoints(endpoints: &[String]) -> Result<()> {
     let mut v6 = 0;
     let mut names = 0;
     for e in endpoints {
-        check_endpoint(e)?;
-        match e.parse::<SocketAddr>() {
-            Ok(SocketAddr::V4(_)) => v4 += 1,
-            Ok(SocketAddr::V6(_)) => v6 += 1,
-            Err(_) => names += 1,
+        let endpoint: grantwire_proto::Endpoint = e
+            .parse()
+            .map_err(|_| Error::BadRequest("endpoint must be HOST:PORT".into()))?;
+        match endpoint.socket_addr() {
+            Some(SocketAddr::V4(_)) => v4 += 1,
+            Some(SocketAddr::V6(_)) => v6 += 1,
+            None => names += 1,
         }
     }
     let ok = match names {

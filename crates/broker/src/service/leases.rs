@@ -1,10 +1,10 @@
 //! Issuing leases to users, enrolling edges, and building an edge's lease set.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddrV4};
 
 use grantwire_proto::{
     EnrolRequest, EnrolResponse, LeaseListResponse, LeaseRequest, LeaseResponse,
-    LeaseRevokeResponse, LeaseSet, Pin, PresharedKey, Profile, PublicKey, WhoamiLease,
+    LeaseRevokeResponse, LeaseSet, Pin, PlexUrl, PresharedKey, Profile, PublicKey, WhoamiLease,
     WhoamiResponse, DEFAULT_KEEPALIVE_SECS, PLEX_PORT,
 };
 use ipnet::{IpNet, Ipv4Net};
@@ -59,8 +59,8 @@ impl Broker {
                 let info = r.to_info()?;
                 Ok(WhoamiLease {
                     pinned_here: info.pin.covers(source),
-                    id: info.id,
-                    edge: info.edge,
+                    id: wire_field(&info.id)?,
+                    edge: wire_field(&info.edge)?,
                     pin: info.pin,
                     expires_at: info.expires_at,
                 })
@@ -383,18 +383,29 @@ fn profile(
     let edge_addr = edge.tunnel_address()?;
     let edge_public_key = edge_key(&edge)?;
     Ok(Profile {
-        lease_id,
-        edge: edge.name,
+        lease_id: wire_field(&lease_id)?,
+        edge: wire_field(&edge.name)?,
         address,
         edge_public_key,
-        endpoint,
+        endpoint: wire_field(&endpoint)?,
         allowed_ips: vec![IpNet::V4(Ipv4Net::from(edge_addr))],
         preshared_key,
         persistent_keepalive: DEFAULT_KEEPALIVE_SECS,
-        plex_url: format!("http://{edge_addr}:{PLEX_PORT}/web"),
+        plex_url: PlexUrl::new(SocketAddrV4::new(edge_addr, PLEX_PORT)),
         pin,
         expires_at,
     })
+}
+
+/// A stored name, id or endpoint as the wire type clients parse it into. Each was checked by
+/// the same rule when it was made, so a failure is a damaged row, not a user's mistake.
+fn wire_field<T>(stored: &str) -> Result<T>
+where
+    T: std::str::FromStr<Err = grantwire_proto::FieldError>,
+{
+    stored
+        .parse()
+        .map_err(|e| Error::Internal(format!("stored value out of shape: {e}")))
 }
 
 fn hex(bytes: &[u8]) -> String {

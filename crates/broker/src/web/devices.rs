@@ -151,11 +151,11 @@ fn signed_in(session: &WebSession) -> SignedIn<'_> {
 
 fn device_profile(p: &Profile) -> DeviceProfile {
     DeviceProfile {
-        lease_id: p.lease_id.clone(),
-        edge: p.edge.clone(),
+        lease_id: p.lease_id.to_string(),
+        edge: p.edge.to_string(),
         conf_without_key: p.to_wg_quick_without_key(),
         file_name: file_name(&p.edge),
-        plex_url: p.plex_url.clone(),
+        plex_url: p.plex_url.to_string(),
         pin: p.pin.to_string(),
         expires_at: p.expires_at,
         expires_text: utc(p.expires_at),

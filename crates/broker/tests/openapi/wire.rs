@@ -128,15 +128,15 @@ pub(crate) fn edge_config() -> EdgeConfig {
 
 fn profile(pin: &str) -> Profile {
     Profile {
-        lease_id: "l-0123456789abcdef".into(),
-        edge: "home".into(),
+        lease_id: "l-0123456789abcdef".parse().unwrap(),
+        edge: "home".parse().unwrap(),
         address: Ipv4Addr::new(10, 77, 0, 2),
         edge_public_key: public_key(1),
-        endpoint: "192.0.2.1:51820".into(),
+        endpoint: "192.0.2.1:51820".parse().unwrap(),
         allowed_ips: vec!["10.77.0.1/32".parse().unwrap()],
         preshared_key: PresharedKey::from_bytes([2; 32]),
         persistent_keepalive: DEFAULT_KEEPALIVE_SECS,
-        plex_url: "http://10.77.0.1:32400/web".into(),
+        plex_url: "http://10.77.0.1:32400/web".parse().unwrap(),
         pin: pin.parse().unwrap(),
         expires_at: 1_700_000_000,
     }
@@ -206,8 +206,8 @@ fn whoami() -> WhoamiResponse {
         user: "alice".into(),
         source_ip: IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),
         leases: vec![WhoamiLease {
-            id: "l-1".into(),
-            edge: "home".into(),
+            id: "l-1".parse().unwrap(),
+            edge: "home".parse().unwrap(),
             pin: "198.51.100.7/32".parse().unwrap(),
             pinned_here: true,
             expires_at: 1_700_000_000,

@@ -29,7 +29,7 @@ async fn my_access_shows_each_live_lease_and_grant() {
     assert!(html.contains(r#"<table id="leases">"#), "{html}");
     assert_eq!(html.matches("<tr data-lease-id=").count(), 1, "{html}");
     assert!(
-        !html.contains(&theirs.lease_id),
+        !html.contains(theirs.lease_id.as_str()),
         "another user's lease shown"
     );
     let row_start = html
@@ -304,7 +304,11 @@ async fn the_revoke_form_revokes_and_the_renew_form_pins_here() {
         (last.kind.as_str(), last.actor.as_deref()),
         ("lease_revoked", Some("alice"))
     );
-    assert!(last.detail.as_deref().unwrap().contains(&here.lease_id));
+    assert!(last
+        .detail
+        .as_deref()
+        .unwrap()
+        .contains(here.lease_id.as_str()));
 
     // A lease that is gone: a page saying so, not a crash or a redirect.
     let resp = h

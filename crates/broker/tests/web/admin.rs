@@ -766,7 +766,7 @@ async fn targets(a: &Admin) -> (Vec<u8>, String) {
     a.h.grant("alice", "home").await;
     let alice = sign_in(&a.h, &a.clock, "alice", &secret).await;
     let lease = a.h.api_lease(&alice, "home").await.profile.lease_id;
-    (secret, lease)
+    (secret, lease.to_string())
 }
 
 /// After refused posts: nothing changed, and alice's old TOTP secret still signs her in.
