@@ -136,7 +136,12 @@ impl FromRequestParts<Broker> for EdgeIdentity {
 
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
         let credential = bearer(parts).ok_or(Error::Unauthorized)?;
-        Ok(Self(broker.edge_by_credential(credential).await?))
+        let edge = broker.edge_by_credential(credential).await?;
+        // The edge's network may use the reserved connection slots, so its reconnect gets in
+        // while strangers hold the public ones.
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
+        broker.auth().conns.mark_known(ip);
+        Ok(Self(edge))
     }
 }
 

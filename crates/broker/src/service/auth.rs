@@ -10,6 +10,7 @@ use grantwire_proto::{LoginRequest, LoginResponse};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::broker::{ip_text, Broker};
+use crate::conn::ConnTracker;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
 use crate::store::{self, users, AuditEvent};
@@ -21,6 +22,8 @@ const MAX_NAME_LEN: usize = 64;
 
 /// The settings [`AuthState`] is made from.
 pub struct AuthConfig {
+    /// The public listener's connection count; a login opens its network's reserved slots.
+    pub conns: Arc<ConnTracker>,
     pub clock: Arc<dyn Clock>,
     pub session_idle: Duration,
     pub login_rate: RateLimit,
@@ -36,6 +39,7 @@ pub struct AuthState {
     pub(crate) session_idle: Duration,
     pub(crate) login_buckets: Buckets,
     pub(crate) lease_buckets: Buckets,
+    pub(crate) conns: Arc<ConnTracker>,
 }
 
 impl AuthState {
@@ -68,7 +72,13 @@ impl AuthState {
             }
         }
         seal_plaintext_secrets(db, &seal).await?;
+        let mut conn = db.acquire().await?;
+        for network in users::all_login_sources(&mut conn).await? {
+            config.conns.mark_known(network.addr());
+        }
+        drop(conn);
         Ok(Self {
+            conns: config.conns,
             seal,
             clock: config.clock,
             session_idle: config.session_idle,
@@ -242,6 +252,7 @@ impl Broker {
             detail: None,
         };
         store::audit(tx, now, event).await?;
+        self.auth().conns.mark_known(source);
         let network = login_network(source);
         if users::record_login_source(tx, user.id, &network, now).await? {
             let event = AuditEvent {

@@ -296,6 +296,14 @@ pub async fn record_login_source(
     Ok(known > 0 && this == 0)
 }
 
+/// Every network any user has logged in from (rows that do not parse are skipped).
+pub async fn all_login_sources(conn: &mut SqliteConnection) -> Result<Vec<ipnet::IpNet>> {
+    let rows: Vec<String> = sqlx::query_scalar("SELECT DISTINCT source FROM login_sources")
+        .fetch_all(conn)
+        .await?;
+    Ok(rows.iter().filter_map(|s| s.parse().ok()).collect())
+}
+
 /// A successful login ends the streak.
 pub async fn reset_failures(conn: &mut SqliteConnection, id: i64) -> Result<()> {
     sqlx::query("UPDATE users SET failed_streak = 0, locked_until = NULL WHERE id = ?")

@@ -47,6 +47,13 @@ impl Harness {
         };
         config.login_rate = unlimited;
         config.lease_rate = unlimited;
+        // Likewise the connection caps (one source, 127.0.0.1, opens a thousand at once in the
+        // load tests); the connection tests set them back.
+        config.conn_limits = grantwire_broker::conn::ConnLimits {
+            per_source: 100_000,
+            public: 100_000,
+            known: 0,
+        };
         f(&mut config);
         let broker = start(config).await.unwrap();
         let fp: Fingerprint = broker.fingerprint().parse().unwrap();
