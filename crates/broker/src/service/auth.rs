@@ -163,6 +163,7 @@ impl Broker {
         let step = totp::verify(&secret, &req.code, secs);
 
         let mut tx = self.write_tx().await?;
+        let mut network = None;
         let outcome = match &user {
             None => Outcome::Failed,
             Some(u) if u.disabled_at.is_some() => Outcome::Disabled,
@@ -170,7 +171,9 @@ impl Broker {
             // password is the temporary one, good only for enrolment.
             Some(u) if u.invite_expires_at.is_some() => Outcome::Invited,
             Some(u) => {
-                let state = users::account_state(&mut tx, u.id, now).await?;
+                let net = users::login_network(&mut tx, u.id, source).await?;
+                let state = users::network_state(&mut tx, u.id, &net, now).await?;
+                network = Some(net);
                 match (throttle::is_locked(state, now), password_ok, step) {
                     (true, _, _) => Outcome::Throttled,
                     (false, true, Some(step)) => {
@@ -193,8 +196,10 @@ impl Broker {
                 _ => "login_failed",
             };
             let mut locked = None;
-            if let (Some(u), Outcome::Failed | Outcome::TotpReused) = (&user, &outcome) {
-                locked = users::record_failure(&mut tx, u.id, now).await?;
+            if let (Some(u), Some(net), Outcome::Failed | Outcome::TotpReused) =
+                (&user, &network, &outcome)
+            {
+                locked = users::record_failure_from(&mut tx, u.id, net, now).await?;
             }
             let detail = match outcome {
                 Outcome::Disabled => Some("user disabled".to_owned()),
@@ -238,7 +243,8 @@ impl Broker {
         source: IpAddr,
         now: i64,
     ) -> Result<LoginResponse> {
-        users::reset_failures(tx, user.id).await?;
+        let net = users::login_network(tx, user.id, source).await?;
+        users::reset_failures(tx, user.id, &net).await?;
         let token = Token::generate();
         let ttl = i64::try_from(self.session_ttl().as_secs()).unwrap_or(i64::MAX);
         let expires_at = now.saturating_add(ttl);

@@ -64,6 +64,17 @@ impl Harness {
         }
     }
 
+    /// An HTTPS client pinned like [`Harness::http`] whose connections come from `src` (any
+    /// 127.0.0.0/8 address: all of it is loopback).
+    pub fn client_from(&self, src: &str) -> reqwest::Client {
+        let fp: Fingerprint = self.broker.fingerprint().parse().unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(grantwire_client_core::tls::client_config(Some(fp)))
+            .local_address(src.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.broker.url())
     }
