@@ -152,7 +152,7 @@ impl Broker {
         };
         // Hashed even for a locked account, so its answer takes as long as any other.
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let password_ok = self.argon2().verify(req.password, phc).await?;
+        let password_ok = self.argon2().verify_from(source, req.password, phc).await?;
         // An unknown user's code is checked against a dummy secret, so the work done (and the
         // time taken) does not depend on whether the name exists.
         let secret = user
