@@ -98,6 +98,9 @@ impl Default for ConnLimits {
 #[derive(Debug)]
 pub struct ConnTracker {
     limits: ConnLimits,
+    /// Configured trusted proxies: every client behind one arrives from its address, so it
+    /// has no per-source cap (its connections still count in the total).
+    proxies: Vec<ipnet::IpNet>,
     state: Mutex<State>,
 }
 
@@ -117,8 +120,14 @@ pub enum Refused {
 
 impl ConnTracker {
     pub fn new(limits: ConnLimits) -> Arc<Self> {
+        Self::with_proxies(limits, Vec::new())
+    }
+
+    /// A tracker that exempts `proxies` from the per-source cap.
+    pub fn with_proxies(limits: ConnLimits, proxies: Vec<ipnet::IpNet>) -> Arc<Self> {
         Arc::new(Self {
             limits,
+            proxies,
             state: Mutex::new(State::default()),
         })
     }
@@ -132,7 +141,8 @@ impl ConnTracker {
         let key = source_key(ip);
         let mut state = self.lock();
         let held = state.per_source.get(&key).copied().unwrap_or(0);
-        if held >= self.limits.per_source {
+        let proxy = self.proxies.iter().any(|p| p.contains(&ip.to_canonical()));
+        if held >= self.limits.per_source && !proxy {
             return Err(Refused::SourceFull);
         }
         let cap = if state.known.contains(&key) {
@@ -423,6 +433,23 @@ mod tests {
         drop(c1);
         let _a3 = t.admit(a).unwrap();
         assert_eq!(t.open(), 3);
+    }
+
+    #[test]
+    fn a_trusted_proxy_has_no_per_source_cap() {
+        let limits = ConnLimits {
+            per_source: 1,
+            public: 3,
+            known: 0,
+        };
+        let t = ConnTracker::with_proxies(limits, vec!["10.0.0.0/8".parse().unwrap()]);
+        let proxy: IpAddr = "10.1.2.3".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| t.admit(proxy).unwrap()).collect();
+        assert_eq!(t.admit(proxy).unwrap_err(), Refused::AllFull);
+        drop(held);
+        let other: IpAddr = "192.0.2.1".parse().unwrap();
+        let _o = t.admit(other).unwrap();
+        assert_eq!(t.admit(other).unwrap_err(), Refused::SourceFull);
     }
 
     #[test]

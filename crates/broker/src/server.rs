@@ -156,7 +156,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     let db = store::open(&db_path).await?;
     let permits = secrets::argon2_permits(std::thread::available_parallelism().ok());
     let argon2 = secrets::Argon2Gate::new(permits).await?;
-    let conns = crate::conn::ConnTracker::new(config.conn_limits);
+    let conns =
+        crate::conn::ConnTracker::with_proxies(config.conn_limits, config.trusted_proxies.clone());
     let auth_config = crate::service::auth::AuthConfig {
         conns: Arc::clone(&conns),
         clock: config.clock.clone(),
