@@ -264,6 +264,15 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
         .map(grantwire_broker::alerts::Webhook::parse)
         .transpose()
         .map_err(usage)?;
+    let nofile = grantwire_broker::conn::raise_fd_limit().context("reading RLIMIT_NOFILE")?;
+    let conn_limits = grantwire_broker::conn::ConnLimits::for_fd_limit(nofile);
+    tracing::info!(
+        nofile,
+        per_source = conn_limits.per_source,
+        public = conn_limits.public,
+        known = conn_limits.known,
+        "descriptor limit and connection caps"
+    );
     let config = ServeConfig {
         data_dir,
         listen: args.listen,
@@ -282,6 +291,8 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
         },
         trusted_proxies: args.trusted_proxies,
         alert_webhook,
+        conn_limits,
+        conn_timeouts: grantwire_broker::conn::Timeouts::default(),
     };
     let mut running = grantwire_broker::start(config)
         .await

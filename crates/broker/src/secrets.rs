@@ -5,11 +5,13 @@
 //! digest is found by an indexed equality lookup: what timing could reveal is a prefix of a
 //! SHA-256 digest, which does not help forge the token.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -218,7 +220,16 @@ pub struct Argon2Gate {
     /// Made at start rather than on first use, so the first login for an unknown name is not
     /// slower (and so distinguishable) from later ones.
     dummy: Arc<str>,
+    /// Checks each source (IPv4 address, IPv6 /64) has waiting or running.
+    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
+
+/// Checks one source may have waiting or running at once. With one queue for everyone, fifty
+/// addresses each at their allowed login rate filled it and every other login got 429; with
+/// this cap each source holds at most two places, and a source's first check always gets a
+/// place (see [`Argon2Gate::verify_from`]), so a login waits behind at most two checks of
+/// each other source, whatever they send.
+pub const MAX_ARGON2_PER_SOURCE: usize = 2;
 
 /// Requests allowed to wait for an argon2 permit. With 4 permits and ~50 ms a hash this is
 /// under a second of queue; anything beyond is a flood and is refused at once.
@@ -236,6 +247,7 @@ impl Argon2Gate {
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
             dummy: dummy.into(),
+            sources: Arc::default(),
         })
     }
 
@@ -261,11 +273,53 @@ impl Argon2Gate {
         .await?)
     }
 
+    /// [`Argon2Gate::verify`] for a request from `source`, admitted fairly: at most
+    /// [`MAX_ARGON2_PER_SOURCE`] checks per source waiting or running (more get 429 at once),
+    /// and a source's first check queues even when the shared queue is full. The queue is so
+    /// bounded by its size plus the number of sources, which the connection caps bound.
+    pub async fn verify_from(
+        &self,
+        source: IpAddr,
+        password: String,
+        phc: Option<String>,
+    ) -> Result<bool> {
+        let turn = self.admit(source)?;
+        let permit = self.permit_queued(turn.first).await?;
+        let dummy = Arc::clone(&self.dummy);
+        Ok(tokio::task::spawn_blocking(move || {
+            // Both held until the hash is done, even if the request is dropped meanwhile.
+            let (_permit, _turn) = (permit, turn);
+            verify_password(&password, phc.as_deref(), &dummy)
+        })
+        .await?)
+    }
+
+    fn admit(&self, source: IpAddr) -> Result<SourceTurn> {
+        let key = crate::conn::source_key(source);
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        let held = map.entry(key).or_insert(0);
+        if *held >= MAX_ARGON2_PER_SOURCE {
+            return Err(Error::RateLimited { retry_after: 1 });
+        }
+        *held += 1;
+        Ok(SourceTurn {
+            sources: Arc::clone(&self.sources),
+            key,
+            first: *held == 1,
+        })
+    }
+
     async fn permit(&self) -> Result<OwnedSemaphorePermit> {
+        self.permit_queued(false).await
+    }
+
+    /// A permit, waiting for it in the shared queue; refused (429) when the queue is full,
+    /// unless `always_queue`.
+    async fn permit_queued(&self, always_queue: bool) -> Result<OwnedSemaphorePermit> {
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Ok(permit);
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting {
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.max_waiting && !always_queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             return Err(Error::RateLimited { retry_after: 1 });
         }
@@ -275,6 +329,26 @@ impl Argon2Gate {
             .acquire_owned()
             .await
             .map_err(|_| Error::Internal("argon2 semaphore closed".into()))
+    }
+}
+
+/// A source's place among the argon2 checks; given back on drop.
+struct SourceTurn {
+    sources: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    key: IpAddr,
+    /// Whether the source had nothing else waiting or running.
+    first: bool,
+}
+
+impl Drop for SourceTurn {
+    fn drop(&mut self) {
+        let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
     }
 }
 
@@ -364,6 +438,53 @@ mod tests {
         drop(held);
         assert!(verify.await.unwrap());
         assert!(hash.await.is_ok());
+    }
+
+    /// Whether `check` answers 429 on its first poll (without waiting for a permit).
+    async fn refused_at_once(check: impl std::future::Future<Output = Result<bool>>) -> bool {
+        tokio::pin!(check);
+        matches!(
+            futures_util::poll!(&mut check),
+            std::task::Poll::Ready(Err(Error::RateLimited { .. }))
+        )
+    }
+
+    #[tokio::test]
+    async fn each_source_holds_at_most_two_places_and_a_new_source_always_queues() {
+        let gate = Argon2Gate::with_queue(1, 3).await.unwrap();
+        let held = gate.permit().await.unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let b_too: IpAddr = "2001:db8:1:2::99".parse().unwrap();
+        let c: IpAddr = "192.0.2.3".parse().unwrap();
+        let a1 = gate.verify_from(a, "x".into(), None);
+        let a2 = gate.verify_from(a, "x".into(), None);
+        tokio::pin!(a1, a2);
+        assert!(futures_util::poll!(&mut a1).is_pending());
+        assert!(
+            futures_util::poll!(&mut a2).is_pending(),
+            "a's second did not queue"
+        );
+        // a's third is refused at once, though the queue is not full.
+        let a3 = refused_at_once(gate.verify_from(a, "x".into(), None)).await;
+        assert!(a3, "a's third was not refused at once");
+        // b's first fills the shared queue (three places), yet c gets in; b's second (from the
+        // same /64) does not.
+        let b1 = gate.verify_from(b, "x".into(), None);
+        let c1 = gate.verify_from(c, "x".into(), None);
+        tokio::pin!(b1, c1);
+        assert!(futures_util::poll!(&mut b1).is_pending(), "b was refused");
+        assert!(futures_util::poll!(&mut c1).is_pending(), "c was refused");
+        let b2 = refused_at_once(gate.verify_from(b_too, "x".into(), None)).await;
+        assert!(b2, "b's second was not refused at once");
+        drop(held);
+        for done in [a1.await, a2.await, b1.await, c1.await] {
+            assert!(!done.unwrap(), "an unknown user's check passed");
+        }
+        // Every place was given back.
+        assert!(gate.sources.lock().unwrap().is_empty());
+        let again = gate.verify_from(a, "x".into(), None).await;
+        assert!(!again.unwrap());
     }
 
     #[test]

@@ -4,15 +4,18 @@
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use hyper_util::rt::TokioTimer;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin_socket::AdminListener;
 use crate::broker::Broker;
+use crate::conn::GuardedAcceptor;
 use crate::error::{Error, Result};
 use crate::{routes, secrets, store, tls};
 
@@ -40,6 +43,10 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where alerts are POSTed; `None`: they are only recorded.
     pub alert_webhook: Option<crate::alerts::Webhook>,
+    /// Caps on open public connections (`serve` derives them from the descriptor limit).
+    pub conn_limits: crate::conn::ConnLimits,
+    /// How long a connection may make no progress.
+    pub conn_timeouts: crate::conn::Timeouts,
 }
 
 impl ServeConfig {
@@ -58,6 +65,8 @@ impl ServeConfig {
             lease_rate: crate::throttle::LEASE_RATE,
             trusted_proxies: Vec::new(),
             alert_webhook: None,
+            conn_limits: crate::conn::ConnLimits::default(),
+            conn_timeouts: crate::conn::Timeouts::default(),
         }
     }
 }
@@ -75,6 +84,7 @@ pub struct RunningBroker {
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     /// The expiry sweeper and the alert sender; they end on the broker's shutdown signal.
     background: Vec<JoinHandle<()>>,
+    conns: Arc<crate::conn::ConnTracker>,
 }
 
 impl RunningBroker {
@@ -99,6 +109,11 @@ impl RunningBroker {
 
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
+    }
+
+    /// Public connections open now (each holds a slot from accept to close).
+    pub fn open_connections(&self) -> usize {
+        self.conns.open()
     }
 
     /// The broker's operations (admin actions, counts, audit log), in-process.
@@ -141,7 +156,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     let db = store::open(&db_path).await?;
     let permits = secrets::argon2_permits(std::thread::available_parallelism().ok());
     let argon2 = secrets::Argon2Gate::new(permits).await?;
+    let conns =
+        crate::conn::ConnTracker::with_proxies(config.conn_limits, config.trusted_proxies.clone());
     let auth_config = crate::service::auth::AuthConfig {
+        conns: Arc::clone(&conns),
         clock: config.clock.clone(),
         session_idle: config.session_idle,
         login_rate: config.login_rate,
@@ -161,7 +179,22 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let https = axum_server::Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(identity.config))
+    let tls = RustlsAcceptor::new(RustlsConfig::from_config(identity.config));
+    let acceptor = GuardedAcceptor::new(Arc::clone(&conns), tls, config.conn_timeouts);
+    let mut server = axum_server::from_tcp(listener).acceptor(acceptor);
+    let builder = server.http_builder();
+    // Also bounds an idle HTTP/1 keep-alive connection: hyper starts this clock whenever it
+    // waits for the next request head.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(config.conn_timeouts.first_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(crate::conn::H2_PING_INTERVAL)
+        .keep_alive_timeout(crate::conn::H2_PING_TIMEOUT);
+    let server = server
         .handle(https.clone())
         .serve(routes::app(broker.clone()).into_make_service_with_connect_info::<SocketAddr>());
 
@@ -190,6 +223,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         admin_stop,
         tasks,
         background,
+        conns,
     })
 }
 

@@ -118,6 +118,21 @@ impl Buckets {
         }
     }
 
+    /// Whether `ip` has a token at `now_ms` (without taking it), or how many seconds until it
+    /// has one.
+    pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
+        let map = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((tokens, at)) = map.get(&bucket_key(ip)) else {
+            return Ok(());
+        };
+        let refilled = (*tokens + elapsed(*at, now_ms) * self.per_sec).min(self.burst);
+        if refilled >= 1.0 {
+            return Ok(());
+        }
+        let secs = ((1.0 - refilled) / self.per_sec).ceil();
+        Err(if secs >= 1.0 { secs as u64 } else { 1 })
+    }
+
     /// Takes a token for `ip` at `now_ms`, or says how many seconds until one is free.
     pub fn take(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
         let key = bucket_key(ip);
@@ -221,6 +236,28 @@ impl LeaseBudget {
     }
 }
 
+/// Guessing bearer tokens shares the login budget: a request whose session token or edge
+/// credential matches nothing costs its source one login attempt, and a source with no attempt
+/// left is refused (429) before the lookup, so a flood of made-up tokens cannot turn into a
+/// flood of database reads.
+pub struct TokenGuesses;
+
+impl TokenGuesses {
+    /// Refuses `ip` when its login budget is spent; takes nothing.
+    pub fn check(broker: &Broker, ip: IpAddr) -> Result<(), Error> {
+        let auth = broker.auth();
+        auth.login_buckets
+            .check(ip, auth.clock.now_ms())
+            .map_err(|retry_after| Error::RateLimited { retry_after })
+    }
+
+    /// Spends one login attempt of `ip` for a token that matched nothing.
+    pub fn spend(broker: &Broker, ip: IpAddr) {
+        let auth = broker.auth();
+        let _ = auth.login_buckets.take(ip, auth.clock.now_ms());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,6 +308,18 @@ mod tests {
         assert_eq!(b.take(ip, t + 500), Err(1));
         assert!(b.take(ip, t + 1_600).is_ok());
         assert!(b.take(ip, t + 1_700).is_err());
+    }
+
+    #[test]
+    fn checking_a_bucket_takes_nothing() {
+        let b = Buckets::new(1, 1);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert!(b.check(ip, 0).is_ok());
+        assert!(b.check(ip, 0).is_ok());
+        assert!(b.take(ip, 0).is_ok());
+        assert_eq!(b.check(ip, 0), Err(1));
+        assert_eq!(b.check(ip, 500), Err(1));
+        assert!(b.check(ip, 1_000).is_ok());
     }
 
     #[test]

@@ -80,7 +80,13 @@ fn ids(set: &LeaseSet) -> Vec<String> {
 async fn lease_id(h: &Harness, token: &str, edge: &str) -> String {
     let resp = h.request_lease(token, edge).await;
     assert_eq!(resp.status(), 200);
-    resp.json::<LeaseResponse>().await.unwrap().profile.lease_id
+    resp.json::<LeaseResponse>()
+        .await
+        .unwrap()
+        .profile
+        .lease_id
+        .as_str()
+        .to_owned()
 }
 
 /// Reads sets until one has exactly `want` (the broker may push intermediate ones).

@@ -75,7 +75,7 @@ async fn live_keys_are_sealed_in_the_file_and_ended_ones_erased() {
     h.broker
         .admin()
         .lease_revoke(LeaseRevokeRequest {
-            id: profiles[0].lease_id.clone(),
+            id: profiles[0].lease_id.to_string(),
         })
         .await
         .unwrap();
@@ -122,7 +122,7 @@ async fn plaintext_keys_left_by_an_older_broker_are_sealed_or_erased_at_start() 
     h.broker
         .admin()
         .lease_revoke(LeaseRevokeRequest {
-            id: ended.lease_id.clone(),
+            id: ended.lease_id.to_string(),
         })
         .await
         .unwrap();
@@ -134,7 +134,7 @@ async fn plaintext_keys_left_by_an_older_broker_are_sealed_or_erased_at_start() 
         for p in [&live, &ended] {
             conn.execute(
                 "UPDATE leases SET preshared_key = ? WHERE id = ?",
-                rusqlite::params![p.preshared_key.as_bytes().as_slice(), p.lease_id],
+                rusqlite::params![p.preshared_key.as_bytes().as_slice(), p.lease_id.as_str()],
             )
             .unwrap();
         }

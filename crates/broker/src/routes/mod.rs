@@ -17,6 +17,7 @@ use axum::Router;
 use crate::broker::Broker;
 use crate::error::{self, Error};
 use crate::store::{edges::EdgeRow, users::SessionUser};
+use crate::throttle::TokenGuesses;
 
 /// Largest request body we read. Every request is a few hundred bytes of JSON; the cap keeps a
 /// stranger from making the broker buffer more.
@@ -123,8 +124,14 @@ impl FromRequestParts<Broker> for UserSession {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
-        Ok(Self(broker.session(token).await?))
+        TokenGuesses::check(broker, ip)?;
+        let session = broker.session(token).await;
+        if matches!(session, Err(Error::Unauthorized)) {
+            TokenGuesses::spend(broker, ip);
+        }
+        Ok(Self(session?))
     }
 }
 
@@ -135,8 +142,18 @@ impl FromRequestParts<Broker> for EdgeIdentity {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let credential = bearer(parts).ok_or(Error::Unauthorized)?;
-        Ok(Self(broker.edge_by_credential(credential).await?))
+        TokenGuesses::check(broker, ip)?;
+        let edge = broker.edge_by_credential(credential).await;
+        if matches!(edge, Err(Error::Unauthorized)) {
+            TokenGuesses::spend(broker, ip);
+        }
+        let edge = edge?;
+        // The edge's network may use the reserved connection slots, so its reconnect gets in
+        // while strangers hold the public ones.
+        broker.auth().conns.mark_known(ip);
+        Ok(Self(edge))
     }
 }
 
@@ -147,13 +164,19 @@ impl FromRequestParts<Broker> for AnyCaller {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
+        TokenGuesses::check(broker, ip)?;
         match broker.session(token).await {
             Ok(_) => return Ok(Self),
             Err(Error::Unauthorized) => {}
             Err(e) => return Err(e),
         }
-        broker.edge_by_credential(token).await.map(|_| Self)
+        let edge = broker.edge_by_credential(token).await;
+        if matches!(edge, Err(Error::Unauthorized)) {
+            TokenGuesses::spend(broker, ip);
+        }
+        edge.map(|_| Self)
     }
 }
 

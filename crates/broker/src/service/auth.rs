@@ -10,6 +10,7 @@ use grantwire_proto::{LoginRequest, LoginResponse};
 use sqlx::{SqliteConnection, SqlitePool};
 
 use crate::broker::{ip_text, Broker};
+use crate::conn::ConnTracker;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
 use crate::store::{self, leases, users, AuditEvent};
@@ -21,6 +22,8 @@ const MAX_NAME_LEN: usize = 64;
 
 /// The settings [`AuthState`] is made from.
 pub struct AuthConfig {
+    /// The public listener's connection count; a login opens its network's reserved slots.
+    pub conns: Arc<ConnTracker>,
     pub clock: Arc<dyn Clock>,
     pub session_idle: Duration,
     pub login_rate: RateLimit,
@@ -38,6 +41,7 @@ pub struct AuthState {
     pub(crate) session_idle: Duration,
     pub(crate) login_buckets: Buckets,
     pub(crate) lease_buckets: Buckets,
+    pub(crate) conns: Arc<ConnTracker>,
 }
 
 impl AuthState {
@@ -83,7 +87,13 @@ impl AuthState {
         }
         seal_plaintext_secrets(db, &seal).await?;
         seal_plaintext_psks(db, &seal).await?;
+        let mut conn = db.acquire().await?;
+        for network in users::all_login_sources(&mut conn).await? {
+            config.conns.mark_known(network.addr());
+        }
+        drop(conn);
         Ok(Self {
+            conns: config.conns,
             seal: Arc::new(seal),
             clock: config.clock,
             session_idle: config.session_idle,
@@ -174,7 +184,7 @@ impl Broker {
         };
         // Hashed even for a locked account, so its answer takes as long as any other.
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let password_ok = self.argon2().verify(req.password, phc).await?;
+        let password_ok = self.argon2().verify_from(source, req.password, phc).await?;
         // An unknown user's code is checked against a dummy secret, so the work done (and the
         // time taken) does not depend on whether the name exists.
         let secret = user
@@ -185,6 +195,7 @@ impl Broker {
         let step = totp::verify(&secret, &req.code, secs);
 
         let mut tx = self.write_tx().await?;
+        let mut network = None;
         let outcome = match &user {
             None => Outcome::Failed,
             Some(u) if u.disabled_at.is_some() => Outcome::Disabled,
@@ -192,7 +203,9 @@ impl Broker {
             // password is the temporary one, good only for enrolment.
             Some(u) if u.invite_expires_at.is_some() => Outcome::Invited,
             Some(u) => {
-                let state = users::account_state(&mut tx, u.id, now).await?;
+                let net = users::login_network(&mut tx, u.id, source).await?;
+                let state = users::network_state(&mut tx, u.id, &net, now).await?;
+                network = Some(net);
                 match (throttle::is_locked(state, now), password_ok, step) {
                     (true, _, _) => Outcome::Throttled,
                     (false, true, Some(step)) => {
@@ -215,8 +228,10 @@ impl Broker {
                 _ => "login_failed",
             };
             let mut locked = None;
-            if let (Some(u), Outcome::Failed | Outcome::TotpReused) = (&user, &outcome) {
-                locked = users::record_failure(&mut tx, u.id, now).await?;
+            if let (Some(u), Some(net), Outcome::Failed | Outcome::TotpReused) =
+                (&user, &network, &outcome)
+            {
+                locked = users::record_failure_from(&mut tx, u.id, net, now).await?;
             }
             let detail = match outcome {
                 Outcome::Disabled => Some("user disabled".to_owned()),
@@ -260,7 +275,8 @@ impl Broker {
         source: IpAddr,
         now: i64,
     ) -> Result<LoginResponse> {
-        users::reset_failures(tx, user.id).await?;
+        let net = users::login_network(tx, user.id, source).await?;
+        users::reset_failures(tx, user.id, &net).await?;
         let token = Token::generate();
         let ttl = i64::try_from(self.session_ttl().as_secs()).unwrap_or(i64::MAX);
         let expires_at = now.saturating_add(ttl);
@@ -274,6 +290,7 @@ impl Broker {
             detail: None,
         };
         store::audit(tx, now, event).await?;
+        self.auth().conns.mark_known(source);
         let network = login_network(source);
         if users::record_login_source(tx, user.id, &network, now).await? {
             let event = AuditEvent {

@@ -112,7 +112,7 @@ impl Broker {
         };
         // Hashed even when the user is unknown or not invited, so the answer takes as long.
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let password_ok = self.argon2().verify(password, phc).await?;
+        let password_ok = self.argon2().verify_from(source, password, phc).await?;
         let mut tx = self.write_tx().await?;
         let refusal = match &user {
             None => Some("enrol_failed"),

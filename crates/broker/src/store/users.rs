@@ -1,6 +1,7 @@
 //! Users, their TOTP replay guard, their failed-login record, and login sessions.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use sqlx::SqliteConnection;
 
@@ -217,10 +218,64 @@ pub async fn claim_totp_step(conn: &mut SqliteConnection, user_id: i64, step: u6
     Ok(res.rows_affected() == 1)
 }
 
-/// The account's failure record at `now`.
+/// The network a login attempt is throttled by: its source's IPv4 /24 or IPv6 /64, and whether
+/// the user has logged in from it before. Failures from a known network lock only that network;
+/// failures from unknown ones share one account-wide lock and hourly cap, so a stranger can
+/// keep a user out of new networks at most, never out of the ones they use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginNetwork {
+    pub network: String,
+    pub known: bool,
+}
+
+/// Prefix lengths a login network is counted by: a household's or office's IPv4 addresses
+/// usually share their /24 (a DHCP lease that changes keeps it), and one IPv6 host holds its
+/// whole /64.
+const LOCK_PREFIX_V4: u8 = 24;
+const LOCK_PREFIX_V6: u8 = 64;
+
+/// The throttling network of `source`.
+pub fn lock_network(source: IpAddr) -> ipnet::IpNet {
+    let ip = source.to_canonical();
+    let prefix = if ip.is_ipv4() {
+        LOCK_PREFIX_V4
+    } else {
+        LOCK_PREFIX_V6
+    };
+    ipnet::IpNet::new(ip, prefix)
+        .map(|n| n.trunc())
+        .unwrap_or_else(|_| ipnet::IpNet::from(ip))
+}
+
+/// Classifies `source` for user `id`: known when any address the user logged in from lies in
+/// the same network.
+pub async fn login_network(
+    conn: &mut SqliteConnection,
+    id: i64,
+    source: IpAddr,
+) -> Result<LoginNetwork> {
+    let network = lock_network(source);
+    let sources: Vec<String> =
+        sqlx::query_scalar("SELECT source FROM login_sources WHERE user_id = ?")
+            .bind(id)
+            .fetch_all(conn)
+            .await?;
+    let known = sources
+        .iter()
+        .filter_map(|s| s.parse::<ipnet::IpNet>().ok())
+        .any(|used| network.contains(&used.network()));
+    Ok(LoginNetwork {
+        network: network.to_string(),
+        known,
+    })
+}
+
+/// The account's failure record at `now` for networks the user never logged in from (also
+/// what enrolment, which has no known networks yet, is throttled by).
 pub async fn account_state(conn: &mut SqliteConnection, id: i64, now: i64) -> Result<AccountState> {
     let (locked_until, failures_last_hour): (Option<i64>, i64) = sqlx::query_as(
-        "SELECT locked_until, (SELECT COUNT(*) FROM login_failures WHERE user_id = ?1 AND at > ?2)
+        "SELECT locked_until,
+                (SELECT COUNT(*) FROM login_failures WHERE user_id = ?1 AND at > ?2 AND known = 0)
          FROM users WHERE id = ?1",
     )
     .bind(id)
@@ -233,47 +288,128 @@ pub async fn account_state(conn: &mut SqliteConnection, id: i64, now: i64) -> Re
     })
 }
 
-/// Counts a failed login: one more in the streak, a wait once the streak is long enough, and a
-/// row for the hourly cap (older rows are dropped). Returns why the account is now locked, when
-/// this failure is the one that locked it.
+/// The failure record of a login from `net` at `now`: its own for a known network, the
+/// account-wide one for the others.
+pub async fn network_state(
+    conn: &mut SqliteConnection,
+    id: i64,
+    net: &LoginNetwork,
+    now: i64,
+) -> Result<AccountState> {
+    if !net.known {
+        return account_state(conn, id, now).await;
+    }
+    let (locked_until, failures_last_hour): (Option<i64>, i64) = sqlx::query_as(
+        "SELECT (SELECT locked_until FROM login_network_locks WHERE user_id = ?1 AND network = ?2),
+                (SELECT COUNT(*) FROM login_failures
+                 WHERE user_id = ?1 AND network = ?2 AND at > ?3)",
+    )
+    .bind(id)
+    .bind(&net.network)
+    .bind(now - 3600)
+    .fetch_one(conn)
+    .await?;
+    Ok(AccountState {
+        locked_until,
+        failures_last_hour,
+    })
+}
+
+/// Counts a failure from a network the user never logged in from (see [`record_failure_from`]).
 pub async fn record_failure(
     conn: &mut SqliteConnection,
     id: i64,
     now: i64,
 ) -> Result<Option<String>> {
+    let unknown = LoginNetwork {
+        network: String::new(),
+        known: false,
+    };
+    record_failure_from(conn, id, &unknown, now).await
+}
+
+/// Counts a failed login from `net`: one more in its streak (the network's own when known, the
+/// account-wide one otherwise), a wait once the streak is long enough, and a row for the
+/// hourly cap (older rows are dropped). Returns why the account (or network) is now locked,
+/// when this failure is the one that locked it.
+pub async fn record_failure_from(
+    conn: &mut SqliteConnection,
+    id: i64,
+    net: &LoginNetwork,
+    now: i64,
+) -> Result<Option<String>> {
     use crate::throttle::{FREE_FAILURES, MAX_FAILURES_PER_HOUR};
-    let streak: i64 = sqlx::query_scalar(
-        "UPDATE users SET failed_streak = failed_streak + 1 WHERE id = ? RETURNING failed_streak",
-    )
-    .bind(id)
-    .fetch_one(&mut *conn)
-    .await?;
+    let streak: i64 = if net.known {
+        sqlx::query_scalar(
+            "INSERT INTO login_network_locks (user_id, network, failed_streak) VALUES (?1, ?2, 1)
+             ON CONFLICT (user_id, network) DO UPDATE SET failed_streak = failed_streak + 1
+             RETURNING failed_streak",
+        )
+        .bind(id)
+        .bind(&net.network)
+        .fetch_one(&mut *conn)
+        .await?
+    } else {
+        sqlx::query_scalar(
+            "UPDATE users SET failed_streak = failed_streak + 1 WHERE id = ? RETURNING failed_streak",
+        )
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await?
+    };
     let wait = crate::throttle::wait_after(streak);
     if wait > 0 {
-        sqlx::query("UPDATE users SET locked_until = ? WHERE id = ?")
-            .bind(now.saturating_add(wait))
+        let until = now.saturating_add(wait);
+        if net.known {
+            sqlx::query(
+                "UPDATE login_network_locks SET locked_until = ? WHERE user_id = ? AND network = ?",
+            )
+            .bind(until)
             .bind(id)
+            .bind(&net.network)
             .execute(&mut *conn)
             .await?;
+        } else {
+            sqlx::query("UPDATE users SET locked_until = ? WHERE id = ?")
+                .bind(until)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     sqlx::query("DELETE FROM login_failures WHERE user_id = ? AND at <= ?")
         .bind(id)
         .bind(now - 3600)
         .execute(&mut *conn)
         .await?;
-    sqlx::query("INSERT INTO login_failures (user_id, at) VALUES (?, ?)")
+    sqlx::query("INSERT INTO login_failures (user_id, at, network, known) VALUES (?, ?, ?, ?)")
         .bind(id)
         .bind(now)
+        .bind(&net.network)
+        .bind(net.known)
         .execute(&mut *conn)
         .await?;
-    let in_hour: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM login_failures WHERE user_id = ?")
-        .bind(id)
-        .fetch_one(conn)
-        .await?;
+    let in_hour: i64 = if net.known {
+        sqlx::query_scalar("SELECT COUNT(*) FROM login_failures WHERE user_id = ? AND network = ?")
+            .bind(id)
+            .bind(&net.network)
+            .fetch_one(conn)
+            .await?
+    } else {
+        sqlx::query_scalar("SELECT COUNT(*) FROM login_failures WHERE user_id = ? AND known = 0")
+            .bind(id)
+            .fetch_one(conn)
+            .await?
+    };
+    let scope = if net.known {
+        format!(" network={}", net.network)
+    } else {
+        String::new()
+    };
     Ok(if in_hour == MAX_FAILURES_PER_HOUR {
-        Some(format!("failures_last_hour={in_hour}"))
+        Some(format!("failures_last_hour={in_hour}{scope}"))
     } else if streak == FREE_FAILURES {
-        Some(format!("failures_in_a_row={streak} wait={wait}s"))
+        Some(format!("failures_in_a_row={streak} wait={wait}s{scope}"))
     } else {
         None
     })
@@ -306,12 +442,34 @@ pub async fn record_login_source(
     Ok(known > 0 && this == 0)
 }
 
-/// A successful login ends the streak.
-pub async fn reset_failures(conn: &mut SqliteConnection, id: i64) -> Result<()> {
-    sqlx::query("UPDATE users SET failed_streak = 0, locked_until = NULL WHERE id = ?")
-        .bind(id)
-        .execute(conn)
+/// Every network any user has logged in from (rows that do not parse are skipped).
+pub async fn all_login_sources(conn: &mut SqliteConnection) -> Result<Vec<ipnet::IpNet>> {
+    let rows: Vec<String> = sqlx::query_scalar("SELECT DISTINCT source FROM login_sources")
+        .fetch_all(conn)
         .await?;
+    Ok(rows.iter().filter_map(|s| s.parse().ok()).collect())
+}
+
+/// A successful login from `net` ends that network's streak (the account-wide one for an
+/// unknown network). A known network's success leaves the account-wide streak alone: the
+/// stranger's failures elsewhere keep counting.
+pub async fn reset_failures(
+    conn: &mut SqliteConnection,
+    id: i64,
+    net: &LoginNetwork,
+) -> Result<()> {
+    if net.known {
+        sqlx::query("DELETE FROM login_network_locks WHERE user_id = ? AND network = ?")
+            .bind(id)
+            .bind(&net.network)
+            .execute(conn)
+            .await?;
+    } else {
+        sqlx::query("UPDATE users SET failed_streak = 0, locked_until = NULL WHERE id = ?")
+            .bind(id)
+            .execute(conn)
+            .await?;
+    }
     Ok(())
 }
 

@@ -47,6 +47,13 @@ impl Harness {
         };
         config.login_rate = unlimited;
         config.lease_rate = unlimited;
+        // Likewise the connection caps (one source, 127.0.0.1, opens a thousand at once in the
+        // load tests); the connection tests set them back.
+        config.conn_limits = grantwire_broker::conn::ConnLimits {
+            per_source: 100_000,
+            public: 100_000,
+            known: 0,
+        };
         f(&mut config);
         let broker = start(config).await.unwrap();
         let fp: Fingerprint = broker.fingerprint().parse().unwrap();
@@ -55,6 +62,17 @@ impl Harness {
             broker,
             _dir: dir,
         }
+    }
+
+    /// An HTTPS client pinned like [`Harness::http`] whose connections come from `src` (any
+    /// 127.0.0.0/8 address: all of it is loopback).
+    pub fn client_from(&self, src: &str) -> reqwest::Client {
+        let fp: Fingerprint = self.broker.fingerprint().parse().unwrap();
+        reqwest::Client::builder()
+            .use_preconfigured_tls(grantwire_client_core::tls::client_config(Some(fp)))
+            .local_address(src.parse::<std::net::IpAddr>().unwrap())
+            .build()
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
