@@ -196,7 +196,8 @@ pub struct UpArgs {
     /// most 12 characters, as the interface gw-EDGE must fit Linux's 15
     pub edge: String,
 
-    /// Where wg-quick's file gw-EDGE.conf is written
+    /// Where wg-quick's file gw-EDGE.conf is written; it and every directory above it must be
+    /// root's and writable by no one else (wg-quick runs the file as root)
     #[arg(
         long,
         env = "GRANTWIRE_WG_DIR",
