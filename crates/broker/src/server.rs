@@ -40,6 +40,8 @@ pub struct ServeConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Where alerts are POSTed; `None`: they are only recorded.
     pub alert_webhook: Option<crate::alerts::Webhook>,
+    /// Age past which audit rows and alerts are deleted (see [`crate::retention`]).
+    pub retention: Duration,
 }
 
 impl ServeConfig {
@@ -58,6 +60,7 @@ impl ServeConfig {
             lease_rate: crate::throttle::LEASE_RATE,
             trusted_proxies: Vec::new(),
             alert_webhook: None,
+            retention: crate::retention::DEFAULT_RETENTION,
         }
     }
 }
@@ -175,7 +178,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         tokio::spawn(server),
         tokio::spawn(async move { admin_server.await }),
     ];
-    let mut background = vec![tokio::spawn(sweep_expired(broker.clone()))];
+    // The first pass before `start` returns: a broker started after a long stop has nothing
+    // past the retention by the time anyone can look.
+    broker.apply_retention(config.retention).await?;
+    let mut background = vec![
+        tokio::spawn(sweep_expired(broker.clone())),
+        tokio::spawn(crate::retention::run(broker.clone(), config.retention)),
+    ];
     if let Some(webhook) = config.alert_webhook.clone() {
         background.push(tokio::spawn(crate::alerts::run(broker.clone(), webhook)));
     }
