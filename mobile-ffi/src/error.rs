@@ -30,6 +30,8 @@ pub enum GrantwireError {
     Auth { message: String },
     #[error("{message}")]
     Expired { message: String },
+    /// No live grant on the edge (HTTP 403), or the grant already holds its most live leases
+    /// (HTTP 409 `lease_cap`): the message says which.
     #[error("{message}")]
     Grant { message: String },
     #[error("{message}")]
@@ -65,7 +67,7 @@ impl From<CoreError> for GrantwireError {
             ErrorKind::Trust => Self::Trust { message },
             ErrorKind::Unauthorized | ErrorKind::NotLoggedIn => Self::Auth { message },
             ErrorKind::SessionExpired | ErrorKind::LeaseGone => Self::Expired { message },
-            ErrorKind::Forbidden => Self::Grant { message },
+            ErrorKind::Forbidden | ErrorKind::LeaseCap => Self::Grant { message },
             ErrorKind::NotFound => Self::NotFound { message },
             ErrorKind::Conflict => Self::Pin { message },
             ErrorKind::Usage | ErrorKind::BadRequest => Self::Usage { message },
@@ -114,6 +116,9 @@ mod tests {
             },
             CoreError::Conflict {
                 message: "edge has no endpoint of the client's address family".into(),
+            },
+            CoreError::LeaseCap {
+                message: "your grant on this edge allows 5 live leases at once".into(),
             },
             CoreError::Server {
                 status: 500,
@@ -167,6 +172,7 @@ mod tests {
             (ErrorKind::LeaseGone, "Expired"),
             (ErrorKind::BadRequest, "Usage"),
             (ErrorKind::Conflict, "Pin"),
+            (ErrorKind::LeaseCap, "Grant"),
             (ErrorKind::Server, "Broker"),
             (ErrorKind::Protocol, "Broker"),
             (ErrorKind::Io, "Other"),

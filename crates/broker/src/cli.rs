@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// (Checked in `serve`, not by clap, whose error would echo the URL and its secret path.)
     #[arg(long, env = "GRANTWIRE_ALERT_WEBHOOK", hide_env_values = true)]
     pub alert_webhook: Option<String>,
+    /// Audit rows and alerts older than this are deleted (checked at start and hourly);
+    /// expired sessions are deleted whatever this says.
+    #[arg(long, env = "GRANTWIRE_RETENTION", default_value = "365d")]
+    pub retention: humantime::Duration,
 }
 
 #[derive(Debug, Subcommand)]
@@ -191,6 +195,9 @@ pub enum EdgeCommand {
         /// Tunnel subnet, /16 to /29; the edge takes its first host address.
         #[arg(long, default_value = "10.77.0.0/24")]
         subnet: Ipv4Net,
+        /// How long the enrolment token works (e.g. 24h, 30m; at most 30 days).
+        #[arg(long, default_value = "24h")]
+        expires: humantime::Duration,
         #[arg(long)]
         json: bool,
     },
@@ -229,6 +236,9 @@ pub enum GrantCommand {
         /// Pin IPv6 clients to this prefix length (32-128, default 64).
         #[arg(long, value_parser = clap::value_parser!(u8).range(32..=128))]
         pin_prefix6: Option<u8>,
+        /// Live leases the grant may hold at once (default 5); a request over it is refused.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        max_leases: Option<u32>,
         #[arg(long)]
         json: bool,
     },
@@ -285,6 +295,9 @@ mod tests {
             "grantwire-broker grant add alice home --lease-ttl 5s --json",
             "grantwire-broker grant revoke alice home",
             "grantwire-broker grant add alice home --until 30d --ports 32400,32469 --pin-prefix4 24 --pin-prefix6 56",
+            "grantwire-broker grant add alice home --max-leases 12 --json",
+            "grantwire-broker edge add home --endpoint 192.0.2.1:51820 --expires 2h",
+            "grantwire-broker serve --retention 90d",
             "grantwire-broker grant list --json",
             "grantwire-broker edge add home --endpoint 192.0.2.1:51820 --endpoint [2001:db8::1]:51820",
             "grantwire-broker edge list --json",
@@ -313,6 +326,8 @@ mod tests {
             "grantwire-broker grant add a b --pin-prefix4 33",
             "grantwire-broker grant add a b --pin-prefix6 31",
             "grantwire-broker grant add a b --pin-prefix6 129",
+            "grantwire-broker grant add a b --max-leases 0",
+            "grantwire-broker grant add a b --max-leases 65537",
         ] {
             assert!(
                 Cli::try_parse_from(bad.split_whitespace()).is_err(),

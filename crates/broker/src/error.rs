@@ -24,6 +24,9 @@ pub enum Error {
     NotFound(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The grant holds its most live leases.
+    #[error("lease cap: {0}")]
+    LeaseCap(String),
     #[error("request body is too large")]
     PayloadTooLarge,
     /// Too many requests from this source, or the password-hashing queue is full.
@@ -59,6 +62,7 @@ impl Error {
             Self::Forbidden(_) => ErrorCode::Forbidden,
             Self::NotFound(_) => ErrorCode::NotFound,
             Self::Conflict(_) => ErrorCode::Conflict,
+            Self::LeaseCap(_) => ErrorCode::LeaseCap,
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
             // Every pooled connection stayed busy past the pool's wait: overload, not a fault;
@@ -71,9 +75,11 @@ impl Error {
     /// The message shown to the caller.
     fn public_message(&self) -> String {
         match self {
-            Self::BadRequest(m) | Self::Forbidden(m) | Self::NotFound(m) | Self::Conflict(m) => {
-                m.clone()
-            }
+            Self::BadRequest(m)
+            | Self::Forbidden(m)
+            | Self::NotFound(m)
+            | Self::Conflict(m)
+            | Self::LeaseCap(m) => m.clone(),
             Self::Unauthorized => "unauthorized".into(),
             Self::PayloadTooLarge => "request body is too large".into(),
             Self::RateLimited { .. } | Self::Db(sqlx::Error::PoolTimedOut) => {

@@ -21,6 +21,7 @@ pub mod error;
 mod passwords;
 mod presence;
 pub mod proxy;
+pub mod retention;
 pub mod routes;
 pub mod secrets;
 mod server;

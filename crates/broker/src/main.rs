@@ -102,9 +102,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             name,
             endpoint,
             subnet,
+            expires,
             json,
         }) => {
             check_name(&name, "edge").map_err(refused_locally)?;
+            if expires.as_secs() == 0 {
+                return Err(usage("--expires must be at least 1s"));
+            }
             check_endpoints(&endpoint).map_err(refused_locally)?;
             let subnet = alloc::check_subnet(subnet).map_err(usage)?;
             let mut endpoints = endpoint.into_iter();
@@ -113,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 endpoint: endpoints.next().unwrap_or_default(),
                 extra_endpoints: endpoints.collect(),
                 subnet: Some(subnet),
+                expires_secs: Some(expires.as_secs()),
             };
             let resp = admin.edge_add(&req).await?;
             output::edge_added(&resp, &cli.data_dir, json)
@@ -133,6 +138,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ports,
             pin_prefix4,
             pin_prefix6,
+            max_leases,
             json,
         }) => {
             check_names(&user, &edge)?;
@@ -152,6 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ports: (!ports.is_empty()).then_some(ports),
                 pin_prefix4,
                 pin_prefix6,
+                max_leases,
             };
             output::grant_added(&admin.grant_add(&req).await?, json)
         }
@@ -293,6 +300,7 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
         alert_webhook,
         conn_limits,
         conn_timeouts: grantwire_broker::conn::Timeouts::default(),
+        retention: args.retention.into(),
     };
     let mut running = grantwire_broker::start(config)
         .await

@@ -92,6 +92,10 @@ pub fn edge_added(resp: &EdgeAddResponse, data_dir: &Path, as_json: bool) -> any
         resp.endpoints.join(" ")
     );
     println!("One-time enrolment token: {}", resp.enrolment_token);
+    println!(
+        "It works until {} UTC (edge add --expires).",
+        unix_time(resp.enrolment_expires_at)
+    );
     println!();
     println!("Save the token to a file (mode 0600) on the edge host, then run:");
     println!(
@@ -109,19 +113,28 @@ pub fn edge_list(resp: &EdgeListResponse, as_json: bool) -> anyhow::Result<()> {
         return Ok(());
     }
     println!(
-        "{:<16} {:<18} {:<9} {:<10} {:<21} ENDPOINTS",
-        "NAME", "SUBNET", "ENROLLED", "CONNECTED", "LAST SEEN (UTC)"
+        "{:<16} {:<18} {:<9} {:<10} {:<21} {:<21} ENDPOINTS",
+        "NAME", "SUBNET", "ENROLLED", "CONNECTED", "LAST SEEN (UTC)", "TOKEN UNTIL (UTC)"
     );
+    let now = std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     for e in &resp.edges {
         let seen = e.last_seen.map_or_else(|| "never".into(), unix_time);
         let yes = |b: bool| if b { "yes" } else { "no" };
+        let token = match e.enrolment_expires_at {
+            Some(at) if at <= now => "expired".into(),
+            Some(at) => unix_time(at),
+            None => "-".into(),
+        };
         println!(
-            "{:<16} {:<18} {:<9} {:<10} {:<21} {}",
+            "{:<16} {:<18} {:<9} {:<10} {:<21} {:<21} {}",
             e.name,
             e.subnet.to_string(),
             yes(e.enrolled),
             yes(e.connected),
             seen,
+            token,
             e.endpoints.join(" ")
         );
     }
@@ -145,8 +158,8 @@ pub fn grant_added(resp: &GrantInfo, as_json: bool) -> anyhow::Result<()> {
     }
     let ttl = humantime::format_duration(Duration::from_secs(resp.lease_ttl_secs));
     println!(
-        "Granted {} access to edge {} (ports {:?}, leases last {ttl}).",
-        resp.user, resp.edge, resp.ports
+        "Granted {} access to edge {} (ports {:?}, leases last {ttl}, at most {} live at once).",
+        resp.user, resp.edge, resp.ports, resp.max_leases
     );
     Ok(())
 }
@@ -160,8 +173,8 @@ pub fn grant_list(resp: &GrantListResponse, as_json: bool) -> anyhow::Result<()>
         return Ok(());
     }
     println!(
-        "{:<16} {:<16} {:<10} {:<16} {:<8} UNTIL (UTC)",
-        "USER", "EDGE", "LEASE TTL", "PORTS", "PIN /4 /6"
+        "{:<16} {:<16} {:<10} {:<16} {:<8} {:<10} UNTIL (UTC)",
+        "USER", "EDGE", "LEASE TTL", "PORTS", "PIN /4 /6", "MAX LEASES"
     );
     for g in &resp.grants {
         let ttl = humantime::format_duration(Duration::from_secs(g.lease_ttl_secs)).to_string();
@@ -173,8 +186,8 @@ pub fn grant_list(resp: &GrantListResponse, as_json: bool) -> anyhow::Result<()>
             .join(",");
         let until = g.expires_at.map_or_else(|| "-".into(), unix_time);
         println!(
-            "{:<16} {:<16} {:<10} {:<16} /{}/{:<5} {until}",
-            g.user, g.edge, ttl, ports, g.pin_prefix4, g.pin_prefix6
+            "{:<16} {:<16} {:<10} {:<16} /{}/{:<5} {:<10} {until}",
+            g.user, g.edge, ttl, ports, g.pin_prefix4, g.pin_prefix6, g.max_leases
         );
     }
     Ok(())

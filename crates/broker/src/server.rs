@@ -47,6 +47,8 @@ pub struct ServeConfig {
     pub conn_limits: crate::conn::ConnLimits,
     /// How long a connection may make no progress.
     pub conn_timeouts: crate::conn::Timeouts,
+    /// Age past which audit rows and alerts are deleted (see [`crate::retention`]).
+    pub retention: Duration,
 }
 
 impl ServeConfig {
@@ -67,6 +69,7 @@ impl ServeConfig {
             alert_webhook: None,
             conn_limits: crate::conn::ConnLimits::default(),
             conn_timeouts: crate::conn::Timeouts::default(),
+            retention: crate::retention::DEFAULT_RETENTION,
         }
     }
 }
@@ -208,7 +211,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         tokio::spawn(server),
         tokio::spawn(async move { admin_server.await }),
     ];
-    let mut background = vec![tokio::spawn(sweep_expired(broker.clone()))];
+    // The first pass before `start` returns: a broker started after a long stop has nothing
+    // past the retention by the time anyone can look.
+    broker.apply_retention(config.retention).await?;
+    let mut background = vec![
+        tokio::spawn(sweep_expired(broker.clone())),
+        tokio::spawn(crate::retention::run(broker.clone(), config.retention)),
+    ];
     if let Some(webhook) = config.alert_webhook.clone() {
         background.push(tokio::spawn(crate::alerts::run(broker.clone(), webhook)));
     }

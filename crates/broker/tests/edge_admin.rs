@@ -22,6 +22,7 @@ async fn dual_stack_edge(h: &Harness, name: &str, endpoints: &[&str]) -> String 
             endpoint: endpoints[0].into(),
             extra_endpoints: endpoints[1..].iter().map(|s| s.to_string()).collect(),
             subnet: None,
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -24,12 +24,14 @@ async fn a_grants_ports_prefixes_and_end_reach_its_leases() {
             ports: Some(vec![32469, 32400]),
             pin_prefix4: Some(24),
             pin_prefix6: Some(56),
+            max_leases: Some(9),
         })
         .await
         .unwrap();
     assert_eq!(info.ports, vec![32400, 32469]);
     assert_eq!((info.pin_prefix4, info.pin_prefix6), (24, 56));
     assert_eq!(info.expires_at, Some(end));
+    assert_eq!(info.max_leases, 9);
 
     let p = h
         .request_lease(&token, "home")

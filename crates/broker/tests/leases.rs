@@ -207,7 +207,7 @@ async fn concurrent_requests_never_share_an_address() {
     let h = Harness::start().await;
     let token = h.session("alice").await;
     h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    h.grant_max("alice", "home", 20).await;
     let requests = (0..20).map(|_| h.request_lease(&token, "home"));
     let responses = futures_util::future::join_all(requests).await;
     let mut addresses = HashSet::new();
@@ -367,7 +367,7 @@ async fn a_revoke_succeeds_while_leases_are_being_issued() {
     let token = h.session("alice").await;
     h.enrolled_edge("home").await;
     for round in 0..5 {
-        h.grant("alice", "home").await;
+        h.grant_max("alice", "home", 10).await;
         let requests =
             futures_util::future::join_all((0..10).map(|_| h.request_lease(&token, "home")));
         let revoke = async {

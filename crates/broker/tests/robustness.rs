@@ -374,7 +374,7 @@ async fn a_thousand_concurrent_leases_on_one_edge_all_get_distinct_addresses() {
     let mut tokens = Vec::new();
     for user in ["alice", "bob", "carol", "dave"] {
         tokens.push(h.session(user).await);
-        h.grant(user, "home").await;
+        h.grant_max(user, "home", 1000).await;
     }
     let (counts, audit_len) = state(&h).await;
 
@@ -496,7 +496,17 @@ async fn a_broker_killed_mid_stream_keeps_every_lease_and_its_audit_row() {
     ];
     let edge: EdgeAddResponse = run_json(&data, &args, None);
     for user in ["alice", "bob"] {
-        let _: GrantInfo = run_json(&data, &["grant", "add", user, "home", "--json"], None);
+        // Past the default cap of 5 live leases: this test wants hundreds.
+        let args = [
+            "grant",
+            "add",
+            user,
+            "home",
+            "--max-leases",
+            "1000",
+            "--json",
+        ];
+        let _: GrantInfo = run_json(&data, &args, None);
     }
 
     let http = served.http();

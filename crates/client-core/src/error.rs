@@ -41,6 +41,8 @@ pub enum ErrorKind {
     BadRequest,
     /// The broker refused because of its state, e.g. the edge's subnet is full (HTTP 409).
     Conflict,
+    /// The grant already holds its most live leases (HTTP 409 `lease_cap`): revoke one first.
+    LeaseCap,
     /// The broker failed or refused the size of the request (HTTP 413, 5xx).
     Server,
     /// The broker's answer was not what the API defines.
@@ -158,6 +160,9 @@ pub enum Error {
     #[error("the broker refused: {message}")]
     Conflict { message: String },
 
+    #[error("the broker refused a new lease: {message}")]
+    LeaseCap { message: String },
+
     #[error("the broker failed (HTTP {status}): {message}")]
     Server { status: u16, message: String },
 
@@ -251,6 +256,7 @@ impl Error {
             Self::LeaseGone { .. } => ErrorKind::LeaseGone,
             Self::BadRequest { .. } => ErrorKind::BadRequest,
             Self::Conflict { .. } => ErrorKind::Conflict,
+            Self::LeaseCap { .. } => ErrorKind::LeaseCap,
             Self::Server { .. } => ErrorKind::Server,
             Self::Protocol { .. } => ErrorKind::Protocol,
             Self::Io { .. } | Self::StoredLeaseUnreadable { .. } | Self::Qr(_) | Self::QrPng(_) => {
@@ -335,6 +341,7 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
         }
         (ErrorCode::BadRequest, _) => Error::BadRequest { message },
         (ErrorCode::Conflict, _) => Error::Conflict { message },
+        (ErrorCode::LeaseCap, _) => Error::LeaseCap { message },
         (ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::Internal, _) => {
             Error::Server { status, message }
         }
@@ -471,6 +478,7 @@ mod tests {
             (404, "not_found", LEASE, ErrorKind::NotFound),
             (404, "not_found", Call::Login, ErrorKind::Protocol),
             (409, "conflict", LEASE, ErrorKind::Conflict),
+            (409, "lease_cap", LEASE, ErrorKind::LeaseCap),
             (413, "payload_too_large", LEASE, ErrorKind::Server),
             (500, "internal", Call::Login, ErrorKind::Server),
             (401, "unauthorized", RENEW, ErrorKind::SessionExpired),

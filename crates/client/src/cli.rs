@@ -12,7 +12,8 @@ Exit codes:
   1  runtime failure: network, file I/O, broker error, not logged in, unknown edge or lease
   2  usage error: bad flags or values
   3  refused: wrong user name, password or TOTP code, or an expired session (HTTP 401);
-     no grant for the edge, or another user's lease (HTTP 403); on renew, the lease is gone;
+     no grant for the edge, or another user's lease (HTTP 403); the grant's live leases are
+     at their cap (HTTP 409 lease_cap); on renew, the lease is gone;
      a broker certificate that is not trusted, or that changed since it was trusted";
 
 /// Log in to a grantwire broker and get pinned, short-lived WireGuard profiles for Plex.

@@ -362,6 +362,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             | ErrorKind::SessionExpired
             | ErrorKind::Forbidden
             | ErrorKind::LeaseGone
+            | ErrorKind::LeaseCap
             | ErrorKind::Trust,
         ) => 3,
         _ => 1,
@@ -386,6 +387,7 @@ mod tests {
         assert_eq!(e(format), 3);
         let msg = || "m".to_string();
         assert_eq!(e(Error::LoginRefused { message: msg() }), 3);
+        assert_eq!(e(Error::LeaseCap { message: msg() }), 3);
         let edge = || "home".to_string();
         assert_eq!(
             e(Error::Forbidden {

@@ -54,6 +54,9 @@ pub enum ErrorCode {
     /// 409: the name already exists, the edge's subnet is full, the edge has not enrolled, the
     /// public key is another user's, or the edge has no endpoint of the client's address family.
     Conflict,
+    /// 409: the grant already holds its most live leases (`max_leases`); a lease must end (or
+    /// be revoked) before another is issued. Renewing a lease is not a new lease.
+    LeaseCap,
     /// 413: request body over the limit.
     PayloadTooLarge,
     /// 429: too many requests from this source (or a full password-hashing queue); the
@@ -70,7 +73,7 @@ impl ErrorCode {
             Self::Unauthorized => 401,
             Self::Forbidden => 403,
             Self::NotFound => 404,
-            Self::Conflict => 409,
+            Self::Conflict | Self::LeaseCap => 409,
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
@@ -290,6 +293,18 @@ pub struct EdgeAddRequest {
     /// Defaults to 10.77.0.0/24.
     #[serde(default)]
     pub subnet: Option<Ipv4Net>,
+    /// Seconds the enrolment token stays usable; defaults to [`DEFAULT_ENROL_TOKEN_SECS`].
+    #[serde(default)]
+    pub expires_secs: Option<u64>,
+}
+
+/// How long an edge's enrolment token works unless `edge add --expires` says otherwise.
+pub const DEFAULT_ENROL_TOKEN_SECS: u64 = 24 * 3600;
+/// Live leases one grant may hold at once unless `grant add --max-leases` says otherwise.
+pub const DEFAULT_MAX_LEASES: u32 = 5;
+
+fn default_max_leases() -> u32 {
+    DEFAULT_MAX_LEASES
 }
 
 /// `Debug` is written out below: it redacts the secret fields.
@@ -304,6 +319,9 @@ pub struct EdgeAddResponse {
     pub tunnel_address: Ipv4Addr,
     /// One-time enrolment token for `grantwire-edge run --token-file`.
     pub enrolment_token: String,
+    /// Unix seconds after which the token is refused.
+    #[serde(default)]
+    pub enrolment_expires_at: i64,
 }
 
 /// One edge as `edge list` shows it.
@@ -319,6 +337,9 @@ pub struct EdgeInfo {
     pub connected: bool,
     /// Unix seconds at which it last opened its sync stream; none if never.
     pub last_seen: Option<i64>,
+    /// Until enrolment: unix seconds after which its token is refused (may be past).
+    #[serde(default)]
+    pub enrolment_expires_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -356,6 +377,9 @@ pub struct GrantAddRequest {
     /// Pin prefix length for IPv6 clients, 32 to 128; defaults to 64.
     #[serde(default)]
     pub pin_prefix6: Option<u8>,
+    /// Live leases the grant may hold at once; defaults to [`DEFAULT_MAX_LEASES`].
+    #[serde(default)]
+    pub max_leases: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -370,6 +394,9 @@ pub struct GrantInfo {
     pub pin_prefix4: u8,
     #[serde(default)]
     pub pin_prefix6: u8,
+    /// Live leases the grant may hold at once.
+    #[serde(default = "default_max_leases")]
+    pub max_leases: u32,
 }
 
 /// Live (unrevoked, unended) grants.
@@ -629,6 +656,7 @@ impl fmt::Debug for EdgeAddResponse {
             .field("subnet", &self.subnet)
             .field("tunnel_address", &self.tunnel_address)
             .field("enrolment_token", &REDACTED)
+            .field("enrolment_expires_at", &self.enrolment_expires_at)
             .finish()
     }
 }
@@ -755,7 +783,27 @@ mod tests {
             subnet: "10.77.0.0/24".parse().unwrap(),
             tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
             enrolment_token: SECRET.into(),
+            enrolment_expires_at: 0,
         };
         assert_redacted(format!("{resp:?}"));
+    }
+
+    #[test]
+    fn json_from_before_the_bounds_still_parses() {
+        let grant: GrantInfo = serde_json::from_str(
+            r#"{"user":"a","edge":"e","lease_ttl_secs":60,"ports":[32400],"expires_at":null}"#,
+        )
+        .unwrap();
+        assert_eq!(grant.max_leases, DEFAULT_MAX_LEASES);
+        let req: GrantAddRequest = serde_json::from_str(r#"{"user":"a","edge":"e"}"#).unwrap();
+        assert_eq!(req.max_leases, None);
+        let edge: EdgeInfo = serde_json::from_str(
+            r#"{"name":"e","endpoints":[],"subnet":"10.77.0.0/24","tunnel_address":"10.77.0.1",
+                "enrolled":true,"connected":false,"last_seen":null}"#,
+        )
+        .unwrap();
+        assert_eq!(edge.enrolment_expires_at, None);
+        let code: ErrorCode = serde_json::from_str(r#""lease_cap""#).unwrap();
+        assert_eq!(code.http_status(), 409);
     }
 }

@@ -8,7 +8,8 @@ use grantwire_proto::{
     AuditQuery, AuditResponse, EdgeAddRequest, EdgeAddResponse, EdgeInfo, EdgeListResponse,
     EdgeRemoveRequest, EdgeRemoveResponse, GrantAddRequest, GrantInfo, GrantListResponse,
     GrantRevokeRequest, GrantRevokeResponse, LeaseListResponse, LeaseRevokeRequest,
-    LeaseRevokeResponse, UserAddRequest, UserAddResponse, PLEX_PORT,
+    LeaseRevokeResponse, UserAddRequest, UserAddResponse, DEFAULT_ENROL_TOKEN_SECS,
+    DEFAULT_MAX_LEASES, PLEX_PORT,
 };
 use ipnet::Ipv4Net;
 
@@ -21,6 +22,10 @@ use crate::totp;
 
 /// Lease lifetime of a grant made without `--lease-ttl`.
 pub const DEFAULT_LEASE_TTL_SECS: u64 = 8 * 3600;
+/// The most `max_leases` a grant may have: a /16, the largest edge subnet, holds 65,533 clients.
+pub const MAX_LEASES_LIMIT: u32 = 65_536;
+/// The longest an enrolment token may be left usable: a token is meant to be used soon.
+pub const MAX_ENROL_TOKEN_SECS: u64 = 30 * 86_400;
 
 /// The edge subnet when none is given (DESIGN.md defaults).
 pub fn default_subnet() -> Ipv4Net {
@@ -58,9 +63,17 @@ impl Broker {
         let subnet = alloc::check_subnet(req.subnet.unwrap_or_else(default_subnet))
             .map_err(Error::BadRequest)?;
         let tunnel_address = alloc::edge_address(subnet);
+        let expires_secs = req.expires_secs.unwrap_or(DEFAULT_ENROL_TOKEN_SECS);
+        if expires_secs == 0 || expires_secs > MAX_ENROL_TOKEN_SECS {
+            return Err(Error::BadRequest(
+                "expires_secs must be positive and at most 30 days".into(),
+            ));
+        }
         let token = Token::generate();
         let hash = secrets::token_hash(token.as_str());
-        let now = store::now();
+        // The clock `enrol` checks the expiry by.
+        let now = self.auth().now();
+        let enrol_expires_at = now.saturating_add_unsigned(expires_secs);
         let mut tx = self.write_tx().await?;
         let new = edges::NewEdge {
             name: &req.name,
@@ -68,9 +81,11 @@ impl Broker {
             subnet,
             tunnel_address,
             enrol_token_hash: &hash,
+            enrol_expires_at,
         };
         edges::insert(&mut tx, new, now).await?;
-        admin_audit(&mut tx, now, "edge_added", format!("edge={}", req.name)).await?;
+        let detail = format!("edge={} token_expires_at={enrol_expires_at}", req.name);
+        admin_audit(&mut tx, now, "edge_added", detail).await?;
         tx.commit().await?;
         tracing::info!(edge = %req.name, %subnet, "edge added");
         Ok(EdgeAddResponse {
@@ -80,6 +95,7 @@ impl Broker {
             subnet,
             tunnel_address,
             enrolment_token: token.into_string(),
+            enrolment_expires_at: enrol_expires_at,
         })
     }
 
@@ -97,6 +113,7 @@ impl Broker {
                     enrolled: r.enrolled,
                     connected: self.presence().is_connected(r.id),
                     last_seen: r.last_seen_at,
+                    enrolment_expires_at: r.enrol_expires_at,
                     name: r.name,
                 })
             })
@@ -141,6 +158,12 @@ impl Broker {
         ports.dedup();
         let pin_prefix4 = req.pin_prefix4.unwrap_or(DEFAULT_PIN_PREFIX_V4);
         let pin_prefix6 = req.pin_prefix6.unwrap_or(DEFAULT_PIN_PREFIX_V6);
+        let max_leases = req.max_leases.unwrap_or(DEFAULT_MAX_LEASES);
+        if max_leases == 0 || max_leases > MAX_LEASES_LIMIT {
+            return Err(Error::BadRequest(format!(
+                "max_leases must be 1 to {MAX_LEASES_LIMIT} (revoke the grant to allow none)"
+            )));
+        }
         let now = store::now();
         alloc::check_grant_terms(&ports, pin_prefix4, pin_prefix6, req.ends_at, now)
             .map_err(Error::BadRequest)?;
@@ -154,10 +177,11 @@ impl Broker {
             ends_at: req.ends_at,
             pin_prefix4,
             pin_prefix6,
+            max_leases,
         };
         edges::insert_grant(&mut tx, grant, now).await?;
         let detail = format!(
-            "user={} edge={} ttl={lease_ttl_secs} ports={ports:?} until={} pin_prefix4={pin_prefix4} pin_prefix6={pin_prefix6}",
+            "user={} edge={} ttl={lease_ttl_secs} ports={ports:?} until={} pin_prefix4={pin_prefix4} pin_prefix6={pin_prefix6} max_leases={max_leases}",
             req.user,
             req.edge,
             req.ends_at.map_or_else(|| "none".into(), |e| e.to_string()),
@@ -173,6 +197,7 @@ impl Broker {
             expires_at: req.ends_at,
             pin_prefix4,
             pin_prefix6,
+            max_leases,
         })
     }
 

@@ -38,7 +38,15 @@ impl Broker {
         // still be committed, and then its edge must still be told and the lease logged.
         let (broker, user_name) = (self.clone(), user.name.clone());
         let profile = tokio::spawn(async move {
-            let issued = broker.writer().run(move |conn| issue.write(conn)).await?;
+            let issued = match broker.writer().run(move |conn| issue.write(conn)).await? {
+                Written::Issued(issued) => issued,
+                Written::Capped { max_leases } => {
+                    return Err(Error::LeaseCap(format!(
+                        "your grant on this edge allows {max_leases} live leases at once; \
+                         revoke one (or let it expire) first"
+                    )))
+                }
+            };
             broker.notify_edge(issued.edge_id);
             let profile = issued.profile;
             tracing::info!(lease = %profile.lease_id, user = %user_name, edge = %profile.edge, pin = %profile.pin, "lease issued");
@@ -180,7 +188,8 @@ impl Broker {
 
     /// Trades a one-time enrolment token for a long-lived edge credential.
     pub async fn enrol(&self, req: EnrolRequest, source: IpAddr) -> Result<EnrolResponse> {
-        let now = store::now();
+        // The broker's clock, which `edge_add` set the token's expiry by.
+        let now = self.auth().now();
         let credential = Token::generate();
         let cred_hash = secrets::token_hash(credential.as_str());
         let token_hash = secrets::token_hash(&req.token);
@@ -189,7 +198,22 @@ impl Broker {
         let consumed =
             edges::consume_enrolment(&mut tx, &token_hash, &key, &cred_hash, now).await?;
         let Some(edge) = consumed else {
-            tracing::info!(%source, "enrolment refused");
+            // An expired token gets the answer a wrong one gets, so a stranger holding an old
+            // token learns nothing from it; the operator learns from the audit log which edge
+            // needs a new one.
+            if let Some(name) = edges::expired_enrolment(&mut tx, &token_hash, now).await? {
+                let event = AuditEvent {
+                    kind: "edge_enrol_expired",
+                    actor: Some(&name),
+                    source_ip: ip_text(Some(source)),
+                    detail: None,
+                };
+                store::audit(&mut tx, now, event).await?;
+                tx.commit().await?;
+                tracing::info!(edge = %name, %source, "enrolment refused: token expired");
+            } else {
+                tracing::info!(%source, "enrolment refused");
+            }
             return Err(Error::Unauthorized);
         };
         let event = AuditEvent {
@@ -258,6 +282,12 @@ struct Issue {
     seal: std::sync::Arc<secrets::SealKey>,
 }
 
+/// What a lease request wrote: the lease, or only the audit row of its refusal at the cap.
+enum Written {
+    Issued(Box<Issued>),
+    Capped { max_leases: i64 },
+}
+
 /// A lease written, and the edge to tell once it is committed.
 struct Issued {
     profile: Profile,
@@ -265,10 +295,11 @@ struct Issued {
 }
 
 impl Issue {
-    /// The lease's rows and audit row. The writer runs this in a savepoint: an error leaves
-    /// the database as it was, and concurrent requests take turns, so each sees the
+    /// The lease's rows and audit row, or at the grant's cap only the audit row of the
+    /// refusal (kept, unlike an error's writes). The writer runs this in a savepoint: an error
+    /// leaves the database as it was, and concurrent requests take turns, so each sees the
     /// addresses (and keys) the previous one took.
-    fn write(self, conn: &rusqlite::Connection) -> Result<Issued> {
+    fn write(self, conn: &rusqlite::Connection) -> Result<Written> {
         let Self {
             session_id,
             user_id,
@@ -305,6 +336,27 @@ impl Issue {
         let holders = leases::live_with_key(conn, edge.id, &key, now)?;
         if holders.iter().any(|h| h.user_id != user_id) {
             return Err(Error::Conflict("public key already in use".into()));
+        }
+        // Counted here, in the writer's transaction, so concurrent requests take turns at the
+        // cap and cannot pass it together. A request with the key of one of the grant's live
+        // leases replaces that lease, so it does not count against the cap.
+        let replaced = holders.iter().filter(|h| h.grant_id == grant.id).count();
+        let live = leases::live_count_for_grant(conn, grant.id, now)?;
+        if live - i64::try_from(replaced).unwrap_or(i64::MAX) >= grant.max_leases {
+            let event = AuditEvent {
+                kind: "lease_cap_reached",
+                actor: Some(&user_name),
+                source_ip: ip_text(Some(source)),
+                detail: Some(format!(
+                    "edge={} live={live} max_leases={}",
+                    edge.name, grant.max_leases
+                )),
+            };
+            store::audit_blocking(conn, now, event)?;
+            tracing::info!(user = %user_name, edge = %edge.name, live, max = grant.max_leases, "lease refused at the grant's cap");
+            return Ok(Written::Capped {
+                max_leases: grant.max_leases,
+            });
         }
         for old in &holders {
             leases::revoke_blocking(conn, &old.id, now)?;
@@ -356,7 +408,7 @@ impl Issue {
             pin,
             expires_at,
         )?;
-        Ok(Issued { profile, edge_id })
+        Ok(Written::Issued(Box::new(Issued { profile, edge_id })))
     }
 }
 

@@ -76,18 +76,22 @@ pub struct NewEdge<'a> {
     pub subnet: Ipv4Net,
     pub tunnel_address: Ipv4Addr,
     pub enrol_token_hash: &'a [u8],
+    /// Unix seconds after which the token is refused.
+    pub enrol_expires_at: i64,
 }
 
 pub async fn insert(conn: &mut SqliteConnection, edge: NewEdge<'_>, now: i64) -> Result<i64> {
     let res = sqlx::query(
-        "INSERT INTO edges (name, endpoint, subnet, tunnel_address, enrol_token_hash, created_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO edges (name, endpoint, subnet, tunnel_address, enrol_token_hash,
+                            enrol_expires_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(edge.name)
     .bind(edge.endpoint)
     .bind(edge.subnet.to_string())
     .bind(edge.tunnel_address.to_string())
     .bind(edge.enrol_token_hash)
+    .bind(edge.enrol_expires_at)
     .bind(now)
     .execute(conn)
     .await
@@ -132,7 +136,7 @@ pub async fn by_credential(conn: &mut SqliteConnection, hash: &[u8]) -> Result<O
 }
 
 /// Uses up an enrolment token: in one statement, so two racing enrolments cannot both win.
-/// Returns the edge, or `None` when no unused token has this hash.
+/// Returns the edge, or `None` when no unused, unexpired token has this hash.
 pub async fn consume_enrolment(
     conn: &mut SqliteConnection,
     token_hash: &[u8],
@@ -143,12 +147,30 @@ pub async fn consume_enrolment(
     Ok(sqlx::query_as(&format!(
         "UPDATE edges SET enrol_token_hash = NULL, public_key = ?, credential_hash = ?,
                 enrolled_at = ?
-         WHERE enrol_token_hash = ? RETURNING {EDGE_COLUMNS}"
+         WHERE enrol_token_hash = ? AND enrol_expires_at > ? RETURNING {EDGE_COLUMNS}"
     ))
     .bind(public_key)
     .bind(credential_hash)
     .bind(now)
     .bind(token_hash)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The name of the edge whose unused token has this hash but has expired (or has no expiry,
+/// from before expiries), for the audit log of a refused enrolment.
+pub async fn expired_enrolment(
+    conn: &mut SqliteConnection,
+    token_hash: &[u8],
+    now: i64,
+) -> Result<Option<String>> {
+    Ok(sqlx::query_scalar(
+        "SELECT name FROM edges
+         WHERE enrol_token_hash = ? AND (enrol_expires_at IS NULL OR enrol_expires_at <= ?)",
+    )
+    .bind(token_hash)
+    .bind(now)
     .fetch_optional(conn)
     .await?)
 }
@@ -172,12 +194,16 @@ pub struct EdgeListRow {
     pub tunnel_address: String,
     pub enrolled: bool,
     pub last_seen_at: Option<i64>,
+    /// While the token is unused, when it stops working.
+    pub enrol_expires_at: Option<i64>,
 }
 
 pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<EdgeListRow>> {
     Ok(sqlx::query_as(
         "SELECT id, name, endpoint, subnet, tunnel_address,
-                (credential_hash IS NOT NULL) AS enrolled, last_seen_at
+                (credential_hash IS NOT NULL) AS enrolled, last_seen_at,
+                CASE WHEN enrol_token_hash IS NOT NULL THEN enrol_expires_at END
+                    AS enrol_expires_at
          FROM edges ORDER BY name",
     )
     .fetch_all(conn)
@@ -220,6 +246,7 @@ pub struct GrantRow {
     pub ends_at: Option<i64>,
     pub pin_prefix4: i64,
     pub pin_prefix6: i64,
+    pub max_leases: i64,
 }
 
 impl GrantRow {
@@ -247,13 +274,14 @@ pub struct NewGrant<'a> {
     pub ends_at: Option<i64>,
     pub pin_prefix4: u8,
     pub pin_prefix6: u8,
+    pub max_leases: u32,
 }
 
 pub async fn insert_grant(conn: &mut SqliteConnection, g: NewGrant<'_>, now: i64) -> Result<i64> {
     let res = sqlx::query(
         "INSERT INTO grants (user_id, edge_id, lease_ttl_secs, ports, ends_at, created_at,
-                             pin_prefix4, pin_prefix6)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             pin_prefix4, pin_prefix6, max_leases)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(g.user_id)
     .bind(g.edge_id)
@@ -263,6 +291,7 @@ pub async fn insert_grant(conn: &mut SqliteConnection, g: NewGrant<'_>, now: i64
     .bind(now)
     .bind(g.pin_prefix4)
     .bind(g.pin_prefix6)
+    .bind(g.max_leases)
     .execute(conn)
     .await
     .map_err(|e| conflict_on_unique(e, "this user already holds a grant on this edge"))?;
@@ -304,13 +333,15 @@ pub fn live_grant_blocking(
                 ends_at: r.get("ends_at")?,
                 pin_prefix4: r.get("pin_prefix4")?,
                 pin_prefix6: r.get("pin_prefix6")?,
+                max_leases: r.get("max_leases")?,
             })
         })
         .optional()?)
 }
 
 const LIVE_GRANT: &str =
-    "SELECT id, user_id, edge_id, lease_ttl_secs, ports, ends_at, pin_prefix4, pin_prefix6
+    "SELECT id, user_id, edge_id, lease_ttl_secs, ports, ends_at, pin_prefix4, pin_prefix6,
+            max_leases
      FROM grants
      WHERE user_id = ? AND edge_id = ? AND revoked_at IS NULL AND (ends_at IS NULL OR ends_at > ?)";
 
@@ -324,6 +355,7 @@ pub struct GrantListRow {
     pub ends_at: Option<i64>,
     pub pin_prefix4: i64,
     pub pin_prefix6: i64,
+    pub max_leases: i64,
 }
 
 impl GrantListRow {
@@ -336,6 +368,7 @@ impl GrantListRow {
             expires_at: self.ends_at,
             pin_prefix4: u8::try_from(self.pin_prefix4).unwrap_or(0),
             pin_prefix6: u8::try_from(self.pin_prefix6).unwrap_or(0),
+            max_leases: u32::try_from(self.max_leases).unwrap_or(0),
         })
     }
 }
@@ -344,7 +377,7 @@ impl GrantListRow {
 pub async fn live_grants(conn: &mut SqliteConnection, now: i64) -> Result<Vec<GrantListRow>> {
     Ok(sqlx::query_as(
         "SELECT u.name AS user_name, e.name AS edge_name, g.lease_ttl_secs, g.ports, g.ends_at,
-                g.pin_prefix4, g.pin_prefix6
+                g.pin_prefix4, g.pin_prefix6, g.max_leases
          FROM grants g JOIN users u ON u.id = g.user_id JOIN edges e ON e.id = g.edge_id
          WHERE g.revoked_at IS NULL AND (g.ends_at IS NULL OR g.ends_at > ?)
          ORDER BY u.name, e.name",
@@ -362,7 +395,7 @@ pub async fn live_grants_for_user(
 ) -> Result<Vec<GrantListRow>> {
     Ok(sqlx::query_as(
         "SELECT u.name AS user_name, e.name AS edge_name, g.lease_ttl_secs, g.ports, g.ends_at,
-                g.pin_prefix4, g.pin_prefix6
+                g.pin_prefix4, g.pin_prefix6, g.max_leases
          FROM grants g JOIN users u ON u.id = g.user_id JOIN edges e ON e.id = g.edge_id
          WHERE g.user_id = ? AND g.revoked_at IS NULL AND (g.ends_at IS NULL OR g.ends_at > ?)
          ORDER BY e.name",
@@ -405,6 +438,7 @@ mod tests {
             subnet: "10.77.0.0/24".parse().unwrap(),
             tunnel_address: Ipv4Addr::new(10, 77, 0, 1),
             enrol_token_hash: name.as_bytes(),
+            enrol_expires_at: i64::MAX,
         };
         insert(conn, new, 0).await.unwrap()
     }
@@ -418,6 +452,7 @@ mod tests {
             ends_at,
             pin_prefix4: 32,
             pin_prefix6: 64,
+            max_leases: 5,
         };
         insert_grant(conn, g, 0).await.unwrap();
     }

@@ -238,6 +238,7 @@ pub async fn revoke_for_user(
 pub struct KeyHolder {
     pub id: String,
     pub user_id: i64,
+    pub grant_id: i64,
 }
 
 /// The edge's live leases with this public key (base64).
@@ -250,16 +251,27 @@ pub fn live_with_key(
     let mut stmt = conn.prepare_cached(
         // Without table statistics SQLite would pick the (edge, expiry) index and walk every
         // live lease of the edge; the key index finds the one or none directly.
-        "SELECT id, user_id FROM leases INDEXED BY leases_edge_key
+        "SELECT id, user_id, grant_id FROM leases INDEXED BY leases_edge_key
          WHERE edge_id = ? AND public_key = ? AND revoked_at IS NULL AND expires_at > ?",
     )?;
     let rows = stmt.query_map(rusqlite::params![edge_id, public_key, now], |r| {
         Ok(KeyHolder {
             id: r.get(0)?,
             user_id: r.get(1)?,
+            grant_id: r.get(2)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
+/// Live leases (unrevoked, unexpired) held under the grant, on the batch writer's connection.
+pub fn live_count_for_grant(conn: &rusqlite::Connection, grant_id: i64, now: i64) -> Result<i64> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT COUNT(*) FROM leases INDEXED BY leases_grant_live
+             WHERE grant_id = ? AND revoked_at IS NULL AND expires_at > ?",
+        )?
+        .query_row([grant_id, now], |r| r.get(0))?)
 }
 
 /// Every statement that ends a lease also erases its preshared key (`x''`), in the same write.
@@ -618,6 +630,7 @@ mod tests {
             subnet,
             tunnel_address: alloc::edge_address(subnet),
             enrol_token_hash: b"t",
+            enrol_expires_at: i64::MAX,
         };
         let edge = crate::store::edges::insert(&mut conn, edge, 0)
             .await
@@ -630,6 +643,7 @@ mod tests {
             ends_at: None,
             pin_prefix4: 32,
             pin_prefix6: 64,
+            max_leases: 5,
         };
         let grant = crate::store::edges::insert_grant(&mut conn, grant, 0)
             .await

@@ -162,6 +162,20 @@ impl Harness {
             .unwrap();
     }
 
+    /// A grant whose live leases are capped at `max_leases` (tests that issue many leases).
+    pub async fn grant_max(&self, user: &str, edge: &str, max_leases: u32) {
+        self.broker
+            .admin()
+            .grant_add(GrantAddRequest {
+                user: user.into(),
+                edge: edge.into(),
+                max_leases: Some(max_leases),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
     pub async fn request_lease(&self, token: &str, edge: &str) -> reqwest::Response {
         let key = keypair().public_key();
         self.post(

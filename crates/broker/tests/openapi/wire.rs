@@ -14,14 +14,15 @@ pub(crate) fn all_error_codes() -> Vec<ErrorCode> {
         Forbidden,
         NotFound,
         Conflict,
+        LeaseCap,
         PayloadTooLarge,
         RateLimited,
         Internal,
     ];
     for code in &all {
         match code {
-            BadRequest | Unauthorized | Forbidden | NotFound | Conflict | PayloadTooLarge
-            | RateLimited | Internal => {}
+            BadRequest | Unauthorized | Forbidden | NotFound | Conflict | LeaseCap
+            | PayloadTooLarge | RateLimited | Internal => {}
         }
     }
     all

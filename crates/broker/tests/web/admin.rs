@@ -441,6 +441,14 @@ async fn an_added_edge_enrols_with_the_token_shown_once_and_can_be_removed() {
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].subnet.to_string(), "10.78.0.0/24");
     assert_eq!(edges[0].endpoints, ["192.0.2.7:51820"]);
+    // The page says until when the token works, as `edge list` does.
+    let until = between(&html, r#"<time id="enrolment-expires" datetime=""#, "\"");
+    let listed = edges[0].enrolment_expires_at.unwrap();
+    let want = humantime::format_rfc3339_seconds(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(listed as u64),
+    )
+    .to_string();
+    assert_eq!(until, want);
     a.assert_on_no_page(&token).await;
 
     let key = keypair().public_key();

@@ -96,6 +96,11 @@ pub(in crate::web) async fn add(
         dl id="edge-result" class="result" {
             dt { "Edge" } dd { code id="edge-name" { (added.name) } }
             dt { "Enrolment token" } dd { code id="enrolment-token" { (added.enrolment_token) } }
+            dt { "Token works until" } dd {
+                time id="enrolment-expires" datetime=(rfc3339(added.enrolment_expires_at)) {
+                    (utc(added.enrolment_expires_at))
+                }
+            }
             dt { "Subnet" } dd { code { (added.subnet) } }
             dt { "Edge's tunnel address" } dd { code { (added.tunnel_address) } }
         }

@@ -4,7 +4,9 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use grantwire_proto::pin::{DEFAULT_PIN_PREFIX_V4, DEFAULT_PIN_PREFIX_V6};
-use grantwire_proto::{GrantAddRequest, GrantInfo, GrantRevokeRequest, PLEX_PORT};
+use grantwire_proto::{
+    GrantAddRequest, GrantInfo, GrantRevokeRequest, DEFAULT_MAX_LEASES, PLEX_PORT,
+};
 use maud::{html, Markup};
 
 use super::super::layout::{csrf_field, rfc3339, utc};
@@ -14,7 +16,7 @@ use super::users::hours_to_secs;
 use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
-use crate::service::admin::DEFAULT_LEASE_TTL_SECS;
+use crate::service::admin::{DEFAULT_LEASE_TTL_SECS, MAX_LEASES_LIMIT};
 use crate::store;
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -54,7 +56,7 @@ pub(in crate::web) async fn show(
                     th scope="col" { "User" } th scope="col" { "Edge" }
                     th scope="col" { "Lease lifetime" } th scope="col" { "Ports" }
                     th scope="col" { "Until" } th scope="col" { "Pin prefix" }
-                    th scope="col" { "Actions" }
+                    th scope="col" { "Live leases at most" } th scope="col" { "Actions" }
                 } }
                 tbody {
                     @for g in &grants { (grant_row(g, admin.csrf())) }
@@ -82,6 +84,8 @@ pub(in crate::web) struct AddForm {
     pin_prefix4: String,
     #[serde(default)]
     pin_prefix6: String,
+    #[serde(default)]
+    max_leases: String,
     #[serde(default)]
     csrf: String,
 }
@@ -149,6 +153,9 @@ fn grant_request(form: &AddForm) -> Result<GrantAddRequest, Error> {
         pin_prefix6: blank_none(&form.pin_prefix6)
             .map(|p| parse_prefix(p, "IPv6"))
             .transpose()?,
+        max_leases: blank_none(&form.max_leases)
+            .map(parse_max_leases)
+            .transpose()?,
     })
 }
 
@@ -167,6 +174,12 @@ fn parse_prefix(text: &str, family: &str) -> Result<u8, Error> {
     text.trim_start_matches('/')
         .parse()
         .map_err(|_| Error::BadRequest(format!("{text:?} is not an {family} prefix length")))
+}
+
+/// Only the number is read here; the service checks its range.
+fn parse_max_leases(text: &str) -> Result<u32, Error> {
+    text.parse()
+        .map_err(|_| Error::BadRequest(format!("{text:?} is not a number of leases")))
 }
 
 fn grant_row(g: &GrantInfo, csrf: &str) -> Markup {
@@ -191,6 +204,7 @@ fn grant_row(g: &GrantInfo, csrf: &str) -> Markup {
             td data-label="Pin prefix" class="pin-prefix" {
                 "/" (g.pin_prefix4) " (IPv4), /" (g.pin_prefix6) " (IPv6)"
             }
+            td data-label="Live leases at most" class="max-leases" { (g.max_leases) }
             td class="actions" {
                 form class="revoke" method="post"
                     action={ "/admin/grants/" (g.user) "/" (g.edge) "/revoke" } {
@@ -251,6 +265,11 @@ fn add_form(csrf: &str, users: &[&str], edges: &[&str]) -> Markup {
                 }
                 input id="grant-pin6" name="pin_prefix6" type="number" min="32" max="128"
                     inputmode="numeric";
+                label for="grant-max-leases" {
+                    "Live leases at most (blank: " (DEFAULT_MAX_LEASES) ")"
+                }
+                input id="grant-max-leases" name="max_leases" type="number" min="1"
+                    max=(MAX_LEASES_LIMIT) inputmode="numeric";
                 button id="grant-add-submit" type="submit" { "Add grant" }
             }
         }
@@ -270,6 +289,8 @@ mod tests {
         assert!(parse_ports("70000").is_err());
         assert_eq!(parse_prefix("/24", "IPv4").unwrap(), 24);
         assert!(parse_prefix("x", "IPv4").is_err());
+        assert_eq!(parse_max_leases("12").unwrap(), 12);
+        assert!(parse_max_leases("-1").is_err());
         assert_eq!(hours(8 * 3600), "8 h");
         assert_eq!(hours(90 * 60), "90 min");
     }
