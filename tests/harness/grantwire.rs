@@ -102,23 +102,27 @@ impl Broker {
     /// Starts `grantwire-broker serve --data-dir D --listen 0.0.0.0:8443` and waits until it
     /// has written its fingerprint, opened its admin socket and answers HTTPS on the port.
     pub fn start(ns: &Netns, data_dir: &Path) -> Broker {
+        Self::start_wrapped(ns, data_dir, &[])
+    }
+
+    /// [`Broker::start`] under `wrapper` (for example `prlimit --nofile=1024:1024`), which must
+    /// exec the broker so its pid is the broker's.
+    pub fn start_wrapped(ns: &Netns, data_dir: &Path, wrapper: &[&str]) -> Broker {
         // The broker refuses a data dir that others can read (it holds the TLS key).
         std::fs::create_dir_all(data_dir).expect("broker data dir");
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .expect("broker data dir mode 0700");
         let listen = format!("0.0.0.0:{BROKER_PORT}");
-        let mut proc = spawn_daemon(
-            ns,
-            "grantwire-broker serve",
-            &[
-                bins().broker_str(),
-                "serve",
-                "--data-dir",
-                path_str(data_dir),
-                "--listen",
-                &listen,
-            ],
-        );
+        let mut argv = wrapper.to_vec();
+        argv.extend([
+            bins().broker_str(),
+            "serve",
+            "--data-dir",
+            path_str(data_dir),
+            "--listen",
+            &listen,
+        ]);
+        let mut proc = spawn_daemon(ns, "grantwire-broker serve", &argv);
         let fp_file = data_dir.join("tls-cert.sha256");
         let sock = data_dir.join("admin.sock");
         let url = format!("https://127.0.0.1:{BROKER_PORT}/");

@@ -178,7 +178,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         config.listen,
     )?;
 
-    let listener = std::net::TcpListener::bind(config.listen)?;
+    let listener = bind_public(config.listen)?;
     listener.set_nonblocking(true)?;
     let addr = listener.local_addr()?;
     let https = axum_server::Handle::new();
@@ -234,6 +234,24 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         background,
         conns,
     })
+}
+
+/// Connections the kernel may hold for the public listener before it drops SYNs (the kernel
+/// caps it at `net.core.somaxconn`, 4096 by default). A stranger opening connections as fast as
+/// it can fills a short queue, and a dropped SYN costs the user behind it a 1 s, then 3 s, then
+/// 7 s retransmission; the accept loop closes the stranger's over-cap connections faster than
+/// that.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn bind_public(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    Ok(socket.listen(LISTEN_BACKLOG)?.into_std()?)
 }
 
 /// Writes the audit rows of leases that expired, every few seconds until shutdown.
