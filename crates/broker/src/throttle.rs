@@ -237,24 +237,25 @@ impl LeaseBudget {
 }
 
 /// Guessing bearer tokens shares the login budget: a request whose session token or edge
-/// credential matches nothing costs its source one login attempt, and a source with no attempt
-/// left is refused (429) before the lookup, so a flood of made-up tokens cannot turn into a
-/// flood of database reads.
+/// credential matches nothing costs its source one login attempt, and once the source has none
+/// left its misses are answered 429, like its logins.
+///
+/// The token is looked up first, and a real one is never refused for its source's budget: an
+/// edge, or a friend, behind the same address (a household's NAT, a carrier-grade NAT) as
+/// someone who mistyped a password or a stranger sending made-up tokens must keep its sync
+/// stream and its session, or a revocation would not reach the edge. A lookup is one indexed
+/// read of a SHA-256 digest; the connection caps bound how many a source can have in flight.
 pub struct TokenGuesses;
 
 impl TokenGuesses {
-    /// Refuses `ip` when its login budget is spent; takes nothing.
-    pub fn check(broker: &Broker, ip: IpAddr) -> Result<(), Error> {
+    /// The answer to a token of `ip`'s that matched nothing: 401 while the source has login
+    /// attempts left (spending one), 429 once it has none.
+    pub fn miss(broker: &Broker, ip: IpAddr) -> Error {
         let auth = broker.auth();
-        auth.login_buckets
-            .check(ip, auth.clock.now_ms())
-            .map_err(|retry_after| Error::RateLimited { retry_after })
-    }
-
-    /// Spends one login attempt of `ip` for a token that matched nothing.
-    pub fn spend(broker: &Broker, ip: IpAddr) {
-        let auth = broker.auth();
-        let _ = auth.login_buckets.take(ip, auth.clock.now_ms());
+        match auth.login_buckets.take(ip, auth.clock.now_ms()) {
+            Ok(()) => Error::Unauthorized,
+            Err(retry_after) => Error::RateLimited { retry_after },
+        }
     }
 }
 

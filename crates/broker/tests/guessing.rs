@@ -1,6 +1,6 @@
 //! Made-up bearer tokens (issue 14): a request whose session token or edge credential matches
-//! nothing spends its source's login budget, and a source with none left is refused before the
-//! token is looked up. Real tokens spend nothing.
+//! nothing spends its source's login budget, and once the source has none left its misses get
+//! 429. Real tokens spend nothing, and work from a source whose budget is spent.
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
@@ -111,5 +111,12 @@ async fn real_tokens_spend_nothing() {
     // 401.
     expect_error(whoami(&h, BOGUS).await, 401, ErrorCode::Unauthorized).await;
     expect_error(whoami(&h, BOGUS).await, 429, ErrorCode::RateLimited).await;
+    // With the budget spent by guesses from this address, the user and the edge behind it
+    // keep working: a revocation must still reach the edge.
+    assert_eq!(whoami(&h, &token).await.status(), 200);
+    let sync = h.open_sync(&credential).await;
+    assert_eq!(sync.status(), 200);
+    let mut events = SseReader::new(sync);
+    events.next_set().await;
     h.shutdown().await;
 }

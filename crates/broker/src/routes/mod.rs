@@ -126,12 +126,10 @@ impl FromRequestParts<Broker> for UserSession {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
-        TokenGuesses::check(broker, ip)?;
-        let session = broker.session(token).await;
-        if matches!(session, Err(Error::Unauthorized)) {
-            TokenGuesses::spend(broker, ip);
+        match broker.session(token).await {
+            Err(Error::Unauthorized) => Err(TokenGuesses::miss(broker, ip)),
+            session => Ok(Self(session?)),
         }
-        Ok(Self(session?))
     }
 }
 
@@ -144,12 +142,10 @@ impl FromRequestParts<Broker> for EdgeIdentity {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let credential = bearer(parts).ok_or(Error::Unauthorized)?;
-        TokenGuesses::check(broker, ip)?;
-        let edge = broker.edge_by_credential(credential).await;
-        if matches!(edge, Err(Error::Unauthorized)) {
-            TokenGuesses::spend(broker, ip);
-        }
-        let edge = edge?;
+        let edge = match broker.edge_by_credential(credential).await {
+            Err(Error::Unauthorized) => return Err(TokenGuesses::miss(broker, ip)),
+            edge => edge?,
+        };
         // The edge's network may use the reserved connection slots, so its reconnect gets in
         // while strangers hold the public ones.
         broker.auth().conns.mark_known(ip);
@@ -166,17 +162,15 @@ impl FromRequestParts<Broker> for AnyCaller {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
-        TokenGuesses::check(broker, ip)?;
         match broker.session(token).await {
             Ok(_) => return Ok(Self),
             Err(Error::Unauthorized) => {}
             Err(e) => return Err(e),
         }
-        let edge = broker.edge_by_credential(token).await;
-        if matches!(edge, Err(Error::Unauthorized)) {
-            TokenGuesses::spend(broker, ip);
+        match broker.edge_by_credential(token).await {
+            Err(Error::Unauthorized) => Err(TokenGuesses::miss(broker, ip)),
+            edge => edge.map(|_| Self),
         }
-        edge.map(|_| Self)
     }
 }
 
