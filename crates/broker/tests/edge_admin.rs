@@ -180,16 +180,7 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
     let last = events.next_set().await;
     assert!(last.leases.is_empty(), "{last:?}");
     assert_eq!(last.config.name, "home");
-    let err = tokio::spawn(async move { events.next_set().await })
-        .await
-        .unwrap_err();
-    let panic = err.into_panic();
-    let msg = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-        .unwrap();
-    assert!(msg.contains("stream ended"), "{msg}");
+    assert_stream_ends(events).await;
     let resp = h.open_sync(&credential).await;
     expect_error(resp, 401, ErrorCode::Unauthorized).await;
     let resp = h.request_lease(&token, "home").await;
@@ -202,6 +193,33 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
         .edges
         .iter()
         .any(|e| e.name == "home"));
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_sync_stream_of_an_edge_replaces_the_old_one() {
+    let h = Harness::start().await;
+    let token = h.session("alice").await;
+    let (credential, _) = h.enrolled_edge("home").await;
+    h.grant("alice", "home").await;
+    let mut old = SseReader::new(h.open_sync(&credential).await);
+    old.next_set().await;
+    let mut new = SseReader::new(h.open_sync(&credential).await);
+    new.next_set().await;
+    // The next change reaches the new stream only; the old one has ended (SseReader panics
+    // with "stream ended" when the server closes it).
+    h.request_lease(&token, "home").await;
+    assert_eq!(new.next_set().await.leases.len(), 1);
+    assert_stream_ends(old).await;
+    assert!(h
+        .broker
+        .admin()
+        .edge_list()
+        .await
+        .unwrap()
+        .edges
+        .iter()
+        .any(|e| e.name == "home" && e.connected));
     h.shutdown().await;
 }
 
@@ -263,4 +281,19 @@ async fn edge_commands_from_the_binary() {
     let list: EdgeListResponse = cli_json(&h, &["edge", "list", "--json"]);
     assert!(list.edges.is_empty());
     h.shutdown().await;
+}
+
+/// Asserts the server ends the stream without another set (SseReader panics with "stream
+/// ended" when the server closes it, and with "no lease set pushed" when it stays open).
+async fn assert_stream_ends(mut events: SseReader) {
+    let err = tokio::spawn(async move { events.next_set().await })
+        .await
+        .unwrap_err();
+    let panic = err.into_panic();
+    let msg = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap();
+    assert!(msg.contains("stream ended"), "{msg}");
 }
