@@ -1,8 +1,9 @@
 //! One stranger cannot freeze the broker (issue 14). The broker runs with a descriptor limit of
 //! 1024, soft and hard (`prlimit`), as a service under systemd's default soft limit with nothing
 //! to raise it to. From 100 addresses of its own (203.0.113.1-100 on the client's link, routed
-//! back from home) a stranger keeps up to 2,000 idle TCP connections open, reopening each one
-//! the broker closes, and offers 50 failed logins a second as alice (`scripts/bench/stranger.py`).
+//! back from home) a stranger keeps up to 2,000 idle TLS connections open (handshake done,
+//! nothing sent), reopening each one the broker closes, and offers 50 failed logins a second as
+//! alice (`scripts/bench/stranger.py`).
 //! Meanwhile:
 //!
 //! - alice, from the address she has logged in from before, logs in and gets a lease;

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""A stranger at the broker (issue 14): holds up to HOLD idle TCP connections (sending nothing)
-from SOURCES addresses, reopening whatever the broker closes, and offers RATE failed logins a
+"""A stranger at the broker (issue 14): holds up to HOLD idle TLS connections (the handshake
+done, then nothing sent) from SOURCES addresses, reopening whatever the broker closes, and offers RATE failed logins a
 second from the same addresses, for SECONDS. Prints one JSON object with what it saw.
 
 usage: stranger.py BROKER_IP PORT SOURCE_PREFIX SOURCES HOLD RATE SECONDS USER
@@ -14,11 +14,20 @@ sources = [f"{prefix}{i}" for i in range(1, n_src + 1)]
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 end = time.monotonic() + seconds
-stats = {"opened": 0, "closed_by_broker": 0, "connect_failed": 0, "held_max": 0, "logins": {}}
+stats = {"opened": 0, "closed_by_broker": 0, "closed_before_tls": 0, "connect_failed": 0,
+         "held_max": 0, "logins": {}}
 lock = threading.Lock()
 
 
+def tls_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
 def holder():
+    tls = tls_context()
     sel = selectors.DefaultSelector()
     held = 0
     i = 0
@@ -36,6 +45,13 @@ def holder():
                 continue
             finally:
                 i += 1
+            try:
+                s = tls.wrap_socket(s)
+            except OSError:
+                # Over a cap the broker closes the connection at accept, before TLS.
+                s.close()
+                stats["closed_before_tls"] += 1
+                continue
             s.setblocking(False)
             sel.register(s, selectors.EVENT_READ)
             held += 1
@@ -45,6 +61,8 @@ def holder():
             s = key.fileobj
             try:
                 data = s.recv(4096)
+            except ssl.SSLWantReadError:
+                continue
             except OSError:
                 data = b""
             if not data:
@@ -58,9 +76,7 @@ def holder():
 def login(n):
     if time.monotonic() >= end:
         return
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = tls_context()
     src = sources[n % n_src]
     try:
         c = http.client.HTTPSConnection(ip, port, source_address=(src, 0), context=ctx, timeout=5)
