@@ -15,7 +15,7 @@
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::grantwire::Broker;
-use grantwire_e2e::harness::lab::CLIENT_IP;
+use grantwire_e2e::harness::lab::{CLIENT_IP, POLL_TIMEOUT};
 use grantwire_e2e::{require_env, unix_now, Lab, WgClient};
 
 const STRANGER_PY: &str = include_str!("../scripts/bench/stranger.py");
@@ -28,8 +28,6 @@ const FLOOD: Duration = Duration::from_secs(25);
 /// Time for the stranger to fill the broker's public slots before anyone is measured.
 const WARM_UP: Duration = Duration::from_secs(5);
 const FIRST_LOAD: Duration = Duration::from_secs(10);
-const POLL_TIMEOUT: Duration = Duration::from_millis(300);
-const POLL_EVERY: Duration = Duration::from_millis(100);
 
 #[test]
 fn a_stranger_holding_connections_freezes_neither_logins_nor_revocation() {
@@ -124,20 +122,13 @@ fn a_stranger_holding_connections_freezes_neither_logins_nor_revocation() {
         "bob's page does not load within {POLL_TIMEOUT:?} during the flood, before the revoke"
     );
     lab.broker.revoke(&lab.home, "bob", "home");
-    let revoked = Instant::now();
-    let mut first_failure = None;
-    let mut late_loads = Vec::new();
-    while revoked.elapsed() < Duration::from_secs(3) {
-        let at = revoked.elapsed();
-        let loaded = lab.page_loads(&lab.client, &url, POLL_TIMEOUT);
-        if !loaded && first_failure.is_none() {
-            first_failure = Some(at);
-        }
-        if loaded && at >= Duration::from_secs(1) {
-            late_loads.push(at);
-        }
-        std::thread::sleep(POLL_EVERY.saturating_sub(revoked.elapsed() - at));
-    }
+    let polls = lab.poll_page(&url, Instant::now(), Duration::from_secs(3));
+    let first_failure = polls.iter().find(|p| !p.loaded).map(|p| p.at);
+    let late_loads: Vec<Duration> = polls
+        .iter()
+        .filter(|p| p.loaded && p.at >= Duration::from_secs(1))
+        .map(|p| p.at)
+        .collect();
     let held_after = established_at_broker(&lab);
 
     let deadline = Instant::now() + FLOOD + Duration::from_secs(10);
