@@ -12,11 +12,10 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::SqlitePool;
 
 use crate::broker::Broker;
 use crate::error::Result;
-use crate::store;
+use crate::store::{self, Db};
 
 /// How often pending alerts are looked for.
 const POLL: Duration = Duration::from_millis(500);
@@ -73,10 +72,9 @@ impl std::fmt::Debug for Webhook {
 }
 
 /// The JSON body of one alert: the audit row it comes from.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct AlertBody {
     /// Always `"grantwire"`, so a receiver shared with other tools can route it.
-    #[sqlx(skip)]
     pub source: &'static str,
     /// The alert's id; a receiver may see the same id twice if an answer was lost.
     pub id: i64,
@@ -120,40 +118,53 @@ pub async fn run(broker: Broker, webhook: Webhook) {
 async fn deliver_due(broker: &Broker, client: &reqwest::Client, webhook: &Webhook) -> Result<()> {
     let db = broker.db();
     let now = store::now();
-    // Reads first: the write turn is taken only when there is something to change.
-    let due: Vec<(i64, i64, i64)> = sqlx::query_as(
-        "SELECT a.id, a.attempts, u.at FROM alerts a JOIN audit u ON u.id = a.audit_id
-         WHERE a.state = 'pending' AND a.next_at <= ? ORDER BY a.id LIMIT ?",
-    )
-    .bind(now)
-    .bind(BATCH)
-    .fetch_all(db)
-    .await?;
+    // Reads first: a write is queued only when there is something to change.
+    let due: Vec<(i64, i64, i64)> = db
+        .read(move |c| {
+            store::rows(
+                c,
+                "SELECT a.id, a.attempts, u.at FROM alerts a JOIN audit u ON u.id = a.audit_id
+                 WHERE a.state = 'pending' AND a.next_at <= ? ORDER BY a.id LIMIT ?",
+                [now, BATCH],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+        })
+        .await?;
     for (id, attempts, at) in due {
         if at < now - MAX_AGE_SECS {
-            let _turn = broker.write_turn().await;
-            sqlx::query("UPDATE alerts SET state = 'expired' WHERE id = ?")
-                .bind(id)
-                .execute(db)
-                .await?;
+            db.write(move |tx| {
+                store::exec(tx, "UPDATE alerts SET state = 'expired' WHERE id = ?", [id])
+            })
+            .await?;
             continue;
         }
-        let body: AlertBody = sqlx::query_as(
-            "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, u.detail
-             FROM alerts a JOIN audit u ON u.id = a.audit_id WHERE a.id = ?",
-        )
-        .bind(id)
-        .fetch_one(db)
-        .await?;
-        let body = AlertBody {
-            source: "grantwire",
-            ..body
-        };
+        let body = db.read(move |c| body(c, id)).await?;
         let result = post(client, webhook, &body).await;
-        let _turn = broker.write_turn().await;
-        record_attempt(db, id, attempts + 1, result, &body.kind, webhook).await?;
+        let kind = body.kind;
+        record_attempt(db, id, attempts + 1, result, &kind, webhook).await?;
     }
     Ok(())
+}
+
+/// The JSON body of alert `id`.
+fn body(conn: &rusqlite::Connection, id: i64) -> Result<AlertBody> {
+    store::one_row(
+        conn,
+        "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, u.detail
+         FROM alerts a JOIN audit u ON u.id = a.audit_id WHERE a.id = ?",
+        [id],
+        |r| {
+            Ok(AlertBody {
+                source: "grantwire",
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                at: r.get(2)?,
+                actor: r.get(3)?,
+                source_ip: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        },
+    )
 }
 
 async fn post(
@@ -178,7 +189,7 @@ async fn post(
 }
 
 async fn record_attempt(
-    db: &SqlitePool,
+    db: &Db,
     id: i64,
     attempts: i64,
     result: std::result::Result<(), String>,
@@ -188,37 +199,40 @@ async fn record_attempt(
     let now = store::now();
     match result {
         Ok(()) => {
-            sqlx::query(
-                "UPDATE alerts SET state = 'sent', attempts = ?, sent_at = ?, last_error = NULL
-                 WHERE id = ?",
-            )
-            .bind(attempts)
-            .bind(now)
-            .bind(id)
-            .execute(db)
+            db.write(move |tx| {
+                store::exec(
+                    tx,
+                    "UPDATE alerts SET state = 'sent', attempts = ?, sent_at = ?, last_error = NULL
+                     WHERE id = ?",
+                    [attempts, now, id],
+                )
+            })
             .await?;
             tracing::info!(alert = id, kind, "alert sent");
         }
         Err(error) if attempts >= MAX_ATTEMPTS => {
-            sqlx::query(
-                "UPDATE alerts SET state = 'failed', attempts = ?, last_error = ? WHERE id = ?",
-            )
-            .bind(attempts)
-            .bind(&error)
-            .bind(id)
-            .execute(db)
+            let stored = error.clone();
+            db.write(move |tx| {
+                store::exec(
+                    tx,
+                    "UPDATE alerts SET state = 'failed', attempts = ?, last_error = ? WHERE id = ?",
+                    rusqlite::params![attempts, stored, id],
+                )
+            })
             .await?;
             tracing::warn!(alert = id, kind, attempts, webhook = %webhook.redacted(), %error, "alert could not be delivered; giving up");
         }
         Err(error) => {
             let retry_in = backoff_secs(attempts);
-            sqlx::query("UPDATE alerts SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?")
-                .bind(attempts)
-                .bind(now + retry_in)
-                .bind(&error)
-                .bind(id)
-                .execute(db)
-                .await?;
+            let stored = error.clone();
+            db.write(move |tx| {
+                store::exec(
+                    tx,
+                    "UPDATE alerts SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
+                    rusqlite::params![attempts, now + retry_in, stored, id],
+                )
+            })
+            .await?;
             tracing::info!(alert = id, kind, attempts, retry_in, %error, "alert delivery failed; will retry");
         }
     }
@@ -226,7 +240,7 @@ async fn record_attempt(
 }
 
 /// An alert row as stored, for tests and operators.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertRow {
     pub id: i64,
     pub kind: String,
@@ -236,17 +250,29 @@ pub struct AlertRow {
 }
 
 /// Every alert, oldest first.
-pub async fn list(db: &SqlitePool) -> Result<Vec<AlertRow>> {
-    Ok(sqlx::query_as(
-        "SELECT a.id, u.kind, a.state, a.attempts, u.source_ip
-         FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id",
-    )
-    .fetch_all(db)
-    .await?)
+pub async fn list(db: &Db) -> Result<Vec<AlertRow>> {
+    db.read(|c| {
+        store::rows(
+            c,
+            "SELECT a.id, u.kind, a.state, a.attempts, u.source_ip
+             FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id",
+            [],
+            |r| {
+                Ok(AlertRow {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    state: r.get(2)?,
+                    attempts: r.get(3)?,
+                    source_ip: r.get(4)?,
+                })
+            },
+        )
+    })
+    .await
 }
 
 /// An alert with its delivery state, as the admin pages show it.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct AlertStatus {
     pub id: i64,
     pub kind: String,
@@ -263,15 +289,30 @@ pub struct AlertStatus {
 }
 
 /// The newest `limit` alerts, newest first.
-pub async fn recent(db: &SqlitePool, limit: u32) -> Result<Vec<AlertStatus>> {
-    Ok(sqlx::query_as(
-        "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, a.state, a.attempts, a.sent_at,
-                a.last_error
-         FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id DESC LIMIT ?",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(db)
-    .await?)
+pub async fn recent(db: &Db, limit: u32) -> Result<Vec<AlertStatus>> {
+    db.read(move |c| {
+        store::rows(
+            c,
+            "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, a.state, a.attempts, a.sent_at,
+                    a.last_error
+             FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id DESC LIMIT ?",
+            [i64::from(limit)],
+            |r| {
+                Ok(AlertStatus {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    at: r.get(2)?,
+                    actor: r.get(3)?,
+                    source_ip: r.get(4)?,
+                    state: r.get(5)?,
+                    attempts: r.get(6)?,
+                    sent_at: r.get(7)?,
+                    last_error: r.get(8)?,
+                })
+            },
+        )
+    })
+    .await
 }
 
 #[cfg(test)]

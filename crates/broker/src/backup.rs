@@ -6,8 +6,6 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use grantwire_proto::{BackupRequest, BackupResponse};
-use sqlx::sqlite::SqliteConnectOptions;
-use sqlx::{ConnectOptions as _, Connection as _};
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -46,15 +44,21 @@ impl Broker {
         let tmp_text = tmp
             .to_str()
             .ok_or_else(|| Error::BadRequest("backup path must be UTF-8".into()))?;
-        sqlx::query("VACUUM INTO ?")
-            .bind(tmp_text)
-            .execute(self.db())
-            .await?;
+        let (into, db) = (tmp_text.to_owned(), self.db().path().to_owned());
+        // On a connection of its own: VACUUM INTO only reads the source (one read
+        // transaction, which in WAL mode does not hold up the writer), and the read pool's
+        // connections refuse any statement that is not a plain read.
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            crate::store::connect(&db)?.execute("VACUUM INTO ?", [into])?;
+            Ok(())
+        })
+        .await??;
         let file = std::fs::File::open(tmp)?;
         file.sync_all()?;
         let bytes = file.metadata()?.len();
         drop(file);
-        integrity_check(tmp).await?;
+        let checked = tmp.to_owned();
+        tokio::task::spawn_blocking(move || integrity_check(&checked)).await??;
         std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o600))?;
         // A hard link never replaces an existing file, unlike rename: a FILE created since the
         // check above is still not overwritten.
@@ -84,16 +88,14 @@ fn temp_path(target: &Path) -> Result<PathBuf> {
     Ok(target.with_file_name(format!(".{name}.tmp-{suffix}")))
 }
 
-async fn integrity_check(path: &Path) -> Result<()> {
-    let mut conn = SqliteConnectOptions::new()
-        .filename(path)
-        .read_only(true)
-        .connect()
-        .await?;
-    let result: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_all(&mut conn)
-        .await?;
-    conn.close().await?;
+fn integrity_check(path: &Path) -> Result<()> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let result: Vec<String> =
+        crate::store::rows(&conn, "PRAGMA integrity_check", [], |r| r.get(0))?;
+    drop(conn);
     if result != ["ok"] {
         return Err(Error::Internal(format!(
             "backup copy failed its integrity check: {}",

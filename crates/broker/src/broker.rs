@@ -3,11 +3,9 @@
 //! tests and the admin socket call these methods directly.
 
 use std::net::IpAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::SqlitePool;
 use tokio::sync::{broadcast, watch};
 
 use crate::error::Result;
@@ -15,8 +13,7 @@ use crate::presence::Presence;
 use crate::proxy::TrustedProxies;
 use crate::secrets::Argon2Gate;
 use crate::service::auth::AuthState;
-use crate::store;
-use crate::writer::BatchWriter;
+use crate::store::{self, Db};
 
 /// Capacity of the change channel. A subscriber that falls this far behind is told it lagged
 /// and simply re-reads its set, so nothing is lost by keeping it small.
@@ -29,7 +26,7 @@ pub struct Broker {
 }
 
 struct Inner {
-    db: SqlitePool,
+    db: Db,
     session_ttl: Duration,
     argon2: Argon2Gate,
     auth: AuthState,
@@ -42,45 +39,12 @@ struct Inner {
     trusted_proxies: TrustedProxies,
     /// Edges with an open sync stream.
     presence: Arc<Presence>,
-    /// Whose turn it is to write. See [`Broker::write_tx`].
-    write_turn: Arc<tokio::sync::Mutex<()>>,
-    /// Writes lease issuance in batches, on its own connection.
-    writer: BatchWriter,
-    /// A plain connection of its own for reading lease sets (see [`Broker::lease_set`]).
-    set_reader: Arc<std::sync::Mutex<rusqlite::Connection>>,
-}
-
-/// A write transaction holding the broker's write turn until it commits or is dropped (which
-/// rolls it back). Derefs to the connection, so store functions take `&mut tx`.
-pub(crate) struct WriteTx {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
-    _turn: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl WriteTx {
-    pub async fn commit(self) -> Result<()> {
-        Ok(self.tx.commit().await?)
-    }
-}
-
-impl std::ops::Deref for WriteTx {
-    type Target = sqlx::SqliteConnection;
-    fn deref(&self) -> &Self::Target {
-        &self.tx
-    }
-}
-
-impl std::ops::DerefMut for WriteTx {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.tx
-    }
 }
 
 impl Broker {
-    /// `db` is the pool [`store::open`] returned for the file at `db_path`.
+    /// `db` is what [`store::open`] returned.
     pub fn new(
-        db: SqlitePool,
-        db_path: &Path,
+        db: Db,
         session_ttl: Duration,
         argon2: Argon2Gate,
         auth: AuthState,
@@ -88,9 +52,6 @@ impl Broker {
     ) -> Result<Self> {
         let (changes, _) = broadcast::channel(CHANGE_CHANNEL_CAPACITY);
         let (shutdown, _) = watch::channel(false);
-        let write_turn = Arc::default();
-        let writer = BatchWriter::start(db_path, Arc::clone(&write_turn))?;
-        let set_reader = Arc::new(std::sync::Mutex::new(store::open_direct(db_path)?));
         Ok(Self {
             inner: Arc::new(Inner {
                 db,
@@ -101,14 +62,11 @@ impl Broker {
                 shutdown,
                 trusted_proxies,
                 presence: Arc::default(),
-                write_turn,
-                writer,
-                set_reader,
             }),
         })
     }
 
-    pub fn db(&self) -> &SqlitePool {
+    pub fn db(&self) -> &Db {
         &self.inner.db
     }
 
@@ -130,35 +88,6 @@ impl Broker {
 
     pub(crate) fn trusted_proxies(&self) -> &TrustedProxies {
         &self.inner.trusted_proxies
-    }
-
-    /// Every write transaction starts here. IMMEDIATE takes SQLite's write lock at BEGIN: a
-    /// deferred transaction that reads first holds a WAL snapshot, and if another writer
-    /// commits before it upgrades to a writer, SQLite fails it with SQLITE_BUSY_SNAPSHOT at
-    /// once (the busy timeout does not apply), so e.g. a revoke would fail under lease traffic.
-    ///
-    /// Writers also take turns in-process first (a fair FIFO lock): SQLite's own busy handler
-    /// makes a waiting writer sleep 1, 2, 5 ... up to 100 ms between tries, so eight pool
-    /// connections racing for the lock turned a 4 ms lease into a p99 of most of a second.
-    pub(crate) async fn write_tx(&self) -> Result<WriteTx> {
-        let turn = self.write_turn().await;
-        let tx = self.db().begin_with("BEGIN IMMEDIATE").await?;
-        Ok(WriteTx { tx, _turn: turn })
-    }
-
-    /// The batch writer, for writes that are many and small (lease issuance).
-    pub(crate) fn writer(&self) -> &BatchWriter {
-        &self.inner.writer
-    }
-
-    /// The lease-set reader's connection (used on a blocking thread).
-    pub(crate) fn set_reader(&self) -> Arc<std::sync::Mutex<rusqlite::Connection>> {
-        Arc::clone(&self.inner.set_reader)
-    }
-
-    /// The write turn alone, for a single-statement write outside [`Broker::write_tx`].
-    pub(crate) async fn write_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
-        Arc::clone(&self.inner.write_turn).lock_owned().await
     }
 
     /// Tells every connected stream of `edge_id` to send a fresh lease set. Called after the
@@ -183,14 +112,12 @@ impl Broker {
 
     /// Row counts of the main tables, for tests that check a refusal changed nothing.
     pub async fn counts(&self) -> Result<store::Counts> {
-        let mut conn = self.db().acquire().await?;
-        store::counts(&mut conn).await
+        self.db().read(store::counts).await
     }
 
     /// The audit log, oldest first.
     pub async fn audit_log(&self) -> Result<Vec<store::AuditRow>> {
-        let mut conn = self.db().acquire().await?;
-        store::audit_log(&mut conn).await
+        self.db().read(store::audit_log).await
     }
 }
 

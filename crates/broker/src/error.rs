@@ -33,11 +33,7 @@ pub enum Error {
     #[error("rate limited; retry after {retry_after} s")]
     RateLimited { retry_after: u64 },
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("database: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("database migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("TLS: {0}")]
@@ -65,9 +61,6 @@ impl Error {
             Self::LeaseCap(_) => ErrorCode::LeaseCap,
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
-            // Every pooled connection stayed busy past the pool's wait: overload, not a fault;
-            // the caller may try again shortly.
-            Self::Db(sqlx::Error::PoolTimedOut) => ErrorCode::RateLimited,
             _ => ErrorCode::Internal,
         }
     }
@@ -82,9 +75,7 @@ impl Error {
             | Self::LeaseCap(m) => m.clone(),
             Self::Unauthorized => "unauthorized".into(),
             Self::PayloadTooLarge => "request body is too large".into(),
-            Self::RateLimited { .. } | Self::Db(sqlx::Error::PoolTimedOut) => {
-                "too many requests; retry later".into()
-            }
+            Self::RateLimited { .. } => "too many requests; retry later".into(),
             _ => "internal error".into(),
         }
     }
@@ -109,15 +100,7 @@ impl IntoResponse for Error {
         let status =
             StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self.body())).into_response();
-        let retry_after = match self {
-            Self::RateLimited { retry_after } => Some(retry_after),
-            Self::Db(sqlx::Error::PoolTimedOut) => {
-                tracing::info!("overloaded: a request waited too long for a database connection");
-                Some(1)
-            }
-            _ => None,
-        };
-        if let Some(secs) = retry_after {
+        if let Self::RateLimited { retry_after: secs } = self {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));
@@ -212,11 +195,11 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_timeout_is_overload_not_a_fault() {
-        let response = Error::Db(sqlx::Error::PoolTimedOut).into_response();
+    fn overload_is_429_with_retry_after() {
+        let response = Error::RateLimited { retry_after: 1 }.into_response();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(response.headers()[RETRY_AFTER], "1");
-        let body = Error::Db(sqlx::Error::PoolTimedOut).body();
+        let body = Error::RateLimited { retry_after: 1 }.body();
         assert_eq!(body.error.message, "too many requests; retry later");
     }
 

@@ -1,7 +1,7 @@
 //! grantwire-broker: authenticates users (argon2id password + TOTP), checks their grants, issues
 //! WireGuard leases pinned to the client's source IP, and pushes each edge its lease set.
 //!
-//! Layout: [`store`] is the SQLite layer (sqlx, migrations applied at start); [`Broker`] holds
+//! Layout: [`store`] is the SQLite layer (rusqlite, migrations applied at start); [`Broker`] holds
 //! the shared state and every operation; [`routes`] is the thin axum layer over it (public API
 //! over HTTPS, admin API on a Unix socket) and [`web`] the browser pages over the same
 //! methods; [`start`] wires them up. Errors become HTTP in one

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::error::Result;
+use crate::store;
 
 /// How long audit rows and alerts are kept unless `serve --retention` says otherwise.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(365 * 86_400);
@@ -29,28 +30,25 @@ impl Broker {
         let idle = i64::try_from(self.auth().session_idle.as_secs()).unwrap_or(i64::MAX);
         let keep = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(keep);
-        let mut tx = self.write_tx().await?;
-        // The same bounds `session` checks, so only sessions no token can use any more go.
-        let sessions =
-            sqlx::query("DELETE FROM sessions WHERE expires_at <= ? OR last_used_at <= ?")
-                .bind(now)
-                .bind(now.saturating_sub(idle))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        // Alerts first: each references its audit row.
-        let alerts =
-            sqlx::query("DELETE FROM alerts WHERE audit_id IN (SELECT id FROM audit WHERE at < ?)")
-                .bind(cutoff)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        let audit = sqlx::query("DELETE FROM audit WHERE at < ?")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
+        let (sessions, alerts, audit) = self
+            .db()
+            .write(move |tx| {
+                // The same bounds `session` checks, so only sessions no token can use any more go.
+                let sessions = store::exec(
+                    tx,
+                    "DELETE FROM sessions WHERE expires_at <= ? OR last_used_at <= ?",
+                    [now, now.saturating_sub(idle)],
+                )?;
+                // Alerts first: each references its audit row.
+                let alerts = store::exec(
+                    tx,
+                    "DELETE FROM alerts WHERE audit_id IN (SELECT id FROM audit WHERE at < ?)",
+                    [cutoff],
+                )?;
+                let audit = store::exec(tx, "DELETE FROM audit WHERE at < ?", [cutoff])?;
+                Ok((sessions as u64, alerts as u64, audit as u64))
+            })
+            .await?;
         let pruned = Pruned {
             sessions,
             audit,

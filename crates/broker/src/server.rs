@@ -143,7 +143,6 @@ impl RunningBroker {
         for task in self.background {
             task.await?;
         }
-        self.broker.writer().close().await;
         self.broker.db().close().await;
         let _ = std::fs::remove_file(&self.admin_socket);
         Ok(())
@@ -170,7 +169,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     };
     let auth = crate::service::auth::AuthState::prepare(&db, &config.data_dir, auth_config).await?;
     let proxies = crate::proxy::TrustedProxies::new(config.trusted_proxies.clone());
-    let broker = Broker::new(db, &db_path, config.session_ttl, argon2, auth, proxies)?;
+    let broker = Broker::new(db, config.session_ttl, argon2, auth, proxies)?;
     let identity = tls::load_or_create(
         &config.data_dir,
         config.tls_cert.as_deref(),

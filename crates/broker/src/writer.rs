@@ -2,19 +2,19 @@
 //! in a savepoint of one transaction, and commits them together with one fsync.
 //!
 //! Why it exists: issuing a lease is about eight statements that must see the addresses the
-//! previous lease took, so leases are written one after another. Through sqlx every statement
-//! is a round trip between the async task and the connection's own worker thread, and every
-//! lease was its own commit; the write turn was held ~1.5 ms per lease and issuance stopped at
-//! ~650 a second whatever the concurrency (README, Performance). Here the statements run on the
-//! thread that owns the connection, and a burst of requests shares one commit.
+//! previous lease took, so leases are written one after another. Through an async driver
+//! (sqlx, which the broker used before) every statement is a round trip between the async task
+//! and the connection's own worker thread, and every lease was its own commit: issuance stopped
+//! at ~650 a second whatever the concurrency (README, Performance). Here the statements run on
+//! the thread that owns the connection, and a burst of requests shares one commit.
 //!
 //! What a caller can rely on:
 //! - A job that returns an error (or panics) is rolled back to its own savepoint: it changes
 //!   nothing, and the other jobs of the batch are not affected.
 //! - Nobody is answered before the commit that holds their change. If the commit fails, every
 //!   job of that batch gets an error, and none of their changes exist.
-//! - The thread takes the broker's in-process write turn (the one [`crate::broker::WriteTx`]
-//!   holds) for each batch, so it queues fairly with the sqlx writers.
+//! - It is the only writer in the process: every change the broker makes is a job here
+//!   (`crate::store::Db::write`), so writes never wait on SQLite's busy handler.
 //! - The queue is bounded: a job that finds it full is refused at once with 429.
 //! - On shutdown, [`BatchWriter::close`] writes what is queued and then ends the thread.
 
@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rusqlite::Connection;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
 
@@ -58,10 +58,10 @@ struct Thread {
 }
 
 impl BatchWriter {
-    /// Opens a second connection to the database at `path` (already created and migrated by
+    /// Opens a connection to the database at `path` (already created and migrated by
     /// [`crate::store::open`]) and starts the thread.
-    pub fn start(path: &Path, write_turn: Arc<Mutex<()>>) -> Result<Self> {
-        let conn = crate::store::open_direct(path)?;
+    pub fn start(path: &Path) -> Result<Self> {
+        let conn = crate::store::connect(path)?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let thread = Arc::new(Thread {
             stopping: AtomicBool::new(false),
@@ -70,7 +70,7 @@ impl BatchWriter {
         let state = Arc::clone(&thread);
         let handle = std::thread::Builder::new()
             .name("grantwire-writer".into())
-            .spawn(move || run(conn, queue, &write_turn, &state.stopping))?;
+            .spawn(move || run(conn, queue, &state.stopping))?;
         *thread.handle.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
         Ok(Self { jobs, thread })
     }
@@ -150,12 +150,7 @@ where
 
 /// The thread: takes whatever is queued (at least one job, at most [`MAX_BATCH`]) and writes it
 /// as one transaction, until every [`BatchWriter`] is gone.
-fn run(
-    conn: Connection,
-    mut queue: mpsc::Receiver<Job>,
-    write_turn: &Mutex<()>,
-    stopping: &AtomicBool,
-) {
+fn run(conn: Connection, mut queue: mpsc::Receiver<Job>, stopping: &AtomicBool) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -165,7 +160,6 @@ fn run(
                 Err(_) => break,
             }
         }
-        let _turn = write_turn.blocking_lock();
         write_batch(&conn, batch.drain(..));
         if stopping.load(Ordering::SeqCst) && queue.is_empty() {
             break;
@@ -361,17 +355,30 @@ mod tests {
         assert_eq!(rows(&conn), ["a"]);
     }
 
+    /// A job that holds the writer thread until the returned sender is dropped (or sent to),
+    /// so a test can queue jobs behind it.
+    fn blocker() -> (
+        Job,
+        oneshot::Receiver<Result<()>>,
+        std::sync::mpsc::Sender<()>,
+    ) {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (j, rx) = job(move |_: &Connection| -> Result<()> {
+            let _ = wait.recv();
+            Ok(())
+        });
+        (j, rx, release)
+    }
+
     #[tokio::test]
-    async fn jobs_queued_while_the_write_turn_is_taken_share_one_commit() {
+    async fn jobs_queued_while_the_thread_is_busy_share_one_commit() {
         let dir = tempfile::tempdir().unwrap();
         drop(database(dir.path()));
-        let turn = Arc::new(Mutex::new(()));
-        let writer = BatchWriter::start(&dir.path().join("w.db"), Arc::clone(&turn)).unwrap();
-        // While another writer holds the turn, requests queue, and the thread then writes them
-        // in one transaction. A first job that writes nothing is taken alone; the thread then
-        // waits for the turn while the four queue behind it.
-        let held = turn.lock().await;
-        let (first, first_rx) = job(|_: &Connection| -> Result<()> { Ok(()) });
+        let writer = BatchWriter::start(&dir.path().join("w.db")).unwrap();
+        // While the thread is busy with a batch, requests queue, and the thread then writes
+        // them in one transaction. The blocking job is taken alone (nothing else is queued);
+        // the four queue behind it.
+        let (first, first_rx, release) = blocker();
         writer.jobs.try_send(first).ok().unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         // Each job looks from a second connection: in one uncommitted transaction none of the
@@ -391,7 +398,7 @@ mod tests {
                 rx
             })
             .collect();
-        drop(held);
+        drop(release);
         first_rx.await.unwrap().unwrap();
         for rx in answers {
             assert_eq!(
@@ -408,8 +415,7 @@ mod tests {
     async fn close_writes_what_was_queued_then_refuses() {
         let dir = tempfile::tempdir().unwrap();
         drop(database(dir.path()));
-        let writer =
-            BatchWriter::start(&dir.path().join("w.db"), Arc::new(Mutex::new(()))).unwrap();
+        let writer = BatchWriter::start(&dir.path().join("w.db")).unwrap();
         assert_eq!(writer.run(insert("a", 1)).await.unwrap(), "a");
         writer.close().await;
         let refused = writer.run(insert("b", 1)).await;
@@ -422,11 +428,12 @@ mod tests {
     async fn a_full_queue_refuses_with_429_at_once_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         drop(database(dir.path()));
-        let turn = Arc::new(Mutex::new(()));
-        let writer = BatchWriter::start(&dir.path().join("w.db"), Arc::clone(&turn)).unwrap();
-        let held = turn.lock().await;
-        // Queue until the queue is full (the thread holds at most one batch, waiting for the
-        // turn), then ask once more through the public door.
+        let writer = BatchWriter::start(&dir.path().join("w.db")).unwrap();
+        let (first, first_rx, release) = blocker();
+        writer.jobs.try_send(first).ok().unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // Queue until the queue is full (the thread is held by the first job), then ask once
+        // more through the public door.
         let mut queued = Vec::new();
         loop {
             let (j, rx) = job(|_: &Connection| -> Result<()> { Ok(()) });
@@ -447,7 +454,8 @@ mod tests {
             matches!(refused, Err(Error::RateLimited { retry_after: 1 })),
             "{refused:?}"
         );
-        drop(held);
+        drop(release);
+        first_rx.await.unwrap().unwrap();
         for rx in queued {
             rx.await.unwrap().unwrap();
         }

@@ -28,14 +28,12 @@ fn db_bytes(data: &Path) -> Vec<Vec<u8>> {
 }
 
 async fn totp_columns(db: &Path) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
-    let url = format!("sqlite://{}", db.display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    let rows = sqlx::query_as("SELECT totp_secret, totp_sealed FROM users")
-        .fetch_all(&pool)
-        .await
+    let conn = common::sqlite(db);
+    let mut stmt = conn
+        .prepare("SELECT totp_secret, totp_sealed FROM users")
         .unwrap();
-    pool.close().await;
-    rows
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
 }
 
 #[tokio::test]
@@ -126,14 +124,12 @@ async fn plaintext_secrets_are_sealed_at_start() {
     broker.shutdown().await.unwrap();
 
     // A row as the first schema stored it: the secret in plaintext, nothing sealed.
-    let url = format!("sqlite://{}", data.join(DB_FILE).display());
-    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-    sqlx::query("UPDATE users SET totp_secret = ?, totp_sealed = NULL")
-        .bind(&secret)
-        .execute(&pool)
-        .await
+    common::sqlite(&data.join(DB_FILE))
+        .execute(
+            "UPDATE users SET totp_secret = ?, totp_sealed = NULL",
+            [&secret],
+        )
         .unwrap();
-    pool.close().await;
     assert!(db_bytes(&data).iter().any(|b| contains(b, &secret)));
 
     let mut config = ServeConfig::for_tests(&data);

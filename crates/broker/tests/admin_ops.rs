@@ -67,9 +67,16 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
     assert_eq!(err.code(), ErrorCode::NotFound);
     assert_eq!(admin.audit_log().await.unwrap().len(), audit_before + 1);
     // Its address is free again (allocation takes it once it reaches the top of the subnet).
-    let slot: Option<i64> = sqlx::query_scalar("SELECT addr_slot FROM leases WHERE id = ?")
-        .bind(a.lease_id.as_str())
-        .fetch_one(admin.db())
+    let id = a.lease_id.as_str().to_owned();
+    let slot: Option<i64> = admin
+        .db()
+        .read(move |c| {
+            Ok(
+                c.query_row("SELECT addr_slot FROM leases WHERE id = ?", [id], |r| {
+                    r.get(0)
+                })?,
+            )
+        })
         .await
         .unwrap();
     assert_eq!(slot, None);
@@ -206,7 +213,6 @@ async fn audit_by_kind_and_limit_gives_the_newest_matching_rows_oldest_first() {
 // The binary talks to the admin socket served by this runtime while the test blocks on it.
 #[tokio::test(flavor = "multi_thread")]
 async fn backup_writes_a_checked_private_copy_and_never_overwrites() {
-    use sqlx::{ConnectOptions as _, Connection as _};
     use std::os::unix::fs::PermissionsExt as _;
 
     let h = Harness::start().await;
@@ -231,23 +237,14 @@ async fn backup_writes_a_checked_private_copy_and_never_overwrites() {
         .collect();
     assert_eq!(names, [std::ffi::OsString::from("broker-backup.db")]);
 
-    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
-        .filename(&file)
-        .read_only(true)
-        .connect()
-        .await
-        .unwrap();
-    let users: Vec<String> = sqlx::query_scalar("SELECT name FROM users")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let conn =
+        rusqlite::Connection::open_with_flags(&file, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let users: Vec<String> = common::column(&conn, "SELECT name FROM users");
     assert_eq!(users, ["alice"]);
-    let leases: Vec<String> = sqlx::query_scalar("SELECT id FROM leases")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let leases: Vec<String> = common::column(&conn, "SELECT id FROM leases");
     assert_eq!(leases, [p.lease_id.as_str()]);
-    conn.close().await.unwrap();
+    drop(conn);
 
     // An existing file is refused (exit 1) and left as it was.
     let before = std::fs::read(&file).unwrap();
@@ -291,4 +288,136 @@ async fn a_login_name_cannot_forge_audit_lines_in_the_admins_terminal() {
     // The JSON keeps the name as it was typed, for tools that escape it themselves.
     let all: AuditResponse = cli_json(&h, &["audit", "--kind", "login_failed", "--json"]);
     assert_eq!(all.entries[0].actor.as_deref(), Some(forged));
+}
+
+/// A copy of `tests/data/sqlx-era`: the data directory of a broker from before the move to
+/// rusqlite (revision a0d2a7d, schema recorded by sqlx), holding user alice, the enrolled edge
+/// plex-home, her grant on it and one lease. Files are made owner-only, as the broker made them.
+fn sqlx_era_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sqlx-era");
+    for name in [
+        "broker.db",
+        "secrets.key",
+        "tls-cert.pem",
+        "tls-key.pem",
+        "tls-cert.sha256",
+    ] {
+        let to = data.join(name);
+        std::fs::copy(fixture.join(name), &to).unwrap();
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    (dir, data)
+}
+
+fn fixture_json(name: &str) -> serde_json::Value {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/sqlx-era")
+        .join(name);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_database_from_the_sqlx_era_opens_with_everything_in_it() {
+    let (_dir, data) = sqlx_era_copy();
+    let db = data.join(grantwire_broker::DB_FILE);
+    let version = |conn: &rusqlite::Connection| -> i64 {
+        conn.pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(version(&common::sqlite(&db)), 0, "the fixture is sqlx's");
+
+    for start_no in 0..2 {
+        let broker = grantwire_broker::start(grantwire_broker::ServeConfig::for_tests(&data))
+            .await
+            .unwrap();
+        let admin = broker.admin();
+        let users = admin.user_list().await.unwrap().users;
+        assert_eq!(users.len(), 1);
+        assert_eq!(users[0].name, "alice");
+        let edges = admin.edge_list().await.unwrap().edges;
+        assert_eq!(edges.len(), 1);
+        assert_eq!(edges[0].name, "plex-home");
+        assert!(edges[0].enrolled);
+        let grants = admin.grant_list().await.unwrap().grants;
+        assert_eq!(
+            (grants[0].user.as_str(), grants[0].edge.as_str()),
+            ("alice", "plex-home")
+        );
+        let lease = fixture_json("lease.json")["profile"]["lease_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let issued = admin
+            .audit_log()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.kind == "lease_issued")
+            .count();
+        assert_eq!(issued, 1);
+        let stored: Vec<String> = common::column(&common::sqlite(&db), "SELECT id FROM leases");
+        assert_eq!(stored, [lease]);
+
+        // Her sealed TOTP secret still opens with the kept secrets.key: she can log in.
+        let alice = fixture_json("alice.json");
+        let secret = data_encoding::BASE32_NOPAD
+            .decode(alice["totp_secret"].as_str().unwrap().as_bytes())
+            .unwrap();
+        let fp: grantwire_client_core::tls::Fingerprint = broker.fingerprint().parse().unwrap();
+        let http = grantwire_client_core::tls::http_client(Some(fp));
+        // A second start would reuse the first start's step: wait for the next one.
+        if start_no == 1 {
+            let step = now() / 30;
+            while now() / 30 == step {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+        let resp = http
+            .post(format!("{}/v1/login", broker.url()))
+            .json(&serde_json::json!({
+                "user": "alice",
+                "password": "correct horse battery staple 42",
+                "code": code_now(&secret),
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+        broker.shutdown().await.unwrap();
+
+        let conn = common::sqlite(&db);
+        assert_eq!(
+            version(&conn),
+            8,
+            "every migration is recorded, none run twice"
+        );
+        let sqlx_rows: Vec<i64> = common::column(&conn, "SELECT version FROM _sqlx_migrations");
+        assert_eq!(sqlx_rows, [1, 2, 3, 4, 5, 6, 8, 9], "sqlx's record is kept");
+    }
+}
+
+#[tokio::test]
+async fn a_database_whose_recorded_schema_differs_is_refused_and_left_alone() {
+    let (_dir, data) = sqlx_era_copy();
+    let db = data.join(grantwire_broker::DB_FILE);
+    // A migration recorded with another checksum: not the schema this broker's files make.
+    common::sqlite(&db)
+        .execute(
+            "UPDATE _sqlx_migrations SET checksum = zeroblob(48) WHERE version = 3",
+            [],
+        )
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let err = grantwire_broker::start(grantwire_broker::ServeConfig::for_tests(&data))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("migration 3 differs"), "{err}");
+    assert_eq!(std::fs::read(&db).unwrap(), before, "nothing was written");
 }

@@ -197,14 +197,9 @@ async fn a_disabled_users_lease_never_reaches_an_edge() {
     // Disabled behind the service's back (a restored backup, a hand edit): her lease is still
     // unrevoked in the table, and the next set the edge gets leaves it out anyway.
     let db = h.broker.data_dir().join(grantwire_broker::DB_FILE);
-    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
-        .await
+    common::sqlite(&db)
+        .execute("UPDATE users SET disabled_at = 1 WHERE name = 'alice'", [])
         .unwrap();
-    sqlx::query("UPDATE users SET disabled_at = 1 WHERE name = 'alice'")
-        .execute(&pool)
-        .await
-        .unwrap();
-    pool.close().await;
     let b = lease_id(&h, &bob, "home").await;
     let set = set_with(&mut events, &[&b]).await;
     assert!(!ids(&set).contains(&a));

@@ -208,8 +208,15 @@ async fn renewal_refusals_change_nothing() {
     unchanged().await;
 
     // The grant is gone (ended under the lease) but the lease row is still live.
-    sqlx::query("UPDATE grants SET revoked_at = 1 WHERE user_id = (SELECT id FROM users WHERE name = 'alice')")
-        .execute(admin.db())
+    admin
+        .db()
+        .write(|tx| {
+            Ok(tx.execute(
+                "UPDATE grants SET revoked_at = 1
+                 WHERE user_id = (SELECT id FROM users WHERE name = 'alice')",
+                [],
+            )?)
+        })
         .await
         .unwrap();
     let resp = renew(&h, &token, &p.lease_id, "203.0.113.5").await;

@@ -643,35 +643,21 @@ async fn a_broker_killed_mid_stream_keeps_every_lease_and_its_audit_row() {
 /// Runs `PRAGMA integrity_check` and `foreign_key_check` on the database at `path` and returns
 /// its lease ids and the lease ids its lease_issued audit rows name.
 async fn inspect_db(path: &Path) -> (Vec<String>, Vec<String>) {
-    use sqlx::Connection as _;
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .unwrap();
-    let check: Vec<String> = sqlx::query_scalar("PRAGMA integrity_check")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let conn = common::sqlite(path);
+    let check: Vec<String> = common::column(&conn, "PRAGMA integrity_check");
     assert_eq!(check, ["ok"], "{}", path.display());
-    let orphans = sqlx::query("PRAGMA foreign_key_check")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
+    let orphans: Vec<String> = common::column(&conn, "PRAGMA foreign_key_check");
     assert!(
         orphans.is_empty(),
         "{} rows break a foreign key",
         orphans.len()
     );
-    let leases: Vec<String> = sqlx::query_scalar("SELECT id FROM leases")
-        .fetch_all(&mut conn)
-        .await
-        .unwrap();
-    let details: Vec<Option<String>> =
-        sqlx::query_scalar("SELECT detail FROM audit WHERE kind = 'lease_issued'")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-    conn.close().await.unwrap();
+    let leases: Vec<String> = common::column(&conn, "SELECT id FROM leases");
+    let details: Vec<Option<String>> = common::column(
+        &conn,
+        "SELECT detail FROM audit WHERE kind = 'lease_issued'",
+    );
+    drop(conn);
     let issued = details
         .iter()
         .map(|d| lease_named(d.as_deref()).unwrap())

@@ -37,8 +37,15 @@ impl Broker {
         source: IpAddr,
     ) -> Result<AccessOverview> {
         let now = store::now();
-        let mut conn = self.db().acquire().await?;
-        let rows = leases::live_for_user(&mut conn, user.user_id, now).await?;
+        let id = user.user_id;
+        let (rows, grants) = self
+            .db()
+            .read(move |c| {
+                let tx = c.unchecked_transaction()?;
+                let rows = leases::live_for_user(&tx, id, now)?;
+                Ok((rows, edges::live_grants_for_user(&tx, id, now)?))
+            })
+            .await?;
         let leases = rows
             .iter()
             .map(|r| {
@@ -49,8 +56,7 @@ impl Broker {
                 })
             })
             .collect::<Result<_>>()?;
-        let grants = edges::live_grants_for_user(&mut conn, user.user_id, now)
-            .await?
+        let grants = grants
             .iter()
             .map(edges::GrantListRow::to_info)
             .collect::<Result<_>>()?;
@@ -73,25 +79,28 @@ impl Broker {
         reason: &str,
     ) -> Result<()> {
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        let event = AuditEvent {
-            kind: "web_form_refused",
-            actor,
-            source_ip: ip_text(Some(source)),
-            detail: Some(format!("form={form} reason={reason}")),
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
-        Ok(())
+        let actor = actor.map(str::to_owned);
+        let detail = format!("form={form} reason={reason}");
+        self.db()
+            .write(move |tx| {
+                let event = AuditEvent {
+                    kind: "web_form_refused",
+                    actor: actor.as_deref(),
+                    source_ip: ip_text(Some(source)),
+                    detail: Some(detail),
+                };
+                store::audit(tx, now, event)
+            })
+            .await
     }
 
     /// Marks a session just made by signing in on the web pages (see
     /// [`users::SessionUser::web`]).
     pub async fn mark_web_session(&self, token: &str) -> Result<()> {
-        let mut tx = self.write_tx().await?;
-        users::mark_web_session(&mut tx, &crate::secrets::token_hash(token)).await?;
-        tx.commit().await?;
-        Ok(())
+        let hash = crate::secrets::token_hash(token);
+        self.db()
+            .write(move |tx| users::mark_web_session(tx, &hash))
+            .await
     }
 
     /// Records an admin page's change refused because the session was not signed in recently
@@ -118,15 +127,17 @@ impl Broker {
         detail: &str,
     ) -> Result<()> {
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        let event = AuditEvent {
-            kind,
-            actor: Some(actor),
-            source_ip: ip_text(Some(source)),
-            detail: Some(detail.to_owned()),
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
-        Ok(())
+        let (actor, detail) = (actor.to_owned(), detail.to_owned());
+        self.db()
+            .write(move |tx| {
+                let event = AuditEvent {
+                    kind,
+                    actor: Some(&actor),
+                    source_ip: ip_text(Some(source)),
+                    detail: Some(detail),
+                };
+                store::audit(tx, now, event)
+            })
+            .await
     }
 }

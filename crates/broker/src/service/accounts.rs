@@ -8,7 +8,7 @@ use grantwire_proto::{
     UserAddResponse, UserChangeResponse, UserInfo, UserListResponse, UserNameRequest,
     UserPasswordRequest, UserRemoveResponse,
 };
-use sqlx::SqliteConnection;
+use rusqlite::Connection;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
@@ -20,8 +20,7 @@ use crate::totp;
 impl Broker {
     pub async fn user_list(&self) -> Result<UserListResponse> {
         let now = self.auth().now();
-        let mut conn = self.db().acquire().await?;
-        let rows = users::all(&mut conn).await?;
+        let rows = self.db().read(users::all).await?;
         let users = rows
             .into_iter()
             .map(|r| UserInfo {
@@ -39,11 +38,15 @@ impl Broker {
     /// Refuses the user's logins and ends their sessions.
     pub async fn user_disable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        let id = user_id(&mut tx, &req.name).await?;
-        users::set_disabled(&mut tx, id, Some(now)).await?;
-        let cut = cut_off(&mut tx, id, &req.name, now, "user_disabled").await?;
-        tx.commit().await?;
+        let name = req.name.clone();
+        let cut = self
+            .db()
+            .write(move |tx| {
+                let id = user_id(tx, &name)?;
+                users::set_disabled(tx, id, Some(now))?;
+                cut_off(tx, id, &name, now, "user_disabled")
+            })
+            .await?;
         self.tell_edges(&cut);
         tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "user disabled");
         Ok(UserChangeResponse {
@@ -56,11 +59,14 @@ impl Broker {
 
     pub async fn user_enable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        let id = user_id(&mut tx, &req.name).await?;
-        users::set_disabled(&mut tx, id, None).await?;
-        audit(&mut tx, now, "user_enabled", &req.name, 0).await?;
-        tx.commit().await?;
+        let name = req.name.clone();
+        self.db()
+            .write(move |tx| {
+                let id = user_id(tx, &name)?;
+                users::set_disabled(tx, id, None)?;
+                audit(tx, now, "user_enabled", &name, 0)
+            })
+            .await?;
         tracing::info!(user = %req.name, "user enabled");
         Ok(UserChangeResponse {
             name: req.name,
@@ -80,14 +86,16 @@ impl Broker {
         secrets::check_password_policy(&req.password)?;
         let phc = self.argon2().hash(req.password).await?;
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        let id = user_id(&mut tx, &req.name).await?;
-        let disabled = users::by_name(&mut tx, &req.name)
-            .await?
-            .is_some_and(|u| u.disabled_at.is_some());
-        users::set_password_hash(&mut tx, id, &phc).await?;
-        let cut = cut_off(&mut tx, id, &req.name, now, "user_password_reset").await?;
-        tx.commit().await?;
+        let name = req.name.clone();
+        let (disabled, cut) = self
+            .db()
+            .write(move |tx| {
+                let user = users::by_name(tx, &name)?.ok_or_else(|| not_found(&name))?;
+                users::set_password_hash(tx, user.id, &phc)?;
+                let cut = cut_off(tx, user.id, &name, now, "user_password_reset")?;
+                Ok((user.disabled_at.is_some(), cut))
+            })
+            .await?;
         self.tell_edges(&cut);
         tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "password reset");
         Ok(UserChangeResponse {
@@ -103,13 +111,16 @@ impl Broker {
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
         let sealed = self.auth().seal_totp(&req.name, &secret)?;
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        let user = users::by_name(&mut tx, &req.name)
-            .await?
-            .ok_or_else(|| not_found(&req.name))?;
-        users::set_totp_sealed(&mut tx, user.id, &sealed).await?;
-        let cut = cut_off(&mut tx, user.id, &req.name, now, "user_totp_reset").await?;
-        tx.commit().await?;
+        let name = req.name.clone();
+        let (user, cut) = self
+            .db()
+            .write(move |tx| {
+                let user = users::by_name(tx, &name)?.ok_or_else(|| not_found(&name))?;
+                users::set_totp_sealed(tx, user.id, &sealed)?;
+                let cut = cut_off(tx, user.id, &name, now, "user_totp_reset")?;
+                Ok((user, cut))
+            })
+            .await?;
         self.tell_edges(&cut);
         tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "TOTP secret reset");
         Ok(UserAddResponse {
@@ -127,11 +138,16 @@ impl Broker {
     pub async fn user_remove(&self, req: UserNameRequest) -> Result<UserRemoveResponse> {
         check_name(&req.name, "user")?;
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        let id = user_id(&mut tx, &req.name).await?;
-        let cut = cut_off(&mut tx, id, &req.name, now, "user_removed").await?;
-        users::delete(&mut tx, id).await?;
-        tx.commit().await?;
+        let name = req.name.clone();
+        let cut = self
+            .db()
+            .write(move |tx| {
+                let id = user_id(tx, &name)?;
+                let cut = cut_off(tx, id, &name, now, "user_removed")?;
+                users::delete(tx, id)?;
+                Ok(cut)
+            })
+            .await?;
         self.tell_edges(&cut);
         tracing::info!(user = %req.name, sessions = cut.sessions, leases = cut.leases.len(), "user removed");
         Ok(UserRemoveResponse {
@@ -160,23 +176,17 @@ struct Cut {
 
 /// Ends the user's sessions and live leases, and audits the change (`kind`) and each lease,
 /// in the caller's transaction.
-async fn cut_off(
-    conn: &mut SqliteConnection,
-    user_id: i64,
-    name: &str,
-    now: i64,
-    kind: &str,
-) -> Result<Cut> {
-    let sessions = users::delete_sessions(conn, user_id).await?;
-    let leases = leases::revoke_for_user(conn, user_id, now).await?;
+fn cut_off(conn: &Connection, user_id: i64, name: &str, now: i64, kind: &str) -> Result<Cut> {
+    let sessions = users::delete_sessions(conn, user_id)?;
+    let leases = leases::revoke_for_user(conn, user_id, now)?;
     let detail = format!(
         "user={name} sessions_ended={sessions} leases_revoked={}",
         leases.len()
     );
-    store::audit(conn, now, admin_event(kind, detail)).await?;
+    store::audit(conn, now, admin_event(kind, detail))?;
     for (id, _) in &leases {
         let detail = format!("lease={id} user={name} reason={kind}");
-        store::audit(conn, now, admin_event("lease_revoked", detail)).await?;
+        store::audit(conn, now, admin_event("lease_revoked", detail))?;
     }
     Ok(Cut { sessions, leases })
 }
@@ -194,20 +204,13 @@ fn not_found(name: &str) -> Error {
     Error::NotFound(format!("no user named {name:?}"))
 }
 
-async fn user_id(conn: &mut SqliteConnection, name: &str) -> Result<i64> {
-    users::by_name(conn, name)
-        .await?
+fn user_id(conn: &Connection, name: &str) -> Result<i64> {
+    users::by_name(conn, name)?
         .map(|u| u.id)
         .ok_or_else(|| not_found(name))
 }
 
-async fn audit(
-    conn: &mut SqliteConnection,
-    now: i64,
-    kind: &str,
-    user: &str,
-    ended_sessions: u64,
-) -> Result<()> {
+fn audit(conn: &Connection, now: i64, kind: &str, user: &str, ended_sessions: u64) -> Result<()> {
     let detail = format!("user={user} sessions_ended={ended_sessions}");
-    store::audit(conn, now, admin_event(kind, detail)).await
+    store::audit(conn, now, admin_event(kind, detail))
 }

@@ -40,10 +40,13 @@ impl Broker {
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
         let sealed = self.auth().seal_totp(&req.name, &secret)?;
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        users::insert(&mut tx, &req.name, &phc, &sealed, req.admin, now).await?;
-        admin_audit(&mut tx, now, "user_added", format!("user={}", req.name)).await?;
-        tx.commit().await?;
+        let (name, admin) = (req.name.clone(), req.admin);
+        self.db()
+            .write(move |tx| {
+                users::insert(tx, &name, &phc, &sealed, admin, now)?;
+                admin_audit(tx, now, "user_added", format!("user={name}"))
+            })
+            .await?;
         tracing::info!(user = %req.name, admin = req.admin, "user added");
         Ok(UserAddResponse {
             otpauth_uri: totp::otpauth_uri(&req.name, &secret),
@@ -74,19 +77,22 @@ impl Broker {
         // The clock `enrol` checks the expiry by.
         let now = self.auth().now();
         let enrol_expires_at = now.saturating_add_unsigned(expires_secs);
-        let mut tx = self.write_tx().await?;
-        let new = edges::NewEdge {
-            name: &req.name,
-            endpoint: &stored,
-            subnet,
-            tunnel_address,
-            enrol_token_hash: &hash,
-            enrol_expires_at,
-        };
-        edges::insert(&mut tx, new, now).await?;
-        let detail = format!("edge={} token_expires_at={enrol_expires_at}", req.name);
-        admin_audit(&mut tx, now, "edge_added", detail).await?;
-        tx.commit().await?;
+        let name = req.name.clone();
+        self.db()
+            .write(move |tx| {
+                let new = edges::NewEdge {
+                    name: &name,
+                    endpoint: &stored,
+                    subnet,
+                    tunnel_address,
+                    enrol_token_hash: &hash,
+                    enrol_expires_at,
+                };
+                edges::insert(tx, new, now)?;
+                let detail = format!("edge={name} token_expires_at={enrol_expires_at}");
+                admin_audit(tx, now, "edge_added", detail)
+            })
+            .await?;
         tracing::info!(edge = %req.name, %subnet, "edge added");
         Ok(EdgeAddResponse {
             name: req.name,
@@ -100,8 +106,7 @@ impl Broker {
     }
 
     pub async fn edge_list(&self) -> Result<EdgeListResponse> {
-        let mut conn = self.db().acquire().await?;
-        let rows = edges::list(&mut conn).await?;
+        let rows = self.db().read(edges::list).await?;
         let edges = rows
             .into_iter()
             .map(|r| {
@@ -126,18 +131,22 @@ impl Broker {
     pub async fn edge_remove(&self, req: EdgeRemoveRequest) -> Result<EdgeRemoveResponse> {
         check_name(&req.name, "edge")?;
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        let edge = edges::by_name(&mut tx, &req.name)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no edge named {:?}", req.name)))?;
-        let revoked = edges::live_lease_ids(&mut tx, edge.id, now).await?;
-        for id in &revoked {
-            admin_audit(&mut tx, now, "lease_revoked", format!("lease={id}")).await?;
-        }
-        edges::delete(&mut tx, edge.id).await?;
-        let detail = format!("edge={} revoked_leases={}", req.name, revoked.len());
-        admin_audit(&mut tx, now, "edge_removed", detail).await?;
-        tx.commit().await?;
+        let name = req.name.clone();
+        let (edge, revoked) = self
+            .db()
+            .write(move |tx| {
+                let edge = edges::by_name(tx, &name)?
+                    .ok_or_else(|| Error::NotFound(format!("no edge named {name:?}")))?;
+                let revoked = edges::live_lease_ids(tx, edge.id, now)?;
+                for id in &revoked {
+                    admin_audit(tx, now, "lease_revoked", format!("lease={id}"))?;
+                }
+                edges::delete(tx, edge.id)?;
+                let detail = format!("edge={name} revoked_leases={}", revoked.len());
+                admin_audit(tx, now, "edge_removed", detail)?;
+                Ok((edge, revoked))
+            })
+            .await?;
         self.notify_edge(edge.id);
         tracing::info!(edge = %req.name, leases = revoked.len(), "edge removed");
         Ok(EdgeRemoveResponse {
@@ -167,27 +176,29 @@ impl Broker {
         let now = store::now();
         alloc::check_grant_terms(&ports, pin_prefix4, pin_prefix6, req.ends_at, now)
             .map_err(Error::BadRequest)?;
-        let mut tx = self.write_tx().await?;
-        let (user_id, edge_id) = user_and_edge(&mut tx, &req.user, &req.edge).await?;
-        let grant = edges::NewGrant {
-            user_id,
-            edge_id,
-            lease_ttl_secs,
-            ports: &ports,
-            ends_at: req.ends_at,
-            pin_prefix4,
-            pin_prefix6,
-            max_leases,
-        };
-        edges::insert_grant(&mut tx, grant, now).await?;
-        let detail = format!(
-            "user={} edge={} ttl={lease_ttl_secs} ports={ports:?} until={} pin_prefix4={pin_prefix4} pin_prefix6={pin_prefix6} max_leases={max_leases}",
-            req.user,
-            req.edge,
-            req.ends_at.map_or_else(|| "none".into(), |e| e.to_string()),
-        );
-        admin_audit(&mut tx, now, "grant_added", detail).await?;
-        tx.commit().await?;
+        let (user, edge, ends_at) = (req.user.clone(), req.edge.clone(), req.ends_at);
+        let granted = ports.clone();
+        self.db()
+            .write(move |tx| {
+                let (user_id, edge_id) = user_and_edge(tx, &user, &edge)?;
+                let grant = edges::NewGrant {
+                    user_id,
+                    edge_id,
+                    lease_ttl_secs,
+                    ports: &granted,
+                    ends_at,
+                    pin_prefix4,
+                    pin_prefix6,
+                    max_leases,
+                };
+                edges::insert_grant(tx, grant, now)?;
+                let detail = format!(
+                    "user={user} edge={edge} ttl={lease_ttl_secs} ports={granted:?} until={} pin_prefix4={pin_prefix4} pin_prefix6={pin_prefix6} max_leases={max_leases}",
+                    ends_at.map_or_else(|| "none".into(), |e| e.to_string()),
+                );
+                admin_audit(tx, now, "grant_added", detail)
+            })
+            .await?;
         tracing::info!(user = %req.user, edge = %req.edge, "grant added");
         Ok(GrantInfo {
             user: req.user,
@@ -203,8 +214,8 @@ impl Broker {
 
     /// Live grants (neither revoked nor ended), by user and edge.
     pub async fn grant_list(&self) -> Result<GrantListResponse> {
-        let mut conn = self.db().acquire().await?;
-        let rows = edges::live_grants(&mut conn, store::now()).await?;
+        let now = store::now();
+        let rows = self.db().read(move |c| edges::live_grants(c, now)).await?;
         let grants = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(GrantListResponse { grants })
     }
@@ -213,18 +224,23 @@ impl Broker {
     /// lease set to the edge.
     pub async fn grant_revoke(&self, req: GrantRevokeRequest) -> Result<GrantRevokeResponse> {
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        let (user_id, edge_id) = user_and_edge(&mut tx, &req.user, &req.edge).await?;
-        let grant_id = edges::revoke_grant(&mut tx, user_id, edge_id, now)
-            .await?
-            .ok_or_else(|| Error::NotFound("this user holds no grant on this edge".into()))?;
-        let revoked = leases::revoke_for_grant(&mut tx, grant_id, now).await?;
-        let detail = format!("user={} edge={}", req.user, req.edge);
-        admin_audit(&mut tx, now, "grant_revoked", detail).await?;
-        for id in &revoked {
-            admin_audit(&mut tx, now, "lease_revoked", format!("lease={id}")).await?;
-        }
-        tx.commit().await?;
+        let (user, edge) = (req.user.clone(), req.edge.clone());
+        let (edge_id, revoked) = self
+            .db()
+            .write(move |tx| {
+                let (user_id, edge_id) = user_and_edge(tx, &user, &edge)?;
+                let grant_id =
+                    edges::revoke_grant(tx, user_id, edge_id, now)?.ok_or_else(|| {
+                        Error::NotFound("this user holds no grant on this edge".into())
+                    })?;
+                let revoked = leases::revoke_for_grant(tx, grant_id, now)?;
+                admin_audit(tx, now, "grant_revoked", format!("user={user} edge={edge}"))?;
+                for id in &revoked {
+                    admin_audit(tx, now, "lease_revoked", format!("lease={id}"))?;
+                }
+                Ok((edge_id, revoked))
+            })
+            .await?;
         self.notify_edge(edge_id);
         tracing::info!(user = %req.user, edge = %req.edge, leases = revoked.len(), "grant revoked");
         Ok(GrantRevokeResponse {
@@ -235,8 +251,8 @@ impl Broker {
     }
 
     pub async fn lease_list(&self) -> Result<LeaseListResponse> {
-        let mut conn = self.db().acquire().await?;
-        let rows = leases::live_all(&mut conn, store::now()).await?;
+        let now = store::now();
+        let rows = self.db().read(move |c| leases::live_all(c, now)).await?;
         let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(LeaseListResponse { leases })
     }
@@ -251,29 +267,36 @@ impl Broker {
         if let Some(kind) = &q.kind {
             check_kind(kind)?;
         }
-        let filter = store::audit::Filter {
-            since: q.since,
-            user: q.user.as_deref(),
-            kind: q.kind.as_deref(),
-            limit: q.limit,
-        };
-        let mut conn = self.db().acquire().await?;
-        let entries = store::audit::query(&mut conn, filter).await?;
+        let entries = self
+            .db()
+            .read(move |c| {
+                let filter = store::audit::Filter {
+                    since: q.since,
+                    user: q.user.as_deref(),
+                    kind: q.kind.as_deref(),
+                    limit: q.limit,
+                };
+                store::audit::query(c, filter)
+            })
+            .await?;
         Ok(AuditResponse { entries })
     }
 
     /// Revokes one live lease and pushes the edge its new set.
     pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        let lease = leases::live_by_id(&mut tx, &req.id, now)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("no live lease {:?}", req.id)))?;
-        let (user, edge) = leases::owner_names(&mut tx, &lease.id).await?;
-        leases::revoke(&mut tx, &lease.id, now).await?;
-        let detail = format!("lease={} user={user} edge={edge}", lease.id);
-        admin_audit(&mut tx, now, "lease_revoked", detail).await?;
-        tx.commit().await?;
+        let (lease, user, edge) = self
+            .db()
+            .write(move |tx| {
+                let lease = leases::live_by_id(tx, &req.id, now)?
+                    .ok_or_else(|| Error::NotFound(format!("no live lease {:?}", req.id)))?;
+                let (user, edge) = leases::owner_names(tx, &lease.id)?;
+                leases::revoke(tx, &lease.id, now)?;
+                let detail = format!("lease={} user={user} edge={edge}", lease.id);
+                admin_audit(tx, now, "lease_revoked", detail)?;
+                Ok((lease, user, edge))
+            })
+            .await?;
         self.notify_edge(lease.edge_id);
         tracing::info!(lease = %lease.id, %user, %edge, "lease revoked");
         Ok(LeaseRevokeResponse {
@@ -284,24 +307,18 @@ impl Broker {
     }
 }
 
-async fn user_and_edge(
-    conn: &mut sqlx::SqliteConnection,
-    user: &str,
-    edge: &str,
-) -> Result<(i64, i64)> {
+fn user_and_edge(conn: &rusqlite::Connection, user: &str, edge: &str) -> Result<(i64, i64)> {
     check_name(user, "user")?;
     check_name(edge, "edge")?;
-    let u = users::by_name(conn, user)
-        .await?
+    let u = users::by_name(conn, user)?
         .ok_or_else(|| Error::NotFound(format!("no user named {user:?}")))?;
-    let e = edges::by_name(conn, edge)
-        .await?
+    let e = edges::by_name(conn, edge)?
         .ok_or_else(|| Error::NotFound(format!("no edge named {edge:?}")))?;
     Ok((u.id, e.id))
 }
 
-pub(crate) async fn admin_audit(
-    conn: &mut sqlx::SqliteConnection,
+pub(crate) fn admin_audit(
+    conn: &rusqlite::Connection,
     now: i64,
     kind: &str,
     detail: String,
@@ -312,7 +329,7 @@ pub(crate) async fn admin_audit(
         source_ip: None,
         detail: Some(detail),
     };
-    store::audit(conn, now, event).await
+    store::audit(conn, now, event)
 }
 
 /// Names are `[a-z0-9-]{1,32}`: they appear in URIs, file names and audit lines unescaped.

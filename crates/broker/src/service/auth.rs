@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_proto::{LoginRequest, LoginResponse};
-use sqlx::{SqliteConnection, SqlitePool};
+use rusqlite::Connection;
 
 use crate::broker::{ip_text, Broker};
 use crate::conn::ConnTracker;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
-use crate::store::{self, leases, users, AuditEvent};
+use crate::store::{self, leases, users, AuditEvent, Db};
 use crate::throttle::{self, Buckets, Clock, RateLimit};
 use crate::totp;
 
@@ -49,12 +49,11 @@ impl AuthState {
     /// TOTP secret still stored in plaintext, in one transaction. Fails closed: a missing or
     /// wrong key with sealed rows present stops the start instead of making a new key, which
     /// would lock every user out of their second factor without saying why.
-    pub async fn prepare(db: &SqlitePool, data_dir: &Path, config: AuthConfig) -> Result<Self> {
+    pub async fn prepare(db: &Db, data_dir: &Path, config: AuthConfig) -> Result<Self> {
         let path = data_dir.join(SECRETS_KEY_FILE);
-        let mut conn = db.acquire().await?;
-        let sealed = users::any_sealed(&mut conn).await?;
-        let sealed_psk = leases::any_sealed_psk(&mut conn).await?;
-        drop(conn);
+        let (sealed, sealed_psk) = db
+            .read(|c| Ok((users::any_sealed(c)?, leases::any_sealed_psk(c)?)))
+            .await?;
         let seal = match (
             SealKey::load(&path)?,
             sealed.is_some() || sealed_psk.is_some(),
@@ -85,16 +84,15 @@ impl AuthState {
                 )));
             }
         }
+        let seal = Arc::new(seal);
         seal_plaintext_secrets(db, &seal).await?;
         seal_plaintext_psks(db, &seal).await?;
-        let mut conn = db.acquire().await?;
-        for network in users::all_login_sources(&mut conn).await? {
+        for network in db.read(users::all_login_sources).await? {
             config.conns.mark_known(network.addr());
         }
-        drop(conn);
         Ok(Self {
             conns: config.conns,
-            seal: Arc::new(seal),
+            seal,
             clock: config.clock,
             session_idle: config.session_idle,
             login_buckets: config.login_rate.into(),
@@ -112,39 +110,53 @@ impl AuthState {
     }
 }
 
-async fn seal_plaintext_secrets(db: &SqlitePool, seal: &SealKey) -> Result<()> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    let rows = users::plaintext_secrets(&mut tx).await?;
-    if rows.is_empty() {
+async fn seal_plaintext_secrets(db: &Db, seal: &Arc<SealKey>) -> Result<()> {
+    let seal = Arc::clone(seal);
+    let sealed = db
+        .write(move |tx| {
+            let rows = users::plaintext_secrets(tx)?;
+            for (id, name, secret) in &rows {
+                let sealed = seal.seal(name.as_bytes(), secret)?;
+                users::seal_existing(tx, *id, &sealed)?;
+            }
+            Ok(rows.len())
+        })
+        .await?;
+    if sealed == 0 {
         return Ok(());
     }
-    for (id, name, secret) in &rows {
-        let sealed = seal.seal(name.as_bytes(), secret)?;
-        users::seal_existing(&mut tx, *id, &sealed).await?;
-    }
-    tx.commit().await?;
     // Move the change out of the WAL into the main file; secure_delete has zeroed the old
     // plaintext there.
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(db)
-        .await?;
-    tracing::info!(users = rows.len(), "sealed plaintext TOTP secrets");
+    checkpoint(db).await?;
+    tracing::info!(users = sealed, "sealed plaintext TOTP secrets");
     Ok(())
+}
+
+/// Copies the WAL into the main file and empties it. On a connection of its own: the writer's
+/// batch transaction has committed by the time `write` returns.
+async fn checkpoint(db: &Db) -> Result<()> {
+    let path = db.path().to_owned();
+    tokio::task::spawn_blocking(move || -> Result<()> {
+        let conn = store::connect(&path)?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    })
+    .await?
 }
 
 /// Seals the preshared keys of live leases still stored in plaintext (written before keys were
 /// sealed) and erases those of ended leases, in one transaction, then checkpoints so the WAL
 /// keeps no copy of the plaintext either.
-async fn seal_plaintext_psks(db: &SqlitePool, seal: &SealKey) -> Result<()> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    let (sealed, erased) = leases::seal_plaintext_psks(&mut tx, seal, store::now()).await?;
+async fn seal_plaintext_psks(db: &Db, seal: &Arc<SealKey>) -> Result<()> {
+    let seal = Arc::clone(seal);
+    let now = store::now();
+    let (sealed, erased) = db
+        .write(move |tx| leases::seal_plaintext_psks(tx, &seal, now))
+        .await?;
     if sealed + erased == 0 {
         return Ok(());
     }
-    tx.commit().await?;
-    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-        .execute(db)
-        .await?;
+    checkpoint(db).await?;
     tracing::info!(sealed, erased, "sealed plaintext lease preshared keys");
     Ok(())
 }
@@ -177,8 +189,8 @@ impl Broker {
     pub async fn login(&self, req: LoginRequest, source: IpAddr) -> Result<LoginResponse> {
         let now = self.auth().now();
         let user = if req.user.len() <= MAX_NAME_LEN {
-            let mut conn = self.db().acquire().await?;
-            users::by_name(&mut conn, &req.user).await?
+            let name = req.user.clone();
+            self.db().read(move |c| users::by_name(c, &name)).await?
         } else {
             None
         };
@@ -194,117 +206,37 @@ impl Broker {
         let secs = u64::try_from(now).unwrap_or(0);
         let step = totp::verify(&secret, &req.code, secs);
 
-        let mut tx = self.write_tx().await?;
-        let mut network = None;
-        let outcome = match &user {
-            None => Outcome::Failed,
-            Some(u) if u.disabled_at.is_some() => Outcome::Disabled,
-            // Not enrolled yet: the secret in the row was never shown to anyone, and the
-            // password is the temporary one, good only for enrolment.
-            Some(u) if u.invite_expires_at.is_some() => Outcome::Invited,
-            Some(u) => {
-                let net = users::login_network(&mut tx, u.id, source).await?;
-                let state = users::network_state(&mut tx, u.id, &net, now).await?;
-                network = Some(net);
-                match (throttle::is_locked(state, now), password_ok, step) {
-                    (true, _, _) => Outcome::Throttled,
-                    (false, true, Some(step)) => {
-                        if users::claim_totp_step(&mut tx, u.id, step).await? {
-                            Outcome::Ok
-                        } else {
-                            Outcome::TotpReused
-                        }
-                    }
-                    _ => Outcome::Failed,
-                }
-            }
-        };
-        let source_text = ip_text(Some(source));
         let actor: String = req.user.chars().take(MAX_NAME_LEN).collect();
-        let (Some(user), Outcome::Ok) = (&user, &outcome) else {
-            let kind = match outcome {
-                Outcome::Throttled => "login_throttled",
-                Outcome::TotpReused => "totp_reused",
-                _ => "login_failed",
-            };
-            let mut locked = None;
-            if let (Some(u), Some(net), Outcome::Failed | Outcome::TotpReused) =
-                (&user, &network, &outcome)
-            {
-                locked = users::record_failure_from(&mut tx, u.id, net, now).await?;
+        let ttl = self.session_ttl();
+        let checked = user.clone();
+        let who = actor.clone();
+        // A refusal is an answer too: its audit rows and failure count commit, and only then
+        // does the caller get the 401.
+        let answer = self
+            .db()
+            .write(move |tx| {
+                let (outcome, network) =
+                    decide(tx, checked.as_ref(), source, now, password_ok, step)?;
+                match (checked, outcome) {
+                    (Some(user), Outcome::Ok) => open_session(tx, &user, ttl, source, now).map(Ok),
+                    (user, outcome) => {
+                        let refused = (user.as_ref(), network.as_ref(), &outcome);
+                        record_refusal(tx, refused, &who, source, now).map(Err)
+                    }
+                }
+            })
+            .await?;
+        match answer {
+            Ok(session) => {
+                self.auth().conns.mark_known(source);
+                tracing::info!(user = %actor, %source, "login");
+                Ok(session)
             }
-            let detail = match outcome {
-                Outcome::Disabled => Some("user disabled".to_owned()),
-                Outcome::Invited => Some("invited, not enrolled".to_owned()),
-                _ => None,
-            };
-            let event = AuditEvent {
-                kind,
-                actor: Some(&actor),
-                source_ip: source_text.clone(),
-                detail,
-            };
-            store::audit(&mut tx, now, event).await?;
-            if let Some(reason) = locked {
-                // The moment the account starts to wait: one alert, not one per refused try.
-                let event = AuditEvent {
-                    kind: "account_locked",
-                    actor: Some(&actor),
-                    source_ip: source_text,
-                    detail: Some(reason),
-                };
-                store::audit(&mut tx, now, event).await?;
+            Err(kind) => {
+                tracing::info!(user = %actor, %source, kind, "login refused");
+                Err(Error::Unauthorized)
             }
-            tx.commit().await?;
-            tracing::info!(user = %actor, %source, kind, "login refused");
-            return Err(Error::Unauthorized);
-        };
-
-        let session = self.open_session(&mut tx, user, source, now).await?;
-        tx.commit().await?;
-        tracing::info!(user = %user.name, %source, "login");
-        Ok(session)
-    }
-
-    /// A new session for `user`, who just proved password and code, with its audit rows (and
-    /// a `login_new_source` row the first time the user comes from that network).
-    pub(crate) async fn open_session(
-        &self,
-        tx: &mut SqliteConnection,
-        user: &users::UserRow,
-        source: IpAddr,
-        now: i64,
-    ) -> Result<LoginResponse> {
-        let net = users::login_network(tx, user.id, source).await?;
-        users::reset_failures(tx, user.id, &net).await?;
-        let token = Token::generate();
-        let ttl = i64::try_from(self.session_ttl().as_secs()).unwrap_or(i64::MAX);
-        let expires_at = now.saturating_add(ttl);
-        let hash = secrets::token_hash(token.as_str());
-        users::insert_session(tx, user.id, &hash, now, expires_at).await?;
-        let source_text = ip_text(Some(source));
-        let event = AuditEvent {
-            kind: "login_ok",
-            actor: Some(&user.name),
-            source_ip: source_text.clone(),
-            detail: None,
-        };
-        store::audit(tx, now, event).await?;
-        self.auth().conns.mark_known(source);
-        let network = login_network(source);
-        if users::record_login_source(tx, user.id, &network, now).await? {
-            let event = AuditEvent {
-                kind: "login_new_source",
-                actor: Some(&user.name),
-                source_ip: source_text,
-                detail: Some(format!("network={network}")),
-            };
-            store::audit(tx, now, event).await?;
         }
-        Ok(LoginResponse {
-            token: token.into_string(),
-            expires_at,
-        })
     }
 
     /// The user behind a bearer session token, if the session is live: within its lifetime,
@@ -312,18 +244,19 @@ impl Broker {
     pub async fn session(&self, token: &str) -> Result<users::SessionUser> {
         let now = self.auth().now();
         let idle = i64::try_from(self.auth().session_idle.as_secs()).unwrap_or(i64::MAX);
-        let mut conn = self.db().acquire().await?;
         let hash = secrets::token_hash(token);
-        let user = users::session_user(&mut conn, &hash, now, now.saturating_sub(idle))
+        let user = self
+            .db()
+            .read(move |c| users::session_user(c, &hash, now, now.saturating_sub(idle)))
             .await?
             .ok_or(Error::Unauthorized)?;
         // At most one write a second per session, so a burst of lease requests does not queue
-        // on SQLite's write lock just to say the same thing.
+        // on the writer just to say the same thing.
         if user.last_used_at < now {
-            drop(conn);
-            let _turn = self.write_turn().await;
-            let mut conn = self.db().acquire().await?;
-            users::touch_session(&mut conn, user.session_id, now).await?;
+            let id = user.session_id;
+            self.db()
+                .write(move |tx| users::touch_session(tx, id, now))
+                .await?;
         }
         Ok(user)
     }
@@ -331,16 +264,146 @@ impl Broker {
     /// Ends the presenting session.
     pub async fn logout(&self, user: &users::SessionUser, source: IpAddr) -> Result<()> {
         let now = self.auth().now();
-        let mut tx = self.write_tx().await?;
-        users::delete_session(&mut tx, user.session_id).await?;
-        let event = AuditEvent {
-            kind: "logout",
-            actor: Some(&user.name),
-            source_ip: ip_text(Some(source)),
-            detail: None,
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
-        Ok(())
+        let (id, name) = (user.session_id, user.name.clone());
+        self.db()
+            .write(move |tx| {
+                users::delete_session(tx, id)?;
+                let event = AuditEvent {
+                    kind: "logout",
+                    actor: Some(&name),
+                    source_ip: ip_text(Some(source)),
+                    detail: None,
+                };
+                store::audit(tx, now, event)
+            })
+            .await
     }
+}
+
+/// The outcome of a login whose password and code were checked, with the network it came
+/// from when the user exists and may log in.
+fn decide(
+    tx: &Connection,
+    user: Option<&users::UserRow>,
+    source: IpAddr,
+    now: i64,
+    password_ok: bool,
+    step: Option<u64>,
+) -> Result<(Outcome, Option<users::LoginNetwork>)> {
+    Ok(match user {
+        None => (Outcome::Failed, None),
+        Some(u) if u.disabled_at.is_some() => (Outcome::Disabled, None),
+        // Not enrolled yet: the secret in the row was never shown to anyone, and the
+        // password is the temporary one, good only for enrolment.
+        Some(u) if u.invite_expires_at.is_some() => (Outcome::Invited, None),
+        Some(u) => {
+            let net = users::login_network(tx, u.id, source)?;
+            let state = users::network_state(tx, u.id, &net, now)?;
+            let outcome = match (throttle::is_locked(state, now), password_ok, step) {
+                (true, _, _) => Outcome::Throttled,
+                (false, true, Some(step)) => {
+                    if users::claim_totp_step(tx, u.id, step)? {
+                        Outcome::Ok
+                    } else {
+                        Outcome::TotpReused
+                    }
+                }
+                _ => Outcome::Failed,
+            };
+            (outcome, Some(net))
+        }
+    })
+}
+
+/// What a refused login is recorded against: the user if one has the name, the network it
+/// came from if the user may log in, and why it was refused.
+type Refused<'a> = (
+    Option<&'a users::UserRow>,
+    Option<&'a users::LoginNetwork>,
+    &'a Outcome,
+);
+
+/// Audits a refused login (and counts it against the user's network when it was a wrong
+/// credential); returns the audit kind.
+fn record_refusal(
+    tx: &Connection,
+    (user, network, outcome): Refused<'_>,
+    actor: &str,
+    source: IpAddr,
+    now: i64,
+) -> Result<&'static str> {
+    let kind = match outcome {
+        Outcome::Throttled => "login_throttled",
+        Outcome::TotpReused => "totp_reused",
+        _ => "login_failed",
+    };
+    let mut locked = None;
+    if let (Some(u), Some(net), Outcome::Failed | Outcome::TotpReused) = (user, network, outcome) {
+        locked = users::record_failure_from(tx, u.id, net, now)?;
+    }
+    let detail = match outcome {
+        Outcome::Disabled => Some("user disabled".to_owned()),
+        Outcome::Invited => Some("invited, not enrolled".to_owned()),
+        _ => None,
+    };
+    let source_text = ip_text(Some(source));
+    let event = AuditEvent {
+        kind,
+        actor: Some(actor),
+        source_ip: source_text.clone(),
+        detail,
+    };
+    store::audit(tx, now, event)?;
+    if let Some(reason) = locked {
+        // The moment the account starts to wait: one alert, not one per refused try.
+        let event = AuditEvent {
+            kind: "account_locked",
+            actor: Some(actor),
+            source_ip: source_text,
+            detail: Some(reason),
+        };
+        store::audit(tx, now, event)?;
+    }
+    Ok(kind)
+}
+
+/// A new session for `user`, who just proved password and code, with its audit rows (and a
+/// `login_new_source` row the first time the user comes from that network). The caller marks
+/// the source known to the connection tracker once this has committed.
+pub(crate) fn open_session(
+    tx: &Connection,
+    user: &users::UserRow,
+    ttl: Duration,
+    source: IpAddr,
+    now: i64,
+) -> Result<LoginResponse> {
+    let net = users::login_network(tx, user.id, source)?;
+    users::reset_failures(tx, user.id, &net)?;
+    let token = Token::generate();
+    let ttl = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+    let expires_at = now.saturating_add(ttl);
+    let hash = secrets::token_hash(token.as_str());
+    users::insert_session(tx, user.id, &hash, now, expires_at)?;
+    let source_text = ip_text(Some(source));
+    let event = AuditEvent {
+        kind: "login_ok",
+        actor: Some(&user.name),
+        source_ip: source_text.clone(),
+        detail: None,
+    };
+    store::audit(tx, now, event)?;
+    let network = login_network(source);
+    if users::record_login_source(tx, user.id, &network, now)? {
+        let event = AuditEvent {
+            kind: "login_new_source",
+            actor: Some(&user.name),
+            source_ip: source_text,
+            detail: Some(format!("network={network}")),
+        };
+        store::audit(tx, now, event)?;
+    }
+    Ok(LoginResponse {
+        token: token.into_string(),
+        expires_at,
+    })
 }

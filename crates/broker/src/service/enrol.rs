@@ -11,12 +11,13 @@
 use std::net::IpAddr;
 
 use grantwire_proto::{LoginResponse, UserInviteRequest, UserInviteResponse};
-use sqlx::SqliteConnection;
+use rusqlite::Connection;
 
-use crate::broker::{ip_text, Broker, WriteTx};
+use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
 use crate::secrets::{self, Token};
 use crate::service::admin::{admin_audit, check_name};
+use crate::service::auth::open_session;
 use crate::store::{self, enrolments, users, AuditEvent};
 use crate::{throttle, totp};
 
@@ -82,12 +83,15 @@ impl Broker {
         let sealed = self.auth().seal_totp(&req.name, &unseen)?;
         let now = self.auth().now();
         let expires_at = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
-        let mut tx = self.write_tx().await?;
-        let id = users::insert(&mut tx, &req.name, &phc, &sealed, req.admin, now).await?;
-        users::set_invited(&mut tx, id, expires_at).await?;
-        let detail = format!("user={} admin={} until={expires_at}", req.name, req.admin);
-        admin_audit(&mut tx, now, "user_invited", detail).await?;
-        tx.commit().await?;
+        let (name, admin) = (req.name.clone(), req.admin);
+        self.db()
+            .write(move |tx| {
+                let id = users::insert(tx, &name, &phc, &sealed, admin, now)?;
+                users::set_invited(tx, id, expires_at)?;
+                let detail = format!("user={name} admin={admin} until={expires_at}");
+                admin_audit(tx, now, "user_invited", detail)
+            })
+            .await?;
         tracing::info!(user = %req.name, admin = req.admin, expires_at, "user invited");
         Ok(UserInviteResponse {
             name: req.name,
@@ -107,35 +111,46 @@ impl Broker {
     ) -> Result<EnrolmentStarted> {
         let now = self.auth().now();
         let user = {
-            let mut conn = self.db().acquire().await?;
-            users::by_name(&mut conn, name).await?
+            let name = name.to_owned();
+            self.db().read(move |c| users::by_name(c, &name)).await?
         };
         // Hashed even when the user is unknown or not invited, so the answer takes as long.
         let phc = user.as_ref().map(|u| u.password_hash.clone());
         let password_ok = self.argon2().verify_from(source, password, phc).await?;
-        let mut tx = self.write_tx().await?;
-        let refusal = match &user {
-            None => Some("enrol_failed"),
-            Some(u) => refusal(&mut tx, u, now, password_ok).await?,
-        };
-        let (Some(user), None) = (&user, refusal) else {
-            let kind = refusal.unwrap_or("enrol_failed");
-            return self
-                .refuse(tx, user.as_ref(), name, kind, source, now)
-                .await;
-        };
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
-        let sealed = self.auth().seal_totp(&user.name, &secret)?;
+        let sealed = match &user {
+            Some(u) => self.auth().seal_totp(&u.name, &secret)?,
+            None => Vec::new(),
+        };
         let token = Token::generate();
         let expires_at = now.saturating_add(ENROLMENT_TTL_SECS);
         let hash = secrets::token_hash(token.as_str());
-        enrolments::replace(&mut tx, user.id, &hash, &sealed, now, expires_at).await?;
-        audit(&mut tx, now, "enrol_started", &user.name, source).await?;
-        tx.commit().await?;
-        tracing::info!(user = %user.name, %source, "enrolment started");
+        let actor: String = name.chars().take(64).collect();
+        let who = actor.clone();
+        let answer = self
+            .db()
+            .write(move |tx| {
+                let refused = match &user {
+                    None => Some("enrol_failed"),
+                    Some(u) => refusal(tx, u, now, password_ok)?,
+                };
+                let user = match (user, refused) {
+                    (Some(user), None) => user,
+                    (user, refused) => {
+                        let kind = refused.unwrap_or("enrol_failed");
+                        return record_refusal(tx, user.as_ref(), &who, kind, source, now).map(Err);
+                    }
+                };
+                enrolments::replace(tx, user.id, &hash, &sealed, now, expires_at)?;
+                audit(tx, now, "enrol_started", &user.name, source)?;
+                Ok(Ok(user.name))
+            })
+            .await?;
+        let name = refused(answer, &actor, source)?;
+        tracing::info!(user = %name, %source, "enrolment started");
         Ok(EnrolmentStarted {
             token: token.into_string(),
-            otpauth_uri: totp::otpauth_uri(&user.name, &secret),
+            otpauth_uri: totp::otpauth_uri(&name, &secret),
             totp_secret: totp::secret_to_base32(&secret),
             expires_at,
         })
@@ -154,14 +169,8 @@ impl Broker {
     ) -> Result<LoginResponse> {
         secrets::check_password_policy(&new_password)?;
         let now = self.auth().now();
-        let found = {
-            let mut conn = self.db().acquire().await?;
-            let hash = secrets::token_hash(token);
-            match enrolments::by_token(&mut conn, &hash, now).await? {
-                Some(e) => users::by_id(&mut conn, e.user_id).await?.map(|u| (e, u)),
-                None => None,
-            }
-        };
+        let hash = secrets::token_hash(token);
+        let found = self.db().read(move |c| pending(c, &hash, now)).await?;
         let Some((enrolment, user)) = found else {
             return Err(Error::Unauthorized);
         };
@@ -172,20 +181,25 @@ impl Broker {
             .open(user.name.as_bytes(), &enrolment.totp_sealed)
             .ok_or_else(|| Error::Internal("an enrolment's secret does not open".into()))?;
         let step = totp::verify(&secret, code, u64::try_from(now).unwrap_or(0));
-        let mut tx = self.write_tx().await?;
-        let refused = refusal(&mut tx, &user, now, true).await?;
-        let (Some(step), None) = (step, refused) else {
-            let kind = refused.unwrap_or("enrol_failed");
-            return self
-                .refuse(tx, Some(&user), &user.name, kind, source, now)
-                .await;
-        };
-        users::finish_enrolment(&mut tx, user.id, &phc, &enrolment.totp_sealed, step).await?;
-        enrolments::delete(&mut tx, enrolment.id).await?;
-        audit(&mut tx, now, "user_enrolled", &user.name, source).await?;
-        let session = self.open_session(&mut tx, &user, source, now).await?;
-        tx.commit().await?;
-        tracing::info!(user = %user.name, %source, "enrolled");
+        let ttl = self.session_ttl();
+        let name = user.name.clone();
+        let answer = self
+            .db()
+            .write(move |tx| {
+                let refused = refusal(tx, &user, now, true)?;
+                let (Some(step), None) = (step, refused) else {
+                    let kind = refused.unwrap_or("enrol_failed");
+                    return record_refusal(tx, Some(&user), &user.name, kind, source, now).map(Err);
+                };
+                users::finish_enrolment(tx, user.id, &phc, &enrolment.totp_sealed, step)?;
+                enrolments::delete(tx, enrolment.id)?;
+                audit(tx, now, "user_enrolled", &user.name, source)?;
+                open_session(tx, &user, ttl, source, now).map(Ok)
+            })
+            .await?;
+        let session = refused(answer, &name, source)?;
+        self.auth().conns.mark_known(source);
+        tracing::info!(user = %name, %source, "enrolled");
         Ok(session)
     }
 
@@ -196,12 +210,8 @@ impl Broker {
     /// nothing and counts nothing: the token is 256 random bits, not a thing to guess.
     pub async fn enrolment(&self, token: &str) -> Result<Option<PendingEnrolment>> {
         let now = self.auth().now();
-        let mut conn = self.db().acquire().await?;
         let hash = secrets::token_hash(token);
-        let Some(enrolment) = enrolments::by_token(&mut conn, &hash, now).await? else {
-            return Ok(None);
-        };
-        let Some(user) = users::by_id(&mut conn, enrolment.user_id).await? else {
+        let Some((enrolment, user)) = self.db().read(move |c| pending(c, &hash, now)).await? else {
             return Ok(None);
         };
         let secret = self
@@ -216,32 +226,53 @@ impl Broker {
             user: user.name,
         }))
     }
+}
 
-    /// Records a refused enrolment step (a failure on the account, like a failed login) and
-    /// answers [`Error::Unauthorized`].
-    async fn refuse<T>(
-        &self,
-        mut tx: WriteTx,
-        user: Option<&users::UserRow>,
-        name: &str,
-        kind: &'static str,
-        source: IpAddr,
-        now: i64,
-    ) -> Result<T> {
-        if let (Some(u), "enrol_failed") = (user, kind) {
-            users::record_failure(&mut tx, u.id, now).await?;
-        }
-        let actor: String = name.chars().take(64).collect();
-        audit(&mut tx, now, kind, &actor, source).await?;
-        tx.commit().await?;
-        tracing::info!(user = %actor, %source, kind, "enrolment refused");
-        Err(Error::Unauthorized)
+/// The live enrolment whose token hashes to `hash`, with its user.
+fn pending(
+    conn: &Connection,
+    hash: &[u8],
+    now: i64,
+) -> Result<Option<(enrolments::EnrolmentRow, users::UserRow)>> {
+    let Some(enrolment) = enrolments::by_token(conn, hash, now)? else {
+        return Ok(None);
+    };
+    Ok(users::by_id(conn, enrolment.user_id)?.map(|u| (enrolment, u)))
+}
+
+/// Records a refused enrolment step: a failure on the account (like a failed login) and its
+/// audit row, committed like any change. Returns the audit kind.
+fn record_refusal(
+    tx: &Connection,
+    user: Option<&users::UserRow>,
+    actor: &str,
+    kind: &'static str,
+    source: IpAddr,
+    now: i64,
+) -> Result<&'static str> {
+    if let (Some(u), "enrol_failed") = (user, kind) {
+        users::record_failure(tx, u.id, now)?;
     }
+    audit(tx, now, kind, actor, source)?;
+    Ok(kind)
+}
+
+/// The answer to an enrolment step: its value, or, for a refusal already recorded, the same
+/// [`Error::Unauthorized`] a failed login gets.
+fn refused<T>(
+    answer: std::result::Result<T, &'static str>,
+    actor: &str,
+    source: IpAddr,
+) -> Result<T> {
+    answer.map_err(|kind| {
+        tracing::info!(user = %actor, %source, kind, "enrolment refused");
+        Error::Unauthorized
+    })
 }
 
 /// Why `user` may not enrol now, as an audit kind; `None` when they may.
-async fn refusal(
-    conn: &mut SqliteConnection,
+fn refusal(
+    conn: &Connection,
     user: &users::UserRow,
     now: i64,
     password_ok: bool,
@@ -254,15 +285,15 @@ async fn refusal(
         Some(end) if end <= now => return Ok(Some("enrol_invite_expired")),
         Some(_) => {}
     }
-    let state = users::account_state(conn, user.id, now).await?;
+    let state = users::account_state(conn, user.id, now)?;
     if throttle::is_locked(state, now) {
         return Ok(Some("enrol_throttled"));
     }
     Ok((!password_ok).then_some("enrol_failed"))
 }
 
-async fn audit(
-    conn: &mut SqliteConnection,
+fn audit(
+    conn: &Connection,
     now: i64,
     kind: &'static str,
     user: &str,
@@ -274,7 +305,7 @@ async fn audit(
         source_ip: ip_text(Some(source)),
         detail: None,
     };
-    store::audit(conn, now, event).await
+    store::audit(conn, now, event)
 }
 
 /// 16 base32 characters in four groups (`ABCD-EFGH-JKLM-NPQR`): easy to read out or type on a

@@ -38,7 +38,7 @@ impl Broker {
         // still be committed, and then its edge must still be told and the lease logged.
         let (broker, user_name) = (self.clone(), user.name.clone());
         let profile = tokio::spawn(async move {
-            let issued = match broker.writer().run(move |conn| issue.write(conn)).await? {
+            let issued = match broker.db().write(move |conn| issue.write(conn)).await? {
                 Written::Issued(issued) => issued,
                 Written::Capped { max_leases } => {
                     return Err(Error::LeaseCap(format!(
@@ -59,8 +59,11 @@ impl Broker {
     /// Who the session is, the address the broker sees it at, and whether each of its live
     /// leases is pinned there.
     pub async fn whoami(&self, user: &SessionUser, source: IpAddr) -> Result<WhoamiResponse> {
-        let mut conn = self.db().acquire().await?;
-        let rows = leases::live_for_user(&mut conn, user.user_id, store::now()).await?;
+        let (id, now) = (user.user_id, store::now());
+        let rows = self
+            .db()
+            .read(move |c| leases::live_for_user(c, id, now))
+            .await?;
         let leases = rows
             .iter()
             .map(|r| {
@@ -83,8 +86,11 @@ impl Broker {
 
     /// The caller's own live leases, with what their edges last reported (the last handshake).
     pub async fn user_leases(&self, user: &SessionUser) -> Result<LeaseListResponse> {
-        let mut conn = self.db().acquire().await?;
-        let rows = leases::live_for_user(&mut conn, user.user_id, store::now()).await?;
+        let (id, now) = (user.user_id, store::now());
+        let rows = self
+            .db()
+            .read(move |c| leases::live_for_user(c, id, now))
+            .await?;
         let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(LeaseListResponse { leases })
     }
@@ -102,26 +108,30 @@ impl Broker {
         source: IpAddr,
     ) -> Result<LeaseRevokeResponse> {
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        let lease = leases::live_by_id(&mut tx, id, now)
-            .await?
-            .ok_or_else(|| Error::NotFound("no live lease with this id".into()))?;
-        if lease.user_id != user.user_id {
-            tracing::info!(lease = %lease.id, user = %user.name, "revocation of another user's lease refused");
-            return Err(Error::Forbidden(
-                "this lease belongs to another user".into(),
-            ));
-        }
-        let (owner, edge) = leases::owner_names(&mut tx, &lease.id).await?;
-        leases::revoke(&mut tx, &lease.id, now).await?;
-        let event = AuditEvent {
-            kind: "lease_revoked",
-            actor: Some(&user.name),
-            source_ip: ip_text(Some(source)),
-            detail: Some(format!("lease={} user={owner} edge={edge}", lease.id)),
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
+        let (id, user_id, name) = (id.to_owned(), user.user_id, user.name.clone());
+        let (lease, owner, edge) = self
+            .db()
+            .write(move |tx| {
+                let lease = leases::live_by_id(tx, &id, now)?
+                    .ok_or_else(|| Error::NotFound("no live lease with this id".into()))?;
+                if lease.user_id != user_id {
+                    tracing::info!(lease = %lease.id, user = %name, "revocation of another user's lease refused");
+                    return Err(Error::Forbidden(
+                        "this lease belongs to another user".into(),
+                    ));
+                }
+                let (owner, edge) = leases::owner_names(tx, &lease.id)?;
+                leases::revoke(tx, &lease.id, now)?;
+                let event = AuditEvent {
+                    kind: "lease_revoked",
+                    actor: Some(&name),
+                    source_ip: ip_text(Some(source)),
+                    detail: Some(format!("lease={} user={owner} edge={edge}", lease.id)),
+                };
+                store::audit(tx, now, event)?;
+                Ok((lease, owner, edge))
+            })
+            .await?;
         self.notify_edge(lease.edge_id);
         tracing::info!(lease = %lease.id, user = %owner, %edge, "lease revoked by its user");
         Ok(LeaseRevokeResponse {
@@ -141,37 +151,39 @@ impl Broker {
         source: IpAddr,
     ) -> Result<LeaseResponse> {
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        let lease = leases::live_by_id(&mut tx, id, now)
-            .await?
-            .filter(|l| l.user_id == user.user_id)
-            .ok_or_else(|| Error::NotFound("no such lease".into()))?;
-        let grant = edges::live_grant(&mut tx, user.user_id, lease.edge_id, now)
-            .await?
-            .filter(|g| g.id == lease.grant_id)
-            .ok_or_else(|| Error::Forbidden("the grant of this lease is gone".into()))?;
-        let edge = edges::by_id(&mut tx, lease.edge_id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("edge {} vanished", lease.edge_id)))?;
-        // Refused before any write: a lease on an edge without a key is no use.
-        edge_key(&edge)?;
-        let pin = grant.pin_for(source)?;
-        let endpoint = edge.endpoint_for(source).ok_or_else(|| {
-            Error::Conflict("edge has no endpoint of the client's address family".into())
-        })?;
-        let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
-        leases::repin(&mut tx, &lease.id, pin, expires_at).await?;
-        let event = AuditEvent {
-            kind: "lease_renewed",
-            actor: Some(&user.name),
-            source_ip: ip_text(Some(source)),
-            detail: Some(format!(
-                "lease={} old_pin={} new_pin={pin} expires_at={expires_at}",
-                lease.id, lease.pin
-            )),
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
+        let (id, user_id, name) = (id.to_owned(), user.user_id, user.name.clone());
+        let (lease, edge, endpoint, pin, expires_at) = self
+            .db()
+            .write(move |tx| {
+                let lease = leases::live_by_id(tx, &id, now)?
+                    .filter(|l| l.user_id == user_id)
+                    .ok_or_else(|| Error::NotFound("no such lease".into()))?;
+                let grant = edges::live_grant(tx, user_id, lease.edge_id, now)?
+                    .filter(|g| g.id == lease.grant_id)
+                    .ok_or_else(|| Error::Forbidden("the grant of this lease is gone".into()))?;
+                let edge = edges::by_id(tx, lease.edge_id)?
+                    .ok_or_else(|| Error::Internal(format!("edge {} vanished", lease.edge_id)))?;
+                // Refused before any write: a lease on an edge without a key is no use.
+                edge_key(&edge)?;
+                let pin = grant.pin_for(source)?;
+                let endpoint = edge.endpoint_for(source).ok_or_else(|| {
+                    Error::Conflict("edge has no endpoint of the client's address family".into())
+                })?;
+                let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
+                leases::repin(tx, &lease.id, pin, expires_at)?;
+                let event = AuditEvent {
+                    kind: "lease_renewed",
+                    actor: Some(&name),
+                    source_ip: ip_text(Some(source)),
+                    detail: Some(format!(
+                        "lease={} old_pin={} new_pin={pin} expires_at={expires_at}",
+                        lease.id, lease.pin
+                    )),
+                };
+                store::audit(tx, now, event)?;
+                Ok((lease, edge, endpoint, pin, expires_at))
+            })
+            .await?;
         self.notify_edge(edge.id);
         tracing::info!(lease = %lease.id, user = %user.name, old_pin = %lease.pin, %pin, "lease renewed");
         let profile = profile(
@@ -194,36 +206,47 @@ impl Broker {
         let cred_hash = secrets::token_hash(credential.as_str());
         let token_hash = secrets::token_hash(&req.token);
         let key = req.public_key.to_base64();
-        let mut tx = self.write_tx().await?;
-        let consumed =
-            edges::consume_enrolment(&mut tx, &token_hash, &key, &cred_hash, now).await?;
-        let Some(edge) = consumed else {
-            // An expired token gets the answer a wrong one gets, so a stranger holding an old
-            // token learns nothing from it; the operator learns from the audit log which edge
-            // needs a new one.
-            if let Some(name) = edges::expired_enrolment(&mut tx, &token_hash, now).await? {
-                let event = AuditEvent {
-                    kind: "edge_enrol_expired",
-                    actor: Some(&name),
-                    source_ip: ip_text(Some(source)),
-                    detail: None,
+        let answer = self
+            .db()
+            .write(move |tx| {
+                let Some(edge) = edges::consume_enrolment(tx, &token_hash, &key, &cred_hash, now)?
+                else {
+                    // An expired token gets the answer a wrong one gets, so a stranger holding
+                    // an old token learns nothing from it; the operator learns from the audit
+                    // log which edge needs a new one.
+                    let expired = edges::expired_enrolment(tx, &token_hash, now)?;
+                    if let Some(name) = &expired {
+                        let event = AuditEvent {
+                            kind: "edge_enrol_expired",
+                            actor: Some(name),
+                            source_ip: ip_text(Some(source)),
+                            detail: None,
+                        };
+                        store::audit(tx, now, event)?;
+                    }
+                    return Ok(Err(expired));
                 };
-                store::audit(&mut tx, now, event).await?;
-                tx.commit().await?;
+                let event = AuditEvent {
+                    kind: "edge_enrolled",
+                    actor: Some(&edge.name),
+                    source_ip: ip_text(Some(source)),
+                    detail: Some(format!("public_key={key}")),
+                };
+                store::audit(tx, now, event)?;
+                Ok(Ok(edge))
+            })
+            .await?;
+        let edge = match answer {
+            Ok(edge) => edge,
+            Err(Some(name)) => {
                 tracing::info!(edge = %name, %source, "enrolment refused: token expired");
-            } else {
-                tracing::info!(%source, "enrolment refused");
+                return Err(Error::Unauthorized);
             }
-            return Err(Error::Unauthorized);
+            Err(None) => {
+                tracing::info!(%source, "enrolment refused");
+                return Err(Error::Unauthorized);
+            }
         };
-        let event = AuditEvent {
-            kind: "edge_enrolled",
-            actor: Some(&edge.name),
-            source_ip: ip_text(Some(source)),
-            detail: Some(format!("public_key={key}")),
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
         tracing::info!(edge = %edge.name, %source, "edge enrolled");
         Ok(EnrolResponse {
             credential: credential.into_string(),
@@ -233,8 +256,9 @@ impl Broker {
 
     /// The enrolled edge a bearer credential belongs to.
     pub async fn edge_by_credential(&self, credential: &str) -> Result<edges::EdgeRow> {
-        let mut conn = self.db().acquire().await?;
-        edges::by_credential(&mut conn, &secrets::token_hash(credential))
+        let hash = secrets::token_hash(credential);
+        self.db()
+            .read(move |c| edges::by_credential(c, &hash))
             .await?
             .ok_or(Error::Unauthorized)
     }
@@ -242,26 +266,24 @@ impl Broker {
     /// The complete set of an edge's live leases, as pushed to it.
     pub async fn lease_set(&self, edge_id: i64) -> Result<LeaseSet> {
         let now = store::now();
-        let mut conn = self.db().acquire().await?;
-        // Gone: removed by an admin while its stream was open.
-        let edge = edges::by_id(&mut conn, edge_id)
-            .await?
-            .ok_or_else(|| Error::NotFound(format!("edge {edge_id} was removed")))?;
-        drop(conn);
-        // Thousands of rows for a busy edge: read and converted on a blocking thread through
-        // a plain connection, not row by row through sqlx (see `live_for_edge_blocking`). A
-        // revocation waits for this before the edge hears of it.
-        let reader = self.set_reader();
         let seal = std::sync::Arc::clone(&self.auth().seal);
-        let leases = tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
-            leases::live_for_edge_blocking(&conn, edge_id, now)?
-                .iter()
-                .map(|r| r.to_edge_lease(&seal))
-                .collect::<Result<Vec<_>>>()
-        })
-        .await
-        .map_err(|e| Error::Internal(format!("reading the lease set: {e}")))??;
+        // Thousands of rows for a busy edge, read and opened on the blocking thread that owns
+        // the connection; a revocation waits for this before the edge hears of it. One read
+        // transaction, so the edge and its leases are one snapshot.
+        let (edge, leases) = self
+            .db()
+            .read(move |c| {
+                let tx = c.unchecked_transaction()?;
+                // Gone: removed by an admin while its stream was open.
+                let edge = edges::by_id(&tx, edge_id)?
+                    .ok_or_else(|| Error::NotFound(format!("edge {edge_id} was removed")))?;
+                let leases = leases::live_for_edge(&tx, edge_id, now)?
+                    .iter()
+                    .map(|r| r.to_edge_lease(&seal))
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((edge, leases))
+            })
+            .await?;
         Ok(LeaseSet {
             config: edge.config()?,
             leases,
@@ -311,12 +333,12 @@ impl Issue {
         } = self;
         // The session was checked before the job queued; an admin may have ended it since
         // (disable, reset, remove end the user's sessions and leases in one transaction).
-        if !users::session_exists_blocking(conn, session_id)? {
+        if !users::session_exists(conn, session_id)? {
             return Err(Error::Unauthorized);
         }
-        let edge = edges::by_name_blocking(conn, &req.edge)?
+        let edge = edges::by_name(conn, &req.edge)?
             .ok_or_else(|| Error::NotFound(format!("no edge named {:?}", req.edge)))?;
-        let grant = edges::live_grant_blocking(conn, user_id, edge.id, now)?
+        let grant = edges::live_grant(conn, user_id, edge.id, now)?
             .ok_or_else(|| Error::Forbidden("you hold no grant on this edge".into()))?;
         // Refused before any write: a lease on an edge without a key is no use.
         edge_key(&edge)?;
@@ -352,21 +374,21 @@ impl Issue {
                     edge.name, grant.max_leases
                 )),
             };
-            store::audit_blocking(conn, now, event)?;
+            store::audit(conn, now, event)?;
             tracing::info!(user = %user_name, edge = %edge.name, live, max = grant.max_leases, "lease refused at the grant's cap");
             return Ok(Written::Capped {
                 max_leases: grant.max_leases,
             });
         }
         for old in &holders {
-            leases::revoke_blocking(conn, &old.id, now)?;
+            leases::revoke(conn, &old.id, now)?;
             let event = AuditEvent {
                 kind: "lease_revoked",
                 actor: Some(&user_name),
                 source_ip: ip_text(Some(source)),
                 detail: Some(format!("lease={} replaced_by={lease_id}", old.id)),
             };
-            store::audit_blocking(conn, now, event)?;
+            store::audit(conn, now, event)?;
         }
 
         leases::free_expired_slots(conn, edge.id, now)?;
@@ -397,7 +419,7 @@ impl Issue {
                 edge.name
             )),
         };
-        store::audit_blocking(conn, now, event)?;
+        store::audit(conn, now, event)?;
         let edge_id = edge.id;
         let profile = profile(
             edge,

@@ -8,6 +8,8 @@ use grantwire_proto::{EdgeEventKind, EdgeReport, MAX_REPORT_ITEMS};
 
 use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
+use rusqlite::Connection;
+
 use crate::store::{self, edges::EdgeRow, leases, AuditEvent};
 
 /// How often the broker looks for leases that expired, to write their `lease_expired` rows.
@@ -31,69 +33,45 @@ impl Broker {
             )));
         }
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        for usage in &report.leases {
-            leases::record_usage(&mut tx, edge.id, usage, now).await?;
-        }
-        for event in &report.events {
-            let Some(lease) = leases::for_event(&mut tx, edge.id, &event.lease_id).await? else {
-                continue;
-            };
-            let kind = match event.kind {
-                EdgeEventKind::KeyUsedOffPin => "lease_key_off_pin",
-            };
-            let audit = AuditEvent {
-                kind,
-                actor: Some(&lease.user_name),
-                source_ip: ip_text(Some(event.source_ip)),
-                detail: Some(format!(
-                    "lease={} user={} edge={} pin={} datagrams={} first_at={} reported_from={}",
-                    event.lease_id,
-                    lease.user_name,
-                    edge.name,
-                    lease.pin,
-                    event.count,
-                    event.first_at,
-                    source.to_canonical(),
-                )),
-            };
-            store::audit(&mut tx, now, audit).await?;
-            tracing::info!(edge = %edge.name, lease = %event.lease_id, source = %event.source_ip, kind, "edge event");
-        }
-        tx.commit().await?;
-        Ok(())
+        let (edge_id, edge_name) = (edge.id, edge.name.clone());
+        self.db()
+            .write(move |tx| record_report(tx, edge_id, &edge_name, &report, source, now))
+            .await
     }
 
     /// Audits the opening of an edge's sync stream and marks the edge seen.
     pub(crate) async fn edge_connected(&self, edge: &EdgeRow, source: IpAddr) -> Result<()> {
-        let now = store::now();
-        let mut tx = self.write_tx().await?;
-        store::edges::mark_seen(&mut tx, edge.id, now).await?;
-        let event = AuditEvent {
-            kind: "edge_connected",
-            actor: Some(&edge.name),
-            source_ip: ip_text(Some(source)),
-            detail: None,
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
-        Ok(())
+        self.edge_seen(edge.id, &edge.name, "edge_connected", Some(source))
+            .await
     }
 
     /// Audits the end of an edge's sync stream (the edge went away, or was removed).
     pub(crate) async fn edge_disconnected(&self, edge_id: i64, name: &str) -> Result<()> {
+        self.edge_seen(edge_id, name, "edge_disconnected", None)
+            .await
+    }
+
+    async fn edge_seen(
+        &self,
+        edge_id: i64,
+        name: &str,
+        kind: &'static str,
+        source: Option<IpAddr>,
+    ) -> Result<()> {
         let now = store::now();
-        let mut tx = self.write_tx().await?;
-        store::edges::mark_seen(&mut tx, edge_id, now).await?;
-        let event = AuditEvent {
-            kind: "edge_disconnected",
-            actor: Some(name),
-            source_ip: None,
-            detail: None,
-        };
-        store::audit(&mut tx, now, event).await?;
-        tx.commit().await?;
-        Ok(())
+        let name = name.to_owned();
+        self.db()
+            .write(move |tx| {
+                store::edges::mark_seen(tx, edge_id, now)?;
+                let event = AuditEvent {
+                    kind,
+                    actor: Some(&name),
+                    source_ip: ip_text(source),
+                    detail: None,
+                };
+                store::audit(tx, now, event)
+            })
+            .await
     }
 
     /// Writes a `lease_expired` row for every lease that ended by expiry since the last sweep
@@ -103,31 +81,78 @@ impl Broker {
         let mut total = 0;
         loop {
             let now = store::now();
-            // A read first, so an idle broker does not take the write lock every sweep.
-            let mut conn = self.db().acquire().await?;
-            if !leases::any_expired_unaudited(&mut conn, now).await? {
+            // A read first, so an idle broker does not queue a write every sweep.
+            if !self
+                .db()
+                .read(move |c| leases::any_expired_unaudited(c, now))
+                .await?
+            {
                 return Ok(total);
             }
-            drop(conn);
-            let mut tx = self.write_tx().await?;
-            let expired = leases::take_expired(&mut tx, now, EXPIRY_BATCH).await?;
-            for lease in &expired {
-                let event = AuditEvent {
-                    kind: "lease_expired",
-                    actor: Some(&lease.user_name),
-                    source_ip: None,
-                    detail: Some(format!(
-                        "lease={} user={} edge={} expires_at={}",
-                        lease.id, lease.user_name, lease.edge_name, lease.expires_at
-                    )),
-                };
-                store::audit(&mut tx, now, event).await?;
-            }
-            tx.commit().await?;
-            total += expired.len();
-            if expired.len() < usize::try_from(EXPIRY_BATCH).unwrap_or(usize::MAX) {
+            let expired = self.db().write(move |tx| audit_expired(tx, now)).await?;
+            total += expired;
+            if expired < usize::try_from(EXPIRY_BATCH).unwrap_or(usize::MAX) {
                 return Ok(total);
             }
         }
     }
+}
+
+/// Marks up to [`EXPIRY_BATCH`] expired leases audited, with a `lease_expired` row each;
+/// returns how many.
+fn audit_expired(tx: &Connection, now: i64) -> Result<usize> {
+    let expired = leases::take_expired(tx, now, EXPIRY_BATCH)?;
+    for lease in &expired {
+        let event = AuditEvent {
+            kind: "lease_expired",
+            actor: Some(&lease.user_name),
+            source_ip: None,
+            detail: Some(format!(
+                "lease={} user={} edge={} expires_at={}",
+                lease.id, lease.user_name, lease.edge_name, lease.expires_at
+            )),
+        };
+        store::audit(tx, now, event)?;
+    }
+    Ok(expired.len())
+}
+
+/// An edge's report, in the writer's transaction.
+fn record_report(
+    tx: &Connection,
+    edge_id: i64,
+    edge_name: &str,
+    report: &EdgeReport,
+    source: IpAddr,
+    now: i64,
+) -> Result<()> {
+    for usage in &report.leases {
+        leases::record_usage(tx, edge_id, usage, now)?;
+    }
+    for event in &report.events {
+        let Some(lease) = leases::for_event(tx, edge_id, &event.lease_id)? else {
+            continue;
+        };
+        let kind = match event.kind {
+            EdgeEventKind::KeyUsedOffPin => "lease_key_off_pin",
+        };
+        let audit = AuditEvent {
+            kind,
+            actor: Some(&lease.user_name),
+            source_ip: ip_text(Some(event.source_ip)),
+            detail: Some(format!(
+                "lease={} user={} edge={} pin={} datagrams={} first_at={} reported_from={}",
+                event.lease_id,
+                lease.user_name,
+                edge_name,
+                lease.pin,
+                event.count,
+                event.first_at,
+                source.to_canonical(),
+            )),
+        };
+        store::audit(tx, now, audit)?;
+        tracing::info!(edge = %edge_name, lease = %event.lease_id, source = %event.source_ip, kind, "edge event");
+    }
+    Ok(())
 }

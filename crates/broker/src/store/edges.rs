@@ -4,12 +4,12 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use grantwire_proto::{EdgeConfig, GrantInfo, Pin};
 use ipnet::Ipv4Net;
-use sqlx::SqliteConnection;
+use rusqlite::{params, Connection, Row};
 
-use super::conflict_on_unique;
+use super::{conflict_on_unique, exec, optional_row, rows};
 use crate::error::{Error, Result};
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EdgeRow {
     pub id: i64,
     pub name: String,
@@ -58,7 +58,7 @@ impl EdgeRow {
 const EDGE_COLUMNS: &str = "id, name, endpoint, subnet, tunnel_address, public_key";
 
 impl EdgeRow {
-    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
         Ok(Self {
             id: r.get("id")?,
             name: r.get("name")?,
@@ -80,112 +80,96 @@ pub struct NewEdge<'a> {
     pub enrol_expires_at: i64,
 }
 
-pub async fn insert(conn: &mut SqliteConnection, edge: NewEdge<'_>, now: i64) -> Result<i64> {
-    let res = sqlx::query(
+pub fn insert(conn: &Connection, edge: NewEdge<'_>, now: i64) -> Result<i64> {
+    conn.prepare_cached(
         "INSERT INTO edges (name, endpoint, subnet, tunnel_address, enrol_token_hash,
                             enrol_expires_at, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(edge.name)
-    .bind(edge.endpoint)
-    .bind(edge.subnet.to_string())
-    .bind(edge.tunnel_address.to_string())
-    .bind(edge.enrol_token_hash)
-    .bind(edge.enrol_expires_at)
-    .bind(now)
-    .execute(conn)
-    .await
+    )?
+    .execute(params![
+        edge.name,
+        edge.endpoint,
+        edge.subnet.to_string(),
+        edge.tunnel_address.to_string(),
+        edge.enrol_token_hash,
+        edge.enrol_expires_at,
+        now
+    ])
     .map_err(|e| conflict_on_unique(e, "an edge with this name already exists"))?;
-    Ok(res.last_insert_rowid())
+    Ok(conn.last_insert_rowid())
 }
 
-pub async fn by_name(conn: &mut SqliteConnection, name: &str) -> Result<Option<EdgeRow>> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {EDGE_COLUMNS} FROM edges WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(conn)
-            .await?,
+pub fn by_name(conn: &Connection, name: &str) -> Result<Option<EdgeRow>> {
+    optional_row(
+        conn,
+        &format!("SELECT {EDGE_COLUMNS} FROM edges WHERE name = ?"),
+        [name],
+        EdgeRow::from_row,
     )
 }
 
-/// [`by_name`], on the batch writer's connection.
-pub fn by_name_blocking(conn: &rusqlite::Connection, name: &str) -> Result<Option<EdgeRow>> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .prepare_cached(&format!("SELECT {EDGE_COLUMNS} FROM edges WHERE name = ?"))?
-        .query_row([name], EdgeRow::from_row)
-        .optional()?)
-}
-
-pub async fn by_id(conn: &mut SqliteConnection, id: i64) -> Result<Option<EdgeRow>> {
-    Ok(
-        sqlx::query_as(&format!("SELECT {EDGE_COLUMNS} FROM edges WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(conn)
-            .await?,
+pub fn by_id(conn: &Connection, id: i64) -> Result<Option<EdgeRow>> {
+    optional_row(
+        conn,
+        &format!("SELECT {EDGE_COLUMNS} FROM edges WHERE id = ?"),
+        [id],
+        EdgeRow::from_row,
     )
 }
 
-pub async fn by_credential(conn: &mut SqliteConnection, hash: &[u8]) -> Result<Option<EdgeRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {EDGE_COLUMNS} FROM edges WHERE credential_hash = ?"
-    ))
-    .bind(hash)
-    .fetch_optional(conn)
-    .await?)
+pub fn by_credential(conn: &Connection, hash: &[u8]) -> Result<Option<EdgeRow>> {
+    optional_row(
+        conn,
+        &format!("SELECT {EDGE_COLUMNS} FROM edges WHERE credential_hash = ?"),
+        [hash],
+        EdgeRow::from_row,
+    )
 }
 
 /// Uses up an enrolment token: in one statement, so two racing enrolments cannot both win.
 /// Returns the edge, or `None` when no unused, unexpired token has this hash.
-pub async fn consume_enrolment(
-    conn: &mut SqliteConnection,
+pub fn consume_enrolment(
+    conn: &Connection,
     token_hash: &[u8],
     public_key: &str,
     credential_hash: &[u8],
     now: i64,
 ) -> Result<Option<EdgeRow>> {
-    Ok(sqlx::query_as(&format!(
-        "UPDATE edges SET enrol_token_hash = NULL, public_key = ?, credential_hash = ?,
-                enrolled_at = ?
-         WHERE enrol_token_hash = ? AND enrol_expires_at > ? RETURNING {EDGE_COLUMNS}"
-    ))
-    .bind(public_key)
-    .bind(credential_hash)
-    .bind(now)
-    .bind(token_hash)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?)
+    optional_row(
+        conn,
+        &format!(
+            "UPDATE edges SET enrol_token_hash = NULL, public_key = ?1, credential_hash = ?2,
+                    enrolled_at = ?3
+             WHERE enrol_token_hash = ?4 AND enrol_expires_at > ?3 RETURNING {EDGE_COLUMNS}"
+        ),
+        params![public_key, credential_hash, now, token_hash],
+        EdgeRow::from_row,
+    )
 }
 
 /// The name of the edge whose unused token has this hash but has expired (or has no expiry,
 /// from before expiries), for the audit log of a refused enrolment.
-pub async fn expired_enrolment(
-    conn: &mut SqliteConnection,
-    token_hash: &[u8],
-    now: i64,
-) -> Result<Option<String>> {
-    Ok(sqlx::query_scalar(
+pub fn expired_enrolment(conn: &Connection, token_hash: &[u8], now: i64) -> Result<Option<String>> {
+    optional_row(
+        conn,
         "SELECT name FROM edges
          WHERE enrol_token_hash = ? AND (enrol_expires_at IS NULL OR enrol_expires_at <= ?)",
+        params![token_hash, now],
+        |r| r.get(0),
     )
-    .bind(token_hash)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?)
 }
 
-pub async fn mark_seen(conn: &mut SqliteConnection, edge_id: i64, now: i64) -> Result<()> {
-    sqlx::query("UPDATE edges SET last_seen_at = ? WHERE id = ?")
-        .bind(now)
-        .bind(edge_id)
-        .execute(conn)
-        .await?;
+pub fn mark_seen(conn: &Connection, edge_id: i64, now: i64) -> Result<()> {
+    exec(
+        conn,
+        "UPDATE edges SET last_seen_at = ? WHERE id = ?",
+        [now, edge_id],
+    )?;
     Ok(())
 }
 
 /// An edge as listed for the admin.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EdgeListRow {
     pub id: i64,
     pub name: String,
@@ -198,45 +182,49 @@ pub struct EdgeListRow {
     pub enrol_expires_at: Option<i64>,
 }
 
-pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<EdgeListRow>> {
-    Ok(sqlx::query_as(
+pub fn list(conn: &Connection) -> Result<Vec<EdgeListRow>> {
+    rows(
+        conn,
         "SELECT id, name, endpoint, subnet, tunnel_address,
                 (credential_hash IS NOT NULL) AS enrolled, last_seen_at,
                 CASE WHEN enrol_token_hash IS NOT NULL THEN enrol_expires_at END
                     AS enrol_expires_at
          FROM edges ORDER BY name",
+        [],
+        |r| {
+            Ok(EdgeListRow {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                endpoint: r.get(2)?,
+                subnet: r.get(3)?,
+                tunnel_address: r.get(4)?,
+                enrolled: r.get(5)?,
+                last_seen_at: r.get(6)?,
+                enrol_expires_at: r.get(7)?,
+            })
+        },
     )
-    .fetch_all(conn)
-    .await?)
 }
 
 /// Deletes the edge; its grants and leases go with it (ON DELETE CASCADE), and so does its
 /// credential.
-pub async fn delete(conn: &mut SqliteConnection, edge_id: i64) -> Result<()> {
-    sqlx::query("DELETE FROM edges WHERE id = ?")
-        .bind(edge_id)
-        .execute(conn)
-        .await?;
+pub fn delete(conn: &Connection, edge_id: i64) -> Result<()> {
+    exec(conn, "DELETE FROM edges WHERE id = ?", [edge_id])?;
     Ok(())
 }
 
 /// Live leases of the edge (ids), before it is removed.
-pub async fn live_lease_ids(
-    conn: &mut SqliteConnection,
-    edge_id: i64,
-    now: i64,
-) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+pub fn live_lease_ids(conn: &Connection, edge_id: i64, now: i64) -> Result<Vec<String>> {
+    rows(
+        conn,
         "SELECT id FROM leases WHERE edge_id = ? AND revoked_at IS NULL AND expires_at > ?
          ORDER BY id",
+        [edge_id, now],
+        |r| r.get(0),
     )
-    .bind(edge_id)
-    .bind(now)
-    .fetch_all(conn)
-    .await?)
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct GrantRow {
     pub id: i64,
     pub user_id: i64,
@@ -277,66 +265,47 @@ pub struct NewGrant<'a> {
     pub max_leases: u32,
 }
 
-pub async fn insert_grant(conn: &mut SqliteConnection, g: NewGrant<'_>, now: i64) -> Result<i64> {
-    let res = sqlx::query(
+pub fn insert_grant(conn: &Connection, g: NewGrant<'_>, now: i64) -> Result<i64> {
+    conn.prepare_cached(
         "INSERT INTO grants (user_id, edge_id, lease_ttl_secs, ports, ends_at, created_at,
                              pin_prefix4, pin_prefix6, max_leases)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(g.user_id)
-    .bind(g.edge_id)
-    .bind(i64::try_from(g.lease_ttl_secs).unwrap_or(i64::MAX))
-    .bind(serde_json::to_string(g.ports)?)
-    .bind(g.ends_at)
-    .bind(now)
-    .bind(g.pin_prefix4)
-    .bind(g.pin_prefix6)
-    .bind(g.max_leases)
-    .execute(conn)
-    .await
+    )?
+    .execute(params![
+        g.user_id,
+        g.edge_id,
+        i64::try_from(g.lease_ttl_secs).unwrap_or(i64::MAX),
+        serde_json::to_string(g.ports)?,
+        g.ends_at,
+        now,
+        g.pin_prefix4,
+        g.pin_prefix6,
+        g.max_leases
+    ])
     .map_err(|e| conflict_on_unique(e, "this user already holds a grant on this edge"))?;
-    Ok(res.last_insert_rowid())
+    Ok(conn.last_insert_rowid())
 }
 
 /// The user's grant on the edge if it is neither revoked nor past its end.
-pub async fn live_grant(
-    conn: &mut SqliteConnection,
+pub fn live_grant(
+    conn: &Connection,
     user_id: i64,
     edge_id: i64,
     now: i64,
 ) -> Result<Option<GrantRow>> {
-    Ok(sqlx::query_as(LIVE_GRANT)
-        .bind(user_id)
-        .bind(edge_id)
-        .bind(now)
-        .fetch_optional(conn)
-        .await?)
-}
-
-/// [`live_grant`], on the batch writer's connection.
-pub fn live_grant_blocking(
-    conn: &rusqlite::Connection,
-    user_id: i64,
-    edge_id: i64,
-    now: i64,
-) -> Result<Option<GrantRow>> {
-    use rusqlite::OptionalExtension;
-    Ok(conn
-        .prepare_cached(LIVE_GRANT)?
-        .query_row([user_id, edge_id, now], |r| {
-            Ok(GrantRow {
-                id: r.get("id")?,
-                user_id: r.get("user_id")?,
-                edge_id: r.get("edge_id")?,
-                lease_ttl_secs: r.get("lease_ttl_secs")?,
-                ports: r.get("ports")?,
-                ends_at: r.get("ends_at")?,
-                pin_prefix4: r.get("pin_prefix4")?,
-                pin_prefix6: r.get("pin_prefix6")?,
-                max_leases: r.get("max_leases")?,
-            })
+    optional_row(conn, LIVE_GRANT, [user_id, edge_id, now], |r| {
+        Ok(GrantRow {
+            id: r.get("id")?,
+            user_id: r.get("user_id")?,
+            edge_id: r.get("edge_id")?,
+            lease_ttl_secs: r.get("lease_ttl_secs")?,
+            ports: r.get("ports")?,
+            ends_at: r.get("ends_at")?,
+            pin_prefix4: r.get("pin_prefix4")?,
+            pin_prefix6: r.get("pin_prefix6")?,
+            max_leases: r.get("max_leases")?,
         })
-        .optional()?)
+    })
 }
 
 const LIVE_GRANT: &str =
@@ -346,7 +315,7 @@ const LIVE_GRANT: &str =
      WHERE user_id = ? AND edge_id = ? AND revoked_at IS NULL AND (ends_at IS NULL OR ends_at > ?)";
 
 /// A live grant with its user's and edge's names, for the admin list.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct GrantListRow {
     pub user_name: String,
     pub edge_name: String,
@@ -359,6 +328,19 @@ pub struct GrantListRow {
 }
 
 impl GrantListRow {
+    fn from_row(r: &Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            user_name: r.get(0)?,
+            edge_name: r.get(1)?,
+            lease_ttl_secs: r.get(2)?,
+            ports: r.get(3)?,
+            ends_at: r.get(4)?,
+            pin_prefix4: r.get(5)?,
+            pin_prefix6: r.get(6)?,
+            max_leases: r.get(7)?,
+        })
+    }
+
     pub fn to_info(&self) -> Result<GrantInfo> {
         Ok(GrantInfo {
             user: self.user_name.clone(),
@@ -374,54 +356,51 @@ impl GrantListRow {
 }
 
 /// Grants neither revoked nor past their end, by user and edge name.
-pub async fn live_grants(conn: &mut SqliteConnection, now: i64) -> Result<Vec<GrantListRow>> {
-    Ok(sqlx::query_as(
+pub fn live_grants(conn: &Connection, now: i64) -> Result<Vec<GrantListRow>> {
+    rows(
+        conn,
         "SELECT u.name AS user_name, e.name AS edge_name, g.lease_ttl_secs, g.ports, g.ends_at,
                 g.pin_prefix4, g.pin_prefix6, g.max_leases
          FROM grants g JOIN users u ON u.id = g.user_id JOIN edges e ON e.id = g.edge_id
          WHERE g.revoked_at IS NULL AND (g.ends_at IS NULL OR g.ends_at > ?)
          ORDER BY u.name, e.name",
+        [now],
+        GrantListRow::from_row,
     )
-    .bind(now)
-    .fetch_all(conn)
-    .await?)
 }
 
 /// One user's live grants, by edge name: what the user may ask leases for.
-pub async fn live_grants_for_user(
-    conn: &mut SqliteConnection,
+pub fn live_grants_for_user(
+    conn: &Connection,
     user_id: i64,
     now: i64,
 ) -> Result<Vec<GrantListRow>> {
-    Ok(sqlx::query_as(
+    rows(
+        conn,
         "SELECT u.name AS user_name, e.name AS edge_name, g.lease_ttl_secs, g.ports, g.ends_at,
                 g.pin_prefix4, g.pin_prefix6, g.max_leases
          FROM grants g JOIN users u ON u.id = g.user_id JOIN edges e ON e.id = g.edge_id
          WHERE g.user_id = ? AND g.revoked_at IS NULL AND (g.ends_at IS NULL OR g.ends_at > ?)
          ORDER BY e.name",
+        [user_id, now],
+        GrantListRow::from_row,
     )
-    .bind(user_id)
-    .bind(now)
-    .fetch_all(conn)
-    .await?)
 }
 
 /// Marks the unrevoked grant revoked (even if past its end) and returns its id.
-pub async fn revoke_grant(
-    conn: &mut SqliteConnection,
+pub fn revoke_grant(
+    conn: &Connection,
     user_id: i64,
     edge_id: i64,
     now: i64,
 ) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar(
+    optional_row(
+        conn,
         "UPDATE grants SET revoked_at = ? WHERE user_id = ? AND edge_id = ? AND revoked_at IS NULL
          RETURNING id",
+        [now, user_id, edge_id],
+        |r| r.get(0),
     )
-    .bind(now)
-    .bind(user_id)
-    .bind(edge_id)
-    .fetch_optional(conn)
-    .await?)
 }
 
 #[cfg(test)]
@@ -431,7 +410,7 @@ mod tests {
     use super::*;
     use crate::store::users;
 
-    async fn edge(conn: &mut SqliteConnection, name: &str) -> i64 {
+    fn edge(conn: &Connection, name: &str) -> i64 {
         let new = NewEdge {
             name,
             endpoint: "192.0.2.1:51820",
@@ -440,10 +419,10 @@ mod tests {
             enrol_token_hash: name.as_bytes(),
             enrol_expires_at: i64::MAX,
         };
-        insert(conn, new, 0).await.unwrap()
+        insert(conn, new, 0).unwrap()
     }
 
-    async fn grant(conn: &mut SqliteConnection, user_id: i64, edge_id: i64, ends_at: Option<i64>) {
+    fn grant(conn: &Connection, user_id: i64, edge_id: i64, ends_at: Option<i64>) {
         let g = NewGrant {
             user_id,
             edge_id,
@@ -454,41 +433,36 @@ mod tests {
             pin_prefix6: 64,
             max_leases: 5,
         };
-        insert_grant(conn, g, 0).await.unwrap();
+        insert_grant(conn, g, 0).unwrap();
     }
 
-    #[tokio::test]
-    async fn a_users_live_grants_leave_out_others_revoked_and_ended_ones() {
+    #[test]
+    fn a_users_live_grants_leave_out_others_revoked_and_ended_ones() {
         let dir = tempfile::tempdir().unwrap();
-        let pool = crate::store::open(&dir.path().join("t.db")).await.unwrap();
-        let mut conn = pool.acquire().await.unwrap();
-        let alice = users::insert(&mut conn, "alice", "x", b"s", false, 0)
-            .await
-            .unwrap();
-        let bob = users::insert(&mut conn, "bob", "x", b"s", false, 0)
-            .await
-            .unwrap();
+        let conn = &crate::store::tests::migrated(dir.path());
+        let alice = users::insert(conn, "alice", "x", b"s", false, 0).unwrap();
+        let bob = users::insert(conn, "bob", "x", b"s", false, 0).unwrap();
         let (home, cabin, office, lake) = (
-            edge(&mut conn, "home").await,
-            edge(&mut conn, "cabin").await,
-            edge(&mut conn, "office").await,
-            edge(&mut conn, "lake").await,
+            edge(conn, "home"),
+            edge(conn, "cabin"),
+            edge(conn, "office"),
+            edge(conn, "lake"),
         );
         let now = 1_000;
-        grant(&mut conn, alice, home, None).await;
-        grant(&mut conn, alice, cabin, Some(now + 60)).await;
-        grant(&mut conn, alice, office, Some(now)).await;
-        grant(&mut conn, alice, lake, None).await;
-        revoke_grant(&mut conn, alice, lake, now).await.unwrap();
-        grant(&mut conn, bob, office, None).await;
+        grant(conn, alice, home, None);
+        grant(conn, alice, cabin, Some(now + 60));
+        grant(conn, alice, office, Some(now));
+        grant(conn, alice, lake, None);
+        revoke_grant(conn, alice, lake, now).unwrap();
+        grant(conn, bob, office, None);
 
         let names = |rows: Vec<GrantListRow>| -> Vec<String> {
             rows.into_iter().map(|r| r.edge_name).collect()
         };
-        let mine = live_grants_for_user(&mut conn, alice, now).await.unwrap();
+        let mine = live_grants_for_user(conn, alice, now).unwrap();
         assert!(mine.iter().all(|r| r.user_name == "alice"));
         assert_eq!(names(mine), ["cabin", "home"]);
-        let theirs = live_grants_for_user(&mut conn, bob, now).await.unwrap();
+        let theirs = live_grants_for_user(conn, bob, now).unwrap();
         assert_eq!(names(theirs), ["office"]);
     }
 }

@@ -2,11 +2,11 @@
 //! shown a new TOTP secret, until a code for it is confirmed. The token that continues it is
 //! kept only as its hash, like a session's.
 
-use sqlx::SqliteConnection;
+use rusqlite::{params, Connection};
 
+use super::{exec, optional_row};
 use crate::error::Result;
 
-#[derive(sqlx::FromRow)]
 pub struct EnrolmentRow {
     pub id: i64,
     pub user_id: i64,
@@ -16,51 +16,45 @@ pub struct EnrolmentRow {
 }
 
 /// Starts an enrolment for `user_id`, replacing any earlier one (its token stops working).
-pub async fn replace(
-    conn: &mut SqliteConnection,
+pub fn replace(
+    conn: &Connection,
     user_id: i64,
     token_hash: &[u8],
     totp_sealed: &[u8],
     now: i64,
     expires_at: i64,
 ) -> Result<()> {
-    sqlx::query(
+    exec(
+        conn,
         "INSERT INTO enrolments (user_id, token_hash, totp_sealed, created_at, expires_at)
          VALUES (?, ?, ?, ?, ?)
          ON CONFLICT(user_id) DO UPDATE SET token_hash = excluded.token_hash,
              totp_sealed = excluded.totp_sealed, created_at = excluded.created_at,
              expires_at = excluded.expires_at",
-    )
-    .bind(user_id)
-    .bind(token_hash)
-    .bind(totp_sealed)
-    .bind(now)
-    .bind(expires_at)
-    .execute(conn)
-    .await?;
+        params![user_id, token_hash, totp_sealed, now, expires_at],
+    )?;
     Ok(())
 }
 
 /// The live enrolment whose token hashes to `token_hash`.
-pub async fn by_token(
-    conn: &mut SqliteConnection,
-    token_hash: &[u8],
-    now: i64,
-) -> Result<Option<EnrolmentRow>> {
-    Ok(sqlx::query_as(
+pub fn by_token(conn: &Connection, token_hash: &[u8], now: i64) -> Result<Option<EnrolmentRow>> {
+    optional_row(
+        conn,
         "SELECT id, user_id, totp_sealed, expires_at FROM enrolments
          WHERE token_hash = ? AND expires_at > ?",
+        params![token_hash, now],
+        |r| {
+            Ok(EnrolmentRow {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                totp_sealed: r.get(2)?,
+                expires_at: r.get(3)?,
+            })
+        },
     )
-    .bind(token_hash)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?)
 }
 
-pub async fn delete(conn: &mut SqliteConnection, id: i64) -> Result<()> {
-    sqlx::query("DELETE FROM enrolments WHERE id = ?")
-        .bind(id)
-        .execute(conn)
-        .await?;
+pub fn delete(conn: &Connection, id: i64) -> Result<()> {
+    exec(conn, "DELETE FROM enrolments WHERE id = ?", [id])?;
     Ok(())
 }

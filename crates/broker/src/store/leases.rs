@@ -5,13 +5,13 @@ use std::net::Ipv4Addr;
 use grantwire_proto::{
     EdgeLease, LeaseInfo, LeaseUsage, LeaseUsageInfo, Pin, PresharedKey, PublicKey,
 };
-use rusqlite::OptionalExtension;
-use sqlx::SqliteConnection;
+use rusqlite::{params, Connection, OptionalExtension};
 
+use super::{exec, one_row, optional_row, rows};
 use crate::error::{Error, Result};
 use crate::secrets::SealKey;
 
-#[derive(Clone, sqlx::FromRow)]
+#[derive(Clone)]
 pub struct LeaseRow {
     pub id: String,
     pub user_name: String,
@@ -100,11 +100,8 @@ impl LeaseRow {
     }
 }
 
-// Issuance runs on the batch writer's own connection (`crate::writer`), so the statements only
-// it uses take a `rusqlite::Connection`.
-
 /// Releases the addresses of leases that have expired, so allocation can hand them out again.
-pub fn free_expired_slots(conn: &rusqlite::Connection, edge_id: i64, now: i64) -> Result<()> {
+pub fn free_expired_slots(conn: &Connection, edge_id: i64, now: i64) -> Result<()> {
     conn.prepare_cached(
         // `revoked_at IS NULL` adds nothing (a revoked lease's slot is already free) but lets
         // SQLite use the partial index `leases_edge_live` instead of scanning the edge's leases.
@@ -121,7 +118,7 @@ pub fn free_expired_slots(conn: &rusqlite::Connection, edge_id: i64, now: i64) -
 /// range is full. Next-fit keeps the common case to one index lookup however many leases the
 /// edge holds; lowest-fit would walk them all for every lease.
 pub fn free_slot(
-    conn: &rusqlite::Connection,
+    conn: &Connection,
     edge_id: i64,
     range: std::ops::RangeInclusive<u32>,
 ) -> Result<Option<u32>> {
@@ -170,12 +167,7 @@ pub struct NewLease<'a> {
 }
 
 /// Writes a new lease, its preshared key sealed with `seal` (see [`seal_psk`]).
-pub fn insert(
-    conn: &rusqlite::Connection,
-    l: NewLease<'_>,
-    seal: &SealKey,
-    now: i64,
-) -> Result<()> {
+pub fn insert(conn: &Connection, l: NewLease<'_>, seal: &SealKey, now: i64) -> Result<()> {
     let addr = i64::from(u32::from(l.tunnel_address));
     let sealed_psk = seal_psk(seal, l.id, l.preshared_key)?;
     conn.prepare_cached(
@@ -201,36 +193,26 @@ pub fn insert(
 }
 
 /// Revokes the live leases of a grant, freeing their addresses; returns their ids.
-pub async fn revoke_for_grant(
-    conn: &mut SqliteConnection,
-    grant_id: i64,
-    now: i64,
-) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
+pub fn revoke_for_grant(conn: &Connection, grant_id: i64, now: i64) -> Result<Vec<String>> {
+    rows(
+        conn,
         "UPDATE leases SET revoked_at = ?1, addr_slot = NULL, preshared_key = x''
          WHERE grant_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 RETURNING id",
+        [now, grant_id],
+        |r| r.get(0),
     )
-    .bind(now)
-    .bind(grant_id)
-    .fetch_all(conn)
-    .await?)
 }
 
 /// Revokes every live lease of a user (all edges), freeing their addresses; returns the ids
 /// with the edge each was on, so the caller can audit them and tell those edges.
-pub async fn revoke_for_user(
-    conn: &mut SqliteConnection,
-    user_id: i64,
-    now: i64,
-) -> Result<Vec<(String, i64)>> {
-    Ok(sqlx::query_as(
+pub fn revoke_for_user(conn: &Connection, user_id: i64, now: i64) -> Result<Vec<(String, i64)>> {
+    rows(
+        conn,
         "UPDATE leases SET revoked_at = ?1, addr_slot = NULL, preshared_key = x''
          WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1 RETURNING id, edge_id",
+        [now, user_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
-    .bind(now)
-    .bind(user_id)
-    .fetch_all(conn)
-    .await?)
 }
 
 /// A live lease holding a given public key.
@@ -243,7 +225,7 @@ pub struct KeyHolder {
 
 /// The edge's live leases with this public key (base64).
 pub fn live_with_key(
-    conn: &rusqlite::Connection,
+    conn: &Connection,
     edge_id: i64,
     public_key: &str,
     now: i64,
@@ -265,7 +247,7 @@ pub fn live_with_key(
 }
 
 /// Live leases (unrevoked, unexpired) held under the grant, on the batch writer's connection.
-pub fn live_count_for_grant(conn: &rusqlite::Connection, grant_id: i64, now: i64) -> Result<i64> {
+pub fn live_count_for_grant(conn: &Connection, grant_id: i64, now: i64) -> Result<i64> {
     Ok(conn
         .prepare_cached(
             "SELECT COUNT(*) FROM leases INDEXED BY leases_grant_live
@@ -279,15 +261,8 @@ const REVOKE: &str =
     "UPDATE leases SET revoked_at = ?, addr_slot = NULL, preshared_key = x'' WHERE id = ?";
 
 /// Revokes one lease, freeing its address.
-pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<()> {
-    sqlx::query(REVOKE).bind(now).bind(id).execute(conn).await?;
-    Ok(())
-}
-
-/// [`revoke`], on the batch writer's connection.
-pub fn revoke_blocking(conn: &rusqlite::Connection, id: &str, now: i64) -> Result<()> {
-    conn.prepare_cached(REVOKE)?
-        .execute(rusqlite::params![now, id])?;
+pub fn revoke(conn: &Connection, id: &str, now: i64) -> Result<()> {
+    exec(conn, REVOKE, params![now, id])?;
     Ok(())
 }
 
@@ -299,14 +274,9 @@ const LIVE_SELECT: &str = "SELECT l.id, u.name AS user_name, e.name AS edge_name
 
 /// Live (unrevoked, unexpired) leases of one edge, by address, with only the columns a lease
 /// set needs (no names, no usage). A disabled user's lease is never in it, whatever left it
-/// unrevoked: disabling revokes them, and this is the backstop. On a plain rusqlite connection (see `Broker::lease_set`):
-/// the set of a busy edge is thousands of rows, and through sqlx each row is a message from
-/// the connection's worker thread, which made reading 10,000 most of a revocation's time.
-pub fn live_for_edge_blocking(
-    conn: &rusqlite::Connection,
-    edge_id: i64,
-    now: i64,
-) -> Result<Vec<LeaseRow>> {
+/// unrevoked: disabling revokes them, and this is the backstop. The set of a busy edge is
+/// thousands of rows; read on the thread that owns the connection, they cost no hand-off each.
+pub fn live_for_edge(conn: &Connection, edge_id: i64, now: i64) -> Result<Vec<LeaseRow>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, public_key, preshared_key, tunnel_address, pin, ports, created_at, expires_at
          FROM leases
@@ -335,33 +305,50 @@ pub fn live_for_edge_blocking(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
+impl LeaseRow {
+    /// A row of [`LIVE_SELECT`].
+    fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: r.get(0)?,
+            user_name: r.get(1)?,
+            edge_name: r.get(2)?,
+            public_key: r.get(3)?,
+            preshared_key: r.get(4)?,
+            tunnel_address: r.get(5)?,
+            pin: r.get(6)?,
+            ports: r.get(7)?,
+            created_at: r.get(8)?,
+            expires_at: r.get(9)?,
+            last_handshake_at: r.get(10)?,
+            rx_bytes: r.get(11)?,
+            tx_bytes: r.get(12)?,
+            reported_at: r.get(13)?,
+        })
+    }
+}
+
 /// Every live lease, by edge and address.
-pub async fn live_all(conn: &mut SqliteConnection, now: i64) -> Result<Vec<LeaseRow>> {
-    Ok(
-        sqlx::query_as(&format!("{LIVE_SELECT} ORDER BY e.name, l.tunnel_address"))
-            .bind(now)
-            .fetch_all(conn)
-            .await?,
+pub fn live_all(conn: &Connection, now: i64) -> Result<Vec<LeaseRow>> {
+    rows(
+        conn,
+        &format!("{LIVE_SELECT} ORDER BY e.name, l.tunnel_address"),
+        [now],
+        LeaseRow::from_row,
     )
 }
 
 /// Live leases of one user, by edge and address.
-pub async fn live_for_user(
-    conn: &mut SqliteConnection,
-    user_id: i64,
-    now: i64,
-) -> Result<Vec<LeaseRow>> {
-    Ok(sqlx::query_as(&format!(
-        "{LIVE_SELECT} AND l.user_id = ? ORDER BY e.name, l.tunnel_address"
-    ))
-    .bind(now)
-    .bind(user_id)
-    .fetch_all(conn)
-    .await?)
+pub fn live_for_user(conn: &Connection, user_id: i64, now: i64) -> Result<Vec<LeaseRow>> {
+    rows(
+        conn,
+        &format!("{LIVE_SELECT} AND l.user_id = ? ORDER BY e.name, l.tunnel_address"),
+        [now, user_id],
+        LeaseRow::from_row,
+    )
 }
 
 /// A live lease with the ids it belongs to, for renewal and revocation.
-#[derive(Clone, sqlx::FromRow)]
+#[derive(Clone)]
 pub struct OwnedLease {
     pub id: String,
     pub grant_id: i64,
@@ -395,95 +382,95 @@ impl OwnedLease {
 }
 
 /// The lease `id` if it is live (neither revoked nor expired).
-pub async fn live_by_id(
-    conn: &mut SqliteConnection,
-    id: &str,
-    now: i64,
-) -> Result<Option<OwnedLease>> {
-    Ok(sqlx::query_as(
+pub fn live_by_id(conn: &Connection, id: &str, now: i64) -> Result<Option<OwnedLease>> {
+    optional_row(
+        conn,
         "SELECT id, grant_id, user_id, edge_id, preshared_key, tunnel_address, pin FROM leases
          WHERE id = ? AND revoked_at IS NULL AND expires_at > ?",
+        params![id, now],
+        |r| {
+            Ok(OwnedLease {
+                id: r.get(0)?,
+                grant_id: r.get(1)?,
+                user_id: r.get(2)?,
+                edge_id: r.get(3)?,
+                preshared_key: r.get(4)?,
+                tunnel_address: r.get(5)?,
+                pin: r.get(6)?,
+            })
+        },
     )
-    .bind(id)
-    .bind(now)
-    .fetch_optional(conn)
-    .await?)
 }
 
 /// Moves a live lease's pin and sets its expiry (the key, address and PSK stay).
-pub async fn repin(conn: &mut SqliteConnection, id: &str, pin: Pin, expires_at: i64) -> Result<()> {
-    sqlx::query("UPDATE leases SET pin = ?, expires_at = ? WHERE id = ?")
-        .bind(pin.to_string())
-        .bind(expires_at)
-        .bind(id)
-        .execute(conn)
-        .await?;
+pub fn repin(conn: &Connection, id: &str, pin: Pin, expires_at: i64) -> Result<()> {
+    exec(
+        conn,
+        "UPDATE leases SET pin = ?, expires_at = ? WHERE id = ?",
+        params![pin.to_string(), expires_at, id],
+    )?;
     Ok(())
 }
 
 /// The user and edge names of a lease.
-pub async fn owner_names(conn: &mut SqliteConnection, id: &str) -> Result<(String, String)> {
-    Ok(sqlx::query_as(
+pub fn owner_names(conn: &Connection, id: &str) -> Result<(String, String)> {
+    one_row(
+        conn,
         "SELECT u.name, e.name FROM leases l JOIN users u ON u.id = l.user_id
          JOIN edges e ON e.id = l.edge_id WHERE l.id = ?",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
-    .bind(id)
-    .fetch_one(conn)
-    .await?)
 }
 
 /// Records an edge's figures for one of its own live leases; false if `edge_id` holds no such
 /// lease (revoked meanwhile, or another edge's), which changes nothing.
-pub async fn record_usage(
-    conn: &mut SqliteConnection,
-    edge_id: i64,
-    usage: &LeaseUsage,
-    now: i64,
-) -> Result<bool> {
+pub fn record_usage(conn: &Connection, edge_id: i64, usage: &LeaseUsage, now: i64) -> Result<bool> {
     let bytes = |b: u64| i64::try_from(b).unwrap_or(i64::MAX);
-    let done = sqlx::query(
+    let done = exec(
+        conn,
         // boringtun forgets the handshake time once a peer has been idle for a few minutes;
         // the last one known is still the last handshake.
         "UPDATE leases SET last_handshake_at = COALESCE(?, last_handshake_at), rx_bytes = ?,
                            tx_bytes = ?, reported_at = ?
          WHERE id = ? AND edge_id = ? AND revoked_at IS NULL",
-    )
-    .bind(usage.last_handshake_at)
-    .bind(bytes(usage.rx_bytes))
-    .bind(bytes(usage.tx_bytes))
-    .bind(now)
-    .bind(&usage.lease_id)
-    .bind(edge_id)
-    .execute(conn)
-    .await?;
-    Ok(done.rows_affected() == 1)
+        params![
+            usage.last_handshake_at,
+            bytes(usage.rx_bytes),
+            bytes(usage.tx_bytes),
+            now,
+            usage.lease_id,
+            edge_id
+        ],
+    )?;
+    Ok(done == 1)
 }
 
 /// A lease of this edge, live or not, with its owner and pin: what an edge event about it
 /// needs for the audit log.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct EventLease {
     pub user_name: String,
     pub pin: String,
 }
 
-pub async fn for_event(
-    conn: &mut SqliteConnection,
-    edge_id: i64,
-    id: &str,
-) -> Result<Option<EventLease>> {
-    Ok(sqlx::query_as(
+pub fn for_event(conn: &Connection, edge_id: i64, id: &str) -> Result<Option<EventLease>> {
+    optional_row(
+        conn,
         "SELECT u.name AS user_name, l.pin FROM leases l JOIN users u ON u.id = l.user_id
          WHERE l.id = ? AND l.edge_id = ?",
+        params![id, edge_id],
+        |r| {
+            Ok(EventLease {
+                user_name: r.get(0)?,
+                pin: r.get(1)?,
+            })
+        },
     )
-    .bind(id)
-    .bind(edge_id)
-    .fetch_optional(conn)
-    .await?)
 }
 
 /// A lease that ended by expiry and is not yet in the audit log.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Expired {
     pub id: String,
     pub edge_id: i64,
@@ -493,43 +480,45 @@ pub struct Expired {
 }
 
 /// Whether a lease expired by `now` still lacks its audit row.
-pub async fn any_expired_unaudited(conn: &mut SqliteConnection, now: i64) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+pub fn any_expired_unaudited(conn: &Connection, now: i64) -> Result<bool> {
+    one_row(
+        conn,
         "SELECT EXISTS (SELECT 1 FROM leases
                         WHERE revoked_at IS NULL AND expiry_audited = 0 AND expires_at <= ?)",
+        [now],
+        |r| r.get(0),
     )
-    .bind(now)
-    .fetch_one(conn)
-    .await?)
 }
 
 /// Marks up to `limit` leases that expired by `now` as audited, freeing their addresses, and
 /// returns them for their `lease_expired` rows (written in the same transaction).
-pub async fn take_expired(
-    conn: &mut SqliteConnection,
-    now: i64,
-    limit: i64,
-) -> Result<Vec<Expired>> {
-    let rows: Vec<Expired> = sqlx::query_as(
+pub fn take_expired(conn: &Connection, now: i64, limit: i64) -> Result<Vec<Expired>> {
+    let expired: Vec<Expired> = rows(
+        conn,
         "SELECT l.id, l.edge_id, u.name AS user_name, e.name AS edge_name, l.expires_at
          FROM leases l JOIN users u ON u.id = l.user_id JOIN edges e ON e.id = l.edge_id
          WHERE l.revoked_at IS NULL AND l.expiry_audited = 0 AND l.expires_at <= ?
          ORDER BY l.expires_at LIMIT ?",
-    )
-    .bind(now)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    for row in &rows {
-        sqlx::query(
+        [now, limit],
+        |r| {
+            Ok(Expired {
+                id: r.get(0)?,
+                edge_id: r.get(1)?,
+                user_name: r.get(2)?,
+                edge_name: r.get(3)?,
+                expires_at: r.get(4)?,
+            })
+        },
+    )?;
+    for row in &expired {
+        exec(
+            conn,
             "UPDATE leases SET expiry_audited = 1, addr_slot = NULL, preshared_key = x''
              WHERE id = ?",
-        )
-        .bind(&row.id)
-        .execute(&mut *conn)
-        .await?;
+            [&row.id],
+        )?;
     }
-    Ok(rows)
+    Ok(expired)
 }
 
 /// Associated data of a sealed preshared key: the lease id, so a sealed key copied to another
@@ -561,32 +550,27 @@ pub fn open_psk(seal: &SealKey, lease_id: &str, stored: &[u8]) -> Result<Preshar
 const PLAINTEXT_PSK_LEN: i64 = 32;
 
 /// One sealed preshared key (lease id, sealed), to check the secrets key against at start.
-pub async fn any_sealed_psk(conn: &mut SqliteConnection) -> Result<Option<(String, Vec<u8>)>> {
-    Ok(sqlx::query_as(
+pub fn any_sealed_psk(conn: &Connection) -> Result<Option<(String, Vec<u8>)>> {
+    optional_row(
+        conn,
         "SELECT id, preshared_key FROM leases WHERE length(preshared_key) > ? LIMIT 1",
+        [PLAINTEXT_PSK_LEN],
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )
-    .bind(PLAINTEXT_PSK_LEN)
-    .fetch_optional(conn)
-    .await?)
 }
 
 /// Seals every preshared key still stored in plaintext (written before keys were sealed) and
 /// erases those of leases that have ended; returns (sealed, erased).
-pub async fn seal_plaintext_psks(
-    conn: &mut SqliteConnection,
-    seal: &SealKey,
-    now: i64,
-) -> Result<(usize, usize)> {
-    let rows: Vec<(String, Vec<u8>, bool)> = sqlx::query_as(
+pub fn seal_plaintext_psks(conn: &Connection, seal: &SealKey, now: i64) -> Result<(usize, usize)> {
+    let plaintext: Vec<(String, Vec<u8>, bool)> = rows(
+        conn,
         "SELECT id, preshared_key, revoked_at IS NULL AND expires_at > ? FROM leases
          WHERE length(preshared_key) = ?",
-    )
-    .bind(now)
-    .bind(PLAINTEXT_PSK_LEN)
-    .fetch_all(&mut *conn)
-    .await?;
+        [now, PLAINTEXT_PSK_LEN],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
     let (mut sealed, mut erased) = (0, 0);
-    for (id, stored, live) in rows {
+    for (id, stored, live) in plaintext {
         let value = if live {
             let psk = <[u8; 32]>::try_from(stored.as_slice())
                 .map(PresharedKey::from_bytes)
@@ -597,33 +581,32 @@ pub async fn seal_plaintext_psks(
             erased += 1;
             Vec::new()
         };
-        sqlx::query("UPDATE leases SET preshared_key = ? WHERE id = ?")
-            .bind(value)
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
+        exec(
+            conn,
+            "UPDATE leases SET preshared_key = ? WHERE id = ?",
+            params![value, id],
+        )?;
     }
     Ok((sealed, erased))
 }
 
 #[cfg(test)]
 mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::alloc;
 
     /// An edge with subnet `cidr` and leases holding `held` (offsets from the network address);
     /// returns the connection, the edge id and the subnet.
-    async fn edge_holding(
+    fn edge_holding(
         dir: &std::path::Path,
         cidr: &str,
         held: &[u32],
-    ) -> (rusqlite::Connection, i64, ipnet::Ipv4Net) {
-        let pool = crate::store::open(&dir.join("t.db")).await.unwrap();
-        let mut conn = pool.acquire().await.unwrap();
+    ) -> (Connection, i64, ipnet::Ipv4Net) {
+        let conn = crate::store::tests::migrated(dir);
         let subnet: ipnet::Ipv4Net = cidr.parse().unwrap();
-        let user = crate::store::users::insert(&mut conn, "u", "x", b"s", false, 0)
-            .await
-            .unwrap();
+        let user = crate::store::users::insert(&conn, "u", "x", b"s", false, 0).unwrap();
         let edge = crate::store::edges::NewEdge {
             name: "e",
             endpoint: "192.0.2.1:51820",
@@ -632,9 +615,7 @@ mod tests {
             enrol_token_hash: b"t",
             enrol_expires_at: i64::MAX,
         };
-        let edge = crate::store::edges::insert(&mut conn, edge, 0)
-            .await
-            .unwrap();
+        let edge = crate::store::edges::insert(&conn, edge, 0).unwrap();
         let grant = crate::store::edges::NewGrant {
             user_id: user,
             edge_id: edge,
@@ -645,10 +626,7 @@ mod tests {
             pin_prefix6: 64,
             max_leases: 5,
         };
-        let grant = crate::store::edges::insert_grant(&mut conn, grant, 0)
-            .await
-            .unwrap();
-        let conn = crate::store::open_direct(&dir.join("t.db")).unwrap();
+        let grant = crate::store::edges::insert_grant(&conn, grant, 0).unwrap();
         let seal = SealKey::create(&dir.join("secrets.key")).unwrap();
         for (i, offset) in held.iter().enumerate() {
             let key = PublicKey::from_bytes([i as u8 + 9; 32]).unwrap();
@@ -670,8 +648,8 @@ mod tests {
         (conn, edge, subnet)
     }
 
-    #[tokio::test]
-    async fn next_fit_then_the_lowest_hole_once_the_top_is_taken() {
+    #[test]
+    fn next_fit_then_the_lowest_hole_once_the_top_is_taken() {
         // (subnet, held offsets, expected offset): .1 is the edge, the broadcast is never given.
         let cases: [(&str, &[u32], Option<u32>); 7] = [
             ("10.77.0.0/29", &[], Some(2)),
@@ -684,7 +662,7 @@ mod tests {
         ];
         for (cidr, held, expected) in cases {
             let dir = tempfile::tempdir().unwrap();
-            let (conn, edge, subnet) = edge_holding(dir.path(), cidr, held).await;
+            let (conn, edge, subnet) = edge_holding(dir.path(), cidr, held);
             let got = free_slot(&conn, edge, alloc::client_range(subnet))
                 .unwrap()
                 .map(|a| a - u32::from(subnet.network()));
@@ -703,17 +681,17 @@ mod tests {
         }
     }
 
-    fn stored(conn: &rusqlite::Connection, id: &str) -> Vec<u8> {
+    fn stored(conn: &Connection, id: &str) -> Vec<u8> {
         conn.query_row("SELECT preshared_key FROM leases WHERE id = ?", [id], |r| {
             r.get(0)
         })
         .unwrap()
     }
 
-    #[tokio::test]
-    async fn every_statement_that_ends_a_lease_erases_its_sealed_key() {
+    #[test]
+    fn every_statement_that_ends_a_lease_erases_its_sealed_key() {
         let dir = tempfile::tempdir().unwrap();
-        let (conn, edge, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4, 5, 6, 7]).await;
+        let (conn, edge, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4, 5, 6, 7]);
         let seal = SealKey::load(&dir.path().join("secrets.key"))
             .unwrap()
             .unwrap();
@@ -723,7 +701,7 @@ mod tests {
         assert_eq!(open_psk(&seal, "l4", &l4).unwrap().as_bytes(), &[1; 32]);
         assert!(open_psk(&seal, "l3", &l4).is_err());
 
-        revoke_blocking(&conn, "l0", 100).unwrap();
+        revoke(&conn, "l0", 100).unwrap();
         // Expired: its address freed by the next issue on the edge.
         conn.execute(
             "UPDATE leases SET expires_at = 50 WHERE id IN ('l1', 'l2')",
@@ -739,9 +717,7 @@ mod tests {
         // Expired and audited before any issue frees its address; and revoked by grant.
         conn.execute("UPDATE leases SET expires_at = 50 WHERE id = 'l3'", [])
             .unwrap();
-        let pool = crate::store::open(&dir.path().join("t.db")).await.unwrap();
-        let mut sq = pool.acquire().await.unwrap();
-        let taken = take_expired(&mut sq, 100, 10).await.unwrap();
+        let taken = take_expired(&conn, 100, 10).unwrap();
         assert!(taken.iter().any(|e| e.id == "l3"));
         assert!(stored(&conn, "l3").is_empty());
         assert_eq!(stored(&conn, "l4").len(), 60);
@@ -761,20 +737,20 @@ mod tests {
         let zed: i64 = conn
             .query_row("SELECT id FROM users WHERE name = 'zed'", [], |r| r.get(0))
             .unwrap();
-        let revoked = revoke_for_user(&mut sq, zed, 100).await.unwrap();
+        let revoked = revoke_for_user(&conn, zed, 100).unwrap();
         assert_eq!(revoked, vec![("l5".to_owned(), edge)]);
         assert!(stored(&conn, "l5").is_empty());
         assert_eq!(stored(&conn, "l4").len(), 60);
 
-        let revoked = revoke_for_grant(&mut sq, grant, 100).await.unwrap();
+        let revoked = revoke_for_grant(&conn, grant, 100).unwrap();
         assert_eq!(revoked, vec!["l4".to_owned()]);
         assert!(stored(&conn, "l4").is_empty());
     }
 
-    #[tokio::test]
-    async fn plaintext_keys_are_sealed_if_live_and_erased_if_ended() {
+    #[test]
+    fn plaintext_keys_are_sealed_if_live_and_erased_if_ended() {
         let dir = tempfile::tempdir().unwrap();
-        let (conn, _, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4]).await;
+        let (conn, _, _) = edge_holding(dir.path(), "10.77.0.0/24", &[2, 3, 4]);
         let seal = SealKey::load(&dir.path().join("secrets.key"))
             .unwrap()
             .unwrap();
@@ -787,10 +763,8 @@ mod tests {
             .unwrap();
         conn.execute("UPDATE leases SET expires_at = 50 WHERE id = 'l2'", [])
             .unwrap();
-        let pool = crate::store::open(&dir.path().join("t.db")).await.unwrap();
-        let mut sq = pool.acquire().await.unwrap();
-        assert!(any_sealed_psk(&mut sq).await.unwrap().is_none());
-        let done = seal_plaintext_psks(&mut sq, &seal, 100).await.unwrap();
+        assert!(any_sealed_psk(&conn).unwrap().is_none());
+        let done = seal_plaintext_psks(&conn, &seal, 100).unwrap();
         assert_eq!(done, (1, 2));
         assert_eq!(
             open_psk(&seal, "l0", &stored(&conn, "l0"))
@@ -800,11 +774,8 @@ mod tests {
         );
         assert!(stored(&conn, "l1").is_empty());
         assert!(stored(&conn, "l2").is_empty());
-        assert_eq!(any_sealed_psk(&mut sq).await.unwrap().unwrap().0, "l0");
+        assert_eq!(any_sealed_psk(&conn).unwrap().unwrap().0, "l0");
         // Run again, it finds nothing left to do.
-        assert_eq!(
-            seal_plaintext_psks(&mut sq, &seal, 100).await.unwrap(),
-            (0, 0)
-        );
+        assert_eq!(seal_plaintext_psks(&conn, &seal, 100).unwrap(), (0, 0));
     }
 }

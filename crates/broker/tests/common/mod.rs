@@ -298,3 +298,18 @@ pub fn cli_json<T: serde::de::DeserializeOwned>(h: &Harness, args: &[&str]) -> T
     assert_eq!(stdout.trim_end().lines().count(), 1, "{stdout}");
     serde_json::from_str(&stdout).unwrap()
 }
+
+/// The database file at `path`, opened directly as an operator's `sqlite3` would: for tests
+/// that change a row behind the broker's back or read what it wrote.
+pub fn sqlite(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.busy_timeout(Duration::from_secs(15)).unwrap();
+    conn
+}
+
+/// The first column of every row `sql` returns.
+pub fn column<T: rusqlite::types::FromSql>(conn: &rusqlite::Connection, sql: &str) -> Vec<T> {
+    let mut stmt = conn.prepare(sql).unwrap();
+    let rows = stmt.query_map([], |r| r.get(0)).unwrap();
+    rows.collect::<rusqlite::Result<_>>().unwrap()
+}
