@@ -117,7 +117,7 @@ pub async fn run(broker: Broker, webhook: Webhook) {
 
 async fn deliver_due(broker: &Broker, client: &reqwest::Client, webhook: &Webhook) -> Result<()> {
     let db = broker.db();
-    let now = store::now();
+    let now = broker.now();
     // Reads first: a write is queued only when there is something to change.
     let due: Vec<(i64, i64, i64)> = db
         .read(move |c| {
@@ -141,7 +141,7 @@ async fn deliver_due(broker: &Broker, client: &reqwest::Client, webhook: &Webhoo
         let body = db.read(move |c| body(c, id)).await?;
         let result = post(client, webhook, &body).await;
         let kind = body.kind;
-        record_attempt(db, id, attempts + 1, result, &kind, webhook).await?;
+        record_attempt(broker, id, attempts + 1, result, &kind, webhook).await?;
     }
     Ok(())
 }
@@ -189,14 +189,14 @@ async fn post(
 }
 
 async fn record_attempt(
-    db: &Db,
+    broker: &Broker,
     id: i64,
     attempts: i64,
     result: std::result::Result<(), String>,
     kind: &str,
     webhook: &Webhook,
 ) -> Result<()> {
-    let now = store::now();
+    let (db, now) = (broker.db(), broker.now());
     match result {
         Ok(()) => {
             db.write(move |tx| {

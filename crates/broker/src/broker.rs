@@ -70,6 +70,11 @@ impl Broker {
         &self.inner.db
     }
 
+    /// Unix seconds by the broker's one clock (`crate::clock`).
+    pub fn now(&self) -> i64 {
+        self.inner.auth.now()
+    }
+
     pub fn session_ttl(&self) -> Duration {
         self.inner.session_ttl
     }

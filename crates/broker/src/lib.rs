@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod alloc;
 mod backup;
 mod broker;
+pub mod clock;
 pub mod conn;
 pub mod error;
 mod passwords;

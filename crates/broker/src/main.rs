@@ -287,7 +287,7 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
         tls_key: args.tls_key,
         session_ttl: args.session_ttl.into(),
         session_idle: args.session_idle.into(),
-        clock: std::sync::Arc::new(grantwire_broker::throttle::SystemClock),
+        clock: std::sync::Arc::new(grantwire_broker::clock::SystemClock),
         login_rate: grantwire_broker::throttle::RateLimit {
             burst: args.login_burst,
             per_sec: args.login_per_sec,

@@ -34,8 +34,8 @@ pub struct ServeConfig {
     pub session_ttl: Duration,
     /// How long a session may go unused before it ends.
     pub session_idle: Duration,
-    /// Time for logins and sessions; tests pass a [`crate::throttle::ManualClock`].
-    pub clock: std::sync::Arc<dyn crate::throttle::Clock>,
+    /// Time for logins and sessions; tests pass a [`crate::clock::ManualClock`].
+    pub clock: std::sync::Arc<dyn crate::clock::Clock>,
     /// Per-source budgets of the login and lease routes.
     pub login_rate: crate::throttle::RateLimit,
     pub lease_rate: crate::throttle::RateLimit,
@@ -62,7 +62,7 @@ impl ServeConfig {
             tls_key: None,
             session_ttl: Duration::from_secs(12 * 3600),
             session_idle: Duration::from_secs(3600),
-            clock: std::sync::Arc::new(crate::throttle::SystemClock),
+            clock: std::sync::Arc::new(crate::clock::SystemClock),
             login_rate: crate::throttle::LOGIN_RATE,
             lease_rate: crate::throttle::LEASE_RATE,
             trusted_proxies: Vec::new(),

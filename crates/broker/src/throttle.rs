@@ -1,12 +1,9 @@
 //! Slowing down guessing: the per-account failure policy (pure, with `now` passed in), per-IP
-//! token buckets for the login and lease routes, and the clock they read, which tests replace.
+//! token buckets for the login and lease routes.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -14,57 +11,6 @@ use axum::http::request::Parts;
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::routes::ClientIp;
-
-/// Where the broker's request-path time comes from; tests use [`ManualClock`] so a 15-minute
-/// wait needs no sleep.
-pub trait Clock: Send + Sync + fmt::Debug {
-    /// Unix time in milliseconds.
-    fn now_ms(&self) -> i64;
-
-    fn now_secs(&self) -> i64 {
-        self.now_ms().div_euclid(1000)
-    }
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now_ms(&self) -> i64 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0)
-    }
-}
-
-/// A clock that moves only when told to. Starts at the real time, so TOTP codes made for it
-/// are also valid codes.
-#[derive(Debug)]
-pub struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    pub fn new() -> Self {
-        Self(AtomicI64::new(SystemClock.now_ms()))
-    }
-
-    pub fn advance(&self, by: Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.0.fetch_add(ms, Ordering::SeqCst);
-    }
-}
-
-impl Default for ManualClock {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 /// Failures in a row an account may have before each further attempt needs a wait.
 pub const FREE_FAILURES: i64 = 5;

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use grantwire_broker::throttle::{Clock as _, ManualClock, LEASE_RATE, LOGIN_RATE};
+use grantwire_broker::clock::{Clock as _, ManualClock};
+use grantwire_broker::throttle::{LEASE_RATE, LOGIN_RATE};
 use grantwire_broker::{start, Error, ServeConfig, DB_FILE};
 use grantwire_proto::{ErrorCode, UserAddRequest};
 use serde_json::json;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use grantwire_broker::throttle::{Clock, ManualClock};
+use grantwire_broker::clock::{Clock, ManualClock};
 use grantwire_broker::{start, ServeConfig};
 use grantwire_proto::{
     EdgeAddRequest, EdgeAddResponse, EdgeListResponse, ErrorBody, ErrorCode, GrantAddRequest,

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
+use grantwire_broker::clock::ManualClock;
 use grantwire_broker::conn::{ConnLimits, Timeouts};
-use grantwire_broker::throttle::ManualClock;
 use grantwire_client_core::tls::{client_config, Fingerprint};
 use grantwire_proto::ErrorCode;
 use tokio::io::AsyncReadExt as _;

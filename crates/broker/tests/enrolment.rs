@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use common::*;
-use grantwire_broker::throttle::{Clock as _, ManualClock};
+use grantwire_broker::clock::{Clock as _, ManualClock};
 use grantwire_broker::{Error, ENROLMENT_TTL_SECS};
 use grantwire_proto::{UserInviteRequest, UserInviteResponse, UserNameRequest};
 

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use grantwire_broker::throttle::{ManualClock, RateLimit};
+use grantwire_broker::clock::ManualClock;
+use grantwire_broker::throttle::RateLimit;
 use grantwire_client_core::tls::{client_config, Fingerprint};
 use grantwire_proto::ErrorCode;
 

@@ -10,7 +10,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
 use common::*;
-use grantwire_broker::throttle::{ManualClock, RateLimit};
+use grantwire_broker::clock::ManualClock;
+use grantwire_broker::throttle::RateLimit;
 use grantwire_proto::ErrorCode;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, ProtocolVersion, SupportedProtocolVersion};

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use grantwire_broker::throttle::{Clock as _, ManualClock};
+use grantwire_broker::clock::{Clock as _, ManualClock};
 
 async fn with_clock() -> (Harness, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new());

@@ -343,7 +343,7 @@ async fn alerts_for_lockout_and_totp_reuse_are_retried_until_delivered() {
 #[tokio::test]
 async fn a_login_from_a_new_address_alerts_but_the_first_and_known_ones_do_not() {
     let (receiver, url) = Receiver::default().start().await;
-    let clock = Arc::new(grantwire_broker::throttle::ManualClock::new());
+    let clock = Arc::new(grantwire_broker::clock::ManualClock::new());
     let c = clock.clone();
     let h = Harness::with_config(move |config| {
         config.alert_webhook = Some(Webhook::parse(&url).unwrap());
@@ -355,7 +355,7 @@ async fn a_login_from_a_new_address_alerts_but_the_first_and_known_ones_do_not()
     let login_from = |ip: &'static str| {
         // A fresh TOTP step for every login.
         clock.advance(Duration::from_secs(30));
-        let at = u64::try_from(grantwire_broker::throttle::Clock::now_secs(&*clock)).unwrap();
+        let at = u64::try_from(grantwire_broker::clock::Clock::now_secs(&*clock)).unwrap();
         let body = json!({"user": "alice", "password": PASSWORD,
                           "code": grantwire_broker::totp::code_at(&secret, at)});
         h.http

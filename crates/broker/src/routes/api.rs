@@ -302,7 +302,7 @@ fn lease_set_stream(
                 let empty = LeaseSet {
                     config,
                     leases: Vec::new(),
-                    generated_at: crate::store::now(),
+                    generated_at: st.link.broker.now(),
                 };
                 let json = serde_json::to_string(&empty).ok()?;
                 return Some((Ok(Event::default().event("leases").data(json)), st));

@@ -36,7 +36,7 @@ impl Broker {
         user: &SessionUser,
         source: IpAddr,
     ) -> Result<AccessOverview> {
-        let now = store::now();
+        let now = self.now();
         let id = user.user_id;
         let (rows, grants) = self
             .db()

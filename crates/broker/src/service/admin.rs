@@ -39,7 +39,7 @@ impl Broker {
         let phc = self.argon2().hash(req.password).await?;
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
         let sealed = self.auth().seal_totp(&req.name, &secret)?;
-        let now = store::now();
+        let now = self.now();
         let (name, admin) = (req.name.clone(), req.admin);
         self.db()
             .write(move |tx| {
@@ -130,7 +130,7 @@ impl Broker {
     /// credential; an open sync stream of it ends.
     pub async fn edge_remove(&self, req: EdgeRemoveRequest) -> Result<EdgeRemoveResponse> {
         check_name(&req.name, "edge")?;
-        let now = store::now();
+        let now = self.now();
         let name = req.name.clone();
         let (edge, revoked) = self
             .db()
@@ -173,7 +173,7 @@ impl Broker {
                 "max_leases must be 1 to {MAX_LEASES_LIMIT} (revoke the grant to allow none)"
             )));
         }
-        let now = store::now();
+        let now = self.now();
         alloc::check_grant_terms(&ports, pin_prefix4, pin_prefix6, req.ends_at, now)
             .map_err(Error::BadRequest)?;
         let (user, edge, ends_at) = (req.user.clone(), req.edge.clone(), req.ends_at);
@@ -214,7 +214,7 @@ impl Broker {
 
     /// Live grants (neither revoked nor ended), by user and edge.
     pub async fn grant_list(&self) -> Result<GrantListResponse> {
-        let now = store::now();
+        let now = self.now();
         let rows = self.db().read(move |c| edges::live_grants(c, now)).await?;
         let grants = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(GrantListResponse { grants })
@@ -223,7 +223,7 @@ impl Broker {
     /// Revokes the grant and, in the same transaction, its live leases; then pushes the new
     /// lease set to the edge.
     pub async fn grant_revoke(&self, req: GrantRevokeRequest) -> Result<GrantRevokeResponse> {
-        let now = store::now();
+        let now = self.now();
         let (user, edge) = (req.user.clone(), req.edge.clone());
         let (edge_id, revoked) = self
             .db()
@@ -251,7 +251,7 @@ impl Broker {
     }
 
     pub async fn lease_list(&self) -> Result<LeaseListResponse> {
-        let now = store::now();
+        let now = self.now();
         let rows = self.db().read(move |c| leases::live_all(c, now)).await?;
         let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(LeaseListResponse { leases })
@@ -284,7 +284,7 @@ impl Broker {
 
     /// Revokes one live lease and pushes the edge its new set.
     pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        let now = store::now();
+        let now = self.now();
         let (lease, user, edge) = self
             .db()
             .write(move |tx| {

@@ -10,11 +10,12 @@ use grantwire_proto::{LoginRequest, LoginResponse};
 use rusqlite::Connection;
 
 use crate::broker::{ip_text, Broker};
+use crate::clock::Clock;
 use crate::conn::ConnTracker;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
 use crate::store::{self, leases, users, AuditEvent, Db};
-use crate::throttle::{self, Buckets, Clock, RateLimit};
+use crate::throttle::{self, Buckets, RateLimit};
 use crate::totp;
 
 /// Longest user name we look up or write to the audit log; longer names cannot exist.
@@ -86,7 +87,7 @@ impl AuthState {
         }
         let seal = Arc::new(seal);
         seal_plaintext_secrets(db, &seal).await?;
-        seal_plaintext_psks(db, &seal).await?;
+        seal_plaintext_psks(db, &seal, config.clock.now_secs()).await?;
         for network in db.read(users::all_login_sources).await? {
             config.conns.mark_known(network.addr());
         }
@@ -147,9 +148,8 @@ async fn checkpoint(db: &Db) -> Result<()> {
 /// Seals the preshared keys of live leases still stored in plaintext (written before keys were
 /// sealed) and erases those of ended leases, in one transaction, then checkpoints so the WAL
 /// keeps no copy of the plaintext either.
-async fn seal_plaintext_psks(db: &Db, seal: &Arc<SealKey>) -> Result<()> {
+async fn seal_plaintext_psks(db: &Db, seal: &Arc<SealKey>, now: i64) -> Result<()> {
     let seal = Arc::clone(seal);
-    let now = store::now();
     let (sealed, erased) = db
         .write(move |tx| leases::seal_plaintext_psks(tx, &seal, now))
         .await?;

@@ -31,7 +31,7 @@ impl Broker {
             user_name: user.name.clone(),
             req,
             source,
-            now: store::now(),
+            now: self.now(),
             seal: std::sync::Arc::clone(&self.auth().seal),
         };
         // In a task of its own: if the client hangs up once the job is queued, the lease may
@@ -59,7 +59,7 @@ impl Broker {
     /// Who the session is, the address the broker sees it at, and whether each of its live
     /// leases is pinned there.
     pub async fn whoami(&self, user: &SessionUser, source: IpAddr) -> Result<WhoamiResponse> {
-        let (id, now) = (user.user_id, store::now());
+        let (id, now) = (user.user_id, self.now());
         let rows = self
             .db()
             .read(move |c| leases::live_for_user(c, id, now))
@@ -86,7 +86,7 @@ impl Broker {
 
     /// The caller's own live leases, with what their edges last reported (the last handshake).
     pub async fn user_leases(&self, user: &SessionUser) -> Result<LeaseListResponse> {
-        let (id, now) = (user.user_id, store::now());
+        let (id, now) = (user.user_id, self.now());
         let rows = self
             .db()
             .read(move |c| leases::live_for_user(c, id, now))
@@ -107,7 +107,7 @@ impl Broker {
         id: &str,
         source: IpAddr,
     ) -> Result<LeaseRevokeResponse> {
-        let now = store::now();
+        let now = self.now();
         let (id, user_id, name) = (id.to_owned(), user.user_id, user.name.clone());
         let (lease, owner, edge) = self
             .db()
@@ -150,7 +150,7 @@ impl Broker {
         id: &str,
         source: IpAddr,
     ) -> Result<LeaseResponse> {
-        let now = store::now();
+        let now = self.now();
         let (id, user_id, name) = (id.to_owned(), user.user_id, user.name.clone());
         let (lease, edge, endpoint, pin, expires_at) = self
             .db()
@@ -265,7 +265,7 @@ impl Broker {
 
     /// The complete set of an edge's live leases, as pushed to it.
     pub async fn lease_set(&self, edge_id: i64) -> Result<LeaseSet> {
-        let now = store::now();
+        let now = self.now();
         let seal = std::sync::Arc::clone(&self.auth().seal);
         // Thousands of rows for a busy edge, read and opened on the blocking thread that owns
         // the connection; a revocation waits for this before the edge hears of it. One read

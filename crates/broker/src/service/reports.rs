@@ -32,7 +32,7 @@ impl Broker {
                 "a report carries at most {MAX_REPORT_ITEMS} leases and {MAX_REPORT_ITEMS} events"
             )));
         }
-        let now = store::now();
+        let now = self.now();
         let (edge_id, edge_name) = (edge.id, edge.name.clone());
         self.db()
             .write(move |tx| record_report(tx, edge_id, &edge_name, &report, source, now))
@@ -58,7 +58,7 @@ impl Broker {
         kind: &'static str,
         source: Option<IpAddr>,
     ) -> Result<()> {
-        let now = store::now();
+        let now = self.now();
         let name = name.to_owned();
         self.db()
             .write(move |tx| {
@@ -80,7 +80,7 @@ impl Broker {
     pub async fn sweep_expired(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let now = store::now();
+            let now = self.now();
             // A read first, so an idle broker does not queue a write every sweep.
             if !self
                 .db()

@@ -21,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use grantwire_proto::{LeaseRequest, PrivateKey, Profile, PublicKey};
+use grantwire_proto::{
+    ErrorBody, ErrorCode, ErrorDetail, LeaseRequest, PrivateKey, Profile, PublicKey,
+};
 use maud::{html, Markup};
 
 use super::layout::{countdown, csrf_field, frame, utc, SignedIn};
@@ -57,6 +59,9 @@ pub(super) struct DeviceProfile {
     pin: String,
     expires_at: i64,
     expires_text: String,
+    /// The broker's time when the profile was made, for the page's countdown.
+    #[serde(skip)]
+    now: i64,
 }
 
 pub(super) async fn show(
@@ -108,7 +113,7 @@ pub(super) async fn issue_for_browser_key(
         .issue_lease(&session.user, req, guard.ip)
         .await?
         .profile;
-    Ok(Json(device_profile(&profile)))
+    Ok(Json(device_profile(&profile, broker.now())))
 }
 
 /// `POST /devices/server-keys`: the browser cannot make the pair, so the broker makes it and
@@ -134,7 +139,12 @@ pub(super) async fn issue_with_server_key(
         .profile;
     let conf = profile.to_wg_quick(&private_key);
     let (qr_url, side) = qr::png_data_url(&conf, "a tunnel profile")?;
-    let main = server_key_main(&device_profile(&profile), &conf, &qr_url, side);
+    let main = server_key_main(
+        &device_profile(&profile, broker.now()),
+        &conf,
+        &qr_url,
+        side,
+    );
     Ok(page(
         StatusCode::OK,
         frame("New device", Some(signed_in(&session)), main),
@@ -149,7 +159,7 @@ fn signed_in(session: &WebSession) -> SignedIn<'_> {
     }
 }
 
-fn device_profile(p: &Profile) -> DeviceProfile {
+fn device_profile(p: &Profile, now: i64) -> DeviceProfile {
     DeviceProfile {
         lease_id: p.lease_id.to_string(),
         edge: p.edge.to_string(),
@@ -159,6 +169,7 @@ fn device_profile(p: &Profile) -> DeviceProfile {
         pin: p.pin.to_string(),
         expires_at: p.expires_at,
         expires_text: utc(p.expires_at),
+        now,
     }
 }
 
@@ -171,7 +182,7 @@ fn file_name(edge: &str) -> String {
 }
 
 /// The refusals of `POST /devices`, as JSON for the page's script: the API's error body for a
-/// broker refusal, and the same shape for the page's own.
+/// broker refusal, and the same body (DESIGN.md's `code` and `message`) for the page's own.
 #[derive(Debug)]
 pub(super) struct JsonError(PageError);
 
@@ -189,23 +200,30 @@ impl From<Error> for JsonError {
 
 impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
-        let (status, message) = match self.0 {
+        let (code, message) = match self.0 {
             PageError::Broker(e) => return e.into_response(),
             PageError::NeedLogin => (
-                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
                 "Your session has ended. Sign in again.",
             ),
             PageError::FormExpired => (
-                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
                 "This form has expired. Reload the page and try again.",
             ),
             // The admin pages' refusals; no device route meets them.
-            PageError::NotFound => (StatusCode::NOT_FOUND, "Not found."),
+            PageError::NotFound => (ErrorCode::NotFound, "Not found."),
             PageError::StaleSession { .. } => {
-                (StatusCode::FORBIDDEN, "Sign in again to make changes.")
+                (ErrorCode::Forbidden, "Sign in again to make changes.")
             }
         };
-        let body = serde_json::json!({ "error": { "message": message } });
+        let status =
+            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: message.into(),
+            },
+        };
         (status, Json(body)).into_response()
     }
 }
@@ -262,7 +280,7 @@ fn new_device_main(edges: &[&str], source_ip: &str, csrf: &str) -> Markup {
 /// fills each `data-fill` element with that field of the JSON answer.
 fn profile_facts(p: Option<&DeviceProfile>) -> Markup {
     let text = |f: fn(&DeviceProfile) -> String| p.map(f).unwrap_or_default();
-    let left = p.map(|p| countdown(p.expires_at - crate::store::now()));
+    let left = p.map(|p| countdown(p.expires_at - p.now));
     html! {
         dl class="facts" {
             dt { "Plex on the tunnel" }

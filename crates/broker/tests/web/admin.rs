@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_broker::alerts::Webhook;
-use grantwire_broker::throttle::{Clock as _, ManualClock};
+use grantwire_broker::clock::{Clock as _, ManualClock};
 use grantwire_proto::{EnrolResponse, UserAddRequest, UserInviteResponse, UserNameRequest};
 use serde_json::json;
 

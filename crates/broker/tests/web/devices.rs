@@ -277,8 +277,10 @@ async fn the_browser_key_post_refuses_and_changes_nothing() {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), status, "{what}");
         assert_eq!(resp.headers()["content-type"], "application/json", "{what}");
-        let body: Value = resp.json().await.unwrap();
-        let message = body["error"]["message"].as_str().unwrap();
+        // DESIGN.md's error body, `code` included, whoever refused: the broker or the page.
+        let body: grantwire_proto::ErrorBody = resp.json().await.unwrap();
+        assert_eq!(body.error.code.http_status(), status, "{what}");
+        let message = body.error.message;
         assert!(message.contains(words), "{what}: {message}");
         assert_eq!(h.broker.admin().counts().await.unwrap(), before, "{what}");
     }
@@ -409,7 +411,7 @@ async fn the_server_key_post_refuses_a_form_without_its_token() {
 async fn posts_that_prove_nothing_spend_nobodys_lease_budget() {
     // Two leases per address, and a clock that stands still so the bucket never refills:
     // any refused post that spent the budget would leave alice a 429.
-    let clock = std::sync::Arc::new(grantwire_broker::throttle::ManualClock::new());
+    let clock = std::sync::Arc::new(grantwire_broker::clock::ManualClock::new());
     let h = Harness::with_config(move |c| {
         c.clock = clock;
         c.lease_rate = grantwire_broker::throttle::RateLimit {

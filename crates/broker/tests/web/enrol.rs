@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use base64::Engine as _;
-use grantwire_broker::throttle::{Clock as _, ManualClock, RateLimit};
+use grantwire_broker::clock::{Clock as _, ManualClock};
+use grantwire_broker::throttle::RateLimit;
 use grantwire_proto::{UserInviteRequest, UserInviteResponse};
 
 use crate::common::*;

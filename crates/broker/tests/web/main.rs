@@ -17,7 +17,8 @@ mod support;
 use std::sync::Arc;
 
 use common::*;
-use grantwire_broker::throttle::{Clock as _, ManualClock, RateLimit};
+use grantwire_broker::clock::{Clock as _, ManualClock};
+use grantwire_broker::throttle::RateLimit;
 use grantwire_proto::WhoamiResponse;
 use support::*;
 

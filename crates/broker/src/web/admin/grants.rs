@@ -17,7 +17,6 @@ use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::admin::{DEFAULT_LEASE_TTL_SECS, MAX_LEASES_LIMIT};
-use crate::store;
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -105,7 +104,7 @@ pub(in crate::web) async fn add(
             ),
         )
         .await?;
-    let req = grant_request(&form)?;
+    let req = grant_request(&form, broker.now())?;
     broker.grant_add(req).await?;
     Ok(see_other("/admin/grants?done=added"))
 }
@@ -130,13 +129,13 @@ pub(in crate::web) async fn revoke(
 
 /// The form's text as the request `grant add` sends; blank fields take the service's defaults,
 /// and the service checks the terms.
-fn grant_request(form: &AddForm) -> Result<GrantAddRequest, Error> {
+fn grant_request(form: &AddForm, now: i64) -> Result<GrantAddRequest, Error> {
     let ends_at = match blank_none(&form.ends_hours) {
         None => None,
         Some(h) => {
             let secs = i64::try_from(hours_to_secs(h)?)
                 .map_err(|_| Error::BadRequest("the grant's end is too far away".into()))?;
-            Some(store::now().saturating_add(secs))
+            Some(now.saturating_add(secs))
         }
     };
     Ok(GrantAddRequest {
