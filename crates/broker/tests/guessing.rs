@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::*;
 use grantwire_broker::throttle::{ManualClock, RateLimit};
-use grantwire_client_core::tls::{client_config, Fingerprint};
+use grantwire_pinned_tls::{client_config, Fingerprint};
 use grantwire_proto::ErrorCode;
 
 const BOGUS: &str = "made-up-token-made-up-token-made-up-token-0000";

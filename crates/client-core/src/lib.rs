@@ -14,7 +14,7 @@
 //! learns its fingerprint, the front end asks the person, and [`KnownBrokers`] remembers the
 //! answer, so a later change of certificate is refused, naming both fingerprints.
 //!
-//! Also used by `grantwire-edge` for its own HTTPS link to the broker ([`tls`]).
+//! The certificate pinning itself lives in `grantwire-pinned-tls`, re-exported as [`tls`].
 
 pub mod broker;
 pub mod error;
@@ -25,7 +25,8 @@ pub mod output;
 pub mod qr;
 pub mod session;
 pub mod time;
-pub mod tls;
+
+pub use grantwire_pinned_tls as tls;
 
 pub use broker::{parse_broker_url, BrokerClient, BrokerTrust};
 pub use error::{Error, ErrorKind};
