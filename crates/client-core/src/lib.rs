@@ -7,7 +7,7 @@
 //! only the public key and returns the [`Profile`]; [`Profile::to_wg_quick`] adds the private
 //! key, and [`output`] writes it 0600 or [`qr`] draws it as a QR code (terminal, PNG, SVG).
 //! [`LeaseStore`] remembers the lease and key per edge, so [`BrokerClient::renew`] can re-pin it
-//! after the device moved; [`BrokerClient::whoami`] shows where the broker sees the device, and
+//! after the device moved, when [`renewal`] says it must; [`BrokerClient::whoami`] shows where the broker sees the device, and
 //! [`BrokerClient::leases`] and [`BrokerClient::revoke`] list and end the user's leases.
 //!
 //! Trust in a broker without a CA-signed certificate works like SSH's: [`BrokerClient::probe`]
@@ -23,6 +23,7 @@ pub mod known_brokers;
 pub mod lease_store;
 pub mod output;
 pub mod qr;
+pub mod renewal;
 pub mod session;
 pub mod time;
 
