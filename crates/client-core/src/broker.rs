@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_proto::{
-    LeaseId, LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse, LoginRequest,
-    LoginResponse, Name, Profile, PublicKey, WhoamiResponse,
+    EdgeName, LeaseId, LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse,
+    LoginRequest, LoginResponse, Profile, PublicKey, WhoamiResponse,
 };
 use reqwest::Url;
 use rustls::RootCertStore;
@@ -183,7 +183,7 @@ impl BrokerClient {
         let resp: LeaseListResponse = self.send("v1/leases", req, Call::ListLeases).await?;
         for lease in &resp.leases {
             parsed::<LeaseId>("v1/leases", &lease.id)?;
-            parsed::<Name>("v1/leases", &lease.edge)?;
+            parsed::<EdgeName>("v1/leases", &lease.edge)?;
         }
         Ok(resp)
     }
@@ -204,7 +204,7 @@ impl BrokerClient {
             .post(&path, &serde_json::json!({}), Some(&session.token), call)
             .await?;
         parsed::<LeaseId>(&path, &resp.id)?;
-        parsed::<Name>(&path, &resp.edge)?;
+        parsed::<EdgeName>(&path, &resp.edge)?;
         tracing::info!(lease = %resp.id, edge = %resp.edge, "lease revoked");
         Ok(resp)
     }

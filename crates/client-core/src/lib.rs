@@ -32,8 +32,8 @@ pub use grantwire_pinned_tls as tls;
 pub use broker::{parse_broker_url, BrokerClient, BrokerTrust};
 pub use error::{Error, ErrorKind};
 pub use grantwire_proto::{
-    LeaseInfo, LeaseRevokeResponse, PrivateKey, Profile, PublicKey, WhoamiLease,
-    WhoamiResponse as WhoAmI,
+    EdgeName, LeaseInfo, LeaseRevokeResponse, PrivateKey, Profile, PublicKey, UserName,
+    WhoamiLease, WhoamiResponse as WhoAmI,
 };
 pub use known_brokers::KnownBrokers;
 pub use lease_store::{LeaseStore, StoredLease};
