@@ -105,6 +105,28 @@ fn bad_input_is_usage_and_never_echoes_a_key() {
     assert!(matches!(err, GrantwireError::Usage { .. }), "{err:?}");
 }
 
+/// The app passes the edge as a string: one the broker never names an edge is refused by
+/// client-core's `EdgeName` before anything is sent (the session points where nothing
+/// listens, so a request would fail as `Network`).
+#[test]
+fn an_edge_name_no_edge_can_have_is_usage_before_any_request() {
+    let client = GrantwireClient::new().expect("client");
+    let public = client.generate_keypair().public_key;
+    for bad in ["Home", "home.lan", "a/b", "", &"a".repeat(33)] {
+        let err = poll_from_outside(client.request_lease(
+            session(i64::MAX),
+            bad.to_owned(),
+            public.clone(),
+        ))
+        .expect_err("bad edge name");
+        assert!(
+            matches!(err, GrantwireError::Usage { .. }),
+            "{bad:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("edge name"), "{err}");
+    }
+}
+
 #[test]
 fn unreachable_broker_is_network_when_polled_outside_tokio() {
     // A port just freed: nothing listens there, so the connection is refused at once.

@@ -96,6 +96,9 @@ impl BrokerClient {
         public_key: &PublicKey,
     ) -> Result<Profile, Error> {
         self.check_session(session)?;
+        // Refused here, before anything is sent: the broker would refuse it too.
+        let edge = crate::output::parse_edge_name(edge)?;
+        let edge = edge.as_str();
         let body = LeaseRequest {
             edge: edge.to_owned(),
             public_key: *public_key,

@@ -12,39 +12,23 @@ use anyhow::{anyhow, Context as _};
 use grantwire_client_core::renewal::{decide, Decision};
 use grantwire_client_core::time::{format_unix_time, unix_now};
 use grantwire_client_core::{BrokerClient, LeaseStore, SessionStore};
+use grantwire_proto::{EdgeName, FieldError};
 
 use crate::cli::{DownArgs, UpArgs};
 use crate::UsageError;
 
-/// Linux's limit on an interface name (IFNAMSIZ - 1), which wg-quick takes from the file name.
-const IFNAME_MAX: usize = 15;
-const PREFIX: &str = "gw-";
-
-/// `gw-EDGE`, the interface and (with `.conf`) file name; a usage error when EDGE is no plain
+/// `gw-EDGE`, the interface and (with `.conf`) file name; a usage error when EDGE is no edge
 /// name or makes a name longer than Linux allows.
 pub fn interface_name(edge: &str) -> Result<String, UsageError> {
-    let plain = !edge.is_empty()
-        && !edge.starts_with('.')
-        && edge
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !plain {
-        return Err(UsageError(format!(
-            "edge name {edge:?} cannot name a WireGuard interface: use letters, digits, \
-             '.', '_' and '-' only (no '/', no leading '.')"
-        )));
-    }
-    let name = format!("{PREFIX}{edge}");
-    if name.len() > IFNAME_MAX {
-        return Err(UsageError(format!(
-            "edge name {edge:?} is too long for `up`: the interface {name:?} would have {} \
-             characters and Linux allows {IFNAME_MAX}, so EDGE may have at most {}; use \
-             `grantwire profile {edge} --out FILE` and `wg-quick up` with a shorter file name",
-            name.len(),
-            IFNAME_MAX - PREFIX.len()
-        )));
-    }
-    Ok(name)
+    let name: EdgeName = edge.parse().map_err(|e: FieldError| {
+        UsageError(format!("{e}: it cannot name a WireGuard interface"))
+    })?;
+    name.tunnel_name().map_err(|e| {
+        UsageError(format!(
+            "edge name {edge:?} is too long for `up`: {e}; use `grantwire profile {edge} --out \
+             FILE` and `wg-quick up` with a shorter file name"
+        ))
+    })
 }
 
 pub async fn up(config_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
