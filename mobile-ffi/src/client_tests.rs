@@ -127,6 +127,55 @@ fn an_edge_name_no_edge_can_have_is_usage_before_any_request() {
     }
 }
 
+/// client-core's renewal decision, with the lease as `whoami` gave it to the app.
+#[test]
+fn renewal_is_client_cores_decision_on_the_listed_lease() {
+    let client = GrantwireClient::new().expect("client");
+    let now = 1_700_000_000;
+    let lease = |expires_at: i64, pinned_here: bool| LeaseStatus {
+        id: "l-0123456789abcdef".into(),
+        edge: "home".into(),
+        pin: "198.51.100.7/32".into(),
+        pinned_here,
+        expires_at,
+    };
+    let kept = client
+        .renewal(Some(lease(now + 3600, true)), now, None)
+        .unwrap();
+    // Due ten minutes before the end: renewed once fewer than 600 s are left.
+    let want = Renewal {
+        renew: false,
+        reason: None,
+        due_in_secs: 3001,
+    };
+    assert_eq!(kept, want);
+
+    let gone = client.renewal(None, now, None).unwrap();
+    assert!(
+        gone.renew && gone.reason.is_some() && gone.due_in_secs == 0,
+        "{gone:?}"
+    );
+    let moved = client
+        .renewal(Some(lease(now + 3600, false)), now, None)
+        .unwrap();
+    assert!(moved.renew, "{moved:?}");
+    assert!(moved.reason.unwrap().contains("198.51.100.7/32"));
+    let soon = client
+        .renewal(Some(lease(now + 599, true)), now, None)
+        .unwrap();
+    assert!(soon.renew, "{soon:?}");
+    // A 15-minute lease is due a third before its end, not at every check.
+    let short = client
+        .renewal(Some(lease(now + 600, true)), now, Some(900))
+        .unwrap();
+    assert_eq!((short.renew, short.due_in_secs), (false, 301));
+
+    let mut bad = lease(now + 3600, true);
+    bad.pin = "not a pin".into();
+    let err = client.renewal(Some(bad), now, None).expect_err("bad pin");
+    assert!(matches!(err, GrantwireError::Usage { .. }), "{err:?}");
+}
+
 #[test]
 fn unreachable_broker_is_network_when_polled_outside_tokio() {
     // A port just freed: nothing listens there, so the connection is refused at once.
