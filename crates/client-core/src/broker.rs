@@ -392,19 +392,13 @@ where
     })
 }
 
-/// Lease ids go into a URL path: only the characters the broker makes them of.
+/// Lease ids go into a URL path: only what parses as the [`LeaseId`]s the broker makes.
 fn check_lease_id(lease_id: &str) -> Result<(), Error> {
-    let plain = !lease_id.is_empty()
-        && lease_id.len() <= 64
-        && lease_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-    if plain {
-        Ok(())
-    } else {
-        Err(Error::InvalidLeaseId {
+    match lease_id.parse::<LeaseId>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::InvalidLeaseId {
             lease_id: crate::error::sanitize(lease_id),
-        })
+        }),
     }
 }
 
