@@ -4,12 +4,15 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use grantwire_client_core::{self as core, BrokerClient};
+use grantwire_client_core::{self as core, renewal, BrokerClient};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 
-use crate::records::{parse_fingerprint, BrokerTrustInfo, KeyPair, Profile, Session, WhoAmI};
+use crate::records::{
+    parse_fingerprint, BrokerTrustInfo, KeyPair, LeaseStatus, Profile, Renewal, Session, WhoAmI,
+};
 use crate::GrantwireError;
 
 /// Worker threads of the object's runtime. A phone makes a handful of short HTTPS calls at a
@@ -159,6 +162,37 @@ impl GrantwireClient {
             .parse()
             .map_err(|e| GrantwireError::usage(format!("private key: {e}")))?;
         Ok(core::Profile::try_from(profile)?.to_wg_quick(&key))
+    }
+
+    /// Whether a lease must be renewed at `now` (Unix seconds): the decision `grantwire up` and
+    /// `grantwire watch` make, from client-core. `lease` is the lease as `whoami` lists it
+    /// (none when it lists no such lease); `lifetime_secs` its whole lifetime as seen at the
+    /// last `renew` or `request_lease` (`expires_at` minus the time then), so a short lease is
+    /// renewed a third before its end rather than at every check; none for the default, ten
+    /// minutes before the end. Call it after `whoami`, e.g. when the phone changes network.
+    pub fn renewal(
+        &self,
+        lease: Option<LeaseStatus>,
+        now: i64,
+        lifetime_secs: Option<i64>,
+    ) -> Result<Renewal, GrantwireError> {
+        let lease = lease.map(core::WhoamiLease::try_from).transpose()?;
+        let before = renewal::renew_before(lifetime_secs);
+        Ok(match renewal::decide_within(lease.as_ref(), now, before) {
+            renewal::Decision::Renew(why) => Renewal {
+                renew: true,
+                reason: Some(why),
+                due_in_secs: 0,
+            },
+            renewal::Decision::Keep => Renewal {
+                renew: false,
+                reason: None,
+                // A kept lease is a listed one; `Duration::MAX` leaves only the lease's time.
+                due_in_secs: lease.map_or(0, |l| {
+                    renewal::next_check(Duration::MAX, l.expires_at, before, now).as_secs()
+                }),
+            },
+        })
     }
 
     /// `wg_quick` as an SVG QR code the official WireGuard apps can scan.

@@ -105,6 +105,77 @@ fn bad_input_is_usage_and_never_echoes_a_key() {
     assert!(matches!(err, GrantwireError::Usage { .. }), "{err:?}");
 }
 
+/// The app passes the edge as a string: one the broker never names an edge is refused by
+/// client-core's `EdgeName` before anything is sent (the session points where nothing
+/// listens, so a request would fail as `Network`).
+#[test]
+fn an_edge_name_no_edge_can_have_is_usage_before_any_request() {
+    let client = GrantwireClient::new().expect("client");
+    let public = client.generate_keypair().public_key;
+    for bad in ["Home", "home.lan", "a/b", "", &"a".repeat(33)] {
+        let err = poll_from_outside(client.request_lease(
+            session(i64::MAX),
+            bad.to_owned(),
+            public.clone(),
+        ))
+        .expect_err("bad edge name");
+        assert!(
+            matches!(err, GrantwireError::Usage { .. }),
+            "{bad:?}: {err:?}"
+        );
+        assert!(err.to_string().contains("edge name"), "{err}");
+    }
+}
+
+/// client-core's renewal decision, with the lease as `whoami` gave it to the app.
+#[test]
+fn renewal_is_client_cores_decision_on_the_listed_lease() {
+    let client = GrantwireClient::new().expect("client");
+    let now = 1_700_000_000;
+    let lease = |expires_at: i64, pinned_here: bool| LeaseStatus {
+        id: "l-0123456789abcdef".into(),
+        edge: "home".into(),
+        pin: "198.51.100.7/32".into(),
+        pinned_here,
+        expires_at,
+    };
+    let kept = client
+        .renewal(Some(lease(now + 3600, true)), now, None)
+        .unwrap();
+    // Due ten minutes before the end: renewed once fewer than 600 s are left.
+    let want = Renewal {
+        renew: false,
+        reason: None,
+        due_in_secs: 3001,
+    };
+    assert_eq!(kept, want);
+
+    let gone = client.renewal(None, now, None).unwrap();
+    assert!(
+        gone.renew && gone.reason.is_some() && gone.due_in_secs == 0,
+        "{gone:?}"
+    );
+    let moved = client
+        .renewal(Some(lease(now + 3600, false)), now, None)
+        .unwrap();
+    assert!(moved.renew, "{moved:?}");
+    assert!(moved.reason.unwrap().contains("198.51.100.7/32"));
+    let soon = client
+        .renewal(Some(lease(now + 599, true)), now, None)
+        .unwrap();
+    assert!(soon.renew, "{soon:?}");
+    // A 15-minute lease is due a third before its end, not at every check.
+    let short = client
+        .renewal(Some(lease(now + 600, true)), now, Some(900))
+        .unwrap();
+    assert_eq!((short.renew, short.due_in_secs), (false, 301));
+
+    let mut bad = lease(now + 3600, true);
+    bad.pin = "not a pin".into();
+    let err = client.renewal(Some(bad), now, None).expect_err("bad pin");
+    assert!(matches!(err, GrantwireError::Usage { .. }), "{err:?}");
+}
+
 #[test]
 fn unreachable_broker_is_network_when_polled_outside_tokio() {
     // A port just freed: nothing listens there, so the connection is refused at once.

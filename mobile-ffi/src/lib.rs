@@ -20,6 +20,6 @@ mod records;
 
 pub use client::GrantwireClient;
 pub use error::GrantwireError;
-pub use records::{BrokerTrustInfo, KeyPair, LeaseStatus, Profile, Session, WhoAmI};
+pub use records::{BrokerTrustInfo, KeyPair, LeaseStatus, Profile, Renewal, Session, WhoAmI};
 
 uniffi::setup_scaffolding!();

@@ -64,6 +64,18 @@ pub struct LeaseStatus {
     pub expires_at: i64,
 }
 
+/// Whether to renew a lease now, as `GrantwireClient::renewal` decides it.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct Renewal {
+    /// Renew now: `renew` when `whoami` listed the lease, else `request_lease`.
+    pub renew: bool,
+    /// Why, for a log or the person; none when the lease is kept.
+    pub reason: Option<String>,
+    /// When kept: seconds until the lease falls due for renewal if nothing else changes (at
+    /// least 1), the latest time to decide again; 0 when it is to be renewed now.
+    pub due_in_secs: u64,
+}
+
 /// A lease's WireGuard profile without the device's private key. `render_wg_quick` adds the
 /// key; the app may also build the tunnel configuration from these fields itself.
 #[derive(Clone, uniffi::Record)]
@@ -185,6 +197,20 @@ impl TryFrom<Profile> for core::Profile {
             persistent_keepalive: p.persistent_keepalive,
             plex_url: field("plex_url", &p.plex_url)?,
             expires_at: p.expires_at,
+        })
+    }
+}
+
+impl TryFrom<LeaseStatus> for core::WhoamiLease {
+    type Error = GrantwireError;
+    fn try_from(l: LeaseStatus) -> Result<Self, GrantwireError> {
+        let bad = |name: &str| GrantwireError::usage(format!("lease field {name} does not parse"));
+        Ok(Self {
+            id: l.id.parse().map_err(|_| bad("id"))?,
+            edge: l.edge.parse().map_err(|_| bad("edge"))?,
+            pin: l.pin.parse().map_err(|_| bad("pin"))?,
+            pinned_here: l.pinned_here,
+            expires_at: l.expires_at,
         })
     }
 }

@@ -38,6 +38,7 @@ fn script_generates_kotlin_swift_and_python_for_the_built_library() {
         "open class GrantwireClient",
         "suspend fun `renew`(`session`: Session, `leaseId`: kotlin.String): Profile",
         "sealed class GrantwireException",
+        "fun `renewal`(`lease`: LeaseStatus?, `now`: kotlin.Long, `lifetimeSecs`: kotlin.Long?): Renewal",
     ] {
         assert!(kotlin.contains(want), "Kotlin lacks {want:?}");
     }
@@ -46,6 +47,7 @@ fn script_generates_kotlin_swift_and_python_for_the_built_library() {
         "open class GrantwireClient",
         "func renew(session: Session, leaseId: String) async throws",
         "public enum GrantwireError: Swift.Error",
+        "func renewal(lease: LeaseStatus?, now: Int64, lifetimeSecs: Int64?) throws  -> Renewal",
     ] {
         assert!(swift.contains(want), "Swift lacks {want:?}");
     }

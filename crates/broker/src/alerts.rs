@@ -96,7 +96,7 @@ pub fn backoff_secs(attempts: i64) -> i64 {
 /// Delivers pending alerts until the broker shuts down. A delivery cut short by the shutdown
 /// leaves its alert pending, so it goes out after the restart (a receiver may see it twice).
 pub async fn run(broker: Broker, webhook: Webhook) {
-    let client = grantwire_client_core::tls::http_client(None);
+    let client = grantwire_pinned_tls::http_client(None);
     let mut shutdown = broker.shutdown_signal();
     tracing::info!(webhook = %webhook.redacted(), "alert delivery started");
     loop {

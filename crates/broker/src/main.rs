@@ -258,9 +258,16 @@ fn parse_until(text: &str, now: std::time::SystemTime) -> Result<i64, String> {
     i64::try_from(secs).map_err(|_| format!("--until {text:?} is too far away"))
 }
 
+/// Checked here with the types every part of grantwire parses names by, in the words the
+/// broker would refuse them with.
 fn check_names(user: &str, edge: &str) -> anyhow::Result<()> {
-    check_name(user, "user").map_err(refused_locally)?;
-    check_name(edge, "edge").map_err(refused_locally)?;
+    let refused = |what: &'static str| {
+        move |e: grantwire_proto::FieldError| usage(format!("{what} name must be {}", e.rule()))
+    };
+    user.parse::<grantwire_proto::UserName>()
+        .map_err(refused("user"))?;
+    edge.parse::<grantwire_proto::EdgeName>()
+        .map_err(refused("edge"))?;
     Ok(())
 }
 

@@ -72,13 +72,10 @@ pub fn server_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity> {
     })
 }
 
-/// Same format as client-core's `Fingerprint` Display.
+/// Printed at start and written to the fingerprint file in the form clients and edges parse
+/// their pin from, so it is the pinning crate's own rendering.
 pub fn fingerprint_of(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    grantwire_pinned_tls::Fingerprint::of_der(der).to_string()
 }
 
 fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(Vec<u8>, Vec<u8>)> {

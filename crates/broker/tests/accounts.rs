@@ -143,7 +143,7 @@ async fn plaintext_secrets_are_sealed_at_start() {
     assert!(rows[0].0.is_empty() && rows[0].1.is_some());
 
     let fp = broker.fingerprint().parse().unwrap();
-    let http = grantwire_client_core::tls::http_client(Some(fp));
+    let http = grantwire_pinned_tls::http_client(Some(fp));
     let body = json!({"user": "alice", "password": PASSWORD, "code": code_now(&secret)});
     let resp = http
         .post(format!("{}/v1/login", broker.url()))

@@ -368,8 +368,8 @@ async fn a_database_from_the_sqlx_era_opens_with_everything_in_it() {
         let secret = data_encoding::BASE32_NOPAD
             .decode(alice["totp_secret"].as_str().unwrap().as_bytes())
             .unwrap();
-        let fp: grantwire_client_core::tls::Fingerprint = broker.fingerprint().parse().unwrap();
-        let http = grantwire_client_core::tls::http_client(Some(fp));
+        let fp: grantwire_pinned_tls::Fingerprint = broker.fingerprint().parse().unwrap();
+        let http = grantwire_pinned_tls::http_client(Some(fp));
         // A second start would reuse the first start's step: wait for the next one.
         if start_no == 1 {
             let step = now() / 30;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use common::*;
 use grantwire_broker::clock::ManualClock;
 use grantwire_broker::conn::{ConnLimits, Timeouts};
-use grantwire_client_core::tls::{client_config, Fingerprint};
+use grantwire_pinned_tls::{client_config, Fingerprint};
 use grantwire_proto::ErrorCode;
 use tokio::io::AsyncReadExt as _;
 use tokio::net::{TcpSocket, TcpStream};

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use grantwire_broker::clock::ManualClock;
 use grantwire_broker::throttle::RateLimit;
-use grantwire_client_core::tls::{client_config, Fingerprint};
+use grantwire_pinned_tls::{client_config, Fingerprint};
 use grantwire_proto::ErrorCode;
 
 const BOGUS: &str = "made-up-token-made-up-token-made-up-token-0000";

@@ -155,7 +155,7 @@ fn get_over(
     fingerprint: &str,
 ) -> (ProtocolVersion, String) {
     let pin = fingerprint.parse().unwrap();
-    let config = grantwire_client_core::tls::client_config_for_versions(Some(pin), &[version]);
+    let config = grantwire_pinned_tls::client_config_for_versions(Some(pin), &[version]);
     let name = ServerName::try_from("localhost").unwrap();
     let mut conn = ClientConnection::new(Arc::new(config), name).unwrap();
     let mut sock = TcpStream::connect(addr).unwrap();

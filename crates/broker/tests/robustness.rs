@@ -19,7 +19,7 @@ use common::binary::{run, run_json, serve, wait_timeout};
 use common::*;
 use grantwire_broker::store::Counts;
 use grantwire_broker::{AdminClient, AdminError};
-use grantwire_client_core::tls::http_client;
+use grantwire_pinned_tls::http_client;
 use grantwire_proto::{
     AuditResponse, EdgeAddRequest, EdgeAddResponse, ErrorCode, GrantAddRequest, GrantInfo,
     LeaseListResponse, LeaseResponse, UserAddRequest, UserAddResponse,

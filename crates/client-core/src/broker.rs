@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use grantwire_proto::{
-    LeaseId, LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse, LoginRequest,
-    LoginResponse, Name, Profile, PublicKey, WhoamiResponse,
+    EdgeName, LeaseId, LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeResponse,
+    LoginRequest, LoginResponse, Profile, PublicKey, WhoamiResponse,
 };
 use reqwest::Url;
 use rustls::RootCertStore;
@@ -96,6 +96,9 @@ impl BrokerClient {
         public_key: &PublicKey,
     ) -> Result<Profile, Error> {
         self.check_session(session)?;
+        // Refused here, before anything is sent: the broker would refuse it too.
+        let edge = crate::output::parse_edge_name(edge)?;
+        let edge = edge.as_str();
         let body = LeaseRequest {
             edge: edge.to_owned(),
             public_key: *public_key,
@@ -183,7 +186,7 @@ impl BrokerClient {
         let resp: LeaseListResponse = self.send("v1/leases", req, Call::ListLeases).await?;
         for lease in &resp.leases {
             parsed::<LeaseId>("v1/leases", &lease.id)?;
-            parsed::<Name>("v1/leases", &lease.edge)?;
+            parsed::<EdgeName>("v1/leases", &lease.edge)?;
         }
         Ok(resp)
     }
@@ -204,7 +207,7 @@ impl BrokerClient {
             .post(&path, &serde_json::json!({}), Some(&session.token), call)
             .await?;
         parsed::<LeaseId>(&path, &resp.id)?;
-        parsed::<Name>(&path, &resp.edge)?;
+        parsed::<EdgeName>(&path, &resp.edge)?;
         tracing::info!(lease = %resp.id, edge = %resp.edge, "lease revoked");
         Ok(resp)
     }
@@ -389,19 +392,13 @@ where
     })
 }
 
-/// Lease ids go into a URL path: only the characters the broker makes them of.
+/// Lease ids go into a URL path: only what parses as the [`LeaseId`]s the broker makes.
 fn check_lease_id(lease_id: &str) -> Result<(), Error> {
-    let plain = !lease_id.is_empty()
-        && lease_id.len() <= 64
-        && lease_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'));
-    if plain {
-        Ok(())
-    } else {
-        Err(Error::InvalidLeaseId {
+    match lease_id.parse::<LeaseId>() {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::InvalidLeaseId {
             lease_id: crate::error::sanitize(lease_id),
-        })
+        }),
     }
 }
 

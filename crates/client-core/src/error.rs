@@ -57,8 +57,8 @@ pub enum Error {
     InvalidUrl { url: String, reason: &'static str },
 
     #[error(
-        "invalid edge name {name:?} for a file name: use letters, digits, '.', '_' and '-', \
-         not starting with '.', or pass an explicit output path"
+        "invalid edge name {name:?}: an edge's name is {}",
+        grantwire_proto::EdgeName::RULE
     )]
     InvalidEdgeName { name: String },
 

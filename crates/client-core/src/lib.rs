@@ -7,14 +7,14 @@
 //! only the public key and returns the [`Profile`]; [`Profile::to_wg_quick`] adds the private
 //! key, and [`output`] writes it 0600 or [`qr`] draws it as a QR code (terminal, PNG, SVG).
 //! [`LeaseStore`] remembers the lease and key per edge, so [`BrokerClient::renew`] can re-pin it
-//! after the device moved; [`BrokerClient::whoami`] shows where the broker sees the device, and
+//! after the device moved, when [`renewal`] says it must; [`BrokerClient::whoami`] shows where the broker sees the device, and
 //! [`BrokerClient::leases`] and [`BrokerClient::revoke`] list and end the user's leases.
 //!
 //! Trust in a broker without a CA-signed certificate works like SSH's: [`BrokerClient::probe`]
 //! learns its fingerprint, the front end asks the person, and [`KnownBrokers`] remembers the
 //! answer, so a later change of certificate is refused, naming both fingerprints.
 //!
-//! Also used by `grantwire-edge` for its own HTTPS link to the broker ([`tls`]).
+//! The certificate pinning itself lives in `grantwire-pinned-tls`, re-exported as [`tls`].
 
 pub mod broker;
 pub mod error;
@@ -23,15 +23,17 @@ pub mod known_brokers;
 pub mod lease_store;
 pub mod output;
 pub mod qr;
+pub mod renewal;
 pub mod session;
 pub mod time;
-pub mod tls;
+
+pub use grantwire_pinned_tls as tls;
 
 pub use broker::{parse_broker_url, BrokerClient, BrokerTrust};
 pub use error::{Error, ErrorKind};
 pub use grantwire_proto::{
-    LeaseInfo, LeaseRevokeResponse, PrivateKey, Profile, PublicKey, WhoamiLease,
-    WhoamiResponse as WhoAmI,
+    EdgeName, LeaseInfo, LeaseRevokeResponse, PrivateKey, Profile, PublicKey, UserName,
+    WhoamiLease, WhoamiResponse as WhoAmI,
 };
 pub use known_brokers::KnownBrokers;
 pub use lease_store::{LeaseStore, StoredLease};

@@ -5,6 +5,8 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
+use grantwire_proto::EdgeName;
+
 use crate::Error;
 
 /// Writes a wg-quick profile to `path` with mode 0600; see [`write_private_file`].
@@ -12,20 +14,19 @@ pub fn write_profile(path: &Path, wg_quick: &str) -> Result<(), Error> {
     write_private_file(path, wg_quick.as_bytes())
 }
 
-/// `<config_dir>/profiles/<edge>.conf`. The edge name becomes a file name, so it must be a
-/// plain one: no separators, no `..`, no hidden file.
+/// `<config_dir>/profiles/<edge>.conf`. The edge name becomes a file name; an [`EdgeName`]
+/// (the broker's rule for every edge) has no separator, no `.` and no other character a path
+/// could read as syntax.
 pub fn default_profile_path(config_dir: &Path, edge: &str) -> Result<PathBuf, Error> {
-    let plain = !edge.is_empty()
-        && !edge.starts_with('.')
-        && edge
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if !plain {
-        return Err(Error::InvalidEdgeName {
-            name: edge.to_owned(),
-        });
-    }
+    let edge = parse_edge_name(edge)?;
     Ok(config_dir.join("profiles").join(format!("{edge}.conf")))
+}
+
+/// `edge` as an [`EdgeName`], or the client's usage error naming it.
+pub(crate) fn parse_edge_name(edge: &str) -> Result<EdgeName, Error> {
+    edge.parse().map_err(|_| Error::InvalidEdgeName {
+        name: edge.to_owned(),
+    })
 }
 
 /// Replaces `path` with `contents` atomically: a temporary file created 0600 in the same
@@ -157,10 +158,22 @@ mod tests {
     fn default_path_takes_only_plain_edge_names() {
         let base = Path::new("/cfg");
         assert_eq!(
-            default_profile_path(base, "home-1.lan").unwrap(),
-            Path::new("/cfg/profiles/home-1.lan.conf")
+            default_profile_path(base, "home-1").unwrap(),
+            Path::new("/cfg/profiles/home-1.conf")
         );
-        for bad in ["", "..", ".hidden", "a/b", "../x", "a\\b", "é"] {
+        // Names the broker never gives an edge are refused here too.
+        for bad in [
+            "",
+            "..",
+            ".hidden",
+            "a/b",
+            "../x",
+            "a\\b",
+            "é",
+            "home-1.lan",
+            "Home",
+            "a_b",
+        ] {
             assert!(default_profile_path(base, bad).is_err(), "{bad}");
         }
     }

@@ -11,6 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
+use grantwire_client_core::renewal::{decide_within, next_check, renew_before, Decision};
 use grantwire_client_core::time::{format_unix_time, unix_now};
 use grantwire_client_core::{
     default_profile_path, BrokerClient, Error, ErrorKind, LeaseStore, Profile, SessionStore,
@@ -19,17 +20,12 @@ use grantwire_proto::Pin;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::WatchArgs;
-use crate::up::{decide_within, Decision, RENEW_BEFORE_SECS};
 
 /// The first retry after a failure comes this soon: a laptop that just joined a network often
 /// reaches the broker a moment later (DHCP, a route, Wi-Fi association).
 pub const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// Retries slow to one a minute at most, unless `--every` asks for fewer checks still.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(60);
-/// Renew no later than with this much left of the lease (seconds): one more check must still
-/// fit, and the broker keeps whole seconds, so a lease with less left may be gone by then.
-const RENEW_BEFORE_MIN_SECS: i64 = 2;
-
 /// The delays between retries of a failing call: `first`, doubling up to `cap`; back to
 /// `first` after a success. Pure, so the schedule is tested without waiting.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,25 +65,6 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.next = self.first;
     }
-}
-
-/// Seconds before expiry at which to renew a lease that lasts `lifetime` seconds from a renew:
-/// [`RENEW_BEFORE_SECS`], or a third of a shorter lease (at least [`RENEW_BEFORE_MIN_SECS`]),
-/// so that a short lease is not renewed at every check.
-pub fn renew_before(lifetime: Option<i64>) -> i64 {
-    match lifetime {
-        Some(secs) => (secs / 3).clamp(RENEW_BEFORE_MIN_SECS, RENEW_BEFORE_SECS),
-        None => RENEW_BEFORE_SECS,
-    }
-}
-
-/// How long to sleep before the next check: `every`, or less when the lease reaches its
-/// renewal time sooner; at least a second.
-pub fn next_check(every: Duration, expires_at: i64, renew_before: i64, now: i64) -> Duration {
-    // `decide_within` renews once fewer than `renew_before` seconds are left.
-    let renew_at = expires_at - renew_before + 1;
-    let until = u64::try_from(renew_at - now).unwrap_or(0).max(1);
-    every.min(Duration::from_secs(until))
 }
 
 /// `--every`: a humantime duration of at least a second.
@@ -302,41 +279,6 @@ mod tests {
         // A cap below the first delay never shortens the first delay.
         let mut b = Backoff::new(S(5), S(1));
         assert_eq!((b.next_delay(), b.next_delay()), (S(5), S(5)));
-    }
-
-    #[test]
-    fn renews_a_third_before_the_end_of_a_short_lease_ten_minutes_of_a_long_one() {
-        assert_eq!(renew_before(None), RENEW_BEFORE_SECS);
-        assert_eq!(renew_before(Some(8 * 3600)), RENEW_BEFORE_SECS);
-        assert_eq!(renew_before(Some(30 * 60)), RENEW_BEFORE_SECS);
-        assert_eq!(renew_before(Some(15 * 60)), 5 * 60);
-        assert_eq!(renew_before(Some(9)), 3);
-        assert_eq!(renew_before(Some(3)), RENEW_BEFORE_MIN_SECS);
-    }
-
-    #[test]
-    fn next_check_wakes_for_the_renewal_time() {
-        let now = 1_700_000_000;
-        // Far from renewal: every.
-        assert_eq!(next_check(S(30), now + 3600, 600, now), S(30));
-        // Renewal due in 5 s (fewer than 600 s left from now + 3001 on): sooner than every.
-        assert_eq!(next_check(S(30), now + 604, 600, now), S(5));
-        // And then it is due: decide_within renews at that second.
-        let at = now + 5;
-        let lease = grantwire_client_core::WhoamiLease {
-            id: "l-1".parse().unwrap(),
-            edge: "home".parse().unwrap(),
-            pin: "192.0.2.2/32".parse().unwrap(),
-            pinned_here: true,
-            expires_at: now + 604,
-        };
-        assert!(matches!(
-            decide_within(Some(&lease), at, 600),
-            Decision::Renew(_)
-        ));
-        assert_eq!(decide_within(Some(&lease), at - 1, 600), Decision::Keep);
-        // Overdue: a second, never zero.
-        assert_eq!(next_check(S(30), now + 10, 600, now), S(1));
     }
 
     #[test]

@@ -313,7 +313,7 @@ mod tests {
         let (link, _link_rx) = watch::channel(false);
         let broker = refusing_broker().await;
         let sync = tokio::spawn(sync_forever(
-            grantwire_client_core::tls::http_client(None),
+            grantwire_pinned_tls::http_client(None),
             broker,
             Credential::new("removed".into()),
             config(),

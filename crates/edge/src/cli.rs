@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use grantwire_client_core::tls::Fingerprint;
+use grantwire_pinned_tls::Fingerprint;
 use ipnet::{IpNet, Ipv4Net};
 use reqwest::Url;
 

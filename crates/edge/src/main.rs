@@ -24,8 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use grantwire_client_core::tls::http_client;
 use grantwire_edge_core::EdgeCore;
+use grantwire_pinned_tls::http_client;
 use grantwire_proto::{EdgeConfig, LeaseSet, PrivateKey};
 use tokio::net::TcpListener;
 use tokio::sync::watch;

@@ -25,7 +25,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
-use crate::{LeaseId, Name, Pin, PresharedKey, Profile, PublicKey};
+use crate::{EdgeName, LeaseId, Pin, PresharedKey, Profile, PublicKey};
 
 /// `{"error": {"code": "...", "message": "..."}}`: the only shape an error response has.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +126,7 @@ pub struct WhoamiResponse {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WhoamiLease {
     pub id: LeaseId,
-    pub edge: Name,
+    pub edge: EdgeName,
     pub pin: Pin,
     /// Whether `pin` covers `source_ip`.
     pub pinned_here: bool,

@@ -14,7 +14,7 @@ pub mod profile;
 
 pub use api::*;
 pub use keys::{KeyError, PresharedKey, PrivateKey, PublicKey};
-pub use names::{Endpoint, FieldError, LeaseId, Name, PlexUrl};
+pub use names::{EdgeName, Endpoint, FieldError, LeaseId, PlexUrl, TunnelNameTooLong, UserName};
 pub use pin::{Pin, PinError};
 pub use profile::Profile;
 

@@ -43,32 +43,99 @@ impl FieldError {
     }
 }
 
-/// An edge or user name: 1-32 characters of `a-z`, `0-9` and `-`. Safe as a file name, an
-/// interface-name suffix and a word in a terminal line.
+/// A user's name: 1-32 characters of `a-z`, `0-9` and `-`. It appears unescaped in URIs, file
+/// names, audit lines (`user=NAME`) and the TOTP app's account label.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Name(String);
+pub struct UserName(String);
 
-impl Name {
-    pub const RULE: &'static str = "1-32 characters of a-z, 0-9 and '-'";
+impl UserName {
+    pub const RULE: &'static str = PLAIN_NAME_RULE;
+    pub const MAX_LEN: usize = PLAIN_NAME_MAX;
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
 }
 
-impl FromStr for Name {
+impl FromStr for UserName {
     type Err = FieldError;
 
     fn from_str(s: &str) -> Result<Self, FieldError> {
-        let ok = (1..=32).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-        if ok {
+        if is_plain_name(s) {
             Ok(Self(s.to_owned()))
         } else {
-            Err(FieldError::new("name", s, Self::RULE))
+            Err(FieldError::new("user name", s, Self::RULE))
         }
     }
+}
+
+/// An edge's name: 1-32 characters of `a-z`, `0-9` and `-`. Safe as a file name, a word in a
+/// terminal line and, when short enough, in a tunnel's name ([`EdgeName::tunnel_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EdgeName(String);
+
+impl EdgeName {
+    pub const RULE: &'static str = PLAIN_NAME_RULE;
+    pub const MAX_LEN: usize = PLAIN_NAME_MAX;
+    /// What a tunnel's name starts with, so a person sees which tunnels are grantwire's.
+    pub const TUNNEL_PREFIX: &'static str = "gw-";
+    /// Linux's limit on an interface name (IFNAMSIZ - 1). wg-quick names the interface after
+    /// the profile's file and the WireGuard apps take the tunnel's name from it, both capped
+    /// at this length.
+    pub const TUNNEL_NAME_MAX: usize = 15;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// `gw-EDGE`, the name of this edge's tunnel (and of its profile file, before `.conf`), or
+    /// an error when that passes [`Self::TUNNEL_NAME_MAX`]. Never shortened: two edges whose
+    /// names share a beginning would get one tunnel name.
+    pub fn tunnel_name(&self) -> Result<String, TunnelNameTooLong> {
+        let name = format!("{}{}", Self::TUNNEL_PREFIX, self.0);
+        if name.len() <= Self::TUNNEL_NAME_MAX {
+            Ok(name)
+        } else {
+            Err(TunnelNameTooLong { tunnel: name })
+        }
+    }
+}
+
+impl FromStr for EdgeName {
+    type Err = FieldError;
+
+    fn from_str(s: &str) -> Result<Self, FieldError> {
+        if is_plain_name(s) {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(FieldError::new("edge name", s, Self::RULE))
+        }
+    }
+}
+
+/// `gw-EDGE` is longer than a tunnel's name may be. The edge name is valid; only a tunnel
+/// named after it cannot exist.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the tunnel name {tunnel:?} would have {} characters and a tunnel's name has at most {}, so \
+     an edge named in it has at most {} characters",
+    tunnel.len(),
+    EdgeName::TUNNEL_NAME_MAX,
+    EdgeName::TUNNEL_NAME_MAX - EdgeName::TUNNEL_PREFIX.len()
+)]
+pub struct TunnelNameTooLong {
+    pub tunnel: String,
+}
+
+/// The broker has enforced this for user and edge names since its first release, so every
+/// stored name has this shape; DESIGN.md states no other.
+const PLAIN_NAME_RULE: &str = "1-32 characters of a-z, 0-9 and '-'";
+const PLAIN_NAME_MAX: usize = 32;
+
+fn is_plain_name(s: &str) -> bool {
+    (1..=PLAIN_NAME_MAX).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// A lease id as the broker makes them: `l-` and lowercase hex (16 digits today; up to 32
@@ -256,7 +323,8 @@ macro_rules! text_type {
     };
 }
 
-text_type!(Name);
+text_type!(UserName);
+text_type!(EdgeName);
 text_type!(LeaseId);
 text_type!(Endpoint);
 
@@ -277,7 +345,8 @@ macro_rules! serde_via_str {
     };
 }
 
-serde_via_str!(Name);
+serde_via_str!(UserName);
+serde_via_str!(EdgeName);
 serde_via_str!(LeaseId);
 serde_via_str!(Endpoint);
 serde_via_str!(PlexUrl);
@@ -285,6 +354,7 @@ serde_via_str!(PlexUrl);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     /// Everything a hostile broker might try to slip into a wg-quick file or a terminal.
     const HOSTILE: &[&str] = &[
@@ -306,14 +376,70 @@ mod tests {
     ];
 
     #[test]
-    fn names_follow_the_rule() {
-        for good in ["home", "a", "edge-2", "0", &"a".repeat(32)] {
-            assert_eq!(good.parse::<Name>().unwrap(), *good);
+    fn user_and_edge_names_follow_the_rule() {
+        for good in ["home", "a", "edge-2", "0", "-", &"a".repeat(32)] {
+            assert_eq!(good.parse::<UserName>().unwrap(), *good);
+            assert_eq!(good.parse::<EdgeName>().unwrap(), *good);
         }
-        for bad in HOSTILE.iter().copied().chain(["Home", "a_b", "a.b"]) {
-            assert!(bad.parse::<Name>().is_err(), "{bad:?}");
+        let long = "a".repeat(33);
+        for bad in HOSTILE.iter().copied().chain([
+            "Home",
+            "a_b",
+            "a.b",
+            " home",
+            "home ",
+            "ß",
+            long.as_str(),
+        ]) {
+            assert!(bad.parse::<UserName>().is_err(), "{bad:?}");
+            assert!(bad.parse::<EdgeName>().is_err(), "{bad:?}");
         }
-        assert!("a".repeat(33).parse::<Name>().is_err());
+        let err = "Home".parse::<EdgeName>().unwrap_err();
+        assert!(err.to_string().starts_with("edge name \"Home\""), "{err}");
+        assert_eq!(err.rule(), EdgeName::RULE);
+        let err = "Home".parse::<UserName>().unwrap_err();
+        assert!(err.to_string().starts_with("user name \"Home\""), "{err}");
+    }
+
+    #[test]
+    fn a_tunnel_is_named_after_the_whole_edge_name_or_not_at_all() {
+        let name = |s: &str| s.parse::<EdgeName>().unwrap();
+        assert_eq!(name("home").tunnel_name().unwrap(), "gw-home");
+        assert_eq!(
+            name("abcdefghijkl").tunnel_name().unwrap(),
+            "gw-abcdefghijkl"
+        );
+        let err = name("abcdefghijklm").tunnel_name().unwrap_err();
+        assert_eq!(err.tunnel, "gw-abcdefghijklm");
+        let text = err.to_string();
+        assert!(
+            text.contains("at most 15") && text.contains("at most 12"),
+            "{text}"
+        );
+    }
+
+    proptest! {
+        /// One rule for both kinds of name, stated independently of the parser.
+        #[test]
+        fn a_name_parses_exactly_when_it_has_the_rules_shape(s in "[a-z0-9_.A-Z -]{0,40}|\\PC{0,40}") {
+            let shaped = !s.is_empty()
+                && s.len() <= 32
+                && s.chars().all(|c| matches!(c, 'a'..='z' | '0'..='9' | '-'));
+            prop_assert_eq!(s.parse::<UserName>().is_ok(), shaped);
+            prop_assert_eq!(s.parse::<EdgeName>().is_ok(), shaped);
+            if let Ok(edge) = s.parse::<EdgeName>() {
+                prop_assert_eq!(edge.to_string(), s.clone());
+                let back: EdgeName = serde_json::from_str(&serde_json::to_string(&edge).unwrap()).unwrap();
+                prop_assert_eq!(&back, &edge);
+                match edge.tunnel_name() {
+                    Ok(tunnel) => {
+                        prop_assert!(s.len() <= 12);
+                        prop_assert_eq!(tunnel, format!("gw-{s}"));
+                    }
+                    Err(_) => prop_assert!(s.len() > 12),
+                }
+            }
+        }
     }
 
     #[test]
@@ -387,7 +513,7 @@ mod tests {
     #[test]
     fn the_error_shows_the_value_escaped_and_short() {
         let err = "a\nPostUp = x\u{1b}"
-            .parse::<Name>()
+            .parse::<EdgeName>()
             .unwrap_err()
             .to_string();
         assert!(!err.chars().any(char::is_control), "{err:?}");
@@ -402,9 +528,10 @@ mod tests {
 
     #[test]
     fn serde_goes_through_the_parser() {
-        let name: Name = serde_json::from_str("\"home\"").unwrap();
+        let name: EdgeName = serde_json::from_str("\"home\"").unwrap();
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"home\"");
-        assert!(serde_json::from_str::<Name>("\"ho\\nme\"").is_err());
+        assert!(serde_json::from_str::<EdgeName>("\"ho\\nme\"").is_err());
+        assert!(serde_json::from_str::<UserName>("\"ali\\nce\"").is_err());
         assert!(serde_json::from_str::<LeaseId>("\"l-1\\n\"").is_err());
         assert!(serde_json::from_str::<Endpoint>("\"h:1\\nPostUp = x\"").is_err());
         let url: PlexUrl = serde_json::from_str("\"http://10.77.0.1:32400/web\"").unwrap();

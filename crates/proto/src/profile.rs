@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::{Endpoint, LeaseId, Name, Pin, PlexUrl, PresharedKey, PrivateKey, PublicKey};
+use crate::{EdgeName, Endpoint, LeaseId, Pin, PlexUrl, PresharedKey, PrivateKey, PublicKey};
 
 /// Everything a WireGuard client needs for one lease except its private key, which never leaves
 /// the device: the client adds it when rendering ([`Profile::to_wg_quick`]).
@@ -16,7 +16,7 @@ use crate::{Endpoint, LeaseId, Name, Pin, PlexUrl, PresharedKey, PrivateKey, Pub
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Profile {
     pub lease_id: LeaseId,
-    pub edge: Name,
+    pub edge: EdgeName,
     /// The client's tunnel address (a /32 inside the edge's subnet).
     pub address: Ipv4Addr,
     pub edge_public_key: PublicKey,

@@ -109,6 +109,12 @@ async def lease_and_renew(client, session):
     who = await client.whoami(session)
     mine = [l for l in who.leases if l.id == profile.lease_id]
     assert len(mine) == 1 and mine[0].pinned_here, who.leases
+    now = int(time.time())
+    kept = client.renewal(mine[0], now, None)
+    assert not kept.renew and kept.reason is None, kept
+    assert 0 < kept.due_in_secs <= mine[0].expires_at - now, kept
+    gone = client.renewal(None, now, None)
+    assert gone.renew and gone.reason, gone
 
     await asyncio.sleep(1.1)  # expiry is in whole seconds: let it move
     renewed = await client.renew(session, profile.lease_id)

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _};
-use grantwire_client_core::tls::{http_client, Fingerprint};
+use grantwire_pinned_tls::{http_client, Fingerprint};
 use grantwire_proto::{EdgeAddResponse, GrantInfo, LoginResponse, UserAddResponse};
 use serde_json::json;
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser as _;
-use grantwire_client_core::tls::http_client;
+use grantwire_pinned_tls::http_client;
 use serde_json::json;
 
 use broker::{Broker, Session};

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context as _};
 use clap::Parser as _;
-use grantwire_client_core::tls::{client_config, Fingerprint};
+use grantwire_pinned_tls::{client_config, Fingerprint};
 use grantwire_proto::{
     EdgeAddResponse, GrantInfo, LeaseResponse, LoginResponse, PrivateKey, Profile, UserAddResponse,
 };

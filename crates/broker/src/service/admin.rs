@@ -332,16 +332,15 @@ pub(crate) fn admin_audit(
     store::audit(conn, now, event)
 }
 
-/// Names are `[a-z0-9-]{1,32}`: they appear in URIs, file names and audit lines unescaped.
+/// `what` is "edge" for a [`grantwire_proto::EdgeName`], anything else ("user") for a
+/// [`grantwire_proto::UserName`]: names appear in URIs, file names and audit lines unescaped,
+/// and clients parse them by the same types, so what is accepted here can be sent to them.
 pub fn check_name(name: &str, what: &str) -> Result<()> {
-    // The rule clients parse names by: what is accepted here can be sent to them.
-    match name.parse::<grantwire_proto::Name>() {
-        Ok(_) => Ok(()),
-        Err(e) => Err(Error::BadRequest(format!(
-            "{what} name must be {}",
-            e.rule()
-        ))),
-    }
+    let parsed = match what {
+        "edge" => name.parse::<grantwire_proto::EdgeName>().map(drop),
+        _ => name.parse::<grantwire_proto::UserName>().map(drop),
+    };
+    parsed.map_err(|e| Error::BadRequest(format!("{what} name must be {}", e.rule())))
 }
 
 /// Audit kinds are `[a-z_]`, at most 40 characters; anything else matches no row anyway.

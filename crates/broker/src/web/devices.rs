@@ -22,7 +22,8 @@ use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use grantwire_proto::{
-    ErrorBody, ErrorCode, ErrorDetail, LeaseRequest, PrivateKey, Profile, PublicKey,
+    EdgeName, ErrorBody, ErrorCode, ErrorDetail, FieldError, LeaseRequest, PrivateKey, Profile,
+    PublicKey,
 };
 use maud::{html, Markup};
 
@@ -100,6 +101,7 @@ pub(super) async fn issue_for_browser_key(
     guard
         .session_form(&broker, &session, &form.csrf, "new_device")
         .await?;
+    let file_name = file_name(&form.edge)?;
     let public_key: PublicKey =
         form.public_key.trim().parse().map_err(|_| {
             Error::BadRequest("public_key must be a base64 X25519 public key".into())
@@ -113,7 +115,7 @@ pub(super) async fn issue_for_browser_key(
         .issue_lease(&session.user, req, guard.ip)
         .await?
         .profile;
-    Ok(Json(device_profile(&profile, broker.now())))
+    Ok(Json(device_profile(&profile, file_name, broker.now())))
 }
 
 /// `POST /devices/server-keys`: the browser cannot make the pair, so the broker makes it and
@@ -127,6 +129,7 @@ pub(super) async fn issue_with_server_key(
     guard
         .session_form(&broker, &session, &form.csrf, "new_device")
         .await?;
+    let file_name = file_name(&form.edge)?;
     LeaseBudget::take(&broker, guard.ip)?;
     let private_key = PrivateKey::from_random_bytes(secrets::random_bytes());
     let req = LeaseRequest {
@@ -140,7 +143,7 @@ pub(super) async fn issue_with_server_key(
     let conf = profile.to_wg_quick(&private_key);
     let (qr_url, side) = qr::png_data_url(&conf, "a tunnel profile")?;
     let main = server_key_main(
-        &device_profile(&profile, broker.now()),
+        &device_profile(&profile, file_name, broker.now()),
         &conf,
         &qr_url,
         side,
@@ -159,12 +162,12 @@ fn signed_in(session: &WebSession) -> SignedIn<'_> {
     }
 }
 
-fn device_profile(p: &Profile, now: i64) -> DeviceProfile {
+fn device_profile(p: &Profile, file_name: String, now: i64) -> DeviceProfile {
     DeviceProfile {
         lease_id: p.lease_id.to_string(),
         edge: p.edge.to_string(),
         conf_without_key: p.to_wg_quick_without_key(),
-        file_name: file_name(&p.edge),
+        file_name,
         plex_url: p.plex_url.to_string(),
         pin: p.pin.to_string(),
         expires_at: p.expires_at,
@@ -173,12 +176,21 @@ fn device_profile(p: &Profile, now: i64) -> DeviceProfile {
     }
 }
 
-/// `gw-EDGE.conf`, EDGE cut so the name before `.conf` is at most 15 characters: the WireGuard
-/// apps and wg-quick name the tunnel after the file, and an interface name has 15 at most.
-/// Edge names are `[a-z0-9-]` already (`check_name`), so nothing needs escaping.
-fn file_name(edge: &str) -> String {
-    let stem: String = format!("gw-{edge}").chars().take(15).collect();
-    format!("{stem}.conf")
+/// `gw-EDGE.conf`: the WireGuard apps and wg-quick name the tunnel after the file. Checked
+/// before the lease budget is spent or a lease made, and refused, as `grantwire up` refuses it,
+/// when EDGE is no edge name or too long for a tunnel's name: a shortened name could be another
+/// edge's tunnel.
+fn file_name(edge: &str) -> Result<String, Error> {
+    let edge: EdgeName = edge
+        .parse()
+        .map_err(|e: FieldError| Error::BadRequest(format!("edge name must be {}", e.rule())))?;
+    let tunnel = edge.tunnel_name().map_err(|e| {
+        Error::BadRequest(format!(
+            "the edge {edge} cannot have a profile made on this page: {e}; ask the admin for an \
+             edge with a shorter name"
+        ))
+    })?;
+    Ok(format!("{tunnel}.conf"))
 }
 
 /// The refusals of `POST /devices`, as JSON for the page's script: the API's error body for a
@@ -334,12 +346,26 @@ fn server_key_main(p: &DeviceProfile, conf: &str, qr_url: &str, side: usize) -> 
 
 #[cfg(test)]
 mod tests {
+    // Test code: a failed unwrap is a failed test.
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
-    fn file_names_fit_an_interface_name() {
-        assert_eq!(file_name("home"), "gw-home.conf");
-        assert_eq!(file_name("a-very-long-edge-name"), "gw-a-very-long-.conf");
-        assert_eq!(file_name("a-very-long-edge-name").len() - ".conf".len(), 15);
+    fn file_names_are_whole_edge_names_that_fit_an_interface_name() {
+        assert_eq!(file_name("home").unwrap(), "gw-home.conf");
+        assert_eq!(file_name("abcdefghijkl").unwrap(), "gw-abcdefghijkl.conf");
+        // Refused, never shortened: two edges would share "gw-a-very-long-".
+        for long in [
+            "a-very-long-edge-name",
+            "a-very-long-edge-nam2",
+            "abcdefghijklm",
+        ] {
+            let msg = file_name(long).unwrap_err().body().error.message;
+            assert!(msg.contains(long) && msg.contains("at most 12"), "{msg}");
+        }
+        for bad in ["", "Home", "a_b", "a.b", "../x", "home\n"] {
+            let msg = file_name(bad).unwrap_err().body().error.message;
+            assert!(msg.starts_with("edge name must be"), "{bad:?}: {msg}");
+        }
     }
 }

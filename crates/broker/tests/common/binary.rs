@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use grantwire_client_core::tls::Fingerprint;
+use grantwire_pinned_tls::Fingerprint;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_grantwire-broker");
 
@@ -33,7 +33,7 @@ impl Drop for KillOnDrop {
 impl Served {
     /// An HTTPS client that pins this broker's certificate.
     pub fn http(&self) -> reqwest::Client {
-        grantwire_client_core::tls::http_client(Some(self.fingerprint))
+        grantwire_pinned_tls::http_client(Some(self.fingerprint))
     }
 
     /// Enrols an edge with its one-time `token` over HTTPS.

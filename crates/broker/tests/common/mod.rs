@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt as _;
 use grantwire_broker::{start, RunningBroker, ServeConfig};
-use grantwire_client_core::tls::{http_client, Fingerprint};
+use grantwire_pinned_tls::{http_client, Fingerprint};
 use grantwire_proto::{
     EdgeAddRequest, EnrolResponse, ErrorBody, ErrorCode, GrantAddRequest, LeaseSet, PrivateKey,
     PublicKey, UserAddRequest,
@@ -69,7 +69,7 @@ impl Harness {
     pub fn client_from(&self, src: &str) -> reqwest::Client {
         let fp: Fingerprint = self.broker.fingerprint().parse().unwrap();
         reqwest::Client::builder()
-            .use_preconfigured_tls(grantwire_client_core::tls::client_config(Some(fp)))
+            .use_preconfigured_tls(grantwire_pinned_tls::client_config(Some(fp)))
             .local_address(src.parse::<std::net::IpAddr>().unwrap())
             .build()
             .unwrap()

@@ -301,6 +301,51 @@ async fn the_browser_key_post_refuses_and_changes_nothing() {
     h.shutdown().await;
 }
 
+/// An edge whose name is too long for a tunnel's name (which `grantwire up` refuses too) and
+/// a name the broker's CLI refuses: both posts refuse them with the reason, and nothing is made.
+/// The page used to cut the first into another edge's possible file name and issue the lease.
+#[tokio::test]
+async fn an_edge_name_the_cli_refuses_is_refused_and_nothing_is_made() {
+    let h = Harness::start().await;
+    let (alice, csrf) = alice_with_grant(&h).await;
+    let long = "living-room-2";
+    h.enrolled_edge(long).await;
+    h.grant("alice", long).await;
+    let public = keypair().public_key().to_base64();
+    let own = Some(h.broker.url());
+    for (edge, words) in [
+        (long, "at most 12 characters"),
+        ("Home", "edge name must be 1-32 characters of a-z, 0-9 and"),
+        ("home.lan", "edge name must be"),
+    ] {
+        let before = h.broker.admin().counts().await.unwrap();
+        let fields = device_fields(&csrf, edge, Some(&public));
+        let resp = post_device(&h, "/devices", &alice, own.clone(), fields).await;
+        assert_eq!(resp.status(), 400, "{edge}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "bad_request", "{edge}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{edge}: {message}");
+
+        let fields = device_fields(&csrf, edge, None);
+        let resp = post_device(&h, "/devices/server-keys", &alice, own.clone(), fields).await;
+        assert_eq!(resp.status(), 400, "{edge}");
+        let html = resp.text().await.unwrap();
+        assert!(html.contains(words), "{edge}: {html}");
+        assert!(!html.contains("PrivateKey"), "{edge}");
+        assert_eq!(h.broker.admin().counts().await.unwrap(), before, "{edge}");
+    }
+    assert!(h
+        .broker
+        .admin()
+        .lease_list()
+        .await
+        .unwrap()
+        .leases
+        .is_empty());
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_server_made_key_is_shown_once_and_kept_nowhere() {
     let h = Harness::start().await;

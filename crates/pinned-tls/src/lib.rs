@@ -1,5 +1,11 @@
-//! TLS toward the broker: pin its certificate by SHA-256 fingerprint (the default broker uses a
-//! self-signed certificate and prints the fingerprint at start), or trust the public CAs.
+//! HTTPS trust toward a grantwire broker, shared by client-core, the edge and the broker's own
+//! alert delivery: a certificate [`Fingerprint`], a rustls verifier that accepts exactly the
+//! pinned certificate (the default broker uses a self-signed one and prints its fingerprint at
+//! start) or else the public CAs, and the reqwest clients built on that trust.
+//!
+//! It exists so the broker and the edge need not link client-core for this alone. It holds no
+//! broker, edge or client logic (no API calls, no sessions, no known-brokers file) and does no
+//! I/O of its own: it builds TLS configurations and HTTP clients, and the caller sends with them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -350,3 +356,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod boundary_tests;
