@@ -7,8 +7,8 @@
 //!   cargo run --release -p grantwire-edge-core --example datapath -- download 100000
 //!
 //! Prints the time per packet. For instructions per packet, which machine load does not move,
-//! run it under `valgrind --tool=callgrind` for two values of N and divide the difference in
-//! instructions by the difference in N (set-up cancels out).
+//! run it under `valgrind --tool=callgrind --toggle-collect='datapath::download'` (or
+//! `upload`), which counts that function alone, and divide by N.
 
 // A measurement program: it prints its report on stdout, and a panic is its failure report.
 // It is the caller of the core, so it reads the clock, as the edge's shell does.
@@ -40,14 +40,19 @@ fn main() {
     let (mut core, mut client) = established(src, now);
     let elapsed = match direction {
         "download" => download(&mut core, n, now),
-        "upload" => upload(&mut core, &mut client, src, n, now),
+        "upload" => {
+            let sealed = seal_all(&mut client, n);
+            upload(&mut core, &sealed, src, now)
+        }
         other => panic!("direction {other:?}: expected download or upload"),
     };
     let per_packet = elapsed.as_nanos() as f64 / n.max(1) as f64;
     println!("{direction}: {n} packets of {PACKET_LEN} bytes, {per_packet:.0} ns per packet");
 }
 
-/// Plex's packets sealed into a UDP send batch, as the shell's `UdpTx` holds them.
+/// Plex's packets sealed into a UDP send batch, as the shell's `UdpTx` holds them. Never
+/// inlined, so that callgrind can count this function alone (`--toggle-collect`).
+#[inline(never)]
 fn download(core: &mut EdgeCore, n: usize, now: SystemTime) -> Duration {
     let packet = full_packet(EDGE, CLIENT, 32400, 50000);
     let mut batch = vec![0u8; GSO_RUN * EdgeCore::transmit_capacity(PACKET_LEN)];
@@ -70,26 +75,27 @@ fn download(core: &mut EdgeCore, n: usize, now: SystemTime) -> Duration {
     elapsed
 }
 
-/// The client's datagrams opened into TUN write slots, as the shell's `TunTx` holds them.
-fn upload(
-    core: &mut EdgeCore,
-    client: &mut Tunn,
-    src: SocketAddr,
-    n: usize,
-    now: SystemTime,
-) -> Duration {
+/// `n` of the client's packets to Plex, sealed.
+fn seal_all(client: &mut Tunn, n: usize) -> Vec<Vec<u8>> {
     let packet = full_packet(CLIENT, EDGE, 50000, 32400);
     let mut buf = vec![0u8; 2048];
-    let sealed: Vec<Vec<u8>> = (0..n)
+    (0..n)
         .map(|_| match client.encapsulate(&packet, &mut buf) {
             TunnResult::WriteToNetwork(d) => d.to_vec(),
             other => panic!("{other:?}"),
         })
-        .collect();
+        .collect()
+}
+
+/// The client's datagrams opened into TUN write slots, as the shell's `TunTx` holds them.
+/// Never inlined, like [`download`].
+#[inline(never)]
+fn upload(core: &mut EdgeCore, sealed: &[Vec<u8>], src: SocketAddr, now: SystemTime) -> Duration {
+    let n = sealed.len();
     let mut slots = vec![vec![0u8; 2048]; TUN_BATCH];
     let (mut slot, mut written) = (0, 0);
     let start = Instant::now();
-    for datagram in &sealed {
+    for datagram in sealed {
         let room = &mut slots[slot][..datagram.len()];
         if let Some(TunPacket { .. }) = core.handle_datagram(src, datagram, now, room).unwrap() {
             slot = (slot + 1) % TUN_BATCH;
