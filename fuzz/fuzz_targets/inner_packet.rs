@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
-use grantwire_edge_core::{EdgeCore, Output};
+use grantwire_edge_core::{EdgeCore, Output, Transmit};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "common.rs"]
@@ -58,14 +58,17 @@ fn established() -> (EdgeCore, Tunn) {
         panic!("no initiation");
     };
     let init = init.to_vec();
-    core.handle_datagram(src, &init, common::now());
+    let mut out = vec![0u8; 65_600];
+    let opened = core.handle_datagram(src, &init, common::now(), &mut out);
+    assert_eq!(opened, Ok(None));
     let Some(Output::Transmit { payload, .. }) = core.poll_output() else {
         panic!("no handshake response");
     };
     let edge_ip: Option<IpAddr> = Some("10.0.0.1".parse().unwrap());
     if let TunnResult::WriteToNetwork(keepalive) = client.decapsulate(edge_ip, &payload, &mut buf) {
         let keepalive = keepalive.to_vec();
-        core.handle_datagram(src, &keepalive, common::now());
+        let opened = core.handle_datagram(src, &keepalive, common::now(), &mut out);
+        assert_eq!(opened, Ok(None));
         while core.poll_output().is_some() {}
     }
     (core, client)
@@ -76,50 +79,59 @@ fuzz_target!(|data: &[u8]| {
     let (_, _, a_address) = common::CLIENTS[0];
     let src = common::source(0);
     let mut buf = vec![0u8; 65_600];
+    // The shell's buffer, exactly as long as each call's contract asks.
+    let mut out = vec![0u8; 65_600];
 
     // Inbound: A sends `data` through the tunnel.
     if data.len() <= 1400 {
         if let TunnResult::WriteToNetwork(sealed) = client.encapsulate(data, &mut buf) {
             let sealed = sealed.to_vec();
-            core.handle_datagram(src, &sealed, common::now());
-            while let Some(output) = core.poll_output() {
-                if let Output::ToTun(packet) = output {
-                    // boringtun cuts a packet to its IPv4 total length (trailing bytes are not
-                    // part of it); nothing else may change.
-                    let total = usize::from(u16::from_be_bytes([data[2], data[3]]));
-                    assert_eq!(
-                        packet,
-                        &data[..total],
-                        "the edge changed a packet on its way to Plex"
-                    );
-                    let (proto, s, d, _, dport) =
-                        five_tuple(&packet).expect("a packet without a full header reached Plex");
-                    assert_eq!(proto, 6, "not TCP");
-                    assert_eq!(s, a_address, "spoofed inner source reached Plex");
-                    assert_eq!(d, common::EDGE_ADDRESS, "inner destination is not the edge");
-                    assert_eq!(dport, common::PLEX_PORT, "port outside the lease");
-                }
+            let opened =
+                core.handle_datagram(src, &sealed, common::now(), &mut out[..sealed.len()]);
+            if let Some(opened) = opened.expect("a buffer as long as the datagram") {
+                let packet = &out[..opened.len];
+                // boringtun cuts a packet to its IPv4 total length (trailing bytes are not
+                // part of it); nothing else may change.
+                let total = usize::from(u16::from_be_bytes([data[2], data[3]]));
+                assert_eq!(
+                    packet,
+                    &data[..total],
+                    "the edge changed a packet on its way to Plex"
+                );
+                let (proto, s, d, _, dport) =
+                    five_tuple(packet).expect("a packet without a full header reached Plex");
+                assert_eq!(proto, 6, "not TCP");
+                assert_eq!(s, a_address, "spoofed inner source reached Plex");
+                assert_eq!(d, common::EDGE_ADDRESS, "inner destination is not the edge");
+                assert_eq!(dport, common::PLEX_PORT, "port outside the lease");
             }
+            assert!(
+                core.poll_output().is_none(),
+                "a data packet queued a datagram"
+            );
         }
     }
 
     // Outbound: Plex writes `data` to the TUN.
-    core.handle_tun_packet(data, common::now());
-    while let Some(output) = core.poll_output() {
-        match output {
-            Output::Transmit { dst, payload } => {
-                assert_eq!(dst, src, "sent somewhere other than A's pinned endpoint");
-                if let TunnResult::WriteToTunnelV4(inner, _) =
-                    client.decapsulate(Some("10.0.0.1".parse().unwrap()), &payload, &mut buf)
-                {
-                    let (proto, s, d, sport, _) = five_tuple(inner).expect("sent a partial packet");
-                    assert_eq!(proto, 6, "not TCP");
-                    assert_eq!(s, common::EDGE_ADDRESS);
-                    assert_eq!(d, a_address, "sent to A a packet for another address");
-                    assert_eq!(sport, common::PLEX_PORT, "source port outside the lease");
-                }
-            }
-            Output::ToTun(_) => panic!("a packet from the TUN went back to the TUN"),
+    let capacity = EdgeCore::transmit_capacity(data.len());
+    if capacity > out.len() {
+        out.resize(capacity, 0);
+    }
+    let sealed = core.handle_tun_packet(data, common::now(), &mut out[..capacity]);
+    if let Some(Transmit { dst, len }) = sealed.expect("a buffer of transmit_capacity") {
+        assert_eq!(dst, src, "sent somewhere other than A's pinned endpoint");
+        if let TunnResult::WriteToTunnelV4(inner, _) =
+            client.decapsulate(Some("10.0.0.1".parse().unwrap()), &out[..len], &mut buf)
+        {
+            let (proto, s, d, sport, _) = five_tuple(inner).expect("sent a partial packet");
+            assert_eq!(proto, 6, "not TCP");
+            assert_eq!(s, common::EDGE_ADDRESS);
+            assert_eq!(d, a_address, "sent to A a packet for another address");
+            assert_eq!(sport, common::PLEX_PORT, "source port outside the lease");
         }
     }
+    assert!(
+        core.poll_output().is_none(),
+        "a packet from the TUN queued a datagram"
+    );
 });

@@ -25,6 +25,9 @@
 #   sudo scripts/bench/edge.sh               # 10 s per transfer
 #   sudo BENCH_SECS=30 scripts/bench/edge.sh
 #   sudo EDGE_STEPS="none tun udp" scripts/bench/edge.sh   # also each batching step alone
+#   sudo EDGE_BASELINE=/path/to/grantwire-edge scripts/bench/edge.sh
+#       # also another build of the edge (say, a release build of an earlier revision), in the
+#       # same run, as grantwire-edge[baseline]: same broker, lease, client and machine load
 #
 # Needs root (namespaces, TUN, nftables). Installs iperf3 and the WireGuard tools if missing,
 # and boringtun-cli into target/bench-tools with cargo. Traffic stays inside the two namespaces
@@ -288,9 +291,10 @@ secret=$(jq -r .totp_secret <<<"$user")
     (umask 077 && jq -r .enrolment_token >"$work/edge.token")
 "$bin/grantwire-broker" grant add bench home --data-dir "$data" --json >/dev/null
 # Starts grantwire-edge with the batching named by $1 (GRANTWIRE_EDGE_OFFLOAD; see
-# crates/edge/src/dataplane.rs): all, none, tun or udp.
+# crates/edge/src/dataplane.rs): all, none, tun or udp; $2, if given, is the binary to run.
 start_edge() {
-    spawn "edge-$1" ip netns exec "$srv" env GRANTWIRE_EDGE_OFFLOAD="$1" "$bin/grantwire-edge" run \
+    local edge_bin=${2:-$bin/grantwire-edge}
+    spawn "edge-$1" ip netns exec "$srv" env GRANTWIRE_EDGE_OFFLOAD="$1" "$edge_bin" run \
         --broker https://127.0.0.1:8443 --broker-fingerprint "$fp" --token-file "$work/edge.token" \
         --state-dir "$work/edge-state" --listen 0.0.0.0:51820 --tun-name "$wgs" \
         --metrics-listen 127.0.0.1:9851
@@ -321,7 +325,12 @@ for step in ${EDGE_STEPS:-}; do
     start_edge "$step"
     measure "grantwire-edge[$step]" "$edge_pid"
 done
-if [ -n "${EDGE_STEPS:-}" ]; then
+if [ -n "${EDGE_BASELINE:-}" ]; then
+    stop_pid "$edge_pid"
+    start_edge all "$EDGE_BASELINE"
+    measure "grantwire-edge[baseline]" "$edge_pid"
+fi
+if [ -n "${EDGE_STEPS:-}${EDGE_BASELINE:-}" ]; then
     stop_pid "$edge_pid"
     start_edge all
 fi
@@ -355,6 +364,9 @@ echo "- Date: $(date -u +%Y-%m-%dT%H:%M:%SZ); load average at the end: $(cut -d'
 echo "- Client: Debian wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go) in its own namespace; iperf3 $(iperf3 --version | head -n 1 | cut -d' ' -f2), one TCP stream to 10.77.0.1:32400 through the tunnel, ${secs} s per transfer"
 echo "- Servers: grantwire-edge (release, revision above, lease admitted by its broker), boringtun-cli $boringtun_version (default threads), Debian wireguard-go $(dpkg-query -W -f='${Version}' wireguard-go); all on the same veth, one at a time"
 echo "- grantwire-edge[STEP]: the edge with only that batching (GRANTWIRE_EDGE_OFFLOAD=STEP: none, tun = TUN TSO/GRO, udp = UDP GSO); plain grantwire-edge has all of it (EDGE_STEPS=\"${EDGE_STEPS:-}\")"
+if [ -n "${EDGE_BASELINE:-}" ]; then
+    echo "- grantwire-edge[baseline]: \`$EDGE_BASELINE\` (sha256 $(sha256sum "$EDGE_BASELINE" | cut -c1-12)), measured right after grantwire-edge with the same broker, lease and client"
+fi
 echo "- Efficiency: bytes moved per CPU-second of the server process (utime+stime from /proc/PID/stat during the transfer), shown as Gbit per CPU-second"
 echo
 python3 - "$results" <<'EOF'
@@ -378,9 +390,13 @@ for d in ["download", "upload"]:
 print()
 print("| direction | throughput grantwire/boringtun-cli | grantwire/wireguard-go | efficiency grantwire/boringtun-cli | grantwire/wireguard-go |")
 print("| --- | ---: | ---: | ---: | ---: |")
+edges = [n for n in ["grantwire-edge", "grantwire-edge[baseline]"] if (n, "download") in rows]
 for d in ["download", "upload"]:
-    g, b, w = (rows[(n, d)] for n in names)
-    print(f"| {d} | {g[1] / b[1]:.2f} | {g[1] / w[1]:.2f} | {eff(g) / eff(b):.2f} | {eff(g) / eff(w):.2f} |")
+    b, w = rows[("boringtun-cli", d)], rows[("wireguard-go", d)]
+    for e in edges:
+        g = rows[(e, d)]
+        label = d if e == "grantwire-edge" else f"{d}, {e}"
+        print(f"| {label} | {g[1] / b[1]:.2f} | {g[1] / w[1]:.2f} | {eff(g) / eff(b):.2f} | {eff(g) / eff(w):.2f} |")
 EOF
 echo
 echo "Floods from 198.51.100.3, an address no lease is pinned to, ${secs} s each. During each flood the pinned client is brought up afresh and must complete a handshake and a 1 s iperf3 transfer."

@@ -27,8 +27,19 @@ pub const TICK: Duration = Duration::from_millis(250);
 /// A home edge sees a handful of clients; 100 leaves room for all of them to reconnect at once.
 const GLOBAL_HANDSHAKE_LIMIT: u64 = 100;
 
-/// Largest IP packet plus WireGuard's 32 bytes of overhead, so any buffer boringtun writes fits.
-const BUF_LEN: usize = 65_535 + 32;
+/// The largest IP packet.
+const MAX_PACKET: usize = 65_535;
+
+/// Bytes WireGuard adds to a packet: a 16-byte header and a 16-byte authentication tag.
+pub const OVERHEAD: usize = 32;
+
+/// A handshake initiation, the longest datagram sealing a packet can turn into (when the session
+/// has expired, boringtun queues the packet and starts a handshake instead).
+const HANDSHAKE_INIT_LEN: usize = 148;
+
+/// The core's own buffer, for what the shell's buffers need not be sized for: handshake
+/// replies, timers, and packets boringtun queued during a handshake (any IP packet).
+const SCRATCH_LEN: usize = MAX_PACKET + OVERHEAD;
 
 /// Most distinct (lease, source) off-pin events held until the shell takes them; more are
 /// counted in the stats but not itemised.
@@ -44,7 +55,9 @@ const INDEX_MASK: u32 = 0x00ff_ffff;
 /// budget and hide a real key used off its pin.
 pub type IndexRng = Box<dyn RngCore + Send>;
 
-/// What the core asks the shell to do.
+/// What the core queued for the shell: the datagrams that are not the direct result of sealing
+/// or opening one packet (handshake replies, cookie replies, timers' retries and keepalives,
+/// packets held back during a handshake). Rare next to data, so each owns its bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Send `payload` as one UDP datagram to `dst`, which always lies inside the pin of the lease
@@ -52,8 +65,31 @@ pub enum Output {
     /// datagram that belongs to no lease yet, a cookie reply under load, goes to the source of
     /// the initiation it answers, which lies inside some pin (see the crate docs).
     Transmit { dst: SocketAddr, payload: Vec<u8> },
-    /// Write this IPv4 packet to the TUN device. It has passed the inner filter.
-    ToTun(Vec<u8>),
+}
+
+/// A sealed packet that [`EdgeCore::handle_tun_packet`] wrote at the start of the shell's
+/// buffer: send `buf[..len]` as one UDP datagram to `dst`, which lies inside the pin of the
+/// lease it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    pub dst: SocketAddr,
+    pub len: usize,
+}
+
+/// An opened packet that [`EdgeCore::handle_datagram`] wrote at the start of the shell's
+/// buffer: write `buf[..len]`, an IPv4 packet that has passed the inner filter, to the TUN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunPacket {
+    pub len: usize,
+}
+
+/// The shell passed a buffer shorter than the call's contract (see [`EdgeCore`]). The call did
+/// nothing: no state changed and nothing was counted, so the shell may retry with a larger one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("output buffer of {given} bytes is too small; this call needs {needed}")]
+pub struct BufferTooSmall {
+    pub needed: usize,
+    pub given: usize,
 }
 
 /// What [`EdgeCore::apply_lease_set`] did, for the shell's log line.
@@ -74,11 +110,19 @@ pub struct ApplySummary {
 ///
 /// 1. Make it with [`EdgeCore::new`], then [`apply_lease_set`](Self::apply_lease_set) each set
 ///    the broker sends (the complete set: the table is replaced).
-/// 2. For every UDP datagram call [`handle_datagram`](Self::handle_datagram); for every packet
-///    read from the TUN call [`handle_tun_packet`](Self::handle_tun_packet).
-/// 3. After **each** `handle_*`/`apply_lease_set` call, drain [`poll_output`](Self::poll_output)
-///    until `None`, sending each [`Output::Transmit`] on the UDP socket and writing each
-///    [`Output::ToTun`] to the TUN.
+/// 2. For every UDP datagram call [`handle_datagram`](Self::handle_datagram) with a buffer of
+///    at least `datagram.len()` bytes; a returned [`TunPacket`] is in that buffer, for the TUN.
+///    For every packet read from the TUN call [`handle_tun_packet`](Self::handle_tun_packet)
+///    with a buffer of at least [`transmit_capacity(packet.len())`](Self::transmit_capacity)
+///    bytes; a returned [`Transmit`] is in that buffer, for the UDP socket. The buffers are the
+///    shell's (a slot of its TUN write batch, the tail of its UDP send batch), so a packet is
+///    sealed or opened straight into the place it is written from; the core keeps no reference
+///    to them after the call. A shorter buffer is refused with [`BufferTooSmall`] before
+///    anything happens.
+/// 3. After **each** `handle_*`/`apply_lease_set`/`handle_timeout` call, drain
+///    [`poll_output`](Self::poll_output) until `None`, sending each [`Output::Transmit`] on the
+///    UDP socket. A call leaves its result in the shell's buffer (a data packet) or in this
+///    queue (everything else), never both, so the shell need not order one against the other.
 /// 4. Arm one timer for [`poll_timeout`](Self::poll_timeout); when it fires, call
 ///    [`handle_timeout`](Self::handle_timeout), drain outputs again, and re-arm. Call it even
 ///    when the broker is unreachable: that is how leases expire by the edge's own clock.
@@ -106,7 +150,8 @@ pub struct EdgeCore {
     index_rng: IndexRng,
     next_tick: Option<SystemTime>,
     outputs: VecDeque<Queued>,
-    buf: Vec<u8>,
+    /// See [`SCRATCH_LEN`]. Never holds a data packet on its way through.
+    scratch: Vec<u8>,
     stats: Stats,
     /// Off-pin use of a lease's keys, by (lease id, source), until [`EdgeCore::take_events`].
     events: HashMap<(String, std::net::IpAddr), EdgeEvent>,
@@ -138,7 +183,7 @@ impl EdgeCore {
             index_rng: Box::new(rng),
             next_tick: None,
             outputs: VecDeque::new(),
-            buf: vec![0; BUF_LEN],
+            scratch: vec![0; SCRATCH_LEN],
             stats: Stats::default(),
             events: HashMap::new(),
             off_pin_window: (None, 0),
@@ -227,8 +272,27 @@ impl EdgeCore {
         summary
     }
 
-    /// One UDP datagram from `src`. See the crate docs for the order of checks.
-    pub fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8], now: SystemTime) {
+    /// The shortest buffer [`handle_tun_packet`](Self::handle_tun_packet) takes for a packet of
+    /// `packet_len` bytes: the packet sealed, or a handshake initiation if it must wait for one.
+    pub const fn transmit_capacity(packet_len: usize) -> usize {
+        let sealed = packet_len.saturating_add(OVERHEAD);
+        if sealed > HANDSHAKE_INIT_LEN {
+            sealed
+        } else {
+            HANDSHAKE_INIT_LEN
+        }
+    }
+
+    /// One UDP datagram from `src`. See the crate docs for the order of checks. A packet it
+    /// carried for the TUN is opened into `buf`, which must hold at least `datagram.len()` bytes.
+    pub fn handle_datagram(
+        &mut self,
+        src: SocketAddr,
+        datagram: &[u8],
+        now: SystemTime,
+        buf: &mut [u8],
+    ) -> Result<Option<TunPacket>, BufferTooSmall> {
+        check_room(datagram.len(), buf)?;
         self.remove_expired(now);
         let src = SocketAddr::new(src.ip().to_canonical(), src.port());
         // First, before parsing anything: a source no pin covers gets nothing, ever.
@@ -236,28 +300,36 @@ impl EdgeCore {
             self.stats.dropped_unpinned += 1;
             trace!(%src, "dropped: source outside every pin");
             self.note_off_pin(src, datagram, now);
-            return;
+            return Ok(None);
         }
         let Some(index) = self.identify(src, datagram) else {
-            return;
+            return Ok(None);
         };
         let Some(peer) = self.peers.get_mut(&index) else {
             self.stats.dropped_unknown_peer += 1;
             trace!(%src, index, "dropped: no peer with this index");
-            return;
+            return Ok(None);
         };
         if !peer.lease.pin.covers(src.ip()) {
             self.stats.dropped_pin_mismatch += 1;
             trace!(%src, lease_id = %peer.lease.id, "dropped: source outside this lease's pin");
             self.note_off_pin(src, datagram, now);
-            return;
+            return Ok(None);
         }
         let edge_address = self.config.tunnel_address;
-        let mut out = Sink {
+        let mut sink = Sink {
             outputs: &mut self.outputs,
             stats: &mut self.stats,
         };
-        decapsulate_all(peer, src, datagram, &mut self.buf, edge_address, &mut out);
+        Ok(decapsulate_all(
+            peer,
+            src,
+            datagram,
+            buf,
+            &mut self.scratch,
+            edge_address,
+            &mut sink,
+        ))
     }
 
     /// Each lease's traffic: last handshake (unix seconds, by `now`) and bytes since its tunnel
@@ -295,45 +367,56 @@ impl EdgeCore {
         self.events.drain().map(|(_, e)| e).collect()
     }
 
-    /// One IP packet read from the TUN (Plex answering a peer).
-    pub fn handle_tun_packet(&mut self, packet: &[u8], now: SystemTime) {
+    /// One IP packet read from the TUN (Plex answering a peer). It is sealed into `buf`, which
+    /// must hold at least [`transmit_capacity(packet.len())`](Self::transmit_capacity) bytes.
+    pub fn handle_tun_packet(
+        &mut self,
+        packet: &[u8],
+        now: SystemTime,
+        buf: &mut [u8],
+    ) -> Result<Option<Transmit>, BufferTooSmall> {
+        check_room(Self::transmit_capacity(packet.len()), buf)?;
         self.remove_expired(now);
         let Some(index) = self.outbound_peer(packet) else {
             self.stats.dropped_tun += 1;
-            return;
+            return Ok(None);
         };
         let Some(peer) = self.peers.get_mut(&index) else {
             self.stats.dropped_tun += 1;
-            return;
+            return Ok(None);
         };
         let Some(endpoint) = peer.endpoint else {
             // The peer has not yet handshaken from inside its pin: there is nowhere safe to send.
             self.stats.dropped_tun += 1;
             trace!(lease_id = %peer.lease.id, "dropped from tun: peer has no endpoint yet");
-            return;
+            return Ok(None);
         };
-        if packet.len() + 32 > self.buf.len() {
+        if packet.len() > MAX_PACKET {
             self.stats.dropped_tun += 1;
-            return;
+            return Ok(None);
         }
-        match peer.encapsulate(packet, &mut self.buf) {
+        match peer.encapsulate(packet, buf) {
             TunnResult::WriteToNetwork(payload) => {
                 self.stats.packets_from_tun += 1;
                 self.stats.bytes_from_tun += packet.len() as u64;
-                self.outputs.push_back(Queued::for_peer(
-                    index,
-                    Output::Transmit {
-                        dst: endpoint,
-                        payload: payload.to_vec(),
-                    },
-                ));
+                // The same defence in depth as `poll_output`'s, for the datagram that skips the
+                // queue: the endpoint is inside the pin by construction, and stays checked.
+                if !peer.lease.pin.covers(endpoint.ip()) {
+                    self.stats.bytes_sent_unpinned += payload.len() as u64;
+                    return Ok(None);
+                }
+                Ok(Some(Transmit {
+                    dst: endpoint,
+                    len: payload.len(),
+                }))
             }
             TunnResult::Err(e) => {
                 self.stats.dropped_tun += 1;
                 trace!(lease_id = %peer.lease.id, error = ?e, "encapsulate failed");
+                Ok(None)
             }
             // Done: queued inside the Tunn until a session exists; sent on the next handshake.
-            _ => {}
+            _ => Ok(None),
         }
     }
 
@@ -343,7 +426,7 @@ impl EdgeCore {
         self.remove_expired(now);
         self.rate_limiter.reset_count();
         for peer in self.peers.values_mut() {
-            let result = peer.update_timers(&mut self.buf);
+            let result = peer.update_timers(&mut self.scratch);
             if let TunnResult::WriteToNetwork(payload) = result {
                 // Handshake retries and keepalives go only to an endpoint proven inside the pin.
                 if let Some(dst) = peer.endpoint {
@@ -374,24 +457,23 @@ impl EdgeCore {
     pub fn poll_output(&mut self) -> Option<Output> {
         loop {
             let Queued { peer, output } = self.outputs.pop_front()?;
-            if let Output::Transmit { dst, payload } = &output {
-                // Defence in depth for the invariant `bytes_sent_unpinned == 0`: should a future
-                // change ever route a transmit elsewhere, it is counted and withheld, not sent.
-                // "Some pin covers it" would not do: a reply for lease A sent into lease B's pin
-                // is exactly the cross-lease leak the per-peer pin check exists to prevent.
-                let inside = match peer {
-                    Some(index) => self
-                        .peers
-                        .get(&index)
-                        .is_some_and(|p| p.lease.pin.covers(dst.ip())),
-                    // A cookie reply belongs to no peer yet (see `identify_initiator`); it goes to
-                    // the datagram's own source, which the first admission step found in a pin.
-                    None => self.pins.covers(dst.ip()),
-                };
-                if !inside {
-                    self.stats.bytes_sent_unpinned += payload.len() as u64;
-                    continue;
-                }
+            let Output::Transmit { dst, payload } = &output;
+            // Defence in depth for the invariant `bytes_sent_unpinned == 0`: should a future
+            // change ever route a transmit elsewhere, it is counted and withheld, not sent.
+            // "Some pin covers it" would not do: a reply for lease A sent into lease B's pin
+            // is exactly the cross-lease leak the per-peer pin check exists to prevent.
+            let inside = match peer {
+                Some(index) => self
+                    .peers
+                    .get(&index)
+                    .is_some_and(|p| p.lease.pin.covers(dst.ip())),
+                // A cookie reply belongs to no peer yet (see `identify_initiator`); it goes to
+                // the datagram's own source, which the first admission step found in a pin.
+                None => self.pins.covers(dst.ip()),
+            };
+            if !inside {
+                self.stats.bytes_sent_unpinned += payload.len() as u64;
+                continue;
             }
             return Some(output);
         }
@@ -430,6 +512,17 @@ impl EdgeCore {
         }
         self.next_expiry = self.peers.values().map(|p| p.expires_at()).min();
     }
+}
+
+/// Refuses a buffer shorter than `needed`, before the call changes anything.
+fn check_room(needed: usize, buf: &[u8]) -> Result<(), BufferTooSmall> {
+    if buf.len() < needed {
+        return Err(BufferTooSmall {
+            needed,
+            given: buf.len(),
+        });
+    }
+    Ok(())
 }
 
 /// An output waiting for [`EdgeCore::poll_output`], with the peer it belongs to, so that a

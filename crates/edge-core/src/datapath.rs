@@ -6,7 +6,7 @@ use boringtun::noise::TunnResult;
 use grantwire_proto::EdgeLease;
 use tracing::trace;
 
-use crate::core::{Output, Queued, Sink};
+use crate::core::{Output, Queued, Sink, TunPacket};
 use crate::packet::{parse_ipv4_tcp, NotTcp};
 use crate::peer::Peer;
 
@@ -15,8 +15,10 @@ const HANDSHAKE_RESPONSE: u8 = 2;
 const COOKIE_REPLY: u8 = 3;
 const DATA: u8 = 4;
 
-/// Hands `datagram` (already pin-checked for this peer) to the peer's `Tunn` and collects what
-/// it produces. Every reply goes to `src`, the datagram's own source.
+/// Hands `datagram` (already pin-checked for this peer) to the peer's `Tunn`. A packet for the
+/// TUN is decrypted into `out` (the shell's buffer, at least `datagram.len()` bytes) and its
+/// length returned; replies are queued, and every reply goes to `src`, the datagram's own
+/// source.
 ///
 /// The endpoint moves to `src`, and packets the `Tunn` queued are flushed, only when the
 /// datagram itself proved the sender holds the lease's keys (see [`authenticates`]). Anything
@@ -27,68 +29,74 @@ pub(crate) fn decapsulate_all(
     peer: &mut Peer,
     src: SocketAddr,
     datagram: &[u8],
-    buf: &mut [u8],
+    out: &mut [u8],
+    scratch: &mut [u8],
     edge_address: Ipv4Addr,
-    out: &mut Sink<'_>,
-) {
+    sink: &mut Sink<'_>,
+) -> Option<TunPacket> {
     let incoming_type = datagram.first().copied().unwrap_or(0);
     if incoming_type == HANDSHAKE_RESPONSE {
-        out.stats.handshake_dh += 1;
+        sink.stats.handshake_dh += 1;
     }
-    let mut input = datagram;
-    let mut first = true;
+    // The datagram's own result fits `out`: a decrypted packet is shorter than its datagram,
+    // and every handshake reply shorter than the message it answers.
+    let result = peer.decapsulate(src, datagram, out);
+    if authenticates(incoming_type, &result) {
+        peer.endpoint = Some(src);
+    }
+    match result {
+        TunnResult::Done => return None,
+        TunnResult::Err(e) => {
+            sink.stats.dropped_invalid += 1;
+            trace!(%src, lease_id = %peer.lease.id, error = ?e, "dropped: tunnel refused datagram");
+            return None;
+        }
+        TunnResult::WriteToTunnelV4(packet, _) => {
+            return admit_inner(peer, packet, edge_address, sink)
+                .then_some(TunPacket { len: packet.len() });
+        }
+        TunnResult::WriteToTunnelV6(_, _) => {
+            sink.stats.dropped_inner_filter += 1;
+            sink.stats.dropped_inner.malformed += 1;
+            trace!(lease_id = %peer.lease.id, "dropped inner: IPv6");
+            return None;
+        }
+        TunnResult::WriteToNetwork(payload) => {
+            let reply_type = payload.first().copied().unwrap_or(0);
+            if is_handshake_done(incoming_type, reply_type) {
+                sink.stats.handshakes_completed += 1;
+                trace!(%src, lease_id = %peer.lease.id, "handshake completed");
+            }
+            queue_reply(peer.index, src, payload, sink);
+        }
+    }
+    // Queued packets are for the endpoint: an unauthenticated datagram from elsewhere in the
+    // pin must not draw them to its own address.
+    if peer.endpoint != Some(src) {
+        return None;
+    }
     // boringtun's contract: after WriteToNetwork, call again with an empty datagram until Done,
-    // which flushes packets it queued while the handshake was in flight.
-    loop {
-        let result = peer.decapsulate(src, input, buf);
-        if first {
-            if authenticates(incoming_type, &result) {
-                peer.endpoint = Some(src);
-            } else if let TunnResult::Err(e) = &result {
-                out.stats.dropped_invalid += 1;
-                trace!(%src, lease_id = %peer.lease.id, error = ?e, "dropped: tunnel refused datagram");
-            }
-        }
-        match result {
-            TunnResult::Done | TunnResult::Err(_) => break,
-            TunnResult::WriteToNetwork(payload) => {
-                let reply_type = payload.first().copied().unwrap_or(0);
-                if reply_type == COOKIE_REPLY {
-                    // The peer's own rate limiter is under load (after the pin check, unlike
-                    // the global one in `EdgeCore::identify_initiator`).
-                    out.stats.cookies_sent += 1;
-                }
-                if first && is_handshake_done(incoming_type, reply_type) {
-                    out.stats.handshakes_completed += 1;
-                    trace!(%src, lease_id = %peer.lease.id, "handshake completed");
-                }
-                out.outputs.push_back(Queued::for_peer(
-                    peer.index,
-                    Output::Transmit {
-                        dst: src,
-                        payload: payload.to_vec(),
-                    },
-                ));
-                // Queued packets are for the endpoint: an unauthenticated datagram from
-                // elsewhere in the pin must not draw them to its own address.
-                if peer.endpoint != Some(src) {
-                    break;
-                }
-                input = &[];
-                first = false;
-            }
-            TunnResult::WriteToTunnelV4(packet, _) => {
-                admit_inner(peer, packet, edge_address, out);
-                break;
-            }
-            TunnResult::WriteToTunnelV6(_, _) => {
-                out.stats.dropped_inner_filter += 1;
-                out.stats.dropped_inner.malformed += 1;
-                trace!(lease_id = %peer.lease.id, "dropped inner: IPv6");
-                break;
-            }
-        }
+    // which flushes packets it queued while the handshake was in flight. They were read from
+    // the TUN, so they may be longer than `out`: the core's own buffer takes them.
+    while let TunnResult::WriteToNetwork(payload) = peer.decapsulate(src, &[], scratch) {
+        queue_reply(peer.index, src, payload, sink);
     }
+    None
+}
+
+fn queue_reply(index: u32, dst: SocketAddr, payload: &[u8], sink: &mut Sink<'_>) {
+    if payload.first() == Some(&COOKIE_REPLY) {
+        // The peer's own rate limiter is under load (after the pin check, unlike the global
+        // one in `EdgeCore::identify_initiator`).
+        sink.stats.cookies_sent += 1;
+    }
+    sink.outputs.push_back(Queued::for_peer(
+        index,
+        Output::Transmit {
+            dst,
+            payload: payload.to_vec(),
+        },
+    ));
 }
 
 /// Whether the `Tunn`'s answer to a datagram shows the sender holds the lease's keys: it
@@ -117,17 +125,17 @@ fn is_handshake_done(incoming: u8, reply: u8) -> bool {
     )
 }
 
-fn admit_inner(peer: &Peer, packet: &[u8], edge_address: Ipv4Addr, out: &mut Sink<'_>) {
+/// Whether the decrypted `packet` passes the inner filter; counts it either way.
+fn admit_inner(peer: &Peer, packet: &[u8], edge_address: Ipv4Addr, sink: &mut Sink<'_>) -> bool {
     match inner_filter(&peer.lease, packet, edge_address) {
         Ok(()) => {
-            out.stats.packets_to_tun += 1;
-            out.stats.bytes_to_tun += packet.len() as u64;
-            out.outputs
-                .push_back(Queued::for_peer(peer.index, Output::ToTun(packet.to_vec())));
+            sink.stats.packets_to_tun += 1;
+            sink.stats.bytes_to_tun += packet.len() as u64;
+            true
         }
         Err(reason) => {
-            out.stats.dropped_inner_filter += 1;
-            let by_reason = &mut out.stats.dropped_inner;
+            sink.stats.dropped_inner_filter += 1;
+            let by_reason = &mut sink.stats.dropped_inner;
             match reason {
                 InnerRefusal::Malformed(_) => by_reason.malformed += 1,
                 InnerRefusal::Source(_) => by_reason.source += 1,
@@ -135,6 +143,7 @@ fn admit_inner(peer: &Peer, packet: &[u8], edge_address: Ipv4Addr, out: &mut Sin
                 InnerRefusal::Port(_) => by_reason.port += 1,
             }
             trace!(lease_id = %peer.lease.id, ?reason, "dropped inner");
+            false
         }
     }
 }

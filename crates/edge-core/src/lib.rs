@@ -3,7 +3,9 @@
 //!
 //! It has no tokio, socket or TUN dependency and never reads a clock of its own: the shell
 //! (`grantwire-edge`) reads UDP and the TUN, calls [`EdgeCore`]'s `handle_*` methods with
-//! `now`, and carries out the [`Output`]s. See [`EdgeCore`] for the call order.
+//! `now` and buffers of its own to seal and open packets into, and carries out what comes back
+//! (the direct result of each call, then the queued [`Output`]s). See [`EdgeCore`] for the call
+//! order and the buffer sizes.
 //!
 //! # Admission of a datagram
 //!
@@ -38,6 +40,8 @@ mod peer;
 mod pins;
 mod stats;
 
-pub use crate::core::{ApplySummary, EdgeCore, IndexRng, Output, TICK};
+pub use crate::core::{
+    ApplySummary, BufferTooSmall, EdgeCore, IndexRng, Output, Transmit, TunPacket, OVERHEAD, TICK,
+};
 pub use crate::packet::build_ipv4;
 pub use crate::stats::{InnerDrops, Stats};

@@ -1,5 +1,7 @@
 //! In-memory harness: a client-side boringtun `Tunn` (as the official WireGuard apps run it)
-//! joined to an `EdgeCore`, with time passed in and no sockets.
+//! joined to an `EdgeCore`, with time passed in and no sockets. [`Shell`] plays the edge's
+//! shell: it owns the buffers the core seals and opens packets into, each exactly as long as
+//! the core's contract asks, so every test here also checks that those sizes suffice.
 
 // Helpers outside `#[test]` functions are still test code; a panic here is a test failure.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519;
-use grantwire_edge_core::{build_ipv4, EdgeCore, Output};
+use grantwire_edge_core::{build_ipv4, EdgeCore, Transmit, TunPacket};
 use grantwire_proto::{EdgeConfig, EdgeLease, LeaseSet, Pin, PresharedKey, PrivateKey};
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -85,11 +87,80 @@ fn client(seed: u8, id: &str, tunnel: Ipv4Addr, pinned_at: &str) -> Client {
     }
 }
 
-fn edge(leases: &[&EdgeLease]) -> EdgeCore {
+fn edge(leases: &[&EdgeLease]) -> Shell {
     let key = *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes();
-    let mut core = EdgeCore::new(key, config(), index_rng());
+    let mut core = Shell::new(EdgeCore::new(key, config(), index_rng()));
     core.apply_lease_set(&set(leases), now(0));
     core
+}
+
+/// What the edge asked its shell to do, whether written into the shell's buffer (a packet
+/// sealed or opened) or queued in the core (handshake replies and the like).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Output {
+    Transmit { dst: SocketAddr, payload: Vec<u8> },
+    ToTun(Vec<u8>),
+}
+
+/// The shell's side of the core's contract. Its `handle_*` and `poll_output` stand in for the
+/// core's (the rest of the core is reached through `Deref`), so a test reads as a sequence of
+/// calls on the edge.
+struct Shell {
+    core: EdgeCore,
+    /// Direct results not yet polled, in the order they came.
+    written: std::collections::VecDeque<Output>,
+}
+
+impl Shell {
+    fn new(core: EdgeCore) -> Self {
+        Self {
+            core,
+            written: Default::default(),
+        }
+    }
+
+    fn handle_datagram(&mut self, src: SocketAddr, datagram: &[u8], at: SystemTime) {
+        let mut buf = vec![0; datagram.len()];
+        let result = self.core.handle_datagram(src, datagram, at, &mut buf);
+        if let Some(TunPacket { len }) = result.expect("a buffer as long as the datagram") {
+            self.written.push_back(Output::ToTun(buf[..len].to_vec()));
+        }
+    }
+
+    fn handle_tun_packet(&mut self, packet: &[u8], at: SystemTime) {
+        let mut buf = vec![0; EdgeCore::transmit_capacity(packet.len())];
+        let result = self.core.handle_tun_packet(packet, at, &mut buf);
+        if let Some(Transmit { dst, len }) = result.expect("a buffer of transmit_capacity") {
+            let payload = buf[..len].to_vec();
+            self.written.push_back(Output::Transmit { dst, payload });
+        }
+    }
+
+    fn poll_output(&mut self) -> Option<Output> {
+        self.written.pop_front().or_else(|| {
+            self.core
+                .poll_output()
+                .map(
+                    |grantwire_edge_core::Output::Transmit { dst, payload }| Output::Transmit {
+                        dst,
+                        payload,
+                    },
+                )
+        })
+    }
+}
+
+impl std::ops::Deref for Shell {
+    type Target = EdgeCore;
+    fn deref(&self) -> &EdgeCore {
+        &self.core
+    }
+}
+
+impl std::ops::DerefMut for Shell {
+    fn deref_mut(&mut self) -> &mut EdgeCore {
+        &mut self.core
+    }
 }
 
 /// A fixed seed, so every run draws the same receiver indices.
@@ -105,7 +176,7 @@ fn set(leases: &[&EdgeLease]) -> LeaseSet {
     }
 }
 
-fn drain(core: &mut EdgeCore) -> Vec<Output> {
+fn drain(core: &mut Shell) -> Vec<Output> {
     std::iter::from_fn(|| core.poll_output()).collect()
 }
 
@@ -150,7 +221,7 @@ impl Client {
 }
 
 /// Runs the full handshake from `src`; returns the edge's outputs for the initiation.
-fn handshake(core: &mut EdgeCore, client: &mut Client, src: &str, at: SystemTime) {
+fn handshake(core: &mut Shell, client: &mut Client, src: &str, at: SystemTime) {
     let init = client.initiation();
     core.handle_datagram(addr(src), &init, at);
     let out = drain(core);
@@ -165,7 +236,7 @@ fn handshake(core: &mut EdgeCore, client: &mut Client, src: &str, at: SystemTime
     }
 }
 
-fn established() -> (EdgeCore, Client) {
+fn established() -> (Shell, Client) {
     let mut a = client(1, "lease-a", A_TUN, A_SRC);
     let mut core = edge(&[&a.lease]);
     handshake(&mut core, &mut a, A_SRC, now(1));
@@ -411,7 +482,7 @@ proptest! {
 }
 
 /// Where the edge sends Plex's next reply to `a`: the peer's current endpoint.
-fn endpoint_of(core: &mut EdgeCore, a: &Client, at: SystemTime) -> SocketAddr {
+fn endpoint_of(core: &mut Shell, a: &Client, at: SystemTime) -> SocketAddr {
     let reply = build_ipv4(6, EDGE_TUN, a.lease.tunnel_address, 32400, 50000);
     core.handle_tun_packet(&reply, at);
     let out = drain(core);
@@ -531,11 +602,11 @@ fn of_two_leases_with_one_key_only_the_first_is_installed() {
     // Same key as a, but its own id, tunnel address and pin.
     let mut twin = client(1, "lease-twin", B_TUN, B_SRC);
     assert_eq!(twin.lease.public_key, a.lease.public_key);
-    let mut core = EdgeCore::new(
+    let mut core = Shell::new(EdgeCore::new(
         *PrivateKey::from_random_bytes(EDGE_KEY).as_bytes(),
         config(),
         index_rng(),
-    );
+    ));
     let summary = core.apply_lease_set(&set(&[&a.lease, &twin.lease]), now(0));
     assert_eq!((summary.installed, summary.skipped), (1, 1));
     assert!(core.has_lease("lease-a"));
@@ -985,4 +1056,49 @@ fn a_stranger_counting_receiver_indices_neither_hits_leases_nor_hides_a_key_used
     let events = core.take_events();
     assert_eq!(events.len(), 1, "{events:?}");
     assert_eq!(events[0].lease_id, "lease-1");
+}
+
+/// The shell's buffers, at the boundary of the contract: one byte short is refused before the
+/// session sees the datagram (the same datagram is accepted afterwards, so its counter was not
+/// spent) or the packet (nothing counted, nothing sealed); exactly the stated size works, and
+/// the result is at the start of the shell's buffer.
+#[test]
+fn a_short_buffer_is_refused_and_the_exact_size_is_enough() {
+    let (mut core, mut a) = established();
+    let packet = a.tcp_to_plex(32400);
+    let sealed = a.seal(&packet);
+    let before = core.stats();
+    let mut short = vec![0; sealed.len() - 1];
+    let refused = core
+        .core
+        .handle_datagram(addr(A_SRC), &sealed, now(2), &mut short);
+    let err = refused.unwrap_err();
+    assert_eq!((err.needed, err.given), (sealed.len(), sealed.len() - 1));
+    assert!(err.to_string().contains("too small"), "{err}");
+    assert_eq!(core.stats(), before);
+    assert!(drain(&mut core).is_empty());
+
+    let mut exact = vec![0; sealed.len()];
+    let opened = core
+        .core
+        .handle_datagram(addr(A_SRC), &sealed, now(2), &mut exact);
+    assert_eq!(opened, Ok(Some(TunPacket { len: packet.len() })));
+    assert_eq!(&exact[..packet.len()], &packet[..]);
+
+    let reply = build_ipv4(6, EDGE_TUN, A_TUN, 32400, 50000);
+    let needed = EdgeCore::transmit_capacity(reply.len());
+    let before = core.stats();
+    let mut short = vec![0; needed - 1];
+    let refused = core.core.handle_tun_packet(&reply, now(3), &mut short);
+    assert_eq!(refused.unwrap_err().needed, needed);
+    assert_eq!(core.stats(), before);
+
+    let mut exact = vec![0; needed];
+    let sent = core.core.handle_tun_packet(&reply, now(3), &mut exact);
+    let Ok(Some(Transmit { dst, len })) = sent else {
+        panic!("expected a transmit, got {sent:?}");
+    };
+    assert_eq!(dst, addr(A_SRC));
+    assert_eq!(a.receive(&exact[..len]).1, vec![reply]);
+    assert!(drain(&mut core).is_empty(), "nothing queued besides");
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use grantwire_edge_core::{EdgeCore, Output};
+use grantwire_edge_core::{EdgeCore, Output, Transmit, TunPacket};
 use grantwire_proto::{EdgeEvent, LeaseSet, LeaseUsage};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -190,7 +190,12 @@ pub async fn run<T: TunDevice>(
                         }
                         let now = SystemTime::now();
                         for (src, datagram) in udp.datagrams() {
-                            core.handle_datagram(src, datagram, now);
+                            let room = out.tun.spare(datagram.len());
+                            match core.handle_datagram(src, datagram, now, room) {
+                                Ok(Some(TunPacket { len })) => out.tun.commit(len),
+                                Ok(None) => {}
+                                Err(e) => debug!(error = %e, "datagram not handled"),
+                            }
                             out.take(&mut core, &udp, &tun).await;
                         }
                     }
@@ -209,7 +214,15 @@ pub async fn run<T: TunDevice>(
                     }
                     let now = SystemTime::now();
                     for packet in tun_rx.packets() {
-                        core.handle_tun_packet(packet, now);
+                        let room = out.udp.spare(EdgeCore::transmit_capacity(packet.len()));
+                        match core.handle_tun_packet(packet, now, room) {
+                            Ok(Some(Transmit { dst, len })) => {
+                                trace!(%dst, len, "sending");
+                                out.udp.commit(dst, len);
+                            }
+                            Ok(None) => {}
+                            Err(e) => debug!(error = %e, "tun packet not handled"),
+                        }
                         out.take(&mut core, &udp, &tun).await;
                     }
                 }
@@ -274,21 +287,14 @@ struct Outbox {
 }
 
 impl Outbox {
-    /// Moves the core's outputs in, writing out a full TUN batch on the way.
+    /// Moves the core's queued outputs in, and writes out a full TUN batch.
     async fn take<T: TunDevice>(&mut self, core: &mut EdgeCore, udp: &Udp, tun: &T) {
-        while let Some(output) = core.poll_output() {
-            match output {
-                Output::Transmit { dst, payload } => {
-                    trace!(%dst, len = payload.len(), "sending");
-                    self.udp.push(dst, &payload);
-                }
-                Output::ToTun(packet) => {
-                    self.tun.push(&packet);
-                    if self.tun.len() >= TunTx::MAX {
-                        self.flush(udp, tun).await;
-                    }
-                }
-            }
+        while let Some(Output::Transmit { dst, payload }) = core.poll_output() {
+            trace!(%dst, len = payload.len(), "sending");
+            self.udp.push(dst, &payload);
+        }
+        if self.tun.len() >= TunTx::MAX {
+            self.flush(udp, tun).await;
         }
     }
 

@@ -80,14 +80,26 @@ impl TunTx {
     /// Most packets queued before they are written (tun-rs's batch size).
     pub const MAX: usize = IDEAL_BATCH_SIZE;
 
-    pub fn push(&mut self, packet: &[u8]) {
+    /// Room for the next packet, of `room` bytes, after the virtio header's; the core opens a
+    /// packet straight into it, and [`TunTx::commit`] adds it to the batch. The header itself
+    /// is written by tun-rs when the batch is sent.
+    pub fn spare(&mut self, room: usize) -> &mut [u8] {
         if self.len == self.bufs.len() {
             self.bufs.push(BytesMut::with_capacity(PACKET_LEN));
         }
         let buf = &mut self.bufs[self.len];
-        buf.clear();
-        buf.resize(VIRTIO_NET_HDR_LEN, 0);
-        buf.extend_from_slice(packet);
+        let end = VIRTIO_NET_HDR_LEN + room;
+        // Grown only, never cleared first: a slot keeps its last packet's length, so only the
+        // bytes past it are zeroed, not the whole packet every time.
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        &mut buf[VIRTIO_NET_HDR_LEN..end]
+    }
+
+    /// Adds the first `len` bytes of the last [`TunTx::spare`] to the batch.
+    pub fn commit(&mut self, len: usize) {
+        self.bufs[self.len].truncate(VIRTIO_NET_HDR_LEN + len);
         self.len += 1;
     }
 

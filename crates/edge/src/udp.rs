@@ -133,8 +133,14 @@ impl Udp {
 
 /// Datagrams waiting to be sent, gathered into runs that one GSO send can carry: same
 /// destination, same size, except that the last of a run may be shorter.
+///
+/// The core seals packets straight into it ([`UdpTx::spare`], then [`UdpTx::commit`]), so a
+/// datagram is written once, where the send reads it.
 pub struct UdpTx {
+    /// `buf[..filled]` holds the batch. Beyond it, bytes zeroed once and kept: `buf` only grows
+    /// (to the largest batch seen), so handing out room never clears memory again.
     buf: Vec<u8>,
+    filled: usize,
     runs: Vec<Run>,
     max_segments: usize,
 }
@@ -154,16 +160,33 @@ impl UdpTx {
     pub fn new(max_segments: usize) -> Self {
         Self {
             buf: Vec::with_capacity(MAX_GSO_BYTES),
+            filled: 0,
             runs: Vec::new(),
             max_segments: max_segments.max(1),
         }
     }
 
+    /// Copies `datagram` in; for datagrams the core queued rather than wrote here.
     pub fn push(&mut self, dst: SocketAddr, datagram: &[u8]) {
-        let start = self.buf.len();
-        self.buf.extend_from_slice(datagram);
-        let end = self.buf.len();
-        let len = datagram.len();
+        self.spare(datagram.len()).copy_from_slice(datagram);
+        self.commit(dst, datagram.len());
+    }
+
+    /// `room` bytes after the batch, for the next datagram to be written into.
+    pub fn spare(&mut self, room: usize) -> &mut [u8] {
+        let end = self.filled + room;
+        if self.buf.len() < end {
+            self.buf.resize(end, 0);
+        }
+        &mut self.buf[self.filled..end]
+    }
+
+    /// Adds the first `len` bytes of the last [`UdpTx::spare`] to the batch, for `dst`.
+    pub fn commit(&mut self, dst: SocketAddr, len: usize) {
+        let start = self.filled;
+        let end = start + len;
+        assert!(end <= self.buf.len(), "commit beyond the room handed out");
+        self.filled = end;
         let max_segments = self.max_segments;
         if let Some(run) = self.runs.last_mut() {
             let joins = run.dst == dst
@@ -193,7 +216,7 @@ impl UdpTx {
     }
 
     fn clear(&mut self) {
-        self.buf.clear();
+        self.filled = 0;
         self.runs.clear();
     }
 }
@@ -226,7 +249,7 @@ mod tests {
         // equal datagram after it would be cut wrongly.
         tx.push(a, &[3; 60]);
         assert_eq!(shape(&tx), vec![(a, 4, 100), (a, 1, 60)]);
-        assert_eq!(tx.buf.len(), 3 * 100 + 60 + 60);
+        assert_eq!(tx.filled, 3 * 100 + 60 + 60);
         let first = tx.runs[0];
         assert_eq!(&tx.buf[first.start..first.end][300..], &[2; 60][..]);
     }
@@ -261,6 +284,33 @@ mod tests {
         let counts: Vec<usize> = tx.runs.iter().map(|r| r.count).collect();
         assert_eq!(counts, vec![44, 6]);
         assert!(tx.runs.iter().all(|r| r.end - r.start <= MAX_GSO_BYTES));
+    }
+
+    /// A datagram written into the room handed out joins runs like a pushed one, and only the
+    /// committed bytes count; room handed out and not committed is reused by the next.
+    #[test]
+    fn written_in_place_datagrams_join_runs_like_pushed_ones() {
+        let a = addr("192.0.2.1:1000");
+        let mut tx = UdpTx::new(64);
+        tx.push(a, &[1; 100]);
+        let room = tx.spare(148);
+        room[..100].fill(2);
+        tx.commit(a, 100);
+        tx.spare(200).fill(9);
+        tx.spare(148)[..60].fill(3);
+        tx.commit(a, 60);
+        assert_eq!(shape(&tx), vec![(a, 3, 100)]);
+        assert_eq!(tx.filled, 260);
+        let mut expected = vec![1; 100];
+        expected.extend([2; 100]);
+        expected.extend([3; 60]);
+        assert_eq!(&tx.buf[..tx.filled], &expected[..]);
+        tx.clear();
+        tx.push(a, &[4; 10]);
+        assert_eq!(
+            (shape(&tx), &tx.buf[..tx.filled]),
+            (vec![(a, 1, 10)], &[4; 10][..])
+        );
     }
 
     #[test]

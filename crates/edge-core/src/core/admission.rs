@@ -64,7 +64,7 @@ impl EdgeCore {
         self.stats.off_pin_checked += 1;
         // The plaintext (if any) is dropped with the buffer's next use; nothing goes out.
         let authentic = matches!(
-            peer.decapsulate(src, datagram, &mut self.buf),
+            peer.decapsulate(src, datagram, &mut self.scratch),
             TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) | TunnResult::Done
         );
         if !authentic {
@@ -148,10 +148,10 @@ impl EdgeCore {
     }
 
     fn identify_initiator(&mut self, src: SocketAddr, datagram: &[u8]) -> Option<u32> {
-        let init = match self
+        let verified = self
             .rate_limiter
-            .verify_packet(Some(src.ip()), datagram, &mut self.buf)
-        {
+            .verify_packet(Some(src.ip()), datagram, &mut self.scratch);
+        let init = match verified {
             Ok(Packet::HandshakeInit(init)) => init,
             Err(TunnResult::WriteToNetwork(cookie)) => {
                 // Under load, and the one reply the edge sends before the per-peer pin check:

@@ -155,7 +155,8 @@ fn an_idle_lease_has_no_tunnel_and_only_an_initiation_makes_one() {
     data.extend_from_slice(&[0; 8 + 32]);
     let src: SocketAddr = "192.0.2.1:5000".parse().unwrap();
     let now = UNIX_EPOCH + Duration::from_secs(1_900_000_000);
-    core.handle_datagram(src, &data, now);
+    let mut buf = vec![0u8; 2048];
+    assert_eq!(core.handle_datagram(src, &data, now, &mut buf), Ok(None));
     assert!(core.poll_output().is_none());
     assert!(
         !core.peers[&index].has_tunnel(),
@@ -175,12 +176,13 @@ fn an_idle_lease_has_no_tunnel_and_only_an_initiation_makes_one() {
         1,
         None,
     );
-    let mut buf = vec![0u8; 2048];
-    let TunnResult::WriteToNetwork(init) = client.format_handshake_initiation(&mut buf, true)
+    let mut client_buf = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(init) =
+        client.format_handshake_initiation(&mut client_buf, true)
     else {
         panic!("no initiation");
     };
-    core.handle_datagram(src, init, now);
+    assert_eq!(core.handle_datagram(src, init, now, &mut buf), Ok(None));
     assert!(core.peers[&index].has_tunnel());
     assert!(matches!(core.poll_output(), Some(Output::Transmit { .. })));
 }
@@ -258,4 +260,58 @@ fn a_drawn_index_that_is_zero_taken_or_being_replaced_is_drawn_again() {
     apply(&mut core, vec![changed, lease("b", 2, 3)]);
     assert_eq!((index_of(&core, "a"), index_of(&core, "b")), (11, 9));
     assert_eq!(core.lease_count(), 2);
+}
+
+/// The shell's buffers are checked before anything else: a short one is refused with the
+/// sizes, and the call changes nothing, not even the expiry it would otherwise have run.
+#[test]
+fn a_buffer_too_small_is_refused_before_anything_changes() {
+    let mut core = edge();
+    apply(&mut core, vec![lease("a", 1, 2)]);
+    let index = *core.peers.keys().next().unwrap();
+    let after_expiry = UNIX_EPOCH + Duration::from_secs(2_000_000_001);
+    let before = core.stats();
+
+    let mut data = vec![4u8, 0, 0, 0];
+    data.extend_from_slice(&(index << 8).to_le_bytes());
+    data.extend_from_slice(&[0; 8 + 32]);
+    let src: SocketAddr = "192.0.2.1:5000".parse().unwrap();
+    let mut short = vec![0u8; data.len() - 1];
+    assert_eq!(
+        core.handle_datagram(src, &data, after_expiry, &mut short),
+        Err(BufferTooSmall {
+            needed: data.len(),
+            given: data.len() - 1
+        })
+    );
+
+    let packet = crate::build_ipv4(
+        6,
+        Ipv4Addr::new(10, 77, 0, 1),
+        Ipv4Addr::new(10, 77, 0, 2),
+        32400,
+        5,
+    );
+    // A 40-byte packet seals to 72 bytes, but may turn into a 148-byte handshake initiation.
+    assert_eq!(EdgeCore::transmit_capacity(packet.len()), 148);
+    assert_eq!(EdgeCore::transmit_capacity(1420), 1420 + OVERHEAD);
+    let mut short = vec![0u8; 147];
+    assert_eq!(
+        core.handle_tun_packet(&packet, after_expiry, &mut short),
+        Err(BufferTooSmall {
+            needed: 148,
+            given: 147
+        })
+    );
+
+    assert_eq!(core.stats(), before, "nothing counted");
+    assert!(core.has_lease("a"), "the refused calls ran no expiry");
+    assert!(core.outputs.is_empty());
+    // The next call with room does run it.
+    let mut room = vec![0u8; 148];
+    assert_eq!(
+        core.handle_tun_packet(&packet, after_expiry, &mut room),
+        Ok(None)
+    );
+    assert!(!core.has_lease("a"));
 }
