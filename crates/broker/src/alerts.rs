@@ -11,11 +11,10 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::broker::Broker;
 use crate::error::Result;
-use crate::store::{self, Db};
+use crate::store::alerts::{self, AlertBody, AlertRow, AlertStatus};
+use crate::store::Db;
 
 /// How often pending alerts are looked for.
 const POLL: Duration = Duration::from_millis(500);
@@ -71,22 +70,6 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-/// The JSON body of one alert: the audit row it comes from.
-#[derive(Debug, Clone, Serialize)]
-pub struct AlertBody {
-    /// Always `"grantwire"`, so a receiver shared with other tools can route it.
-    pub source: &'static str,
-    /// The alert's id; a receiver may see the same id twice if an answer was lost.
-    pub id: i64,
-    /// `account_locked`, `totp_reused`, `lease_key_off_pin` or `login_new_source`.
-    pub kind: String,
-    /// Unix seconds of the event.
-    pub at: i64,
-    pub actor: Option<String>,
-    pub source_ip: Option<String>,
-    pub detail: Option<String>,
-}
-
 /// Seconds to wait after the `attempts`-th failure: 2, 4, 8, ... capped at five minutes.
 pub fn backoff_secs(attempts: i64) -> i64 {
     let doublings = u32::try_from(attempts.clamp(1, 20)).unwrap_or(20);
@@ -119,52 +102,18 @@ async fn deliver_due(broker: &Broker, client: &reqwest::Client, webhook: &Webhoo
     let db = broker.db();
     let now = broker.now();
     // Reads first: a write is queued only when there is something to change.
-    let due: Vec<(i64, i64, i64)> = db
-        .read(move |c| {
-            store::rows(
-                c,
-                "SELECT a.id, a.attempts, u.at FROM alerts a JOIN audit u ON u.id = a.audit_id
-                 WHERE a.state = 'pending' AND a.next_at <= ? ORDER BY a.id LIMIT ?",
-                [now, BATCH],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-        })
-        .await?;
-    for (id, attempts, at) in due {
+    let due = db.read(move |c| alerts::due(c, now, BATCH)).await?;
+    for alerts::Due { id, attempts, at } in due {
         if at < now - MAX_AGE_SECS {
-            db.write(move |tx| {
-                store::exec(tx, "UPDATE alerts SET state = 'expired' WHERE id = ?", [id])
-            })
-            .await?;
+            db.write(move |tx| alerts::expire(tx, id)).await?;
             continue;
         }
-        let body = db.read(move |c| body(c, id)).await?;
+        let body = db.read(move |c| alerts::body(c, id)).await?;
         let result = post(client, webhook, &body).await;
         let kind = body.kind;
         record_attempt(broker, id, attempts + 1, result, &kind, webhook).await?;
     }
     Ok(())
-}
-
-/// The JSON body of alert `id`.
-fn body(conn: &rusqlite::Connection, id: i64) -> Result<AlertBody> {
-    store::one_row(
-        conn,
-        "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, u.detail
-         FROM alerts a JOIN audit u ON u.id = a.audit_id WHERE a.id = ?",
-        [id],
-        |r| {
-            Ok(AlertBody {
-                source: "grantwire",
-                id: r.get(0)?,
-                kind: r.get(1)?,
-                at: r.get(2)?,
-                actor: r.get(3)?,
-                source_ip: r.get(4)?,
-                detail: r.get(5)?,
-            })
-        },
-    )
 }
 
 async fn post(
@@ -199,120 +148,35 @@ async fn record_attempt(
     let (db, now) = (broker.db(), broker.now());
     match result {
         Ok(()) => {
-            db.write(move |tx| {
-                store::exec(
-                    tx,
-                    "UPDATE alerts SET state = 'sent', attempts = ?, sent_at = ?, last_error = NULL
-                     WHERE id = ?",
-                    [attempts, now, id],
-                )
-            })
-            .await?;
+            db.write(move |tx| alerts::sent(tx, id, attempts, now))
+                .await?;
             tracing::info!(alert = id, kind, "alert sent");
         }
         Err(error) if attempts >= MAX_ATTEMPTS => {
             let stored = error.clone();
-            db.write(move |tx| {
-                store::exec(
-                    tx,
-                    "UPDATE alerts SET state = 'failed', attempts = ?, last_error = ? WHERE id = ?",
-                    rusqlite::params![attempts, stored, id],
-                )
-            })
-            .await?;
+            db.write(move |tx| alerts::failed(tx, id, attempts, &stored))
+                .await?;
             tracing::warn!(alert = id, kind, attempts, webhook = %webhook.redacted(), %error, "alert could not be delivered; giving up");
         }
         Err(error) => {
             let retry_in = backoff_secs(attempts);
             let stored = error.clone();
-            db.write(move |tx| {
-                store::exec(
-                    tx,
-                    "UPDATE alerts SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?",
-                    rusqlite::params![attempts, now + retry_in, stored, id],
-                )
-            })
-            .await?;
+            db.write(move |tx| alerts::retry(tx, id, attempts, now + retry_in, &stored))
+                .await?;
             tracing::info!(alert = id, kind, attempts, retry_in, %error, "alert delivery failed; will retry");
         }
     }
     Ok(())
 }
 
-/// An alert row as stored, for tests and operators.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertRow {
-    pub id: i64,
-    pub kind: String,
-    pub state: String,
-    pub attempts: i64,
-    pub source_ip: Option<String>,
-}
-
 /// Every alert, oldest first.
 pub async fn list(db: &Db) -> Result<Vec<AlertRow>> {
-    db.read(|c| {
-        store::rows(
-            c,
-            "SELECT a.id, u.kind, a.state, a.attempts, u.source_ip
-             FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id",
-            [],
-            |r| {
-                Ok(AlertRow {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    state: r.get(2)?,
-                    attempts: r.get(3)?,
-                    source_ip: r.get(4)?,
-                })
-            },
-        )
-    })
-    .await
-}
-
-/// An alert with its delivery state, as the admin pages show it.
-#[derive(Debug, Clone)]
-pub struct AlertStatus {
-    pub id: i64,
-    pub kind: String,
-    /// Unix seconds of the event.
-    pub at: i64,
-    pub actor: Option<String>,
-    pub source_ip: Option<String>,
-    /// `pending`, `sent`, `failed` or `expired`.
-    pub state: String,
-    pub attempts: i64,
-    pub sent_at: Option<i64>,
-    /// The last delivery error: a status or a connection failure, never the webhook's URL.
-    pub last_error: Option<String>,
+    db.read(alerts::list).await
 }
 
 /// The newest `limit` alerts, newest first.
 pub async fn recent(db: &Db, limit: u32) -> Result<Vec<AlertStatus>> {
-    db.read(move |c| {
-        store::rows(
-            c,
-            "SELECT a.id, u.kind, u.at, u.actor, u.source_ip, a.state, a.attempts, a.sent_at,
-                    a.last_error
-             FROM alerts a JOIN audit u ON u.id = a.audit_id ORDER BY a.id DESC LIMIT ?",
-            [i64::from(limit)],
-            |r| {
-                Ok(AlertStatus {
-                    id: r.get(0)?,
-                    kind: r.get(1)?,
-                    at: r.get(2)?,
-                    actor: r.get(3)?,
-                    source_ip: r.get(4)?,
-                    state: r.get(5)?,
-                    attempts: r.get(6)?,
-                    sent_at: r.get(7)?,
-                    last_error: r.get(8)?,
-                })
-            },
-        )
-    })
-    .await
+    db.read(move |c| alerts::recent(c, limit)).await
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
+use crate::throttle::source_key;
+
 /// TLS handshake must finish within this (a client on a slow mobile link needs a few round
 /// trips; ten seconds is far beyond that).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -200,16 +202,9 @@ impl Drop for ConnSlot {
     }
 }
 
-/// The address a source is counted by: IPv4 as it is, IPv6 by its /64 (one host usually holds
-/// the whole prefix), IPv4-mapped IPv6 as IPv4.
-pub fn source_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let mut seg = v6.segments();
-            seg[4..].fill(0);
-            IpAddr::from(seg)
-        }
-        v4 => v4,
+impl crate::service::auth::KnownSources for ConnTracker {
+    fn mark_known(&self, ip: IpAddr) {
+        ConnTracker::mark_known(self, ip);
     }
 }
 

@@ -14,6 +14,7 @@ pub mod admin_client;
 mod admin_socket;
 pub mod alerts;
 pub mod alloc;
+pub mod answer;
 mod backup;
 mod broker;
 pub mod clock;

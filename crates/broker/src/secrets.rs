@@ -295,7 +295,7 @@ impl Argon2Gate {
     }
 
     fn admit(&self, source: IpAddr) -> Result<SourceTurn> {
-        let key = crate::conn::source_key(source);
+        let key = crate::throttle::source_key(source);
         let mut map = self.sources.lock().unwrap_or_else(|e| e.into_inner());
         let held = map.entry(key).or_insert(0);
         if *held >= MAX_ARGON2_PER_SOURCE {

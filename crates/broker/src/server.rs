@@ -161,7 +161,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     let conns =
         crate::conn::ConnTracker::with_proxies(config.conn_limits, config.trusted_proxies.clone());
     let auth_config = crate::service::auth::AuthConfig {
-        conns: Arc::clone(&conns),
+        conns: conns.clone(),
         clock: config.clock.clone(),
         session_idle: config.session_idle,
         login_rate: config.login_rate,

@@ -5,13 +5,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-
-use crate::broker::Broker;
-use crate::error::Error;
-use crate::routes::ClientIp;
-
 /// Failures in a row an account may have before each further attempt needs a wait.
 pub const FREE_FAILURES: i64 = 5;
 /// Longest wait between attempts (the exponential's cap).
@@ -68,7 +61,7 @@ impl Buckets {
     /// has one.
     pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
         let map = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((tokens, at)) = map.get(&bucket_key(ip)) else {
+        let Some((tokens, at)) = map.get(&source_key(ip)) else {
             return Ok(());
         };
         let refilled = (*tokens + elapsed(*at, now_ms) * self.per_sec).min(self.burst);
@@ -81,7 +74,7 @@ impl Buckets {
 
     /// Takes a token for `ip` at `now_ms`, or says how many seconds until one is free.
     pub fn take(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
-        let key = bucket_key(ip);
+        let key = source_key(ip);
         let mut map = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_TRACKED {
             let (burst, rate) = (self.burst, self.per_sec);
@@ -105,7 +98,9 @@ fn elapsed(from_ms: i64, to_ms: i64) -> f64 {
     (to_ms.saturating_sub(from_ms).max(0) as f64) / 1000.0
 }
 
-fn bucket_key(ip: IpAddr) -> IpAddr {
+/// The address a source is counted by, in every per-source budget and cap: IPv4 as it is,
+/// IPv6 by its /64 (one host usually holds the whole prefix), IPv4-mapped IPv6 as IPv4.
+pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let mut seg = v6.segments();
@@ -138,70 +133,6 @@ pub const LEASE_RATE: RateLimit = RateLimit {
 impl From<RateLimit> for Buckets {
     fn from(r: RateLimit) -> Self {
         Self::new(r.burst, r.per_sec)
-    }
-}
-
-/// Extractor: spends one token of the source's login budget, or answers 429.
-pub struct LoginBudget;
-
-impl FromRequestParts<Broker> for LoginBudget {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
-        let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
-        let auth = broker.auth();
-        auth.login_buckets
-            .take(ip, auth.clock.now_ms())
-            .map_err(|retry_after| Error::RateLimited { retry_after })?;
-        Ok(Self)
-    }
-}
-
-/// Extractor: spends one token of the source's lease budget, or answers 429.
-pub struct LeaseBudget;
-
-impl FromRequestParts<Broker> for LeaseBudget {
-    type Rejection = Error;
-
-    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
-        let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
-        Self::take(broker, ip)
-    }
-}
-
-impl LeaseBudget {
-    /// Spends one lease request of `ip`'s budget. For handlers that must check a session and
-    /// a form token first, so that a request that proves nothing cannot spend a signed-in
-    /// user's budget at the same address (the API's routes take the session extractor first).
-    pub fn take(broker: &Broker, ip: IpAddr) -> Result<Self, Error> {
-        let auth = broker.auth();
-        auth.lease_buckets
-            .take(ip, auth.clock.now_ms())
-            .map_err(|retry_after| Error::RateLimited { retry_after })?;
-        Ok(Self)
-    }
-}
-
-/// Guessing bearer tokens shares the login budget: a request whose session token or edge
-/// credential matches nothing costs its source one login attempt, and once the source has none
-/// left its misses are answered 429, like its logins.
-///
-/// The token is looked up first, and a real one is never refused for its source's budget: an
-/// edge, or a friend, behind the same address (a household's NAT, a carrier-grade NAT) as
-/// someone who mistyped a password or a stranger sending made-up tokens must keep its sync
-/// stream and its session, or a revocation would not reach the edge. A lookup is one indexed
-/// read of a SHA-256 digest; the connection caps bound how many a source can have in flight.
-pub struct TokenGuesses;
-
-impl TokenGuesses {
-    /// The answer to a token of `ip`'s that matched nothing: 401 while the source has login
-    /// attempts left (spending one), 429 once it has none.
-    pub fn miss(broker: &Broker, ip: IpAddr) -> Error {
-        let auth = broker.auth();
-        match auth.login_buckets.take(ip, auth.clock.now_ms()) {
-            Ok(()) => Error::Unauthorized,
-            Err(retry_after) => Error::RateLimited { retry_after },
-        }
     }
 }
 

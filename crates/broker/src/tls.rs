@@ -62,9 +62,11 @@ pub fn server_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity> {
         .map_err(|e| Error::Internal(format!("reading TLS key: {e}")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(std::io::Error::other)?
         .with_no_client_auth()
-        .with_single_cert(certs, key)?;
+        .with_single_cert(certs, key)
+        .map_err(std::io::Error::other)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Identity {
         config: Arc::new(config),
@@ -88,7 +90,7 @@ fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(Vec<u8>, Vec<u8>)
     if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
         names.push(listen.ip().to_string());
     }
-    let made = rcgen::generate_simple_self_signed(names)?;
+    let made = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
     let cert_pem = made.cert.pem();
     let key_pem = made.key_pair.serialize_pem();
     write_private(&key_path, key_pem.as_bytes())?;

@@ -16,8 +16,8 @@ use grantwire_proto::{
     UserPasswordRequest, UserRemoveResponse,
 };
 
+use crate::answer::{ApiJson, Result};
 use crate::broker::Broker;
-use crate::error::{ApiJson, Result};
 
 /// Paths, shared with the admin client.
 pub const USERS: &str = "/v1/admin/users";

@@ -17,9 +17,10 @@ use grantwire_proto::{
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{AnyCaller, ClientIp, EdgeIdentity, UserSession};
+use crate::answer::{ApiJson, GuardedJson, Result};
 use crate::broker::Broker;
-use crate::error::{ApiJson, Error, GuardedJson, Result};
-use crate::throttle::{LeaseBudget, LoginBudget};
+use crate::error::Error;
+use crate::routes::budgets::{LeaseBudget, LoginBudget};
 
 /// Interval of SSE keep-alive comments: short enough to keep NAT and proxy idle timers (often
 /// 30-60 s) from closing the edge's connection.

@@ -3,6 +3,7 @@
 
 pub mod admin;
 mod api;
+pub mod budgets;
 
 pub use api::{Route, OPENAPI_JSON};
 
@@ -14,10 +15,10 @@ use axum::http::request::Parts;
 use axum::response::Response;
 use axum::Router;
 
+use crate::answer::{self, ApiError};
 use crate::broker::Broker;
-use crate::error::{self, Error};
+use crate::error::Error;
 use crate::store::{edges::EdgeRow, users::SessionUser};
-use crate::throttle::TokenGuesses;
 
 /// Largest request body we read. Every request is a few hundred bytes of JSON; the cap keeps a
 /// stranger from making the broker buffer more.
@@ -77,19 +78,19 @@ async fn security_headers(mut response: Response) -> Response {
 /// A path or method no route has. A caller without a live session or edge credential gets the
 /// same 401 as on any protected route, so probing paths tells a stranger nothing, not even
 /// which paths exist; an authenticated caller learns it made a mistake (404).
-pub(crate) async fn unrouted(caller: Option<AnyCaller>) -> Error {
-    match caller {
+pub(crate) async fn unrouted(caller: Option<AnyCaller>) -> ApiError {
+    ApiError(match caller {
         Some(_) => Error::NotFound("not found".into()),
         None => Error::Unauthorized,
-    }
+    })
 }
 
 /// The admin API, served only on the owner-only Unix socket.
 pub fn admin_app(broker: Broker) -> Router {
     Router::new()
         .merge(admin::router())
-        .fallback(error::not_found)
-        .method_not_allowed_fallback(error::not_found)
+        .fallback(answer::not_found)
+        .method_not_allowed_fallback(answer::not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(broker)
 }
@@ -101,9 +102,9 @@ pub fn admin_app(broker: Broker) -> Router {
 pub struct ClientIp(pub IpAddr);
 
 impl FromRequestParts<Broker> for ClientIp {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
@@ -121,13 +122,13 @@ impl FromRequestParts<Broker> for ClientIp {
 pub struct UserSession(pub SessionUser);
 
 impl FromRequestParts<Broker> for UserSession {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
         match broker.session(token).await {
-            Err(Error::Unauthorized) => Err(TokenGuesses::miss(broker, ip)),
+            Err(Error::Unauthorized) => Err(broker.token_miss(ip).into()),
             session => Ok(Self(session?)),
         }
     }
@@ -137,13 +138,13 @@ impl FromRequestParts<Broker> for UserSession {
 pub struct EdgeIdentity(pub EdgeRow);
 
 impl FromRequestParts<Broker> for EdgeIdentity {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let credential = bearer(parts).ok_or(Error::Unauthorized)?;
         let edge = match broker.edge_by_credential(credential).await {
-            Err(Error::Unauthorized) => return Err(TokenGuesses::miss(broker, ip)),
+            Err(Error::Unauthorized) => return Err(broker.token_miss(ip).into()),
             edge => edge?,
         };
         // The edge's network may use the reserved connection slots, so its reconnect gets in
@@ -157,30 +158,33 @@ impl FromRequestParts<Broker> for EdgeIdentity {
 pub struct AnyCaller;
 
 impl FromRequestParts<Broker> for AnyCaller {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, Error> {
+    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
         match broker.session(token).await {
             Ok(_) => return Ok(Self),
             Err(Error::Unauthorized) => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         match broker.edge_by_credential(token).await {
-            Err(Error::Unauthorized) => Err(TokenGuesses::miss(broker, ip)),
-            edge => edge.map(|_| Self),
+            Err(Error::Unauthorized) => Err(broker.token_miss(ip).into()),
+            edge => edge.map(|_| Self).map_err(ApiError),
         }
     }
 }
 
 impl axum::extract::OptionalFromRequestParts<Broker> for AnyCaller {
-    type Rejection = Error;
+    type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Option<Self>, Error> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        broker: &Broker,
+    ) -> Result<Option<Self>, ApiError> {
         match <Self as FromRequestParts<Broker>>::from_request_parts(parts, broker).await {
             Ok(caller) => Ok(Some(caller)),
-            Err(Error::Unauthorized) => Ok(None),
+            Err(ApiError(Error::Unauthorized)) => Ok(None),
             Err(e) => Err(e),
         }
     }

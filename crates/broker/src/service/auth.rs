@@ -11,7 +11,6 @@ use rusqlite::Connection;
 
 use crate::broker::{ip_text, Broker};
 use crate::clock::Clock;
-use crate::conn::ConnTracker;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
 use crate::store::{self, leases, users, AuditEvent, Db};
@@ -21,10 +20,17 @@ use crate::totp;
 /// Longest user name we look up or write to the audit log; longer names cannot exist.
 const MAX_NAME_LEN: usize = 64;
 
+/// Where the broker tells its listener that a source's network has proved itself (a login, an
+/// edge's sync): the public listener keeps connection slots for such networks, so a stranger
+/// filling the rest cannot lock out the people who use the broker.
+pub trait KnownSources: Send + Sync + std::fmt::Debug {
+    fn mark_known(&self, ip: IpAddr);
+}
+
 /// The settings [`AuthState`] is made from.
 pub struct AuthConfig {
     /// The public listener's connection count; a login opens its network's reserved slots.
-    pub conns: Arc<ConnTracker>,
+    pub conns: Arc<dyn KnownSources>,
     pub clock: Arc<dyn Clock>,
     pub session_idle: Duration,
     pub login_rate: RateLimit,
@@ -42,7 +48,7 @@ pub struct AuthState {
     pub(crate) session_idle: Duration,
     pub(crate) login_buckets: Buckets,
     pub(crate) lease_buckets: Buckets,
-    pub(crate) conns: Arc<ConnTracker>,
+    pub(crate) conns: Arc<dyn KnownSources>,
 }
 
 impl AuthState {
@@ -259,6 +265,39 @@ impl Broker {
                 .await?;
         }
         Ok(user)
+    }
+
+    /// Spends one login attempt of `ip`'s budget (`crate::throttle`); 429 once it has none.
+    pub fn spend_login(&self, ip: IpAddr) -> Result<()> {
+        let auth = self.auth();
+        auth.login_buckets
+            .take(ip, auth.clock.now_ms())
+            .map_err(|retry_after| Error::RateLimited { retry_after })
+    }
+
+    /// Spends one lease request of `ip`'s budget; 429 once it has none.
+    pub fn spend_lease(&self, ip: IpAddr) -> Result<()> {
+        let auth = self.auth();
+        auth.lease_buckets
+            .take(ip, auth.clock.now_ms())
+            .map_err(|retry_after| Error::RateLimited { retry_after })
+    }
+
+    /// The answer to a bearer token of `ip`'s (a session token or an edge credential) that
+    /// matched nothing: 401 while the source has login attempts left (spending one), 429 once
+    /// it has none. Guessing tokens shares the login budget.
+    ///
+    /// The token is looked up first, and a real one is never refused for its source's budget:
+    /// an edge, or a friend, behind the same address (a household's NAT, a carrier-grade NAT) as
+    /// someone who mistyped a password or a stranger sending made-up tokens must keep its sync
+    /// stream and its session, or a revocation would not reach the edge. A lookup is one
+    /// indexed read of a SHA-256 digest; the connection caps bound how many a source can have
+    /// in flight.
+    pub fn token_miss(&self, ip: IpAddr) -> Error {
+        match self.spend_login(ip) {
+            Ok(()) => Error::Unauthorized,
+            Err(refused) => refused,
+        }
     }
 
     /// Ends the presenting session.

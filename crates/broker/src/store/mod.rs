@@ -5,6 +5,7 @@
 //! of that batch's transaction, so a change and its audit row are written together or not at
 //! all. Times are unix seconds.
 
+pub mod alerts;
 pub mod audit;
 pub mod edges;
 pub mod enrolments;

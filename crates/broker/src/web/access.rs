@@ -11,9 +11,9 @@ use super::layout::{countdown, csrf_field, frame, rfc3339, utc, SignedIn};
 use super::session::{FormGuard, PageForm, TokenOnly, WebSession};
 use super::{page, PageError};
 use crate::broker::Broker;
+use crate::routes::budgets::LeaseBudget;
 use crate::routes::ClientIp;
 use crate::service::access::{AccessLease, AccessOverview};
-use crate::throttle::LeaseBudget;
 
 /// What the redirect after a form says was done. Only these fixed words are read from the
 /// query, so nothing in the URL is ever echoed into the page.

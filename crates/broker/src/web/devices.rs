@@ -30,11 +30,12 @@ use maud::{html, Markup};
 use super::layout::{countdown, csrf_field, frame, utc, SignedIn};
 use super::session::{FormGuard, PageForm, WebSession};
 use super::{page, qr, PageError};
+use crate::answer::{self, ApiError};
 use crate::broker::Broker;
 use crate::error::Error;
+use crate::routes::budgets::LeaseBudget;
 use crate::routes::{unrouted, AnyCaller, ClientIp};
 use crate::secrets;
-use crate::throttle::LeaseBudget;
 
 /// The form of both posts: the edge, and (browser-made keys only) the public key.
 #[derive(serde::Deserialize)]
@@ -210,10 +211,16 @@ impl From<Error> for JsonError {
     }
 }
 
+impl From<ApiError> for JsonError {
+    fn from(ApiError(e): ApiError) -> Self {
+        Self(PageError::Broker(e))
+    }
+}
+
 impl IntoResponse for JsonError {
     fn into_response(self) -> Response {
         let (code, message) = match self.0 {
-            PageError::Broker(e) => return e.into_response(),
+            PageError::Broker(e) => return ApiError(e).into_response(),
             PageError::NeedLogin => (
                 ErrorCode::Unauthorized,
                 "Your session has ended. Sign in again.",
@@ -228,8 +235,7 @@ impl IntoResponse for JsonError {
                 (ErrorCode::Forbidden, "Sign in again to make changes.")
             }
         };
-        let status =
-            StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = answer::status(code);
         let body = ErrorBody {
             error: ErrorDetail {
                 code,

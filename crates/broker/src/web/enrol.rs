@@ -21,11 +21,12 @@ use super::session::{
     cookie, form_token, set_cookie, FormGuard, PageForm, WebSession, ENROL_COOKIE,
 };
 use super::{page, qr, see_other, PageError};
+use crate::answer::ApiError;
 use crate::broker::Broker;
 use crate::error::Error;
+use crate::routes::budgets::LoginBudget;
 use crate::secrets::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
 use crate::service::enrol::PendingEnrolment;
-use crate::throttle::LoginBudget;
 
 /// The one refusal of the temporary password: which part was wrong is not said, as at sign-in.
 const REFUSED: &str = "wrong user name or temporary password, or the invitation has expired";
@@ -52,7 +53,7 @@ pub(super) struct StartForm {
 /// `/login`, and [`Broker::enrol_begin`] counts failures on the account like a login.
 pub(super) async fn start(
     State(broker): State<Broker>,
-    budget: Result<LoginBudget, Error>,
+    budget: Result<LoginBudget, ApiError>,
     guard: FormGuard,
     PageForm(form): PageForm<StartForm>,
 ) -> Result<Response, PageError> {
@@ -107,7 +108,7 @@ pub(super) struct FinishForm {
 /// too; [`Broker::enrol_finish`] counts a wrong code on the account like a failed login.
 pub(super) async fn finish(
     State(broker): State<Broker>,
-    budget: Result<LoginBudget, Error>,
+    budget: Result<LoginBudget, ApiError>,
     guard: FormGuard,
     headers: HeaderMap,
     PageForm(form): PageForm<FinishForm>,

@@ -13,10 +13,11 @@ use super::session::{
     SESSION_COOKIE,
 };
 use super::{see_other, PageError};
+use crate::answer::ApiError;
 use crate::broker::Broker;
 use crate::error::Error;
+use crate::routes::budgets::LoginBudget;
 use crate::routes::{unrouted, AnyCaller};
-use crate::throttle::LoginBudget;
 
 /// The one refusal text: which of the three was wrong is not said, as in the API.
 const REFUSED: &str = "wrong user name, password or code";
@@ -70,7 +71,7 @@ pub(super) struct LoginForm {
 /// a guesser gets 429s here exactly as on `POST /v1/login`.
 pub(super) async fn submit(
     State(broker): State<Broker>,
-    budget: Result<LoginBudget, Error>,
+    budget: Result<LoginBudget, ApiError>,
     guard: FormGuard,
     PageForm(form): PageForm<LoginForm>,
 ) -> Result<Response, PageError> {

@@ -105,6 +105,7 @@ use maud::Markup;
 
 use admin::{audit, edges, grants, leases, users};
 
+use crate::answer::ApiError;
 use crate::broker::Broker;
 use crate::error::Error;
 
@@ -201,6 +202,12 @@ impl From<Error> for PageError {
     }
 }
 
+impl From<ApiError> for PageError {
+    fn from(ApiError(e): ApiError) -> Self {
+        Self::Broker(e)
+    }
+}
+
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
         match self {
@@ -226,7 +233,7 @@ impl IntoResponse for PageError {
 
 fn error_page(e: Error) -> Response {
     let body = e.body();
-    let api = e.into_response();
+    let api = ApiError(e).into_response();
     let status = api.status();
     let mut response = page(
         status,

@@ -11,8 +11,9 @@ use maud::{html, Markup};
 use super::super::layout::{rfc3339, utc};
 use super::super::PageError;
 use super::{blank_none, AdminSession, PAGE_ROWS};
-use crate::alerts::{self, AlertStatus};
+use crate::alerts;
 use crate::broker::Broker;
+use crate::store::alerts::AlertStatus;
 
 /// The time windows the filter offers; a fixed list, so nothing to parse or get wrong.
 const WINDOWS: [(&str, &str, i64); 4] = [
