@@ -356,6 +356,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod boundary_tests;

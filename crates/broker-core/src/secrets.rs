@@ -129,7 +129,7 @@ impl SealKey {
     }
 
     /// The HMAC-SHA256 key the web pages derive a session's form (CSRF) token with.
-    pub(crate) fn form_key(&self) -> &ring::hmac::Key {
+    pub fn form_key(&self) -> &ring::hmac::Key {
         &self.form
     }
 

@@ -3,7 +3,7 @@
 pub mod access;
 mod accounts;
 pub mod admin;
-pub(crate) mod auth;
+pub mod auth;
 pub mod enrol;
 mod leases;
 pub mod reports;

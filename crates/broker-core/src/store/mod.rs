@@ -148,7 +148,7 @@ impl Db {
 }
 
 /// A connection with the settings every connection of the broker has.
-pub(crate) fn connect(path: &Path) -> Result<Connection> {
+pub fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -191,7 +191,7 @@ fn create_private_file(path: &Path) -> Result<()> {
 }
 
 /// Maps a unique-constraint violation to a 409 with `what` as the message.
-pub(crate) fn conflict_on_unique(e: rusqlite::Error, what: &str) -> Error {
+pub fn conflict_on_unique(e: rusqlite::Error, what: &str) -> Error {
     match &e {
         rusqlite::Error::SqliteFailure(f, _)
             if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
@@ -204,7 +204,7 @@ pub(crate) fn conflict_on_unique(e: rusqlite::Error, what: &str) -> Error {
 }
 
 /// Rows of `sql` with `params`, each mapped by `map`.
-pub(crate) fn rows<T>(
+pub fn rows<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -216,7 +216,7 @@ pub(crate) fn rows<T>(
 }
 
 /// The one row of `sql`, or `None`.
-pub(crate) fn optional_row<T>(
+pub fn optional_row<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -230,7 +230,7 @@ pub(crate) fn optional_row<T>(
 }
 
 /// The one row of `sql`; no row is an error.
-pub(crate) fn one_row<T>(
+pub fn one_row<T>(
     conn: &Connection,
     sql: &str,
     params: impl rusqlite::Params,
@@ -240,7 +240,7 @@ pub(crate) fn one_row<T>(
 }
 
 /// Runs a statement; returns how many rows it changed.
-pub(crate) fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
+pub fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<usize> {
     Ok(conn.prepare_cached(sql)?.execute(params)?)
 }
 
@@ -319,13 +319,13 @@ pub fn counts(conn: &Connection) -> Result<Counts> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+pub mod tests {
     // Test code: a failed unwrap is a failed test.
     #![allow(clippy::unwrap_used)]
     use super::*;
 
     /// A connection to a new database in `dir` with the whole schema, for store unit tests.
-    pub(crate) fn migrated(dir: &Path) -> Connection {
+    pub fn migrated(dir: &Path) -> Connection {
         let path = dir.join("t.db");
         create_private_file(&path).unwrap();
         let mut conn = connect(&path).unwrap();

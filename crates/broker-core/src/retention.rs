@@ -62,7 +62,7 @@ impl Broker {
 }
 
 /// Applies the retention every [`INTERVAL`] until shutdown (the pass at start is the caller's).
-pub(crate) async fn run(broker: Broker, retention: Duration) {
+pub async fn run(broker: Broker, retention: Duration) {
     let mut shutdown = broker.shutdown_signal();
     loop {
         // `wait_for` looks at the current value first: a shutdown begun before this task first

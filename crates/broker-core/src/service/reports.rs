@@ -40,13 +40,13 @@ impl Broker {
     }
 
     /// Audits the opening of an edge's sync stream and marks the edge seen.
-    pub(crate) async fn edge_connected(&self, edge: &EdgeRow, source: IpAddr) -> Result<()> {
+    pub async fn edge_connected(&self, edge: &EdgeRow, source: IpAddr) -> Result<()> {
         self.edge_seen(edge.id, &edge.name, "edge_connected", Some(source))
             .await
     }
 
     /// Audits the end of an edge's sync stream (the edge went away, or was removed).
-    pub(crate) async fn edge_disconnected(&self, edge_id: i64, name: &str) -> Result<()> {
+    pub async fn edge_disconnected(&self, edge_id: i64, name: &str) -> Result<()> {
         self.edge_seen(edge_id, name, "edge_disconnected", None)
             .await
     }

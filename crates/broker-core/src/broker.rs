@@ -79,39 +79,39 @@ impl Broker {
         self.inner.session_ttl
     }
 
-    pub(crate) fn argon2(&self) -> &Argon2Gate {
+    pub fn argon2(&self) -> &Argon2Gate {
         &self.inner.argon2
     }
 
-    pub(crate) fn auth(&self) -> &AuthState {
+    pub fn auth(&self) -> &AuthState {
         &self.inner.auth
     }
 
-    pub(crate) fn presence(&self) -> &Arc<Presence> {
+    pub fn presence(&self) -> &Arc<Presence> {
         &self.inner.presence
     }
 
-    pub(crate) fn trusted_proxies(&self) -> &TrustedProxies {
+    pub fn trusted_proxies(&self) -> &TrustedProxies {
         &self.inner.trusted_proxies
     }
 
     /// Tells every connected stream of `edge_id` to send a fresh lease set. Called after the
     /// transaction that made the change has committed.
-    pub(crate) fn notify_edge(&self, edge_id: i64) {
+    pub fn notify_edge(&self, edge_id: i64) {
         // No receivers (no edge connected) is not an error: the edge gets the full set when it
         // connects.
         let _ = self.inner.changes.send(edge_id);
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<i64> {
+    pub fn subscribe(&self) -> broadcast::Receiver<i64> {
         self.inner.changes.subscribe()
     }
 
-    pub(crate) fn begin_shutdown(&self) {
+    pub fn begin_shutdown(&self) {
         self.inner.shutdown.send_replace(true);
     }
 
-    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.inner.shutdown.subscribe()
     }
 
@@ -127,6 +127,6 @@ impl Broker {
 }
 
 /// Audit text for a source address.
-pub(crate) fn ip_text(ip: Option<IpAddr>) -> Option<String> {
+pub fn ip_text(ip: Option<IpAddr>) -> Option<String> {
     ip.map(|ip| ip.to_canonical().to_string())
 }

@@ -46,7 +46,7 @@ type Answer = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 /// Handle to the writer thread. The thread ends on [`BatchWriter::close`], or once every handle
 /// is dropped.
 #[derive(Clone)]
-pub(crate) struct BatchWriter {
+pub struct BatchWriter {
     jobs: mpsc::Sender<Job>,
     thread: Arc<Thread>,
 }

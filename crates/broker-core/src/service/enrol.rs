@@ -310,7 +310,7 @@ fn audit(
 
 /// 16 base32 characters in four groups (`ABCD-EFGH-JKLM-NPQR`): easy to read out or type on a
 /// phone, 80 bits from the OS's CSPRNG.
-pub(crate) fn temporary_password() -> String {
+pub fn temporary_password() -> String {
     let raw = secrets::random_bytes::<TEMPORARY_PASSWORD_BYTES>();
     let text = data_encoding::BASE32_NOPAD.encode(&raw);
     text.as_bytes()

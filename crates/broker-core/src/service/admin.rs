@@ -317,7 +317,7 @@ fn user_and_edge(conn: &rusqlite::Connection, user: &str, edge: &str) -> Result<
     Ok((u.id, e.id))
 }
 
-pub(crate) fn admin_audit(
+pub fn admin_audit(
     conn: &rusqlite::Connection,
     now: i64,
     kind: &str,

@@ -43,12 +43,12 @@ pub struct AuthConfig {
 pub struct AuthState {
     /// Shared with the lease-set reader's blocking tasks and the batch writer's jobs, which
     /// open and seal lease preshared keys.
-    pub(crate) seal: Arc<SealKey>,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) session_idle: Duration,
-    pub(crate) login_buckets: Buckets,
-    pub(crate) lease_buckets: Buckets,
-    pub(crate) conns: Arc<dyn KnownSources>,
+    pub seal: Arc<SealKey>,
+    pub clock: Arc<dyn Clock>,
+    pub session_idle: Duration,
+    pub login_buckets: Buckets,
+    pub lease_buckets: Buckets,
+    pub conns: Arc<dyn KnownSources>,
 }
 
 impl AuthState {
@@ -107,12 +107,12 @@ impl AuthState {
         })
     }
 
-    pub(crate) fn now(&self) -> i64 {
+    pub fn now(&self) -> i64 {
         self.clock.now_secs()
     }
 
     /// Seals a new TOTP secret for `user` (the name is the associated data).
-    pub(crate) fn seal_totp(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>> {
+    pub fn seal_totp(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>> {
         self.seal.seal(user.as_bytes(), secret)
     }
 }
@@ -409,7 +409,7 @@ fn record_refusal(
 /// A new session for `user`, who just proved password and code, with its audit rows (and a
 /// `login_new_source` row the first time the user comes from that network). The caller marks
 /// the source known to the connection tracker once this has committed.
-pub(crate) fn open_session(
+pub fn open_session(
     tx: &Connection,
     user: &users::UserRow,
     ttl: Duration,
