@@ -6,7 +6,7 @@ use boringtun::noise::TunnResult;
 use grantwire_proto::EdgeLease;
 use tracing::trace;
 
-use crate::core::{Output, Queued, Sink, TunPacket};
+use crate::edge::{Output, Queued, Sink, TunPacket};
 use crate::packet::{parse_ipv4_tcp, NotTcp};
 use crate::peer::Peer;
 

@@ -32,15 +32,15 @@
 //! 4. Decrypted packets pass the inner filter (IPv4 TCP, lease address → edge address, a
 //!    granted port) before they reach the TUN.
 
-mod core;
 mod datapath;
+mod edge;
 pub mod memory;
 mod packet;
 mod peer;
 mod pins;
 mod stats;
 
-pub use crate::core::{
+pub use crate::edge::{
     ApplySummary, BufferTooSmall, EdgeCore, IndexRng, Output, Transmit, TunPacket, OVERHEAD, TICK,
 };
 pub use crate::packet::build_ipv4;
