@@ -8,12 +8,12 @@ use axum::response::Response;
 use grantwire_proto::{AuditEntry, AuditQuery};
 use maud::{html, Markup};
 
-use super::super::layout::{rfc3339, utc};
-use super::super::PageError;
 use super::{blank_none, AdminSession, PAGE_ROWS};
 use crate::alerts;
 use crate::broker::Broker;
 use crate::store::alerts::AlertStatus;
+use crate::web::layout::{rfc3339, utc};
+use crate::web::PageError;
 
 /// The time windows the filter offers; a fixed list, so nothing to parse or get wrong.
 const WINDOWS: [(&str, &str, i64); 4] = [

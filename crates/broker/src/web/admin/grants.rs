@@ -9,14 +9,14 @@ use grantwire_proto::{
 };
 use maud::{html, Markup};
 
-use super::super::layout::{csrf_field, rfc3339, utc};
-use super::super::session::{PageForm, TokenOnly};
-use super::super::{see_other, PageError};
 use super::users::hours_to_secs;
 use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::admin::{DEFAULT_LEASE_TTL_SECS, MAX_LEASES_LIMIT};
+use crate::web::layout::{csrf_field, rfc3339, utc};
+use crate::web::session::{PageForm, TokenOnly};
+use crate::web::{see_other, PageError};
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

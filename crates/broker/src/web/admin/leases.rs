@@ -6,11 +6,11 @@ use axum::response::Response;
 use grantwire_proto::{LeaseInfo, LeaseRevokeRequest};
 use maud::{html, Markup};
 
-use super::super::layout::{countdown, csrf_field, rfc3339, utc};
-use super::super::session::{PageForm, TokenOnly};
-use super::super::{see_other, PageError};
 use super::{named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
+use crate::web::layout::{countdown, csrf_field, rfc3339, utc};
+use crate::web::session::{PageForm, TokenOnly};
+use crate::web::{see_other, PageError};
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -13,14 +13,14 @@ use grantwire_proto::{
 };
 use maud::{html, Markup};
 
-use super::super::enrol::grouped;
-use super::super::layout::{csrf_field, rfc3339, utc};
-use super::super::session::{PageForm, TokenOnly};
-use super::super::{qr, see_other, PageError};
 use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::enrol::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
+use crate::web::enrol::grouped;
+use crate::web::layout::{csrf_field, rfc3339, utc};
+use crate::web::session::{PageForm, TokenOnly};
+use crate::web::{qr, see_other, PageError};
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
