@@ -3,13 +3,11 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::http::StatusCode;
-use common::*;
 use grantwire_broker::alerts::Webhook;
 use grantwire_proto::{ErrorCode, GrantAddRequest, LeaseListResponse};
 use serde_json::{json, Value};

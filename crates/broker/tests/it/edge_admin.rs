@@ -2,11 +2,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use grantwire_proto::{
     EdgeAddRequest, EdgeAddResponse, EdgeListResponse, EdgeRemoveRequest, EdgeRemoveResponse,
     EnrolResponse, ErrorCode, LeaseResponse,

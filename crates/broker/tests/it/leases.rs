@@ -3,11 +3,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::HashSet;
 
-use common::*;
+use crate::common::*;
 use grantwire_proto::{ErrorCode, GrantRevokeRequest, LeaseResponse};
 use serde_json::json;
 

@@ -5,12 +5,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::throttle::{Clock as _, ManualClock};
 
 async fn with_clock() -> (Harness, Arc<ManualClock>) {

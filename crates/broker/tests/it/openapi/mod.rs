@@ -4,9 +4,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod document;
 mod live;
 mod wire;
@@ -14,9 +11,9 @@ mod wire;
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use crate::common::*;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use common::*;
 use grantwire_broker::routes::{Route, BODY_LIMIT, OPENAPI_JSON};
 use grantwire_broker::throttle::{ManualClock, RateLimit};
 use grantwire_proto::*;

@@ -7,14 +7,12 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::conn::{ConnLimits, Timeouts};
 use grantwire_broker::throttle::ManualClock;
 use grantwire_client_core::tls::{client_config, Fingerprint};
@@ -341,7 +339,7 @@ fn serve_raises_the_descriptor_limit_to_the_hard_one() {
     let data = dir.path().join("data");
     let child = std::process::Command::new("prlimit")
         .arg("--nofile=256:2048")
-        .arg(common::binary::BIN)
+        .arg(crate::common::binary::BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&data)
         .env("RUST_LOG", "info")
@@ -349,7 +347,7 @@ fn serve_raises_the_descriptor_limit_to_the_hard_one() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = common::binary::KillOnDrop(child);
+    let mut child = crate::common::binary::KillOnDrop(child);
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

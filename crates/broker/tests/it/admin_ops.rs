@@ -2,9 +2,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use grantwire_proto::{
     AuditQuery, AuditResponse, BackupResponse, ErrorCode, LeaseListResponse, LeaseResponse,
     LeaseRevokeRequest, LeaseRevokeResponse,

@@ -4,9 +4,7 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use grantwire_proto::{ErrorCode, LeaseListResponse, LeaseResponse, LeaseRevokeResponse};
 use serde_json::json;
 

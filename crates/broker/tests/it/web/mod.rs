@@ -4,9 +4,6 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-#[path = "../common/mod.rs"]
-mod common;
-
 mod access;
 mod admin;
 mod devices;
@@ -16,7 +13,7 @@ mod support;
 
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::throttle::{Clock as _, ManualClock, RateLimit};
 use grantwire_proto::WhoamiResponse;
 use support::*;

@@ -3,14 +3,12 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::binary::{run, run_json, serve, wait_timeout, BIN};
-use common::keypair;
+use crate::common::binary::{run, run_json, serve, wait_timeout, BIN};
+use crate::common::keypair;
 use grantwire_proto::{
     EdgeAddResponse, GrantInfo, GrantRevokeResponse, LeaseListResponse, LeaseResponse,
     UserAddResponse,

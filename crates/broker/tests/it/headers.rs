@@ -3,13 +3,11 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::throttle::{ManualClock, RateLimit};
 use grantwire_proto::ErrorCode;
 use rustls::pki_types::ServerName;

@@ -5,12 +5,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::throttle::{Clock as _, ManualClock};
 use grantwire_broker::{Error, ENROLMENT_TTL_SECS};
 use grantwire_proto::{UserInviteRequest, UserInviteResponse, UserNameRequest};

@@ -4,12 +4,10 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::throttle::{ManualClock, RateLimit};
 use grantwire_client_core::tls::{client_config, Fingerprint};
 use grantwire_proto::ErrorCode;

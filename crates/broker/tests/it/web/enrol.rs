@@ -9,7 +9,7 @@ use grantwire_broker::throttle::{Clock as _, ManualClock, RateLimit};
 use grantwire_proto::{UserInviteRequest, UserInviteResponse};
 
 use crate::common::*;
-use crate::support::*;
+use crate::web::support::*;
 
 pub const NEW_PASSWORD: &str = "a password of my own choosing";
 pub const REFUSED_ENROL: &str = r#"<p id="error" role="alert">wrong user name or temporary password, or the invitation has expired</p>"#;

@@ -3,8 +3,8 @@
 
 use grantwire_broker::throttle::RateLimit;
 
-use crate::enrol::*;
-use crate::support::*;
+use crate::web::enrol::*;
+use crate::web::support::*;
 #[tokio::test]
 async fn refused_temporary_passwords_get_one_message_and_change_nothing() {
     let (h, clock) = with_clock(None).await;

@@ -6,11 +6,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{expect_error, Harness, SseReader};
+use crate::common::{expect_error, Harness, SseReader};
 use grantwire_broker::Error;
 use grantwire_proto::{ErrorCode, LeaseResponse, LeaseSet, UserNameRequest, UserPasswordRequest};
 
@@ -251,16 +249,16 @@ async fn removing_a_user_ends_everything_of_theirs_and_refuses_bad_names() {
 async fn user_remove_from_the_binary() {
     let h = Harness::start().await;
     h.add_user("alice").await;
-    let out = common::cli(&h, &["user", "remove", "alice", "--json"]);
+    let out = crate::common::cli(&h, &["user", "remove", "alice", "--json"]);
     assert!(out.status.success(), "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["name"], "alice");
     assert_eq!(v["revoked_leases"], 0);
     // Gone: a runtime failure naming the user, as for the other user commands.
-    let out = common::cli(&h, &["user", "remove", "alice"]);
+    let out = crate::common::cli(&h, &["user", "remove", "alice"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no user named \"alice\""));
-    let out = common::cli(&h, &["user", "remove", "Alice"]);
+    let out = crate::common::cli(&h, &["user", "remove", "Alice"]);
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     h.shutdown().await;
 }

@@ -7,16 +7,14 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::binary::{run, run_json, serve, wait_timeout};
-use common::*;
+use crate::common::binary::{run, run_json, serve, wait_timeout};
+use crate::common::*;
 use grantwire_broker::store::Counts;
 use grantwire_broker::{AdminClient, AdminError};
 use grantwire_client_core::tls::http_client;

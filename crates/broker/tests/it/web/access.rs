@@ -4,7 +4,7 @@ use grantwire_proto::LeaseResponse;
 use serde_json::json;
 
 use crate::common::*;
-use crate::support::*;
+use crate::web::support::*;
 
 #[tokio::test]
 async fn my_access_shows_each_live_lease_and_grant() {

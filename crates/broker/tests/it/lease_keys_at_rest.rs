@@ -4,11 +4,9 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use grantwire_proto::{GrantRevokeRequest, LeaseResponse, LeaseRevokeRequest, Profile};
 
 /// Every file of the database (main file, WAL, shared memory) that holds `needle`.

@@ -3,13 +3,11 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::throttle::{Clock as _, ManualClock, LEASE_RATE, LOGIN_RATE};
 use grantwire_broker::{start, Error, ServeConfig, DB_FILE};
 use grantwire_proto::{ErrorCode, UserAddRequest};
