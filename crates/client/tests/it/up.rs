@@ -10,14 +10,12 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use common::host::*;
-use common::*;
+use crate::common::host::*;
+use crate::common::*;
 use grantwire_broker::ServeConfig;
 use grantwire_proto::{GrantAddRequest, UserAddRequest};
 

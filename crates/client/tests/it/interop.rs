@@ -11,14 +11,12 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt as _;
 
-use common::host::*;
-use common::wg::WgInterface;
-use common::*;
+use crate::common::host::*;
+use crate::common::wg::WgInterface;
+use crate::common::*;
 
 /// `Key = Value` lines of a wg config, section by section, with the values of keys that
 /// `wg showconf` writes differently (lists) normalised. `ListenPort` is dropped: the kernel or

@@ -4,28 +4,42 @@
 //! anything the broker logged, at every level. The same search finds the public key in the
 //! database, so it is a search that can fail.
 //!
-//! The broker runs in this process, so this file is its own test binary: it installs the global
-//! log subscriber that captures every event the broker emits (TRACE, including the `log` crate's
-//! events from sqlx), the same events `grantwire-broker serve` writes to stderr.
+//! The broker runs in this process, so the test installs a global log subscriber that captures
+//! every event the broker emits (TRACE, including the `log` crate's events from sqlx), the same
+//! events `grantwire-broker serve` writes to stderr. Global, because the broker logs from its
+//! runtime's worker threads and sqlx's own; this test binary holds the crate's other tests too,
+//! so the subscriber passes events on only while a capture is open (see [`capture_logs`]).
 
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::io;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
-use common::*;
+use crate::common::*;
 use grantwire_proto::PrivateKey;
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+/// The open capture's bytes; `None` while no capture is open.
+static CAPTURE: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+/// Mirrors `CAPTURE.is_some()` so the filter, asked for every event of every test in this
+/// process, needs no lock.
+static CAPTURING: AtomicBool = AtomicBool::new(false);
 
-impl io::Write for Captured {
+fn capture() -> MutexGuard<'static, Option<Vec<u8>>> {
+    CAPTURE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct Sink;
+
+impl io::Write for Sink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        if let Some(bytes) = capture().as_mut() {
+            bytes.extend_from_slice(buf);
+        }
         Ok(buf.len())
     }
 
@@ -34,16 +48,41 @@ impl io::Write for Captured {
     }
 }
 
+/// An open capture; it closes on drop, also when the test panics.
+struct Captured;
+
+impl Captured {
+    fn bytes(&self) -> Vec<u8> {
+        capture().clone().unwrap_or_default()
+    }
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        CAPTURING.store(false, Ordering::SeqCst);
+        *capture() = None;
+    }
+}
+
+/// Opens the capture, installing the process's subscriber the first time. Events of other tests
+/// running meanwhile land in it too; they cannot hide this test's key, only add lines.
 fn capture_logs() -> Captured {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .try_init()
-        .unwrap();
-    logs
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let layer = tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(|| Sink)
+            .with_filter(filter_fn(|_| CAPTURING.load(Ordering::SeqCst)));
+        tracing_subscriber::registry()
+            .with(layer)
+            .try_init()
+            .unwrap();
+    });
+    let mut open = capture();
+    assert!(open.is_none(), "one capture at a time");
+    *open = Some(Vec::new());
+    CAPTURING.store(true, Ordering::SeqCst);
+    Captured
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -146,7 +185,7 @@ async fn private_key_is_in_neither_the_brokers_database_nor_its_logs() {
     );
     broker.shutdown().await.unwrap();
     let stopped = files_under(&data_dir);
-    let logged = logs.0.lock().unwrap().clone();
+    let logged = logs.bytes();
     assert!(
         contains(&logged, b"alice") || contains(&logged, b"lease"),
         "the log capture caught nothing of the broker's work:\n{}",

@@ -11,8 +11,6 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -22,8 +20,8 @@ use grantwire_proto::{
     EdgeAddRequest, EnrolRequest, GrantAddRequest, PrivateKey, PublicKey, UserAddRequest,
 };
 
-use support::host::{require, run_ok, TOOLS};
-use support::{cdylib, hex, wg};
+use crate::support::host::{require, run_ok, TOOLS};
+use crate::support::{cdylib, hex, wg};
 
 const PASSWORD: &str = "correct horse battery staple";
 

@@ -6,9 +6,7 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use grantwire_broker::ServeConfig;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

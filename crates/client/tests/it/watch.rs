@@ -10,13 +10,11 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::{RunningBroker, ServeConfig};
 use grantwire_proto::GrantRevokeRequest;
 

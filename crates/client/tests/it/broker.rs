@@ -6,9 +6,7 @@
 // (clippy's allow-unwrap-in-tests covers only `#[test]` functions).
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use grantwire_proto::{GrantRevokeRequest, PrivateKey};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

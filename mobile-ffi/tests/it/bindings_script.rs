@@ -6,8 +6,6 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -18,7 +16,7 @@ fn script_generates_kotlin_swift_and_python_for_the_built_library() {
     let run = Command::new("bash")
         .arg(&script)
         .arg(out.path())
-        .env("GRANTWIRE_MOBILE_LIB", support::cdylib())
+        .env("GRANTWIRE_MOBILE_LIB", crate::support::cdylib())
         .env("UNIFFI_BINDGEN", env!("CARGO_BIN_EXE_uniffi-bindgen"))
         .output()
         .unwrap();

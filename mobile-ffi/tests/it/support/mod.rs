@@ -4,10 +4,10 @@
 // Each test crate uses some of these helpers.
 #![allow(dead_code)]
 
-#[path = "../../../crates/client/tests/common/host.rs"]
+#[path = "../../../../crates/client/tests/it/common/host.rs"]
 pub mod host;
 pub mod wg;
-#[path = "../../../crates/client/tests/common/wg.rs"]
+#[path = "../../../../crates/client/tests/it/common/wg.rs"]
 pub mod wgdev;
 
 use std::path::PathBuf;

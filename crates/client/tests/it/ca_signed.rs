@@ -7,12 +7,10 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use grantwire_broker::ServeConfig;
 use grantwire_client_core::{BrokerClient, BrokerTrust, ErrorKind, Fingerprint, KnownBrokers};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};

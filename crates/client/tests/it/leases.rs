@@ -3,9 +3,7 @@
 // A test crate: its setup helpers should panic on failure just like the tests themselves.
 #![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::*;
+use crate::common::*;
 
 fn json(run: &Run) -> serde_json::Value {
     assert_eq!(run.code, Some(0), "{}", run.stderr);
