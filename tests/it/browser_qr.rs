@@ -16,7 +16,7 @@ use qrcode::canvas::{Canvas, MaskPattern};
 use qrcode::{Color, EcLevel, Version};
 use serde_json::{json, Value};
 
-const QR_JS: &str = include_str!("../crates/broker/src/web/assets/qr.js");
+const QR_JS: &str = include_str!("../../crates/broker/src/web/assets/qr.js");
 const LEVELS: [&str; 4] = ["L", "M", "Q", "H"];
 /// Quiet zone and pixels per module of every rendering here.
 const MARGIN: usize = 4;
@@ -340,6 +340,7 @@ fn rows_of(result: &Value) -> Vec<Vec<bool>> {
 /// chose the mask of least penalty, and equals the `qrcode` crate's symbol module for module.
 #[test]
 fn codes_decode_at_the_smallest_version_and_match_the_reference() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -510,6 +511,7 @@ fn check_case(text: &str, level: &str, got: &Value, artifacts: &Path) -> Vec<Str
 /// reads back as the profile.
 #[test]
 fn a_profile_drawn_on_a_canvas_reads_back_from_a_screenshot() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -572,6 +574,7 @@ fn a_profile_drawn_on_a_canvas_reads_back_from_a_screenshot() {
 /// level; a level that is not L, M, Q or H is refused; and the script adds one global only.
 #[test]
 fn too_long_text_and_bad_levels_throw_and_only_one_global_is_added() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }

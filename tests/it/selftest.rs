@@ -91,6 +91,7 @@ fn netns_list() -> String {
 
 #[test]
 fn stand_in_plex_answers_through_a_wireguard_go_tunnel() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -135,6 +136,7 @@ fn stand_in_plex_answers_through_a_wireguard_go_tunnel() {
 
 #[test]
 fn nothing_is_left_after_drop_even_on_panic() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -206,6 +208,7 @@ fn assert_gone(names: &[String], socks: &[String]) {
 /// scenarios would silently run in UTC and prove nothing about local time.
 #[test]
 fn the_daemons_time_zone_is_far_from_utc() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     let out = std::process::Command::new("date")
         .arg("+%z")
         .env("TZ", DAEMON_TZ)

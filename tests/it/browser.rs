@@ -23,6 +23,7 @@ const PROFILE: &str = "[Interface]\nPrivateKey = yAnz5TF+lXXJte14tji3zlMNq+hd2rY
 
 #[test]
 fn browser_pins_the_broker_reads_pages_and_qr_codes_and_cleans_up() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }

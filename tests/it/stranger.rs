@@ -18,7 +18,7 @@ use grantwire_e2e::harness::grantwire::Broker;
 use grantwire_e2e::harness::lab::{CLIENT_IP, POLL_TIMEOUT};
 use grantwire_e2e::{require_env, unix_now, Lab, WgClient};
 
-const STRANGER_PY: &str = include_str!("../scripts/bench/stranger.py");
+const STRANGER_PY: &str = include_str!("../../scripts/bench/stranger.py");
 const STRANGER_PREFIX: &str = "203.0.113.";
 const STRANGER_SOURCES: usize = 100;
 const HOLD: usize = 2000;
@@ -31,6 +31,7 @@ const FIRST_LOAD: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_stranger_holding_connections_freezes_neither_logins_nor_revocation() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }

@@ -47,6 +47,7 @@ const LEASES: &str = "grantwire_edge_leases";
 
 #[test]
 fn granted_client_pinned_source_guarded_port_and_refusals() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -180,6 +181,7 @@ fn granted_client_pinned_source_guarded_port_and_refusals() {
 
 #[test]
 fn revoked_grant_stops_the_page_within_one_second() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -233,6 +235,7 @@ fn revoked_grant_stops_the_page_within_one_second() {
 
 #[test]
 fn lease_expires_by_the_edges_own_clock() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -301,6 +304,7 @@ fn lease_expires_by_the_edges_own_clock() {
 
 #[test]
 fn a_client_that_moves_is_reported_and_renew_moves_its_pin() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -383,6 +387,7 @@ fn a_client_that_moves_is_reported_and_renew_moves_its_pin() {
 
 #[test]
 fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_return() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -529,6 +534,7 @@ for line in open(sys.argv[1]):
 
 #[test]
 fn a_captured_session_replayed_opens_nothing_before_or_after_an_edge_restart() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -627,6 +633,7 @@ const CAP_NET_ADMIN_ONLY: &str = "0000000000001000";
 
 #[test]
 fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -645,6 +652,7 @@ fn an_edge_started_as_root_with_a_user_drops_to_it_keeping_only_cap_net_admin() 
 /// it) is enough for all it does, the guard's install, pin sets and removal included.
 #[test]
 fn an_edge_started_as_its_systemd_unit_does_needs_nothing_but_cap_net_admin() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }

@@ -20,6 +20,7 @@ const AFTER_MOVE: Duration = Duration::from_secs(25);
 
 #[test]
 fn watch_keeps_a_moving_laptop_working_and_status_names_the_moved_pin() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }

@@ -31,6 +31,7 @@ const FORM_EXPIRED: &str = "This form has expired. Reload the page and try again
 
 #[test]
 fn a_user_signs_in_with_a_generated_code_and_sees_their_lease() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -141,6 +142,7 @@ fn a_user_signs_in_with_a_generated_code_and_sees_their_lease() {
 
 #[test]
 fn a_wrong_code_is_refused_in_the_browser() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -185,6 +187,7 @@ fn a_wrong_code_is_refused_in_the_browser() {
 
 #[test]
 fn a_form_without_its_csrf_token_is_refused() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -256,6 +259,7 @@ fn a_form_without_its_csrf_token_is_refused() {
 
 #[test]
 fn signing_in_works_with_the_keyboard_alone_on_a_phone_sized_screen() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -306,6 +310,7 @@ fn signing_in_works_with_the_keyboard_alone_on_a_phone_sized_screen() {
 
 #[test]
 fn an_invited_friend_sets_up_their_account_on_a_phone_from_the_qr_code() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -343,6 +348,7 @@ fn an_invited_friend_sets_up_their_account_on_a_phone_from_the_qr_code() {
 
 #[test]
 fn a_phone_without_browser_keys_gets_the_brokers_key_once_as_qr_and_download() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }
@@ -413,6 +419,7 @@ fn a_phone_without_browser_keys_gets_the_brokers_key_once_as_qr_and_download() {
 
 #[test]
 fn an_admin_invites_a_friend_and_grants_an_edge_and_the_friend_signs_in() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_browser() {
         return;
     }

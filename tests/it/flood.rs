@@ -31,7 +31,7 @@ use grantwire_e2e::{assert_safe_host, require_env, Lab, Metrics, Netns, WgClient
 const FLOOD_IP: &str = "203.0.113.66";
 /// The edge's WireGuard endpoint, as the profile names it.
 const EDGE_UDP_PORT: u16 = 51820;
-const FLOOD_PY: &str = include_str!("../scripts/bench/flood.py");
+const FLOOD_PY: &str = include_str!("../../scripts/bench/flood.py");
 /// The guard's rate for datagrams from outside every pin (`UNPINNED_PER_SEC` in the edge's
 /// guard.rs), all sources together.
 const GUARD_UNPINNED_PER_SEC: f64 = 256.0;
@@ -53,6 +53,7 @@ const TABLE: &str = "gwtest_flood";
 
 #[test]
 fn floods_from_an_unpinned_address_cost_no_diffie_hellman_and_get_no_answer() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }

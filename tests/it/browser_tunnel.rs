@@ -28,6 +28,7 @@ const DOWNLOAD: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_tunnel_made_in_the_browser_loads_plex_until_it_is_revoked() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() || !require_browser() {
         return;
     }

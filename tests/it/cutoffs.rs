@@ -28,6 +28,7 @@ const EDGE_REFUSED: &str = "the broker refused this edge's credential";
 
 #[test]
 fn each_account_cut_stops_the_users_tunnel_within_one_second() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -107,6 +108,7 @@ fn each_account_cut_stops_the_users_tunnel_within_one_second() {
 
 #[test]
 fn removing_an_edge_empties_the_running_edge_and_its_cache() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
@@ -185,6 +187,7 @@ fn removing_an_edge_empties_the_running_edge_and_its_cache() {
 
 #[test]
 fn a_grant_that_ends_stops_its_tunnel_at_its_end() {
+    let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
