@@ -247,10 +247,7 @@ async fn the_cli_sets_and_shows_max_leases_and_the_token_expiry() {
 
 #[tokio::test]
 async fn off_pin_alerts_are_one_per_lease_whatever_the_source() {
-    let h = Harness::start().await;
-    let token = h.session("alice").await;
-    let (credential, _) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, credential, _) = Harness::granted().await;
     let first = lease_id(h.request_lease(&token, "home").await).await;
     let second = lease_id(h.request_lease(&token, "home").await).await;
     let off_pin = |lease: &str, ip: &str| {
@@ -289,14 +286,11 @@ async fn off_pin_alerts_are_one_per_lease_whatever_the_source() {
 async fn retention_deletes_ended_sessions_and_old_audit_rows_with_their_alerts() {
     let clock = Arc::new(ManualClock::new());
     let broker_clock: Arc<dyn Clock> = clock.clone();
-    let h = Harness::with_config(|c| {
+    let (h, alice, credential, _) = Harness::granted_with(|c| {
         c.clock = broker_clock;
         c.retention = 30 * DAY;
     })
     .await;
-    let alice = h.session("alice").await;
-    let (credential, _) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
     let lease = lease_id(h.request_lease(&alice, "home").await).await;
     let event = json!({"events": [{"kind": "key_used_off_pin", "lease_id": lease,
                                    "source_ip": "198.51.100.7", "count": 1, "first_at": 1}]});

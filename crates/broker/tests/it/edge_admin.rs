@@ -196,10 +196,7 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
 
 #[tokio::test]
 async fn a_new_sync_stream_of_an_edge_replaces_the_old_one() {
-    let h = Harness::start().await;
-    let token = h.session("alice").await;
-    let (credential, _) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, credential, _) = Harness::granted().await;
     let mut old = SseReader::new(h.open_sync(&credential).await);
     old.next_set().await;
     let mut new = SseReader::new(h.open_sync(&credential).await);

@@ -41,10 +41,7 @@ async fn lease(h: &Harness, token: &str) -> Profile {
 
 #[tokio::test]
 async fn live_keys_are_sealed_in_the_file_and_ended_ones_erased() {
-    let h = Harness::start().await;
-    let token = h.session("alice").await;
-    let (credential, _) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, credential, _) = Harness::granted().await;
     let mut events = SseReader::new(h.open_sync(&credential).await);
     assert!(events.next_set().await.leases.is_empty());
     let profiles = [
@@ -111,10 +108,7 @@ async fn plaintext_keys_left_by_an_older_broker_are_sealed_or_erased_at_start() 
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("kept");
     let keep = data_dir.clone();
-    let h = Harness::with_config(move |c| c.data_dir = keep).await;
-    let token = h.session("alice").await;
-    let (credential, _) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, credential, _) = Harness::granted_with(move |c| c.data_dir = keep).await;
     let live = lease(&h, &token).await;
     let ended = lease(&h, &token).await;
     h.broker

@@ -11,10 +11,7 @@ use serde_json::json;
 
 #[tokio::test]
 async fn a_lease_carries_the_documented_profile() {
-    let h = Harness::start().await;
-    let token = h.session("alice").await;
-    let (_, edge_key) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, _, edge_key) = Harness::granted().await;
 
     let client_key = keypair().public_key();
     let body = json!({"edge": "home", "public_key": client_key});
@@ -126,10 +123,7 @@ async fn every_refusal_changes_nothing() {
 
 #[tokio::test]
 async fn forwarding_headers_do_not_move_the_pin() {
-    let h = Harness::start().await;
-    let token = h.session("alice").await;
-    h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, _, _) = Harness::granted().await;
     let key = keypair().public_key();
     let resp = h
         .http
@@ -152,10 +146,7 @@ async fn forwarding_headers_do_not_move_the_pin() {
 
 #[tokio::test]
 async fn revoking_a_grant_revokes_its_leases_and_refuses_new_ones() {
-    let h = Harness::start().await;
-    let token = h.session("alice").await;
-    h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, _, _) = Harness::granted().await;
     assert_eq!(h.request_lease(&token, "home").await.status(), 200);
     assert_eq!(h.request_lease(&token, "home").await.status(), 200);
 
@@ -262,10 +253,7 @@ async fn expired_leases_leave_the_list_and_free_their_address() {
 
 #[tokio::test]
 async fn renewing_with_the_same_key_replaces_the_old_lease() {
-    let h = Harness::start().await;
-    let token = h.session("alice").await;
-    h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, _, _) = Harness::granted().await;
     let key = keypair().public_key();
     let body = json!({"edge": "home", "public_key": key});
     let first = h.post("/v1/leases", Some(&token), &body).await;

@@ -97,10 +97,7 @@ async fn a_totp_code_works_only_once() {
 
 #[tokio::test]
 async fn an_expired_session_is_refused() {
-    let h = Harness::with_session_ttl(Duration::from_secs(1)).await;
-    let token = h.session("alice").await;
-    h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, token, _, _) = Harness::granted_with(|c| c.session_ttl = Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = h.broker.admin().counts().await.unwrap();
     let resp = h.request_lease(&token, "home").await;

@@ -80,10 +80,7 @@ async fn the_list_holds_only_the_callers_live_leases_with_their_usage() {
 
 #[tokio::test]
 async fn a_user_revokes_an_own_lease_and_the_edge_is_told() {
-    let h = Harness::start().await;
-    let alice = h.session("alice").await;
-    let (credential, _) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (h, alice, credential, _) = Harness::granted().await;
     let id = h.lease_id(&alice, "home").await;
     let mut sync = SseReader::new(h.open_sync(&credential).await);
     assert_eq!(sync.next_set().await.leases.len(), 1);

@@ -104,9 +104,7 @@ async fn wait_for_kind(
 
 /// alice with a lease on the enrolled edge "home"; returns (edge credential, lease id).
 async fn alice_with_lease(h: &Harness) -> (String, String) {
-    let token = h.session("alice").await;
-    let (credential, _) = h.enrolled_edge("home").await;
-    h.grant("alice", "home").await;
+    let (token, credential, _) = h.alice_granted_home().await;
     let resp = h.request_lease(&token, "home").await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();

@@ -64,6 +64,31 @@ impl Harness {
         }
     }
 
+    /// The set-up most API tests start from: a started broker, the user alice signed in, the
+    /// edge "home" enrolled, and a grant of "home" to alice with the default terms. Returns the
+    /// harness, alice's session token, and the edge's credential and public key.
+    pub async fn granted() -> (Self, String, String, PublicKey) {
+        Self::granted_with(|_| {}).await
+    }
+
+    /// [`Harness::granted`] on a broker with the test defaults changed by `f`.
+    pub async fn granted_with(
+        f: impl FnOnce(&mut ServeConfig),
+    ) -> (Self, String, String, PublicKey) {
+        let h = Self::with_config(f).await;
+        let (token, credential, edge_key) = h.alice_granted_home().await;
+        (h, token, credential, edge_key)
+    }
+
+    /// [`Harness::granted`] on this running broker: returns alice's session token, and the
+    /// edge's credential and public key.
+    pub async fn alice_granted_home(&self) -> (String, String, PublicKey) {
+        let token = self.session("alice").await;
+        let (credential, edge_key) = self.enrolled_edge("home").await;
+        self.grant("alice", "home").await;
+        (token, credential, edge_key)
+    }
+
     /// An HTTPS client pinned like [`Harness::http`] whose connections come from `src` (any
     /// 127.0.0.0/8 address: all of it is loopback).
     pub fn client_from(&self, src: &str) -> reqwest::Client {
