@@ -1,6 +1,6 @@
 //! The object without a broker: keys, rendering, input checks, and calls polled from outside
 //! any tokio runtime. Against a real broker it is tested through Python
-//! (`tests/python_ffi.rs`).
+//! (`tests/it/python_ffi.rs`).
 
 use std::net::TcpListener;
 
