@@ -48,8 +48,13 @@ impl io::Write for Sink {
     }
 }
 
+/// Held by the open capture, so captures wait for each other.
+static ONE_CAPTURE: Mutex<()> = Mutex::new(());
+
 /// An open capture; it closes on drop, also when the test panics.
-struct Captured;
+struct Captured {
+    _alone: MutexGuard<'static, ()>,
+}
 
 impl Captured {
     fn bytes(&self) -> Vec<u8> {
@@ -78,11 +83,10 @@ fn capture_logs() -> Captured {
             .try_init()
             .unwrap();
     });
-    let mut open = capture();
-    assert!(open.is_none(), "one capture at a time");
-    *open = Some(Vec::new());
+    let alone = ONE_CAPTURE.lock().unwrap_or_else(|e| e.into_inner());
+    *capture() = Some(Vec::new());
     CAPTURING.store(true, Ordering::SeqCst);
-    Captured
+    Captured { _alone: alone }
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -152,6 +156,19 @@ fn profile_private_key(profile: &str) -> PrivateKey {
         "a WireGuard private key is already clamped"
     );
     key
+}
+
+/// The other tests in this process run as if no subscriber were installed: with no capture open,
+/// no event is enabled, so none is formatted or kept.
+#[test]
+fn no_event_is_enabled_while_no_capture_is_open() {
+    let open = capture_logs();
+    assert!(tracing::enabled!(tracing::Level::TRACE));
+    tracing::info!("kept while open");
+    assert!(contains(&open.bytes(), b"kept while open"));
+    drop(open);
+    let _none_open = ONE_CAPTURE.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(!tracing::enabled!(tracing::Level::ERROR));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
