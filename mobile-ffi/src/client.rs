@@ -248,5 +248,4 @@ impl<T> Drop for AbortOnDrop<T> {
 }
 
 #[cfg(test)]
-#[path = "client_tests.rs"]
 mod tests;

@@ -82,7 +82,7 @@ mod tests {
     use super::*;
 
     /// One client-core error of each kind but Network, which needs a real transport failure
-    /// (`client_tests.rs`: `unreachable_broker_is_network_when_polled_outside_tokio`).
+    /// (`client/tests.rs`: `unreachable_broker_is_network_when_polled_outside_tokio`).
     fn one_of_each_kind() -> Vec<CoreError> {
         vec![
             CoreError::InvalidUrl {

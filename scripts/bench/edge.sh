@@ -145,7 +145,7 @@ table inet gwbench_flood {
 }
 NFT
 
-# The flood generator (scripts/bench/flood.py, shared with tests/flood.rs) sends from
+# The flood generator (scripts/bench/flood.py, shared with tests/it/flood.rs) sends from
 # 198.51.100.3 to the server's WireGuard port.
 
 spawn iperf3 ip netns exec "$srv" iperf3 --server --port 32400

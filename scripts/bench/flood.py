@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A UDP flood at a WireGuard server, for scripts/bench/edge.sh and tests/flood.rs.
+"""A UDP flood at a WireGuard server, for scripts/bench/edge.sh and tests/it/flood.rs.
 
     flood.py KIND SECS SERVER_PUBLIC_KEY --from IP --to IP:PORT [--count N]
 

@@ -410,5 +410,4 @@ fn invalid_url(url: &str, reason: &'static str) -> Error {
 }
 
 #[cfg(test)]
-#[path = "broker_tests.rs"]
 mod tests;

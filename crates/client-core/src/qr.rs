@@ -146,5 +146,4 @@ fn padded_modules(code: &QrCode) -> Vec<Vec<bool>> {
 }
 
 #[cfg(test)]
-#[path = "qr_tests.rs"]
 mod tests;

@@ -2,7 +2,7 @@
 trust, login, lease, renew, revoke, every error kind an app branches on, calls from many
 threads, and a call that must not hold up the event loop.
 
-Run by tests/python_ffi.rs, which starts the broker, generates the bindings next to the
+Run by tests/it/python_ffi.rs, which starts the broker, generates the bindings next to the
 library and passes (environment):
   GW_BROKER_URL, GW_FINGERPRINT     the broker and its certificate's SHA-256
   GW_USER, GW_PASSWORD              a user with a grant on GW_EDGE

@@ -1,0 +1,114 @@
+//! Broker trust like SSH's, against two real brokers that take turns at one address, each with
+//! its own self-signed certificate: a fingerprint accepted once is remembered (0600), and when
+//! the broker at that address presents another certificate every command refuses, exit 3,
+//! naming both fingerprints, before any password or token is sent.
+
+// A test crate: its setup helpers should panic on failure just like the tests themselves.
+#![allow(clippy::unwrap_used)]
+
+use crate::common::*;
+use grantwire_broker::ServeConfig;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_certificate_is_refused_naming_both_fingerprints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("client");
+    let (first, secret) = broker_with_alice(&tmp.path().join("first")).await;
+    let url = first.url();
+    let addr = first.addr();
+    let old = first.fingerprint().to_owned();
+
+    login(&config, &first, "alice", &secret).await;
+    let known: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("known_brokers.json")).unwrap()).unwrap();
+    assert_eq!(known["brokers"][format!("{url}/")], old.as_str(), "{known}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let meta = std::fs::metadata(config.join("known_brokers.json")).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    }
+
+    // A known broker needs no --fingerprint, even off a terminal.
+    let code = grantwire_broker::totp::code_at(&secret, now() + 30);
+    let args = [
+        "login",
+        "--broker",
+        &url,
+        "--user",
+        "alice",
+        "--password-stdin",
+        "--totp",
+        &code,
+    ];
+    let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+
+    // Another broker, with a certificate of its own, now answers at the same address.
+    first.shutdown().await.unwrap();
+    let mut second_config = ServeConfig::for_tests(tmp.path().join("second"));
+    second_config.listen = addr;
+    let (second, second_secret) = broker_with_alice_at(second_config).await;
+    let new = second.fingerprint().to_owned();
+    assert_ne!(old, new);
+    let refused = |run: &Run| {
+        assert_eq!(run.code, Some(3), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(&old),
+            "names the trusted one: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&new),
+            "names the presented one: {}",
+            run.stderr
+        );
+        assert!(
+            run.stderr.contains(&format!("--fingerprint {new}")),
+            "{}",
+            run.stderr
+        );
+    };
+
+    // Every command with the stored session refuses; so does a login without --fingerprint,
+    // before the password is read.
+    for args in [
+        &["whoami"][..],
+        &["leases"],
+        &["profile", "home"],
+        &["revoke", "l-1"],
+    ] {
+        refused(&grantwire(&config, args, "").await);
+    }
+    let code = grantwire_broker::totp::code_at(&second_secret, now());
+    let args = [
+        "login",
+        "--broker",
+        &url,
+        "--user",
+        "alice",
+        "--password-stdin",
+        "--totp",
+        &code,
+    ];
+    let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
+    refused(&run);
+    assert!(run.stderr.contains("CHANGED"), "{}", run.stderr);
+    assert_eq!(second.admin().counts().await.unwrap().sessions, 0);
+
+    // The person confirms the new certificate with --fingerprint: trusted from then on.
+    let mut args = args.to_vec();
+    args.extend(["--fingerprint", &new]);
+    let run = grantwire(&config, &args, &format!("{PASSWORD}\n")).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&old) && run.stderr.contains(&new),
+        "{}",
+        run.stderr
+    );
+    let run = grantwire(&config, &["whoami"], "").await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let known = std::fs::read_to_string(config.join("known_brokers.json")).unwrap();
+    assert!(known.contains(&new) && !known.contains(&old), "{known}");
+    second.shutdown().await.unwrap();
+}

@@ -1,0 +1,22 @@
+//! The end-to-end scenarios, one module per file, in one test binary: each binary links the
+//! harness's dependency tree (fantoccini, hyper, ring), so ten of them made CI link it ten times.
+//!
+//! When each file was its own binary, cargo ran the files one after another and only the tests
+//! of one file ran side by side. The scenarios were written for that: the flood and stranger
+//! tests load the machine on purpose, the revocation tests time to the second, and the browser
+//! tests each start a Chromium. [`one_module_at_a_time`] keeps that order inside this process.
+
+mod browser;
+mod browser_pages;
+mod browser_qr;
+mod browser_tunnel;
+mod cutoffs;
+mod e2e;
+mod flood;
+mod selftest;
+mod stranger;
+mod watch;
+
+mod alone;
+
+pub use alone::one_module_at_a_time;

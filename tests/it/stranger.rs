@@ -1,0 +1,170 @@
+//! One stranger cannot freeze the broker (issue 14). The broker runs with a descriptor limit of
+//! 1024, soft and hard (`prlimit`), as a service under systemd's default soft limit with nothing
+//! to raise it to. From 100 addresses of its own (203.0.113.1-100 on the client's link, routed
+//! back from home) a stranger keeps up to 2,000 idle TLS connections open (handshake done,
+//! nothing sent), reopening each one the broker closes, and offers 50 failed logins a second as
+//! alice (`scripts/bench/stranger.py`).
+//! Meanwhile:
+//!
+//! - alice, from the address she has logged in from before, logs in and gets a lease;
+//! - an admin's `grant revoke` stops bob's tunnel within 1 s (timed as in e2e.rs).
+//!
+//! The figures (connections the broker holds, alice's login and lease times, the revocation
+//! time) are printed for the README.
+
+use std::time::{Duration, Instant};
+
+use grantwire_e2e::harness::grantwire::Broker;
+use grantwire_e2e::harness::lab::{CLIENT_IP, POLL_TIMEOUT};
+use grantwire_e2e::{require_env, unix_now, Lab, WgClient};
+
+const STRANGER_PY: &str = include_str!("../../scripts/bench/stranger.py");
+const STRANGER_PREFIX: &str = "203.0.113.";
+const STRANGER_SOURCES: usize = 100;
+const HOLD: usize = 2000;
+const LOGINS_PER_SEC: usize = 50;
+/// How long the stranger keeps at it; everything measured falls inside.
+const FLOOD: Duration = Duration::from_secs(25);
+/// Time for the stranger to fill the broker's public slots before anyone is measured.
+const WARM_UP: Duration = Duration::from_secs(5);
+const FIRST_LOAD: Duration = Duration::from_secs(10);
+
+#[test]
+fn a_stranger_holding_connections_freezes_neither_logins_nor_revocation() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let started = Instant::now();
+    let mut lab = Lab::new("sg", false);
+    // Restart the broker under a descriptor limit of 1024 it cannot raise.
+    lab.broker.stop();
+    let data_dir = lab.dir.path().join("broker");
+    lab.broker = Broker::start_wrapped(&lab.home, &data_dir, &["prlimit", "--nofile=1024:1024"]);
+    let caps = lab
+        .broker
+        .proc()
+        .stderr()
+        .lines()
+        .find(|l| l.contains("descriptor limit"))
+        .map(str::to_owned)
+        .unwrap_or_default();
+    assert!(
+        caps.contains("nofile=1024") && caps.contains("public=784") && caps.contains("known=112"),
+        "the broker did not log its descriptor limit and caps at start:\n{}",
+        lab.broker.proc().logs()
+    );
+
+    let edge = lab.enrol_edge();
+    let url = lab.plex_url(&edge);
+    let alice = lab.add_user("alice");
+    let bob = lab.add_user("bob");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    lab.broker.grant(&lab.home, "bob", "home", None);
+    // Alice's usual address: she logged in from it before.
+    let phone = lab.device("alice-phone");
+    lab.login(&phone, &alice);
+    let bob_device = lab.device("bob");
+    lab.login(&bob_device, &bob);
+    let bob_profile = lab.profile(&bob_device, "bob-home.conf");
+    let _wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &bob_profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("bob's page never loaded before the flood: {last:?}"));
+
+    for i in 1..=STRANGER_SOURCES {
+        lab.client
+            .add_addr(&format!("{STRANGER_PREFIX}{i}/32"), &lab.client_if);
+    }
+    lab.home
+        .route_via(&format!("{STRANGER_PREFIX}0/24"), CLIENT_IP);
+    let script = lab.dir.path().join("stranger.py");
+    std::fs::write(&script, STRANGER_PY).unwrap();
+    let broker_ip = grantwire_e2e::harness::lab::HOME_OUTSIDE_IP;
+    let mut stranger = lab.client.spawn(
+        "stranger.py",
+        &[
+            "python3",
+            script.to_str().unwrap(),
+            broker_ip,
+            "8443",
+            STRANGER_PREFIX,
+            &STRANGER_SOURCES.to_string(),
+            &HOLD.to_string(),
+            &LOGINS_PER_SEC.to_string(),
+            &FLOOD.as_secs().to_string(),
+            "alice",
+        ],
+    );
+    std::thread::sleep(WARM_UP);
+    let held = established_at_broker(&lab);
+
+    // Alice, from her usual address, with the next TOTP step (the first was used above).
+    let laptop = lab.device("alice-laptop");
+    let login_started = Instant::now();
+    laptop
+        .login(
+            &lab.client,
+            &lab.broker_url(),
+            "alice",
+            &alice.password,
+            &lab.broker.fingerprint,
+            &alice.totp_at(unix_now() + 30),
+        )
+        .expect_ok("alice's login during the flood");
+    let login_took = login_started.elapsed();
+    let lease_started = Instant::now();
+    let alice_profile = lab.profile(&laptop, "alice-home.conf");
+    let lease_took = lease_started.elapsed();
+    assert!(alice_profile.is_file());
+
+    // Bob's page still loads during the flood, so a failure after the revoke is the revoke.
+    assert!(
+        (0..10).any(|_| lab.page_loads(&lab.client, &url, POLL_TIMEOUT)),
+        "bob's page does not load within {POLL_TIMEOUT:?} during the flood, before the revoke"
+    );
+    lab.broker.revoke(&lab.home, "bob", "home");
+    let polls = lab.poll_page(&url, Instant::now(), Duration::from_secs(3));
+    let first_failure = polls.iter().find(|p| !p.loaded).map(|p| p.at);
+    let late_loads: Vec<Duration> = polls
+        .iter()
+        .filter(|p| p.loaded && p.at >= Duration::from_secs(1))
+        .map(|p| p.at)
+        .collect();
+    let held_after = established_at_broker(&lab);
+
+    let deadline = Instant::now() + FLOOD + Duration::from_secs(10);
+    while stranger.exit_status().is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let report = stranger.stdout();
+    eprintln!(
+        "stranger: {report}\nbroker held {held} TCP connections on :8443 after the warm-up, \
+         {held_after} after the revocation (limit 1024; caps: {caps})\nalice: login {login_took:?}, \
+         lease {lease_took:?}\nbob's page: first failure {first_failure:?} after the revoke\n\
+         whole test {:?}",
+        started.elapsed()
+    );
+    assert!(
+        first_failure.is_some_and(|t| t <= Duration::from_secs(1)) && late_loads.is_empty(),
+        "after `grant revoke` bob's page must stop within 1 s and stay stopped: first failure \
+         {first_failure:?}, loads after 1 s {late_loads:?}"
+    );
+    assert!(
+        report.contains("\"opened\""),
+        "the stranger did not report:\n{}",
+        stranger.logs()
+    );
+    assert!(
+        held >= 700,
+        "the stranger did not fill the broker's public slots ({held} held): the test shows \
+         nothing"
+    );
+}
+
+/// TCP connections established to the broker's port, counted in its namespace.
+fn established_at_broker(lab: &Lab) -> usize {
+    let out = lab
+        .home
+        .exec_ok(&["ss", "-Htn", "state", "established", "( sport = :8443 )"]);
+    out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
