@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::presence::Presence;
 use crate::proxy::TrustedProxies;
 use crate::secrets::Argon2Gate;
-use crate::service::auth::AuthState;
+use crate::service::sessions::AuthState;
 use crate::store::{self, Db};
 
 /// Capacity of the change channel. A subscriber that falls this far behind is told it lagged

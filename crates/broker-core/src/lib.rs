@@ -4,21 +4,21 @@
 //! written with its audit row in one transaction.
 //!
 //! Layout: [`Broker`] is the shared state, with its operations grouped by concern under
-//! [`service`] (accounts and sessions, invitations, edges and leases, grants and the admin's
-//! other actions, reports and expiry); [`store`] is the SQLite layer (rusqlite, one batch
+//! [`service`] (accounts, sessions, invitations, edges, grants, leases, a user's own access,
+//! audit); [`store`] is the SQLite layer (rusqlite, one batch
 //! writer, migrations applied at start); the policies are plain functions with unit tests
-//! ([`alloc`] for addresses, pins and grant terms, [`throttle`] for failed logins and
+//! ([`lease_terms`] for addresses, pins, expiry and grant terms, [`throttle`] for failed logins and
 //! per-source budgets, [`totp`], [`passwords`]); time comes from one [`clock::Clock`].
 //!
 //! What it must not do: speak HTTP (no axum, hyper, maud or clap here; the shell,
 //! `grantwire-broker`, maps [`Error`] to answers in one place), trust a forwarding header for
 //! the client's address, store a token or password in a recoverable form, or log a secret.
 
-pub mod alloc;
 mod backup;
 pub mod broker;
 pub mod clock;
 pub mod error;
+pub mod lease_terms;
 pub mod passwords;
 pub mod presence;
 pub mod proxy;
@@ -35,10 +35,11 @@ mod architecture_tests;
 
 pub use broker::Broker;
 pub use error::{Error, Result};
-pub use service::admin::{
-    check_endpoint, check_endpoints, check_kind, check_name, default_subnet, DEFAULT_LEASE_TTL_SECS,
-};
-pub use service::enrol::{
-    EnrolmentStarted, PendingEnrolment, DEFAULT_INVITE_TTL_SECS, ENROLMENT_TTL_SECS,
+pub use service::audit::check_kind;
+pub use service::check_name;
+pub use service::edges::{check_endpoint, check_endpoints, default_subnet};
+pub use service::grants::DEFAULT_LEASE_TTL_SECS;
+pub use service::invites::{
+    InviteStarted, PendingInvite, DEFAULT_INVITE_TTL_SECS, INVITE_SETUP_TTL_SECS,
     MAX_INVITE_TTL_SECS,
 };

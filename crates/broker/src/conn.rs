@@ -202,7 +202,7 @@ impl Drop for ConnSlot {
     }
 }
 
-impl crate::service::auth::KnownSources for ConnTracker {
+impl crate::service::sessions::KnownSources for ConnTracker {
     fn mark_known(&self, ip: IpAddr) {
         ConnTracker::mark_known(self, ip);
     }

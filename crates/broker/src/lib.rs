@@ -21,13 +21,13 @@ pub mod tls;
 mod web;
 
 pub use grantwire_broker_core::{
-    alloc, broker, clock, error, passwords, presence, proxy, retention, secrets, service, store,
-    throttle, totp,
+    broker, clock, error, lease_terms, passwords, presence, proxy, retention, secrets, service,
+    store, throttle, totp,
 };
 pub use grantwire_broker_core::{
-    check_endpoint, check_endpoints, check_kind, check_name, default_subnet, Broker,
-    EnrolmentStarted, Error, PendingEnrolment, Result, DEFAULT_INVITE_TTL_SECS,
-    DEFAULT_LEASE_TTL_SECS, ENROLMENT_TTL_SECS, MAX_INVITE_TTL_SECS,
+    check_endpoint, check_endpoints, check_kind, check_name, default_subnet, Broker, Error,
+    InviteStarted, PendingInvite, Result, DEFAULT_INVITE_TTL_SECS, DEFAULT_LEASE_TTL_SECS,
+    INVITE_SETUP_TTL_SECS, MAX_INVITE_TTL_SECS,
 };
 
 pub use admin_client::{AdminClient, AdminError};

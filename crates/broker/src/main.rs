@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 use grantwire_broker::{
-    alloc, check_endpoints, check_kind, check_name, AdminClient, AdminError, ServeConfig,
+    check_endpoints, check_kind, check_name, lease_terms, AdminClient, AdminError, ServeConfig,
     ADMIN_SOCKET,
 };
 use grantwire_proto::{
@@ -110,7 +110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 return Err(usage("--expires must be at least 1s"));
             }
             check_endpoints(&endpoint).map_err(refused_locally)?;
-            let subnet = alloc::check_subnet(subnet).map_err(usage)?;
+            let subnet = lease_terms::check_subnet(subnet).map_err(usage)?;
             let mut endpoints = endpoint.into_iter();
             let req = EdgeAddRequest {
                 name,

@@ -160,14 +160,15 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
     let argon2 = secrets::Argon2Gate::new(permits).await?;
     let conns =
         crate::conn::ConnTracker::with_proxies(config.conn_limits, config.trusted_proxies.clone());
-    let auth_config = crate::service::auth::AuthConfig {
+    let auth_config = crate::service::sessions::AuthConfig {
         conns: conns.clone(),
         clock: config.clock.clone(),
         session_idle: config.session_idle,
         login_rate: config.login_rate,
         lease_rate: config.lease_rate,
     };
-    let auth = crate::service::auth::AuthState::prepare(&db, &config.data_dir, auth_config).await?;
+    let auth =
+        crate::service::sessions::AuthState::prepare(&db, &config.data_dir, auth_config).await?;
     let proxies = crate::proxy::TrustedProxies::new(config.trusted_proxies.clone());
     let broker = Broker::new(db, config.session_ttl, argon2, auth, proxies)?;
     let identity = tls::load_or_create(
@@ -261,7 +262,7 @@ async fn sweep_expired(broker: Broker) {
             tracing::error!(error = %e, "recording expired leases failed");
         }
         tokio::select! {
-            _ = tokio::time::sleep(crate::service::reports::EXPIRY_SWEEP_INTERVAL) => {}
+            _ = tokio::time::sleep(crate::service::leases::EXPIRY_SWEEP_INTERVAL) => {}
             _ = shutdown.changed() => {}
         }
         if *shutdown.borrow() {

@@ -6,9 +6,10 @@ use std::net::IpAddr;
 
 use grantwire_proto::{GrantInfo, LeaseInfo};
 
-use crate::broker::{ip_text, Broker};
+use crate::broker::Broker;
 use crate::error::Result;
-use crate::store::{self, edges, leases, users, users::SessionUser, AuditEvent};
+use crate::store::users::SessionUser;
+use crate::store::{edges, leases};
 
 /// One user's access, as of `now`.
 #[derive(Debug, Clone)]
@@ -67,77 +68,5 @@ impl Broker {
             grants,
             now,
         })
-    }
-
-    /// Records a web form refused for a missing or wrong form token or a foreign `Origin`:
-    /// a sign that another site tried to make a signed-in browser act.
-    pub async fn form_refused(
-        &self,
-        actor: Option<&str>,
-        source: IpAddr,
-        form: &str,
-        reason: &str,
-    ) -> Result<()> {
-        let now = self.auth().now();
-        let actor = actor.map(str::to_owned);
-        let detail = format!("form={form} reason={reason}");
-        self.db()
-            .write(move |tx| {
-                let event = AuditEvent {
-                    kind: "web_form_refused",
-                    actor: actor.as_deref(),
-                    source_ip: ip_text(Some(source)),
-                    detail: Some(detail),
-                };
-                store::audit(tx, now, event)
-            })
-            .await
-    }
-
-    /// Marks a session just made by signing in on the web pages (see
-    /// [`users::SessionUser::web`]).
-    pub async fn mark_web_session(&self, token: &str) -> Result<()> {
-        let hash = crate::secrets::token_hash(token);
-        self.db()
-            .write(move |tx| users::mark_web_session(tx, &hash))
-            .await
-    }
-
-    /// Records an admin page's change refused because the session was not signed in recently
-    /// enough: a session cookie taken from an unattended browser should not get this far.
-    pub async fn admin_stale_session(&self, actor: &str, source: IpAddr, form: &str) -> Result<()> {
-        let detail = format!("form={form}");
-        self.web_admin_audit("web_admin_stale_session", actor, source, &detail)
-            .await
-    }
-
-    /// Records which signed-in admin, from where, is making the change an admin page's form
-    /// asks for, before it is made. The change's own audit row follows it with actor `admin`
-    /// (the operations are the admin socket's); this row names the person.
-    pub async fn web_admin_change(&self, actor: &str, source: IpAddr, detail: &str) -> Result<()> {
-        self.web_admin_audit("web_admin_change", actor, source, detail)
-            .await
-    }
-
-    async fn web_admin_audit(
-        &self,
-        kind: &'static str,
-        actor: &str,
-        source: IpAddr,
-        detail: &str,
-    ) -> Result<()> {
-        let now = self.auth().now();
-        let (actor, detail) = (actor.to_owned(), detail.to_owned());
-        self.db()
-            .write(move |tx| {
-                let event = AuditEvent {
-                    kind,
-                    actor: Some(&actor),
-                    source_ip: ip_text(Some(source)),
-                    detail: Some(detail),
-                };
-                store::audit(tx, now, event)
-            })
-            .await
     }
 }

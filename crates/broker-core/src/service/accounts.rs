@@ -5,17 +5,17 @@
 //! the commit, so a tunnel stops within a second of the command returning.
 
 use grantwire_proto::{
-    UserAddResponse, UserChangeResponse, UserInfo, UserListResponse, UserNameRequest,
-    UserPasswordRequest, UserRemoveResponse,
+    UserAddRequest, UserAddResponse, UserChangeResponse, UserInfo, UserListResponse,
+    UserNameRequest, UserPasswordRequest, UserRemoveResponse,
 };
 use rusqlite::Connection;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::secrets;
-use crate::service::admin::check_name;
+use crate::service::audit::admin_audit;
+use crate::service::check_name;
 use crate::store::{self, leases, users, AuditEvent};
-use crate::totp;
+use crate::{secrets, totp};
 
 impl Broker {
     pub async fn user_list(&self) -> Result<UserListResponse> {
@@ -128,6 +128,29 @@ impl Broker {
             totp_secret: totp::secret_to_base32(&secret),
             name: req.name,
             admin: user.admin,
+        })
+    }
+
+    pub async fn user_add(&self, req: UserAddRequest) -> Result<UserAddResponse> {
+        check_name(&req.name, "user")?;
+        secrets::check_password_policy(&req.password)?;
+        let phc = self.argon2().hash(req.password).await?;
+        let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
+        let sealed = self.auth().seal_totp(&req.name, &secret)?;
+        let now = self.now();
+        let (name, admin) = (req.name.clone(), req.admin);
+        self.db()
+            .write(move |tx| {
+                users::insert(tx, &name, &phc, &sealed, admin, now)?;
+                admin_audit(tx, now, "user_added", format!("user={name}"))
+            })
+            .await?;
+        tracing::info!(user = %req.name, admin = req.admin, "user added");
+        Ok(UserAddResponse {
+            otpauth_uri: totp::otpauth_uri(&req.name, &secret),
+            totp_secret: totp::secret_to_base32(&secret),
+            name: req.name,
+            admin: req.admin,
         })
     }
 }

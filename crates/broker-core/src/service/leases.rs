@@ -1,19 +1,28 @@
 //! Issuing leases to users, enrolling edges, and building an edge's lease set.
 
 use std::net::{IpAddr, SocketAddrV4};
+use std::time::Duration;
 
 use grantwire_proto::{
-    EnrolRequest, EnrolResponse, LeaseListResponse, LeaseRequest, LeaseResponse,
-    LeaseRevokeResponse, LeaseSet, Pin, PlexUrl, PresharedKey, Profile, PublicKey, WhoamiLease,
-    WhoamiResponse, DEFAULT_KEEPALIVE_SECS, PLEX_PORT,
+    LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeRequest, LeaseRevokeResponse, Pin,
+    PlexUrl, PresharedKey, Profile, PublicKey, WhoamiLease, WhoamiResponse, DEFAULT_KEEPALIVE_SECS,
+    PLEX_PORT,
 };
 use ipnet::{IpNet, Ipv4Net};
+use rusqlite::Connection;
 
-use crate::alloc;
 use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
-use crate::secrets::{self, Token};
-use crate::store::{self, edges, leases, users, users::SessionUser, AuditEvent};
+use crate::service::audit::admin_audit;
+use crate::store::users::{self, SessionUser};
+use crate::store::{self, edges, leases, AuditEvent};
+use crate::{lease_terms, secrets};
+
+/// How often the broker looks for leases that expired, to write their `lease_expired` rows.
+pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Expired leases written per transaction, so a backlog never holds the write lock for long.
+const EXPIRY_BATCH: i64 = 500;
 
 impl Broker {
     /// Issues a lease on `req.edge` to the session's user, pinned to `source` (the TCP peer of
@@ -169,7 +178,7 @@ impl Broker {
                 let endpoint = edge.endpoint_for(source).ok_or_else(|| {
                     Error::Conflict("edge has no endpoint of the client's address family".into())
                 })?;
-                let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
+                let expires_at = lease_terms::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
                 leases::repin(tx, &lease.id, pin, expires_at)?;
                 let event = AuditEvent {
                     kind: "lease_renewed",
@@ -198,97 +207,58 @@ impl Broker {
         Ok(LeaseResponse { profile })
     }
 
-    /// Trades a one-time enrolment token for a long-lived edge credential.
-    pub async fn enrol(&self, req: EnrolRequest, source: IpAddr) -> Result<EnrolResponse> {
-        // The broker's clock, which `edge_add` set the token's expiry by.
-        let now = self.auth().now();
-        let credential = Token::generate();
-        let cred_hash = secrets::token_hash(credential.as_str());
-        let token_hash = secrets::token_hash(&req.token);
-        let key = req.public_key.to_base64();
-        let answer = self
+    pub async fn lease_list(&self) -> Result<LeaseListResponse> {
+        let now = self.now();
+        let rows = self.db().read(move |c| leases::live_all(c, now)).await?;
+        let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
+        Ok(LeaseListResponse { leases })
+    }
+
+    /// Revokes one live lease and pushes the edge its new set.
+    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        let now = self.now();
+        let (lease, user, edge) = self
             .db()
             .write(move |tx| {
-                let Some(edge) = edges::consume_enrolment(tx, &token_hash, &key, &cred_hash, now)?
-                else {
-                    // An expired token gets the answer a wrong one gets, so a stranger holding
-                    // an old token learns nothing from it; the operator learns from the audit
-                    // log which edge needs a new one.
-                    let expired = edges::expired_enrolment(tx, &token_hash, now)?;
-                    if let Some(name) = &expired {
-                        let event = AuditEvent {
-                            kind: "edge_enrol_expired",
-                            actor: Some(name),
-                            source_ip: ip_text(Some(source)),
-                            detail: None,
-                        };
-                        store::audit(tx, now, event)?;
-                    }
-                    return Ok(Err(expired));
-                };
-                let event = AuditEvent {
-                    kind: "edge_enrolled",
-                    actor: Some(&edge.name),
-                    source_ip: ip_text(Some(source)),
-                    detail: Some(format!("public_key={key}")),
-                };
-                store::audit(tx, now, event)?;
-                Ok(Ok(edge))
+                let lease = leases::live_by_id(tx, &req.id, now)?
+                    .ok_or_else(|| Error::NotFound(format!("no live lease {:?}", req.id)))?;
+                let (user, edge) = leases::owner_names(tx, &lease.id)?;
+                leases::revoke(tx, &lease.id, now)?;
+                let detail = format!("lease={} user={user} edge={edge}", lease.id);
+                admin_audit(tx, now, "lease_revoked", detail)?;
+                Ok((lease, user, edge))
             })
             .await?;
-        let edge = match answer {
-            Ok(edge) => edge,
-            Err(Some(name)) => {
-                tracing::info!(edge = %name, %source, "enrolment refused: token expired");
-                return Err(Error::Unauthorized);
-            }
-            Err(None) => {
-                tracing::info!(%source, "enrolment refused");
-                return Err(Error::Unauthorized);
-            }
-        };
-        tracing::info!(edge = %edge.name, %source, "edge enrolled");
-        Ok(EnrolResponse {
-            credential: credential.into_string(),
-            config: edge.config()?,
+        self.notify_edge(lease.edge_id);
+        tracing::info!(lease = %lease.id, %user, %edge, "lease revoked");
+        Ok(LeaseRevokeResponse {
+            id: lease.id,
+            user,
+            edge,
         })
     }
 
-    /// The enrolled edge a bearer credential belongs to.
-    pub async fn edge_by_credential(&self, credential: &str) -> Result<edges::EdgeRow> {
-        let hash = secrets::token_hash(credential);
-        self.db()
-            .read(move |c| edges::by_credential(c, &hash))
-            .await?
-            .ok_or(Error::Unauthorized)
-    }
-
-    /// The complete set of an edge's live leases, as pushed to it.
-    pub async fn lease_set(&self, edge_id: i64) -> Result<LeaseSet> {
-        let now = self.now();
-        let seal = std::sync::Arc::clone(&self.auth().seal);
-        // Thousands of rows for a busy edge, read and opened on the blocking thread that owns
-        // the connection; a revocation waits for this before the edge hears of it. One read
-        // transaction, so the edge and its leases are one snapshot.
-        let (edge, leases) = self
-            .db()
-            .read(move |c| {
-                let tx = c.unchecked_transaction()?;
-                // Gone: removed by an admin while its stream was open.
-                let edge = edges::by_id(&tx, edge_id)?
-                    .ok_or_else(|| Error::NotFound(format!("edge {edge_id} was removed")))?;
-                let leases = leases::live_for_edge(&tx, edge_id, now)?
-                    .iter()
-                    .map(|r| r.to_edge_lease(&seal))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok((edge, leases))
-            })
-            .await?;
-        Ok(LeaseSet {
-            config: edge.config()?,
-            leases,
-            generated_at: now,
-        })
+    /// Writes a `lease_expired` row for every lease that ended by expiry since the last sweep
+    /// and frees their addresses; returns how many. Edges enforce expiry by their own clocks,
+    /// so this records what happened rather than making it happen.
+    pub async fn sweep_expired(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let now = self.now();
+            // A read first, so an idle broker does not queue a write every sweep.
+            if !self
+                .db()
+                .read(move |c| leases::any_expired_unaudited(c, now))
+                .await?
+            {
+                return Ok(total);
+            }
+            let expired = self.db().write(move |tx| audit_expired(tx, now)).await?;
+            total += expired;
+            if expired < usize::try_from(EXPIRY_BATCH).unwrap_or(usize::MAX) {
+                return Ok(total);
+            }
+        }
     }
 }
 
@@ -392,10 +362,10 @@ impl Issue {
         }
 
         leases::free_expired_slots(conn, edge.id, now)?;
-        let address = leases::free_slot(conn, edge.id, alloc::client_range(subnet))?
+        let address = leases::free_slot(conn, edge.id, lease_terms::client_range(subnet))?
             .map(std::net::Ipv4Addr::from)
             .ok_or_else(|| Error::Conflict("the edge's subnet is full".into()))?;
-        let expires_at = alloc::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
+        let expires_at = lease_terms::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
         let ports = grant.ports()?;
         let new = leases::NewLease {
             id: &lease_id,
@@ -484,4 +454,23 @@ where
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Marks up to [`EXPIRY_BATCH`] expired leases audited, with a `lease_expired` row each;
+/// returns how many.
+fn audit_expired(tx: &Connection, now: i64) -> Result<usize> {
+    let expired = leases::take_expired(tx, now, EXPIRY_BATCH)?;
+    for lease in &expired {
+        let event = AuditEvent {
+            kind: "lease_expired",
+            actor: Some(&lease.user_name),
+            source_ip: None,
+            detail: Some(format!(
+                "lease={} user={} edge={} expires_at={}",
+                lease.id, lease.user_name, lease.edge_name, lease.expires_at
+            )),
+        };
+        store::audit(tx, now, event)?;
+    }
+    Ok(expired.len())
 }

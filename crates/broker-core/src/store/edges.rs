@@ -43,7 +43,7 @@ impl EdgeRow {
     pub fn endpoint_for(&self, source: IpAddr) -> Option<String> {
         self.endpoints()
             .into_iter()
-            .find(|e| crate::alloc::endpoint_serves(e, source))
+            .find(|e| crate::lease_terms::endpoint_serves(e, source))
     }
 
     pub fn config(&self) -> Result<EdgeConfig> {

@@ -595,7 +595,7 @@ mod tests {
     // Test code: a failed unwrap is a failed test.
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::alloc;
+    use crate::lease_terms;
 
     /// An edge with subnet `cidr` and leases holding `held` (offsets from the network address);
     /// returns the connection, the edge id and the subnet.
@@ -611,7 +611,7 @@ mod tests {
             name: "e",
             endpoint: "192.0.2.1:51820",
             subnet,
-            tunnel_address: alloc::edge_address(subnet),
+            tunnel_address: lease_terms::edge_address(subnet),
             enrol_token_hash: b"t",
             enrol_expires_at: i64::MAX,
         };
@@ -663,7 +663,7 @@ mod tests {
         for (cidr, held, expected) in cases {
             let dir = tempfile::tempdir().unwrap();
             let (conn, edge, subnet) = edge_holding(dir.path(), cidr, held);
-            let got = free_slot(&conn, edge, alloc::client_range(subnet))
+            let got = free_slot(&conn, edge, lease_terms::client_range(subnet))
                 .unwrap()
                 .map(|a| a - u32::from(subnet.network()));
             assert_eq!(got, expected, "{cidr} holding {held:?}");
@@ -672,9 +672,9 @@ mod tests {
                 .iter()
                 .map(|o| u32::from(subnet.network()) + o)
                 .collect();
-            let top = *alloc::client_range(subnet).end();
+            let top = *lease_terms::client_range(subnet).end();
             if used.contains(&top) || expected.is_none() {
-                let lowest = alloc::lowest_free(subnet, &used)
+                let lowest = lease_terms::lowest_free(subnet, &used)
                     .map(|a| u32::from(a) - u32::from(subnet.network()));
                 assert_eq!(got, lowest, "{cidr} holding {held:?}");
             }

@@ -8,7 +8,7 @@
 pub mod alerts;
 pub mod audit;
 pub mod edges;
-pub mod enrolments;
+pub mod invites;
 pub mod leases;
 mod migrations;
 pub mod users;

@@ -66,7 +66,7 @@ pub fn set_invited(conn: &Connection, id: i64, expires_at: i64) -> Result<()> {
 
 /// The end of an enrolment: the user's own password and the confirmed TOTP secret (whose
 /// code for `step` was just used, so it cannot be used again), and the invitation is over.
-pub fn finish_enrolment(
+pub fn finish_invite(
     conn: &Connection,
     id: i64,
     password_hash: &str,

@@ -75,7 +75,7 @@ impl AdminSession {
 /// the audit page's user filter find the row), quoted and escaped otherwise (a typed name not
 /// yet checked cannot forge another `key=`).
 fn named(key: &str, value: &str) -> String {
-    if crate::service::admin::check_name(value, key).is_ok() {
+    if crate::service::check_name(value, key).is_ok() {
         format!("{key}={value}")
     } else {
         format!("{key}={value:?}")

@@ -11,7 +11,7 @@
 //! | `GET /login` | the sign-in form (`user`, `password`, `code`, hidden `csrf`) |
 //! | `POST /login` | signs in: 303 to `/access` with the session cookie; 401 page on refusal |
 //! | `GET /welcome` | "Set up your account": user name and temporary `password`, hidden `csrf` |
-//! | `POST /welcome` | starts an enrolment: enrol cookie, 303 to `/welcome/app`; 401 page |
+//! | `POST /welcome` | starts a set-up: set-up cookie, 303 to `/welcome/app`; 401 page |
 //! | `GET /welcome/app` | the new TOTP secret (QR code, link, text), new password and code form |
 //! | `POST /welcome/app` | ends it: 303 to `/access` with the session cookie; else 400/401 page |
 //! | `POST /logout` | ends the session on the broker, clears the cookie, 303 to `/login` |
@@ -47,16 +47,16 @@
 //! The admin pages take only a session made by signing in on these pages (marked so in the
 //! database), not an admin's API token put in the cookie. The
 //! sign-in and set-up pages name neither the product nor its version. `/welcome/app` without a
-//! live enrolment is a bare 303 to `/welcome` in the same way. Any other path keeps the API's
+//! live set-up is a bare 303 to `/welcome` in the same way. Any other path keeps the API's
 //! answer (401 to a stranger).
 //!
 //! **Cookies.** `__Host-gw_session` holds the same session token the API hands out (the broker
 //! stores only its hash), `Path=/; Secure; HttpOnly; SameSite=Strict`, no `Domain`, `Max-Age`
 //! the session's remaining lifetime. `__Host-gw_csrf` is the sign-in form's pre-session token,
-//! with the same flags and no `Max-Age`; it is cleared at sign-in. `__Host-gw_enrol` holds an
-//! enrolment's token (see [`Broker::enrol_begin`]) for the enrolment's 15 minutes, the same
-//! flags; it is cleared when the enrolment ends. The TOTP secret is in no cookie: the QR code
-//! page finds it again by that token ([`Broker::enrolment`]), so a reload shows the same code.
+//! with the same flags and no `Max-Age`; it is cleared at sign-in. `__Host-gw_enrol` holds a
+//! set-up's token (see [`Broker::invite_begin`]) for the set-up's 15 minutes, the same
+//! flags; it is cleared when the set-up ends. The TOTP secret is in no cookie: the QR code
+//! page finds it again by that token ([`Broker::pending_invite`]), so a reload shows the same code.
 //!
 //! **Form tokens (CSRF).** Every form that changes state carries a hidden `csrf` field. Signed
 //! in, it is HMAC-SHA256 over the SHA-256 of the session token, keyed by a key derived from
@@ -64,13 +64,13 @@
 //! store, and not forgeable from a copy of the database. The sign-in form has no session yet:
 //! it is a double submit, the field equal to the `__Host-gw_csrf` cookie (which no other site,
 //! sibling subdomains included, can set); `/welcome` uses the same. The set-up form after it
-//! carries the HMAC of the enrolment token, as a signed-in form carries the session's. All
+//! carries the HMAC of the set-up token, as a signed-in form carries the session's. All
 //! compare in constant time. A post whose `Origin` is present and not the broker's own
 //! (`https://` + the request's host), or whose `Sec-Fetch-Site` says cross-site, is refused
 //! like a wrong token: a 403 page ("the form has expired, reload") before any change, and a
 //! `web_form_refused` audit row. No route changes state on GET: sign-out is a POST form too.
 //! Sign-in and both set-up posts spend the API's per-source login budget (429 page when spent)
-//! and go through [`Broker::login`] or the enrolment methods, which count failures on the
+//! and go through [`Broker::login`] or the set-up methods, which count failures on the
 //! account, so lockout and the audit log apply as for `POST /v1/login`; renewal spends the
 //! lease budget as the API's does.
 //!
@@ -78,7 +78,7 @@
 //! socket. Every change is a form post checked like any other, and refused (403, audited as
 //! `web_admin_stale_session`, nothing done) unless the session was signed in within the last
 //! [`admin::RECENT_SIGN_IN_SECS`]: a session cookie left in an unattended browser may read the
-//! pages but not change them. A temporary password, enrolment token or TOTP secret is shown
+//! pages but not change them. A temporary password, set-up token or TOTP secret is shown
 //! only on the page that answers the post that made it, never on a page a GET can load again.
 //!
 //! **Headers.** Pages carry [`PAGE_CSP`] (`script-src 'self'`, `style-src 'self'`, no inline
@@ -90,11 +90,11 @@
 mod access;
 mod admin;
 mod devices;
-mod enrol;
 mod layout;
 mod login;
 mod qr;
 mod session;
+mod welcome;
 
 use axum::http::header::{self, HeaderValue};
 use axum::http::StatusCode;
@@ -120,8 +120,8 @@ pub(crate) fn router() -> Router<Broker> {
     Router::new()
         .route("/", get(login::root))
         .route("/login", get(login::show).post(login::submit))
-        .route("/welcome", get(enrol::show).post(enrol::start))
-        .route("/welcome/app", get(enrol::app).post(enrol::finish))
+        .route("/welcome", get(welcome::show).post(welcome::start))
+        .route("/welcome/app", get(welcome::app).post(welcome::finish))
         .route("/logout", post(login::logout))
         .route("/access", get(access::show))
         .route("/access/leases/{id}/revoke", post(access::revoke))

@@ -23,9 +23,9 @@ use crate::store::users::SessionUser;
 pub(super) const SESSION_COOKIE: &str = "__Host-gw_session";
 /// The sign-in form's pre-session token (double submit).
 pub(super) const LOGIN_CSRF_COOKIE: &str = "__Host-gw_csrf";
-/// The token of an enrolment under way ([`Broker::enrol_begin`]), between accepting the
+/// The token of a set-up under way ([`Broker::invite_begin`]), between accepting the
 /// temporary password and confirming a code: a bearer secret like the session token.
-pub(super) const ENROL_COOKIE: &str = "__Host-gw_enrol";
+pub(super) const WELCOME_COOKIE: &str = "__Host-gw_enrol";
 
 /// A `Set-Cookie` value with the flags every cookie of ours has; `max_age` `None` makes a
 /// cookie that ends with the browser session.
@@ -60,12 +60,12 @@ pub(super) fn login_token(headers: &HeaderMap) -> (String, bool) {
 }
 
 /// Whether the request carries one of the pages' own cookies (session, sign-in form token or
-/// enrolment), as every request a page of ours makes for its stylesheet and scripts does: the
+/// set-up), as every request a page of ours makes for its stylesheet and scripts does: the
 /// browser got the cookie with the page. Not proof of anything (a stranger may load `/login`
 /// and take its cookie), but a request without one did not come from our pages, and gets the
 /// answer of a path that does not exist.
 pub(super) fn has_page_cookie(headers: &HeaderMap) -> bool {
-    [SESSION_COOKIE, LOGIN_CSRF_COOKIE, ENROL_COOKIE]
+    [SESSION_COOKIE, LOGIN_CSRF_COOKIE, WELCOME_COOKIE]
         .iter()
         .any(|name| cookie(headers, name).is_some_and(is_token_shaped))
 }
@@ -117,7 +117,7 @@ impl OptionalFromRequestParts<Broker> for WebSession {
     }
 }
 
-/// The form token of a session or an enrolment: HMAC-SHA256 of the token's stored hash under
+/// The form token of a session or a set-up: HMAC-SHA256 of the token's stored hash under
 /// the form key. Both tokens are 256 random bits, so one's form token never passes as the
 /// other's.
 pub(super) fn form_token(broker: &Broker, bearer_token: &str) -> String {
@@ -175,14 +175,14 @@ impl FormGuard {
         self.check(broker, None, expected, presented, form).await
     }
 
-    /// Passes the enrolment's form when its token is [`form_token`] of the enrolment token.
-    pub async fn enrol_form(
+    /// Passes the set-up's form when its token is [`form_token`] of the set-up token.
+    pub async fn welcome_form(
         &self,
         broker: &Broker,
-        enrol_token: &str,
+        setup_token: &str,
         presented: &str,
     ) -> Result<(), PageError> {
-        let expected = form_token(broker, enrol_token);
+        let expected = form_token(broker, setup_token);
         self.check(broker, None, Some(&expected), presented, "enrol")
             .await
     }

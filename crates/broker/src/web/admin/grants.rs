@@ -13,7 +13,7 @@ use super::users::hours_to_secs;
 use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
-use crate::service::admin::{DEFAULT_LEASE_TTL_SECS, MAX_LEASES_LIMIT};
+use crate::service::grants::{DEFAULT_LEASE_TTL_SECS, MAX_LEASES_LIMIT};
 use crate::web::layout::{csrf_field, rfc3339, utc};
 use crate::web::session::{PageForm, TokenOnly};
 use crate::web::{see_other, PageError};

@@ -16,10 +16,10 @@ use maud::{html, Markup};
 use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
-use crate::service::enrol::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
-use crate::web::enrol::grouped;
+use crate::service::invites::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
 use crate::web::layout::{csrf_field, rfc3339, utc};
 use crate::web::session::{PageForm, TokenOnly};
+use crate::web::welcome::grouped;
 use crate::web::{qr, see_other, PageError};
 
 #[derive(Debug, Clone, Copy, serde::Deserialize)]
@@ -147,7 +147,7 @@ pub(in crate::web) async fn reset_password(
     let (broker, admin) = change
         .allow(&form.csrf, "admin_reset_password", &named("user", &name))
         .await?;
-    let password = crate::service::enrol::temporary_password();
+    let password = crate::service::invites::temporary_password();
     let req = UserPasswordRequest {
         name,
         password: password.clone(),

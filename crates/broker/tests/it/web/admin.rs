@@ -11,8 +11,8 @@ use grantwire_proto::{EnrolResponse, UserAddRequest, UserInviteResponse, UserNam
 use serde_json::json;
 
 use crate::common::*;
-use crate::web::enrol::{between, code_at, decode_qr, NEW_PASSWORD};
 use crate::web::support::*;
+use crate::web::welcome::{between, code_at, decode_qr, NEW_PASSWORD};
 
 /// Every admin page a GET reaches.
 const PAGES: [&str; 7] = [

@@ -9,8 +9,8 @@ use grantwire_proto::{PrivateKey, PublicKey};
 use serde_json::Value;
 
 use crate::common::*;
-use crate::web::enrol::{between, decode_qr};
 use crate::web::support::*;
+use crate::web::welcome::{between, decode_qr};
 
 /// A signed-in user `alice` with a grant on the enrolled edge `home`; her session and the
 /// form token of her "New device" page.

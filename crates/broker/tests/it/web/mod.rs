@@ -7,9 +7,9 @@
 mod access;
 mod admin;
 mod devices;
-mod enrol;
-mod enrol_refused;
 mod support;
+mod welcome;
+mod welcome_refused;
 
 use std::sync::Arc;
 

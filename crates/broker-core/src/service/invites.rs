@@ -1,10 +1,10 @@
-//! Invitations and first sign-in enrolment: an admin invites a user with a temporary password
-//! (`user invite`); at first sign-in the user proves that password ([`Broker::enrol_begin`]),
+//! Invitations and first sign-in: an admin invites a user with a temporary password
+//! (`user invite`); at first sign-in the user proves that password ([`Broker::invite_begin`]),
 //! is shown a new TOTP secret, and sends a code for it with a password of their own
-//! ([`Broker::enrol_finish`]). Only a confirmed code makes the secret count, so a mis-scanned
+//! ([`Broker::invite_finish`]). Only a confirmed code makes the secret count, so a mis-scanned
 //! QR code never locks anyone out, and the admin never sees the user's password or secret.
 //!
-//! Until enrolment ends, the user's login is refused everywhere (`auth.rs`). Every refusal here
+//! Until set-up ends, the user's login is refused everywhere (`sessions.rs`). Every refusal here
 //! is the same [`Error::Unauthorized`] as a failed login, counted against the account's failure
 //! record so the temporary password and the code cannot be guessed faster than a login can.
 
@@ -16,9 +16,9 @@ use rusqlite::Connection;
 use crate::broker::{ip_text, Broker};
 use crate::error::{Error, Result};
 use crate::secrets::{self, Token};
-use crate::service::admin::{admin_audit, check_name};
-use crate::service::auth::open_session;
-use crate::store::{self, enrolments, users, AuditEvent};
+use crate::service::sessions::open_session;
+use crate::service::{audit::admin_audit, check_name};
+use crate::store::{self, invites, users, AuditEvent};
 use crate::{throttle, totp};
 
 /// How long an invitation lasts when the admin gives no time: long enough to reach a friend
@@ -28,38 +28,38 @@ pub const DEFAULT_INVITE_TTL_SECS: u64 = 72 * 3600;
 pub const MAX_INVITE_TTL_SECS: u64 = 30 * 24 * 3600;
 /// Time from accepting the temporary password to confirming a code: enough to install an
 /// authenticator app.
-pub const ENROLMENT_TTL_SECS: i64 = 15 * 60;
+pub const INVITE_SETUP_TTL_SECS: i64 = 15 * 60;
 /// Random bytes in a temporary password: 80 bits, written as 16 base32 characters.
 const TEMPORARY_PASSWORD_BYTES: usize = 10;
 
-/// What the user sees after the temporary password was accepted: the secret to enrol, and the
-/// token that continues the enrolment (a bearer secret, like a session token).
-pub struct EnrolmentStarted {
+/// What the user sees after the temporary password was accepted: the secret to add, and the
+/// token that continues the set-up (a bearer secret, like a session token).
+pub struct InviteStarted {
     pub token: String,
     pub otpauth_uri: String,
     pub totp_secret: String,
     pub expires_at: i64,
 }
 
-impl std::fmt::Debug for EnrolmentStarted {
+impl std::fmt::Debug for InviteStarted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EnrolmentStarted")
+        f.debug_struct("InviteStarted")
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }
 
-/// A live enrolment as [`Broker::enrolment`] finds it again by its token.
-pub struct PendingEnrolment {
+/// A live set-up as [`Broker::pending_invite`] finds it again by its token.
+pub struct PendingInvite {
     pub user: String,
     pub otpauth_uri: String,
     pub totp_secret: String,
     pub expires_at: i64,
 }
 
-impl std::fmt::Debug for PendingEnrolment {
+impl std::fmt::Debug for PendingInvite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PendingEnrolment")
+        f.debug_struct("PendingInvite")
             .field("user", &self.user)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
@@ -68,7 +68,7 @@ impl std::fmt::Debug for PendingEnrolment {
 
 impl Broker {
     /// Adds an invited user. The row holds the temporary password's hash and a sealed random
-    /// secret nobody is shown, so the user cannot log in until enrolment replaces both.
+    /// secret nobody is shown, so the user cannot log in until set-up replaces both.
     pub async fn user_invite(&self, req: UserInviteRequest) -> Result<UserInviteResponse> {
         check_name(&req.name, "user")?;
         let ttl = req.ttl_secs.unwrap_or(DEFAULT_INVITE_TTL_SECS);
@@ -101,14 +101,14 @@ impl Broker {
         })
     }
 
-    /// Checks an invited user's temporary password and starts their enrolment with a new TOTP
+    /// Checks an invited user's temporary password and starts their set-up with a new TOTP
     /// secret. Asking again replaces the secret and the token (a QR code scanned badly).
-    pub async fn enrol_begin(
+    pub async fn invite_begin(
         &self,
         name: &str,
         password: String,
         source: IpAddr,
-    ) -> Result<EnrolmentStarted> {
+    ) -> Result<InviteStarted> {
         let now = self.auth().now();
         let user = {
             let name = name.to_owned();
@@ -123,7 +123,7 @@ impl Broker {
             None => Vec::new(),
         };
         let token = Token::generate();
-        let expires_at = now.saturating_add(ENROLMENT_TTL_SECS);
+        let expires_at = now.saturating_add(INVITE_SETUP_TTL_SECS);
         let hash = secrets::token_hash(token.as_str());
         let actor: String = name.chars().take(64).collect();
         let who = actor.clone();
@@ -141,14 +141,14 @@ impl Broker {
                         return record_refusal(tx, user.as_ref(), &who, kind, source, now).map(Err);
                     }
                 };
-                enrolments::replace(tx, user.id, &hash, &sealed, now, expires_at)?;
+                invites::replace(tx, user.id, &hash, &sealed, now, expires_at)?;
                 audit(tx, now, "enrol_started", &user.name, source)?;
                 Ok(Ok(user.name))
             })
             .await?;
         let name = refused(answer, &actor, source)?;
         tracing::info!(user = %name, %source, "enrolment started");
-        Ok(EnrolmentStarted {
+        Ok(InviteStarted {
             token: token.into_string(),
             otpauth_uri: totp::otpauth_uri(&name, &secret),
             totp_secret: totp::secret_to_base32(&secret),
@@ -156,11 +156,11 @@ impl Broker {
         })
     }
 
-    /// Ends an enrolment: `code` must be valid for the secret [`Broker::enrol_begin`] showed,
+    /// Ends a set-up: `code` must be valid for the secret [`Broker::invite_begin`] showed,
     /// and `new_password` meets the password policy. Then the secret counts, the password is
     /// the user's own, the invitation is over, and a session is opened. A wrong code leaves
-    /// the enrolment as it was, so the user can try again with the next code.
-    pub async fn enrol_finish(
+    /// the set-up as it was, so the user can try again with the next code.
+    pub async fn invite_finish(
         &self,
         token: &str,
         new_password: String,
@@ -171,14 +171,14 @@ impl Broker {
         let now = self.auth().now();
         let hash = secrets::token_hash(token);
         let found = self.db().read(move |c| pending(c, &hash, now)).await?;
-        let Some((enrolment, user)) = found else {
+        let Some((invite, user)) = found else {
             return Err(Error::Unauthorized);
         };
         let phc = self.argon2().hash(new_password).await?;
         let secret = self
             .auth()
             .seal
-            .open(user.name.as_bytes(), &enrolment.totp_sealed)
+            .open(user.name.as_bytes(), &invite.totp_sealed)
             .ok_or_else(|| Error::Internal("an enrolment's secret does not open".into()))?;
         let step = totp::verify(&secret, code, u64::try_from(now).unwrap_or(0));
         let ttl = self.session_ttl();
@@ -191,8 +191,8 @@ impl Broker {
                     let kind = refused.unwrap_or("enrol_failed");
                     return record_refusal(tx, Some(&user), &user.name, kind, source, now).map(Err);
                 };
-                users::finish_enrolment(tx, user.id, &phc, &enrolment.totp_sealed, step)?;
-                enrolments::delete(tx, enrolment.id)?;
+                users::finish_invite(tx, user.id, &phc, &invite.totp_sealed, step)?;
+                invites::delete(tx, invite.id)?;
                 audit(tx, now, "user_enrolled", &user.name, source)?;
                 open_session(tx, &user, ttl, source, now).map(Ok)
             })
@@ -203,44 +203,44 @@ impl Broker {
         Ok(session)
     }
 
-    /// The live enrolment `token` continues, with the secret [`Broker::enrol_begin`] showed, so
+    /// The live set-up `token` continues, with the secret [`Broker::invite_begin`] showed, so
     /// the page that shows it can be reloaded without starting over. The secret stays sealed in
-    /// the database between the two; whoever holds the token could finish the enrolment with
+    /// the database between the two; whoever holds the token could finish the set-up with
     /// their own secret's code anyway, so showing it to them again gives nothing away. Changes
     /// nothing and counts nothing: the token is 256 random bits, not a thing to guess.
-    pub async fn enrolment(&self, token: &str) -> Result<Option<PendingEnrolment>> {
+    pub async fn pending_invite(&self, token: &str) -> Result<Option<PendingInvite>> {
         let now = self.auth().now();
         let hash = secrets::token_hash(token);
-        let Some((enrolment, user)) = self.db().read(move |c| pending(c, &hash, now)).await? else {
+        let Some((invite, user)) = self.db().read(move |c| pending(c, &hash, now)).await? else {
             return Ok(None);
         };
         let secret = self
             .auth()
             .seal
-            .open(user.name.as_bytes(), &enrolment.totp_sealed)
+            .open(user.name.as_bytes(), &invite.totp_sealed)
             .ok_or_else(|| Error::Internal("an enrolment's secret does not open".into()))?;
-        Ok(Some(PendingEnrolment {
+        Ok(Some(PendingInvite {
             otpauth_uri: totp::otpauth_uri(&user.name, &secret),
             totp_secret: totp::secret_to_base32(&secret),
-            expires_at: enrolment.expires_at,
+            expires_at: invite.expires_at,
             user: user.name,
         }))
     }
 }
 
-/// The live enrolment whose token hashes to `hash`, with its user.
+/// The live set-up whose token hashes to `hash`, with its user.
 fn pending(
     conn: &Connection,
     hash: &[u8],
     now: i64,
-) -> Result<Option<(enrolments::EnrolmentRow, users::UserRow)>> {
-    let Some(enrolment) = enrolments::by_token(conn, hash, now)? else {
+) -> Result<Option<(invites::InviteRow, users::UserRow)>> {
+    let Some(invite) = invites::by_token(conn, hash, now)? else {
         return Ok(None);
     };
-    Ok(users::by_id(conn, enrolment.user_id)?.map(|u| (enrolment, u)))
+    Ok(users::by_id(conn, invite.user_id)?.map(|u| (invite, u)))
 }
 
-/// Records a refused enrolment step: a failure on the account (like a failed login) and its
+/// Records a refused set-up step: a failure on the account (like a failed login) and its
 /// audit row, committed like any change. Returns the audit kind.
 fn record_refusal(
     tx: &Connection,
@@ -257,7 +257,7 @@ fn record_refusal(
     Ok(kind)
 }
 
-/// The answer to an enrolment step: its value, or, for a refusal already recorded, the same
+/// The answer to a set-up step: its value, or, for a refusal already recorded, the same
 /// [`Error::Unauthorized`] a failed login gets.
 fn refused<T>(
     answer: std::result::Result<T, &'static str>,
@@ -270,7 +270,7 @@ fn refused<T>(
     })
 }
 
-/// Why `user` may not enrol now, as an audit kind; `None` when they may.
+/// Why `user` may not set up their account now, as an audit kind; `None` when they may.
 fn refusal(
     conn: &Connection,
     user: &users::UserRow,

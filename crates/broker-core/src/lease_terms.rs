@@ -1,5 +1,6 @@
-//! Pure lease arithmetic: tunnel address allocation, edge subnet rules and lease expiry. No I/O,
-//! time passed in, so it is tested without a database.
+//! What a lease gets, as pure arithmetic: a tunnel address from its edge's subnet, a pin on the
+//! address it was asked from, and an end; and the grant terms that bound them. No I/O, time
+//! passed in, so it is tested without a database.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr};

@@ -3,8 +3,8 @@
 
 use grantwire_broker::throttle::RateLimit;
 
-use crate::web::enrol::*;
 use crate::web::support::*;
+use crate::web::welcome::*;
 #[tokio::test]
 async fn refused_temporary_passwords_get_one_message_and_change_nothing() {
     let (h, clock) = with_clock(None).await;
@@ -71,7 +71,13 @@ async fn set_up_posts_without_their_token_or_from_elsewhere_change_nothing() {
 
     let enrol = h.start_enrolment(&bob).await;
     let page = h.app_page(&enrol).await;
-    let pending = h.broker.admin().enrolment(&enrol).await.unwrap().unwrap();
+    let pending = h
+        .broker
+        .admin()
+        .pending_invite(&enrol)
+        .await
+        .unwrap()
+        .unwrap();
     let finish = |csrf: &str, cookie: String, origin: Option<String>| Post {
         path: "/welcome/app",
         cookie: Some(cookie),
@@ -84,7 +90,7 @@ async fn set_up_posts_without_their_token_or_from_elsewhere_change_nothing() {
         ],
     };
     let enrol_cookie = format!("__Host-gw_enrol={enrol}");
-    // The pre-session double submit does not pass here: the form is bound to the enrolment.
+    // The pre-session double submit does not pass here: the form is bound to the set-up.
     let double = format!("{enrol_cookie}; __Host-gw_csrf={token}");
     for (what, post) in [
         ("no token", finish("", enrol_cookie.clone(), own.clone())),
@@ -101,12 +107,18 @@ async fn set_up_posts_without_their_token_or_from_elsewhere_change_nothing() {
         let kinds = h.audit_kinds().await;
         assert_eq!(kinds[before..], ["web_form_refused"], "{what}");
     }
-    // Without the enrolment's cookie there is nothing to finish: back to the start.
+    // Without the set-up's cookie there is nothing to finish: back to the start.
     let resp = h.post_form(finish(&page.csrf, String::new(), own)).await;
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/welcome");
-    // Nothing counted: the enrolment is as it was, with no failure on the account.
-    let still = h.broker.admin().enrolment(&enrol).await.unwrap().unwrap();
+    // Nothing counted: the set-up is as it was, with no failure on the account.
+    let still = h
+        .broker
+        .admin()
+        .pending_invite(&enrol)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(still.totp_secret, pending.totp_secret);
     let users = h.broker.admin().user_list().await.unwrap();
     assert_eq!(users.users[0].locked_until, None);
@@ -148,7 +160,13 @@ async fn setting_up_spends_the_login_budget() {
         assert_clean_markup(&resp.text().await.unwrap());
     }
     assert_eq!(h.audit_kinds().await.len(), audit_before);
-    assert!(h.broker.admin().enrolment(&enrol).await.unwrap().is_some());
+    assert!(h
+        .broker
+        .admin()
+        .pending_invite(&enrol)
+        .await
+        .unwrap()
+        .is_some());
 
     clock.advance(std::time::Duration::from_secs(1));
     let code = code_at(&secret, &clock);

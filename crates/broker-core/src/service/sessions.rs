@@ -170,7 +170,7 @@ async fn seal_plaintext_psks(db: &Db, seal: &Arc<SealKey>, now: i64) -> Result<(
 /// The network a login is remembered by: what a lease pin would be by default (the address for
 /// IPv4, its /64 for IPv6, whose privacy addresses change within it daily).
 fn login_network(source: IpAddr) -> String {
-    crate::alloc::pin_for(source.to_canonical())
+    crate::lease_terms::pin_for(source.to_canonical())
         .map_or_else(|_| source.to_canonical().to_string(), |pin| pin.to_string())
 }
 
@@ -315,6 +315,15 @@ impl Broker {
                 };
                 store::audit(tx, now, event)
             })
+            .await
+    }
+
+    /// Marks a session just made by signing in on the web pages (see
+    /// [`users::SessionUser::web`]).
+    pub async fn mark_web_session(&self, token: &str) -> Result<()> {
+        let hash = crate::secrets::token_hash(token);
+        self.db()
+            .write(move |tx| users::mark_web_session(tx, &hash))
             .await
     }
 }

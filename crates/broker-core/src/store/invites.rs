@@ -1,4 +1,4 @@
-//! Enrolments under way: an invited user whose temporary password was accepted and who was
+//! Set-ups under way: an invited user whose temporary password was accepted and who was
 //! shown a new TOTP secret, until a code for it is confirmed. The token that continues it is
 //! kept only as its hash, like a session's.
 
@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 use super::{exec, optional_row};
 use crate::error::Result;
 
-pub struct EnrolmentRow {
+pub struct InviteRow {
     pub id: i64,
     pub user_id: i64,
     /// The pending secret, sealed like `users.totp_sealed` (the user's name as associated data).
@@ -15,7 +15,7 @@ pub struct EnrolmentRow {
     pub expires_at: i64,
 }
 
-/// Starts an enrolment for `user_id`, replacing any earlier one (its token stops working).
+/// Starts a set-up for `user_id`, replacing any earlier one (its token stops working).
 pub fn replace(
     conn: &Connection,
     user_id: i64,
@@ -36,15 +36,15 @@ pub fn replace(
     Ok(())
 }
 
-/// The live enrolment whose token hashes to `token_hash`.
-pub fn by_token(conn: &Connection, token_hash: &[u8], now: i64) -> Result<Option<EnrolmentRow>> {
+/// The live set-up whose token hashes to `token_hash`.
+pub fn by_token(conn: &Connection, token_hash: &[u8], now: i64) -> Result<Option<InviteRow>> {
     optional_row(
         conn,
         "SELECT id, user_id, totp_sealed, expires_at FROM enrolments
          WHERE token_hash = ? AND expires_at > ?",
         params![token_hash, now],
         |r| {
-            Ok(EnrolmentRow {
+            Ok(InviteRow {
                 id: r.get(0)?,
                 user_id: r.get(1)?,
                 totp_sealed: r.get(2)?,

@@ -1,4 +1,4 @@
-//! Invitations and first sign-in enrolment against a real broker: an invited user cannot log in
+//! Invitations and first sign-in against a real broker: an invited user cannot log in
 //! until they prove the temporary password, are shown a new TOTP secret, and confirm a code
 //! for it with a password of their own; every refusal is the login's plain 401, counted like a
 //! failed login, and changes nothing.
@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::common::*;
 use grantwire_broker::clock::{Clock as _, ManualClock};
-use grantwire_broker::{Error, ENROLMENT_TTL_SECS};
+use grantwire_broker::{Error, INVITE_SETUP_TTL_SECS};
 use grantwire_proto::{UserInviteRequest, UserInviteResponse, UserNameRequest};
 
 const NEW_PASSWORD: &str = "a password of my own choosing";
@@ -65,7 +65,7 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
     }
 
     let started = b
-        .enrol_begin("bob", invited.temporary_password.clone(), source())
+        .invite_begin("bob", invited.temporary_password.clone(), source())
         .await
         .unwrap();
     assert!(
@@ -73,26 +73,26 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
         "{}",
         started.otpauth_uri
     );
-    assert_eq!(started.expires_at, clock.now_secs() + ENROLMENT_TTL_SECS);
+    assert_eq!(started.expires_at, clock.now_secs() + INVITE_SETUP_TTL_SECS);
     let secret = data_encoding::BASE32_NOPAD
         .decode(started.totp_secret.as_bytes())
         .unwrap();
     assert!(!format!("{started:?}").contains(&started.totp_secret));
 
-    // A wrong code: refused, and the enrolment waits for a right one.
+    // A wrong code: refused, and the set-up waits for a right one.
     let wrong = b
-        .enrol_finish(&started.token, NEW_PASSWORD.into(), "000000", source())
+        .invite_finish(&started.token, NEW_PASSWORD.into(), "000000", source())
         .await;
     assert!(matches!(wrong, Err(Error::Unauthorized)), "{wrong:?}");
     // A password the policy refuses: refused before anything is looked at.
     let code = grantwire_broker::totp::code_at(&secret, secs(&clock));
     let weak = b
-        .enrol_finish(&started.token, "short".into(), &code, source())
+        .invite_finish(&started.token, "short".into(), &code, source())
         .await;
     assert!(matches!(weak, Err(Error::BadRequest(_))), "{weak:?}");
 
     let session = b
-        .enrol_finish(&started.token, NEW_PASSWORD.into(), &code, source())
+        .invite_finish(&started.token, NEW_PASSWORD.into(), &code, source())
         .await
         .unwrap();
     let me = h
@@ -106,11 +106,11 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
 
     // The token is spent, the code cannot be used again, the temporary password is dead.
     let again = b
-        .enrol_finish(&started.token, NEW_PASSWORD.into(), &code, source())
+        .invite_finish(&started.token, NEW_PASSWORD.into(), &code, source())
         .await;
     assert!(matches!(again, Err(Error::Unauthorized)), "{again:?}");
     let restart = b
-        .enrol_begin("bob", invited.temporary_password.clone(), source())
+        .invite_begin("bob", invited.temporary_password.clone(), source())
         .await;
     assert!(matches!(restart, Err(Error::Unauthorized)), "{restart:?}");
     let resp = h.login_raw("bob", NEW_PASSWORD, &code).await;
@@ -155,18 +155,18 @@ async fn wrong_expired_disabled_and_unknown_are_refused_alike_and_change_nothing
 
     // Wrong temporary password, and a name nobody has: the same refusal.
     for (name, password) in [("carol", "AAAA-BBBB-CCCC-DDDD"), ("nobody", "x")] {
-        let r = b.enrol_begin(name, password.into(), source()).await;
+        let r = b.invite_begin(name, password.into(), source()).await;
         assert!(matches!(r, Err(Error::Unauthorized)), "{name}: {r:?}");
     }
     // A token that was never issued.
     let r = b
-        .enrol_finish("not-a-token", NEW_PASSWORD.into(), "123456", source())
+        .invite_finish("not-a-token", NEW_PASSWORD.into(), "123456", source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
-    // A user added the usual way has nothing to enrol.
+    // A user added the usual way has nothing to set up.
     h.add_user("dave").await;
-    let r = b.enrol_begin("dave", PASSWORD.into(), source()).await;
+    let r = b.invite_begin("dave", PASSWORD.into(), source()).await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
     // Disabled while invited: refused; enabled again: accepted.
@@ -176,7 +176,7 @@ async fn wrong_expired_disabled_and_unknown_are_refused_alike_and_change_nothing
     .await
     .unwrap();
     let r = b
-        .enrol_begin("carol", carol.temporary_password.clone(), source())
+        .invite_begin("carol", carol.temporary_password.clone(), source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
     b.user_enable(UserNameRequest {
@@ -185,27 +185,27 @@ async fn wrong_expired_disabled_and_unknown_are_refused_alike_and_change_nothing
     .await
     .unwrap();
     let started = b
-        .enrol_begin("carol", carol.temporary_password.clone(), source())
+        .invite_begin("carol", carol.temporary_password.clone(), source())
         .await
         .unwrap();
 
-    // The enrolment's own 15 minutes run out: its token no longer works.
+    // The set-up's own 15 minutes run out: its token no longer works.
     clock.advance(std::time::Duration::from_secs(
-        u64::try_from(ENROLMENT_TTL_SECS).unwrap() + 1,
+        u64::try_from(INVITE_SETUP_TTL_SECS).unwrap() + 1,
     ));
     let secret = data_encoding::BASE32_NOPAD
         .decode(started.totp_secret.as_bytes())
         .unwrap();
     let code = grantwire_broker::totp::code_at(&secret, secs(&clock));
     let r = b
-        .enrol_finish(&started.token, NEW_PASSWORD.into(), &code, source())
+        .invite_finish(&started.token, NEW_PASSWORD.into(), &code, source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
     // The invitation's hour runs out: the temporary password is refused for good.
     clock.advance(std::time::Duration::from_secs(3600));
     let r = b
-        .enrol_begin("carol", carol.temporary_password.clone(), source())
+        .invite_begin("carol", carol.temporary_password.clone(), source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
@@ -229,36 +229,36 @@ async fn a_live_enrolment_is_found_again_by_its_token_and_only_while_it_lives() 
     let b = h.broker.admin();
     let ivan = invite(&h, "ivan", None).await;
     let first = b
-        .enrol_begin("ivan", ivan.temporary_password.clone(), source())
+        .invite_begin("ivan", ivan.temporary_password.clone(), source())
         .await
         .unwrap();
-    let found = b.enrolment(&first.token).await.unwrap().unwrap();
+    let found = b.pending_invite(&first.token).await.unwrap().unwrap();
     assert_eq!(found.user, "ivan");
     assert_eq!(found.otpauth_uri, first.otpauth_uri);
     assert_eq!(found.totp_secret, first.totp_secret);
     assert_eq!(found.expires_at, first.expires_at);
     assert!(!format!("{found:?}").contains(&found.totp_secret));
-    assert!(b.enrolment("not-a-token").await.unwrap().is_none());
+    assert!(b.pending_invite("not-a-token").await.unwrap().is_none());
 
     // Starting again replaces the secret and the token: the old one finds nothing.
     let second = b
-        .enrol_begin("ivan", ivan.temporary_password.clone(), source())
+        .invite_begin("ivan", ivan.temporary_password.clone(), source())
         .await
         .unwrap();
-    assert!(b.enrolment(&first.token).await.unwrap().is_none());
-    let found = b.enrolment(&second.token).await.unwrap().unwrap();
+    assert!(b.pending_invite(&first.token).await.unwrap().is_none());
+    let found = b.pending_invite(&second.token).await.unwrap().unwrap();
     assert_eq!(found.totp_secret, second.totp_secret);
     assert_ne!(found.totp_secret, first.totp_secret);
 
-    // Looking it up changes nothing: the audit log and the enrolment stay as they were.
+    // Looking it up changes nothing: the audit log and the set-up stay as they were.
     let audit = b.audit_log().await.unwrap().len();
-    b.enrolment(&second.token).await.unwrap().unwrap();
+    b.pending_invite(&second.token).await.unwrap().unwrap();
     assert_eq!(b.audit_log().await.unwrap().len(), audit);
 
     clock.advance(std::time::Duration::from_secs(
-        u64::try_from(ENROLMENT_TTL_SECS).unwrap(),
+        u64::try_from(INVITE_SETUP_TTL_SECS).unwrap(),
     ));
-    assert!(b.enrolment(&second.token).await.unwrap().is_none());
+    assert!(b.pending_invite(&second.token).await.unwrap().is_none());
     h.shutdown().await;
 }
 
@@ -269,13 +269,13 @@ async fn guessing_the_temporary_password_locks_the_invitation_like_a_login() {
     let erin = invite(&h, "erin", None).await;
     for _ in 0..5 {
         let r = b
-            .enrol_begin("erin", "WRONG-WRON-GWRO-NGWR".into(), source())
+            .invite_begin("erin", "WRONG-WRON-GWRO-NGWR".into(), source())
             .await;
         assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
     }
     // Locked now: even the right temporary password waits, like the right login password.
     let r = b
-        .enrol_begin("erin", erin.temporary_password.clone(), source())
+        .invite_begin("erin", erin.temporary_password.clone(), source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
     let audit = b.audit_log().await.unwrap();
@@ -299,7 +299,7 @@ async fn user_invite_on_the_command_line_prints_the_password_once_and_checks_its
     assert!((7190..=7200).contains(&left), "{left}");
     h.broker
         .admin()
-        .enrol_begin("frank", password.into(), source())
+        .invite_begin("frank", password.into(), source())
         .await
         .unwrap();
 

@@ -1,10 +1,10 @@
 //! First sign-in of an invited user: the temporary password (`/welcome`), then the new TOTP
 //! secret as a QR code with a form for a password of their own and a code that proves the app
-//! holds the secret (`/welcome/app`). The work is [`Broker::enrol_begin`] and
-//! [`Broker::enrol_finish`]; this renders, checks form tokens and sets cookies.
+//! holds the secret (`/welcome/app`). The work is [`Broker::invite_begin`] and
+//! [`Broker::invite_finish`]; this renders, checks form tokens and sets cookies.
 //!
-//! Between the two steps the browser holds the enrolment token in `__Host-gw_enrol` and
-//! nothing else: `GET /welcome/app` finds the secret again through [`Broker::enrolment`]
+//! Between the two steps the browser holds the set-up token in `__Host-gw_enrol` and
+//! nothing else: `GET /welcome/app` finds the secret again through [`Broker::pending_invite`]
 //! (sealed in the database), so a reload shows the same QR code. The token is in no URL and
 //! the secret in no cookie; neither is logged. The secret leaves the broker only in the page
 //! body, which the API's outer layer marks `no-store`.
@@ -18,7 +18,7 @@ use maud::{html, Markup};
 use super::layout::{csrf_field, frame, rfc3339, utc};
 use super::login::{pre_session_page, signed_in};
 use super::session::{
-    cookie, form_token, set_cookie, FormGuard, PageForm, WebSession, ENROL_COOKIE,
+    cookie, form_token, set_cookie, FormGuard, PageForm, WebSession, WELCOME_COOKIE,
 };
 use super::{page, qr, see_other, PageError};
 use crate::answer::ApiError;
@@ -26,12 +26,12 @@ use crate::broker::Broker;
 use crate::error::Error;
 use crate::routes::budgets::LoginBudget;
 use crate::secrets::{MAX_PASSWORD_LEN, MIN_PASSWORD_LEN};
-use crate::service::enrol::PendingEnrolment;
+use crate::service::invites::PendingInvite;
 
 /// The one refusal of the temporary password: which part was wrong is not said, as at sign-in.
 const REFUSED: &str = "wrong user name or temporary password, or the invitation has expired";
 const MISMATCH: &str = "the passwords do not match";
-/// A wrong code leaves the enrolment as it was ([`Broker::enrol_finish`]), so the user may
+/// A wrong code leaves the set-up as it was ([`Broker::invite_finish`]), so the user may
 /// simply try the app's next code.
 const WRONG_CODE: &str = "that code was not right; wait for the next one and try again";
 
@@ -50,7 +50,7 @@ pub(super) struct StartForm {
 }
 
 /// The temporary password is a password: the per-source login budget is spent first, as on
-/// `/login`, and [`Broker::enrol_begin`] counts failures on the account like a login.
+/// `/login`, and [`Broker::invite_begin`] counts failures on the account like a login.
 pub(super) async fn start(
     State(broker): State<Broker>,
     budget: Result<LoginBudget, ApiError>,
@@ -62,7 +62,7 @@ pub(super) async fn start(
         .pre_session_form(&broker, &form.csrf, "welcome")
         .await?;
     let started = match broker
-        .enrol_begin(&form.user, form.password, guard.ip)
+        .invite_begin(&form.user, form.password, guard.ip)
         .await
     {
         Ok(started) => started,
@@ -73,20 +73,20 @@ pub(super) async fn start(
         Err(e) => return Err(e.into()),
     };
     let max_age = started.expires_at.saturating_sub(broker.auth().now());
-    let enrol = set_cookie(ENROL_COOKIE, &started.token, Some(max_age));
+    let enrol = set_cookie(WELCOME_COOKIE, &started.token, Some(max_age));
     Ok(([(header::SET_COOKIE, enrol)], see_other("/welcome/app")).into_response())
 }
 
-/// The QR code page. Without a live enrolment: a bare 303 to `/welcome`, like a page that
+/// The QR code page. Without a live set-up: a bare 303 to `/welcome`, like a page that
 /// needs a session sends a stranger to `/login`.
 pub(super) async fn app(
     State(broker): State<Broker>,
     headers: HeaderMap,
 ) -> Result<Response, PageError> {
-    let Some(token) = cookie(&headers, ENROL_COOKIE) else {
+    let Some(token) = cookie(&headers, WELCOME_COOKIE) else {
         return Ok(see_other("/welcome"));
     };
-    let Some(pending) = broker.enrolment(token).await? else {
+    let Some(pending) = broker.pending_invite(token).await? else {
         return Ok(see_other("/welcome"));
     };
     app_response(&broker, token, &pending, StatusCode::OK, None)
@@ -104,8 +104,8 @@ pub(super) struct FinishForm {
     csrf: String,
 }
 
-/// A code is guessable in a way the enrolment token is not, so this spends the login budget
-/// too; [`Broker::enrol_finish`] counts a wrong code on the account like a failed login.
+/// A code is guessable in a way the set-up token is not, so this spends the login budget
+/// too; [`Broker::invite_finish`] counts a wrong code on the account like a failed login.
 pub(super) async fn finish(
     State(broker): State<Broker>,
     budget: Result<LoginBudget, ApiError>,
@@ -114,11 +114,11 @@ pub(super) async fn finish(
     PageForm(form): PageForm<FinishForm>,
 ) -> Result<Response, PageError> {
     budget?;
-    let Some(token) = cookie(&headers, ENROL_COOKIE) else {
+    let Some(token) = cookie(&headers, WELCOME_COOKIE) else {
         return Ok(see_other("/welcome"));
     };
-    guard.enrol_form(&broker, token, &form.csrf).await?;
-    let Some(pending) = broker.enrolment(token).await? else {
+    guard.welcome_form(&broker, token, &form.csrf).await?;
+    let Some(pending) = broker.pending_invite(token).await? else {
         return Ok(see_other("/welcome"));
     };
     if form.new_password != form.new_password_again {
@@ -131,12 +131,12 @@ pub(super) async fn finish(
         );
     }
     let result = broker
-        .enrol_finish(token, form.new_password, &form.code, guard.ip)
+        .invite_finish(token, form.new_password, &form.code, guard.ip)
         .await;
     let (status, error) = match result {
         Ok(login) => {
             let mut response = signed_in(&broker, &login).await?;
-            let spent = set_cookie(ENROL_COOKIE, "", Some(0));
+            let spent = set_cookie(WELCOME_COOKIE, "", Some(0));
             response.headers_mut().append(header::SET_COOKIE, spent);
             return Ok(response);
         }
@@ -151,7 +151,7 @@ pub(super) async fn finish(
 fn app_response(
     broker: &Broker,
     token: &str,
-    pending: &PendingEnrolment,
+    pending: &PendingInvite,
     status: StatusCode,
     error: Option<&str>,
 ) -> Result<Response, PageError> {
@@ -191,7 +191,7 @@ fn welcome_page(csrf: &str, user: &str, error: Option<&str>) -> Markup {
 /// device's camera, an `otpauth:` link for an app on this device (a phone cannot scan its own
 /// screen), and the key as text to type in.
 fn app_page(
-    pending: &PendingEnrolment,
+    pending: &PendingInvite,
     qr_url: &str,
     side: usize,
     csrf: &str,

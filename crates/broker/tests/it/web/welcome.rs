@@ -1,6 +1,6 @@
 //! First sign-in of an invited user on the pages: the temporary password at `/welcome`, the QR
 //! code and the finishing form at `/welcome/app`, and the way through to
-//! signing in; the refusals are in `enrol_refused.rs`.
+//! signing in; the refusals are in `welcome_refused.rs`.
 
 use std::sync::Arc;
 
@@ -40,7 +40,7 @@ pub async fn invite(h: &Harness, name: &str, ttl_secs: Option<u64>) -> UserInvit
     h.broker.admin().user_invite(req).await.unwrap()
 }
 
-/// The enrolment page's parts a test needs: its markup, form token and the secret's text.
+/// The set-up page's parts a test needs: its markup, form token and the secret's text.
 pub struct AppPage {
     pub html: String,
     pub csrf: String,
@@ -71,7 +71,7 @@ impl Harness {
         .await
     }
 
-    /// Starts an enrolment on the page; returns the enrolment cookie's value.
+    /// Starts a set-up on the page; returns the set-up cookie's value.
     pub async fn start_enrolment(&self, invited: &UserInviteResponse) -> String {
         let resp = self
             .post_welcome(&invited.name, &invited.temporary_password)
@@ -207,7 +207,7 @@ async fn the_welcome_page_names_nothing_and_the_sign_in_page_links_to_it() {
     assert_eq!(resp.status(), 303);
     assert_eq!(resp.headers()["location"], "/access");
 
-    // The QR code page without a live enrolment: a bare redirect to the start, nothing said.
+    // The QR code page without a live set-up: a bare redirect to the start, nothing said.
     for cookie in [None, Some("__Host-gw_enrol=not-an-enrolment")] {
         let resp = h.get_page("/welcome/app", cookie).await;
         assert_eq!(resp.status(), 303, "{cookie:?}");
@@ -234,8 +234,14 @@ async fn an_invited_user_sets_up_the_app_and_then_signs_in_like_anyone() {
     );
     assert_eq!(resp.text().await.unwrap(), "");
 
-    // The page: the QR code reads back to the enrolment's URI, whose secret is the text shown.
-    let pending = h.broker.admin().enrolment(&enrol).await.unwrap().unwrap();
+    // The page: the QR code reads back to the set-up's URI, whose secret is the text shown.
+    let pending = h
+        .broker
+        .admin()
+        .pending_invite(&enrol)
+        .await
+        .unwrap()
+        .unwrap();
     let page = h.app_page(&enrol).await;
     let uri = decode_qr(&page.html);
     assert_eq!(uri, pending.otpauth_uri);
@@ -279,7 +285,13 @@ async fn an_invited_user_sets_up_the_app_and_then_signs_in_like_anyone() {
         .finish(&enrol, &page.csrf, [NEW_PASSWORD, NEW_PASSWORD, "000000"])
         .await;
     assert_kept(resp, &uri, 401, WRONG_CODE).await;
-    assert!(h.broker.admin().enrolment(&enrol).await.unwrap().is_some());
+    assert!(h
+        .broker
+        .admin()
+        .pending_invite(&enrol)
+        .await
+        .unwrap()
+        .is_some());
     assert_eq!(h.login_raw("bob", NEW_PASSWORD, &code).await.status(), 401);
 
     let resp = h
@@ -305,7 +317,7 @@ async fn an_invited_user_sets_up_the_app_and_then_signs_in_like_anyone() {
         "{html}"
     );
 
-    // The enrolment is over: its cookie leads back to the start, the temporary password is
+    // The set-up is over: its cookie leads back to the start, the temporary password is
     // refused there, and the new password signs in with a later code.
     let resp = h
         .get_page("/welcome/app", Some(&format!("__Host-gw_enrol={enrol}")))
