@@ -10,7 +10,9 @@
 #
 #   scripts/bench/revoke.sh [--leases N] [--revocations N] [--memory-cycles N] ...
 #
-# (see `revoke_bench --help` for every option). All traffic stays on the namespace's loopback;
+# (see `revoke_bench --help` for every option). With BROKER_BASELINE=PATH (another
+# grantwire-broker binary), each of BENCH_ROUNDS rounds (default 1) measures this revision's
+# broker and then the baseline (same edge, fresh data and namespace state), in one run. All traffic stays on the namespace's loopback;
 # the namespace, and with it the TUN device and the guard's nftables table, goes at exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +31,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/grantwire-revoke.XXXXXX")
 
 cleanup() {
     local status=$? pidfile pid
-    for pidfile in "$work"/broker.pid "$work"/edge.pid; do
+    for pidfile in "$work"/*/broker.pid "$work"/*/edge.pid; do
         [[ -s $pidfile ]] || continue
         pid=$(<"$pidfile")
         # Only a daemon this run started: that PID, while it still names our work directory.
@@ -43,8 +45,8 @@ cleanup() {
         fi
     done
     ip netns del "$ns" 2>/dev/null || true
-    if [[ $status -ne 0 ]]; then
-        for log in "$work"/broker.log "$work"/edge-*.log; do
+    if [[ $status -ne 0 && -n ${run_dir:-} ]]; then
+        for log in "$run_dir"/broker.log "$run_dir"/edge-*.log; do
             [[ -s $log ]] || continue
             echo "revoke.sh: failed; last lines of $(basename "$log"):" >&2
             tail -n 15 "$log" >&2
@@ -66,9 +68,26 @@ if ! git diff --quiet HEAD 2>/dev/null; then rev="$rev (with uncommitted changes
 echo "- Command: \`$cmd\`"
 echo "- Revision: $rev"
 echo
-ip netns exec "$ns" "$target/release/examples/revoke_bench" \
-    --broker-bin "$target/release/grantwire-broker" \
-    --edge-bin "$target/release/grantwire-edge" \
-    --work-dir "$work" \
-    --tun-name "$tun" \
-    "$@"
+brokers=("this revision=$target/release/grantwire-broker")
+if [[ -n ${BROKER_BASELINE:-} ]]; then
+    [[ -x $BROKER_BASELINE ]] || { echo "revoke.sh: BROKER_BASELINE=$BROKER_BASELINE is not an executable" >&2; exit 2; }
+    brokers+=("baseline=$BROKER_BASELINE")
+    echo "- Baseline broker: \`$BROKER_BASELINE\`, measured after this revision in each of ${BENCH_ROUNDS:-1} round(s)"
+fi
+for round in $(seq "${BENCH_ROUNDS:-1}"); do
+    for entry in "${brokers[@]}"; do
+        label=${entry%%=*}
+        run_dir=$work/run-$round-${label// /-}
+        mkdir -p "$run_dir"
+        if [[ ${#brokers[@]} -gt 1 ]]; then
+            echo
+            echo "### $label, round $round"
+        fi
+        ip netns exec "$ns" "$target/release/examples/revoke_bench" \
+            --broker-bin "${entry#*=}" \
+            --edge-bin "$target/release/grantwire-edge" \
+            --work-dir "$run_dir" \
+            --tun-name "$tun" \
+            "$@"
+    done
+done
