@@ -51,6 +51,7 @@ pub struct UserName(String);
 impl UserName {
     pub const RULE: &'static str = PLAIN_NAME_RULE;
     pub const MAX_LEN: usize = PLAIN_NAME_MAX;
+    pub const HTML_PATTERN: &'static str = PLAIN_NAME_PATTERN;
 
     pub fn as_str(&self) -> &str {
         &self.0
@@ -77,6 +78,7 @@ pub struct EdgeName(String);
 impl EdgeName {
     pub const RULE: &'static str = PLAIN_NAME_RULE;
     pub const MAX_LEN: usize = PLAIN_NAME_MAX;
+    pub const HTML_PATTERN: &'static str = PLAIN_NAME_PATTERN;
     /// What a tunnel's name starts with, so a person sees which tunnels are grantwire's.
     pub const TUNNEL_PREFIX: &'static str = "gw-";
     /// Linux's limit on an interface name (IFNAMSIZ - 1). wg-quick names the interface after
@@ -131,6 +133,9 @@ pub struct TunnelNameTooLong {
 /// stored name has this shape; DESIGN.md states no other.
 const PLAIN_NAME_RULE: &str = "1-32 characters of a-z, 0-9 and '-'";
 const PLAIN_NAME_MAX: usize = 32;
+/// The rule as an HTML `pattern` (a JavaScript regular expression the browser anchors at both
+/// ends), so a form says no before it is sent. The test below generates strings from it.
+const PLAIN_NAME_PATTERN: &str = "[a-z0-9\\-]{1,32}";
 
 fn is_plain_name(s: &str) -> bool {
     (1..=PLAIN_NAME_MAX).contains(&s.len())
@@ -419,6 +424,14 @@ mod tests {
     }
 
     proptest! {
+        /// What a page's `pattern` lets through, the parser accepts (and the rule test below
+        /// shows the parser accepts nothing more than the rule).
+        #[test]
+        fn every_name_the_forms_pattern_admits_parses(s in PLAIN_NAME_PATTERN) {
+            prop_assert!(s.parse::<UserName>().is_ok(), "{s:?}");
+            prop_assert!(s.parse::<EdgeName>().is_ok(), "{s:?}");
+        }
+
         /// One rule for both kinds of name, stated independently of the parser.
         #[test]
         fn a_name_parses_exactly_when_it_has_the_rules_shape(s in "[a-z0-9_.A-Z -]{0,40}|\\PC{0,40}") {

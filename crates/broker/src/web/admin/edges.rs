@@ -4,7 +4,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
-use grantwire_proto::{EdgeAddRequest, EdgeInfo, EdgeRemoveRequest};
+use grantwire_proto::{EdgeAddRequest, EdgeInfo, EdgeName, EdgeRemoveRequest};
 use maud::{html, Markup};
 
 use super::{blank_none, named, notice, AdminChange, AdminSession};
@@ -167,8 +167,8 @@ fn add_form(csrf: &str) -> Markup {
         form id="edge-add" class="admin-form" method="post" action="/admin/edges" {
             (csrf_field(csrf))
             label for="edge-name-input" { "Name (a-z, 0-9 and -)" }
-            input id="edge-name-input" name="name" type="text" required maxlength="32"
-                pattern="[a-z0-9\\-]{1,32}" autocomplete="off" autocapitalize="none"
+            input id="edge-name-input" name="name" type="text" required maxlength=(EdgeName::MAX_LEN)
+                pattern=(EdgeName::HTML_PATTERN) autocomplete="off" autocapitalize="none"
                 spellcheck="false";
             label for="edge-endpoint" { "Endpoint clients connect to (HOST:PORT)" }
             input id="edge-endpoint" name="endpoint" type="text" required

@@ -9,7 +9,7 @@ use axum::http::header::{self, HeaderMap};
 use axum::http::Uri;
 use axum::response::Response;
 use grantwire_proto::{
-    UserInfo, UserInviteRequest, UserInviteResponse, UserNameRequest, UserPasswordRequest,
+    UserInfo, UserInviteRequest, UserInviteResponse, UserName, UserNameRequest, UserPasswordRequest,
 };
 use maud::{html, Markup};
 
@@ -258,8 +258,8 @@ fn invite_form(csrf: &str) -> Markup {
         form id="invite" class="admin-form" method="post" action="/admin/users/invite" {
             (csrf_field(csrf))
             label for="invite-name" { "User name (a-z, 0-9 and -)" }
-            input id="invite-name" name="name" type="text" required maxlength="32"
-                pattern="[a-z0-9\\-]{1,32}" autocomplete="off" autocapitalize="none"
+            input id="invite-name" name="name" type="text" required maxlength=(UserName::MAX_LEN)
+                pattern=(UserName::HTML_PATTERN) autocomplete="off" autocapitalize="none"
                 spellcheck="false";
             div class="check" {
                 input id="invite-admin" name="admin" type="checkbox" value="yes";

@@ -227,6 +227,16 @@ async fn every_admin_page_meets_the_page_rules_and_the_header_links_admins_there
     assert!(leases.contains(r#"<td data-label="User" class="user">alice</td>"#));
     let edges = a.page("/admin/edges").await;
     assert!(edges.contains(r#"<td data-label="State" class="state">not connected</td>"#));
+    // The name fields say no before a post, by the rule the broker parses names with.
+    let name_field = |id: &str| {
+        format!(
+            r#"<input id="{id}" name="name" type="text" required maxlength="{}" pattern="{}""#,
+            grantwire_proto::UserName::MAX_LEN,
+            grantwire_proto::UserName::HTML_PATTERN
+        )
+    };
+    assert!(users.contains(&name_field("invite-name")), "{users}");
+    assert!(edges.contains(&name_field("edge-name-input")), "{edges}");
     // The header links an admin to the admin pages from their own access page too; nobody else.
     assert!(page(&a.h, "/access", &a.session)
         .await
