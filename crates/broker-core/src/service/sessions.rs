@@ -17,8 +17,9 @@ use crate::store::{self, leases, users, AuditEvent, Db};
 use crate::throttle::{self, Buckets, RateLimit};
 use crate::totp;
 
-/// Longest user name we look up or write to the audit log; longer names cannot exist.
-const MAX_NAME_LEN: usize = 64;
+/// The most of a refused login's user name the audit log keeps: whatever was typed, a name or
+/// not, shortened so a long one cannot bloat the log.
+const MAX_LOGGED_NAME_LEN: usize = 64;
 
 /// Where the broker tells its listener that a source's network has proved itself (a login, an
 /// edge's sync): the public listener keeps connection slots for such networks, so a stranger
@@ -194,7 +195,8 @@ impl Broker {
     /// costs the same argon2 work as a known one.
     pub async fn login(&self, req: LoginRequest, source: IpAddr) -> Result<LoginResponse> {
         let now = self.auth().now();
-        let user = if req.user.len() <= MAX_NAME_LEN {
+        // Only a name of `UserName`'s shape can exist; anything else is not looked up.
+        let user = if req.user.parse::<grantwire_proto::UserName>().is_ok() {
             let name = req.user.clone();
             self.db().read(move |c| users::by_name(c, &name)).await?
         } else {
@@ -212,7 +214,7 @@ impl Broker {
         let secs = u64::try_from(now).unwrap_or(0);
         let step = totp::verify(&secret, &req.code, secs);
 
-        let actor: String = req.user.chars().take(MAX_NAME_LEN).collect();
+        let actor: String = req.user.chars().take(MAX_LOGGED_NAME_LEN).collect();
         let ttl = self.session_ttl();
         let checked = user.clone();
         let who = actor.clone();

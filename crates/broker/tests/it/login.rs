@@ -71,6 +71,40 @@ async fn wrong_user_password_or_code_are_indistinguishable() {
     h.shutdown().await;
 }
 
+/// A name no user can have (not of `UserName`'s shape) is refused like a wrong password, with
+/// the right password and code of the user it resembles, and the audit row keeps at most 64
+/// characters of it.
+#[tokio::test]
+async fn a_name_of_no_users_shape_is_refused_like_a_wrong_password() {
+    let h = Harness::start().await;
+    let secret = h.add_user("alice").await;
+    let good = code_now(&secret);
+    let wrong = h.login_raw("mallory", PASSWORD, &good).await;
+    assert_eq!(wrong.status(), 401);
+    let wrong = wrong.text().await.unwrap();
+    let long = format!("alice{}", "x".repeat(200));
+    for user in ["Alice", " alice", "alice\n", long.as_str()] {
+        let resp = h.login_raw(user, PASSWORD, &good).await;
+        assert_eq!(resp.status(), 401, "{user:?}");
+        assert_eq!(resp.text().await.unwrap(), wrong, "{user:?}");
+    }
+    let audit = h.broker.admin().audit_log().await.unwrap();
+    let actors: Vec<_> = audit
+        .iter()
+        .filter(|r| r.kind == "login_failed")
+        .map(|r| r.actor.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(actors.len(), 5, "{audit:?}");
+    assert!(
+        actors.contains(&long.chars().take(64).collect::<String>()),
+        "{actors:?}"
+    );
+    assert!(actors.iter().all(|a| a.chars().count() <= 64), "{actors:?}");
+    // None of them counted against alice: her code still works.
+    assert_eq!(h.login_raw("alice", PASSWORD, &good).await.status(), 200);
+    h.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_totp_code_works_only_once() {
     let h = Harness::start().await;
