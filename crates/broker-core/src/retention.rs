@@ -26,7 +26,7 @@ impl Broker {
     /// Deletes sessions that have ended (past their lifetime or idle timeout), and audit rows
     /// and alerts older than `retention`, as of the broker's clock; one transaction.
     pub async fn apply_retention(&self, retention: Duration) -> Result<Pruned> {
-        let now = self.auth().now();
+        let now = self.now();
         let idle = i64::try_from(self.auth().session_idle.as_secs()).unwrap_or(i64::MAX);
         let keep = i64::try_from(retention.as_secs()).unwrap_or(i64::MAX);
         let cutoff = now.saturating_sub(keep);

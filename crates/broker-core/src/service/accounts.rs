@@ -19,7 +19,7 @@ use crate::{secrets, totp};
 
 impl Broker {
     pub async fn user_list(&self) -> Result<UserListResponse> {
-        let now = self.auth().now();
+        let now = self.now();
         let rows = self.db().read(users::all).await?;
         let users = rows
             .into_iter()
@@ -37,7 +37,7 @@ impl Broker {
 
     /// Refuses the user's logins and ends their sessions.
     pub async fn user_disable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
-        let now = self.auth().now();
+        let now = self.now();
         let name = req.name.clone();
         let cut = self
             .db()
@@ -58,7 +58,7 @@ impl Broker {
     }
 
     pub async fn user_enable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
-        let now = self.auth().now();
+        let now = self.now();
         let name = req.name.clone();
         self.db()
             .write(move |tx| {
@@ -85,7 +85,7 @@ impl Broker {
         check_name(&req.name, "user")?;
         secrets::check_password_policy(&req.password)?;
         let phc = self.argon2().hash(req.password).await?;
-        let now = self.auth().now();
+        let now = self.now();
         let name = req.name.clone();
         let (disabled, cut) = self
             .db()
@@ -110,7 +110,7 @@ impl Broker {
     pub async fn user_reset_totp(&self, req: UserNameRequest) -> Result<UserAddResponse> {
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
         let sealed = self.auth().seal_totp(&req.name, &secret)?;
-        let now = self.auth().now();
+        let now = self.now();
         let name = req.name.clone();
         let (user, cut) = self
             .db()
@@ -160,7 +160,7 @@ impl Broker {
     /// user row goes with their grants; the audit log keeps the name.
     pub async fn user_remove(&self, req: UserNameRequest) -> Result<UserRemoveResponse> {
         check_name(&req.name, "user")?;
-        let now = self.auth().now();
+        let now = self.now();
         let name = req.name.clone();
         let cut = self
             .db()

@@ -43,7 +43,7 @@ impl Broker {
         form: &str,
         reason: &str,
     ) -> Result<()> {
-        let now = self.auth().now();
+        let now = self.now();
         let actor = actor.map(str::to_owned);
         let detail = format!("form={form} reason={reason}");
         self.db()
@@ -82,7 +82,7 @@ impl Broker {
         source: IpAddr,
         detail: &str,
     ) -> Result<()> {
-        let now = self.auth().now();
+        let now = self.now();
         let (actor, detail) = (actor.to_owned(), detail.to_owned());
         self.db()
             .write(move |tx| {

@@ -49,7 +49,7 @@ impl Broker {
         let token = Token::generate();
         let hash = secrets::token_hash(token.as_str());
         // The clock `enrol` checks the expiry by.
-        let now = self.auth().now();
+        let now = self.now();
         let enrol_expires_at = now.saturating_add_unsigned(expires_secs);
         let name = req.name.clone();
         self.db()
@@ -132,7 +132,7 @@ impl Broker {
     /// Trades a one-time enrolment token for a long-lived edge credential.
     pub async fn enrol(&self, req: EnrolRequest, source: IpAddr) -> Result<EnrolResponse> {
         // The broker's clock, which `edge_add` set the token's expiry by.
-        let now = self.auth().now();
+        let now = self.now();
         let credential = Token::generate();
         let cred_hash = secrets::token_hash(credential.as_str());
         let token_hash = secrets::token_hash(&req.token);

@@ -81,7 +81,7 @@ impl Broker {
         let phc = self.argon2().hash(password.clone()).await?;
         let unseen = secrets::random_bytes::<{ totp::SECRET_LEN }>();
         let sealed = self.auth().seal_totp(&req.name, &unseen)?;
-        let now = self.auth().now();
+        let now = self.now();
         let expires_at = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
         let (name, admin) = (req.name.clone(), req.admin);
         self.db()
@@ -109,7 +109,7 @@ impl Broker {
         password: String,
         source: IpAddr,
     ) -> Result<InviteStarted> {
-        let now = self.auth().now();
+        let now = self.now();
         let user = {
             let name = name.to_owned();
             self.db().read(move |c| users::by_name(c, &name)).await?
@@ -168,7 +168,7 @@ impl Broker {
         source: IpAddr,
     ) -> Result<LoginResponse> {
         secrets::check_password_policy(&new_password)?;
-        let now = self.auth().now();
+        let now = self.now();
         let hash = secrets::token_hash(token);
         let found = self.db().read(move |c| pending(c, &hash, now)).await?;
         let Some((invite, user)) = found else {
@@ -209,7 +209,7 @@ impl Broker {
     /// their own secret's code anyway, so showing it to them again gives nothing away. Changes
     /// nothing and counts nothing: the token is 256 random bits, not a thing to guess.
     pub async fn pending_invite(&self, token: &str) -> Result<Option<PendingInvite>> {
-        let now = self.auth().now();
+        let now = self.now();
         let hash = secrets::token_hash(token);
         let Some((invite, user)) = self.db().read(move |c| pending(c, &hash, now)).await? else {
             return Ok(None);

@@ -108,7 +108,8 @@ impl AuthState {
         })
     }
 
-    pub fn now(&self) -> i64 {
+    /// The broker's clock, in Unix seconds; read it as [`Broker::now`].
+    pub(crate) fn now(&self) -> i64 {
         self.clock.now_secs()
     }
 
@@ -194,7 +195,7 @@ impl Broker {
     /// [`Error::Unauthorized`] (throttled and disabled accounts included), and an unknown user
     /// costs the same argon2 work as a known one.
     pub async fn login(&self, req: LoginRequest, source: IpAddr) -> Result<LoginResponse> {
-        let now = self.auth().now();
+        let now = self.now();
         // Only a name of `UserName`'s shape can exist; anything else is not looked up.
         let user = if req.user.parse::<grantwire_proto::UserName>().is_ok() {
             let name = req.user.clone();
@@ -250,7 +251,7 @@ impl Broker {
     /// The user behind a bearer session token, if the session is live: within its lifetime,
     /// used within the idle timeout, and its user not disabled. Marks it used.
     pub async fn session(&self, token: &str) -> Result<users::SessionUser> {
-        let now = self.auth().now();
+        let now = self.now();
         let idle = i64::try_from(self.auth().session_idle.as_secs()).unwrap_or(i64::MAX);
         let hash = secrets::token_hash(token);
         let user = self
@@ -304,7 +305,7 @@ impl Broker {
 
     /// Ends the presenting session.
     pub async fn logout(&self, user: &users::SessionUser, source: IpAddr) -> Result<()> {
-        let now = self.auth().now();
+        let now = self.now();
         let (id, name) = (user.session_id, user.name.clone());
         self.db()
             .write(move |tx| {

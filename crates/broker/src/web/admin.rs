@@ -126,7 +126,7 @@ impl AdminChange {
         guard
             .session_form(&broker, &admin.0, presented, form)
             .await?;
-        let age = broker.auth().now().saturating_sub(admin.0.user.created_at);
+        let age = broker.now().saturating_sub(admin.0.user.created_at);
         let user = &admin.0.user.name;
         if age <= RECENT_SIGN_IN_SECS {
             // Who makes the change, recorded before it is made; no record, no change.
@@ -160,7 +160,7 @@ pub(super) async fn overview(State(broker): State<Broker>, admin: AdminSession) 
         }
         p id="recent-sign-in" class="muted" {
             "Changes need a sign-in within the last " (RECENT_SIGN_IN_SECS / 60) " minutes: "
-            @if until >= broker.auth().now() {
+            @if until >= broker.now() {
                 "this one allows them until " time datetime=(rfc3339(until)) { (utc(until)) } "."
             } @else {
                 "sign out and in again to make any."

@@ -101,7 +101,7 @@ pub(super) async fn signed_in(
     login: &LoginResponse,
 ) -> Result<Response, PageError> {
     broker.mark_web_session(&login.token).await?;
-    let max_age = login.expires_at.saturating_sub(broker.auth().now());
+    let max_age = login.expires_at.saturating_sub(broker.now());
     let mut response = see_other("/access");
     let headers = response.headers_mut();
     let session = set_cookie(SESSION_COOKIE, &login.token, Some(max_age));

@@ -72,7 +72,7 @@ pub(super) async fn start(
         }
         Err(e) => return Err(e.into()),
     };
-    let max_age = started.expires_at.saturating_sub(broker.auth().now());
+    let max_age = started.expires_at.saturating_sub(broker.now());
     let enrol = set_cookie(WELCOME_COOKIE, &started.token, Some(max_age));
     Ok(([(header::SET_COOKIE, enrol)], see_other("/welcome/app")).into_response())
 }

@@ -41,7 +41,7 @@ pub(in crate::web) async fn show(
     let filter = query.map(|Query(f)| f).unwrap_or_default();
     let window = WINDOWS.iter().find(|(v, _, _)| *v == filter.since);
     let q = AuditQuery {
-        since: window.map(|(_, _, secs)| broker.auth().now() - secs),
+        since: window.map(|(_, _, secs)| broker.now() - secs),
         user: blank_none(&filter.user).map(str::to_owned),
         kind: blank_none(&filter.kind).map(str::to_owned),
         limit: Some(PAGE_ROWS),

@@ -29,7 +29,7 @@ pub(in crate::web) async fn show(
     query: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let leases = broker.lease_list().await?.leases;
-    let now = broker.auth().now();
+    let now = broker.now();
     let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
         Done::Revoked => "Lease revoked.",
     });

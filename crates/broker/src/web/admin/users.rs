@@ -41,7 +41,7 @@ pub(in crate::web) async fn show(
     query: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
     let list = broker.user_list().await?;
-    let now = broker.auth().now();
+    let now = broker.now();
     let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
         Done::Disabled => "User disabled; their sessions and leases are ended.",
         Done::Enabled => "User enabled.",
