@@ -245,3 +245,33 @@ fn the_markup_check_catches_inline_script_style_and_handlers() {
     }
     assert_clean_markup(r#"<script src="/assets/app.js" defer></script><p class="a b">x</p>"#);
 }
+
+/// GETs a page anyone may load that carries a form (`/login`, `/welcome`): 200 with the page
+/// rules and clean markup, a `__Host-gw_csrf` cookie with the page rules' flags whose token is
+/// the form's, and no word naming the product or its version (a stranger learns nothing of what
+/// answers). Returns the token and the page.
+pub async fn anonymous_form_page(h: &Harness, path: &str, what: &str) -> (String, String) {
+    let resp = h.get_page(path, None).await;
+    assert_eq!(resp.status(), 200);
+    assert_page_headers(path, &resp);
+    let cookie = set_cookie(&resp, "__Host-gw_csrf").unwrap();
+    let token = cookie_value(&cookie);
+    assert_eq!(
+        cookie,
+        format!("__Host-gw_csrf={token}; Path=/; Secure; HttpOnly; SameSite=Strict")
+    );
+    let html = resp.text().await.unwrap();
+    assert_clean_markup(&html);
+    assert_eq!(csrf_field(&html), token);
+    let lower = html.to_lowercase();
+    for word in [
+        "grantwire",
+        "plex",
+        "wireguard",
+        "lease",
+        env!("CARGO_PKG_VERSION"),
+    ] {
+        assert!(!lower.contains(word), "{word} on the {what}: {html}");
+    }
+    (token, html)
+}
