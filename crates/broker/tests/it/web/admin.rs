@@ -273,7 +273,7 @@ async fn an_admin_invites_a_user_who_then_sets_up_their_account() {
         temporary_password: password,
         expires_at: until,
     };
-    let enrol = a.h.start_enrolment(&invited).await;
+    let enrol = a.h.start_setup(&invited).await;
     let app = a.h.app_page(&enrol).await;
     let secret = between(&decode_qr(&app.html), "secret=", "&").to_owned();
     let resp =

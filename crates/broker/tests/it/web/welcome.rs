@@ -72,7 +72,7 @@ impl Harness {
     }
 
     /// Starts a set-up on the page; returns the set-up cookie's value.
-    pub async fn start_enrolment(&self, invited: &UserInviteResponse) -> String {
+    pub async fn start_setup(&self, invited: &UserInviteResponse) -> String {
         let resp = self
             .post_welcome(&invited.name, &invited.temporary_password)
             .await;

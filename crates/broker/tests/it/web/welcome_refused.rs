@@ -69,7 +69,7 @@ async fn set_up_posts_without_their_token_or_from_elsewhere_change_nothing() {
     }
     assert!(!h.audit_kinds().await.iter().any(|k| k == "enrol_started"));
 
-    let enrol = h.start_enrolment(&bob).await;
+    let enrol = h.start_setup(&bob).await;
     let page = h.app_page(&enrol).await;
     let pending = h
         .broker
@@ -134,7 +134,7 @@ async fn setting_up_spends_the_login_budget() {
     };
     let (h, clock) = with_clock(Some(rate)).await;
     let bob = invite(&h, "bob", None).await;
-    let enrol = h.start_enrolment(&bob).await;
+    let enrol = h.start_setup(&bob).await;
     let page = h.app_page(&enrol).await;
     let secret = between(&decode_qr(&page.html), "secret=", "&").to_owned();
     // One budget per source for the API's login, sign-in and both set-up forms.
