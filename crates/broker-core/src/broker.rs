@@ -1,6 +1,8 @@
-//! [`Broker`]: the state every handler shares (database, session lifetime, the push channel to
-//! edges) and the operations behind both the HTTP API and the admin socket. Handlers stay thin;
-//! tests and the admin socket call these methods directly.
+//! [`Broker`]: the state every handler shares (database, clock, session lifetime, the push
+//! channel to edges), and the handles through which its operations are reached, one per
+//! concern: `broker.accounts().add(..)`, `broker.leases().issue(..)`. Each handle's operations
+//! live in `crate::service::<concern>`; the HTTP API, the web pages, the admin socket and the
+//! tests all call them the same way, and handlers stay thin.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use crate::presence::Presence;
 use crate::proxy::TrustedProxies;
 use crate::secrets::Argon2Gate;
 use crate::service::sessions::AuthState;
+use crate::service::{Access, Accounts, Audit, Edges, Grants, Invites, Leases, Sessions};
 use crate::store::{self, Db};
 
 /// Capacity of the change channel. A subscriber that falls this far behind is told it lagged
@@ -64,6 +67,46 @@ impl Broker {
                 presence: Arc::default(),
             }),
         })
+    }
+
+    /// Users, as the operator adds, lists, disables, resets and removes them.
+    pub fn accounts(&self) -> Accounts<'_> {
+        Accounts { broker: self }
+    }
+
+    /// Login, sessions, logout, and the budgets that slow guessing down.
+    pub fn sessions(&self) -> Sessions<'_> {
+        Sessions { broker: self }
+    }
+
+    /// Invited users and their first sign-in.
+    pub fn invites(&self) -> Invites<'_> {
+        Invites { broker: self }
+    }
+
+    /// Edges: added by the operator, enrolled, sent their lease sets, reporting back.
+    pub fn edges(&self) -> Edges<'_> {
+        Edges { broker: self }
+    }
+
+    /// Who may reach which edge, on what terms.
+    pub fn grants(&self) -> Grants<'_> {
+        Grants { broker: self }
+    }
+
+    /// Issuing, renewing, listing, revoking and expiring leases.
+    pub fn leases(&self) -> Leases<'_> {
+        Leases { broker: self }
+    }
+
+    /// What a signed-in user sees of their own access.
+    pub fn access(&self) -> Access<'_> {
+        Access { broker: self }
+    }
+
+    /// The audit log's query, and the rows the web pages add to it.
+    pub fn audit(&self) -> Audit<'_> {
+        Audit { broker: self }
     }
 
     pub fn db(&self) -> &Db {

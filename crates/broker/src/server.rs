@@ -258,7 +258,7 @@ fn bind_public(addr: SocketAddr) -> Result<std::net::TcpListener> {
 async fn sweep_expired(broker: Broker) {
     let mut shutdown = broker.shutdown_signal();
     loop {
-        if let Err(e) = broker.sweep_expired().await {
+        if let Err(e) = broker.leases().sweep_expired().await {
             tracing::error!(error = %e, "recording expired leases failed");
         }
         tokio::select! {

@@ -134,7 +134,8 @@ async fn broker_for_python(data_dir: &Path) -> (RunningBroker, Vec<u8>, PublicKe
     let broker = start(ServeConfig::for_tests(data_dir)).await.unwrap();
     let admin = broker.admin();
     let user = admin
-        .user_add(UserAddRequest {
+        .accounts()
+        .add(UserAddRequest {
             name: "alice".into(),
             password: PASSWORD.into(),
             admin: false,
@@ -149,7 +150,8 @@ async fn broker_for_python(data_dir: &Path) -> (RunningBroker, Vec<u8>, PublicKe
     let mut home_key = None;
     for (seed, (name, endpoint, granted)) in (9u8..).zip(edges) {
         let added = admin
-            .edge_add(EdgeAddRequest {
+            .edges()
+            .add(EdgeAddRequest {
                 name: name.into(),
                 endpoint: endpoint.into(),
                 ..Default::default()
@@ -162,6 +164,7 @@ async fn broker_for_python(data_dir: &Path) -> (RunningBroker, Vec<u8>, PublicKe
             public_key: key,
         };
         admin
+            .edges()
             .enrol(enrol, "127.0.0.1".parse().unwrap())
             .await
             .unwrap();
@@ -171,7 +174,7 @@ async fn broker_for_python(data_dir: &Path) -> (RunningBroker, Vec<u8>, PublicKe
                 edge: name.into(),
                 ..Default::default()
             };
-            admin.grant_add(grant).await.unwrap();
+            admin.grants().add(grant).await.unwrap();
         }
         home_key.get_or_insert(key);
     }

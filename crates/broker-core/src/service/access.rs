@@ -4,10 +4,11 @@
 
 use std::net::IpAddr;
 
-use grantwire_proto::{GrantInfo, LeaseInfo};
+use grantwire_proto::{GrantInfo, LeaseInfo, LeaseListResponse, WhoamiLease, WhoamiResponse};
 
-use crate::broker::Broker;
 use crate::error::Result;
+use crate::service::leases::wire_field;
+use crate::service::Access;
 use crate::store::users::SessionUser;
 use crate::store::{edges, leases};
 
@@ -30,16 +31,13 @@ pub struct AccessLease {
     pub pinned_here: bool,
 }
 
-impl Broker {
+impl Access<'_> {
     /// The signed-in user's access overview, read in one go.
-    pub async fn access_overview(
-        &self,
-        user: &SessionUser,
-        source: IpAddr,
-    ) -> Result<AccessOverview> {
-        let now = self.now();
+    pub async fn overview(&self, user: &SessionUser, source: IpAddr) -> Result<AccessOverview> {
+        let now = self.broker.now();
         let id = user.user_id;
         let (rows, grants) = self
+            .broker
             .db()
             .read(move |c| {
                 let tx = c.unchecked_transaction()?;
@@ -68,5 +66,46 @@ impl Broker {
             grants,
             now,
         })
+    }
+
+    /// Who the session is, the address the broker sees it at, and whether each of its live
+    /// leases is pinned there.
+    pub async fn whoami(&self, user: &SessionUser, source: IpAddr) -> Result<WhoamiResponse> {
+        let (id, now) = (user.user_id, self.broker.now());
+        let rows = self
+            .broker
+            .db()
+            .read(move |c| leases::live_for_user(c, id, now))
+            .await?;
+        let leases = rows
+            .iter()
+            .map(|r| {
+                let info = r.to_info()?;
+                Ok(WhoamiLease {
+                    pinned_here: info.pin.covers(source),
+                    id: wire_field(&info.id)?,
+                    edge: wire_field(&info.edge)?,
+                    pin: info.pin,
+                    expires_at: info.expires_at,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(WhoamiResponse {
+            user: user.name.clone(),
+            source_ip: source.to_canonical(),
+            leases,
+        })
+    }
+
+    /// The caller's own live leases, with what their edges last reported (the last handshake).
+    pub async fn leases(&self, user: &SessionUser) -> Result<LeaseListResponse> {
+        let (id, now) = (user.user_id, self.broker.now());
+        let rows = self
+            .broker
+            .db()
+            .read(move |c| leases::live_for_user(c, id, now))
+            .await?;
+        let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
+        Ok(LeaseListResponse { leases })
     }
 }

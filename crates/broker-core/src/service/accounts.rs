@@ -10,17 +10,17 @@ use grantwire_proto::{
 };
 use rusqlite::Connection;
 
-use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::service::audit::admin_audit;
 use crate::service::check_name;
+use crate::service::Accounts;
 use crate::store::{self, leases, users, AuditEvent};
 use crate::{secrets, totp};
 
-impl Broker {
-    pub async fn user_list(&self) -> Result<UserListResponse> {
-        let now = self.now();
-        let rows = self.db().read(users::all).await?;
+impl Accounts<'_> {
+    pub async fn list(&self) -> Result<UserListResponse> {
+        let now = self.broker.now();
+        let rows = self.broker.db().read(users::all).await?;
         let users = rows
             .into_iter()
             .map(|r| UserInfo {
@@ -36,10 +36,11 @@ impl Broker {
     }
 
     /// Refuses the user's logins and ends their sessions.
-    pub async fn user_disable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
-        let now = self.now();
+    pub async fn disable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
+        let now = self.broker.now();
         let name = req.name.clone();
         let cut = self
+            .broker
             .db()
             .write(move |tx| {
                 let id = user_id(tx, &name)?;
@@ -57,10 +58,11 @@ impl Broker {
         })
     }
 
-    pub async fn user_enable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
-        let now = self.now();
+    pub async fn enable(&self, req: UserNameRequest) -> Result<UserChangeResponse> {
+        let now = self.broker.now();
         let name = req.name.clone();
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 let id = user_id(tx, &name)?;
                 users::set_disabled(tx, id, None)?;
@@ -78,16 +80,14 @@ impl Broker {
 
     /// Sets a new password (same policy as `user add`), clears the failure streak and ends the
     /// user's sessions.
-    pub async fn user_reset_password(
-        &self,
-        req: UserPasswordRequest,
-    ) -> Result<UserChangeResponse> {
+    pub async fn reset_password(&self, req: UserPasswordRequest) -> Result<UserChangeResponse> {
         check_name(&req.name, "user")?;
         secrets::check_password_policy(&req.password)?;
-        let phc = self.argon2().hash(req.password).await?;
-        let now = self.now();
+        let phc = self.broker.argon2().hash(req.password).await?;
+        let now = self.broker.now();
         let name = req.name.clone();
         let (disabled, cut) = self
+            .broker
             .db()
             .write(move |tx| {
                 let user = users::by_name(tx, &name)?.ok_or_else(|| not_found(&name))?;
@@ -107,12 +107,13 @@ impl Broker {
     }
 
     /// Gives the user a new TOTP secret (shown once, like `user add`) and ends their sessions.
-    pub async fn user_reset_totp(&self, req: UserNameRequest) -> Result<UserAddResponse> {
+    pub async fn reset_totp(&self, req: UserNameRequest) -> Result<UserAddResponse> {
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
-        let sealed = self.auth().seal_totp(&req.name, &secret)?;
-        let now = self.now();
+        let sealed = self.broker.auth().seal_totp(&req.name, &secret)?;
+        let now = self.broker.now();
         let name = req.name.clone();
         let (user, cut) = self
+            .broker
             .db()
             .write(move |tx| {
                 let user = users::by_name(tx, &name)?.ok_or_else(|| not_found(&name))?;
@@ -131,15 +132,16 @@ impl Broker {
         })
     }
 
-    pub async fn user_add(&self, req: UserAddRequest) -> Result<UserAddResponse> {
+    pub async fn add(&self, req: UserAddRequest) -> Result<UserAddResponse> {
         check_name(&req.name, "user")?;
         secrets::check_password_policy(&req.password)?;
-        let phc = self.argon2().hash(req.password).await?;
+        let phc = self.broker.argon2().hash(req.password).await?;
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
-        let sealed = self.auth().seal_totp(&req.name, &secret)?;
-        let now = self.now();
+        let sealed = self.broker.auth().seal_totp(&req.name, &secret)?;
+        let now = self.broker.now();
         let (name, admin) = (req.name.clone(), req.admin);
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 users::insert(tx, &name, &phc, &sealed, admin, now)?;
                 admin_audit(tx, now, "user_added", format!("user={name}"))
@@ -155,14 +157,15 @@ impl Broker {
     }
 }
 
-impl Broker {
+impl Accounts<'_> {
     /// Removes the user: their sessions and live leases end (each lease audited), then the
     /// user row goes with their grants; the audit log keeps the name.
-    pub async fn user_remove(&self, req: UserNameRequest) -> Result<UserRemoveResponse> {
+    pub async fn remove(&self, req: UserNameRequest) -> Result<UserRemoveResponse> {
         check_name(&req.name, "user")?;
-        let now = self.now();
+        let now = self.broker.now();
         let name = req.name.clone();
         let cut = self
+            .broker
             .db()
             .write(move |tx| {
                 let id = user_id(tx, &name)?;
@@ -186,7 +189,7 @@ impl Broker {
         edges.sort_unstable();
         edges.dedup();
         for edge in edges {
-            self.notify_edge(edge);
+            self.broker.notify_edge(edge);
         }
     }
 }

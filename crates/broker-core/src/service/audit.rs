@@ -5,14 +5,15 @@ use std::net::IpAddr;
 
 use grantwire_proto::{AuditQuery, AuditResponse};
 
-use crate::broker::{ip_text, Broker};
+use crate::broker::ip_text;
 use crate::error::{Error, Result};
 use crate::service::check_name;
+use crate::service::Audit;
 use crate::store::{self, AuditEvent};
 
-impl Broker {
+impl Audit<'_> {
     /// The audit log, filtered for an operator.
-    pub async fn audit_query(&self, q: AuditQuery) -> Result<AuditResponse> {
+    pub async fn query(&self, q: AuditQuery) -> Result<AuditResponse> {
         if let Some(user) = &q.user {
             check_name(user, "user")?;
         }
@@ -20,6 +21,7 @@ impl Broker {
             check_kind(kind)?;
         }
         let entries = self
+            .broker
             .db()
             .read(move |c| {
                 let filter = store::audit::Filter {
@@ -43,10 +45,11 @@ impl Broker {
         form: &str,
         reason: &str,
     ) -> Result<()> {
-        let now = self.now();
+        let now = self.broker.now();
         let actor = actor.map(str::to_owned);
         let detail = format!("form={form} reason={reason}");
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 let event = AuditEvent {
                     kind: "web_form_refused",
@@ -82,9 +85,10 @@ impl Broker {
         source: IpAddr,
         detail: &str,
     ) -> Result<()> {
-        let now = self.now();
+        let now = self.broker.now();
         let (actor, detail) = (actor.to_owned(), detail.to_owned());
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 let event = AuditEvent {
                     kind,

@@ -12,12 +12,13 @@ use grantwire_proto::{
 use ipnet::Ipv4Net;
 use rusqlite::Connection;
 
-use crate::broker::{ip_text, Broker};
+use crate::broker::ip_text;
 use crate::error::{Error, Result};
 use crate::lease_terms;
 use crate::secrets::{self, Token};
 use crate::service::audit::admin_audit;
 use crate::service::check_name;
+use crate::service::Edges;
 use crate::store::edges::{self, EdgeRow};
 use crate::store::{self, leases, AuditEvent};
 
@@ -29,8 +30,8 @@ pub fn default_subnet() -> Ipv4Net {
     Ipv4Net::new(std::net::Ipv4Addr::new(10, 77, 0, 0), 24).unwrap_or_default()
 }
 
-impl Broker {
-    pub async fn edge_add(&self, req: EdgeAddRequest) -> Result<EdgeAddResponse> {
+impl Edges<'_> {
+    pub async fn add(&self, req: EdgeAddRequest) -> Result<EdgeAddResponse> {
         check_name(&req.name, "edge")?;
         let endpoints: Vec<String> = std::iter::once(req.endpoint.clone())
             .chain(req.extra_endpoints.iter().cloned())
@@ -49,10 +50,11 @@ impl Broker {
         let token = Token::generate();
         let hash = secrets::token_hash(token.as_str());
         // The clock `enrol` checks the expiry by.
-        let now = self.now();
+        let now = self.broker.now();
         let enrol_expires_at = now.saturating_add_unsigned(expires_secs);
         let name = req.name.clone();
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 let new = edges::NewEdge {
                     name: &name,
@@ -79,8 +81,8 @@ impl Broker {
         })
     }
 
-    pub async fn edge_list(&self) -> Result<EdgeListResponse> {
-        let rows = self.db().read(edges::list).await?;
+    pub async fn list(&self) -> Result<EdgeListResponse> {
+        let rows = self.broker.db().read(edges::list).await?;
         let edges = rows
             .into_iter()
             .map(|r| {
@@ -90,7 +92,7 @@ impl Broker {
                     subnet: r.subnet.parse().map_err(|_| bad())?,
                     tunnel_address: r.tunnel_address.parse().map_err(|_| bad())?,
                     enrolled: r.enrolled,
-                    connected: self.presence().is_connected(r.id),
+                    connected: self.broker.presence().is_connected(r.id),
                     last_seen: r.last_seen_at,
                     enrolment_expires_at: r.enrol_expires_at,
                     name: r.name,
@@ -102,11 +104,12 @@ impl Broker {
 
     /// Removes the edge with its grants and leases (each revocation audited) and its
     /// credential; an open sync stream of it ends.
-    pub async fn edge_remove(&self, req: EdgeRemoveRequest) -> Result<EdgeRemoveResponse> {
+    pub async fn remove(&self, req: EdgeRemoveRequest) -> Result<EdgeRemoveResponse> {
         check_name(&req.name, "edge")?;
-        let now = self.now();
+        let now = self.broker.now();
         let name = req.name.clone();
         let (edge, revoked) = self
+            .broker
             .db()
             .write(move |tx| {
                 let edge = edges::by_name(tx, &name)?
@@ -121,7 +124,7 @@ impl Broker {
                 Ok((edge, revoked))
             })
             .await?;
-        self.notify_edge(edge.id);
+        self.broker.notify_edge(edge.id);
         tracing::info!(edge = %req.name, leases = revoked.len(), "edge removed");
         Ok(EdgeRemoveResponse {
             name: req.name,
@@ -132,12 +135,13 @@ impl Broker {
     /// Trades a one-time enrolment token for a long-lived edge credential.
     pub async fn enrol(&self, req: EnrolRequest, source: IpAddr) -> Result<EnrolResponse> {
         // The broker's clock, which `edge_add` set the token's expiry by.
-        let now = self.now();
+        let now = self.broker.now();
         let credential = Token::generate();
         let cred_hash = secrets::token_hash(credential.as_str());
         let token_hash = secrets::token_hash(&req.token);
         let key = req.public_key.to_base64();
         let answer = self
+            .broker
             .db()
             .write(move |tx| {
                 let Some(edge) = edges::consume_enrolment(tx, &token_hash, &key, &cred_hash, now)?
@@ -186,9 +190,10 @@ impl Broker {
     }
 
     /// The enrolled edge a bearer credential belongs to.
-    pub async fn edge_by_credential(&self, credential: &str) -> Result<edges::EdgeRow> {
+    pub async fn by_credential(&self, credential: &str) -> Result<edges::EdgeRow> {
         let hash = secrets::token_hash(credential);
-        self.db()
+        self.broker
+            .db()
             .read(move |c| edges::by_credential(c, &hash))
             .await?
             .ok_or(Error::Unauthorized)
@@ -196,12 +201,13 @@ impl Broker {
 
     /// The complete set of an edge's live leases, as pushed to it.
     pub async fn lease_set(&self, edge_id: i64) -> Result<LeaseSet> {
-        let now = self.now();
-        let seal = std::sync::Arc::clone(&self.auth().seal);
+        let now = self.broker.now();
+        let seal = std::sync::Arc::clone(&self.broker.auth().seal);
         // Thousands of rows for a busy edge, read and opened on the blocking thread that owns
         // the connection; a revocation waits for this before the edge hears of it. One read
         // transaction, so the edge and its leases are one snapshot.
         let (edge, leases) = self
+            .broker
             .db()
             .read(move |c| {
                 let tx = c.unchecked_transaction()?;
@@ -225,46 +231,42 @@ impl Broker {
     /// Records an edge's report: the figures of its own leases, and one audit row (which raises
     /// an alert) per event about one of its leases. Entries about leases the edge does not hold
     /// are ignored; an over-long list is refused whole.
-    pub async fn edge_report(
-        &self,
-        edge: &EdgeRow,
-        report: EdgeReport,
-        source: IpAddr,
-    ) -> Result<()> {
+    pub async fn report(&self, edge: &EdgeRow, report: EdgeReport, source: IpAddr) -> Result<()> {
         if report.leases.len() > MAX_REPORT_ITEMS || report.events.len() > MAX_REPORT_ITEMS {
             return Err(Error::BadRequest(format!(
                 "a report carries at most {MAX_REPORT_ITEMS} leases and {MAX_REPORT_ITEMS} events"
             )));
         }
-        let now = self.now();
+        let now = self.broker.now();
         let (edge_id, edge_name) = (edge.id, edge.name.clone());
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| record_report(tx, edge_id, &edge_name, &report, source, now))
             .await
     }
 
     /// Audits the opening of an edge's sync stream and marks the edge seen.
-    pub async fn edge_connected(&self, edge: &EdgeRow, source: IpAddr) -> Result<()> {
-        self.edge_seen(edge.id, &edge.name, "edge_connected", Some(source))
+    pub async fn connected(&self, edge: &EdgeRow, source: IpAddr) -> Result<()> {
+        self.seen(edge.id, &edge.name, "edge_connected", Some(source))
             .await
     }
 
     /// Audits the end of an edge's sync stream (the edge went away, or was removed).
-    pub async fn edge_disconnected(&self, edge_id: i64, name: &str) -> Result<()> {
-        self.edge_seen(edge_id, name, "edge_disconnected", None)
-            .await
+    pub async fn disconnected(&self, edge_id: i64, name: &str) -> Result<()> {
+        self.seen(edge_id, name, "edge_disconnected", None).await
     }
 
-    async fn edge_seen(
+    async fn seen(
         &self,
         edge_id: i64,
         name: &str,
         kind: &'static str,
         source: Option<IpAddr>,
     ) -> Result<()> {
-        let now = self.now();
+        let now = self.broker.now();
         let name = name.to_owned();
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 store::edges::mark_seen(tx, edge_id, now)?;
                 let event = AuditEvent {

@@ -8,11 +8,11 @@ use grantwire_proto::{
     DEFAULT_MAX_LEASES, PLEX_PORT,
 };
 
-use crate::broker::Broker;
 use crate::error::{Error, Result};
 use crate::lease_terms;
 use crate::service::audit::admin_audit;
 use crate::service::check_name;
+use crate::service::Grants;
 use crate::store::{edges, leases, users};
 
 /// Lease lifetime of a grant made without `--lease-ttl`.
@@ -21,8 +21,8 @@ pub const DEFAULT_LEASE_TTL_SECS: u64 = 8 * 3600;
 /// The most `max_leases` a grant may have: a /16, the largest edge subnet, holds 65,533 clients.
 pub const MAX_LEASES_LIMIT: u32 = 65_536;
 
-impl Broker {
-    pub async fn grant_add(&self, req: GrantAddRequest) -> Result<GrantInfo> {
+impl Grants<'_> {
+    pub async fn add(&self, req: GrantAddRequest) -> Result<GrantInfo> {
         let lease_ttl_secs = req.lease_ttl_secs.unwrap_or(DEFAULT_LEASE_TTL_SECS);
         if lease_ttl_secs == 0 || lease_ttl_secs > lease_terms::MAX_LEASE_TTL_SECS {
             return Err(Error::BadRequest(
@@ -40,12 +40,12 @@ impl Broker {
                 "max_leases must be 1 to {MAX_LEASES_LIMIT} (revoke the grant to allow none)"
             )));
         }
-        let now = self.now();
+        let now = self.broker.now();
         lease_terms::check_grant_terms(&ports, pin_prefix4, pin_prefix6, req.ends_at, now)
             .map_err(Error::BadRequest)?;
         let (user, edge, ends_at) = (req.user.clone(), req.edge.clone(), req.ends_at);
         let granted = ports.clone();
-        self.db()
+        self.broker.db()
             .write(move |tx| {
                 let (user_id, edge_id) = user_and_edge(tx, &user, &edge)?;
                 let grant = edges::NewGrant {
@@ -80,19 +80,24 @@ impl Broker {
     }
 
     /// Live grants (neither revoked nor ended), by user and edge.
-    pub async fn grant_list(&self) -> Result<GrantListResponse> {
-        let now = self.now();
-        let rows = self.db().read(move |c| edges::live_grants(c, now)).await?;
+    pub async fn list(&self) -> Result<GrantListResponse> {
+        let now = self.broker.now();
+        let rows = self
+            .broker
+            .db()
+            .read(move |c| edges::live_grants(c, now))
+            .await?;
         let grants = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(GrantListResponse { grants })
     }
 
     /// Revokes the grant and, in the same transaction, its live leases; then pushes the new
     /// lease set to the edge.
-    pub async fn grant_revoke(&self, req: GrantRevokeRequest) -> Result<GrantRevokeResponse> {
-        let now = self.now();
+    pub async fn revoke(&self, req: GrantRevokeRequest) -> Result<GrantRevokeResponse> {
+        let now = self.broker.now();
         let (user, edge) = (req.user.clone(), req.edge.clone());
         let (edge_id, revoked) = self
+            .broker
             .db()
             .write(move |tx| {
                 let (user_id, edge_id) = user_and_edge(tx, &user, &edge)?;
@@ -108,7 +113,7 @@ impl Broker {
                 Ok((edge_id, revoked))
             })
             .await?;
-        self.notify_edge(edge_id);
+        self.broker.notify_edge(edge_id);
         tracing::info!(user = %req.user, edge = %req.edge, leases = revoked.len(), "grant revoked");
         Ok(GrantRevokeResponse {
             user: req.user,

@@ -1,7 +1,7 @@
 //! Invitations and first sign-in: an admin invites a user with a temporary password
-//! (`user invite`); at first sign-in the user proves that password ([`Broker::invite_begin`]),
+//! (`user invite`); at first sign-in the user proves that password ([`Invites::begin`]),
 //! is shown a new TOTP secret, and sends a code for it with a password of their own
-//! ([`Broker::invite_finish`]). Only a confirmed code makes the secret count, so a mis-scanned
+//! ([`Invites::finish`]). Only a confirmed code makes the secret count, so a mis-scanned
 //! QR code never locks anyone out, and the admin never sees the user's password or secret.
 //!
 //! Until set-up ends, the user's login is refused everywhere (`sessions.rs`). Every refusal here
@@ -13,10 +13,11 @@ use std::net::IpAddr;
 use grantwire_proto::{LoginResponse, UserInviteRequest, UserInviteResponse};
 use rusqlite::Connection;
 
-use crate::broker::{ip_text, Broker};
+use crate::broker::ip_text;
 use crate::error::{Error, Result};
 use crate::secrets::{self, Token};
 use crate::service::sessions::open_session;
+use crate::service::Invites;
 use crate::service::{audit::admin_audit, check_name};
 use crate::store::{self, invites, users, AuditEvent};
 use crate::{throttle, totp};
@@ -49,7 +50,7 @@ impl std::fmt::Debug for InviteStarted {
     }
 }
 
-/// A live set-up as [`Broker::pending_invite`] finds it again by its token.
+/// A live set-up as [`Invites::pending`] finds it again by its token.
 pub struct PendingInvite {
     pub user: String,
     pub otpauth_uri: String,
@@ -66,10 +67,10 @@ impl std::fmt::Debug for PendingInvite {
     }
 }
 
-impl Broker {
+impl Invites<'_> {
     /// Adds an invited user. The row holds the temporary password's hash and a sealed random
     /// secret nobody is shown, so the user cannot log in until set-up replaces both.
-    pub async fn user_invite(&self, req: UserInviteRequest) -> Result<UserInviteResponse> {
+    pub async fn create(&self, req: UserInviteRequest) -> Result<UserInviteResponse> {
         check_name(&req.name, "user")?;
         let ttl = req.ttl_secs.unwrap_or(DEFAULT_INVITE_TTL_SECS);
         if ttl == 0 || ttl > MAX_INVITE_TTL_SECS {
@@ -78,13 +79,14 @@ impl Broker {
             )));
         }
         let password = temporary_password();
-        let phc = self.argon2().hash(password.clone()).await?;
+        let phc = self.broker.argon2().hash(password.clone()).await?;
         let unseen = secrets::random_bytes::<{ totp::SECRET_LEN }>();
-        let sealed = self.auth().seal_totp(&req.name, &unseen)?;
-        let now = self.now();
+        let sealed = self.broker.auth().seal_totp(&req.name, &unseen)?;
+        let now = self.broker.now();
         let expires_at = now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX));
         let (name, admin) = (req.name.clone(), req.admin);
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 let id = users::insert(tx, &name, &phc, &sealed, admin, now)?;
                 users::set_invited(tx, id, expires_at)?;
@@ -103,23 +105,30 @@ impl Broker {
 
     /// Checks an invited user's temporary password and starts their set-up with a new TOTP
     /// secret. Asking again replaces the secret and the token (a QR code scanned badly).
-    pub async fn invite_begin(
+    pub async fn begin(
         &self,
         name: &str,
         password: String,
         source: IpAddr,
     ) -> Result<InviteStarted> {
-        let now = self.now();
+        let now = self.broker.now();
         let user = {
             let name = name.to_owned();
-            self.db().read(move |c| users::by_name(c, &name)).await?
+            self.broker
+                .db()
+                .read(move |c| users::by_name(c, &name))
+                .await?
         };
         // Hashed even when the user is unknown or not invited, so the answer takes as long.
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let password_ok = self.argon2().verify_from(source, password, phc).await?;
+        let password_ok = self
+            .broker
+            .argon2()
+            .verify_from(source, password, phc)
+            .await?;
         let secret = secrets::random_bytes::<{ totp::SECRET_LEN }>();
         let sealed = match &user {
-            Some(u) => self.auth().seal_totp(&u.name, &secret)?,
+            Some(u) => self.broker.auth().seal_totp(&u.name, &secret)?,
             None => Vec::new(),
         };
         let token = Token::generate();
@@ -128,6 +137,7 @@ impl Broker {
         let actor: String = name.chars().take(64).collect();
         let who = actor.clone();
         let answer = self
+            .broker
             .db()
             .write(move |tx| {
                 let refused = match &user {
@@ -156,11 +166,11 @@ impl Broker {
         })
     }
 
-    /// Ends a set-up: `code` must be valid for the secret [`Broker::invite_begin`] showed,
+    /// Ends a set-up: `code` must be valid for the secret [`Invites::begin`] showed,
     /// and `new_password` meets the password policy. Then the secret counts, the password is
     /// the user's own, the invitation is over, and a session is opened. A wrong code leaves
     /// the set-up as it was, so the user can try again with the next code.
-    pub async fn invite_finish(
+    pub async fn finish(
         &self,
         token: &str,
         new_password: String,
@@ -168,22 +178,28 @@ impl Broker {
         source: IpAddr,
     ) -> Result<LoginResponse> {
         secrets::check_password_policy(&new_password)?;
-        let now = self.now();
+        let now = self.broker.now();
         let hash = secrets::token_hash(token);
-        let found = self.db().read(move |c| pending(c, &hash, now)).await?;
+        let found = self
+            .broker
+            .db()
+            .read(move |c| pending(c, &hash, now))
+            .await?;
         let Some((invite, user)) = found else {
             return Err(Error::Unauthorized);
         };
-        let phc = self.argon2().hash(new_password).await?;
+        let phc = self.broker.argon2().hash(new_password).await?;
         let secret = self
+            .broker
             .auth()
             .seal
             .open(user.name.as_bytes(), &invite.totp_sealed)
             .ok_or_else(|| Error::Internal("an enrolment's secret does not open".into()))?;
         let step = totp::verify(&secret, code, u64::try_from(now).unwrap_or(0));
-        let ttl = self.session_ttl();
+        let ttl = self.broker.session_ttl();
         let name = user.name.clone();
         let answer = self
+            .broker
             .db()
             .write(move |tx| {
                 let refused = refusal(tx, &user, now, true)?;
@@ -198,23 +214,29 @@ impl Broker {
             })
             .await?;
         let session = refused(answer, &name, source)?;
-        self.auth().conns.mark_known(source);
+        self.broker.auth().conns.mark_known(source);
         tracing::info!(user = %name, %source, "enrolled");
         Ok(session)
     }
 
-    /// The live set-up `token` continues, with the secret [`Broker::invite_begin`] showed, so
+    /// The live set-up `token` continues, with the secret [`Invites::begin`] showed, so
     /// the page that shows it can be reloaded without starting over. The secret stays sealed in
     /// the database between the two; whoever holds the token could finish the set-up with
     /// their own secret's code anyway, so showing it to them again gives nothing away. Changes
     /// nothing and counts nothing: the token is 256 random bits, not a thing to guess.
-    pub async fn pending_invite(&self, token: &str) -> Result<Option<PendingInvite>> {
-        let now = self.now();
+    pub async fn pending(&self, token: &str) -> Result<Option<PendingInvite>> {
+        let now = self.broker.now();
         let hash = secrets::token_hash(token);
-        let Some((invite, user)) = self.db().read(move |c| pending(c, &hash, now)).await? else {
+        let Some((invite, user)) = self
+            .broker
+            .db()
+            .read(move |c| pending(c, &hash, now))
+            .await?
+        else {
             return Ok(None);
         };
         let secret = self
+            .broker
             .auth()
             .seal
             .open(user.name.as_bytes(), &invite.totp_sealed)

@@ -5,15 +5,15 @@ use std::time::Duration;
 
 use grantwire_proto::{
     LeaseListResponse, LeaseRequest, LeaseResponse, LeaseRevokeRequest, LeaseRevokeResponse, Pin,
-    PlexUrl, PresharedKey, Profile, PublicKey, WhoamiLease, WhoamiResponse, DEFAULT_KEEPALIVE_SECS,
-    PLEX_PORT,
+    PlexUrl, PresharedKey, Profile, PublicKey, DEFAULT_KEEPALIVE_SECS, PLEX_PORT,
 };
 use ipnet::{IpNet, Ipv4Net};
 use rusqlite::Connection;
 
-use crate::broker::{ip_text, Broker};
+use crate::broker::ip_text;
 use crate::error::{Error, Result};
 use crate::service::audit::admin_audit;
+use crate::service::Leases;
 use crate::store::users::{self, SessionUser};
 use crate::store::{self, edges, leases, AuditEvent};
 use crate::{lease_terms, secrets};
@@ -24,11 +24,11 @@ pub const EXPIRY_SWEEP_INTERVAL: Duration = Duration::from_secs(2);
 /// Expired leases written per transaction, so a backlog never holds the write lock for long.
 const EXPIRY_BATCH: i64 = 500;
 
-impl Broker {
+impl Leases<'_> {
     /// Issues a lease on `req.edge` to the session's user, pinned to `source` (the TCP peer of
     /// the request, never a header). Written by the batch writer (`crate::writer`), in one
     /// commit with whatever other leases are being asked for at the same moment.
-    pub async fn issue_lease(
+    pub async fn issue(
         &self,
         user: &SessionUser,
         req: LeaseRequest,
@@ -40,12 +40,12 @@ impl Broker {
             user_name: user.name.clone(),
             req,
             source,
-            now: self.now(),
-            seal: std::sync::Arc::clone(&self.auth().seal),
+            now: self.broker.now(),
+            seal: std::sync::Arc::clone(&self.broker.auth().seal),
         };
         // In a task of its own: if the client hangs up once the job is queued, the lease may
         // still be committed, and then its edge must still be told and the lease logged.
-        let (broker, user_name) = (self.clone(), user.name.clone());
+        let (broker, user_name) = (self.broker.clone(), user.name.clone());
         let profile = tokio::spawn(async move {
             let issued = match broker.db().write(move |conn| issue.write(conn)).await? {
                 Written::Issued(issued) => issued,
@@ -65,61 +65,22 @@ impl Broker {
         Ok(LeaseResponse { profile })
     }
 
-    /// Who the session is, the address the broker sees it at, and whether each of its live
-    /// leases is pinned there.
-    pub async fn whoami(&self, user: &SessionUser, source: IpAddr) -> Result<WhoamiResponse> {
-        let (id, now) = (user.user_id, self.now());
-        let rows = self
-            .db()
-            .read(move |c| leases::live_for_user(c, id, now))
-            .await?;
-        let leases = rows
-            .iter()
-            .map(|r| {
-                let info = r.to_info()?;
-                Ok(WhoamiLease {
-                    pinned_here: info.pin.covers(source),
-                    id: wire_field(&info.id)?,
-                    edge: wire_field(&info.edge)?,
-                    pin: info.pin,
-                    expires_at: info.expires_at,
-                })
-            })
-            .collect::<Result<_>>()?;
-        Ok(WhoamiResponse {
-            user: user.name.clone(),
-            source_ip: source.to_canonical(),
-            leases,
-        })
-    }
-
-    /// The caller's own live leases, with what their edges last reported (the last handshake).
-    pub async fn user_leases(&self, user: &SessionUser) -> Result<LeaseListResponse> {
-        let (id, now) = (user.user_id, self.now());
-        let rows = self
-            .db()
-            .read(move |c| leases::live_for_user(c, id, now))
-            .await?;
-        let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
-        Ok(LeaseListResponse { leases })
-    }
-
     /// Revokes the caller's own live lease `id` and pushes the edge its new set.
     ///
     /// Unlike renewal, another user's live lease is refused as such (403) rather than passed
     /// off as unknown, so the user hears "not yours" for an id copied from someone else's
     /// screen. That tells an authenticated user only that an id they already hold exists;
     /// ids are 64 random bits, so none can be found by guessing.
-    pub async fn revoke_own_lease(
+    pub async fn revoke_own(
         &self,
         user: &SessionUser,
         id: &str,
         source: IpAddr,
     ) -> Result<LeaseRevokeResponse> {
-        let now = self.now();
+        let now = self.broker.now();
         let (id, user_id, name) = (id.to_owned(), user.user_id, user.name.clone());
         let (lease, owner, edge) = self
-            .db()
+            .broker.db()
             .write(move |tx| {
                 let lease = leases::live_by_id(tx, &id, now)?
                     .ok_or_else(|| Error::NotFound("no live lease with this id".into()))?;
@@ -141,7 +102,7 @@ impl Broker {
                 Ok((lease, owner, edge))
             })
             .await?;
-        self.notify_edge(lease.edge_id);
+        self.broker.notify_edge(lease.edge_id);
         tracing::info!(lease = %lease.id, user = %owner, %edge, "lease revoked by its user");
         Ok(LeaseRevokeResponse {
             id: lease.id,
@@ -153,15 +114,16 @@ impl Broker {
     /// Moves the pin of the caller's live lease `id` to `source` and extends it, keeping its
     /// key, address and preshared key; the edge gets the new set at once, so the old address
     /// stops working. Another user's lease looks like an unknown one.
-    pub async fn renew_lease(
+    pub async fn renew(
         &self,
         user: &SessionUser,
         id: &str,
         source: IpAddr,
     ) -> Result<LeaseResponse> {
-        let now = self.now();
+        let now = self.broker.now();
         let (id, user_id, name) = (id.to_owned(), user.user_id, user.name.clone());
         let (lease, edge, endpoint, pin, expires_at) = self
+            .broker
             .db()
             .write(move |tx| {
                 let lease = leases::live_by_id(tx, &id, now)?
@@ -193,31 +155,36 @@ impl Broker {
                 Ok((lease, edge, endpoint, pin, expires_at))
             })
             .await?;
-        self.notify_edge(edge.id);
+        self.broker.notify_edge(edge.id);
         tracing::info!(lease = %lease.id, user = %user.name, old_pin = %lease.pin, %pin, "lease renewed");
         let profile = profile(
             edge,
             endpoint,
             lease.id.clone(),
             lease.address()?,
-            lease.preshared_key(&self.auth().seal)?,
+            lease.preshared_key(&self.broker.auth().seal)?,
             pin,
             expires_at,
         )?;
         Ok(LeaseResponse { profile })
     }
 
-    pub async fn lease_list(&self) -> Result<LeaseListResponse> {
-        let now = self.now();
-        let rows = self.db().read(move |c| leases::live_all(c, now)).await?;
+    pub async fn list(&self) -> Result<LeaseListResponse> {
+        let now = self.broker.now();
+        let rows = self
+            .broker
+            .db()
+            .read(move |c| leases::live_all(c, now))
+            .await?;
         let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
         Ok(LeaseListResponse { leases })
     }
 
     /// Revokes one live lease and pushes the edge its new set.
-    pub async fn lease_revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
-        let now = self.now();
+    pub async fn revoke(&self, req: LeaseRevokeRequest) -> Result<LeaseRevokeResponse> {
+        let now = self.broker.now();
         let (lease, user, edge) = self
+            .broker
             .db()
             .write(move |tx| {
                 let lease = leases::live_by_id(tx, &req.id, now)?
@@ -229,7 +196,7 @@ impl Broker {
                 Ok((lease, user, edge))
             })
             .await?;
-        self.notify_edge(lease.edge_id);
+        self.broker.notify_edge(lease.edge_id);
         tracing::info!(lease = %lease.id, %user, %edge, "lease revoked");
         Ok(LeaseRevokeResponse {
             id: lease.id,
@@ -244,16 +211,21 @@ impl Broker {
     pub async fn sweep_expired(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let now = self.now();
+            let now = self.broker.now();
             // A read first, so an idle broker does not queue a write every sweep.
             if !self
+                .broker
                 .db()
                 .read(move |c| leases::any_expired_unaudited(c, now))
                 .await?
             {
                 return Ok(total);
             }
-            let expired = self.db().write(move |tx| audit_expired(tx, now)).await?;
+            let expired = self
+                .broker
+                .db()
+                .write(move |tx| audit_expired(tx, now))
+                .await?;
             total += expired;
             if expired < usize::try_from(EXPIRY_BATCH).unwrap_or(usize::MAX) {
                 return Ok(total);
@@ -443,7 +415,7 @@ fn profile(
 
 /// A stored name, id or endpoint as the wire type clients parse it into. Each was checked by
 /// the same rule when it was made, so a failure is a damaged row, not a user's mistake.
-fn wire_field<T>(stored: &str) -> Result<T>
+pub(crate) fn wire_field<T>(stored: &str) -> Result<T>
 where
     T: std::str::FromStr<Err = grantwire_proto::FieldError>,
 {

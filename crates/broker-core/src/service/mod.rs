@@ -1,5 +1,8 @@
-//! The broker's operations, as `impl Broker` blocks grouped by concern. Each file holds the
-//! operations on one thing, whoever calls them (the API, the web pages or the admin socket):
+//! The broker's operations, grouped by concern. Each file holds the operations on one thing,
+//! whoever calls them (the API, the web pages or the admin socket), as methods of a small handle
+//! that borrows the [`Broker`]'s shared state: `broker.grants().revoke(req)`. A concern's
+//! handle reaches the state (database, clock, edge channel) through `self.broker`, and another
+//! concern only through that concern's handle, so each file reads on its own:
 //!
 //! - [`accounts`]: users, as the operator adds, lists, disables, resets and removes them;
 //! - [`sessions`]: login (password + TOTP), sessions, logout, and the failure and per-source
@@ -13,7 +16,7 @@
 //! - [`audit`]: the audit log's query and the rows the web pages add.
 
 pub mod access;
-mod accounts;
+pub mod accounts;
 pub mod audit;
 pub mod edges;
 pub mod grants;
@@ -21,7 +24,52 @@ pub mod invites;
 pub mod leases;
 pub mod sessions;
 
+use crate::broker::Broker;
 use crate::error::{Error, Result};
+
+/// Declares a concern's handle: a borrow of the broker, made by `Broker::<concern>()`.
+macro_rules! handle {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy)]
+        pub struct $name<'a> {
+            pub(crate) broker: &'a Broker,
+        }
+    };
+}
+
+handle!(
+    /// [`accounts`]' operations: `broker.accounts()`.
+    Accounts
+);
+handle!(
+    /// [`sessions`]' operations: `broker.sessions()`.
+    Sessions
+);
+handle!(
+    /// [`invites`]' operations: `broker.invites()`.
+    Invites
+);
+handle!(
+    /// [`edges`]' operations: `broker.edges()`.
+    Edges
+);
+handle!(
+    /// [`grants`]' operations: `broker.grants()`.
+    Grants
+);
+handle!(
+    /// [`leases`]' operations: `broker.leases()`.
+    Leases
+);
+handle!(
+    /// [`access`]' operations: `broker.access()`.
+    Access
+);
+handle!(
+    /// [`audit`]' operations: `broker.audit()`.
+    Audit
+);
 
 /// `what` is "edge" for a [`grantwire_proto::EdgeName`], anything else ("user") for a
 /// [`grantwire_proto::UserName`]: names appear in URIs, file names and audit lines unescaped,

@@ -9,10 +9,11 @@ use std::time::Duration;
 use grantwire_proto::{LoginRequest, LoginResponse};
 use rusqlite::Connection;
 
-use crate::broker::{ip_text, Broker};
+use crate::broker::ip_text;
 use crate::clock::Clock;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SealKey, Token, SECRETS_KEY_FILE};
+use crate::service::Sessions;
 use crate::store::{self, leases, users, AuditEvent, Db};
 use crate::throttle::{self, Buckets, RateLimit};
 use crate::totp;
@@ -190,38 +191,51 @@ enum Outcome {
     Invited,
 }
 
-impl Broker {
+impl Sessions<'_> {
     /// Checks password and TOTP code and opens a session. Every refusal is the same
     /// [`Error::Unauthorized`] (throttled and disabled accounts included), and an unknown user
     /// costs the same argon2 work as a known one.
     pub async fn login(&self, req: LoginRequest, source: IpAddr) -> Result<LoginResponse> {
-        let now = self.now();
+        let now = self.broker.now();
         // Only a name of `UserName`'s shape can exist; anything else is not looked up.
         let user = if req.user.parse::<grantwire_proto::UserName>().is_ok() {
             let name = req.user.clone();
-            self.db().read(move |c| users::by_name(c, &name)).await?
+            self.broker
+                .db()
+                .read(move |c| users::by_name(c, &name))
+                .await?
         } else {
             None
         };
         // Hashed even for a locked account, so its answer takes as long as any other.
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let password_ok = self.argon2().verify_from(source, req.password, phc).await?;
+        let password_ok = self
+            .broker
+            .argon2()
+            .verify_from(source, req.password, phc)
+            .await?;
         // An unknown user's code is checked against a dummy secret, so the work done (and the
         // time taken) does not depend on whether the name exists.
         let secret = user
             .as_ref()
-            .and_then(|u| self.auth().seal.open(u.name.as_bytes(), &u.totp_sealed))
+            .and_then(|u| {
+                self.broker
+                    .auth()
+                    .seal
+                    .open(u.name.as_bytes(), &u.totp_sealed)
+            })
             .unwrap_or_else(|| vec![0u8; totp::SECRET_LEN]);
         let secs = u64::try_from(now).unwrap_or(0);
         let step = totp::verify(&secret, &req.code, secs);
 
         let actor: String = req.user.chars().take(MAX_LOGGED_NAME_LEN).collect();
-        let ttl = self.session_ttl();
+        let ttl = self.broker.session_ttl();
         let checked = user.clone();
         let who = actor.clone();
         // A refusal is an answer too: its audit rows and failure count commit, and only then
         // does the caller get the 401.
         let answer = self
+            .broker
             .db()
             .write(move |tx| {
                 let (outcome, network) =
@@ -237,7 +251,7 @@ impl Broker {
             .await?;
         match answer {
             Ok(session) => {
-                self.auth().conns.mark_known(source);
+                self.broker.auth().conns.mark_known(source);
                 tracing::info!(user = %actor, %source, "login");
                 Ok(session)
             }
@@ -250,11 +264,12 @@ impl Broker {
 
     /// The user behind a bearer session token, if the session is live: within its lifetime,
     /// used within the idle timeout, and its user not disabled. Marks it used.
-    pub async fn session(&self, token: &str) -> Result<users::SessionUser> {
-        let now = self.now();
-        let idle = i64::try_from(self.auth().session_idle.as_secs()).unwrap_or(i64::MAX);
+    pub async fn user_of(&self, token: &str) -> Result<users::SessionUser> {
+        let now = self.broker.now();
+        let idle = i64::try_from(self.broker.auth().session_idle.as_secs()).unwrap_or(i64::MAX);
         let hash = secrets::token_hash(token);
         let user = self
+            .broker
             .db()
             .read(move |c| users::session_user(c, &hash, now, now.saturating_sub(idle)))
             .await?
@@ -263,7 +278,8 @@ impl Broker {
         // on the writer just to say the same thing.
         if user.last_used_at < now {
             let id = user.session_id;
-            self.db()
+            self.broker
+                .db()
                 .write(move |tx| users::touch_session(tx, id, now))
                 .await?;
         }
@@ -272,7 +288,7 @@ impl Broker {
 
     /// Spends one login attempt of `ip`'s budget (`crate::throttle`); 429 once it has none.
     pub fn spend_login(&self, ip: IpAddr) -> Result<()> {
-        let auth = self.auth();
+        let auth = self.broker.auth();
         auth.login_buckets
             .take(ip, auth.clock.now_ms())
             .map_err(|retry_after| Error::RateLimited { retry_after })
@@ -280,7 +296,7 @@ impl Broker {
 
     /// Spends one lease request of `ip`'s budget; 429 once it has none.
     pub fn spend_lease(&self, ip: IpAddr) -> Result<()> {
-        let auth = self.auth();
+        let auth = self.broker.auth();
         auth.lease_buckets
             .take(ip, auth.clock.now_ms())
             .map_err(|retry_after| Error::RateLimited { retry_after })
@@ -305,9 +321,10 @@ impl Broker {
 
     /// Ends the presenting session.
     pub async fn logout(&self, user: &users::SessionUser, source: IpAddr) -> Result<()> {
-        let now = self.now();
+        let now = self.broker.now();
         let (id, name) = (user.session_id, user.name.clone());
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| {
                 users::delete_session(tx, id)?;
                 let event = AuditEvent {
@@ -325,7 +342,8 @@ impl Broker {
     /// [`users::SessionUser::web`]).
     pub async fn mark_web_session(&self, token: &str) -> Result<()> {
         let hash = crate::secrets::token_hash(token);
-        self.db()
+        self.broker
+            .db()
             .write(move |tx| users::mark_web_session(tx, &hash))
             .await
     }

@@ -59,103 +59,103 @@ async fn user_add(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<UserAddRequest>,
 ) -> Result<Json<UserAddResponse>> {
-    Ok(Json(b.user_add(req).await?))
+    Ok(Json(b.accounts().add(req).await?))
 }
 
 async fn user_list(State(b): State<Broker>) -> Result<Json<UserListResponse>> {
-    Ok(Json(b.user_list().await?))
+    Ok(Json(b.accounts().list().await?))
 }
 
 async fn user_disable(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<UserNameRequest>,
 ) -> Result<Json<UserChangeResponse>> {
-    Ok(Json(b.user_disable(req).await?))
+    Ok(Json(b.accounts().disable(req).await?))
 }
 
 async fn user_enable(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<UserNameRequest>,
 ) -> Result<Json<UserChangeResponse>> {
-    Ok(Json(b.user_enable(req).await?))
+    Ok(Json(b.accounts().enable(req).await?))
 }
 
 async fn user_reset_password(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<UserPasswordRequest>,
 ) -> Result<Json<UserChangeResponse>> {
-    Ok(Json(b.user_reset_password(req).await?))
+    Ok(Json(b.accounts().reset_password(req).await?))
 }
 
 async fn user_reset_totp(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<UserNameRequest>,
 ) -> Result<Json<UserAddResponse>> {
-    Ok(Json(b.user_reset_totp(req).await?))
+    Ok(Json(b.accounts().reset_totp(req).await?))
 }
 
 async fn user_remove(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<UserNameRequest>,
 ) -> Result<Json<UserRemoveResponse>> {
-    Ok(Json(b.user_remove(req).await?))
+    Ok(Json(b.accounts().remove(req).await?))
 }
 
 async fn user_invite(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<UserInviteRequest>,
 ) -> Result<Json<UserInviteResponse>> {
-    Ok(Json(b.user_invite(req).await?))
+    Ok(Json(b.invites().create(req).await?))
 }
 
 async fn edge_add(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<EdgeAddRequest>,
 ) -> Result<Json<EdgeAddResponse>> {
-    Ok(Json(b.edge_add(req).await?))
+    Ok(Json(b.edges().add(req).await?))
 }
 
 async fn edge_list(State(b): State<Broker>) -> Result<Json<EdgeListResponse>> {
-    Ok(Json(b.edge_list().await?))
+    Ok(Json(b.edges().list().await?))
 }
 
 async fn edge_remove(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<EdgeRemoveRequest>,
 ) -> Result<Json<EdgeRemoveResponse>> {
-    Ok(Json(b.edge_remove(req).await?))
+    Ok(Json(b.edges().remove(req).await?))
 }
 
 async fn grant_add(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<GrantAddRequest>,
 ) -> Result<Json<GrantInfo>> {
-    Ok(Json(b.grant_add(req).await?))
+    Ok(Json(b.grants().add(req).await?))
 }
 
 async fn grant_list(State(b): State<Broker>) -> Result<Json<GrantListResponse>> {
-    Ok(Json(b.grant_list().await?))
+    Ok(Json(b.grants().list().await?))
 }
 
 async fn grant_revoke(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<GrantRevokeRequest>,
 ) -> Result<Json<GrantRevokeResponse>> {
-    Ok(Json(b.grant_revoke(req).await?))
+    Ok(Json(b.grants().revoke(req).await?))
 }
 
 async fn lease_revoke(
     State(b): State<Broker>,
     ApiJson(req): ApiJson<LeaseRevokeRequest>,
 ) -> Result<Json<LeaseRevokeResponse>> {
-    Ok(Json(b.lease_revoke(req).await?))
+    Ok(Json(b.leases().revoke(req).await?))
 }
 
 async fn audit(
     State(b): State<Broker>,
     ApiJson(q): ApiJson<AuditQuery>,
 ) -> Result<Json<AuditResponse>> {
-    Ok(Json(b.audit_query(q).await?))
+    Ok(Json(b.audit().query(q).await?))
 }
 
 async fn backup(
@@ -166,5 +166,5 @@ async fn backup(
 }
 
 async fn lease_list(State(b): State<Broker>) -> Result<Json<LeaseListResponse>> {
-    Ok(Json(b.lease_list().await?))
+    Ok(Json(b.leases().list().await?))
 }

@@ -114,7 +114,7 @@ async fn login(
     _: LoginBudget,
     GuardedJson(req): GuardedJson<LoginRequest>,
 ) -> Result<Json<LoginResponse>> {
-    Ok(Json(broker.login(req, ip).await?))
+    Ok(Json(broker.sessions().login(req, ip).await?))
 }
 
 async fn logout(
@@ -122,7 +122,7 @@ async fn logout(
     ClientIp(ip): ClientIp,
     UserSession(user): UserSession,
 ) -> Result<StatusCode> {
-    broker.logout(&user, ip).await?;
+    broker.sessions().logout(&user, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -136,7 +136,7 @@ async fn lease(
     _: LeaseBudget,
     ApiJson(req): ApiJson<LeaseRequest>,
 ) -> Result<Json<LeaseResponse>> {
-    Ok(Json(broker.issue_lease(&user, req, ip).await?))
+    Ok(Json(broker.leases().issue(&user, req, ip).await?))
 }
 
 async fn renew(
@@ -146,14 +146,14 @@ async fn renew(
     _: LeaseBudget,
     Path(id): Path<String>,
 ) -> Result<Json<LeaseResponse>> {
-    Ok(Json(broker.renew_lease(&user, &id, ip).await?))
+    Ok(Json(broker.leases().renew(&user, &id, ip).await?))
 }
 
 async fn my_leases(
     State(broker): State<Broker>,
     UserSession(user): UserSession,
 ) -> Result<Json<LeaseListResponse>> {
-    Ok(Json(broker.user_leases(&user).await?))
+    Ok(Json(broker.access().leases(&user).await?))
 }
 
 async fn revoke(
@@ -162,7 +162,7 @@ async fn revoke(
     UserSession(user): UserSession,
     Path(id): Path<String>,
 ) -> Result<Json<LeaseRevokeResponse>> {
-    Ok(Json(broker.revoke_own_lease(&user, &id, ip).await?))
+    Ok(Json(broker.leases().revoke_own(&user, &id, ip).await?))
 }
 
 async fn whoami(
@@ -170,7 +170,7 @@ async fn whoami(
     ClientIp(ip): ClientIp,
     UserSession(user): UserSession,
 ) -> Result<Json<WhoamiResponse>> {
-    Ok(Json(broker.whoami(&user, ip).await?))
+    Ok(Json(broker.access().whoami(&user, ip).await?))
 }
 
 /// Anonymous like login, and on the same per-source budget: each attempt takes the write lock.
@@ -180,7 +180,7 @@ async fn enrol(
     _: LoginBudget,
     GuardedJson(req): GuardedJson<EnrolRequest>,
 ) -> Result<Json<EnrolResponse>> {
-    Ok(Json(broker.enrol(req, ip).await?))
+    Ok(Json(broker.edges().enrol(req, ip).await?))
 }
 
 /// An edge's report of lease traffic and events.
@@ -190,7 +190,7 @@ async fn report(
     EdgeIdentity(edge): EdgeIdentity,
     ApiJson(report): ApiJson<EdgeReport>,
 ) -> Result<StatusCode> {
-    broker.edge_report(&edge, report, ip).await?;
+    broker.edges().report(&edge, report, ip).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -207,7 +207,7 @@ async fn sync(
     tracing::info!(edge = %edge.name, "edge connected for sync");
     // Best effort: a failed audit write (an overloaded database) must not keep the edge from
     // its lease set, and with it from the next revocation.
-    if let Err(e) = broker.edge_connected(&edge, ip).await {
+    if let Err(e) = broker.edges().connected(&edge, ip).await {
         tracing::info!(edge = %edge.name, error = %e, "recording the edge's connection failed");
     }
     Ok(Sse::new(lease_set_stream(broker, edge.id, edge.name))
@@ -254,7 +254,7 @@ impl Drop for EdgeLink {
                 return;
             }
             tracing::info!(edge = %name, "edge disconnected");
-            if let Err(e) = broker.edge_disconnected(edge_id, &name).await {
+            if let Err(e) = broker.edges().disconnected(edge_id, &name).await {
                 tracing::debug!(edge = %name, error = %e, "auditing the disconnect failed");
             }
         });
@@ -288,7 +288,7 @@ fn lease_set_stream(
         }
         st.first = false;
         let started = std::time::Instant::now();
-        let set = match st.broker.lease_set(st.edge_id).await {
+        let set = match st.broker.edges().lease_set(st.edge_id).await {
             Ok(set) => set,
             Err(Error::NotFound(_)) => {
                 // Removed by an admin: the running edge is told to drop every lease before

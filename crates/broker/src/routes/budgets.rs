@@ -16,7 +16,7 @@ impl FromRequestParts<Broker> for LoginBudget {
 
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
-        broker.spend_login(ip)?;
+        broker.sessions().spend_login(ip)?;
         Ok(Self)
     }
 }
@@ -38,7 +38,7 @@ impl LeaseBudget {
     /// a form token first, so that a request that proves nothing cannot spend a signed-in
     /// user's budget at the same address (the API's routes take the session extractor first).
     pub fn take(broker: &Broker, ip: std::net::IpAddr) -> Result<Self, ApiError> {
-        broker.spend_lease(ip)?;
+        broker.sessions().spend_lease(ip)?;
         Ok(Self)
     }
 }

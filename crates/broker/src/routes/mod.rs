@@ -127,8 +127,8 @@ impl FromRequestParts<Broker> for UserSession {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
-        match broker.session(token).await {
-            Err(Error::Unauthorized) => Err(broker.token_miss(ip).into()),
+        match broker.sessions().user_of(token).await {
+            Err(Error::Unauthorized) => Err(broker.sessions().token_miss(ip).into()),
             session => Ok(Self(session?)),
         }
     }
@@ -143,8 +143,8 @@ impl FromRequestParts<Broker> for EdgeIdentity {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let credential = bearer(parts).ok_or(Error::Unauthorized)?;
-        let edge = match broker.edge_by_credential(credential).await {
-            Err(Error::Unauthorized) => return Err(broker.token_miss(ip).into()),
+        let edge = match broker.edges().by_credential(credential).await {
+            Err(Error::Unauthorized) => return Err(broker.sessions().token_miss(ip).into()),
             edge => edge?,
         };
         // The edge's network may use the reserved connection slots, so its reconnect gets in
@@ -163,13 +163,13 @@ impl FromRequestParts<Broker> for AnyCaller {
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, ApiError> {
         let ClientIp(ip) = ClientIp::from_request_parts(parts, broker).await?;
         let token = bearer(parts).ok_or(Error::Unauthorized)?;
-        match broker.session(token).await {
+        match broker.sessions().user_of(token).await {
             Ok(_) => return Ok(Self),
             Err(Error::Unauthorized) => {}
             Err(e) => return Err(e.into()),
         }
-        match broker.edge_by_credential(token).await {
-            Err(Error::Unauthorized) => Err(broker.token_miss(ip).into()),
+        match broker.edges().by_credential(token).await {
+            Err(Error::Unauthorized) => Err(broker.sessions().token_miss(ip).into()),
             edge => edge.map(|_| Self).map_err(ApiError),
         }
     }

@@ -35,7 +35,7 @@ pub(super) async fn show(
     ClientIp(ip): ClientIp,
     query: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let overview = broker.access_overview(&session.user, ip).await?;
+    let overview = broker.access().overview(&session.user, ip).await?;
     let done = query.ok().and_then(|Query(q)| q.done);
     let signed_in = SignedIn {
         name: &session.user.name,
@@ -60,7 +60,8 @@ pub(super) async fn revoke(
         .session_form(&broker, &session, &form.csrf, "revoke")
         .await?;
     broker
-        .revoke_own_lease(&session.user, &id, guard.ip)
+        .leases()
+        .revoke_own(&session.user, &id, guard.ip)
         .await?;
     Ok(super::see_other("/access?done=revoked"))
 }
@@ -78,7 +79,7 @@ pub(super) async fn renew(
         .session_form(&broker, &session, &form.csrf, "renew")
         .await?;
     LeaseBudget::take(&broker, guard.ip)?;
-    broker.renew_lease(&session.user, &id, guard.ip).await?;
+    broker.leases().renew(&session.user, &id, guard.ip).await?;
     Ok(super::see_other("/access?done=renewed"))
 }
 

@@ -131,13 +131,18 @@ impl AdminChange {
         if age <= RECENT_SIGN_IN_SECS {
             // Who makes the change, recorded before it is made; no record, no change.
             broker
+                .audit()
                 .web_admin_change(user, guard.ip, &format!("form={form} {target}"))
                 .await?;
             return Ok((broker, admin));
         }
         tracing::info!(%user, form, "admin change refused: sign-in not recent");
         // Best effort, as for a refused form: the refusal stands either way.
-        if let Err(e) = broker.admin_stale_session(user, guard.ip, form).await {
+        if let Err(e) = broker
+            .audit()
+            .admin_stale_session(user, guard.ip, form)
+            .await
+        {
             tracing::info!(error = %e, "auditing a stale admin session failed");
         }
         Err(PageError::StaleSession {

@@ -11,7 +11,7 @@
 //! shows the whole file once, as a QR code (drawn here), a `data:` download and text. The
 //! private key is in that response only: not in the database, the log or any later page.
 //!
-//! Both issue the lease through [`Broker::issue_lease`], pinned to the address the request
+//! Both issue the lease through [`Leases::issue`], pinned to the address the request
 //! comes from, and spend the lease budget as `POST /v1/leases` does, but only once the session
 //! and the form token have passed: a post that proves nothing spends nobody's budget.
 
@@ -71,7 +71,7 @@ pub(super) async fn show(
     session: WebSession,
     ClientIp(ip): ClientIp,
 ) -> Result<Response, PageError> {
-    let overview = broker.access_overview(&session.user, ip).await?;
+    let overview = broker.access().overview(&session.user, ip).await?;
     let edges: Vec<&str> = overview.grants.iter().map(|g| g.edge.as_str()).collect();
     let main = new_device_main(&edges, &overview.source_ip.to_string(), &session.csrf);
     Ok(page(
@@ -113,7 +113,8 @@ pub(super) async fn issue_for_browser_key(
         public_key,
     };
     let profile = broker
-        .issue_lease(&session.user, req, guard.ip)
+        .leases()
+        .issue(&session.user, req, guard.ip)
         .await?
         .profile;
     Ok(Json(device_profile(&profile, file_name, broker.now())))
@@ -138,7 +139,8 @@ pub(super) async fn issue_with_server_key(
         public_key: private_key.public_key(),
     };
     let profile = broker
-        .issue_lease(&session.user, req, guard.ip)
+        .leases()
+        .issue(&session.user, req, guard.ip)
         .await?
         .profile;
     let conf = profile.to_wg_quick(&private_key);

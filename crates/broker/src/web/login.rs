@@ -82,7 +82,7 @@ pub(super) async fn submit(
         password: form.password,
         code: form.code,
     };
-    let login = match broker.login(req, guard.ip).await {
+    let login = match broker.sessions().login(req, guard.ip).await {
         Ok(login) => login,
         Err(Error::Unauthorized) => {
             let markup = login_page(&form.csrf, &form.user, Some(REFUSED));
@@ -100,7 +100,7 @@ pub(super) async fn signed_in(
     broker: &Broker,
     login: &LoginResponse,
 ) -> Result<Response, PageError> {
-    broker.mark_web_session(&login.token).await?;
+    broker.sessions().mark_web_session(&login.token).await?;
     let max_age = login.expires_at.saturating_sub(broker.now());
     let mut response = see_other("/access");
     let headers = response.headers_mut();
@@ -122,7 +122,7 @@ pub(super) async fn logout(
     guard
         .session_form(&broker, &session, &form.csrf, "logout")
         .await?;
-    broker.logout(&session.user, guard.ip).await?;
+    broker.sessions().logout(&session.user, guard.ip).await?;
     let clear = set_cookie(SESSION_COOKIE, "", Some(0));
     Ok(([(header::SET_COOKIE, clear)], see_other("/login")).into_response())
 }

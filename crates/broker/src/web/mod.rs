@@ -24,11 +24,11 @@
 //! | `GET /assets/style.css`, `GET /assets/app.js`, `GET /assets/qr.js` | stylesheet, scripts (with a page cookie) |
 //! | `GET /admin` | admins only (anyone else signed in: 404): links to the sections below |
 //! | `GET /admin/users` | users and their state; disable, enable, reset, remove; invite form |
-//! | `POST /admin/users/invite` | [`Broker::user_invite`]: temporary password and `/welcome` once |
+//! | `POST /admin/users/invite` | [`Invites::create`]: temporary password and `/welcome` once |
 //! | `POST /admin/users/{name}/disable`, `.../enable` | 303 to `/admin/users?done=...` |
-//! | `POST /admin/users/{name}/reset-totp` | [`Broker::user_reset_totp`]: the new secret once |
+//! | `POST /admin/users/{name}/reset-totp` | [`Accounts::reset_totp`]: the new secret once |
 //! | `POST /admin/users/{name}/reset-password` | a new temporary password, shown once |
-//! | `POST /admin/users/{name}/remove` | [`Broker::user_remove`], 303 `?done=removed` |
+//! | `POST /admin/users/{name}/remove` | [`Accounts::remove`], 303 `?done=removed` |
 //! | `GET /admin/edges`, `POST /admin/edges` | edges with presence; adding shows the token once |
 //! | `POST /admin/edges/{name}/remove` | removes an edge, 303 to `/admin/edges?done=removed` |
 //! | `GET /admin/grants`, `POST /admin/grants` | live grants; adding one, 303 `?done=added` |
@@ -54,9 +54,9 @@
 //! stores only its hash), `Path=/; Secure; HttpOnly; SameSite=Strict`, no `Domain`, `Max-Age`
 //! the session's remaining lifetime. `__Host-gw_csrf` is the sign-in form's pre-session token,
 //! with the same flags and no `Max-Age`; it is cleared at sign-in. `__Host-gw_enrol` holds a
-//! set-up's token (see [`Broker::invite_begin`]) for the set-up's 15 minutes, the same
+//! set-up's token (see [`Invites::begin`]) for the set-up's 15 minutes, the same
 //! flags; it is cleared when the set-up ends. The TOTP secret is in no cookie: the QR code
-//! page finds it again by that token ([`Broker::pending_invite`]), so a reload shows the same code.
+//! page finds it again by that token ([`Invites::pending`]), so a reload shows the same code.
 //!
 //! **Form tokens (CSRF).** Every form that changes state carries a hidden `csrf` field. Signed
 //! in, it is HMAC-SHA256 over the SHA-256 of the session token, keyed by a key derived from
@@ -70,7 +70,7 @@
 //! like a wrong token: a 403 page ("the form has expired, reload") before any change, and a
 //! `web_form_refused` audit row. No route changes state on GET: sign-out is a POST form too.
 //! Sign-in and both set-up posts spend the API's per-source login budget (429 page when spent)
-//! and go through [`Broker::login`] or the set-up methods, which count failures on the
+//! and go through [`Sessions::login`] or the set-up methods, which count failures on the
 //! account, so lockout and the audit log apply as for `POST /v1/login`; renewal spends the
 //! lease budget as the API's does.
 //!

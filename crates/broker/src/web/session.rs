@@ -23,7 +23,7 @@ use crate::store::users::SessionUser;
 pub(super) const SESSION_COOKIE: &str = "__Host-gw_session";
 /// The sign-in form's pre-session token (double submit).
 pub(super) const LOGIN_CSRF_COOKIE: &str = "__Host-gw_csrf";
-/// The token of a set-up under way ([`Broker::invite_begin`]), between accepting the
+/// The token of a set-up under way ([`Invites::begin`]), between accepting the
 /// temporary password and confirming a code: a bearer secret like the session token.
 pub(super) const WELCOME_COOKIE: &str = "__Host-gw_enrol";
 
@@ -90,7 +90,7 @@ impl FromRequestParts<Broker> for WebSession {
 
     async fn from_request_parts(parts: &mut Parts, broker: &Broker) -> Result<Self, PageError> {
         let token = cookie(&parts.headers, SESSION_COOKIE).ok_or(PageError::NeedLogin)?;
-        let user = match broker.session(token).await {
+        let user = match broker.sessions().user_of(token).await {
             Ok(user) => user,
             Err(Error::Unauthorized) => return Err(PageError::NeedLogin),
             Err(e) => return Err(e.into()),
@@ -204,7 +204,11 @@ impl FormGuard {
         };
         tracing::info!(form, source = %self.ip, reason, "web form refused");
         // Best effort: the refusal stands whether or not the audit row could be written.
-        if let Err(e) = broker.form_refused(actor, self.ip, form, reason).await {
+        if let Err(e) = broker
+            .audit()
+            .form_refused(actor, self.ip, form, reason)
+            .await
+        {
             tracing::info!(error = %e, "auditing a refused form failed");
         }
         Err(PageError::FormExpired)

@@ -1,10 +1,10 @@
 //! First sign-in of an invited user: the temporary password (`/welcome`), then the new TOTP
 //! secret as a QR code with a form for a password of their own and a code that proves the app
-//! holds the secret (`/welcome/app`). The work is [`Broker::invite_begin`] and
-//! [`Broker::invite_finish`]; this renders, checks form tokens and sets cookies.
+//! holds the secret (`/welcome/app`). The work is [`Invites::begin`] and
+//! [`Invites::finish`]; this renders, checks form tokens and sets cookies.
 //!
 //! Between the two steps the browser holds the set-up token in `__Host-gw_enrol` and
-//! nothing else: `GET /welcome/app` finds the secret again through [`Broker::pending_invite`]
+//! nothing else: `GET /welcome/app` finds the secret again through [`Invites::pending`]
 //! (sealed in the database), so a reload shows the same QR code. The token is in no URL and
 //! the secret in no cookie; neither is logged. The secret leaves the broker only in the page
 //! body, which the API's outer layer marks `no-store`.
@@ -31,7 +31,7 @@ use crate::service::invites::PendingInvite;
 /// The one refusal of the temporary password: which part was wrong is not said, as at sign-in.
 const REFUSED: &str = "wrong user name or temporary password, or the invitation has expired";
 const MISMATCH: &str = "the passwords do not match";
-/// A wrong code leaves the set-up as it was ([`Broker::invite_finish`]), so the user may
+/// A wrong code leaves the set-up as it was ([`Invites::finish`]), so the user may
 /// simply try the app's next code.
 const WRONG_CODE: &str = "that code was not right; wait for the next one and try again";
 
@@ -50,7 +50,7 @@ pub(super) struct StartForm {
 }
 
 /// The temporary password is a password: the per-source login budget is spent first, as on
-/// `/login`, and [`Broker::invite_begin`] counts failures on the account like a login.
+/// `/login`, and [`Invites::begin`] counts failures on the account like a login.
 pub(super) async fn start(
     State(broker): State<Broker>,
     budget: Result<LoginBudget, ApiError>,
@@ -62,7 +62,8 @@ pub(super) async fn start(
         .pre_session_form(&broker, &form.csrf, "welcome")
         .await?;
     let started = match broker
-        .invite_begin(&form.user, form.password, guard.ip)
+        .invites()
+        .begin(&form.user, form.password, guard.ip)
         .await
     {
         Ok(started) => started,
@@ -86,7 +87,7 @@ pub(super) async fn app(
     let Some(token) = cookie(&headers, WELCOME_COOKIE) else {
         return Ok(see_other("/welcome"));
     };
-    let Some(pending) = broker.pending_invite(token).await? else {
+    let Some(pending) = broker.invites().pending(token).await? else {
         return Ok(see_other("/welcome"));
     };
     app_response(&broker, token, &pending, StatusCode::OK, None)
@@ -105,7 +106,7 @@ pub(super) struct FinishForm {
 }
 
 /// A code is guessable in a way the set-up token is not, so this spends the login budget
-/// too; [`Broker::invite_finish`] counts a wrong code on the account like a failed login.
+/// too; [`Invites::finish`] counts a wrong code on the account like a failed login.
 pub(super) async fn finish(
     State(broker): State<Broker>,
     budget: Result<LoginBudget, ApiError>,
@@ -118,7 +119,7 @@ pub(super) async fn finish(
         return Ok(see_other("/welcome"));
     };
     guard.welcome_form(&broker, token, &form.csrf).await?;
-    let Some(pending) = broker.pending_invite(token).await? else {
+    let Some(pending) = broker.invites().pending(token).await? else {
         return Ok(see_other("/welcome"));
     };
     if form.new_password != form.new_password_again {
@@ -131,7 +132,8 @@ pub(super) async fn finish(
         );
     }
     let result = broker
-        .invite_finish(token, form.new_password, &form.code, guard.ip)
+        .invites()
+        .finish(token, form.new_password, &form.code, guard.ip)
         .await;
     let (status, error) = match result {
         Ok(login) => {

@@ -77,7 +77,8 @@ async fn totp_secrets_are_sealed_at_rest() {
 async fn add_alice(broker: &grantwire_broker::RunningBroker) -> Vec<u8> {
     let resp = broker
         .admin()
-        .user_add(UserAddRequest {
+        .accounts()
+        .add(UserAddRequest {
             name: "alice".into(),
             password: PASSWORD.into(),
             admin: false,
@@ -334,7 +335,8 @@ async fn weak_passwords_are_refused_and_nothing_is_stored() {
         let err = h
             .broker
             .admin()
-            .user_add(UserAddRequest {
+            .accounts()
+            .add(UserAddRequest {
                 name: "bob".into(),
                 password: password.into(),
                 admin: false,
@@ -477,7 +479,13 @@ async fn a_disabled_user_cannot_log_in_and_their_session_ends() {
     let wrong = h.login_raw("carol", "not the password", "000000").await;
     let uniform = wrong.text().await.unwrap();
 
-    let resp = h.broker.admin().user_disable(named("alice")).await.unwrap();
+    let resp = h
+        .broker
+        .admin()
+        .accounts()
+        .disable(named("alice"))
+        .await
+        .unwrap();
     assert_eq!(resp.ended_sessions, 1);
     assert_eq!(session_status(&h, &token).await, 401);
     assert_eq!(
@@ -486,18 +494,28 @@ async fn a_disabled_user_cannot_log_in_and_their_session_ends() {
         "another user's session ended"
     );
 
-    h.broker.admin().user_disable(named("carol")).await.unwrap();
+    h.broker
+        .admin()
+        .accounts()
+        .disable(named("carol"))
+        .await
+        .unwrap();
     let before = h.broker.admin().counts().await.unwrap();
     let resp = h.login_raw("carol", PASSWORD, &code_now(&secret)).await;
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.text().await.unwrap(), uniform);
     assert_eq!(h.broker.admin().counts().await.unwrap(), before);
 
-    let list = h.broker.admin().user_list().await.unwrap().users;
+    let list = h.broker.admin().accounts().list().await.unwrap().users;
     let state: Vec<_> = list.iter().map(|u| (u.name.as_str(), u.disabled)).collect();
     assert_eq!(state, [("alice", true), ("bob", false), ("carol", true)]);
 
-    h.broker.admin().user_enable(named("carol")).await.unwrap();
+    h.broker
+        .admin()
+        .accounts()
+        .enable(named("carol"))
+        .await
+        .unwrap();
     let resp = h.login_raw("carol", PASSWORD, &code_now(&secret)).await;
     assert_eq!(resp.status(), 200);
     let audit = h.broker.admin().audit_log().await.unwrap();
@@ -510,7 +528,8 @@ async fn a_disabled_user_cannot_log_in_and_their_session_ends() {
     let err = h
         .broker
         .admin()
-        .user_disable(named("dave"))
+        .accounts()
+        .disable(named("dave"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err}");
@@ -539,7 +558,8 @@ async fn a_password_reset_ends_the_users_sessions() {
     let err = h
         .broker
         .admin()
-        .user_reset_password(reset("qwerty123456"))
+        .accounts()
+        .reset_password(reset("qwerty123456"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::BadRequest(_)), "{err}");
@@ -550,7 +570,8 @@ async fn a_password_reset_ends_the_users_sessions() {
     let resp = h
         .broker
         .admin()
-        .user_reset_password(reset(new))
+        .accounts()
+        .reset_password(reset(new))
         .await
         .unwrap();
     assert_eq!(resp.ended_sessions, 1);
@@ -574,7 +595,8 @@ async fn a_totp_reset_ends_the_users_sessions_and_the_old_secret() {
     let resp = h
         .broker
         .admin()
-        .user_reset_totp(named("alice"))
+        .accounts()
+        .reset_totp(named("alice"))
         .await
         .unwrap();
     assert!(resp.otpauth_uri.contains(&resp.totp_secret));

@@ -28,7 +28,8 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
     let before = admin.counts().await.unwrap();
     let audit_before = admin.audit_log().await.unwrap().len();
     let err = admin
-        .lease_revoke(LeaseRevokeRequest {
+        .leases()
+        .revoke(LeaseRevokeRequest {
             id: "l-nothing".into(),
         })
         .await
@@ -38,7 +39,8 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
     assert_eq!(admin.audit_log().await.unwrap().len(), audit_before);
 
     let resp = admin
-        .lease_revoke(LeaseRevokeRequest {
+        .leases()
+        .revoke(LeaseRevokeRequest {
             id: a.lease_id.to_string(),
         })
         .await
@@ -57,7 +59,8 @@ async fn revoking_one_lease_pushes_at_once_and_refusals_change_nothing() {
         .contains(a.lease_id.as_str()));
     // Twice is not found, and changes nothing more.
     let err = admin
-        .lease_revoke(LeaseRevokeRequest {
+        .leases()
+        .revoke(LeaseRevokeRequest {
             id: a.lease_id.to_string(),
         })
         .await
@@ -180,26 +183,31 @@ async fn audit_by_kind_and_limit_gives_the_newest_matching_rows_oldest_first() {
         limit,
         ..Default::default()
     };
-    let added = b.audit_query(query("user_added", None)).await.unwrap();
+    let added = b.audit().query(query("user_added", None)).await.unwrap();
     let details: Vec<_> = added
         .entries
         .iter()
         .map(|e| e.detail.clone().unwrap())
         .collect();
     assert_eq!(details, ["user=a1", "user=a2", "user=a3"]);
-    let newest = b.audit_query(query("user_added", Some(2))).await.unwrap();
+    let newest = b.audit().query(query("user_added", Some(2))).await.unwrap();
     let details: Vec<_> = newest
         .entries
         .iter()
         .map(|e| e.detail.clone().unwrap())
         .collect();
     assert_eq!(details, ["user=a2", "user=a3"]);
-    let none = b.audit_query(query("no_such_kind", None)).await.unwrap();
+    let none = b.audit().query(query("no_such_kind", None)).await.unwrap();
     assert!(none.entries.is_empty());
-    let all = b.audit_query(AuditQuery::default()).await.unwrap().entries;
+    let all = b
+        .audit()
+        .query(AuditQuery::default())
+        .await
+        .unwrap()
+        .entries;
     assert!(all.iter().any(|e| e.kind == "edge_added"));
     for bad in ["", "User_Added", "x y", &"k".repeat(41)] {
-        let refused = b.audit_query(query(bad, None)).await;
+        let refused = b.audit().query(query(bad, None)).await;
         assert!(
             matches!(refused, Err(grantwire_broker::Error::BadRequest(_))),
             "{bad}"
@@ -338,14 +346,14 @@ async fn a_database_from_the_sqlx_era_opens_with_everything_in_it() {
             .await
             .unwrap();
         let admin = broker.admin();
-        let users = admin.user_list().await.unwrap().users;
+        let users = admin.accounts().list().await.unwrap().users;
         assert_eq!(users.len(), 1);
         assert_eq!(users[0].name, "alice");
-        let edges = admin.edge_list().await.unwrap().edges;
+        let edges = admin.edges().list().await.unwrap().edges;
         assert_eq!(edges.len(), 1);
         assert_eq!(edges[0].name, "plex-home");
         assert!(edges[0].enrolled);
-        let grants = admin.grant_list().await.unwrap().grants;
+        let grants = admin.grants().list().await.unwrap().grants;
         assert_eq!(
             (grants[0].user.as_str(), grants[0].edge.as_str()),
             ("alice", "plex-home")

@@ -58,7 +58,7 @@ async fn a_grant_holds_at_most_five_live_leases_by_default() {
 
     // The sixth, with a fresh key: refused, audited, and nothing else written.
     let before = h.broker.admin().counts().await.unwrap();
-    let leases_before = h.broker.admin().lease_list().await.unwrap().leases.len();
+    let leases_before = h.broker.admin().leases().list().await.unwrap().leases.len();
     let audit_before = h.broker.admin().audit_log().await.unwrap().len();
     let msg = expect_error(
         h.request_lease(&token, "home").await,
@@ -68,7 +68,7 @@ async fn a_grant_holds_at_most_five_live_leases_by_default() {
     .await;
     assert!(msg.contains("allows 5 live leases"), "{msg}");
     assert_eq!(h.broker.admin().counts().await.unwrap(), before);
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert_eq!(list.leases.len(), leases_before);
     let log = h.broker.admin().audit_log().await.unwrap();
     assert_eq!(
@@ -93,7 +93,10 @@ async fn a_grant_holds_at_most_five_live_leases_by_default() {
         )
         .await;
     assert_eq!(resp.status(), 200);
-    assert_eq!(h.broker.admin().lease_list().await.unwrap().leases.len(), 5);
+    assert_eq!(
+        h.broker.admin().leases().list().await.unwrap().leases.len(),
+        5
+    );
 
     // Another user's grant on the same edge has its own cap.
     lease_id(h.request_lease(&bob, "home").await).await;
@@ -137,7 +140,10 @@ async fn concurrent_requests_cannot_pass_the_cap_together() {
         }
     }
     assert_eq!(issued, 3);
-    assert_eq!(h.broker.admin().lease_list().await.unwrap().leases.len(), 3);
+    assert_eq!(
+        h.broker.admin().leases().list().await.unwrap().leases.len(),
+        3
+    );
     assert_eq!(audit_kinds(&h, "lease_issued").await.len(), 3);
     assert_eq!(audit_kinds(&h, "lease_cap_reached").await.len(), 17);
     h.shutdown().await;
@@ -152,7 +158,8 @@ async fn max_leases_is_set_per_grant_and_out_of_range_values_change_nothing() {
     let before = admin.counts().await.unwrap();
     for bad in [0, 65_537] {
         let err = admin
-            .grant_add(GrantAddRequest {
+            .grants()
+            .add(GrantAddRequest {
                 user: "alice".into(),
                 edge: "home".into(),
                 max_leases: Some(bad),
@@ -164,7 +171,8 @@ async fn max_leases_is_set_per_grant_and_out_of_range_values_change_nothing() {
         assert_eq!(admin.counts().await.unwrap(), before, "{bad}");
     }
     let added = admin
-        .grant_add(GrantAddRequest {
+        .grants()
+        .add(GrantAddRequest {
             user: "alice".into(),
             edge: "home".into(),
             max_leases: Some(2),
@@ -173,7 +181,7 @@ async fn max_leases_is_set_per_grant_and_out_of_range_values_change_nothing() {
         .await
         .unwrap();
     assert_eq!(added.max_leases, 2);
-    let list = admin.grant_list().await.unwrap();
+    let list = admin.grants().list().await.unwrap();
     assert_eq!(list.grants[0].max_leases, 2);
 
     let resp = h.login_raw("alice", PASSWORD, &code_now(&secret)).await;
@@ -310,7 +318,7 @@ async fn retention_deletes_ended_sessions_and_old_audit_rows_with_their_alerts()
     let bob = session_at(&h, &clock, "bob").await;
     // Alice's lease (8 h) has ended by the broker's clock too; the sweep (which also runs by
     // itself every two seconds) writes its row.
-    admin.sweep_expired().await.unwrap();
+    admin.leases().sweep_expired().await.unwrap();
     let pruned = admin.apply_retention(30 * DAY).await.unwrap();
     assert_eq!(pruned.sessions, 1);
     assert_eq!((pruned.audit, pruned.alerts), (0, 0));
@@ -386,7 +394,8 @@ async fn the_broker_applies_the_retention_when_it_starts() {
     let first = start(ServeConfig::for_tests(&data)).await.unwrap();
     first
         .admin()
-        .user_add(grantwire_proto::UserAddRequest {
+        .accounts()
+        .add(grantwire_proto::UserAddRequest {
             name: "alice".into(),
             password: PASSWORD.into(),
             admin: false,
@@ -414,7 +423,8 @@ async fn an_expired_enrolment_token_is_refused_like_a_wrong_one_and_audited() {
     let h = Harness::with_config(|c| c.clock = broker_clock).await;
     let admin = h.broker.admin();
     let added = admin
-        .edge_add(EdgeAddRequest {
+        .edges()
+        .add(EdgeAddRequest {
             name: "home".into(),
             endpoint: "192.0.2.1:51820".into(),
             expires_secs: Some(3600),
@@ -424,7 +434,8 @@ async fn an_expired_enrolment_token_is_refused_like_a_wrong_one_and_audited() {
         .unwrap();
     assert_eq!(added.enrolment_expires_at, clock.now_secs() + 3600);
     let default = admin
-        .edge_add(EdgeAddRequest {
+        .edges()
+        .add(EdgeAddRequest {
             name: "cabin".into(),
             endpoint: "192.0.2.2:51820".into(),
             ..Default::default()
@@ -433,7 +444,8 @@ async fn an_expired_enrolment_token_is_refused_like_a_wrong_one_and_audited() {
         .unwrap();
     assert_eq!(default.enrolment_expires_at, clock.now_secs() + 86_400);
     let too_long = admin
-        .edge_add(EdgeAddRequest {
+        .edges()
+        .add(EdgeAddRequest {
             name: "shed".into(),
             endpoint: "192.0.2.3:51820".into(),
             expires_secs: Some(31 * 86_400),
@@ -465,7 +477,7 @@ async fn an_expired_enrolment_token_is_refused_like_a_wrong_one_and_audited() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].actor.as_deref(), Some("home"));
     assert_eq!(rows[0].source_ip.as_deref(), Some("127.0.0.1"));
-    let list = admin.edge_list().await.unwrap();
+    let list = admin.edges().list().await.unwrap();
     let home = list.edges.iter().find(|e| e.name == "home").unwrap();
     assert!(!home.enrolled);
     assert_eq!(home.enrolment_expires_at, Some(added.enrolment_expires_at));

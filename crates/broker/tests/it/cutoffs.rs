@@ -47,7 +47,8 @@ impl Cut {
         match self {
             Cut::Disable => Some(
                 admin
-                    .user_disable(named(user))
+                    .accounts()
+                    .disable(named(user))
                     .await
                     .unwrap()
                     .revoked_leases,
@@ -57,13 +58,27 @@ impl Cut {
                     name: user.into(),
                     password: "another long enough password".into(),
                 };
-                Some(admin.user_reset_password(req).await.unwrap().revoked_leases)
+                Some(
+                    admin
+                        .accounts()
+                        .reset_password(req)
+                        .await
+                        .unwrap()
+                        .revoked_leases,
+                )
             }
             Cut::ResetTotp => {
-                admin.user_reset_totp(named(user)).await.unwrap();
+                admin.accounts().reset_totp(named(user)).await.unwrap();
                 None
             }
-            Cut::Remove => Some(admin.user_remove(named(user)).await.unwrap().revoked_leases),
+            Cut::Remove => Some(
+                admin
+                    .accounts()
+                    .remove(named(user))
+                    .await
+                    .unwrap()
+                    .revoked_leases,
+            ),
         }
     }
 }
@@ -138,7 +153,8 @@ async fn every_cut_ends_the_users_leases_on_every_edge_and_pushes_the_new_sets()
         let live: Vec<String> = h
             .broker
             .admin()
-            .lease_list()
+            .leases()
+            .list()
             .await
             .unwrap()
             .leases
@@ -216,7 +232,7 @@ async fn removing_a_user_ends_everything_of_theirs_and_refuses_bad_names() {
     let before = admin.counts().await.unwrap();
     let audit_before = admin.audit_log().await.unwrap().len();
     for (name, code) in [("nobody", "NotFound"), ("Not A Name", "BadRequest")] {
-        let err = admin.user_remove(named(name)).await.unwrap_err();
+        let err = admin.accounts().remove(named(name)).await.unwrap_err();
         let ok = match code {
             "NotFound" => matches!(err, Error::NotFound(_)),
             _ => matches!(err, Error::BadRequest(_)),
@@ -226,12 +242,12 @@ async fn removing_a_user_ends_everything_of_theirs_and_refuses_bad_names() {
     assert_eq!(admin.counts().await.unwrap(), before);
     assert_eq!(admin.audit_log().await.unwrap().len(), audit_before);
 
-    let resp = admin.user_remove(named("alice")).await.unwrap();
+    let resp = admin.accounts().remove(named("alice")).await.unwrap();
     assert_eq!((resp.ended_sessions, resp.revoked_leases), (1, 1));
     let after = admin.counts().await.unwrap();
     assert_eq!(after.users, before.users - 1);
     assert_eq!(after.grants, before.grants - 1);
-    assert!(admin.user_list().await.unwrap().users.is_empty());
+    assert!(admin.accounts().list().await.unwrap().users.is_empty());
     // The name can be given to someone new, who inherits nothing.
     let again = h.session("alice").await;
     let resp = h.request_lease(&again, "home").await;

@@ -15,7 +15,8 @@ async fn dual_stack_edge(h: &Harness, name: &str, endpoints: &[&str]) -> String 
     let resp = h
         .broker
         .admin()
-        .edge_add(EdgeAddRequest {
+        .edges()
+        .add(EdgeAddRequest {
             name: name.into(),
             endpoint: endpoints[0].into(),
             extra_endpoints: endpoints[1..].iter().map(|s| s.to_string()).collect(),
@@ -90,7 +91,7 @@ async fn edge_list_shows_enrolment_connection_and_last_seen() {
     let (credential, _) = h.enrolled_edge("home").await;
     h.add_edge("fresh").await;
     let admin = h.broker.admin();
-    let list = admin.edge_list().await.unwrap();
+    let list = admin.edges().list().await.unwrap();
     let names: Vec<_> = list.edges.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["fresh", "home"]);
     let (fresh, home) = (&list.edges[0], &list.edges[1]);
@@ -102,14 +103,14 @@ async fn edge_list_shows_enrolment_connection_and_last_seen() {
     let sync = h.open_sync(&credential).await;
     let mut events = SseReader::new(sync);
     events.next_set().await;
-    let home = admin.edge_list().await.unwrap().edges.remove(1);
+    let home = admin.edges().list().await.unwrap().edges.remove(1);
     assert!(home.connected);
     assert!((home.last_seen.unwrap() - now() as i64).abs() <= 2);
 
     drop(events);
     let mut connected = true;
     for _ in 0..100 {
-        connected = admin.edge_list().await.unwrap().edges[1].connected;
+        connected = admin.edges().list().await.unwrap().edges[1].connected;
         if !connected {
             break;
         }
@@ -139,7 +140,8 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
     let before = admin.counts().await.unwrap();
     let audit_before = admin.audit_log().await.unwrap().len();
     let err = admin
-        .edge_remove(EdgeRemoveRequest {
+        .edges()
+        .remove(EdgeRemoveRequest {
             name: "nowhere".into(),
         })
         .await
@@ -149,7 +151,8 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
     assert_eq!(admin.audit_log().await.unwrap().len(), audit_before);
 
     let resp = admin
-        .edge_remove(EdgeRemoveRequest {
+        .edges()
+        .remove(EdgeRemoveRequest {
             name: "home".into(),
         })
         .await
@@ -183,9 +186,10 @@ async fn removing_an_edge_ends_its_leases_and_its_credential() {
     expect_error(resp, 401, ErrorCode::Unauthorized).await;
     let resp = h.request_lease(&token, "home").await;
     expect_error(resp, 404, ErrorCode::NotFound).await;
-    assert_eq!(admin.lease_list().await.unwrap().leases.len(), 1);
+    assert_eq!(admin.leases().list().await.unwrap().leases.len(), 1);
     assert!(!admin
-        .edge_list()
+        .edges()
+        .list()
         .await
         .unwrap()
         .edges
@@ -209,7 +213,8 @@ async fn a_new_sync_stream_of_an_edge_replaces_the_old_one() {
     assert!(h
         .broker
         .admin()
-        .edge_list()
+        .edges()
+        .list()
         .await
         .unwrap()
         .edges

@@ -108,7 +108,8 @@ async fn the_edge_gets_a_fresh_set_after_issue_and_revoke() {
 
     h.broker
         .admin()
-        .grant_revoke(GrantRevokeRequest {
+        .grants()
+        .revoke(GrantRevokeRequest {
             user: "alice".into(),
             edge: "home".into(),
         })

@@ -14,7 +14,8 @@ async fn a_grants_ports_prefixes_and_end_reach_its_leases() {
     let info = h
         .broker
         .admin()
-        .grant_add(GrantAddRequest {
+        .grants()
+        .add(GrantAddRequest {
             user: "alice".into(),
             edge: "home".into(),
             lease_ttl_secs: Some(3600),
@@ -58,7 +59,7 @@ async fn a_grants_ports_prefixes_and_end_reach_its_leases() {
     assert_eq!(renewed.pin.to_string(), "127.0.0.0/24");
     assert_eq!(renewed.expires_at, end);
 
-    let list = h.broker.admin().grant_list().await.unwrap();
+    let list = h.broker.admin().grants().list().await.unwrap();
     assert_eq!(list.grants.len(), 1);
     assert_eq!(list.grants[0].user, "alice");
     assert_eq!(list.grants[0].ports, vec![32400, 32469]);
@@ -118,7 +119,7 @@ async fn bad_grant_terms_are_refused_and_change_nothing() {
             ..base.clone()
         },
     ] {
-        let err = admin.grant_add(bad.clone()).await.unwrap_err();
+        let err = admin.grants().add(bad.clone()).await.unwrap_err();
         assert_eq!(err.code().http_status(), 400, "{bad:?}: {err}");
     }
     assert_eq!(admin.counts().await.unwrap(), before);

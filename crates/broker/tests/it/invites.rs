@@ -33,7 +33,8 @@ fn secs(clock: &ManualClock) -> u64 {
 async fn invite(h: &Harness, name: &str, ttl_secs: Option<u64>) -> UserInviteResponse {
     h.broker
         .admin()
-        .user_invite(UserInviteRequest {
+        .invites()
+        .create(UserInviteRequest {
             name: name.into(),
             admin: false,
             ttl_secs,
@@ -65,7 +66,8 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
     }
 
     let started = b
-        .invite_begin("bob", invited.temporary_password.clone(), source())
+        .invites()
+        .begin("bob", invited.temporary_password.clone(), source())
         .await
         .unwrap();
     assert!(
@@ -81,18 +83,21 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
 
     // A wrong code: refused, and the set-up waits for a right one.
     let wrong = b
-        .invite_finish(&started.token, NEW_PASSWORD.into(), "000000", source())
+        .invites()
+        .finish(&started.token, NEW_PASSWORD.into(), "000000", source())
         .await;
     assert!(matches!(wrong, Err(Error::Unauthorized)), "{wrong:?}");
     // A password the policy refuses: refused before anything is looked at.
     let code = grantwire_broker::totp::code_at(&secret, secs(&clock));
     let weak = b
-        .invite_finish(&started.token, "short".into(), &code, source())
+        .invites()
+        .finish(&started.token, "short".into(), &code, source())
         .await;
     assert!(matches!(weak, Err(Error::BadRequest(_))), "{weak:?}");
 
     let session = b
-        .invite_finish(&started.token, NEW_PASSWORD.into(), &code, source())
+        .invites()
+        .finish(&started.token, NEW_PASSWORD.into(), &code, source())
         .await
         .unwrap();
     let me = h
@@ -106,11 +111,13 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
 
     // The token is spent, the code cannot be used again, the temporary password is dead.
     let again = b
-        .invite_finish(&started.token, NEW_PASSWORD.into(), &code, source())
+        .invites()
+        .finish(&started.token, NEW_PASSWORD.into(), &code, source())
         .await;
     assert!(matches!(again, Err(Error::Unauthorized)), "{again:?}");
     let restart = b
-        .invite_begin("bob", invited.temporary_password.clone(), source())
+        .invites()
+        .begin("bob", invited.temporary_password.clone(), source())
         .await;
     assert!(matches!(restart, Err(Error::Unauthorized)), "{restart:?}");
     let resp = h.login_raw("bob", NEW_PASSWORD, &code).await;
@@ -121,7 +128,7 @@ async fn an_invited_user_enrols_once_and_then_logs_in_like_anyone() {
     assert_eq!(resp.status(), 401, "the temporary password is gone");
     let resp = h.login_raw("bob", NEW_PASSWORD, &next).await;
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
-    let users = b.user_list().await.unwrap();
+    let users = b.accounts().list().await.unwrap();
     assert_eq!(users.users[0].invited_until, None, "enrolled: {users:?}");
 
     let audit = b.audit_log().await.unwrap();
@@ -155,37 +162,42 @@ async fn wrong_expired_disabled_and_unknown_are_refused_alike_and_change_nothing
 
     // Wrong temporary password, and a name nobody has: the same refusal.
     for (name, password) in [("carol", "AAAA-BBBB-CCCC-DDDD"), ("nobody", "x")] {
-        let r = b.invite_begin(name, password.into(), source()).await;
+        let r = b.invites().begin(name, password.into(), source()).await;
         assert!(matches!(r, Err(Error::Unauthorized)), "{name}: {r:?}");
     }
     // A token that was never issued.
     let r = b
-        .invite_finish("not-a-token", NEW_PASSWORD.into(), "123456", source())
+        .invites()
+        .finish("not-a-token", NEW_PASSWORD.into(), "123456", source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
     // A user added the usual way has nothing to set up.
     h.add_user("dave").await;
-    let r = b.invite_begin("dave", PASSWORD.into(), source()).await;
+    let r = b.invites().begin("dave", PASSWORD.into(), source()).await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
     // Disabled while invited: refused; enabled again: accepted.
-    b.user_disable(UserNameRequest {
-        name: "carol".into(),
-    })
-    .await
-    .unwrap();
+    b.accounts()
+        .disable(UserNameRequest {
+            name: "carol".into(),
+        })
+        .await
+        .unwrap();
     let r = b
-        .invite_begin("carol", carol.temporary_password.clone(), source())
+        .invites()
+        .begin("carol", carol.temporary_password.clone(), source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
-    b.user_enable(UserNameRequest {
-        name: "carol".into(),
-    })
-    .await
-    .unwrap();
+    b.accounts()
+        .enable(UserNameRequest {
+            name: "carol".into(),
+        })
+        .await
+        .unwrap();
     let started = b
-        .invite_begin("carol", carol.temporary_password.clone(), source())
+        .invites()
+        .begin("carol", carol.temporary_password.clone(), source())
         .await
         .unwrap();
 
@@ -198,14 +210,16 @@ async fn wrong_expired_disabled_and_unknown_are_refused_alike_and_change_nothing
         .unwrap();
     let code = grantwire_broker::totp::code_at(&secret, secs(&clock));
     let r = b
-        .invite_finish(&started.token, NEW_PASSWORD.into(), &code, source())
+        .invites()
+        .finish(&started.token, NEW_PASSWORD.into(), &code, source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
     // The invitation's hour runs out: the temporary password is refused for good.
     clock.advance(std::time::Duration::from_secs(3600));
     let r = b
-        .invite_begin("carol", carol.temporary_password.clone(), source())
+        .invites()
+        .begin("carol", carol.temporary_password.clone(), source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
 
@@ -229,36 +243,38 @@ async fn a_live_enrolment_is_found_again_by_its_token_and_only_while_it_lives() 
     let b = h.broker.admin();
     let ivan = invite(&h, "ivan", None).await;
     let first = b
-        .invite_begin("ivan", ivan.temporary_password.clone(), source())
+        .invites()
+        .begin("ivan", ivan.temporary_password.clone(), source())
         .await
         .unwrap();
-    let found = b.pending_invite(&first.token).await.unwrap().unwrap();
+    let found = b.invites().pending(&first.token).await.unwrap().unwrap();
     assert_eq!(found.user, "ivan");
     assert_eq!(found.otpauth_uri, first.otpauth_uri);
     assert_eq!(found.totp_secret, first.totp_secret);
     assert_eq!(found.expires_at, first.expires_at);
     assert!(!format!("{found:?}").contains(&found.totp_secret));
-    assert!(b.pending_invite("not-a-token").await.unwrap().is_none());
+    assert!(b.invites().pending("not-a-token").await.unwrap().is_none());
 
     // Starting again replaces the secret and the token: the old one finds nothing.
     let second = b
-        .invite_begin("ivan", ivan.temporary_password.clone(), source())
+        .invites()
+        .begin("ivan", ivan.temporary_password.clone(), source())
         .await
         .unwrap();
-    assert!(b.pending_invite(&first.token).await.unwrap().is_none());
-    let found = b.pending_invite(&second.token).await.unwrap().unwrap();
+    assert!(b.invites().pending(&first.token).await.unwrap().is_none());
+    let found = b.invites().pending(&second.token).await.unwrap().unwrap();
     assert_eq!(found.totp_secret, second.totp_secret);
     assert_ne!(found.totp_secret, first.totp_secret);
 
     // Looking it up changes nothing: the audit log and the set-up stay as they were.
     let audit = b.audit_log().await.unwrap().len();
-    b.pending_invite(&second.token).await.unwrap().unwrap();
+    b.invites().pending(&second.token).await.unwrap().unwrap();
     assert_eq!(b.audit_log().await.unwrap().len(), audit);
 
     clock.advance(std::time::Duration::from_secs(
         u64::try_from(INVITE_SETUP_TTL_SECS).unwrap(),
     ));
-    assert!(b.pending_invite(&second.token).await.unwrap().is_none());
+    assert!(b.invites().pending(&second.token).await.unwrap().is_none());
     h.shutdown().await;
 }
 
@@ -269,13 +285,15 @@ async fn guessing_the_temporary_password_locks_the_invitation_like_a_login() {
     let erin = invite(&h, "erin", None).await;
     for _ in 0..5 {
         let r = b
-            .invite_begin("erin", "WRONG-WRON-GWRO-NGWR".into(), source())
+            .invites()
+            .begin("erin", "WRONG-WRON-GWRO-NGWR".into(), source())
             .await;
         assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
     }
     // Locked now: even the right temporary password waits, like the right login password.
     let r = b
-        .invite_begin("erin", erin.temporary_password.clone(), source())
+        .invites()
+        .begin("erin", erin.temporary_password.clone(), source())
         .await;
     assert!(matches!(r, Err(Error::Unauthorized)), "{r:?}");
     let audit = b.audit_log().await.unwrap();
@@ -299,7 +317,8 @@ async fn user_invite_on_the_command_line_prints_the_password_once_and_checks_its
     assert!((7190..=7200).contains(&left), "{left}");
     h.broker
         .admin()
-        .invite_begin("frank", password.into(), source())
+        .invites()
+        .begin("frank", password.into(), source())
         .await
         .unwrap();
 
@@ -325,7 +344,7 @@ async fn user_invite_on_the_command_line_prints_the_password_once_and_checks_its
     // The same name twice: refused by the broker.
     let out = cli(&h, &["user", "invite", "frank"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let users = h.broker.admin().user_list().await.unwrap();
+    let users = h.broker.admin().accounts().list().await.unwrap();
     let names: Vec<&str> = users.users.iter().map(|u| u.name.as_str()).collect();
     assert_eq!(names, ["frank", "grace"], "{names:?}");
     assert_eq!(users.users[0].invited_until, Some(expires_at));

@@ -69,7 +69,8 @@ async fn live_keys_are_sealed_in_the_file_and_ended_ones_erased() {
     // Revoked one by one, and by grant: the column is emptied in the same write.
     h.broker
         .admin()
-        .lease_revoke(LeaseRevokeRequest {
+        .leases()
+        .revoke(LeaseRevokeRequest {
             id: profiles[0].lease_id.to_string(),
         })
         .await
@@ -87,7 +88,8 @@ async fn live_keys_are_sealed_in_the_file_and_ended_ones_erased() {
 
     h.broker
         .admin()
-        .grant_revoke(GrantRevokeRequest {
+        .grants()
+        .revoke(GrantRevokeRequest {
             user: "alice".into(),
             edge: "home".into(),
         })
@@ -113,7 +115,8 @@ async fn plaintext_keys_left_by_an_older_broker_are_sealed_or_erased_at_start() 
     let ended = lease(&h, &token).await;
     h.broker
         .admin()
-        .lease_revoke(LeaseRevokeRequest {
+        .leases()
+        .revoke(LeaseRevokeRequest {
             id: ended.lease_id.to_string(),
         })
         .await

@@ -30,7 +30,7 @@ async fn a_lease_carries_the_documented_profile() {
     let want = now() as i64 + 8 * 3600;
     assert!((p.expires_at - want).abs() <= 2);
 
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert_eq!(list.leases.len(), 1);
     assert_eq!(list.leases[0].id, p.lease_id);
     assert_eq!(list.leases[0].public_key, client_key);
@@ -113,7 +113,8 @@ async fn every_refusal_changes_nothing() {
     assert!(h
         .broker
         .admin()
-        .lease_list()
+        .leases()
+        .list()
         .await
         .unwrap()
         .leases
@@ -139,7 +140,7 @@ async fn forwarding_headers_do_not_move_the_pin() {
     assert_eq!(resp.status(), 200);
     let p = resp.json::<LeaseResponse>().await.unwrap().profile;
     assert_eq!(p.pin.to_string(), "127.0.0.1/32");
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert_eq!(list.leases[0].pin.to_string(), "127.0.0.1/32");
     h.shutdown().await;
 }
@@ -153,7 +154,8 @@ async fn revoking_a_grant_revokes_its_leases_and_refuses_new_ones() {
     let revoked = h
         .broker
         .admin()
-        .grant_revoke(GrantRevokeRequest {
+        .grants()
+        .revoke(GrantRevokeRequest {
             user: "alice".into(),
             edge: "home".into(),
         })
@@ -163,7 +165,8 @@ async fn revoking_a_grant_revokes_its_leases_and_refuses_new_ones() {
     assert!(h
         .broker
         .admin()
-        .lease_list()
+        .leases()
+        .list()
         .await
         .unwrap()
         .leases
@@ -210,7 +213,7 @@ async fn concurrent_requests_never_share_an_address() {
         );
     }
     assert_eq!(addresses.len(), 20);
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert_eq!(list.leases.len(), 20);
     h.shutdown().await;
 }
@@ -222,7 +225,8 @@ async fn expired_leases_leave_the_list_and_free_their_address() {
     h.enrolled_edge("home").await;
     h.broker
         .admin()
-        .grant_add(grantwire_proto::GrantAddRequest {
+        .grants()
+        .add(grantwire_proto::GrantAddRequest {
             user: "alice".into(),
             edge: "home".into(),
             lease_ttl_secs: Some(1),
@@ -238,7 +242,8 @@ async fn expired_leases_leave_the_list_and_free_their_address() {
     assert!(h
         .broker
         .admin()
-        .lease_list()
+        .leases()
+        .list()
         .await
         .unwrap()
         .leases
@@ -263,7 +268,7 @@ async fn renewing_with_the_same_key_replaces_the_old_lease() {
     let second = second.json::<LeaseResponse>().await.unwrap().profile;
     assert_ne!(second.lease_id, first.lease_id);
 
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert_eq!(list.leases.len(), 1);
     assert_eq!(list.leases[0].id, second.lease_id);
     assert_eq!(list.leases[0].public_key, key);
@@ -306,7 +311,7 @@ async fn another_users_public_key_is_refused() {
         h.broker.admin().audit_log().await.unwrap().len(),
         audit_before
     );
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert_eq!(list.leases.len(), 1);
     assert_eq!(list.leases[0].id, first.lease_id);
     assert_eq!(list.leases[0].user, "alice");
@@ -320,7 +325,8 @@ async fn an_endpoint_of_the_other_family_is_refused() {
     let enrol = h
         .broker
         .admin()
-        .edge_add(grantwire_proto::EdgeAddRequest {
+        .edges()
+        .add(grantwire_proto::EdgeAddRequest {
             name: "v6only".into(),
             endpoint: "[2001:db8::1]:51820".into(),
             subnet: None,
@@ -361,7 +367,8 @@ async fn a_revoke_succeeds_while_leases_are_being_issued() {
             while h
                 .broker
                 .admin()
-                .lease_list()
+                .leases()
+                .list()
                 .await
                 .unwrap()
                 .leases
@@ -371,7 +378,8 @@ async fn a_revoke_succeeds_while_leases_are_being_issued() {
             }
             h.broker
                 .admin()
-                .grant_revoke(GrantRevokeRequest {
+                .grants()
+                .revoke(GrantRevokeRequest {
                     user: "alice".into(),
                     edge: "home".into(),
                 })
@@ -386,7 +394,7 @@ async fn a_revoke_succeeds_while_leases_are_being_issued() {
                 resp.status()
             );
         }
-        let live = h.broker.admin().lease_list().await.unwrap().leases;
+        let live = h.broker.admin().leases().list().await.unwrap().leases;
         assert!(live.is_empty(), "round {round}: {live:?}");
     }
     h.shutdown().await;

@@ -39,7 +39,7 @@ async fn a_trusted_proxys_header_sets_the_pin() {
     assert_eq!(resp.status(), 200);
     let p = resp.json::<LeaseResponse>().await.unwrap().profile;
     assert_eq!(p.pin.to_string(), "198.51.100.7/32");
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert_eq!(list.leases[0].pin.to_string(), "198.51.100.7/32");
     h.shutdown().await;
 }
@@ -184,7 +184,7 @@ async fn renewal_refusals_change_nothing() {
     let unchanged = || async {
         assert_eq!(admin.counts().await.unwrap(), before);
         assert_eq!(admin.audit_log().await.unwrap().len(), audit_before);
-        let list = admin.lease_list().await.unwrap();
+        let list = admin.leases().list().await.unwrap();
         assert_eq!(list.leases[0].pin.to_string(), "198.51.100.7/32");
         assert_eq!(list.leases[0].expires_at, p.expires_at);
     };

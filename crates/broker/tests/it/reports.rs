@@ -124,7 +124,7 @@ async fn an_edges_figures_show_in_the_lease_list_and_only_for_its_own_leases() {
     let h = Harness::start().await;
     let (credential, lease) = alice_with_lease(&h).await;
     let (other_edge, _) = h.enrolled_edge("cabin").await;
-    let list = h.broker.admin().lease_list().await.unwrap();
+    let list = h.broker.admin().leases().list().await.unwrap();
     assert!(list.leases[0].usage.is_none(), "nothing reported yet");
 
     let figures = json!({"leases": [{"lease_id": lease, "last_handshake_at": 1_800_000_000,
@@ -132,13 +132,13 @@ async fn an_edges_figures_show_in_the_lease_list_and_only_for_its_own_leases() {
     // Another edge cannot report this edge's lease.
     let resp = report(&h, Some(&other_edge), &figures).await;
     assert_eq!(resp.status(), 204);
-    assert!(h.broker.admin().lease_list().await.unwrap().leases[0]
+    assert!(h.broker.admin().leases().list().await.unwrap().leases[0]
         .usage
         .is_none());
 
     let resp = report(&h, Some(&credential), &figures).await;
     assert_eq!(resp.status(), 204);
-    let usage = h.broker.admin().lease_list().await.unwrap().leases[0]
+    let usage = h.broker.admin().leases().list().await.unwrap().leases[0]
         .usage
         .unwrap();
     assert_eq!(usage.last_handshake_at, Some(1_800_000_000));
@@ -149,7 +149,7 @@ async fn an_edges_figures_show_in_the_lease_list_and_only_for_its_own_leases() {
     let idle = json!({"leases": [{"lease_id": lease, "last_handshake_at": null,
                                   "rx_bytes": 1234, "tx_bytes": 56789}]});
     assert_eq!(report(&h, Some(&credential), &idle).await.status(), 204);
-    let usage = h.broker.admin().lease_list().await.unwrap().leases[0]
+    let usage = h.broker.admin().leases().list().await.unwrap().leases[0]
         .usage
         .unwrap();
     assert_eq!(usage.last_handshake_at, Some(1_800_000_000));
@@ -200,7 +200,7 @@ async fn bad_reports_are_refused_and_change_nothing() {
         let resp = report(&h, Some(&credential), body).await;
         expect_error(resp, 400, ErrorCode::BadRequest).await;
     }
-    assert!(h.broker.admin().lease_list().await.unwrap().leases[0]
+    assert!(h.broker.admin().leases().list().await.unwrap().leases[0]
         .usage
         .is_none());
     let audit_after = h.broker.admin().audit_log().await.unwrap();
@@ -427,7 +427,8 @@ async fn expired_leases_and_edge_links_are_in_the_audit_log() {
     let (credential, _) = h.enrolled_edge("home").await;
     h.broker
         .admin()
-        .grant_add(GrantAddRequest {
+        .grants()
+        .add(GrantAddRequest {
             user: "alice".into(),
             edge: "home".into(),
             lease_ttl_secs: Some(1),

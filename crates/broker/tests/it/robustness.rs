@@ -86,7 +86,7 @@ async fn unicode_and_overlong_names_are_refused_by_the_admin_api() {
             password: PASSWORD.into(),
             admin: false,
         };
-        let err = admin.user_add(user.clone()).await.unwrap_err();
+        let err = admin.accounts().add(user.clone()).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadRequest, "user {what}");
         assert_eq!(err.body().error.message, USER_NAME_RULE, "user {what}");
 
@@ -105,7 +105,7 @@ async fn unicode_and_overlong_names_are_refused_by_the_admin_api() {
             endpoint: "192.0.2.1:51820".into(),
             ..Default::default()
         };
-        let err = admin.edge_add(edge.clone()).await.unwrap_err();
+        let err = admin.edges().add(edge.clone()).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadRequest, "edge {what}");
         assert_eq!(err.body().error.message, EDGE_NAME_RULE, "edge {what}");
         match socket.edge_add(&edge).await {
@@ -124,7 +124,7 @@ async fn unicode_and_overlong_names_are_refused_by_the_admin_api() {
                 edge: edge.into(),
                 ..Default::default()
             };
-            let err = admin.grant_add(req).await.unwrap_err();
+            let err = admin.grants().add(req).await.unwrap_err();
             assert!(
                 matches!(err.code(), ErrorCode::NotFound | ErrorCode::BadRequest),
                 "grant {what}: {err}"
@@ -137,7 +137,7 @@ async fn unicode_and_overlong_names_are_refused_by_the_admin_api() {
         }
     }
     assert_eq!(state(&h).await, before);
-    let users = admin.user_list().await.unwrap().users;
+    let users = admin.accounts().list().await.unwrap().users;
     assert_eq!(users.len(), 1);
     assert_eq!(users[0].name, "alice");
     h.shutdown().await;
@@ -270,7 +270,8 @@ async fn duplicate_user_and_edge_names_conflict_and_change_nothing() {
     let before = state(&h).await;
 
     let err = admin
-        .user_add(UserAddRequest {
+        .accounts()
+        .add(UserAddRequest {
             name: "alice".into(),
             password: "a different passphrase".into(),
             admin: true,
@@ -283,7 +284,8 @@ async fn duplicate_user_and_edge_names_conflict_and_change_nothing() {
         "a user with this name already exists"
     );
     let err = admin
-        .edge_add(EdgeAddRequest {
+        .edges()
+        .add(EdgeAddRequest {
             name: "home".into(),
             endpoint: "198.51.100.1:51820".into(),
             subnet: Some("10.64.0.0/20".parse().unwrap()),
@@ -339,9 +341,9 @@ async fn duplicate_user_and_edge_names_conflict_and_change_nothing() {
     // its endpoint, subnet and enrolment.
     let code = code_now(&secret);
     assert_eq!(h.login_raw("alice", PASSWORD, &code).await.status(), 200);
-    let users = admin.user_list().await.unwrap().users;
+    let users = admin.accounts().list().await.unwrap().users;
     assert!(!users[0].admin);
-    let edges = admin.edge_list().await.unwrap().edges;
+    let edges = admin.edges().list().await.unwrap().edges;
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].endpoints, ["192.0.2.1:51820"]);
     assert_eq!(edges[0].subnet.to_string(), "10.77.0.0/24");
@@ -359,7 +361,8 @@ async fn a_thousand_concurrent_leases_on_one_edge_all_get_distinct_addresses() {
     let edge = h
         .broker
         .admin()
-        .edge_add(EdgeAddRequest {
+        .edges()
+        .add(EdgeAddRequest {
             name: "home".into(),
             endpoint: "192.0.2.1:51820".into(),
             subnet: Some(subnet),
@@ -440,7 +443,7 @@ async fn a_thousand_concurrent_leases_on_one_edge_all_get_distinct_addresses() {
     assert_eq!(ids.len(), LEASES);
 
     let admin = h.broker.admin();
-    let live = admin.lease_list().await.unwrap().leases;
+    let live = admin.leases().list().await.unwrap().leases;
     let live_ids: HashSet<_> = live.iter().map(|l| l.id.clone()).collect();
     assert_eq!(live_ids, ids);
     let after = admin.counts().await.unwrap();

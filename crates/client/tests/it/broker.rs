@@ -107,7 +107,7 @@ async fn login_and_profiles_against_a_real_broker() {
         .unwrap()
         .parse()
         .unwrap();
-    let leases = broker.admin().lease_list().await.unwrap().leases;
+    let leases = broker.admin().leases().list().await.unwrap().leases;
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].public_key, private.public_key());
     assert!(!run.stderr.contains(&private.to_base64()));
@@ -132,7 +132,8 @@ async fn login_and_profiles_against_a_real_broker() {
     assert!(run.stderr.contains("attic"), "{}", run.stderr);
     broker
         .admin()
-        .grant_revoke(GrantRevokeRequest {
+        .grants()
+        .revoke(GrantRevokeRequest {
             user: "alice".into(),
             edge: "home".into(),
         })
@@ -165,7 +166,7 @@ async fn logout_ends_the_session_on_the_broker_and_here() {
     assert!(!config.join("session.json").exists());
     assert_eq!(broker.admin().counts().await.unwrap().sessions, 0);
     // The token is dead on the broker, not just forgotten here.
-    assert!(broker.admin().session(&token).await.is_err());
+    assert!(broker.admin().sessions().user_of(&token).await.is_err());
 
     let run = grantwire(&config, &["logout", "--json"], "").await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
@@ -279,7 +280,8 @@ async fn whoami_and_renew_keep_the_key_and_move_the_pin() {
     // The grant revoked: the lease is gone, exit 3, and the message says what to run.
     broker
         .admin()
-        .grant_revoke(GrantRevokeRequest {
+        .grants()
+        .revoke(GrantRevokeRequest {
             user: "alice".into(),
             edge: "home".into(),
         })

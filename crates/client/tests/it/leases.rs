@@ -64,7 +64,10 @@ async fn leases_lists_and_revoke_ends_only_your_own() {
     assert!(run.stderr.contains("grantwire leases"), "{}", run.stderr);
     let run = grantwire(&alice, &["revoke", "../logout"], "").await;
     assert_eq!(run.code, Some(2), "{}", run.stderr);
-    assert_eq!(broker.admin().lease_list().await.unwrap().leases.len(), 2);
+    assert_eq!(
+        broker.admin().leases().list().await.unwrap().leases.len(),
+        2
+    );
 
     // Her own: revoked, and gone from the broker and from her list.
     let revoked = json(&grantwire(&alice, &["revoke", &mine, "--json"], "").await);
@@ -72,7 +75,7 @@ async fn leases_lists_and_revoke_ends_only_your_own() {
         revoked,
         serde_json::json!({"revoked": {"id": mine, "edge": "home"}})
     );
-    let left = broker.admin().lease_list().await.unwrap().leases;
+    let left = broker.admin().leases().list().await.unwrap().leases;
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].id, theirs);
     let listed = json(&grantwire(&alice, &["leases", "--json"], "").await);

@@ -56,7 +56,14 @@ async fn older_newer_and_garbage_session_files_are_handled() {
         assert!(run_is_versioned_message(what, &config).await);
     }
     // No lease was asked for with an unreadable session.
-    assert!(broker.admin().lease_list().await.unwrap().leases.is_empty());
+    assert!(broker
+        .admin()
+        .leases()
+        .list()
+        .await
+        .unwrap()
+        .leases
+        .is_empty());
 
     // Logging in again replaces the file with a current one, and everything works.
     // The next TOTP step: the first login used this one, and each step is accepted once.

@@ -138,7 +138,8 @@ async fn up_renews_a_lease_that_ends_within_ten_minutes() {
     let (broker, _) = broker_with_alice(&tmp.path().join("broker")).await;
     let admin = broker.admin();
     let user = admin
-        .user_add(UserAddRequest {
+        .accounts()
+        .add(UserAddRequest {
             name: "bob".into(),
             password: PASSWORD.into(),
             admin: false,
@@ -146,7 +147,8 @@ async fn up_renews_a_lease_that_ends_within_ten_minutes() {
         .await
         .unwrap();
     admin
-        .grant_add(GrantAddRequest {
+        .grants()
+        .add(GrantAddRequest {
             user: "bob".into(),
             edge: "home".into(),
             lease_ttl_secs: Some(300),

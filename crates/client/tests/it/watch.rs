@@ -355,7 +355,8 @@ async fn watch_ends_with_exit_3_when_the_grant_is_revoked() {
         .await;
     broker
         .admin()
-        .grant_revoke(GrantRevokeRequest {
+        .grants()
+        .revoke(GrantRevokeRequest {
             user: "alice".into(),
             edge: "home".into(),
         })

@@ -46,7 +46,7 @@ pub(in crate::web) async fn show(
         kind: blank_none(&filter.kind).map(str::to_owned),
         limit: Some(PAGE_ROWS),
     };
-    let mut entries = broker.audit_query(q).await?.entries;
+    let mut entries = broker.audit().query(q).await?.entries;
     entries.reverse();
     let main = html! {
         h1 { "Audit log" }

@@ -30,7 +30,7 @@ pub(in crate::web) async fn show(
     admin: AdminSession,
     query: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let list = broker.edge_list().await?;
+    let list = broker.edges().list().await?;
     let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
         Done::Removed => "Edge removed, with its grants and leases.",
     });
@@ -88,7 +88,7 @@ pub(in crate::web) async fn add(
         subnet,
         ..Default::default()
     };
-    let added = broker.edge_add(req).await?;
+    let added = broker.edges().add(req).await?;
     let main = html! {
         h1 { "Edge added" }
         p { "Enrol " strong { (added.name) } " with this token on the edge host. "
@@ -117,7 +117,7 @@ pub(in crate::web) async fn remove(
     let (broker, _) = change
         .allow(&form.csrf, "admin_edge_remove", &named("edge", &name))
         .await?;
-    broker.edge_remove(EdgeRemoveRequest { name }).await?;
+    broker.edges().remove(EdgeRemoveRequest { name }).await?;
     Ok(see_other("/admin/edges?done=removed"))
 }
 

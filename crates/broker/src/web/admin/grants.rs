@@ -35,9 +35,9 @@ pub(in crate::web) async fn show(
     admin: AdminSession,
     query: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let grants = broker.grant_list().await?.grants;
-    let users = broker.user_list().await?.users;
-    let edges = broker.edge_list().await?.edges;
+    let grants = broker.grants().list().await?.grants;
+    let users = broker.accounts().list().await?.users;
+    let edges = broker.edges().list().await?.edges;
     let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
         Done::Added => "Grant added.",
         Done::Revoked => "Grant revoked, with its leases.",
@@ -105,7 +105,7 @@ pub(in crate::web) async fn add(
         )
         .await?;
     let req = grant_request(&form, broker.now())?;
-    broker.grant_add(req).await?;
+    broker.grants().add(req).await?;
     Ok(see_other("/admin/grants?done=added"))
 }
 
@@ -122,7 +122,8 @@ pub(in crate::web) async fn revoke(
         )
         .await?;
     broker
-        .grant_revoke(GrantRevokeRequest { user, edge })
+        .grants()
+        .revoke(GrantRevokeRequest { user, edge })
         .await?;
     Ok(see_other("/admin/grants?done=revoked"))
 }

@@ -28,7 +28,7 @@ pub(in crate::web) async fn show(
     admin: AdminSession,
     query: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let leases = broker.lease_list().await?.leases;
+    let leases = broker.leases().list().await?.leases;
     let now = broker.now();
     let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
         Done::Revoked => "Lease revoked.",
@@ -63,7 +63,7 @@ pub(in crate::web) async fn revoke(
     let (broker, _) = change
         .allow(&form.csrf, "admin_lease_revoke", &named("lease", &id))
         .await?;
-    broker.lease_revoke(LeaseRevokeRequest { id }).await?;
+    broker.leases().revoke(LeaseRevokeRequest { id }).await?;
     Ok(see_other("/admin/leases?done=revoked"))
 }
 

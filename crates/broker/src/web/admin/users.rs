@@ -40,7 +40,7 @@ pub(in crate::web) async fn show(
     admin: AdminSession,
     query: Result<Query<DoneQuery>, QueryRejection>,
 ) -> Result<Response, PageError> {
-    let list = broker.user_list().await?;
+    let list = broker.accounts().list().await?;
     let now = broker.now();
     let done = query.ok().and_then(|Query(q)| q.done).map(|d| match d {
         Done::Disabled => "User disabled; their sessions and leases are ended.",
@@ -96,7 +96,7 @@ pub(in crate::web) async fn invite(
         admin: form.admin.is_some(),
         ttl_secs,
     };
-    let invited = broker.user_invite(req).await?;
+    let invited = broker.invites().create(req).await?;
     let welcome = welcome_url(&headers, &uri);
     Ok(admin.page("User invited", invited_main(&invited, &welcome)))
 }
@@ -109,7 +109,7 @@ pub(in crate::web) async fn disable(
     let (broker, _) = change
         .allow(&form.csrf, "admin_disable", &named("user", &name))
         .await?;
-    broker.user_disable(UserNameRequest { name }).await?;
+    broker.accounts().disable(UserNameRequest { name }).await?;
     Ok(see_other("/admin/users?done=disabled"))
 }
 
@@ -121,7 +121,7 @@ pub(in crate::web) async fn enable(
     let (broker, _) = change
         .allow(&form.csrf, "admin_enable", &named("user", &name))
         .await?;
-    broker.user_enable(UserNameRequest { name }).await?;
+    broker.accounts().enable(UserNameRequest { name }).await?;
     Ok(see_other("/admin/users?done=enabled"))
 }
 
@@ -133,7 +133,7 @@ pub(in crate::web) async fn remove(
     let (broker, _) = change
         .allow(&form.csrf, "admin_remove_user", &named("user", &name))
         .await?;
-    broker.user_remove(UserNameRequest { name }).await?;
+    broker.accounts().remove(UserNameRequest { name }).await?;
     Ok(see_other("/admin/users?done=removed"))
 }
 
@@ -152,7 +152,7 @@ pub(in crate::web) async fn reset_password(
         name,
         password: password.clone(),
     };
-    let reset = broker.user_reset_password(req).await?;
+    let reset = broker.accounts().reset_password(req).await?;
     let main = html! {
         h1 { "New password" }
         p { "The password of " strong id="reset-user" { (reset.name) }
@@ -174,7 +174,10 @@ pub(in crate::web) async fn reset_totp(
     let (broker, admin) = change
         .allow(&form.csrf, "admin_reset_totp", &named("user", &name))
         .await?;
-    let reset = broker.user_reset_totp(UserNameRequest { name }).await?;
+    let reset = broker
+        .accounts()
+        .reset_totp(UserNameRequest { name })
+        .await?;
     let (qr_url, side) = qr::png_data_url(&reset.otpauth_uri, "an otpauth URI")?;
     let main = html! {
         h1 { "New authenticator key" }

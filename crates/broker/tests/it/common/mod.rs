@@ -117,7 +117,8 @@ impl Harness {
         let resp = self
             .broker
             .admin()
-            .user_add(UserAddRequest {
+            .accounts()
+            .add(UserAddRequest {
                 name: name.into(),
                 password: PASSWORD.into(),
                 admin: false,
@@ -163,7 +164,8 @@ impl Harness {
     pub async fn add_edge(&self, name: &str) -> String {
         self.broker
             .admin()
-            .edge_add(EdgeAddRequest {
+            .edges()
+            .add(EdgeAddRequest {
                 name: name.into(),
                 endpoint: "192.0.2.1:51820".into(),
                 subnet: None,
@@ -177,7 +179,8 @@ impl Harness {
     pub async fn grant(&self, user: &str, edge: &str) {
         self.broker
             .admin()
-            .grant_add(GrantAddRequest {
+            .grants()
+            .add(GrantAddRequest {
                 user: user.into(),
                 edge: edge.into(),
                 lease_ttl_secs: None,
@@ -191,7 +194,8 @@ impl Harness {
     pub async fn grant_max(&self, user: &str, edge: &str, max_leases: u32) {
         self.broker
             .admin()
-            .grant_add(GrantAddRequest {
+            .grants()
+            .add(GrantAddRequest {
                 user: user.into(),
                 edge: edge.into(),
                 max_leases: Some(max_leases),

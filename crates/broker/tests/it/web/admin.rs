@@ -122,7 +122,7 @@ async fn add_user(h: &Harness, name: &str, admin: bool) -> Vec<u8> {
         password: PASSWORD.into(),
         admin,
     };
-    let added = h.broker.admin().user_add(req).await.unwrap();
+    let added = h.broker.admin().accounts().add(req).await.unwrap();
     data_encoding::BASE32_NOPAD
         .decode(added.totp_secret.as_bytes())
         .unwrap()
@@ -151,19 +151,19 @@ async fn page(h: &Harness, path: &str, session: &str) -> String {
 /// Everything an admin form can change, to compare before and after a refused post.
 async fn snapshot(h: &Harness) -> String {
     let b = h.broker.admin();
-    let edges: Vec<_> = (b.edge_list().await.unwrap().edges.into_iter())
+    let edges: Vec<_> = (b.edges().list().await.unwrap().edges.into_iter())
         .map(|e| (e.name, e.enrolled))
         .collect();
-    let grants: Vec<_> = (b.grant_list().await.unwrap().grants.into_iter())
+    let grants: Vec<_> = (b.grants().list().await.unwrap().grants.into_iter())
         .map(|g| (g.user, g.edge, g.ports, g.expires_at))
         .collect();
-    let leases: Vec<_> = (b.lease_list().await.unwrap().leases.into_iter())
+    let leases: Vec<_> = (b.leases().list().await.unwrap().leases.into_iter())
         .map(|l| l.id)
         .collect();
     format!(
         "{:?} {:?} {edges:?} {grants:?} {leases:?}",
         b.counts().await.unwrap(),
-        b.user_list().await.unwrap().users,
+        b.accounts().list().await.unwrap().users,
     )
 }
 
@@ -256,7 +256,7 @@ async fn an_admin_invites_a_user_who_then_sets_up_their_account() {
     let password = between(&html, r#"<code id="temporary-password">"#, "<").to_owned();
     let welcome = between(&html, r#"<code id="welcome-url">"#, "<").to_owned();
     assert_eq!(welcome, format!("{}/welcome", a.h.broker.url()));
-    let users = a.h.broker.admin().user_list().await.unwrap().users;
+    let users = a.h.broker.admin().accounts().list().await.unwrap().users;
     let bob = users.iter().find(|u| u.name == "bob").unwrap();
     assert!(!bob.admin);
     let until = bob.invited_until.unwrap();
@@ -295,7 +295,7 @@ async fn an_admin_invites_a_user_who_then_sets_up_their_account() {
         &[("name", "carol"), ("admin", "yes"), ("hours", "")],
     )
     .await;
-    let users = a.h.broker.admin().user_list().await.unwrap().users;
+    let users = a.h.broker.admin().accounts().list().await.unwrap().users;
     assert!(users.iter().any(|u| u.name == "carol" && u.admin));
     let resp = a.post("/admin/users/invite", &[("name", "Not OK")]).await;
     assert_eq!(resp.status(), 400);
@@ -447,7 +447,7 @@ async fn an_added_edge_enrols_with_the_token_shown_once_and_can_be_removed() {
         )
         .await;
     let token = between(&html, r#"<code id="enrolment-token">"#, "<").to_owned();
-    let edges = a.h.broker.admin().edge_list().await.unwrap().edges;
+    let edges = a.h.broker.admin().edges().list().await.unwrap().edges;
     assert_eq!(edges.len(), 1);
     assert_eq!(edges[0].subnet.to_string(), "10.78.0.0/24");
     assert_eq!(edges[0].endpoints, ["192.0.2.7:51820"]);
@@ -479,7 +479,8 @@ async fn an_added_edge_enrols_with_the_token_shown_once_and_can_be_removed() {
         .h
         .broker
         .admin()
-        .edge_list()
+        .edges()
+        .list()
         .await
         .unwrap()
         .edges
@@ -495,7 +496,8 @@ async fn an_added_edge_enrols_with_the_token_shown_once_and_can_be_removed() {
         .h
         .broker
         .admin()
-        .edge_list()
+        .edges()
+        .list()
         .await
         .unwrap()
         .edges
@@ -526,7 +528,7 @@ async fn a_grant_added_on_the_page_shows_on_the_users_access_until_revoked() {
         "/admin/grants?done=added",
     )
     .await;
-    let grants = a.h.broker.admin().grant_list().await.unwrap().grants;
+    let grants = a.h.broker.admin().grants().list().await.unwrap().grants;
     assert_eq!(grants.len(), 1);
     let g = &grants[0];
     assert_eq!(
@@ -568,7 +570,8 @@ async fn a_grant_added_on_the_page_shows_on_the_users_access_until_revoked() {
         .h
         .broker
         .admin()
-        .grant_list()
+        .grants()
+        .list()
         .await
         .unwrap()
         .grants
@@ -589,7 +592,8 @@ async fn a_grant_added_on_the_page_shows_on_the_users_access_until_revoked() {
         .h
         .broker
         .admin()
-        .grant_list()
+        .grants()
+        .list()
         .await
         .unwrap()
         .grants
@@ -776,7 +780,8 @@ async fn targets(a: &Admin) -> (Vec<u8>, String) {
     add_user(&a.h, "dave", false).await;
     a.h.broker
         .admin()
-        .user_disable(UserNameRequest {
+        .accounts()
+        .disable(UserNameRequest {
             name: "dave".into(),
         })
         .await

@@ -162,7 +162,7 @@ async fn a_browser_made_key_gets_the_profile_without_a_private_key() {
     assert!(keyless.contains(&format!("# Plex: {}\n", body["plex_url"].as_str().unwrap())));
 
     // The lease is on the browser's public key, pinned where the post came from.
-    let leases = h.broker.admin().lease_list().await.unwrap().leases;
+    let leases = h.broker.admin().leases().list().await.unwrap().leases;
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].id, body["lease_id"].as_str().unwrap());
     assert_eq!(leases[0].public_key, key.public_key());
@@ -287,7 +287,8 @@ async fn the_browser_key_post_refuses_and_changes_nothing() {
     assert!(h
         .broker
         .admin()
-        .lease_list()
+        .leases()
+        .list()
         .await
         .unwrap()
         .leases
@@ -338,7 +339,8 @@ async fn an_edge_name_the_cli_refuses_is_refused_and_nothing_is_made() {
     assert!(h
         .broker
         .admin()
-        .lease_list()
+        .leases()
+        .list()
         .await
         .unwrap()
         .leases
@@ -386,7 +388,7 @@ async fn a_server_made_key_is_shown_once_and_kept_nowhere() {
         .unwrap();
     let key = PrivateKey::from_random_bytes(bytes);
     assert_eq!(key.to_base64(), line, "not a clamped key");
-    let leases = h.broker.admin().lease_list().await.unwrap().leases;
+    let leases = h.broker.admin().leases().list().await.unwrap().leases;
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].public_key, key.public_key());
 
@@ -444,7 +446,8 @@ async fn the_server_key_post_refuses_a_form_without_its_token() {
     assert!(h
         .broker
         .admin()
-        .lease_list()
+        .leases()
+        .list()
         .await
         .unwrap()
         .leases

@@ -37,7 +37,7 @@ pub async fn invite(h: &Harness, name: &str, ttl_secs: Option<u64>) -> UserInvit
         admin: false,
         ttl_secs,
     };
-    h.broker.admin().user_invite(req).await.unwrap()
+    h.broker.admin().invites().create(req).await.unwrap()
 }
 
 /// The set-up page's parts a test needs: its markup, form token and the secret's text.
@@ -217,7 +217,8 @@ async fn an_invited_user_sets_up_the_app_and_then_signs_in_like_anyone() {
     let pending = h
         .broker
         .admin()
-        .pending_invite(&enrol)
+        .invites()
+        .pending(&enrol)
         .await
         .unwrap()
         .unwrap();
@@ -267,7 +268,8 @@ async fn an_invited_user_sets_up_the_app_and_then_signs_in_like_anyone() {
     assert!(h
         .broker
         .admin()
-        .pending_invite(&enrol)
+        .invites()
+        .pending(&enrol)
         .await
         .unwrap()
         .is_some());

@@ -74,7 +74,8 @@ async fn set_up_posts_without_their_token_or_from_elsewhere_change_nothing() {
     let pending = h
         .broker
         .admin()
-        .pending_invite(&enrol)
+        .invites()
+        .pending(&enrol)
         .await
         .unwrap()
         .unwrap();
@@ -115,12 +116,13 @@ async fn set_up_posts_without_their_token_or_from_elsewhere_change_nothing() {
     let still = h
         .broker
         .admin()
-        .pending_invite(&enrol)
+        .invites()
+        .pending(&enrol)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(still.totp_secret, pending.totp_secret);
-    let users = h.broker.admin().user_list().await.unwrap();
+    let users = h.broker.admin().accounts().list().await.unwrap();
     assert_eq!(users.users[0].locked_until, None);
     assert!(!h.audit_kinds().await.iter().any(|k| k == "enrol_failed"));
     h.shutdown().await;
@@ -163,7 +165,8 @@ async fn setting_up_spends_the_login_budget() {
     assert!(h
         .broker
         .admin()
-        .pending_invite(&enrol)
+        .invites()
+        .pending(&enrol)
         .await
         .unwrap()
         .is_some());

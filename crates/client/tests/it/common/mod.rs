@@ -77,7 +77,8 @@ pub async fn broker_with_alice_at(config: ServeConfig) -> (RunningBroker, Vec<u8
     let broker = start(config).await.unwrap();
     let admin = broker.admin();
     let user = admin
-        .user_add(UserAddRequest {
+        .accounts()
+        .add(UserAddRequest {
             name: "alice".into(),
             password: PASSWORD.into(),
             admin: false,
@@ -85,7 +86,8 @@ pub async fn broker_with_alice_at(config: ServeConfig) -> (RunningBroker, Vec<u8
         .await
         .unwrap();
     let edge = admin
-        .edge_add(EdgeAddRequest {
+        .edges()
+        .add(EdgeAddRequest {
             name: "home".into(),
             endpoint: "192.0.2.1:51820".into(),
             subnet: None,
@@ -95,6 +97,7 @@ pub async fn broker_with_alice_at(config: ServeConfig) -> (RunningBroker, Vec<u8
         .unwrap();
     let edge_key = PrivateKey::from_random_bytes([9; 32]).public_key();
     admin
+        .edges()
         .enrol(
             EnrolRequest {
                 token: edge.enrolment_token,
@@ -105,7 +108,8 @@ pub async fn broker_with_alice_at(config: ServeConfig) -> (RunningBroker, Vec<u8
         .await
         .unwrap();
     admin
-        .grant_add(GrantAddRequest {
+        .grants()
+        .add(GrantAddRequest {
             user: "alice".into(),
             edge: "home".into(),
             lease_ttl_secs: None,
@@ -139,7 +143,8 @@ pub async fn add_user_with_grant_ttl(
 ) -> Vec<u8> {
     let admin = broker.admin();
     let user = admin
-        .user_add(UserAddRequest {
+        .accounts()
+        .add(UserAddRequest {
             name: name.into(),
             password: PASSWORD.into(),
             admin: false,
@@ -147,7 +152,8 @@ pub async fn add_user_with_grant_ttl(
         .await
         .unwrap();
     admin
-        .grant_add(GrantAddRequest {
+        .grants()
+        .add(GrantAddRequest {
             user: name.into(),
             edge: "home".into(),
             lease_ttl_secs,
