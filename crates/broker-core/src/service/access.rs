@@ -71,16 +71,11 @@ impl Access<'_> {
     /// Who the session is, the address the broker sees it at, and whether each of its live
     /// leases is pinned there.
     pub async fn whoami(&self, user: &SessionUser, source: IpAddr) -> Result<WhoamiResponse> {
-        let (id, now) = (user.user_id, self.broker.now());
-        let rows = self
-            .broker
-            .db()
-            .read(move |c| leases::live_for_user(c, id, now))
-            .await?;
-        let leases = rows
-            .iter()
-            .map(|r| {
-                let info = r.to_info()?;
+        let leases = self
+            .live_leases(user)
+            .await?
+            .into_iter()
+            .map(|info| {
                 Ok(WhoamiLease {
                     pinned_here: info.pin.covers(source),
                     id: wire_field(&info.id)?,
@@ -99,13 +94,17 @@ impl Access<'_> {
 
     /// The caller's own live leases, with what their edges last reported (the last handshake).
     pub async fn leases(&self, user: &SessionUser) -> Result<LeaseListResponse> {
+        let leases = self.live_leases(user).await?;
+        Ok(LeaseListResponse { leases })
+    }
+
+    async fn live_leases(&self, user: &SessionUser) -> Result<Vec<LeaseInfo>> {
         let (id, now) = (user.user_id, self.broker.now());
         let rows = self
             .broker
             .db()
             .read(move |c| leases::live_for_user(c, id, now))
             .await?;
-        let leases = rows.iter().map(|r| r.to_info()).collect::<Result<_>>()?;
-        Ok(LeaseListResponse { leases })
+        rows.iter().map(|r| r.to_info()).collect()
     }
 }
