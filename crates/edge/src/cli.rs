@@ -12,7 +12,7 @@ use crate::doctor::DEFAULT_PREFS_PATH;
 
 /// The port and state directory defaults are DESIGN.md's; the TUN name is short because Linux
 /// interface names are limited to 15 bytes and scripts type it.
-pub const DEFAULT_LISTEN: &str = "0.0.0.0:51820";
+pub const DEFAULT_LISTEN: &str = "[::]:51820";
 pub const DEFAULT_STATE_DIR: &str = "./grantwire-edge-state";
 pub const DEFAULT_TUN_NAME: &str = "gw0";
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9851";
@@ -97,7 +97,9 @@ pub struct RunArgs {
     #[arg(long, env = "GRANTWIRE_EDGE_BROKER_FINGERPRINT")]
     pub broker_fingerprint: Option<Fingerprint>,
 
-    /// UDP address of the WireGuard endpoint.
+    /// UDP address of the WireGuard endpoint. The default `[::]:51820` takes IPv4 and IPv6
+    /// (IPv4 only on a host without IPv6); a narrower address has the guard drop, unanswered,
+    /// what its socket does not take.
     #[arg(long, env = "GRANTWIRE_EDGE_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 

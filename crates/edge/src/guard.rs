@@ -17,6 +17,8 @@ use std::process::{Command, Stdio};
 
 use ipnet::IpNet;
 
+use crate::listen::Served;
+
 pub use worker::GuardThread;
 
 /// Plex's TCP ports: the server (32400), DLNA (32469) and Plex Companion (8324).
@@ -91,6 +93,9 @@ pub struct GuardSpec {
     pub allow_lan: Vec<IpNet>,
     /// The edge's WireGuard port.
     pub wg_port: u16,
+    /// What the WireGuard socket takes; datagrams to the port it does not take are dropped
+    /// here, so the kernel never answers them with ICMP port-unreachable.
+    pub wg_served: Served,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +219,7 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
          \x20       type filter hook input priority filter - 10; policy accept;\n\
          \x20       iifname \"lo\" accept\n\
          \x20       iifname {tun} accept\n\
+         {silence}\
          \x20       udp dport {wg} ip saddr != @pins4 limit rate over {rate}/second drop\n\
          \x20       udp dport {wg} ip6 saddr != @pins6 limit rate over {rate}/second drop\n\
          {allow}\
@@ -223,6 +229,7 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
          }}\n",
         tun = quote(&spec.tun_name),
         wg = spec.wg_port,
+        silence = spec.wg_served.port_rules(spec.wg_port),
         rate = UNPINNED_PER_SEC,
         tcp = nft_set(PLEX_TCP_PORTS),
         udp = nft_set(PLEX_UDP_PORTS),
@@ -323,6 +330,7 @@ mod tests {
             tun_name: "gw0".into(),
             allow_lan: vec![],
             wg_port: 51820,
+            wg_served: Served::DualStack,
         });
         assert_eq!(
             text,
@@ -345,6 +353,21 @@ mod tests {
     }
 
     #[test]
+    fn a_socket_on_one_family_has_the_other_dropped_before_any_rate() {
+        let text = render_ruleset(&GuardSpec {
+            tun_name: "gw0".into(),
+            allow_lan: vec![],
+            wg_port: 51820,
+            wg_served: Served::V4(std::net::Ipv4Addr::UNSPECIFIED),
+        });
+        let silence = text
+            .find("meta nfproto ipv6 udp dport 51820 drop\n")
+            .expect("the IPv6 silence rule");
+        let rate = text.find("limit rate").unwrap();
+        assert!(text.find("iifname \"gw0\" accept").unwrap() < silence && silence < rate);
+    }
+
+    #[test]
     fn lan_ranges_split_by_family_before_the_drops() {
         let text = render_ruleset(&GuardSpec {
             tun_name: "plex\"tun".into(),
@@ -354,6 +377,7 @@ mod tests {
                 "10.1.0.0/16".parse().unwrap(),
             ],
             wg_port: 51820,
+            wg_served: Served::DualStack,
         });
         let v4 = text
             .find("ip saddr { 192.168.1.0/24, 10.1.0.0/16 } accept")
@@ -406,6 +430,7 @@ mod tests {
             tun_name: "gw0".into(),
             allow_lan: vec![],
             wg_port: 51820,
+            wg_served: Served::DualStack,
         };
         guard.install(&spec).unwrap();
         assert_eq!(guard.installed.as_ref(), Some(&spec));

@@ -10,6 +10,7 @@ mod cli;
 mod dataplane;
 mod doctor;
 mod guard;
+mod listen;
 mod memory;
 mod metrics;
 mod privileges;
@@ -119,16 +120,21 @@ async fn run(args: RunArgs, plan: Plan) -> Result<()> {
         None => enrol(&args, &state, &client, &key).await?,
     };
 
+    // Bound before the guard goes in, so the guard knows which datagrams to the port no socket
+    // takes (see `listen`); nothing reads the socket until the data plane starts.
+    let (udp, served) =
+        listen::bind(args.listen).with_context(|| format!("binding UDP {}", args.listen))?;
     let spec = GuardSpec {
         tun_name: args.tun_name.clone(),
         allow_lan: args.allow_lan.clone(),
         wg_port: args.listen.port(),
+        wg_served: served,
     };
     NftGuard
         .install(&spec)
         .context("installing the nftables guard for Plex's ports")?;
     info!(tun = %spec.tun_name, allow_lan = ?spec.allow_lan, "guard installed (nftables table inet grantwire)");
-    let (tun, udp, metrics) = open_io(&args, &config, offload).await?;
+    let (tun, metrics) = open_io(&args, &config, offload, &udp).await?;
     let guard = leave_root(&plan, &state).await?;
     let setup = Setup {
         tun,
@@ -190,7 +196,8 @@ async fn open_io(
     args: &RunArgs,
     config: &EdgeConfig,
     offload: dataplane::Offload,
-) -> Result<(TunSetup, std::net::UdpSocket, Option<TcpListener>)> {
+    udp: &std::net::UdpSocket,
+) -> Result<(TunSetup, Option<TcpListener>)> {
     let tun = TunSetup::create(
         &args.tun_name,
         config.tunnel_address,
@@ -203,9 +210,6 @@ async fn open_io(
             args.tun_name
         )
     })?;
-    let udp = std::net::UdpSocket::bind(args.listen)
-        .and_then(|udp| udp.set_nonblocking(true).map(|()| udp))
-        .with_context(|| format!("binding UDP {}", args.listen))?;
     info!(
         listen = %udp.local_addr()?,
         tun = %args.tun_name,
@@ -224,7 +228,7 @@ async fn open_io(
         ),
         None => None,
     };
-    Ok((tun, udp, metrics))
+    Ok((tun, metrics))
 }
 
 /// Drops root as `plan` says, then starts the thread that makes every later guard change (see
