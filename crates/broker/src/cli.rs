@@ -66,8 +66,9 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address of the HTTPS listener.
-    #[arg(long, env = "GRANTWIRE_LISTEN", default_value = "0.0.0.0:8443")]
+    /// Address of the HTTPS listener. The default `[::]:8443` takes IPv4 and IPv6 (IPv4 only on
+    /// a host without IPv6).
+    #[arg(long, env = "GRANTWIRE_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
     /// PEM certificate chain; without it a self-signed certificate is made and kept.
     #[arg(long, env = "GRANTWIRE_TLS_CERT", requires = "tls_key")]

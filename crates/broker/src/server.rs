@@ -1,7 +1,7 @@
 //! Starting and stopping a broker: data directory, database, TLS identity, the HTTPS listener
 //! and the admin socket. Used by `grantwire-broker serve` and, in-process, by tests.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -243,15 +243,50 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
 /// that.
 const LISTEN_BACKLOG: u32 = 4096;
 
+/// Binds the public listener. `[::]` (the default) is one dual-stack socket, so friends on
+/// IPv6-only networks reach the broker too; IPv4 peers then arrive IPv4-mapped, and every use
+/// of a peer address (pins, budgets, the connection caps) reads it canonical. A host whose kernel
+/// has no IPv6 gets `0.0.0.0` instead.
 fn bind_public(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let dual_stack = matches!(addr.ip(), IpAddr::V6(v6) if v6.is_unspecified());
+    if dual_stack {
+        match bind_tcp(addr, true) {
+            Err(e) if no_ipv6(&e) => {
+                tracing::info!(error = %e, "this host has no IPv6; the broker listens on IPv4 only");
+                bind_tcp(SocketAddr::from((Ipv4Addr::UNSPECIFIED, addr.port())), false)
+            }
+            other => other,
+        }
+    } else {
+        bind_tcp(addr, false)
+    }
+    .map_err(Into::into)
+}
+
+fn bind_tcp(addr: SocketAddr, dual_stack: bool) -> std::io::Result<std::net::TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
         tokio::net::TcpSocket::new_v6()?
     };
+    if dual_stack {
+        // Explicit, so `net.ipv6.bindv6only=1` on the host does not make it IPv6 only.
+        socket2::SockRef::from(&socket).set_only_v6(false)?;
+    }
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    Ok(socket.listen(LISTEN_BACKLOG)?.into_std()?)
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
+/// The errors of a kernel without IPv6 (`ipv6.disable=1`).
+fn no_ipv6(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| {
+        matches!(
+            errno,
+            Errno::EAFNOSUPPORT | Errno::EADDRNOTAVAIL | Errno::EPROTONOSUPPORT
+        )
+    })
 }
 
 /// Writes the audit rows of leases that expired, every few seconds until shutdown.

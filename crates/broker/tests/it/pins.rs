@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use grantwire_proto::{ErrorCode, LeaseResponse, WhoamiResponse};
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// The harness connects from 127.0.0.1; trusting it makes the test client a proxy.
 async fn behind_proxy() -> Harness {
@@ -220,5 +220,68 @@ async fn renewal_refusals_change_nothing() {
     let resp = renew(&h, &token, &p.lease_id, "203.0.113.5").await;
     expect_error(resp, 403, ErrorCode::Forbidden).await;
     unchanged().await;
+    h.shutdown().await;
+}
+
+/// The default listener, `[::]`, takes both families on one socket: a client over IPv4 is
+/// pinned to its /32 (not to a /64 of its IPv4-mapped form) and given the IPv4 endpoint, and a
+/// client over IPv6 is pinned to its /64 and given the IPv6 endpoint.
+#[tokio::test]
+async fn a_dual_stack_listener_pins_each_family_as_itself() {
+    let h = Harness::with_config(|c| c.listen = "[::]:0".parse().unwrap()).await;
+    let port = h.broker.addr().port();
+    let secret = h.add_user("alice").await;
+    let added = h
+        .broker
+        .admin()
+        .edges()
+        .add(grantwire_proto::EdgeAddRequest {
+            name: "home".into(),
+            endpoint: "192.0.2.1:51820".into(),
+            extra_endpoints: vec!["[2001:db8::1]:51820".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let enrol = json!({"token": added.enrolment_token, "public_key": keypair().public_key()});
+    let resp = h
+        .http
+        .post(format!("https://127.0.0.1:{port}/v1/edge/enrol"))
+        .json(&enrol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    h.grant("alice", "home").await;
+    let login = json!({"user": "alice", "password": PASSWORD, "code": code_now(&secret)});
+    let resp = h
+        .http
+        .post(format!("https://127.0.0.1:{port}/v1/login"))
+        .json(&login)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let token = resp.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (host, pin, endpoint) in [
+        ("127.0.0.1", "127.0.0.1/32", "192.0.2.1:51820"),
+        ("[::1]", "::/64", "[2001:db8::1]:51820"),
+    ] {
+        let resp = h
+            .http
+            .post(format!("https://{host}:{port}/v1/leases"))
+            .bearer_auth(&token)
+            .json(&json!({"edge": "home", "public_key": keypair().public_key()}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "lease over {host}");
+        let p = resp.json::<LeaseResponse>().await.unwrap().profile;
+        assert_eq!(p.pin.to_string(), pin, "pin over {host}");
+        assert_eq!(p.endpoint.to_string(), endpoint, "endpoint over {host}");
+    }
     h.shutdown().await;
 }
