@@ -11,7 +11,7 @@
 # packages a caller needs (scripts/bench/edge.sh: iperf3).
 set -euo pipefail
 
-packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux chromium chromium-driver fonts-liberation "$@")
+packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux tcpdump chromium chromium-driver fonts-liberation "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -24,6 +24,7 @@
 pub mod harness {
     pub mod bins;
     pub mod browser;
+    pub mod capture;
     pub mod env;
     pub mod grantwire;
     pub mod lab;

@@ -17,6 +17,8 @@ const TOOLS: &[&str] = &[
     "kill",
     // util-linux: the unit-like start of the privilege scenario.
     "setpriv",
+    // Captures on the edge host's outside interfaces, which the silence scenarios count.
+    "tcpdump",
 ];
 
 /// Returns true when the end-to-end tests can run: root, the tools, `/dev/net/tun`, and a
@@ -32,7 +34,7 @@ pub fn require_env() -> bool {
     }
     let reason = format!(
         "the end-to-end tests need: {} (run as root on Linux with wireguard-go, wireguard-tools, \
-         nftables, iproute2, curl and python3 installed; scripts/install-deps.sh does it)",
+         nftables, iproute2, curl, python3 and tcpdump installed; scripts/install-deps.sh does it)",
         missing.join(", ")
     );
     if must_run() {

@@ -99,7 +99,8 @@ pub struct EdgeInfo {
 }
 
 impl Broker {
-    /// Starts `grantwire-broker serve --data-dir D --listen 0.0.0.0:8443` and waits until it
+    /// Starts `grantwire-broker serve --data-dir D` (listening on its default, `[::]:8443`:
+    /// both families) and waits until it
     /// has written its fingerprint, opened its admin socket and answers HTTPS on the port.
     pub fn start(ns: &Netns, data_dir: &Path) -> Broker {
         Self::start_wrapped(ns, data_dir, &[])
@@ -112,15 +113,12 @@ impl Broker {
         std::fs::create_dir_all(data_dir).expect("broker data dir");
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
             .expect("broker data dir mode 0700");
-        let listen = format!("0.0.0.0:{BROKER_PORT}");
         let mut argv = wrapper.to_vec();
         argv.extend([
             bins().broker_str(),
             "serve",
             "--data-dir",
             path_str(data_dir),
-            "--listen",
-            &listen,
         ]);
         let mut proc = spawn_daemon(ns, "grantwire-broker serve", &argv);
         let fp_file = data_dir.join("tls-cert.sha256");
@@ -219,12 +217,18 @@ impl Broker {
     }
 
     pub fn add_edge(&self, ns: &Netns, name: &str, endpoint: &str) -> EdgeInfo {
+        self.add_edge_at(ns, name, &[endpoint])
+    }
+
+    /// `edge add NAME --endpoint E1 [--endpoint E2] --json`: one endpoint per address family.
+    pub fn add_edge_at(&self, ns: &Netns, name: &str, endpoints: &[&str]) -> EdgeInfo {
+        let mut args = vec!["edge", "add", name];
+        for endpoint in endpoints {
+            args.extend(["--endpoint", endpoint]);
+        }
+        args.push("--json");
         let out = self
-            .admin(
-                ns,
-                &["edge", "add", name, "--endpoint", endpoint, "--json"],
-                None,
-            )
+            .admin(ns, &args, None)
             .expect_ok(&format!("grantwire-broker edge add {name}"));
         let v = out.json();
         let tunnel = json_str(&v, "tunnel_address", &out);
@@ -337,6 +341,20 @@ impl Edge {
         tun_name: &str,
         how: EdgeStart<'static>,
     ) -> Edge {
+        Edge::start_with_args(ns, broker, token, dir, tun_name, how, &[])
+    }
+
+    /// Like [`Edge::start_with`], with `extra` flags after the harness's own (`--listen
+    /// 0.0.0.0:51820`, say: the harness leaves every flag a user would not type at its default).
+    pub fn start_with_args(
+        ns: &Netns,
+        broker: &Broker,
+        token: &str,
+        dir: &Path,
+        tun_name: &str,
+        how: EdgeStart<'static>,
+        extra: &[&str],
+    ) -> Edge {
         let state_parent = (how != EdgeStart::Root).then(|| {
             let parent = tempfile::Builder::new()
                 .prefix("grantwire-e2e-edge")
@@ -403,7 +421,7 @@ impl Edge {
             ]);
         }
         let broker_url = format!("https://127.0.0.1:{BROKER_PORT}");
-        let listen = format!("0.0.0.0:{EDGE_WG_PORT}");
+        // No --listen: the default, [::]:51820, takes both families.
         argv.extend_from_slice(&[
             bins().edge_str(),
             "run",
@@ -413,8 +431,6 @@ impl Edge {
             path_str(&token_file),
             "--broker-fingerprint",
             &broker.fingerprint,
-            "--listen",
-            &listen,
             "--state-dir",
             path_str(&state),
             "--tun-name",
@@ -428,6 +444,7 @@ impl Edge {
         if let EdgeStart::DropTo(user) = how {
             argv.extend_from_slice(&["--user", user]);
         }
+        argv.extend_from_slice(extra);
         let mut proc = spawn_daemon(ns, "grantwire-edge run", &argv);
         let url = format!("http://{METRICS_ADDR}/metrics");
         let ready = crate::wait_for(READY, Duration::from_millis(100), || {
@@ -528,13 +545,7 @@ impl ClientCli {
         fingerprint: &str,
         code: &str,
     ) -> Output {
-        super::plex::assert_safe_host(
-            broker_url
-                .trim_start_matches("https://")
-                .split(':')
-                .next()
-                .unwrap_or(broker_url),
-        );
+        super::plex::assert_safe_host(super::plex::url_host(broker_url));
         self.run(
             ns,
             &[

@@ -6,6 +6,10 @@
 //!                                 stand-in Plex 0.0.0.0:32400, metrics 127.0.0.1:9586  via .1)
 //! ```
 //!
+//! [`Lab::add_ipv6`] puts IPv6 on both links too: 2001:db8:1::2 (client) and 2001:db8:1::1
+//! (home), 2001:db8:2::1 (home) and 2001:db8:2::2 (other, default route via ::1). The broker
+//! and the edge run with their default listeners, which take both families.
+//!
 //! Field order is drop order: the daemons stop before their namespaces go, and the temporary
 //! directory (data dirs, logs of one-shot commands) goes last.
 
@@ -23,6 +27,10 @@ use super::proc::unexpected_warnings;
 pub const HOME_OUTSIDE_IP: &str = "192.0.2.1";
 pub const CLIENT_IP: &str = "192.0.2.2";
 pub const OTHER_IP: &str = "198.51.100.2";
+pub const HOME_OUTSIDE_IP6: &str = "2001:db8:1::1";
+pub const CLIENT_IP6: &str = "2001:db8:1::2";
+pub const HOME_OTHER_IP6: &str = "2001:db8:2::1";
+pub const OTHER_IP6: &str = "2001:db8:2::2";
 /// curl's budget when polling for a change; a healthy tunnel in a netns answers in milliseconds.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(300);
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -46,6 +54,11 @@ pub struct Lab {
     pub base: String,
     /// The client namespace's end of its link to home (where 192.0.2.2/24 lives).
     pub client_if: String,
+    /// Home's end of that link (192.0.2.1/24).
+    pub home_client_if: String,
+    /// Home's end of its link to the other namespace (198.51.100.1/24), and the other's end.
+    pub home_other_if: Option<String>,
+    pub other_if: Option<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -60,18 +73,21 @@ impl Lab {
             .expect("lab dir");
         let home = Netns::new(&format!("{base}-home"));
         let client = Netns::new(&format!("{base}-client"));
-        let (_, client_if) = veth_pair(
+        let (home_client_if, client_if) = veth_pair(
             &home,
             &format!("{HOME_OUTSIDE_IP}/24"),
             &client,
             &format!("{CLIENT_IP}/24"),
         );
-        let other = with_other.then(|| {
+        let (other, home_other_if, other_if) = if with_other {
             let other = Netns::new(&format!("{base}-other"));
-            veth_pair(&home, "198.51.100.1/24", &other, &format!("{OTHER_IP}/24"));
+            let (home_if, other_if) =
+                veth_pair(&home, "198.51.100.1/24", &other, &format!("{OTHER_IP}/24"));
             other.route_via("default", "198.51.100.1");
-            other
-        });
+            (Some(other), Some(home_if), Some(other_if))
+        } else {
+            (None, None, None)
+        };
         let plex = StandInPlex::start(&home);
         let broker = Broker::start(&home, &dir.path().join("broker"));
         Lab {
@@ -83,8 +99,43 @@ impl Lab {
             home,
             base,
             client_if,
+            home_client_if,
+            home_other_if,
+            other_if,
             dir,
         }
+    }
+
+    /// IPv6 on the client's link and, if there is one, the other namespace's (addresses in the
+    /// module comment). Usable at once: duplicate address detection is off for them.
+    pub fn add_ipv6(&self) {
+        let add = |ns: &Netns, ip: &str, dev: &str| {
+            super::plex::assert_safe_host(ip);
+            let cidr = format!("{ip}/64");
+            ns.exec_ok(&["ip", "-6", "addr", "add", &cidr, "dev", dev, "nodad"]);
+        };
+        add(&self.home, HOME_OUTSIDE_IP6, &self.home_client_if);
+        add(&self.client, CLIENT_IP6, &self.client_if);
+        if let (Some(other), Some(home_if), Some(other_if)) =
+            (&self.other, &self.home_other_if, &self.other_if)
+        {
+            add(&self.home, HOME_OTHER_IP6, home_if);
+            add(other, OTHER_IP6, other_if);
+            other.exec_ok(&[
+                "ip",
+                "-6",
+                "route",
+                "replace",
+                "default",
+                "via",
+                HOME_OTHER_IP6,
+            ]);
+        }
+    }
+
+    /// The broker's URL at home's IPv6 address on the client's link.
+    pub fn broker_url6(&self) -> String {
+        format!("https://[{HOME_OUTSIDE_IP6}]:{BROKER_PORT}")
     }
 
     pub fn broker_url(&self) -> String {
@@ -99,7 +150,19 @@ impl Lab {
     /// [`Lab::enrol_edge`], with the edge started as `how` says.
     pub fn enrol_edge_as(&mut self, how: EdgeStart<'static>) -> EdgeInfo {
         let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
-        let info = self.broker.add_edge(&self.home, "home", &endpoint);
+        self.enrol_edge_at(&[&endpoint], how)
+    }
+
+    /// [`Lab::enrol_edge`] with an IPv4 and an IPv6 endpoint (call [`Lab::add_ipv6`] first):
+    /// a profile gets the one of its pin's family.
+    pub fn enrol_edge_dual_stack(&mut self) -> EdgeInfo {
+        let v4 = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
+        let v6 = format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}");
+        self.enrol_edge_at(&[&v4, &v6], EdgeStart::Root)
+    }
+
+    fn enrol_edge_at(&mut self, endpoints: &[&str], how: EdgeStart<'static>) -> EdgeInfo {
+        let info = self.broker.add_edge_at(&self.home, "home", endpoints);
         super::plex::assert_safe_host(&info.tunnel_ip);
         let edge = Edge::start_with(
             &self.home,
@@ -129,10 +192,15 @@ impl Lab {
 
     /// Logs `user` in from the client namespace with the current TOTP code; panics on refusal.
     pub fn login(&self, cli: &ClientCli, user: &UserInfo) {
+        self.login_at(cli, user, &self.broker_url());
+    }
+
+    /// [`Lab::login`] to the broker at `url` ([`Lab::broker_url6`], say).
+    pub fn login_at(&self, cli: &ClientCli, user: &UserInfo, url: &str) {
         let code = user.totp_at(crate::unix_now());
         cli.login(
             &self.client,
-            &self.broker_url(),
+            url,
             &user.name,
             &user.password,
             &self.broker.fingerprint,

@@ -1,7 +1,7 @@
 //! The stand-in Plex (an HTTP server on 0.0.0.0:32400 serving a unique marker) and the HTTP
 //! probe the scenarios use, with the address safety rule.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::time::Duration;
 
 use super::netns::{unique_base, Netns};
@@ -132,30 +132,40 @@ pub fn http_get(ns: &Netns, url: &str, timeout: Duration) -> HttpResult {
     }
 }
 
-fn url_host(url: &str) -> &str {
+/// The host of `url`, without the brackets of an IPv6 literal.
+pub(crate) fn url_host(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split('/').next().unwrap_or(rest);
+    if let Some(bracketed) = authority.strip_prefix('[') {
+        return bracketed.split(']').next().unwrap_or(bracketed);
+    }
     authority.rsplit_once(':').map_or(authority, |(h, _)| h)
 }
 
-/// Panics unless `host` is loopback, a documentation range (used only on veths the tests make)
-/// or the tunnel range 10.77.0.0/24. Everything the harness sends goes through here or through
-/// a profile endpoint checked the same way.
+/// Panics unless `host` is loopback, a documentation range (used only on veths the tests make:
+/// 192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24, 2001:db8::/32) or the tunnel range
+/// 10.77.0.0/24. Everything the harness sends goes through here or through a profile endpoint
+/// checked the same way.
 #[track_caller]
 pub fn assert_safe_host(host: &str) {
-    let ip: Ipv4Addr = host
+    let ip: IpAddr = host
         .parse()
-        .unwrap_or_else(|_| panic!("refusing to send to {host:?}: only IPv4 literals are used"));
-    let o = ip.octets();
-    let safe = ip.is_loopback()
-        || o[..3] == [192, 0, 2]
-        || o[..3] == [198, 51, 100]
-        || o[..3] == [203, 0, 113]
-        || o[..3] == [10, 77, 0];
+        .unwrap_or_else(|_| panic!("refusing to send to {host:?}: only IP literals are used"));
+    let safe = match ip {
+        IpAddr::V4(ip) => {
+            let o = ip.octets();
+            ip.is_loopback()
+                || o[..3] == [192, 0, 2]
+                || o[..3] == [198, 51, 100]
+                || o[..3] == [203, 0, 113]
+                || o[..3] == [10, 77, 0]
+        }
+        IpAddr::V6(ip) => ip.is_loopback() || ip.segments()[..2] == [0x2001, 0x0db8],
+    };
     assert!(
         safe,
         "refusing to send to {ip}: tests reach only loopback, 192.0.2.0/24, 198.51.100.0/24, \
-         203.0.113.0/24 and 10.77.0.0/24"
+         203.0.113.0/24, 2001:db8::/32 and 10.77.0.0/24"
     );
 }
 
@@ -172,5 +182,10 @@ mod tests {
         assert!(std::panic::catch_unwind(|| assert_safe_host("8.8.8.8")).is_err());
         assert!(std::panic::catch_unwind(|| assert_safe_host("10.77.1.1")).is_err());
         assert!(std::panic::catch_unwind(|| assert_safe_host("example.com")).is_err());
+        assert_eq!(url_host("https://[2001:db8:1::1]:8443/x"), "2001:db8:1::1");
+        assert_safe_host("2001:db8:1::1");
+        assert_safe_host("::1");
+        assert!(std::panic::catch_unwind(|| assert_safe_host("2001:db9::1")).is_err());
+        assert!(std::panic::catch_unwind(|| assert_safe_host("2606:4700::1")).is_err());
     }
 }

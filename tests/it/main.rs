@@ -13,6 +13,7 @@ mod browser_tunnel;
 mod cutoffs;
 mod e2e;
 mod flood;
+mod ipv6;
 mod selftest;
 mod stranger;
 mod watch;

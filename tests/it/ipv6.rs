@@ -1,0 +1,240 @@
+//! IPv6 as the outer transport: friends on DS-Lite and mobile networks often have no public
+//! IPv4 at all. The broker and the edge run on their default listeners (`[::]`, both families).
+//!
+//! - A friend who reaches the broker over IPv6 is pinned to their /64, gets the edge's IPv6
+//!   endpoint, the edge's `pins6` set follows, and a real wireguard-go client loads the stand-in
+//!   Plex through a tunnel whose outer packets are IPv6 (captured on home's side of the link).
+//!   The same profile used from another /64 gets nothing: a capture on home's side of that
+//!   link counts zero packets sent to it (scenarios A1 and B4 over IPv6).
+//! - Junk sent to the WireGuard port over IPv6 and IPv4 draws no answer at all, neither from the
+//!   edge's socket nor from the kernel (ICMP port-unreachable): with the default dual-stack
+//!   socket, and with `--listen 0.0.0.0:51820`, where no socket takes IPv6 and only the guard's
+//!   rule keeps the kernel quiet (scenario B2's silence, over both families).
+
+use std::time::{Duration, Instant};
+
+use grantwire_e2e::harness::capture::{Capture, Direction, ANSWERS};
+use grantwire_e2e::harness::lab::{HOME_OTHER_IP6, HOME_OUTSIDE_IP6, OTHER_IP6};
+use grantwire_e2e::{http_get, require_env, Edge, EdgeStart, Lab, WgClient};
+
+const FIRST_LOAD: Duration = Duration::from_secs(10);
+const DROPPED_UNPINNED: &str = "grantwire_edge_dropped_unpinned_total";
+const BYTES_SENT_UNPINNED: &str = "grantwire_edge_bytes_sent_unpinned_total";
+const EDGE_WG_PORT: u16 = 51820;
+
+#[test]
+fn a_friend_over_ipv6_is_pinned_to_their_64_and_tunnels_over_ipv6() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("v6", true);
+    lab.add_ipv6();
+    let edge = lab.enrol_edge_dual_stack();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let phone = lab.device("alice-phone");
+    lab.login_at(&phone, &alice, &lab.broker_url6());
+    let profile = lab.profile(&phone, "alice-home.conf");
+    let text = std::fs::read_to_string(&profile).expect("profile");
+    let endpoint6 = format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}");
+    assert!(
+        text.contains(&format!("Endpoint = {endpoint6}\n")),
+        "a lease asked for over IPv6 must name the edge's IPv6 endpoint:\n{text}"
+    );
+    let leases = lab.broker.leases(&lab.home);
+    assert_eq!(
+        leases.len(),
+        1,
+        "one lease after `grantwire profile`: {leases:?}"
+    );
+    assert_eq!(
+        leases[0]["pin"], "2001:db8:1::/64",
+        "the lease must be pinned to the friend's /64: {leases:?}"
+    );
+    let pins6 = grantwire_e2e::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+        let set = lab
+            .home
+            .exec_ok(&["nft", "list", "set", "inet", "grantwire", "pins6"]);
+        set.stdout.contains("2001:db8:1::/64").then_some(set.stdout)
+    });
+    assert!(
+        pins6.is_some(),
+        "the guard's pins6 set never held 2001:db8:1::/64"
+    );
+
+    // The tunnel's outer packets are IPv6: captured arriving at home's side of the link.
+    let inbound = Capture::start(
+        &lab.home,
+        &lab.home_client_if,
+        Direction::In,
+        &format!("ip6 and udp dst port {EDGE_WG_PORT}"),
+        lab.dir.path(),
+    );
+    let url = lab.plex_url(&edge);
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    let took = lab
+        .wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("the page did not load over the IPv6 tunnel: {last:?}"));
+    eprintln!("page loaded through the IPv6 tunnel after {took:?}");
+    let seen = inbound.packets();
+    assert!(
+        !seen.is_empty(),
+        "no IPv6 datagram reached the edge's port, yet the page loaded"
+    );
+    let endpoints = lab
+        .client
+        .exec_ok(&["wg", "show", wg.ifname(), "endpoints"]);
+    assert!(
+        endpoints.stdout.contains(&endpoint6),
+        "the client's peer endpoint must be the IPv6 one: {}",
+        endpoints.stdout
+    );
+
+    // The same profile from another /64: nothing comes back, not even ICMP.
+    let other = lab.other.as_ref().expect("lab with the other namespace");
+    let home_other_if = lab.home_other_if.clone().expect("home's link to other");
+    let dropped_before = lab.edge().metrics(&lab.home).require(DROPPED_UNPINNED);
+    let answers = Capture::start(
+        &lab.home,
+        &home_other_if,
+        Direction::Out,
+        ANSWERS,
+        lab.dir.path(),
+    );
+    let copy = lab.dir.path().join("copied-profile.conf");
+    std::fs::copy(&profile, &copy).expect("copy the profile");
+    let stolen = WgClient::up(other, &format!("{}o", lab.base), &copy);
+    let trying_until = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < trying_until {
+        let got = http_get(other, &url, Duration::from_secs(1));
+        assert!(
+            !got.ok(),
+            "the copied profile loaded {url} from {OTHER_IP6}, outside the pin: {got:?}"
+        );
+    }
+    let peers = stolen.dev.peers();
+    let sent_to_other = answers.packets();
+    assert!(
+        peers.len() == 1 && peers[0].tx_bytes > 0,
+        "the copied profile's interface should have sent handshakes: {peers:?}"
+    );
+    assert!(
+        sent_to_other.is_empty(),
+        "home sent {} packets to the unpinned /64 ({OTHER_IP6}):\n{}",
+        sent_to_other.len(),
+        sent_to_other.join("\n")
+    );
+    let metrics = lab.edge().metrics(&lab.home);
+    let dropped = metrics.require(DROPPED_UNPINNED) - dropped_before;
+    assert!(
+        dropped > 0.0,
+        "the edge counted no datagram dropped from {OTHER_IP6}: the capture proves nothing \
+         if nothing arrived\n{}",
+        metrics.text
+    );
+    assert_eq!(metrics.require(BYTES_SENT_UNPINNED), 0.0);
+    drop(stolen);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("the pinned client lost the page: {last:?}"));
+    lab.assert_no_unexpected_warnings(&[]);
+    drop(wg);
+}
+
+/// Sends junk to the WireGuard port of each of `targets` from `ns`: one byte, each WireGuard
+/// message type at a wrong length and at its own, and a large random datagram.
+const JUNK_PY: &str = r#"
+import os, socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    for kind, length in [(0, 1), (1, 148), (1, 100), (2, 92), (3, 64), (4, 32), (4, 1400), (9, 700)]:
+        payload = bytes([kind, 0, 0, 0]) + os.urandom(max(length - 4, 0))
+        s.sendto(payload[:length], (host, int(port)))
+    s.close()
+"#;
+
+#[test]
+fn junk_to_the_wireguard_port_draws_no_answer_on_either_family_or_listener() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("v6j", true);
+    lab.add_ipv6();
+    lab.enrol_edge_dual_stack();
+    let other = lab.other.as_ref().expect("lab with the other namespace");
+    let home_other_if = lab.home_other_if.clone().expect("home's link to other");
+    let script = lab.dir.path().join("junk.py");
+    std::fs::write(&script, JUNK_PY).expect("junk script");
+    let script = script.to_str().expect("UTF-8 path").to_owned();
+    let targets = [
+        format!("[{HOME_OTHER_IP6}]:{EDGE_WG_PORT}"),
+        format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}"),
+        format!("198.51.100.1:{EDGE_WG_PORT}"),
+    ];
+    let send_junk = |what: &str| {
+        let answers = Capture::start(
+            &lab.home,
+            &home_other_if,
+            Direction::Out,
+            ANSWERS,
+            lab.dir.path(),
+        );
+        let arrived = Capture::start(
+            &lab.home,
+            &home_other_if,
+            Direction::In,
+            &format!("udp dst port {EDGE_WG_PORT}"),
+            lab.dir.path(),
+        );
+        let mut argv = vec!["python3", script.as_str()];
+        argv.extend(targets.iter().map(String::as_str));
+        other.exec_ok(&argv);
+        // ICMP errors leave at once; a second is ample for any answer to show.
+        std::thread::sleep(Duration::from_secs(1));
+        let (answered, arrived) = (answers.packets(), arrived.packets());
+        assert_eq!(
+            arrived.len(),
+            8 * targets.len(),
+            "{what}: every junk datagram should have reached home:\n{}",
+            arrived.join("\n")
+        );
+        assert!(
+            answered.is_empty(),
+            "{what}: home answered junk to its WireGuard port with {} packets:\n{}",
+            answered.len(),
+            answered.join("\n")
+        );
+        eprintln!("{what}: {} junk datagrams, no answer", arrived.len());
+    };
+    send_junk("default dual-stack listener");
+
+    // An edge told to listen on IPv4 only: no socket takes the IPv6 datagrams, so without the
+    // guard's rule the kernel would answer each with ICMPv6 port-unreachable.
+    lab.edge = None;
+    let tun = format!("{}t", lab.base);
+    lab.edge = Some(Edge::start_with_args(
+        &lab.home,
+        &lab.broker,
+        "spent",
+        lab.dir.path(),
+        &tun,
+        EdgeStart::Root,
+        &["--listen", &format!("0.0.0.0:{EDGE_WG_PORT}")],
+    ));
+    let ruleset = lab
+        .home
+        .exec_ok(&["nft", "list", "table", "inet", "grantwire"]);
+    assert!(
+        ruleset
+            .stdout
+            .contains(&format!("meta nfproto ipv6 udp dport {EDGE_WG_PORT} drop")),
+        "an IPv4-only edge's guard must drop IPv6 to its port:\n{}",
+        ruleset.stdout
+    );
+    send_junk("--listen 0.0.0.0:51820");
+    lab.assert_no_unexpected_warnings(&[]);
+}
