@@ -35,6 +35,54 @@ pub const OTHER_IP6: &str = "2001:db8:2::2";
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(300);
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
 
+/// The first client's address behind the NAT ([`Lab::behind_nat`]), and the second's.
+pub const NATTED_IP: &str = "203.0.113.2";
+pub const NATTED_IP2: &str = "203.0.113.18";
+
+/// How the NAT router of [`Lab::behind_nat`] maps its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Nat {
+    /// A home router: `masquerade`, the kernel's default UDP timeouts (30 s, 120 s once a flow
+    /// has seen replies).
+    Home,
+    /// A hard NAT that forgets quickly: `masquerade fully-random` (every new mapping gets a
+    /// random port) and UDP mappings dropped after `idle_secs` without traffic, replies or not.
+    Hard { idle_secs: u32 },
+}
+
+impl Nat {
+    fn set_up(self, nat: &Netns, outside: &str) {
+        nat.sysctl("net.ipv4.ip_forward", "1");
+        let flags = match self {
+            Nat::Home => "",
+            Nat::Hard { .. } => " fully-random",
+        };
+        let ruleset = format!(
+            "table ip gwnat {{\n\
+             \x20   chain post {{\n\
+             \x20       type nat hook postrouting priority srcnat; policy accept;\n\
+             \x20       oifname \"{outside}\" masquerade{flags}\n\
+             \x20   }}\n\
+             }}\n"
+        );
+        nat.exec_with(
+            &["nft", "-f", "-"],
+            Some(ruleset.as_bytes()),
+            Duration::from_secs(10),
+        )
+        .expect_ok("loading the NAT ruleset");
+        if let Nat::Hard { idle_secs } = self {
+            // conntrack's sysctls are per namespace; the NAT table above made them appear.
+            for knob in [
+                "nf_conntrack_udp_timeout",
+                "nf_conntrack_udp_timeout_stream",
+            ] {
+                nat.sysctl(&format!("net.netfilter.{knob}"), &idle_secs.to_string());
+            }
+        }
+    }
+}
+
 /// One request of [`Lab::poll_page`].
 #[derive(Debug)]
 pub struct PagePoll {
@@ -49,12 +97,17 @@ pub struct Lab {
     pub plex: StandInPlex,
     pub other: Option<Netns>,
     pub client: Netns,
+    /// Behind the NAT ([`Lab::behind_nat`]): a second client sharing the first's public address.
+    pub client2: Option<Netns>,
+    /// The NAT router between home and the clients ([`Lab::behind_nat`]).
+    pub nat: Option<Netns>,
     pub home: Netns,
     /// Unique name stem of this lab; derive interface names from it with one more character.
     pub base: String,
-    /// The client namespace's end of its link to home (where 192.0.2.2/24 lives).
+    /// The client namespace's end of its link to home (where 192.0.2.2/24 lives), or to the
+    /// NAT router (203.0.113.2/28).
     pub client_if: String,
-    /// Home's end of that link (192.0.2.1/24).
+    /// Home's end of its link to the client, or to the NAT router (192.0.2.1/24).
     pub home_client_if: String,
     /// Home's end of its link to the other namespace (198.51.100.1/24), and the other's end.
     pub home_other_if: Option<String>,
@@ -66,6 +119,22 @@ impl Lab {
     /// Namespaces, veths, the stand-in Plex and a running broker; `with_other` adds the "other"
     /// namespace on a second link.
     pub fn new(tag: &str, with_other: bool) -> Lab {
+        Self::build(tag, with_other, None)
+    }
+
+    /// Two clients behind a NAT router whose public address is 192.0.2.2 (where the plain lab's
+    /// client sits), as a home router or a carrier-grade NAT puts them:
+    ///
+    /// ```text
+    ///  client  203.0.113.2/28  ─┐
+    ///                           ├─ nat ns (masquerade) 192.0.2.2 ──veth── 192.0.2.1 home ns
+    ///  client2 203.0.113.18/28 ─┘
+    /// ```
+    pub fn behind_nat(tag: &str, nat: Nat) -> Lab {
+        Self::build(tag, false, Some(nat))
+    }
+
+    fn build(tag: &str, with_other: bool, nat_kind: Option<Nat>) -> Lab {
         let base = unique_base(tag);
         let dir = tempfile::Builder::new()
             .prefix("grantwire-e2e-lab")
@@ -73,12 +142,39 @@ impl Lab {
             .expect("lab dir");
         let home = Netns::new(&format!("{base}-home"));
         let client = Netns::new(&format!("{base}-client"));
-        let (home_client_if, client_if) = veth_pair(
-            &home,
-            &format!("{HOME_OUTSIDE_IP}/24"),
-            &client,
-            &format!("{CLIENT_IP}/24"),
-        );
+        let (home_client_if, client_if, nat, client2) = match nat_kind {
+            None => {
+                let (home_if, client_if) = veth_pair(
+                    &home,
+                    &format!("{HOME_OUTSIDE_IP}/24"),
+                    &client,
+                    &format!("{CLIENT_IP}/24"),
+                );
+                (home_if, client_if, None, None)
+            }
+            Some(kind) => {
+                let nat = Netns::new(&format!("{base}-nat"));
+                let client2 = Netns::new(&format!("{base}-client2"));
+                let (home_if, nat_outside) = veth_pair(
+                    &home,
+                    &format!("{HOME_OUTSIDE_IP}/24"),
+                    &nat,
+                    &format!("{CLIENT_IP}/24"),
+                );
+                let (_, client_if) =
+                    veth_pair(&nat, "203.0.113.1/28", &client, &format!("{NATTED_IP}/28"));
+                let (_, _) = veth_pair(
+                    &nat,
+                    "203.0.113.17/28",
+                    &client2,
+                    &format!("{NATTED_IP2}/28"),
+                );
+                client.route_via("default", "203.0.113.1");
+                client2.route_via("default", "203.0.113.17");
+                kind.set_up(&nat, &nat_outside);
+                (home_if, client_if, Some(nat), Some(client2))
+            }
+        };
         let (other, home_other_if, other_if) = if with_other {
             let other = Netns::new(&format!("{base}-other"));
             let (home_if, other_if) =
@@ -96,6 +192,8 @@ impl Lab {
             plex,
             other,
             client,
+            client2,
+            nat,
             home,
             base,
             client_if,
@@ -197,9 +295,14 @@ impl Lab {
 
     /// [`Lab::login`] to the broker at `url` ([`Lab::broker_url6`], say).
     pub fn login_at(&self, cli: &ClientCli, user: &UserInfo, url: &str) {
+        self.login_from(&self.client, cli, user, url);
+    }
+
+    /// [`Lab::login_at`] from namespace `ns` ([`Lab::client2`], say).
+    pub fn login_from(&self, ns: &Netns, cli: &ClientCli, user: &UserInfo, url: &str) {
         let code = user.totp_at(crate::unix_now());
         cli.login(
-            &self.client,
+            ns,
             url,
             &user.name,
             &user.password,
@@ -211,8 +314,13 @@ impl Lab {
 
     /// `grantwire profile home --out FILE` from the client namespace; returns the file.
     pub fn profile(&self, cli: &ClientCli, file_name: &str) -> PathBuf {
+        self.profile_from(&self.client, cli, file_name)
+    }
+
+    /// [`Lab::profile`] from namespace `ns`.
+    pub fn profile_from(&self, ns: &Netns, cli: &ClientCli, file_name: &str) -> PathBuf {
         let out = self.dir.path().join(file_name);
-        cli.profile(&self.client, "home", &out)
+        cli.profile(ns, "home", &out)
             .expect_ok("grantwire profile home");
         assert!(
             out.is_file(),

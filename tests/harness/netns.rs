@@ -110,6 +110,20 @@ impl Netns {
         self.exec_ok(&["ip", "route", "replace", dest, "dev", dev]);
     }
 
+    /// Sets a `net.*` sysctl of this namespace (`key` like `net.ipv4.ip_forward`), writing
+    /// `/proc/sys` directly: procps's `sysctl` is not on every machine.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        assert!(
+            key.starts_with("net.")
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._".contains(c)),
+            "only a namespace's own net.* sysctls: {key}"
+        );
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.exec_ok(&["sh", "-c", "echo \"$1\" > \"$2\"", "sh", value, &path]);
+    }
+
     fn cmdline(&self, argv: &[&str]) -> String {
         format!("[netns {}] {}", self.name, argv.join(" "))
     }

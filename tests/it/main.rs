@@ -14,6 +14,7 @@ mod cutoffs;
 mod e2e;
 mod flood;
 mod ipv6;
+mod nat;
 mod selftest;
 mod stranger;
 mod watch;
