@@ -118,6 +118,11 @@ impl Broker {
         self.inner.auth.now()
     }
 
+    /// [`Broker::now`] in milliseconds, for the edges' clock (`LeaseSet::broker_time_ms`).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.auth.now_ms()
+    }
+
     pub fn session_ttl(&self) -> Duration {
         self.inner.session_ttl
     }

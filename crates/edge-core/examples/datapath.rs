@@ -143,6 +143,7 @@ fn established(src: SocketAddr, now: SystemTime) -> (EdgeCore, Tunn) {
             config,
             leases: vec![lease],
             generated_at: unix,
+            broker_time_ms: None,
         },
         now,
     );

@@ -60,6 +60,7 @@ fn main() {
         config: config.clone(),
         leases: leases.clone(),
         generated_at: unix,
+        broker_time_ms: None,
     };
     let json = serde_json::to_string(&full).unwrap();
 
@@ -97,6 +98,7 @@ fn main() {
         config,
         leases: vec![],
         generated_at: unix,
+        broker_time_ms: None,
     };
     // From here on, as the edge does: each set parsed as it arrives and dropped once applied,
     // and after each apply the same release decision as `grantwire-edge`'s (unless told not to,

@@ -216,6 +216,7 @@ fn empty_set(config: &EdgeConfig) -> LeaseSet {
         config: config.clone(),
         leases: Vec::new(),
         generated_at: now,
+        broker_time_ms: None,
     }
 }
 
@@ -307,6 +308,7 @@ mod tests {
             config: config(),
             leases: vec![crate::state::tests::lease("l-1", 7, i64::MAX)],
             generated_at: 1,
+            broker_time_ms: None,
         };
         let (sets, mut rx) = watch::channel(Some(cached));
         rx.borrow_and_update();

@@ -9,8 +9,9 @@ use grantwire_edge_core::{EdgeCore, Output, Transmit, TunPacket};
 use grantwire_proto::{EdgeEvent, LeaseSet, LeaseUsage};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use tracing::{debug, info, trace};
+use tracing::{debug, info, trace, warn};
 
+use crate::clock::LeaseClock;
 use crate::metrics::Snapshot;
 use crate::tun::{TunDevice, TunRx, TunSetup, TunTx};
 use crate::udp::{Udp, UdpTx};
@@ -164,13 +165,15 @@ pub async fn run<T: TunDevice>(
         tun: TunTx::default(),
     };
     let mut broker_link = true;
+    // Lease time: the wall clock only until the first set from the broker (see `crate::clock`).
+    let mut clock = LeaseClock::default();
     let mut events_taken: Option<Instant> = None;
     let mut report_tick = tokio::time::interval(report_every);
     report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let deadline = core
             .poll_timeout()
-            .map_or(Instant::now() + IDLE, to_instant);
+            .map_or(Instant::now() + IDLE, |at| clock.instant_of(at));
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             received = udp.recv() => match received {
@@ -188,7 +191,7 @@ pub async fn run<T: TunDevice>(
                                 }
                             }
                         }
-                        let now = SystemTime::now();
+                        let now = clock.now();
                         for (src, datagram) in udp.datagrams() {
                             let room = out.tun.spare(datagram.len());
                             match core.handle_datagram(src, datagram, now, room) {
@@ -212,7 +215,7 @@ pub async fn run<T: TunDevice>(
                             Err(e) => return Err(DataplaneError::Tun(e)),
                         }
                     }
-                    let now = SystemTime::now();
+                    let now = clock.now();
                     for packet in tun_rx.packets() {
                         let room = out.udp.spare(EdgeCore::transmit_capacity(packet.len()));
                         match core.handle_tun_packet(packet, now, room) {
@@ -231,15 +234,20 @@ pub async fn run<T: TunDevice>(
                 Ok(()) => {
                     let set = sets.borrow_and_update().clone();
                     if let Some(set) = set {
-                        apply(&mut core, &set);
+                        let first = !clock.follows_broker();
+                        clock.follow(&set);
+                        if first && clock.follows_broker() {
+                            report_skew(&clock);
+                        }
+                        apply(&mut core, &set, clock.now());
                     }
                 }
                 // The sync task is gone (it never ends on its own); keep enforcing what we have.
                 Err(_) => broker_link = false,
             },
-            () = tokio::time::sleep_until(deadline) => core.handle_timeout(SystemTime::now()),
+            () = tokio::time::sleep_until(deadline) => core.handle_timeout(clock.now()),
             _ = report_tick.tick() => {
-                usage.send_replace(core.lease_usage(SystemTime::now()));
+                usage.send_replace(core.lease_usage(clock.now()));
             }
         }
         out.take(&mut core, &udp, &tun).await;
@@ -266,8 +274,35 @@ pub async fn run<T: TunDevice>(
     }
 }
 
-pub fn apply(core: &mut EdgeCore, set: &LeaseSet) {
-    let summary = core.apply_lease_set(set, SystemTime::now());
+/// Says, once, how far this host's wall clock is from the broker's, which the edge now judges
+/// leases by: a large difference is worth an operator's look (other software on this host still
+/// trusts the wall clock), but changes no lease.
+fn report_skew(clock: &LeaseClock) {
+    let (wall, broker) = (SystemTime::now(), clock.now());
+    let skew = match wall.duration_since(broker) {
+        Ok(ahead) => ahead.as_secs_f64(),
+        Err(behind) => -behind.duration().as_secs_f64(),
+    };
+    if skew.abs() > SKEW_WORTH_A_WARNING.as_secs_f64() {
+        warn!(
+            skew_secs = %format!("{skew:+.0}"),
+            "this host's wall clock is off the broker's; leases are judged by the broker's clock"
+        );
+    } else {
+        info!(
+            skew_secs = format!("{skew:+.3}"),
+            "lease expiry follows the broker's clock"
+        );
+    }
+}
+
+/// A wall clock further than this from the broker's is reported as a warning.
+const SKEW_WORTH_A_WARNING: Duration = Duration::from_secs(30);
+
+/// Applies `set` as of `now` (lease time: [`LeaseClock::now`], or the wall clock for a set
+/// loaded from the cache before the broker has said anything).
+pub fn apply(core: &mut EdgeCore, set: &LeaseSet, now: SystemTime) {
+    let summary = core.apply_lease_set(set, now);
     info!(
         leases = core.lease_count(),
         installed = summary.installed,
@@ -308,15 +343,6 @@ impl Outbox {
             }
         }
     }
-}
-
-/// The core speaks wall-clock time (lease expiry is in unix seconds); tokio sleeps on the
-/// monotonic clock. A wall-clock jump is corrected at the next wake-up, at most one tick later.
-fn to_instant(deadline: SystemTime) -> Instant {
-    let wait = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or(Duration::ZERO);
-    Instant::now() + wait
 }
 
 #[cfg(test)]
@@ -467,6 +493,7 @@ mod tests {
             config: config(),
             leases: vec![lease],
             generated_at: 0,
+            broker_time_ms: None,
         }));
 
         let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();

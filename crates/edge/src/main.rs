@@ -7,6 +7,7 @@
 
 mod broker;
 mod cli;
+mod clock;
 mod dataplane;
 mod doctor;
 mod guard;
@@ -306,7 +307,8 @@ async fn serve(
                 "enforcing the cached lease set until the broker answers"
             );
             set_pins(&setup.guard, &set).await;
-            dataplane::apply(&mut core, &set);
+            // The wall clock: nothing better is known until the broker's first set.
+            dataplane::apply(&mut core, &set, SystemTime::now());
         }
         Ok(None) => {}
         // Fails closed: no lease is admitted until the broker sends the set.

@@ -220,6 +220,8 @@ impl StateDir {
         if set.config != *config {
             return Ok(None);
         }
+        // The broker's time it was sent at is long past: the edge must not take it as now.
+        set.broker_time_ms = None;
         set.leases.retain(|l| l.expires_at > now);
         Ok(Some(set))
     }
@@ -323,6 +325,7 @@ pub(crate) mod tests {
             config: config(),
             leases: vec![lease("l-old", 1, 100), lease("l-live", 2, 101)],
             generated_at: 50,
+            broker_time_ms: None,
         };
         state.store_lease_set(&set).unwrap();
         let mode = fs::metadata(tmp.path().join(LEASES_FILE))
@@ -353,6 +356,7 @@ pub(crate) mod tests {
             config: other,
             leases: vec![lease("l-live", 2, i64::MAX)],
             generated_at: 50,
+            broker_time_ms: None,
         };
         state.store_lease_set(&set).unwrap();
         assert!(state.cached_lease_set(&config(), 0).unwrap().is_none());

@@ -167,6 +167,12 @@ pub struct LeaseSet {
     pub leases: Vec<EdgeLease>,
     /// Unix seconds at which the broker built this set.
     pub generated_at: i64,
+    /// The broker's clock as it sent this set, in Unix milliseconds. The edge judges expiry by
+    /// this clock, carried forward on its own monotonic clock, so a wrong or stepped wall clock
+    /// on the edge host neither ends leases early nor keeps them late. Absent from a set loaded
+    /// from the edge's cache (and from brokers before it): the edge then reads its wall clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_time_ms: Option<i64>,
 }
 
 /// One lease as the edge enforces it.

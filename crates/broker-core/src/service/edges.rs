@@ -225,6 +225,8 @@ impl Edges<'_> {
             config: edge.config()?,
             leases,
             generated_at: now,
+            // Read after the set was: the edge hears it moments later, never earlier.
+            broker_time_ms: Some(self.broker.now_ms()),
         })
     }
 

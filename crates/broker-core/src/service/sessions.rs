@@ -114,6 +114,10 @@ impl AuthState {
         self.clock.now_secs()
     }
 
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Seals a new TOTP secret for `user` (the name is the associated data).
     pub fn seal_totp(&self, user: &str, secret: &[u8]) -> Result<Vec<u8>> {
         self.seal.seal(user.as_bytes(), secret)

@@ -304,6 +304,7 @@ fn lease_set_stream(
                     config,
                     leases: Vec::new(),
                     generated_at: st.link.broker.now(),
+                    broker_time_ms: Some(st.link.broker.now_ms()),
                 };
                 let json = serde_json::to_string(&empty).ok()?;
                 return Some((Ok(Event::default().event("leases").data(json)), st));

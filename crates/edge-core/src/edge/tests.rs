@@ -35,6 +35,7 @@ fn apply(core: &mut EdgeCore, leases: Vec<EdgeLease>) -> ApplySummary {
         config: config(),
         leases,
         generated_at: 0,
+        broker_time_ms: None,
     };
     core.apply_lease_set(&set, UNIX_EPOCH + Duration::from_secs(1_900_000_000))
 }

@@ -173,6 +173,7 @@ fn set(leases: &[&EdgeLease]) -> LeaseSet {
         config: config(),
         leases: leases.iter().map(|l| (*l).clone()).collect(),
         generated_at: T0 as i64,
+        broker_time_ms: None,
     }
 }
 

@@ -338,8 +338,13 @@ fn schemas_match_the_wire_types() {
         config: edge_config(),
         leases: vec![edge_lease()],
         generated_at: 1_700_000_000,
+        broker_time_ms: Some(1_700_000_000_250),
     };
-    c.check("LeaseSet", &[set]);
+    let without_time = LeaseSet {
+        broker_time_ms: None,
+        ..set.clone()
+    };
+    c.check("LeaseSet", &[set, without_time]);
     c.check("EdgeLease", &[edge_lease()]);
     c.check("EdgeReport", &[edge_report(), EdgeReport::default()]);
     c.check("LeaseUsage", &edge_report().leases);
