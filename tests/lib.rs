@@ -34,6 +34,7 @@ pub mod harness {
     pub mod plex;
     pub mod proc;
     pub mod totp;
+    pub mod wan;
     pub mod wg;
 }
 

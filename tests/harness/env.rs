@@ -19,6 +19,8 @@ const TOOLS: &[&str] = &[
     "setpriv",
     // Captures on the edge host's outside interfaces, which the silence scenarios count.
     "tcpdump",
+    // libfaketime, to step the edge's wall clock (tests/it/clocks.rs).
+    "faketime",
 ];
 
 /// Returns true when the end-to-end tests can run: root, the tools, `/dev/net/tun`, and a
@@ -34,7 +36,7 @@ pub fn require_env() -> bool {
     }
     let reason = format!(
         "the end-to-end tests need: {} (run as root on Linux with wireguard-go, wireguard-tools, \
-         nftables, iproute2, curl, python3 and tcpdump installed; scripts/install-deps.sh does it)",
+         nftables, iproute2, curl, python3, tcpdump and faketime installed; scripts/install-deps.sh does it)",
         missing.join(", ")
     );
     if must_run() {

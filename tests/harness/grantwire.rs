@@ -294,6 +294,16 @@ impl Broker {
 /// The WARN line of an edge that runs as root without `--user`, as most scenarios start it.
 pub const EDGE_ROOT_WARNING: &str = "running as root throughout: give --user";
 
+/// What a scenario adds to the edge's command line.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EdgeArgs<'a> {
+    /// A command that execs the rest (`env FAKETIME=…`, say); only for [`EdgeStart::Root`].
+    pub prefix: &'a [&'a str],
+    /// Flags after the harness's own (`--listen 0.0.0.0:51820`, say: the harness leaves every
+    /// flag a user would not type at its default).
+    pub flags: &'a [&'a str],
+}
+
 /// How an edge is started.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum EdgeStart<'a> {
@@ -341,11 +351,10 @@ impl Edge {
         tun_name: &str,
         how: EdgeStart<'static>,
     ) -> Edge {
-        Edge::start_with_args(ns, broker, token, dir, tun_name, how, &[])
+        Edge::start_with_args(ns, broker, token, dir, tun_name, how, EdgeArgs::default())
     }
 
-    /// Like [`Edge::start_with`], with `extra` flags after the harness's own (`--listen
-    /// 0.0.0.0:51820`, say: the harness leaves every flag a user would not type at its default).
+    /// Like [`Edge::start_with`], with `args` around the harness's own command line.
     pub fn start_with_args(
         ns: &Netns,
         broker: &Broker,
@@ -353,7 +362,7 @@ impl Edge {
         dir: &Path,
         tun_name: &str,
         how: EdgeStart<'static>,
-        extra: &[&str],
+        args: EdgeArgs<'_>,
     ) -> Edge {
         let state_parent = (how != EdgeStart::Root).then(|| {
             let parent = tempfile::Builder::new()
@@ -420,6 +429,11 @@ impl Edge {
                 "--",
             ]);
         }
+        assert!(
+            args.prefix.is_empty() || how == EdgeStart::Root,
+            "a command prefix is only for an edge started as root"
+        );
+        argv.extend_from_slice(args.prefix);
         let broker_url = format!("https://127.0.0.1:{BROKER_PORT}");
         // No --listen: the default, [::]:51820, takes both families.
         argv.extend_from_slice(&[
@@ -444,7 +458,7 @@ impl Edge {
         if let EdgeStart::DropTo(user) = how {
             argv.extend_from_slice(&["--user", user]);
         }
-        argv.extend_from_slice(extra);
+        argv.extend_from_slice(args.flags);
         let mut proc = spawn_daemon(ns, "grantwire-edge run", &argv);
         let url = format!("http://{METRICS_ADDR}/metrics");
         let ready = crate::wait_for(READY, Duration::from_millis(100), || {

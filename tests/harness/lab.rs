@@ -17,8 +17,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::grantwire::{
-    Broker, ClientCli, Edge, EdgeInfo, EdgeStart, UserInfo, BROKER_PORT, EDGE_ROOT_WARNING,
-    EDGE_WG_PORT,
+    Broker, ClientCli, Edge, EdgeArgs, EdgeInfo, EdgeStart, UserInfo, BROKER_PORT,
+    EDGE_ROOT_WARNING, EDGE_WG_PORT,
 };
 use super::netns::{unique_base, veth_pair, Netns};
 use super::plex::{http_get, HttpResult, StandInPlex, PLEX_PORT};
@@ -248,7 +248,13 @@ impl Lab {
     /// [`Lab::enrol_edge`], with the edge started as `how` says.
     pub fn enrol_edge_as(&mut self, how: EdgeStart<'static>) -> EdgeInfo {
         let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
-        self.enrol_edge_at(&[&endpoint], how)
+        self.enrol_edge_at(&[&endpoint], how, EdgeArgs::default())
+    }
+
+    /// [`Lab::enrol_edge`], with `args` around the edge's command line.
+    pub fn enrol_edge_with(&mut self, args: EdgeArgs<'_>) -> EdgeInfo {
+        let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
+        self.enrol_edge_at(&[&endpoint], EdgeStart::Root, args)
     }
 
     /// [`Lab::enrol_edge`] with an IPv4 and an IPv6 endpoint (call [`Lab::add_ipv6`] first):
@@ -256,19 +262,25 @@ impl Lab {
     pub fn enrol_edge_dual_stack(&mut self) -> EdgeInfo {
         let v4 = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
         let v6 = format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}");
-        self.enrol_edge_at(&[&v4, &v6], EdgeStart::Root)
+        self.enrol_edge_at(&[&v4, &v6], EdgeStart::Root, EdgeArgs::default())
     }
 
-    fn enrol_edge_at(&mut self, endpoints: &[&str], how: EdgeStart<'static>) -> EdgeInfo {
+    fn enrol_edge_at(
+        &mut self,
+        endpoints: &[&str],
+        how: EdgeStart<'static>,
+        args: EdgeArgs<'_>,
+    ) -> EdgeInfo {
         let info = self.broker.add_edge_at(&self.home, "home", endpoints);
         super::plex::assert_safe_host(&info.tunnel_ip);
-        let edge = Edge::start_with(
+        let edge = Edge::start_with_args(
             &self.home,
             &self.broker,
             &info.enrolment_token,
             self.dir.path(),
             &format!("{}t", self.base),
             how,
+            args,
         );
         self.edge = Some(edge);
         info

@@ -9,13 +9,17 @@ use super::proc::Proc;
 
 pub const PLEX_PORT: u16 = 32400;
 
-/// `python3 -m http.server 32400 --bind 0.0.0.0` in a namespace, serving `index.html` that holds
-/// a marker no other test uses, so a page that loads is proven to come from this server.
+/// `stand_in_plex.py` on 0.0.0.0:32400 in a namespace: a page holding a marker no other test
+/// uses, so a page that loads is proven to come from this server, plus a long poll and a film to
+/// stream (see the script).
 pub struct StandInPlex {
     marker: String,
     proc: Proc,
     _dir: tempfile::TempDir,
 }
+
+/// The stand-in's source, written next to it at start.
+const SCRIPT: &str = include_str!("stand_in_plex.py");
 
 impl StandInPlex {
     pub fn start(ns: &Netns) -> StandInPlex {
@@ -24,32 +28,11 @@ impl StandInPlex {
             .tempdir()
             .expect("plex dir");
         let marker = format!("stand-in-plex-{}", unique_base("p"));
-        std::fs::write(
-            dir.path().join("index.html"),
-            format!("<html><body>{marker}</body></html>\n"),
-        )
-        .expect("write index.html");
-        // Plex's web app is at /web, the URL a profile names; the page answers there too.
-        std::fs::write(
-            dir.path().join("web"),
-            format!("<html><body>{marker}</body></html>\n"),
-        )
-        .expect("write web");
-        let dir_str = dir.path().to_str().expect("UTF-8 temp path").to_owned();
+        let script = dir.path().join("stand_in_plex.py");
+        std::fs::write(&script, SCRIPT).expect("write the stand-in's script");
+        let script = script.to_str().expect("UTF-8 temp path").to_owned();
         let port = PLEX_PORT.to_string();
-        let mut proc = ns.spawn(
-            "stand-in Plex",
-            &[
-                "python3",
-                "-m",
-                "http.server",
-                &port,
-                "--bind",
-                "0.0.0.0",
-                "--directory",
-                &dir_str,
-            ],
-        );
+        let mut proc = ns.spawn("stand-in Plex", &["python3", &script, &port, &marker]);
         let url = format!("http://127.0.0.1:{PLEX_PORT}/");
         let ready = crate::wait_for(Duration::from_secs(15), Duration::from_millis(50), || {
             proc.assert_running("the stand-in Plex to answer");
@@ -71,6 +54,15 @@ impl StandInPlex {
         &self.marker
     }
 
+    /// The SHA-256 (hex) of `/film?bytes=BYTES&seed=SEED`, asked on loopback in `home` (the
+    /// stand-in's namespace), not through any tunnel.
+    pub fn film_sha256(&self, home: &Netns, bytes: u64, seed: u32) -> String {
+        let url = format!("http://127.0.0.1:{PLEX_PORT}/film.sha256?bytes={bytes}&seed={seed}");
+        let got = http_get(home, &url, Duration::from_secs(120));
+        assert!(got.ok(), "the stand-in's film checksum: {got:?}");
+        got.body.trim().to_owned()
+    }
+
     pub fn logs(&self) -> String {
         self.proc.logs()
     }
@@ -78,6 +70,58 @@ impl StandInPlex {
     pub fn pid(&self) -> Option<u32> {
         self.proc.pid()
     }
+}
+
+/// What [`play`] saw of one film.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Played {
+    pub bytes: u64,
+    pub expected: u64,
+    pub seconds: f64,
+    /// The longest single wait for data, in seconds.
+    pub longest_wait: f64,
+    pub waits_over_1s: u64,
+    pub sha256: String,
+}
+
+/// The stand-in player's source (see the script for what it measures).
+const PLAYER: &str = include_str!("player.py");
+
+/// Plays `/film?bytes=BYTES&seed=SEED` from the stand-in at `host` (a tunnel address) inside
+/// `ns`, at `rate_bps` bits a second (0: as fast as it comes). `dir` holds the player's script.
+pub fn play(
+    ns: &Netns,
+    dir: &std::path::Path,
+    host: &str,
+    bytes: u64,
+    seed: u32,
+    rate_bps: u64,
+) -> Played {
+    assert_safe_host(host);
+    let script = dir.join("player.py");
+    std::fs::write(&script, PLAYER).expect("write the player's script");
+    let path = format!("/film?bytes={bytes}&seed={seed}");
+    let (port, rate) = (PLEX_PORT.to_string(), rate_bps.to_string());
+    // Generous: the film's own length at its rate, or minutes for one taken as fast as it comes.
+    let budget = match rate_bps {
+        0 => Duration::from_secs(600),
+        r => Duration::from_secs(bytes * 8 / r) * 3 / 2 + Duration::from_secs(30),
+    };
+    let out = ns.exec_with(
+        &[
+            "python3",
+            script.to_str().expect("UTF-8 path"),
+            host,
+            &port,
+            &path,
+            &rate,
+        ],
+        None,
+        budget,
+    );
+    assert!(out.success(), "the stand-in player failed:\n{out}");
+    serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("the player's report is not JSON ({e}):\n{out}"))
 }
 
 /// What one `curl` did.

@@ -14,6 +14,7 @@
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::capture::{Capture, Direction, ANSWERS};
+use grantwire_e2e::harness::grantwire::EdgeArgs;
 use grantwire_e2e::harness::lab::{HOME_OTHER_IP6, HOME_OUTSIDE_IP6, OTHER_IP6};
 use grantwire_e2e::{http_get, require_env, Edge, EdgeStart, Lab, WgClient};
 
@@ -223,7 +224,10 @@ fn junk_to_the_wireguard_port_draws_no_answer_on_either_family_or_listener() {
         lab.dir.path(),
         &tun,
         EdgeStart::Root,
-        &["--listen", &format!("0.0.0.0:{EDGE_WG_PORT}")],
+        EdgeArgs {
+            flags: &["--listen", &format!("0.0.0.0:{EDGE_WG_PORT}")],
+            ..EdgeArgs::default()
+        },
     ));
     let ruleset = lab
         .home

@@ -10,13 +10,17 @@ mod browser;
 mod browser_pages;
 mod browser_qr;
 mod browser_tunnel;
+mod clocks;
 mod cutoffs;
 mod e2e;
+mod film;
 mod flood;
 mod ipv6;
+mod lossy;
 mod nat;
 mod selftest;
 mod stranger;
+mod stream;
 mod watch;
 
 mod alone;

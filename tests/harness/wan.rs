@@ -1,0 +1,78 @@
+//! A bad stretch of internet between one WireGuard client and the edge: `wan.py`, a UDP relay
+//! in the client's namespace that delays and drops datagrams both ways (this kernel has no
+//! netem). The client's WireGuard is pointed at the relay; the edge still sees the client's own
+//! address, so the pin holds.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::netns::Netns;
+use super::plex::assert_safe_host;
+use super::proc::Proc;
+
+const SCRIPT: &str = include_str!("wan.py");
+
+/// A running relay; stopped on drop.
+pub struct BadLink {
+    proc: Proc,
+    port: u16,
+}
+
+impl BadLink {
+    /// Starts the relay in `ns` on 127.0.0.1:`port`, forwarding to `target_host`:`target_port`
+    /// with `delay_ms` each way and `loss_percent` of datagrams dropped each way.
+    pub fn start(
+        ns: &Netns,
+        dir: &Path,
+        port: u16,
+        (target_host, target_port): (&str, u16),
+        delay_ms: u32,
+        loss_percent: f64,
+    ) -> BadLink {
+        assert_safe_host(target_host);
+        let script = dir.join("wan.py");
+        std::fs::write(&script, SCRIPT).expect("write the relay's script");
+        let args = [
+            port.to_string(),
+            target_host.to_owned(),
+            target_port.to_string(),
+            delay_ms.to_string(),
+            loss_percent.to_string(),
+        ];
+        let mut argv = vec!["python3", script.to_str().expect("UTF-8 path")];
+        argv.extend(args.iter().map(String::as_str));
+        let mut proc = ns.spawn("bad link (wan.py)", &argv);
+        let ready = crate::wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+            proc.assert_running("the relay to listen");
+            proc.stdout().contains("ready").then_some(())
+        });
+        if ready.is_none() {
+            panic!("the relay did not start\n{}", proc.logs());
+        }
+        BadLink { proc, port }
+    }
+
+    /// Points WireGuard interface `ifname` in `ns` (one peer, the edge) at this relay.
+    pub fn route_wireguard(&self, ns: &Netns, ifname: &str) {
+        let peers = ns.exec_ok(&["wg", "show", ifname, "peers"]);
+        let edge_key = peers.stdout.trim().to_owned();
+        let endpoint = format!("127.0.0.1:{}", self.port);
+        ns.exec_ok(&[
+            "wg", "set", ifname, "peer", &edge_key, "endpoint", &endpoint,
+        ]);
+    }
+
+    /// Stops the relay; what it forwarded and dropped each way (`up`, `up_dropped`, `down`,
+    /// `down_dropped`).
+    pub fn stop(mut self) -> serde_json::Value {
+        self.proc.stop(Duration::from_secs(3));
+        let out = self.proc.stdout();
+        let last = out.lines().last().unwrap_or_default().to_owned();
+        serde_json::from_str(&last).unwrap_or_else(|e| {
+            panic!(
+                "the relay's counts are not JSON ({e}):\n{}",
+                self.proc.logs()
+            )
+        })
+    }
+}
