@@ -10,6 +10,10 @@
 //!   edge's socket nor from the kernel (ICMP port-unreachable): with the default dual-stack
 //!   socket, and with `--listen 0.0.0.0:51820`, where no socket takes IPv6 and only the guard's
 //!   rule keeps the kernel quiet (scenario B2's silence, over both families).
+//! - A friend who reaches the broker over IPv6 asking for a lease on an edge with only an IPv4
+//!   endpoint (a dual-stack mismatch, scenario B8) is refused: the pin would be IPv6 and the
+//!   datagrams IPv4, so the tunnel could never come up. `grantwire profile` exits 1 with the
+//!   broker's message saying so and what to do; no lease and no file are made.
 
 use std::time::{Duration, Instant};
 
@@ -240,5 +244,44 @@ fn junk_to_the_wireguard_port_draws_no_answer_on_either_family_or_listener() {
         ruleset.stdout
     );
     send_junk("--listen 0.0.0.0:51820");
+    lab.assert_no_unexpected_warnings(&[]);
+}
+
+#[test]
+fn a_friend_over_ipv6_on_an_edge_without_an_ipv6_endpoint_is_told_why_and_gets_no_lease() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("v6m", false);
+    lab.add_ipv6();
+    // The usual lab edge: an IPv4 endpoint only.
+    lab.enrol_edge();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let phone = lab.device("alice-phone");
+    lab.login_at(&phone, &alice, &lab.broker_url6());
+    let out = lab.dir.path().join("alice-home.conf");
+    let refused = phone.profile(&lab.client, "home", &out);
+    assert_eq!(
+        refused.code,
+        Some(1),
+        "a lease that could never connect must be refused (exit 1, not a policy refusal):\n{refused}"
+    );
+    for words in [
+        "the broker sees you over IPv6 (at 2001:db8:1::2)",
+        "edge home has no IPv6 endpoint",
+        "add an IPv6 endpoint to edge home",
+    ] {
+        assert!(
+            refused.stderr.contains(words),
+            "the refusal should say {words:?}:\n{refused}"
+        );
+    }
+    assert!(!out.exists(), "a refused profile wrote {}", out.display());
+    assert!(
+        lab.broker.leases(&lab.home).is_empty(),
+        "the refusal made a lease"
+    );
     lab.assert_no_unexpected_warnings(&[]);
 }

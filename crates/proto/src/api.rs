@@ -52,7 +52,8 @@ pub enum ErrorCode {
     /// 404: unknown edge (or other named resource), for an authenticated caller only.
     NotFound,
     /// 409: the name already exists, the edge's subnet is full, the edge has not enrolled, the
-    /// public key is another user's, or the edge has no endpoint of the client's address family.
+    /// public key is another user's, or the edge has no endpoint of the address family the client
+    /// reached the broker over (its message says which, and what to do).
     Conflict,
     /// 409: the grant already holds its most live leases (`max_leases`); a lease must end (or
     /// be revoked) before another is issued. Renewing a lease is not a new lease.

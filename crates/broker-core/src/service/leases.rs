@@ -137,9 +137,9 @@ impl Leases<'_> {
                 // Refused before any write: a lease on an edge without a key is no use.
                 edge_key(&edge)?;
                 let pin = grant.pin_for(source)?;
-                let endpoint = edge.endpoint_for(source).ok_or_else(|| {
-                    Error::Conflict("edge has no endpoint of the client's address family".into())
-                })?;
+                let endpoint = edge
+                    .endpoint_for(source)
+                    .ok_or_else(|| no_endpoint_for(&edge.name, source))?;
                 let expires_at = lease_terms::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
                 leases::repin(tx, &lease.id, pin, expires_at)?;
                 let event = AuditEvent {
@@ -285,9 +285,9 @@ impl Issue {
         // Refused before any write: a lease on an edge without a key is no use.
         edge_key(&edge)?;
         let pin = grant.pin_for(source)?;
-        let endpoint = edge.endpoint_for(source).ok_or_else(|| {
-            Error::Conflict("edge has no endpoint of the client's address family".into())
-        })?;
+        let endpoint = edge
+            .endpoint_for(source)
+            .ok_or_else(|| no_endpoint_for(&edge.name, source))?;
         let subnet = edge.subnet()?;
         let preshared_key = PresharedKey::from_bytes(secrets::random_bytes::<32>());
         let lease_id = format!("l-{}", hex(&secrets::random_bytes::<8>()));
@@ -415,6 +415,25 @@ fn profile(
 
 /// A stored name, id or endpoint as the wire type clients parse it into. Each was checked by
 /// the same rule when it was made, so a failure is a damaged row, not a user's mistake.
+/// The refusal of a lease, or a renewal, for a client that reached the broker over one address
+/// family on an edge with no endpoint of that family (scenario B8, a dual-stack mismatch). The
+/// lease would be pinned to an address of that family and its profile would name the other's
+/// endpoint: the client's datagrams would come from an address outside the pin and the tunnel
+/// could never come up. So it is refused, saying what the user and the operator can do.
+fn no_endpoint_for(edge: &str, source: IpAddr) -> Error {
+    let family = if source.to_canonical().is_ipv4() {
+        "IPv4"
+    } else {
+        "IPv6"
+    };
+    Error::Conflict(format!(
+        "the broker sees you over {family} (at {}), but edge {edge} has no {family} endpoint, so \
+         a lease pinned to that address could never connect; reach the broker over the other \
+         address family, or ask its operator to add an {family} endpoint to edge {edge}",
+        source.to_canonical()
+    ))
+}
+
 pub(crate) fn wire_field<T>(stored: &str) -> Result<T>
 where
     T: std::str::FromStr<Err = grantwire_proto::FieldError>,

@@ -344,7 +344,12 @@ async fn an_endpoint_of_the_other_family_is_refused() {
     // The harness connects from 127.0.0.1, so the pin is IPv4.
     let resp = h.request_lease(&token, "v6only").await;
     let msg = expect_error(resp, 409, ErrorCode::Conflict).await;
-    assert_eq!(msg, "edge has no endpoint of the client's address family");
+    assert!(
+        msg.starts_with(
+            "the broker sees you over IPv4 (at 127.0.0.1), but edge v6only has no IPv4 endpoint"
+        ) && msg.contains("add an IPv4 endpoint to edge v6only"),
+        "{msg}"
+    );
     assert_eq!(h.broker.admin().counts().await.unwrap(), before);
     assert_eq!(
         h.broker.admin().audit_log().await.unwrap().len(),
