@@ -112,6 +112,8 @@ pub struct Lab {
     /// Home's end of its link to the other namespace (198.51.100.1/24), and the other's end.
     pub home_other_if: Option<String>,
     pub other_if: Option<String>,
+    /// The NAT router's end of its link to the first client ([`Lab::behind_nat`]).
+    pub nat_client_if: Option<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -142,6 +144,7 @@ impl Lab {
             .expect("lab dir");
         let home = Netns::new(&format!("{base}-home"));
         let client = Netns::new(&format!("{base}-client"));
+        let mut nat_inside = None;
         let (home_client_if, client_if, nat, client2) = match nat_kind {
             None => {
                 let (home_if, client_if) = veth_pair(
@@ -161,7 +164,7 @@ impl Lab {
                     &nat,
                     &format!("{CLIENT_IP}/24"),
                 );
-                let (_, client_if) =
+                let (nat_client_if, client_if) =
                     veth_pair(&nat, "203.0.113.1/28", &client, &format!("{NATTED_IP}/28"));
                 let (_, _) = veth_pair(
                     &nat,
@@ -172,6 +175,7 @@ impl Lab {
                 client.route_via("default", "203.0.113.1");
                 client2.route_via("default", "203.0.113.17");
                 kind.set_up(&nat, &nat_outside);
+                nat_inside = Some(nat_client_if);
                 (home_if, client_if, Some(nat), Some(client2))
             }
         };
@@ -200,6 +204,7 @@ impl Lab {
             home_client_if,
             home_other_if,
             other_if,
+            nat_client_if: nat_inside,
             dir,
         }
     }

@@ -17,6 +17,7 @@ mod film;
 mod flood;
 mod ipv6;
 mod lossy;
+mod mtu;
 mod nat;
 mod selftest;
 mod stranger;

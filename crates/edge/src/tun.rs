@@ -13,9 +13,13 @@ use std::net::Ipv4Addr;
 use bytes::BytesMut;
 use tun_rs::{GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-/// WireGuard's usual MTU: 1500 minus 80 bytes of IPv6 + UDP + WireGuard overhead, so a full
-/// inner packet still fits one outer datagram over IPv6.
-pub const TUN_MTU: u16 = 1420;
+/// 1280 (the smallest MTU IPv6 allows a path, and what carriers' tunnels and mobile networks
+/// often come down to) less 80 bytes of IPv6 + UDP + WireGuard overhead: every outer datagram
+/// fits any path without fragments. The tunnel carries only TCP, whose segment size follows
+/// this MTU both ways (Plex's side reads it from the route; its SYN-ACK tells the client), so no
+/// packet is ever too big for the path and nothing depends on ICMP "too big" messages, which
+/// many networks drop (a black hole). WireGuard's usual 1420 assumes a 1500-byte path.
+pub const TUN_MTU: u16 = 1200;
 
 /// Room for one read: the virtio header and a 64 KiB segment.
 const READ_LEN: usize = VIRTIO_NET_HDR_LEN + 65_536;
