@@ -9,13 +9,17 @@
 //!   client's mapping expires while it is idle and its next packet leaves from a new port: the
 //!   tunnel carries on, with no renew, because the pin is the address, not the port (scenarios
 //!   B6, NAT rebinding, and G2, hard NAT).
+//! - Behind a NAT that forgets a UDP mapping after 30 s of silence, Plex answers a long poll
+//!   40 s after the request, with nothing but WireGuard keepalives crossing meanwhile: the
+//!   profile's `PersistentKeepalive = 25` keeps the mapping, so the answer reaches the client
+//!   (scenario G1). Without the keepalive line the answer is lost (checked by hand).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::capture::{Capture, Direction};
 use grantwire_e2e::harness::lab::{Nat, CLIENT_IP, HOME_OUTSIDE_IP};
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::{http_get, require_env, Lab, WgClient};
 
 const FIRST_LOAD: Duration = Duration::from_secs(10);
 const POLL_TIMEOUT: Duration = Duration::from_millis(300);
@@ -150,6 +154,42 @@ fn a_hard_nat_moving_the_clients_port_does_not_interrupt_the_tunnel() {
         "the tunnel must carry on under the same lease, with no renew"
     );
     eprintln!("after the NAT moved the client across ports {ports:?}, the page loaded in {took:?}");
+    lab.assert_no_unexpected_warnings(&[]);
+    drop(wg);
+}
+
+#[test]
+fn keepalives_hold_the_nat_open_so_plex_can_answer_after_40_s_of_silence() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let (idle_secs, silence_secs) = (30, 40);
+    let mut lab = Lab::behind_nat("ka", Nat::Hard { idle_secs });
+    let edge = lab.enrol_edge();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let phone = lab.device("alice-phone");
+    lab.login(&phone, &alice);
+    let profile = lab.profile(&phone, "alice-home.conf");
+    let text = std::fs::read_to_string(&profile).expect("profile");
+    assert!(
+        text.contains("PersistentKeepalive = 25\n"),
+        "the profile should keep NAT mappings open:\n{text}"
+    );
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("the page did not load behind the NAT: {last:?}"));
+
+    let url = format!("{}wait?secs={silence_secs}", lab.plex_url(&edge));
+    let asked = Instant::now();
+    let got = http_get(&lab.client, &url, Duration::from_secs(silence_secs + 15));
+    assert!(
+        got.has(lab.plex.marker()),
+        "Plex's answer after {silence_secs} s of silence, longer than the NAT's {idle_secs} s \
+         memory, did not reach the client: {got:?}"
+    );
+    eprintln!("the long poll's answer arrived after {:?}", asked.elapsed());
     lab.assert_no_unexpected_warnings(&[]);
     drop(wg);
 }
