@@ -23,6 +23,7 @@ use super::grantwire::{
 use super::netns::{unique_base, veth_pair, Netns};
 use super::plex::{http_get, HttpResult, StandInPlex, PLEX_PORT};
 use super::proc::unexpected_warnings;
+use super::wg::WgClient;
 
 pub const HOME_OUTSIDE_IP: &str = "192.0.2.1";
 pub const CLIENT_IP: &str = "192.0.2.2";
@@ -82,6 +83,10 @@ impl Nat {
         }
     }
 }
+
+/// How long a first page load may take: handshake plus one TCP exchange, with room for a
+/// loaded CI machine.
+pub const FIRST_LOAD: Duration = Duration::from_secs(10);
 
 /// One request of [`Lab::poll_page`].
 #[derive(Debug)]
@@ -349,6 +354,25 @@ impl Lab {
 
     pub fn plex_url(&self, edge: &EdgeInfo) -> String {
         format!("http://{}:{PLEX_PORT}/", edge.tunnel_ip)
+    }
+
+    /// The set-up the data-path scenarios start from, once the edge is enrolled: user `name`
+    /// granted `home` on the default terms, signed in from the client namespace, its profile
+    /// written (`NAME-home.conf`) and brought up in wireguard-go, and the page loaded through
+    /// it. Returns the tunnel and the profile.
+    pub fn tunnel_up(&self, edge: &EdgeInfo, name: &str) -> (WgClient, PathBuf) {
+        let user = self.add_user(name);
+        self.broker.grant(&self.home, name, "home", None);
+        let device = self.device(&format!("{name}-phone"));
+        self.login(&device, &user);
+        let profile = self.profile(&device, &format!("{name}-home.conf"));
+        let wg = WgClient::up(&self.client, &format!("{}c", self.base), &profile);
+        let url = self.plex_url(edge);
+        self.wait_page(&self.client, &url, FIRST_LOAD)
+            .unwrap_or_else(|last| {
+                panic!("{name}'s page did not load through the tunnel: {last:?}")
+            });
+        (wg, profile)
     }
 
     /// The client "moves network": its address on the link to home changes from 192.0.2.2 to

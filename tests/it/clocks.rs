@@ -58,6 +58,19 @@ impl FakeWallClock {
     }
 }
 
+/// A lab whose edge runs with its wall clock at `offset` from the true time; the page's URL.
+fn lab_with_edge_clock(tag: &str, offset: &str) -> (Lab, FakeWallClock, String) {
+    let mut lab = Lab::new(tag, false);
+    let clock = FakeWallClock::new(lab.dir.path(), offset);
+    let prefix = clock.args();
+    let edge = lab.enrol_edge_with(EdgeArgs {
+        prefix: &prefix,
+        ..EdgeArgs::default()
+    });
+    let url = lab.plex_url(&edge);
+    (lab, clock, url)
+}
+
 /// Issues a lease of [`TTL`] from the client, brings a tunnel up with it and waits until the
 /// page loads. Returns the interface and when the lease surely started (issue began) and ended
 /// (issue returned).
@@ -116,14 +129,7 @@ fn a_step_of_the_edges_wall_clock_neither_ends_a_lease_early_nor_keeps_it_late()
     if !require_env() {
         return;
     }
-    let mut lab = Lab::new("ck", false);
-    let clock = FakeWallClock::new(lab.dir.path(), "+0");
-    let prefix = clock.args();
-    let edge = lab.enrol_edge_with(EdgeArgs {
-        prefix: &prefix,
-        ..EdgeArgs::default()
-    });
-    let url = lab.plex_url(&edge);
+    let (lab, clock, url) = lab_with_edge_clock("ck", "+0");
 
     let (wg, issued_after, issued_by) = lease_and_load(&lab, &url, "alice");
     clock.set("+1h");
@@ -149,14 +155,7 @@ fn an_edge_an_hour_ahead_of_its_broker_admits_and_ends_leases_by_the_brokers_clo
     if !require_env() {
         return;
     }
-    let mut lab = Lab::new("sk", false);
-    let clock = FakeWallClock::new(lab.dir.path(), "+1h");
-    let prefix = clock.args();
-    let edge = lab.enrol_edge_with(EdgeArgs {
-        prefix: &prefix,
-        ..EdgeArgs::default()
-    });
-    let url = lab.plex_url(&edge);
+    let (lab, _clock, url) = lab_with_edge_clock("sk", "+1h");
     let (wg, issued_after, issued_by) = lease_and_load(&lab, &url, "alice");
     assert_still_loads(&lab, &url, issued_after, "an edge an hour ahead");
     assert_ends_on_time(&lab, &url, issued_by, "an edge an hour ahead");

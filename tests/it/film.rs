@@ -4,12 +4,9 @@
 //! - 400 MB taken as fast as it comes arrives whole, with the SHA-256 the stand-in computed on
 //!   its side (scenario A2's bulk transfer, checked end to end).
 
-use std::time::Duration;
-
 use grantwire_e2e::harness::plex::play;
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::{require_env, Lab};
 
-const FIRST_LOAD: Duration = Duration::from_secs(10);
 const FILM_BYTES: u64 = 400_000_000;
 
 #[test]
@@ -20,14 +17,7 @@ fn a_400_mb_film_crosses_the_tunnel_intact() {
     }
     let mut lab = Lab::new("fm", false);
     let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login(&phone, &alice);
-    let profile = lab.profile(&phone, "alice-home.conf");
-    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
-    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
-        .unwrap_or_else(|last| panic!("the page did not load through the tunnel: {last:?}"));
+    let (wg, _) = lab.tunnel_up(&edge, "alice");
 
     let played = play(
         &lab.client,

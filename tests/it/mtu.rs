@@ -13,9 +13,8 @@ use std::time::Duration;
 
 use grantwire_e2e::harness::lab::Nat;
 use grantwire_e2e::harness::plex::play;
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::{require_env, Lab};
 
-const FIRST_LOAD: Duration = Duration::from_secs(10);
 const FILM_BYTES: u64 = 20_000_000;
 const PATH_MTU: &str = "1280";
 
@@ -47,14 +46,7 @@ fn a_film_crosses_a_1280_byte_path_that_drops_every_icmp_message() {
     .expect_ok("the router's ICMP black hole");
 
     let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login(&phone, &alice);
-    let profile = lab.profile(&phone, "alice-home.conf");
-    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
-    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
-        .unwrap_or_else(|last| panic!("the page did not load: {last:?}"));
+    let (wg, _) = lab.tunnel_up(&edge, "alice");
 
     let played = play(
         &lab.client,

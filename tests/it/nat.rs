@@ -18,10 +18,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::capture::{Capture, Direction};
-use grantwire_e2e::harness::lab::{Nat, CLIENT_IP, HOME_OUTSIDE_IP};
+use grantwire_e2e::harness::lab::{Nat, CLIENT_IP, FIRST_LOAD, HOME_OUTSIDE_IP};
 use grantwire_e2e::{http_get, require_env, Lab, WgClient};
 
-const FIRST_LOAD: Duration = Duration::from_secs(10);
 const POLL_TIMEOUT: Duration = Duration::from_millis(300);
 const EDGE_WG_PORT: u16 = 51820;
 
@@ -101,11 +100,7 @@ fn a_hard_nat_moving_the_clients_port_does_not_interrupt_the_tunnel() {
     let mut lab = Lab::behind_nat("rb", Nat::Hard { idle_secs });
     let edge = lab.enrol_edge();
     let url = lab.plex_url(&edge);
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login(&phone, &alice);
-    let profile = lab.profile(&phone, "alice-home.conf");
+    let (wg, _) = lab.tunnel_up(&edge, "alice");
     let terms = |leases: Vec<serde_json::Value>| -> Vec<(String, String, i64)> {
         leases
             .iter()
@@ -129,7 +124,7 @@ fn a_hard_nat_moving_the_clients_port_does_not_interrupt_the_tunnel() {
         &format!("udp dst port {EDGE_WG_PORT}"),
         lab.dir.path(),
     );
-    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    // The tunnel is up; once more on the port the NAT gave it, for the capture.
     lab.wait_page(&lab.client, &url, FIRST_LOAD)
         .unwrap_or_else(|last| panic!("the page did not load behind the hard NAT: {last:?}"));
     // Idle past the NAT's memory (the profile's keepalive, 25 s, does not come this soon):
@@ -167,19 +162,12 @@ fn keepalives_hold_the_nat_open_so_plex_can_answer_after_40_s_of_silence() {
     let (idle_secs, silence_secs) = (30, 40);
     let mut lab = Lab::behind_nat("ka", Nat::Hard { idle_secs });
     let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login(&phone, &alice);
-    let profile = lab.profile(&phone, "alice-home.conf");
+    let (wg, profile) = lab.tunnel_up(&edge, "alice");
     let text = std::fs::read_to_string(&profile).expect("profile");
     assert!(
         text.contains("PersistentKeepalive = 25\n"),
         "the profile should keep NAT mappings open:\n{text}"
     );
-    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
-    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
-        .unwrap_or_else(|last| panic!("the page did not load behind the NAT: {last:?}"));
 
     let url = format!("{}wait?secs={silence_secs}", lab.plex_url(&edge));
     let asked = Instant::now();

@@ -5,12 +5,9 @@
 //! film arrives whole with the stand-in's checksum, and the client did handshake again during
 //! it, so the rekey happened under the stream rather than before or after it.
 
-use std::time::Duration;
-
 use grantwire_e2e::harness::plex::play;
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::{require_env, Lab};
 
-const FIRST_LOAD: Duration = Duration::from_secs(10);
 const RATE_BPS: u64 = 20_000_000;
 const SECONDS: u64 = 200;
 /// A player that waits this long for data has visibly stalled.
@@ -24,14 +21,7 @@ fn a_20_mbit_film_plays_for_200_s_across_rekeys_without_a_3_s_wait() {
     }
     let mut lab = Lab::new("st", false);
     let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login(&phone, &alice);
-    let profile = lab.profile(&phone, "alice-home.conf");
-    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
-    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
-        .unwrap_or_else(|last| panic!("the page did not load through the tunnel: {last:?}"));
+    let (wg, _) = lab.tunnel_up(&edge, "alice");
     let first_handshake = wg.dev.latest_handshake();
 
     let bytes = RATE_BPS / 8 * SECONDS;
