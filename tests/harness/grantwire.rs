@@ -500,6 +500,11 @@ impl Edge {
         &self.proc
     }
 
+    /// `Some(status)` once the edge process has exited (a test killed it, say).
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.proc.exit_status()
+    }
+
     /// Panics with the logs if the edge has exited.
     #[track_caller]
     pub fn assert_running(&mut self, waiting_for: &str) {

@@ -85,7 +85,7 @@ pub struct Played {
 }
 
 /// The stand-in player's source (see the script for what it measures).
-const PLAYER: &str = include_str!("player.py");
+pub const PLAYER: &str = include_str!("player.py");
 
 /// Plays `/film?bytes=BYTES&seed=SEED` from the stand-in at `host` (a tunnel address) inside
 /// `ns`, at `rate_bps` bits a second (0: as fast as it comes). `dir` holds the player's script.

@@ -19,6 +19,7 @@ mod ipv6;
 mod lossy;
 mod mtu;
 mod nat;
+mod restarts;
 mod selftest;
 mod stranger;
 mod stream;

@@ -11,6 +11,7 @@ mod bounds;
 mod cli;
 mod connections;
 mod cutoffs;
+mod durability;
 mod edge_admin;
 mod edges;
 mod grants;
