@@ -31,6 +31,7 @@ pub mod harness {
     pub mod loopback;
     pub mod metrics;
     pub mod netns;
+    pub mod nft;
     pub mod plex;
     pub mod proc;
     pub mod totp;

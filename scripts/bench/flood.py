@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""A UDP flood at a WireGuard server, for scripts/bench/edge.sh and tests/it/flood.rs.
+"""A UDP flood at a WireGuard server, for scripts/bench/edge.sh, tests/it/flood.rs and tests/it/spoof.rs.
 
-    flood.py KIND SECS SERVER_PUBLIC_KEY --from IP --to IP:PORT [--count N]
+    flood.py KIND SECS SERVER_PUBLIC_KEY --from IP --to IP:PORT [--count N] [--rate N]
+
+An IPv6 destination is written [ADDR]:PORT.
 
 KIND is `random` (148 random bytes each) or `initiation`: a WireGuard handshake initiation
 (type 1, 148 bytes) with garbage ephemeral, static and timestamp, and a MAC1 the server accepts,
 which is what anyone holding an old profile can make. MAC1 is BLAKE2s-128 keyed with
 BLAKE2s-256("mac1----" || server public key), over the first 116 bytes (the WireGuard paper,
 section 5.4.4); MAC2 stays zero (no cookie). A pool of 1024 datagrams is sent round-robin from
---from for SECS seconds, or until --count datagrams were sent, as fast as one socket can.
+--from for SECS seconds, or until --count datagrams were sent, as fast as one socket can or
+at --rate datagrams a second (sent in bursts every 10 ms).
 Send errors (a full queue) are ignored. On exit, SIGTERM included, it prints
 `sent N datagrams in S s` on stdout.
 """
@@ -35,6 +38,7 @@ def main():
     p.add_argument("--from", dest="src", required=True, help="source address to bind")
     p.add_argument("--to", dest="dst", required=True, help="server IP:PORT")
     p.add_argument("--count", type=int, default=0, help="stop after N datagrams (0: no limit)")
+    p.add_argument("--rate", type=int, default=0, help="datagrams a second (0: as fast as it can)")
     a = p.parse_args()
 
     if a.kind == "random":
@@ -47,7 +51,9 @@ def main():
         pool = [initiation(key) for _ in range(1024)]
 
     host, port = a.dst.rsplit(":", 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_DGRAM)
     s.bind((a.src, 0))
     s.connect((host, int(port)))
 
@@ -55,14 +61,21 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     sent, start = 0, time.monotonic()
     end = start + a.secs
+    # With --rate, bursts every 10 ms keep the total at rate * elapsed.
+    burst = max(1, a.rate // 100) if a.rate else len(pool)
     try:
         while time.monotonic() < end and (a.count == 0 or sent < a.count):
-            for datagram in pool if a.count == 0 else pool[: a.count - sent]:
+            if a.rate:
+                due = start + sent / a.rate
+                if due > time.monotonic():
+                    time.sleep(due - time.monotonic())
+            todo = burst if a.count == 0 else min(burst, a.count - sent)
+            for i in range(todo):
                 try:
-                    s.send(datagram)
-                    sent += 1
+                    s.send(pool[(sent + i) % len(pool)])
                 except OSError:
                     pass
+            sent += todo
     finally:
         print(f"sent {sent} datagrams in {time.monotonic() - start:.1f} s", flush=True)
 

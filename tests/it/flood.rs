@@ -25,6 +25,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::{CLIENT_IP, HOME_OUTSIDE_IP};
+use grantwire_e2e::harness::nft::{self, Counter};
 use grantwire_e2e::{assert_safe_host, require_env, Lab, Metrics, Netns, WgClient};
 
 /// The unpinned source of the floods, a second address on the client namespace's veth.
@@ -86,7 +87,7 @@ fn floods_from_an_unpinned_address_cost_no_diffie_hellman_and_get_no_answer() {
         .add_addr(&format!("{FLOOD_IP}/32"), &lab.client_if);
     lab.home.route_via(&format!("{FLOOD_IP}/32"), CLIENT_IP);
     let home_if = interface_with(&lab.home, HOME_OUTSIDE_IP);
-    nft_load(
+    nft::load(
         &lab.client,
         &format!(
             "table inet {TABLE} {{\n\
@@ -102,7 +103,7 @@ fn floods_from_an_unpinned_address_cost_no_diffie_hellman_and_get_no_answer() {
         ),
     );
     // Ahead of the guard (priority filter - 10): what arrives, before the rate limit drops it.
-    nft_load(
+    nft::load(
         &lab.home,
         &format!(
             "table inet {TABLE} {{\n\
@@ -129,14 +130,14 @@ fn floods_from_an_unpinned_address_cost_no_diffie_hellman_and_get_no_answer() {
         ),
     ]);
     let probed = grantwire_e2e::wait_for(Duration::from_secs(2), Duration::from_millis(50), || {
-        let c = nft_counter(&lab.client, "to_flood");
+        let c = nft::counter(&lab.client, TABLE, "to_flood");
         (c.packets == 1).then_some(c)
     });
     let baseline_back = probed.unwrap_or_else(|| {
         panic!(
             "the counter of traffic to {FLOOD_IP} did not see a probe sent there from the edge's \
              namespace ({:?}): it could not see an answer to the flood either",
-            nft_counter(&lab.client, "to_flood")
+            nft::counter(&lab.client, TABLE, "to_flood")
         )
     });
 
@@ -382,10 +383,10 @@ impl Snapshot {
     fn take(lab: &Lab, home_if: &str) -> Snapshot {
         Snapshot {
             metrics: lab.edge().metrics(&lab.home),
-            to_flood: nft_counter(&lab.client, "to_flood"),
-            to_pinned: nft_counter(&lab.client, "to_pinned"),
-            from_flood: nft_counter(&lab.home, "from_flood"),
-            pinned_handshake: nft_counter(&lab.home, "pinned_handshake"),
+            to_flood: nft::counter(&lab.client, TABLE, "to_flood"),
+            to_pinned: nft::counter(&lab.client, TABLE, "to_pinned"),
+            from_flood: nft::counter(&lab.home, TABLE, "from_flood"),
+            pinned_handshake: nft::counter(&lab.home, TABLE, "pinned_handshake"),
             home_rx: rx_packets(&lab.home, home_if),
         }
     }
@@ -396,40 +397,6 @@ impl Snapshot {
 
     fn dh(&self) -> f64 {
         self.metric(DH)
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Counter {
-    packets: u64,
-    bytes: u64,
-}
-
-fn nft_load(ns: &Netns, ruleset: &str) {
-    ns.exec_with(
-        &["nft", "-f", "-"],
-        Some(ruleset.as_bytes()),
-        Duration::from_secs(10),
-    )
-    .expect_ok(&format!("nft -f - in {}:\n{ruleset}", ns.name()));
-}
-
-/// A named counter of the test's table, from `nft -j`.
-fn nft_counter(ns: &Netns, name: &str) -> Counter {
-    let out = ns.exec_ok(&["nft", "-j", "list", "counter", "inet", TABLE, name]);
-    let v = out.json();
-    let counter = v["nftables"]
-        .as_array()
-        .and_then(|items| items.iter().find_map(|i| i.get("counter")))
-        .unwrap_or_else(|| panic!("no counter in `nft -j list counter`:\n{out}"));
-    let field = |f: &str| {
-        counter[f]
-            .as_u64()
-            .unwrap_or_else(|| panic!("counter {name} has no {f}:\n{out}"))
-    };
-    Counter {
-        packets: field("packets"),
-        bytes: field("bytes"),
     }
 }
 

@@ -21,6 +21,7 @@ mod mtu;
 mod nat;
 mod restarts;
 mod selftest;
+mod spoof;
 mod stranger;
 mod stream;
 mod watch;
