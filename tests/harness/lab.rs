@@ -32,6 +32,9 @@ pub const HOME_OUTSIDE_IP6: &str = "2001:db8:1::1";
 pub const CLIENT_IP6: &str = "2001:db8:1::2";
 pub const HOME_OTHER_IP6: &str = "2001:db8:2::1";
 pub const OTHER_IP6: &str = "2001:db8:2::2";
+/// The first client's IPv6 address behind the router of [`Lab::behind_nat`] (routed, not
+/// translated; see [`Lab::add_ipv6`]).
+pub const ROUTED_CLIENT_IP6: &str = "2001:db8:3::2";
 /// curl's budget when polling for a change; a healthy tunnel in a netns answers in milliseconds.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(300);
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -119,6 +122,8 @@ pub struct Lab {
     pub other_if: Option<String>,
     /// The NAT router's end of its link to the first client ([`Lab::behind_nat`]).
     pub nat_client_if: Option<String>,
+    /// The NAT router's end of its link to home (192.0.2.2/24).
+    pub nat_outside_if: Option<String>,
     pub dir: tempfile::TempDir,
 }
 
@@ -149,7 +154,7 @@ impl Lab {
             .expect("lab dir");
         let home = Netns::new(&format!("{base}-home"));
         let client = Netns::new(&format!("{base}-client"));
-        let mut nat_inside = None;
+        let (mut nat_inside, mut nat_outside_if) = (None, None);
         let (home_client_if, client_if, nat, client2) = match nat_kind {
             None => {
                 let (home_if, client_if) = veth_pair(
@@ -181,6 +186,7 @@ impl Lab {
                 client2.route_via("default", "203.0.113.17");
                 kind.set_up(&nat, &nat_outside);
                 nat_inside = Some(nat_client_if);
+                nat_outside_if = Some(nat_outside);
                 (home_if, client_if, Some(nat), Some(client2))
             }
         };
@@ -210,34 +216,54 @@ impl Lab {
             home_other_if,
             other_if,
             nat_client_if: nat_inside,
+            nat_outside_if,
             dir,
         }
     }
 
     /// IPv6 on the client's link and, if there is one, the other namespace's (addresses in the
     /// module comment). Usable at once: duplicate address detection is off for them.
+    ///
+    /// In a [`Lab::behind_nat`] lab the router routes IPv6 without translating it, as home
+    /// routers with a delegated prefix do: the router is 2001:db8:1::2 on home's link and
+    /// 2001:db8:3::1 on the first client's, the client is [`ROUTED_CLIENT_IP6`] (2001:db8:3::2,
+    /// default route via the router), and home routes 2001:db8:3::/64 to the router. The second
+    /// client stays IPv4-only.
     pub fn add_ipv6(&self) {
         let add = |ns: &Netns, ip: &str, dev: &str| {
             super::plex::assert_safe_host(ip);
             let cidr = format!("{ip}/64");
             ns.exec_ok(&["ip", "-6", "addr", "add", &cidr, "dev", dev, "nodad"]);
         };
+        let default_via = |ns: &Netns, gateway: &str| {
+            ns.exec_ok(&["ip", "-6", "route", "replace", "default", "via", gateway]);
+        };
         add(&self.home, HOME_OUTSIDE_IP6, &self.home_client_if);
-        add(&self.client, CLIENT_IP6, &self.client_if);
+        match (&self.nat, &self.nat_outside_if, &self.nat_client_if) {
+            (Some(nat), Some(outside), Some(inside)) => {
+                add(nat, CLIENT_IP6, outside);
+                add(nat, "2001:db8:3::1", inside);
+                nat.sysctl("net.ipv6.conf.all.forwarding", "1");
+                add(&self.client, ROUTED_CLIENT_IP6, &self.client_if);
+                default_via(&self.client, "2001:db8:3::1");
+                self.home.exec_ok(&[
+                    "ip",
+                    "-6",
+                    "route",
+                    "replace",
+                    "2001:db8:3::/64",
+                    "via",
+                    CLIENT_IP6,
+                ]);
+            }
+            _ => add(&self.client, CLIENT_IP6, &self.client_if),
+        }
         if let (Some(other), Some(home_if), Some(other_if)) =
             (&self.other, &self.home_other_if, &self.other_if)
         {
             add(&self.home, HOME_OTHER_IP6, home_if);
             add(other, OTHER_IP6, other_if);
-            other.exec_ok(&[
-                "ip",
-                "-6",
-                "route",
-                "replace",
-                "default",
-                "via",
-                HOME_OTHER_IP6,
-            ]);
+            default_via(other, HOME_OTHER_IP6);
         }
     }
 
