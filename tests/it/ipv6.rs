@@ -14,6 +14,10 @@
 //!   endpoint (a dual-stack mismatch, scenario B8) is refused: the pin would be IPv6 and the
 //!   datagrams IPv4, so the tunnel could never come up. `grantwire profile` exits 1 with the
 //!   broker's message saying so and what to do; no lease and no file are made.
+//! - A friend whose IPv6 address changes inside the /64 (privacy addresses rotate daily) keeps
+//!   watching on the same lease without a renew; one who lands in another /64 is refused, the
+//!   broker hears of the lease's key off its pin, and `grantwire renew` moves the pin to the new
+//!   /64 (in the lease and the edge's `pins6`), after which the same tunnel works (B7 over IPv6).
 
 use std::time::{Duration, Instant};
 
@@ -284,4 +288,158 @@ fn a_friend_over_ipv6_on_an_edge_without_an_ipv6_endpoint_is_told_why_and_gets_n
         "the refusal made a lease"
     );
     lab.assert_no_unexpected_warnings(&[]);
+}
+
+/// `lease list --json`'s one lease's id and pin.
+fn the_lease(lab: &Lab) -> (String, String) {
+    let leases = lab.broker.leases(&lab.home);
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    (leases[0]["id"].to_string(), leases[0]["pin"].to_string())
+}
+
+/// The client's address changes from `from` to `to` (both /64 on its link), and its WireGuard
+/// interface is told the edge's endpoint again, as the apps do on a network change.
+fn change_address(lab: &Lab, ifname: &str, from: &str, to: &str) {
+    let dev = lab.client_if.as_str();
+    lab.client.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{to}/64"),
+        "dev",
+        dev,
+        "nodad",
+    ]);
+    lab.client
+        .exec_ok(&["ip", "-6", "addr", "del", &format!("{from}/64"), "dev", dev]);
+    let peers = lab.client.exec_ok(&["wg", "show", ifname, "peers"]);
+    let endpoint = format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}");
+    lab.client.exec_ok(&[
+        "wg",
+        "set",
+        ifname,
+        "peer",
+        peers.stdout.trim(),
+        "endpoint",
+        &endpoint,
+    ]);
+}
+
+#[test]
+fn a_new_address_in_the_64_keeps_the_tunnel_and_a_new_64_needs_a_renew() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    const PRIVACY_IP6: &str = "2001:db8:1::99";
+    const MOVED_IP6: &str = "2001:db8:5::2";
+    let mut lab = Lab::new("v6mv", false);
+    lab.add_ipv6();
+    let edge = lab.enrol_edge_dual_stack();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let laptop = lab.device("alice-laptop");
+    lab.login_at(&laptop, &alice, &lab.broker_url6());
+    let profile = lab.profile(&laptop, "alice-home.conf");
+    let url = lab.plex_url(&edge);
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("the page never loaded over IPv6: {last:?}"));
+    let before = the_lease(&lab);
+    assert_eq!(before.1, "\"2001:db8:1::/64\"", "{before:?}");
+
+    // A privacy address rotates in: same /64, same lease, no renew.
+    let from_privacy = Capture::start(
+        &lab.home,
+        &lab.home_client_if,
+        Direction::In,
+        &format!("ip6 and src host {PRIVACY_IP6} and udp dst port {EDGE_WG_PORT}"),
+        lab.dir.path(),
+    );
+    change_address(&lab, wg.ifname(), "2001:db8:1::2", PRIVACY_IP6);
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| {
+            panic!("from a new address in the same /64 the page did not load: {last:?}")
+        });
+    let polls = lab.poll_page(&url, Instant::now(), Duration::from_secs(2));
+    assert!(
+        polls.iter().all(|p| p.loaded),
+        "from {PRIVACY_IP6} every load must work: {polls:?}"
+    );
+    let seen = from_privacy.packets();
+    assert!(
+        !seen.is_empty(),
+        "no datagram from {PRIVACY_IP6} reached the edge: the address did not really change"
+    );
+    assert_eq!(
+        the_lease(&lab),
+        before,
+        "a new address in the /64 changed the lease"
+    );
+
+    // Another /64 on the same link (the laptop joined another network): refused until renew.
+    lab.home.exec_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:5::1/64",
+        "dev",
+        &lab.home_client_if,
+        "nodad",
+    ]);
+    change_address(&lab, wg.ifname(), PRIVACY_IP6, MOVED_IP6);
+    lab.client.exec_ok(&[
+        "ip",
+        "-6",
+        "route",
+        "replace",
+        "2001:db8:1::/64",
+        "via",
+        "2001:db8:5::1",
+    ]);
+    let key_off_pin =
+        grantwire_e2e::wait_for(Duration::from_secs(10), Duration::from_millis(100), || {
+            let got = http_get(&lab.client, &url, Duration::from_millis(300));
+            assert!(
+                !got.ok(),
+                "the page loaded from {MOVED_IP6}, outside the pin: {got:?}"
+            );
+            lab.broker
+                .audit(&lab.home)
+                .into_iter()
+                .find(|e| e["kind"] == "lease_key_off_pin")
+        });
+    let row = key_off_pin.unwrap_or_else(|| {
+        panic!(
+            "no lease_key_off_pin audit row after the client moved to another /64; audit: {:?}",
+            lab.broker.audit(&lab.home)
+        )
+    });
+    assert_eq!(row["source_ip"], MOVED_IP6, "{row}");
+    assert_eq!(
+        lab.edge().metrics(&lab.home).require(BYTES_SENT_UNPINNED),
+        0.0,
+        "the edge answered the moved client before renew"
+    );
+
+    laptop
+        .renew(&lab.client, "home", &profile)
+        .expect_ok("grantwire renew home");
+    lab.wait_page(&lab.client, &url, FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("the page did not load after renew: {last:?}"));
+    let after = the_lease(&lab);
+    assert_eq!(after.0, before.0, "renew must move the same lease's pin");
+    assert_eq!(after.1, "\"2001:db8:5::/64\"", "{after:?}");
+    let pins6 = lab
+        .home
+        .exec_ok(&["nft", "list", "set", "inet", "grantwire", "pins6"]);
+    assert!(
+        pins6.stdout.contains("2001:db8:5::/64") && !pins6.stdout.contains("2001:db8:1::/64"),
+        "the guard's pins6 must follow the pin:\n{}",
+        pins6.stdout
+    );
+    lab.assert_no_unexpected_warnings(&[]);
+    drop(wg);
 }

@@ -12,7 +12,6 @@
 //! never fragment. The router routes IPv6 without translation ([`Lab::add_ipv6`]) and keeps
 //! neighbour discovery, without which no IPv6 link works; every other ICMPv6 message it drops.
 
-
 use grantwire_e2e::harness::lab::FIRST_LOAD;
 use grantwire_e2e::harness::lab::{Nat, HOME_OUTSIDE_IP6};
 use grantwire_e2e::harness::nft;
