@@ -5,15 +5,16 @@
 # python3 for the mobile library's Python bindings test), util-linux for setpriv (the
 # end-to-end test that starts the edge as its systemd unit does), tcpdump for the packet
 # captures the silence and NAT scenarios assert on, faketime (libfaketime) to step the edge's
-# wall clock, chromium and chromium-driver
+# wall clock, iperf3 for the end-to-end throughput scenario (tests/it/throughput.rs, and
+# scripts/bench/edge.sh), chromium and chromium-driver
 # for the web pages' browser tests (tests/harness/browser.rs drives /usr/bin/chromedriver), with
 # fonts-liberation, only a Recommends of chromium, so the screenshots kept as test artifacts
 # show legible text.
 # Installs only what is missing, so a warm machine skips apt entirely. Arguments name further
-# packages a caller needs (scripts/bench/edge.sh: iperf3).
+# packages a caller needs.
 set -euo pipefail
 
-packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux tcpdump faketime chromium chromium-driver fonts-liberation "$@")
+packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux tcpdump faketime iperf3 chromium chromium-driver fonts-liberation "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

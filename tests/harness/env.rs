@@ -21,6 +21,8 @@ const TOOLS: &[&str] = &[
     "tcpdump",
     // libfaketime, to step the edge's wall clock (tests/it/clocks.rs).
     "faketime",
+    // TCP and UDP through the tunnel, both ways and in parallel (tests/it/throughput.rs).
+    "iperf3",
 ];
 
 /// Returns true when the end-to-end tests can run: root, the tools, `/dev/net/tun`, and a
@@ -36,7 +38,7 @@ pub fn require_env() -> bool {
     }
     let reason = format!(
         "the end-to-end tests need: {} (run as root on Linux with wireguard-go, wireguard-tools, \
-         nftables, iproute2, curl, python3, tcpdump and faketime installed; scripts/install-deps.sh does it)",
+         nftables, iproute2, curl, python3, tcpdump, faketime and iperf3 installed; scripts/install-deps.sh does it)",
         missing.join(", ")
     );
     if must_run() {

@@ -24,6 +24,7 @@ mod selftest;
 mod spoof;
 mod stranger;
 mod stream;
+mod throughput;
 mod watch;
 
 mod alone;
