@@ -10,6 +10,7 @@ mod browser;
 mod browser_pages;
 mod browser_qr;
 mod browser_tunnel;
+mod churn;
 mod clocks;
 mod cutoffs;
 mod e2e;
