@@ -1,13 +1,16 @@
-"""A bad stretch of internet for one WireGuard client: a UDP relay that delays and drops.
+"""A bad stretch of internet for one WireGuard client: a UDP relay that delays, drops and
+reorders.
 
-    python3 wan.py LISTEN_PORT TARGET_HOST TARGET_PORT DELAY_MS LOSS_PERCENT
+    python3 wan.py LISTEN_PORT TARGET_HOST TARGET_PORT DELAY_MS LOSS_PERCENT [REORDER_PERCENT HOLD_MS]
 
 The client's WireGuard sends to 127.0.0.1:LISTEN_PORT; the relay forwards each datagram to
 TARGET from the namespace's own address (so the edge sees the client's real address, and its
 pin holds), and each answer back to the client. Every datagram, either way, waits DELAY_MS and
-is dropped with probability LOSS_PERCENT / 100: a round trip gains twice DELAY_MS. (The kernel
-here has no netem qdisc, which would do this in the kernel.) Prints "ready" once listening, and
-on SIGTERM the datagrams it forwarded and dropped each way.
+is dropped with probability LOSS_PERCENT / 100: a round trip gains twice DELAY_MS. With
+REORDER_PERCENT, that share of the datagrams not dropped is held HOLD_MS longer, so the ones
+sent after it overtake it (netem's reordering). (The kernel here has no netem qdisc, which would
+do this in the kernel.) Prints "ready" once listening, and on SIGTERM the datagrams it
+forwarded, dropped and held back each way.
 """
 
 import asyncio
@@ -20,7 +23,9 @@ import sys
 listen_port, target_host, target_port = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 delay = float(sys.argv[4]) / 1000
 loss = float(sys.argv[5]) / 100
-counts = {"up": 0, "up_dropped": 0, "down": 0, "down_dropped": 0}
+reorder = float(sys.argv[6]) / 100 if len(sys.argv) > 6 else 0.0
+hold = float(sys.argv[7]) / 1000 if len(sys.argv) > 7 else 0.0
+counts = {"up": 0, "up_dropped": 0, "up_held": 0, "down": 0, "down_dropped": 0, "down_held": 0}
 
 
 async def main():
@@ -39,7 +44,11 @@ async def main():
             counts[way + "_dropped"] += 1
             return
         counts[way] += 1
-        loop.call_later(delay, send, data)
+        if random.random() < reorder:
+            counts[way + "_held"] += 1
+            loop.call_later(delay + hold, send, data)
+        else:
+            loop.call_later(delay, send, data)
 
     def send_up(data):
         try:

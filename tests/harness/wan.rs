@@ -1,6 +1,6 @@
 //! A bad stretch of internet between one WireGuard client and the edge: `wan.py`, a UDP relay
-//! in the client's namespace that delays and drops datagrams both ways (this kernel has no
-//! netem). The client's WireGuard is pointed at the relay; the edge still sees the client's own
+//! in the client's namespace that delays, drops and reorders datagrams both ways (this kernel
+//! has no netem). The client's WireGuard is pointed at the relay; the edge still sees the client's own
 //! address, so the pin holds.
 
 use std::path::Path;
@@ -12,6 +12,17 @@ use super::proc::Proc;
 
 const SCRIPT: &str = include_str!("wan.py");
 
+/// What the line does to every datagram, each way.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Line {
+    pub delay_ms: u32,
+    pub loss_percent: f64,
+    /// The share of datagrams held [`Line::hold_ms`] longer than the rest, so later ones
+    /// overtake them.
+    pub reorder_percent: f64,
+    pub hold_ms: u32,
+}
+
 /// A running relay; stopped on drop.
 pub struct BadLink {
     proc: Proc,
@@ -20,14 +31,13 @@ pub struct BadLink {
 
 impl BadLink {
     /// Starts the relay in `ns` on 127.0.0.1:`port`, forwarding to `target_host`:`target_port`
-    /// with `delay_ms` each way and `loss_percent` of datagrams dropped each way.
+    /// over `line`.
     pub fn start(
         ns: &Netns,
         dir: &Path,
         port: u16,
         (target_host, target_port): (&str, u16),
-        delay_ms: u32,
-        loss_percent: f64,
+        line: Line,
     ) -> BadLink {
         assert_safe_host(target_host);
         let script = dir.join("wan.py");
@@ -36,8 +46,10 @@ impl BadLink {
             port.to_string(),
             target_host.to_owned(),
             target_port.to_string(),
-            delay_ms.to_string(),
-            loss_percent.to_string(),
+            line.delay_ms.to_string(),
+            line.loss_percent.to_string(),
+            line.reorder_percent.to_string(),
+            line.hold_ms.to_string(),
         ];
         let mut argv = vec!["python3", script.to_str().expect("UTF-8 path")];
         argv.extend(args.iter().map(String::as_str));
@@ -54,16 +66,11 @@ impl BadLink {
 
     /// Points WireGuard interface `ifname` in `ns` (one peer, the edge) at this relay.
     pub fn route_wireguard(&self, ns: &Netns, ifname: &str) {
-        let peers = ns.exec_ok(&["wg", "show", ifname, "peers"]);
-        let edge_key = peers.stdout.trim().to_owned();
-        let endpoint = format!("127.0.0.1:{}", self.port);
-        ns.exec_ok(&[
-            "wg", "set", ifname, "peer", &edge_key, "endpoint", &endpoint,
-        ]);
+        super::wg::set_peer_endpoint(ns, ifname, &format!("127.0.0.1:{}", self.port));
     }
 
-    /// Stops the relay; what it forwarded and dropped each way (`up`, `up_dropped`, `down`,
-    /// `down_dropped`).
+    /// Stops the relay; what it forwarded, dropped and held back each way (`up`, `up_dropped`,
+    /// `up_held`, and the same for `down`).
     pub fn stop(mut self) -> serde_json::Value {
         self.proc.stop(Duration::from_secs(3));
         let out = self.proc.stdout();

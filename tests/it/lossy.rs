@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use grantwire_e2e::harness::lab::HOME_OUTSIDE_IP;
 use grantwire_e2e::harness::plex::play;
-use grantwire_e2e::harness::wan::BadLink;
+use grantwire_e2e::harness::wan::{BadLink, Line};
 use grantwire_e2e::{require_env, Lab, WgClient};
 
 /// Loss makes the first handshake and page slower: allow for retries.
@@ -41,8 +41,11 @@ fn a_4_mbit_film_plays_through_2_percent_loss_and_an_80_ms_round_trip() {
         lab.dir.path(),
         RELAY_PORT,
         (HOME_OUTSIDE_IP, 51820),
-        40,
-        2.0,
+        Line {
+            delay_ms: 40,
+            loss_percent: 2.0,
+            ..Line::default()
+        },
     );
     let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
     link.route_wireguard(&lab.client, wg.ifname());
@@ -88,5 +91,6 @@ fn a_4_mbit_film_plays_through_2_percent_loss_and_an_80_ms_round_trip() {
         "the player waited {:.2} s for data over the bad line ({played:?})",
         played.longest_wait
     );
+    lab.assert_no_unexpected_warnings(&[]);
     drop(wg);
 }

@@ -20,6 +20,7 @@ mod ipv6;
 mod lossy;
 mod mtu;
 mod nat;
+mod reorder;
 mod restarts;
 mod selftest;
 mod spoof;

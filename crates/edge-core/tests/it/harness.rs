@@ -879,6 +879,49 @@ fn a_captured_session_replayed_opens_nothing_before_or_after_a_restart() {
     assert_eq!(restarted.stats().bytes_sent_unpinned, 0);
 }
 
+/// Reordering (scenario E3): WireGuard accepts each counter once within a window of recent
+/// ones (boringtun's is 1,024 counters), so data that arrives out of order reaches Plex, while
+/// data older than the window, or seen before, does not.
+#[test]
+fn reordered_data_inside_the_window_arrives_once_and_older_data_never() {
+    let (mut core, mut a) = established();
+    let packet = a.tcp_to_plex(32400);
+    // Counters 1 to 1,100 (the handshake's keepalive took 0), sealed in order.
+    let sealed: Vec<Vec<u8>> = (0..1100).map(|_| a.seal(&packet)).collect();
+    let deliver = |core: &mut Shell, i: usize| -> bool {
+        core.handle_datagram(addr(A_SRC), &sealed[i], now(2));
+        match drain(core).as_slice() {
+            [] => false,
+            [Output::ToTun(p)] if *p == packet => true,
+            other => panic!("unexpected output for datagram {i}: {other:?}"),
+        }
+    };
+
+    // The first six, newest first: every one arrives.
+    for i in (0..6).rev() {
+        assert!(
+            deliver(&mut core, i),
+            "datagram {i}, six places out of order"
+        );
+    }
+    // Far ahead, then back: 1,100 is the newest seen, and 200 is 900 behind it, inside the
+    // window; 50 is 1,050 behind, outside it.
+    assert!(deliver(&mut core, 1099), "the newest datagram");
+    assert!(
+        deliver(&mut core, 199),
+        "900 behind the newest: inside the window"
+    );
+    let invalid_before = core.stats().dropped_invalid;
+    assert!(!deliver(&mut core, 199), "the same datagram again");
+    assert!(
+        !deliver(&mut core, 49),
+        "1,050 behind the newest: outside the window"
+    );
+    assert!(!deliver(&mut core, 3), "a datagram seen long ago");
+    assert_eq!(core.stats().dropped_invalid, invalid_before + 3);
+    assert_eq!(core.stats().packets_to_tun, 8);
+}
+
 /// A stand-in that answers the edge's handshake response with a cookie reply, as a peer under
 /// load does. Everything it needs is public: the client's public key (the cookie key is derived
 /// from it) and the response as seen on the wire (its mac1 is the reply's associated data).
