@@ -9,6 +9,20 @@
 //! the few that reach it keep the report of a lease key used off its pin working. The sets are
 //! only an optimisation: a stale set can slow a new pin down (to that shared rate) but never
 //! admits anyone.
+//!
+//! Handshake initiations are limited per source too, pinned or not, because a pin is only an
+//! address and anyone can forge one: a flood of initiations from a friend's address would
+//! otherwise reach the edge's one socket as fast as the attacker can send, and the edge, busy
+//! checking MAC1 and answering cookies, would fall behind on every friend's data. In the kernel,
+//! before any socket: at most [`INITIATIONS_PER_PORT`] a second from one address and port (a
+//! WireGuard client sends one every 5 s, or fewer), so a flood from one port never touches the
+//! friend's own port; and at most [`INITIATIONS_PER_ADDRESS`] from one address over all its
+//! ports (room for a carrier-grade NAT's many users), so a flood that changes ports costs the
+//! edge that much and no more. Transport data is never limited here: a running session is
+//! never slowed by a flood of initiations. Under what does get through, boringtun's cookies
+//! still spare the Diffie-Hellman work. (The per-source state is two dynamic sets a family of at
+//! most 65,536 entries, forgotten after 10 s idle; a full set stops limiting new sources, which
+//! then meet the edge's own checks.)
 
 mod worker;
 
@@ -85,6 +99,12 @@ pub enum TableState {
 /// Datagrams a second to the WireGuard port from outside every pin that the kernel lets reach
 /// the edge, all sources together.
 pub const UNPINNED_PER_SEC: u32 = 256;
+
+/// Handshake initiations a second from one source address and port that the kernel lets reach
+/// the edge (see the module comment).
+pub const INITIATIONS_PER_PORT: u32 = 5;
+/// Handshake initiations a second from one source address, over all its ports.
+pub const INITIATIONS_PER_ADDRESS: u32 = 500;
 
 /// What the guard lets through besides the tunnel and loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +235,7 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
          table inet grantwire {{\n\
          \x20   set pins4 {{ type ipv4_addr; flags interval; }}\n\
          \x20   set pins6 {{ type ipv6_addr; flags interval; }}\n\
+         {init_sets}\
          \x20   chain input {{\n\
          \x20       type filter hook input priority filter - 10; policy accept;\n\
          \x20       iifname \"lo\" accept\n\
@@ -222,6 +243,7 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
          {silence}\
          \x20       udp dport {wg} ip saddr != @pins4 limit rate over {rate}/second drop\n\
          \x20       udp dport {wg} ip6 saddr != @pins6 limit rate over {rate}/second drop\n\
+         {init_rules}\
          {allow}\
          \x20       tcp dport {{ {tcp} }} drop\n\
          \x20       udp dport {{ {udp} }} drop\n\
@@ -231,9 +253,37 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
         wg = spec.wg_port,
         silence = spec.wg_served.port_rules(spec.wg_port),
         rate = UNPINNED_PER_SEC,
+        init_sets = INITIATION_SETS,
+        init_rules = initiation_rules(spec.wg_port),
         tcp = nft_set(PLEX_TCP_PORTS),
         udp = nft_set(PLEX_UDP_PORTS),
     )
+}
+
+/// The per-source state of the initiation limits: by address and port, and by address.
+const INITIATION_SETS: &str = "\
+\x20   set init_port4 { type ipv4_addr . inet_service; size 65536; flags dynamic,timeout; timeout 10s; }\n\
+\x20   set init_addr4 { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 10s; }\n\
+\x20   set init_port6 { type ipv6_addr . inet_service; size 65536; flags dynamic,timeout; timeout 10s; }\n\
+\x20   set init_addr6 { type ipv6_addr; size 65536; flags dynamic,timeout; timeout 10s; }\n";
+
+/// The rules that drop handshake initiations (UDP length 8 + 148, payload starting with type 1
+/// and three zero bytes) over the per-source rates. The per-port rule comes first, so a flood
+/// from one port is dropped before it can use up its address's budget.
+fn initiation_rules(wg_port: u16) -> String {
+    let initiation = format!("udp dport {wg_port} udp length 156 @th,64,32 0x01000000");
+    let (port, addr) = (INITIATIONS_PER_PORT, INITIATIONS_PER_ADDRESS);
+    [("ip", "4"), ("ip6", "6")]
+        .iter()
+        .map(|(ip, family)| {
+            format!(
+                "        {initiation} update @init_port{family} {{ {ip} saddr . udp sport \
+                 limit rate over {port}/second burst {port} packets }} drop\n        \
+                 {initiation} update @init_addr{family} {{ {ip} saddr \
+                 limit rate over {addr}/second burst {addr} packets }} drop\n"
+            )
+        })
+        .collect()
 }
 
 /// Asks nft whether table `inet grantwire` is loaded. Listing needs CAP_NET_ADMIN like
@@ -339,12 +389,20 @@ mod tests {
              table inet grantwire {\n\
              \x20   set pins4 { type ipv4_addr; flags interval; }\n\
              \x20   set pins6 { type ipv6_addr; flags interval; }\n\
+             \x20   set init_port4 { type ipv4_addr . inet_service; size 65536; flags dynamic,timeout; timeout 10s; }\n\
+             \x20   set init_addr4 { type ipv4_addr; size 65536; flags dynamic,timeout; timeout 10s; }\n\
+             \x20   set init_port6 { type ipv6_addr . inet_service; size 65536; flags dynamic,timeout; timeout 10s; }\n\
+             \x20   set init_addr6 { type ipv6_addr; size 65536; flags dynamic,timeout; timeout 10s; }\n\
              \x20   chain input {\n\
              \x20       type filter hook input priority filter - 10; policy accept;\n\
              \x20       iifname \"lo\" accept\n\
              \x20       iifname \"gw0\" accept\n\
              \x20       udp dport 51820 ip saddr != @pins4 limit rate over 256/second drop\n\
              \x20       udp dport 51820 ip6 saddr != @pins6 limit rate over 256/second drop\n\
+             \x20       udp dport 51820 udp length 156 @th,64,32 0x01000000 update @init_port4 { ip saddr . udp sport limit rate over 5/second burst 5 packets } drop\n\
+             \x20       udp dport 51820 udp length 156 @th,64,32 0x01000000 update @init_addr4 { ip saddr limit rate over 500/second burst 500 packets } drop\n\
+             \x20       udp dport 51820 udp length 156 @th,64,32 0x01000000 update @init_port6 { ip6 saddr . udp sport limit rate over 5/second burst 5 packets } drop\n\
+             \x20       udp dport 51820 udp length 156 @th,64,32 0x01000000 update @init_addr6 { ip6 saddr limit rate over 500/second burst 500 packets } drop\n\
              \x20       tcp dport { 32400, 32469, 8324 } drop\n\
              \x20       udp dport { 1900, 5353, 32410-32414 } drop\n\
              \x20   }\n\
