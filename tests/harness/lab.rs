@@ -401,6 +401,29 @@ impl Lab {
         (wg, profile)
     }
 
+    /// [`Lab::tunnel_up`] over IPv6 (call [`Lab::add_ipv6`] and enrol a dual-stack edge
+    /// first): `name` signs in at the broker's IPv6 address, so the lease is pinned to the
+    /// client's /64 and its profile names the edge's IPv6 endpoint (asserted).
+    pub fn tunnel_up6(&self, edge: &EdgeInfo, name: &str) -> (WgClient, PathBuf) {
+        let user = self.add_user(name);
+        self.broker.grant(&self.home, name, "home", None);
+        let device = self.device(&format!("{name}-phone"));
+        self.login_at(&device, &user, &self.broker_url6());
+        let profile = self.profile(&device, &format!("{name}-home.conf"));
+        let text = std::fs::read_to_string(&profile).expect("the profile");
+        let endpoint = format!("Endpoint = [{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}\n");
+        assert!(
+            text.contains(&endpoint),
+            "{name}'s lease must be for the edge's IPv6 endpoint:\n{text}"
+        );
+        let wg = WgClient::up(&self.client, &format!("{}c", self.base), &profile);
+        self.wait_page(&self.client, &self.plex_url(edge), FIRST_LOAD)
+            .unwrap_or_else(|last| {
+                panic!("{name}'s page did not load through the IPv6 tunnel: {last:?}")
+            });
+        (wg, profile)
+    }
+
     /// The client "moves network": its address on the link to home changes from 192.0.2.2 to
     /// `to` (in 192.0.2.0/24), and its WireGuard interface `ifname` is told the edge's endpoint
     /// again, as the WireGuard apps do on a network change (wireguard-go otherwise keeps sending
@@ -416,12 +439,8 @@ impl Lab {
         self.client
             .exec_ok(&["ip", "addr", "del", &old, "dev", dev]);
         self.client.add_addr(&format!("{to}/24"), dev);
-        let peers = self.client.exec_ok(&["wg", "show", ifname, "peers"]);
-        let edge_key = peers.stdout.trim().to_owned();
         let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
-        self.client.exec_ok(&[
-            "wg", "set", ifname, "peer", &edge_key, "endpoint", &endpoint,
-        ]);
+        super::wg::set_peer_endpoint(&self.client, ifname, &endpoint);
     }
 
     /// Polls `url` from `ns` until the stand-in page loads; returns how long it took.

@@ -340,3 +340,49 @@ mod tests {
         assert_eq!(out.stderr.trim(), "err");
     }
 }
+
+/// A process's open descriptors, threads and resident memory, read from /proc (the test and
+/// the process share the pid namespace; network namespaces do not hide /proc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    /// Open descriptors other than SQLite database files (`*.db`, `-wal`, `-shm`): a
+    /// connection pool opens those on demand up to its size, which is not a leak; sockets,
+    /// pipes, timers and every other file are counted.
+    pub fds: usize,
+    pub threads: u64,
+    pub rss_kib: u64,
+}
+
+impl Usage {
+    pub fn of(pid: u32) -> Usage {
+        let dir = format!("/proc/{pid}/fd");
+        let fds = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .filter_map(Result::ok)
+            .filter(|entry| {
+                // A descriptor closed between listing and reading is gone: not counted.
+                std::fs::read_link(entry.path()).is_ok_and(|target| {
+                    let target = target.to_string_lossy();
+                    ![".db", ".db-wal", ".db-shm"]
+                        .iter()
+                        .any(|suffix| target.ends_with(suffix))
+                })
+            })
+            .count();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status:\n{status}"))
+        };
+        Usage {
+            fds,
+            threads: field("Threads:"),
+            rss_kib: field("VmRSS:"),
+        }
+    }
+}

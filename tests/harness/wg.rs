@@ -282,6 +282,33 @@ fn path_str(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
 }
 
+/// The profile's `[Peer] PublicKey`: the edge's public key.
+pub fn profile_peer_key(profile: &Path) -> String {
+    let text = std::fs::read_to_string(profile).expect("read the profile");
+    let mut in_peer = false;
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.starts_with('[') {
+            in_peer = line.eq_ignore_ascii_case("[peer]");
+        } else if let Some((key, value)) = line.split_once('=') {
+            if in_peer && key.trim().eq_ignore_ascii_case("publickey") {
+                // Base64 ends in `=`: split_once took only the first one.
+                return value.trim().to_owned();
+            }
+        }
+    }
+    panic!("no [Peer] PublicKey in the profile:\n{text}");
+}
+
+/// Tells WireGuard interface `ifname` in `ns` (one peer, the edge) to send to `endpoint`, as
+/// the WireGuard apps do on a network change (wireguard-go otherwise keeps the source address
+/// it had).
+pub fn set_peer_endpoint(ns: &Netns, ifname: &str, endpoint: &str) {
+    let peers = ns.exec_ok(&["wg", "show", ifname, "peers"]);
+    let edge_key = peers.stdout.trim().to_owned();
+    ns.exec_ok(&["wg", "set", ifname, "peer", &edge_key, "endpoint", endpoint]);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

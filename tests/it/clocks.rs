@@ -71,6 +71,17 @@ fn lab_with_edge_clock(tag: &str, offset: &str) -> (Lab, FakeWallClock, String) 
     (lab, clock, url)
 }
 
+/// The edge process has libfaketime mapped: without it the steps below would move nothing and
+/// the test would show nothing.
+fn assert_faketime_loaded(lab: &Lab) {
+    let pid = lab.edge().proc().pid().expect("the edge's pid");
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).expect("the edge's maps");
+    assert!(
+        maps.contains("libfaketime"),
+        "the edge runs without libfaketime: its wall clock cannot be stepped"
+    );
+}
+
 /// Issues a lease of [`TTL`] from the client, brings a tunnel up with it and waits until the
 /// page loads. Returns the interface and when the lease surely started (issue began) and ended
 /// (issue returned).
@@ -130,6 +141,7 @@ fn a_step_of_the_edges_wall_clock_neither_ends_a_lease_early_nor_keeps_it_late()
         return;
     }
     let (lab, clock, url) = lab_with_edge_clock("ck", "+0");
+    assert_faketime_loaded(&lab);
 
     let (wg, issued_after, issued_by) = lease_and_load(&lab, &url, "alice");
     clock.set("+1h");
@@ -156,6 +168,7 @@ fn an_edge_an_hour_ahead_of_its_broker_admits_and_ends_leases_by_the_brokers_clo
         return;
     }
     let (lab, _clock, url) = lab_with_edge_clock("sk", "+1h");
+    assert_faketime_loaded(&lab);
     let (wg, issued_after, issued_by) = lease_and_load(&lab, &url, "alice");
     assert_still_loads(&lab, &url, issued_after, "an edge an hour ahead");
     assert_ends_on_time(&lab, &url, issued_by, "an edge an hour ahead");

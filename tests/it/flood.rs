@@ -21,11 +21,11 @@
 //! `scripts/bench/edge.sh`. Topology as in `harness/lab.rs`, plus the flooding address
 //! 203.0.113.66/32 on the client's veth, routed back to from the edge's namespace.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::{CLIENT_IP, HOME_OUTSIDE_IP};
 use grantwire_e2e::harness::nft::{self, Counter};
+use grantwire_e2e::harness::wg::profile_peer_key;
 use grantwire_e2e::{assert_safe_host, require_env, Lab, Metrics, Netns, WgClient};
 
 /// The unpinned source of the floods, a second address on the client namespace's veth.
@@ -61,7 +61,7 @@ fn floods_from_an_unpinned_address_cost_no_diffie_hellman_and_get_no_answer() {
     let started = Instant::now();
     let mut lab = Lab::new("fl", false);
     let (profile, url) = granted_alice(&mut lab);
-    let edge_key = peer_public_key(&profile);
+    let edge_key = profile_peer_key(&profile);
     let edge_endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_UDP_PORT}");
     for ip in [FLOOD_IP, CLIENT_IP, HOME_OUTSIDE_IP] {
         assert_safe_host(ip);
@@ -344,24 +344,6 @@ fn granted_alice(lab: &mut Lab) -> (std::path::PathBuf, String) {
     let device = lab.device("alice");
     lab.login(&device, &alice);
     (lab.profile(&device, "alice-home.conf"), lab.plex_url(&edge))
-}
-
-/// The edge's public key: the profile's `[Peer] PublicKey`.
-fn peer_public_key(profile: &Path) -> String {
-    let text = std::fs::read_to_string(profile).expect("read the profile");
-    let mut in_peer = false;
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.starts_with('[') {
-            in_peer = line.eq_ignore_ascii_case("[peer]");
-        } else if let Some((key, value)) = line.split_once('=') {
-            if in_peer && key.trim().eq_ignore_ascii_case("publickey") {
-                // Base64 ends in `=`: split_once took only the first one.
-                return value.trim().to_owned();
-            }
-        }
-    }
-    panic!("no [Peer] PublicKey in the profile:\n{text}");
 }
 
 /// Everything the assertions compare, read at one moment.

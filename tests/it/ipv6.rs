@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use grantwire_e2e::harness::capture::{Capture, Direction, ANSWERS};
 use grantwire_e2e::harness::grantwire::EdgeArgs;
 use grantwire_e2e::harness::lab::{HOME_OTHER_IP6, HOME_OUTSIDE_IP6, OTHER_IP6};
+use grantwire_e2e::harness::wg::set_peer_endpoint;
 use grantwire_e2e::{http_get, require_env, Edge, EdgeStart, Lab, WgClient};
 
 const FIRST_LOAD: Duration = Duration::from_secs(10);
@@ -313,17 +314,8 @@ fn change_address(lab: &Lab, ifname: &str, from: &str, to: &str) {
     ]);
     lab.client
         .exec_ok(&["ip", "-6", "addr", "del", &format!("{from}/64"), "dev", dev]);
-    let peers = lab.client.exec_ok(&["wg", "show", ifname, "peers"]);
     let endpoint = format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}");
-    lab.client.exec_ok(&[
-        "wg",
-        "set",
-        ifname,
-        "peer",
-        peers.stdout.trim(),
-        "endpoint",
-        &endpoint,
-    ]);
+    set_peer_endpoint(&lab.client, ifname, &endpoint);
 }
 
 #[test]

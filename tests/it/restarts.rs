@@ -1,8 +1,9 @@
 //! Restarts and crashes, with a friend watching (scenario C4, and issue 16's restarts).
 //!
-//! - The broker restarts while an edge serves: alice's tunnel keeps loading the page throughout
-//!   (the edge enforces its last set), a lease revoked before the restart does not come back,
-//!   and once the edge is connected again it holds exactly alice's lease.
+//! - The broker restarts while an edge serves: with the broker down alice's tunnel still loads
+//!   the page (the edge enforces its last set), a lease revoked before the restart does not
+//!   come back, and once the edge is connected again it holds exactly alice's lease and her
+//!   page loads.
 //! - The edge is killed with SIGKILL while a film plays: Plex's port stays closed from outside
 //!   (the guard is the kernel's, and outlives the process), and the edge started again comes
 //!   back with the same one lease, nothing more, and serves the same profile.

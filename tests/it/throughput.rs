@@ -25,14 +25,15 @@ const SECS: &str = "3";
 /// The test's nftables table in home (it goes with the namespace).
 const TABLE: &str = "gwtest_iperf";
 
-/// `iperf3 -s` on the edge's tunnel address in home, until dropped.
+/// `iperf3 -s -1` on the edge's tunnel address in home: one test, then it exits (a fresh
+/// server per test, so none answers "busy" while the last test's cleanup runs).
 struct Server(Proc);
 
 impl Server {
     fn start(home: &Netns, tunnel_ip: &str) -> Server {
         let mut proc = home.spawn(
             "iperf3 server",
-            &["iperf3", "-s", "-B", tunnel_ip, "-p", IPERF_PORT],
+            &["iperf3", "-s", "-1", "-B", tunnel_ip, "-p", IPERF_PORT],
         );
         let ready =
             grantwire_e2e::wait_for(Duration::from_secs(10), Duration::from_millis(50), || {
@@ -88,7 +89,6 @@ fn tcp_figures(report: &Value) -> (u64, f64, u64) {
 }
 
 fn tcp_both_ways_and_in_parallel(lab: &Lab, tunnel_ip: &str, family: &str) {
-    let _server = Server::start(&lab.home, tunnel_ip);
     for (what, args) in [
         ("1 stream, Plex to alice", vec!["-R", "-P", "1"]),
         ("1 stream, alice to Plex", vec!["-P", "1"]),
@@ -98,6 +98,7 @@ fn tcp_both_ways_and_in_parallel(lab: &Lab, tunnel_ip: &str, family: &str) {
     ] {
         let mut args = args;
         args.extend_from_slice(&["-t", SECS]);
+        let _server = Server::start(&lab.home, tunnel_ip);
         let report = iperf(&lab.client, tunnel_ip, &args, &format!("{family}: {what}"));
         let streams = report["end"]["streams"].as_array().map_or(0, Vec::len);
         let (bytes, bps, retransmits) = tcp_figures(&report);
@@ -132,6 +133,7 @@ fn tcp_both_ways_and_in_parallel(lab: &Lab, tunnel_ip: &str, family: &str) {
              }}\n"
         ),
     );
+    let _server = Server::start(&lab.home, tunnel_ip);
     let mut argv = vec!["iperf3", "-c", tunnel_ip, "-p", IPERF_PORT, "-J"];
     argv.extend_from_slice(&["--connect-timeout", "5000", "-u", "-b", "1M", "-t", "2"]);
     let out = lab.client.exec_with(&argv, None, Duration::from_secs(60));
@@ -153,11 +155,10 @@ fn tcp_both_ways_and_in_parallel(lab: &Lab, tunnel_ip: &str, family: &str) {
         udp_in, 0,
         "{family}: UDP datagrams crossed the tunnel to Plex's host; the edge carries TCP only"
     );
-    // iperf3 opens its UDP stream with one datagram the server must answer: it never arrives.
+    // iperf3 opens its UDP stream with one datagram the server must answer, which never
+    // arrives: it reports an error (its wording differs between iperf3 versions).
     assert!(
-        report["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("unable to read from stream socket")),
+        report["error"].is_string(),
         "{family}: iperf3's UDP test should have failed to open its stream:\n{out}"
     );
 }
@@ -183,7 +184,8 @@ fn grant_with_iperf(lab: &Lab) {
 
 #[test]
 fn tcp_crosses_the_tunnel_both_ways_and_in_parallel_and_udp_does_not() {
-    let _alone = crate::one_module_at_a_time(module_path!());
+    // Alone, not beside the IPv6 twin: each fills the machine.
+    let _alone = crate::one_module_at_a_time(concat!(module_path!(), "::v4"));
     if !require_env() {
         return;
     }
@@ -204,7 +206,7 @@ fn tcp_crosses_the_tunnel_both_ways_and_in_parallel_and_udp_does_not() {
 
 #[test]
 fn tcp_crosses_an_ipv6_tunnel_both_ways_and_in_parallel_and_udp_does_not() {
-    let _alone = crate::one_module_at_a_time(module_path!());
+    let _alone = crate::one_module_at_a_time(concat!(module_path!(), "::v6"));
     if !require_env() {
         return;
     }
