@@ -17,6 +17,7 @@ mod e2e;
 mod film;
 mod flood;
 mod ipv6;
+mod lateral;
 mod lossy;
 mod mtu;
 mod nat;
