@@ -21,6 +21,7 @@ mod lateral;
 mod lossy;
 mod mtu;
 mod nat;
+mod no_answer;
 mod reorder;
 mod restarts;
 mod selftest;
