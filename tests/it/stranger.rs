@@ -11,6 +11,9 @@
 //!
 //! The figures (connections the broker holds, alice's login and lease times, the revocation
 //! time) are printed for the README.
+//!
+//! A second test floods logins from one address and checks the 429 and its `Retry-After` end
+//! to end (below).
 
 use std::time::{Duration, Instant};
 
@@ -176,4 +179,87 @@ fn established_at_broker(lab: &Lab) -> usize {
         .home
         .exec_ok(&["ss", "-Htn", "state", "established", "( sport = :8443 )"]);
     out.stdout.lines().filter(|l| !l.trim().is_empty()).count()
+}
+
+/// A login flood from one address, end to end (scenario D3): a stranger at 198.51.100.2 sends
+/// 14 failed logins at the same instant over HTTPS (all connected first, then released
+/// together). The broker lets each source have two password checks waiting or running (README,
+/// "Password checks"), so about two are judged (401) and the rest are refused at once with 429
+/// and a `Retry-After` of at least 1 s; after waiting that long the stranger is judged again (a
+/// rate, not a ban); and alice, from her own address, logs in and gets a lease in between. The
+/// token budget (10 at once, then 1 a second) is asserted exactly in the broker's API tests
+/// (`accounts.rs::each_source_has_a_login_budget`), where password checks are fast enough for
+/// its refill not to blur the count.
+#[test]
+fn a_login_flood_from_one_address_gets_429_with_retry_after_and_alice_still_logs_in() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("lgf", true);
+    let edge = lab.enrol_edge();
+    let script = "import http.client, json, ssl, sys, threading\n\
+        ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+        n = int(sys.argv[1]); results = []; lock = threading.Lock(); go = threading.Barrier(n)\n\
+        def one():\n\
+        \x20   c = http.client.HTTPSConnection('198.51.100.1', 8443, context=ctx, timeout=30)\n\
+        \x20   c.connect(); go.wait()\n\
+        \x20   body = json.dumps({'user': 'nobody', 'password': 'not a password', 'code': '000000'})\n\
+        \x20   c.request('POST', '/v1/login', body=body, headers={'Content-Type': 'application/json'})\n\
+        \x20   r = c.getresponse(); r.read()\n\
+        \x20   with lock: results.append([r.status, r.getheader('Retry-After')])\n\
+        ts = [threading.Thread(target=one) for _ in range(n)]\n\
+        [t.start() for t in ts]; [t.join() for t in ts]\n\
+        print(json.dumps(results))\n";
+    let other = lab.other.as_ref().expect("the other namespace");
+    let flood = |n: &str| -> Vec<(u64, Option<u64>)> {
+        let out = other.exec_with(&["python3", "-c", script, n], None, Duration::from_secs(60));
+        assert!(out.success(), "the login flood failed:\n{out}");
+        out.json()
+            .as_array()
+            .expect("a list of answers")
+            .iter()
+            .map(|r| {
+                let status = r[0].as_u64().expect("a status");
+                let retry = r[1].as_str().and_then(|v| v.parse().ok());
+                (status, retry)
+            })
+            .collect()
+    };
+    let answers = flood("14");
+    let judged = answers.iter().filter(|(s, _)| *s == 401).count();
+    let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    eprintln!(
+        "14 logins at once from one address: {judged} judged (401), {} limited (429): {answers:?}",
+        limited.len()
+    );
+    assert_eq!(
+        judged + limited.len(),
+        answers.len(),
+        "answers other than 401 and 429: {answers:?}"
+    );
+    assert!(
+        (1..=4).contains(&judged) && limited.len() >= 10,
+        "each source may have two password checks waiting or running: {judged} of 14 \
+         simultaneous logins were judged"
+    );
+    let wait = limited
+        .iter()
+        .map(|(_, retry)| retry.unwrap_or_else(|| panic!("a 429 without Retry-After: {answers:?}")))
+        .max()
+        .expect("at least 3 limited");
+    assert!(wait >= 1, "Retry-After {wait}: must be at least 1 s");
+
+    // alice, from her own address, is not held up by the stranger's budget.
+    let (wg, _) = lab.tunnel_up(&edge, "alice");
+
+    // After the wait, the stranger is judged again.
+    std::thread::sleep(Duration::from_secs(wait + 1));
+    let again = flood("1");
+    assert_eq!(
+        again[0].0, 401,
+        "after Retry-After the login was not judged: {again:?}"
+    );
+    lab.assert_no_unexpected_warnings(&[]);
+    drop(wg);
 }
