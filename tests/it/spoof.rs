@@ -1,4 +1,5 @@
-//! An attacker who can spoof the friend's address (scenarios B5 and D1, and B4's endpoint).
+//! An attacker who can spoof the friend's address (scenarios B5, D1, D2 and E1, and B4's
+//! endpoint).
 //!
 //! The pin is an address, and on the internet an address can be forged by anyone whose network
 //! does not filter what its customers send. The attacker here sits in the "other" namespace on
@@ -8,6 +9,9 @@
 //!
 //! - a real WireGuard client (wireguard-go) with the stolen profile, its datagrams leaving from
 //!   the pinned address, so the edge takes and answers its initiations;
+//! - the friend's own transport data, captured on its way in while she loaded the page, sent
+//!   again from the forged address and another port (scenario E1): none reaches Plex, each is
+//!   counted invalid, and her page loads every time after, so her endpoint did not move;
 //! - floods as fast as one socket can of random datagrams, of transport data naming random
 //!   receiver indices, and of MAC1-valid handshake initiations, each until the friend's page
 //!   has loaded during it (and, during the initiation flood, a fresh interface of hers has
@@ -48,6 +52,32 @@ use grantwire_e2e::harness::wg::profile_peer_key;
 use grantwire_e2e::{http_get, require_env, Lab, WgClient};
 
 const FLOOD_PY: &str = include_str!("../../scripts/bench/flood.py");
+/// Sends again, from `SOURCE` to `HOST:PORT` (IPv6 as `[ADDR]:PORT`), the WireGuard transport
+/// data (type 4) in a tcpdump capture of an Ethernet link; prints how many it sent.
+const REPLAY_PY: &str = r#"import socket, struct, sys
+path, source, target = sys.argv[1:4]
+host, port = target.rsplit(":", 1)
+host = host.strip("[]")
+family = socket.AF_INET6 if ":" in host else socket.AF_INET
+data = open(path, "rb").read()
+assert struct.unpack("<I", data[:4])[0] == 0xA1B2C3D4, "not a little-endian pcap"
+assert struct.unpack("<I", data[20:24])[0] == 1, "not an Ethernet capture"
+payloads, at = [], 24
+while at + 16 <= len(data):
+    length = struct.unpack("<I", data[at + 8:at + 12])[0]
+    frame = data[at + 16:at + 16 + length]
+    at += 16 + length
+    ethertype, ip = frame[12:14], frame[14:]
+    header = (ip[0] & 15) * 4 if ethertype == b"\x08\x00" else 40
+    payload = ip[header + 8:]
+    if payload[:4] == b"\x04\x00\x00\x00":
+        payloads.append(payload)
+s = socket.socket(family, socket.SOCK_DGRAM)
+s.bind((source, 0))
+for p in payloads:
+    s.sendto(p, (host, int(port)))
+print(len(payloads))
+"#;
 /// The test's nftables table in home (it goes with the namespace).
 const TABLE: &str = "gwtest_spoof";
 /// What the edge's resident memory may grow by over the floods: the edge allocates nothing per
@@ -265,6 +295,70 @@ fn forged_pin_attack(
     std::fs::write(&script, FLOOD_PY).expect("write flood.py");
     let script = script.to_str().expect("UTF-8 path").to_owned();
     let endpoint = family.endpoint();
+
+    // Replay (scenario E1): alice's own transport data, captured on its way into home while she
+    // loads the page, sent again from the forged address and another port. Every datagram is
+    // refused by the replay window (none reaches Plex, each is counted as invalid), and none
+    // moves her endpoint: her page keeps loading after, from where she really is.
+    let capture = Capture::start(
+        &lab.home,
+        &lab.home_client_if,
+        Direction::In,
+        &format!("udp and src host {forged} and dst port {EDGE_WG_PORT}"),
+        lab.dir.path(),
+    );
+    for _ in 0..3 {
+        lab.wait_page(&lab.client, url, FIRST_LOAD)
+            .unwrap_or_else(|last| panic!("{name}: alice's page did not load: {last:?}"));
+    }
+    let pcap = capture.file().to_owned();
+    let seen = capture.packets();
+    let replay = lab.dir.path().join("replay.py");
+    std::fs::write(&replay, REPLAY_PY).expect("write replay.py");
+    let metrics_before = lab.edge().metrics(&lab.home);
+    let replayed = other.exec_with(
+        &[
+            "python3",
+            replay.to_str().expect("UTF-8 path"),
+            pcap.to_str().expect("UTF-8 path"),
+            forged,
+            &endpoint,
+        ],
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(replayed.success(), "{name}: the replay failed:\n{replayed}");
+    let count: f64 = replayed.stdout.trim().parse().expect("the replay's count");
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics_after = lab.edge().metrics(&lab.home);
+    let delta = |m: &str| metrics_after.require(m) - metrics_before.require(m);
+    eprintln!(
+        "{name}: replayed {count} of alice's data datagrams ({} captured) from the forged address: \
+         {} reached Plex, {} counted invalid",
+        seen.len(),
+        delta("grantwire_edge_packets_to_tun_total"),
+        delta("grantwire_edge_dropped_invalid_total")
+    );
+    assert!(
+        count >= 5.0,
+        "{name}: too few of alice's datagrams were captured to replay"
+    );
+    assert_eq!(
+        delta("grantwire_edge_packets_to_tun_total"),
+        0.0,
+        "{name}: a replayed datagram reached Plex"
+    );
+    assert!(
+        delta("grantwire_edge_dropped_invalid_total") >= count,
+        "{name}: the edge did not refuse every replayed datagram"
+    );
+    let polls = lab.poll_page(url, Instant::now(), Duration::from_secs(2));
+    assert!(
+        polls.iter().all(|p| p.loaded),
+        "{name}: after the replay alice's page must load every time (the replay must not move \
+         her endpoint): {polls:?}"
+    );
+
     // As fast as one socket can, from the forged address: random datagrams, transport data
     // naming random receiver indices, and MAC1-valid initiations. Each runs until alice's
     // tunnel has loaded the page while it lasts. During the initiation flood alice also starts
