@@ -29,6 +29,7 @@ mod spoof;
 mod stranger;
 mod stream;
 mod throughput;
+mod wan_ports;
 mod watch;
 
 mod alone;
