@@ -16,6 +16,7 @@ mod cutoffs;
 mod e2e;
 mod film;
 mod flood;
+mod forwarded;
 mod ipv6;
 mod lateral;
 mod lossy;
