@@ -23,6 +23,7 @@ mod lossy;
 mod mtu;
 mod nat;
 mod no_answer;
+mod partition;
 mod reorder;
 mod restarts;
 mod selftest;
