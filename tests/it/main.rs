@@ -26,6 +26,7 @@ mod no_answer;
 mod partition;
 mod reorder;
 mod restarts;
+mod secrets;
 mod selftest;
 mod spoof;
 mod stranger;
