@@ -23,6 +23,7 @@ use super::grantwire::{
 use super::netns::{unique_base, veth_pair, Netns};
 use super::plex::{http_get, HttpResult, StandInPlex, PLEX_PORT};
 use super::proc::unexpected_warnings;
+use super::wan::{BadLink, Line};
 use super::wg::WgClient;
 
 pub const HOME_OUTSIDE_IP: &str = "192.0.2.1";
@@ -422,6 +423,62 @@ impl Lab {
                 panic!("{name}'s page did not load through the IPv6 tunnel: {last:?}")
             });
         (wg, profile)
+    }
+
+    /// alice over a bad line: `name` added, granted `home`, signed in and given a profile
+    /// from the client namespace, her WireGuard pointed at a [`BadLink`] relay on 127.0.0.1:
+    /// `relay_port` that does to every datagram what `line` says, and the page loaded through
+    /// it within `first_load`. Returns the interface, the relay and how long that first page
+    /// took.
+    pub fn tunnel_over(
+        &self,
+        edge: &EdgeInfo,
+        name: &str,
+        relay_port: u16,
+        line: Line,
+        first_load: Duration,
+    ) -> (WgClient, BadLink, Duration) {
+        let user = self.add_user(name);
+        self.broker.grant(&self.home, name, "home", None);
+        let phone = self.device(&format!("{name}-phone"));
+        self.login(&phone, &user);
+        let profile = self.profile(&phone, &format!("{name}-home.conf"));
+        let link = BadLink::start(
+            &self.client,
+            self.dir.path(),
+            relay_port,
+            (HOME_OUTSIDE_IP, EDGE_WG_PORT),
+            line,
+        );
+        let wg = WgClient::up(&self.client, &format!("{}c", self.base), &profile);
+        link.route_wireguard(&self.client, wg.ifname());
+        let took = self
+            .wait_page(&self.client, &self.plex_url(edge), first_load)
+            .unwrap_or_else(|last| {
+                panic!("{name}'s page did not load over the line {line:?}: {last:?}")
+            });
+        (wg, link, took)
+    }
+
+    /// Cuts the edge off from its broker: in home, connections to the broker's port on
+    /// 127.0.0.1 (where the edge reaches it) are reset, while the broker keeps serving clients
+    /// and the admin. [`Lab::heal_edge_from_broker`] ends the cut.
+    pub fn cut_edge_from_broker(&self) {
+        let rule = format!(
+            "table inet gwtest_cut {{\n\
+             \x20   chain out {{\n\
+             \x20       type filter hook output priority 0;\n\
+             \x20       ip daddr 127.0.0.1 tcp dport {BROKER_PORT} reject with tcp reset\n\
+             \x20   }}\n\
+             }}\n"
+        );
+        super::nft::load(&self.home, &rule);
+    }
+
+    /// Ends [`Lab::cut_edge_from_broker`].
+    pub fn heal_edge_from_broker(&self) {
+        self.home
+            .exec_ok(&["nft", "delete", "table", "inet", "gwtest_cut"]);
     }
 
     /// The client "moves network": its address on the link to home changes from 192.0.2.2 to

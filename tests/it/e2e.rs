@@ -401,15 +401,7 @@ fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_r
 
     // The cut: in the home namespace, the edge's connections to the broker (127.0.0.1:8443)
     // are refused; the broker itself keeps running for the admin and the client.
-    for rule in [
-        "add table inet gwtest_cut",
-        "add chain inet gwtest_cut out { type filter hook output priority 0 ; }",
-        "add rule inet gwtest_cut out ip daddr 127.0.0.1 tcp dport 8443 reject with tcp reset",
-    ] {
-        let mut argv = vec!["nft"];
-        argv.extend(rule.split(' '));
-        lab.home.exec_ok(&argv);
-    }
+    lab.cut_edge_from_broker();
 
     // Restart the edge while it cannot reach the broker: it comes back with the lease it had,
     // from its cache (0600), and the same profile loads the page again.
@@ -465,8 +457,7 @@ fn an_edge_cut_off_from_its_broker_keeps_its_leases_and_drops_a_revoked_one_on_r
 
     // The broker is reachable again: the edge resyncs (its retry backoff is at most 10 s), the
     // revoked lease stops and stays stopped, and the cache no longer holds it.
-    lab.home
-        .exec_ok(&["nft", "delete", "table", "inet", "gwtest_cut"]);
+    lab.heal_edge_from_broker();
     let back = Instant::now();
     let mut stopped = None;
     while back.elapsed() < Duration::from_secs(25) {

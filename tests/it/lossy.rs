@@ -11,10 +11,9 @@
 
 use std::time::Duration;
 
-use grantwire_e2e::harness::lab::HOME_OUTSIDE_IP;
 use grantwire_e2e::harness::plex::play;
-use grantwire_e2e::harness::wan::{BadLink, Line};
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::harness::wan::Line;
+use grantwire_e2e::{require_env, Lab};
 
 /// Loss makes the first handshake and page slower: allow for retries.
 const FIRST_LOAD: Duration = Duration::from_secs(30);
@@ -31,27 +30,12 @@ fn a_4_mbit_film_plays_through_2_percent_loss_and_an_80_ms_round_trip() {
     }
     let mut lab = Lab::new("ls", false);
     let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login(&phone, &alice);
-    let profile = lab.profile(&phone, "alice-home.conf");
-    let link = BadLink::start(
-        &lab.client,
-        lab.dir.path(),
-        RELAY_PORT,
-        (HOME_OUTSIDE_IP, 51820),
-        Line {
-            delay_ms: 40,
-            loss_percent: 2.0,
-            ..Line::default()
-        },
-    );
-    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
-    link.route_wireguard(&lab.client, wg.ifname());
-    let took = lab
-        .wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
-        .unwrap_or_else(|last| panic!("the page did not load over the bad line: {last:?}"));
+    let line = Line {
+        delay_ms: 40,
+        loss_percent: 2.0,
+        ..Line::default()
+    };
+    let (wg, link, took) = lab.tunnel_over(&edge, "alice", RELAY_PORT, line, FIRST_LOAD);
 
     let bytes = std::env::var("GW_LOSSY_BYTES")
         .ok()

@@ -24,15 +24,7 @@ fn a_lease_issued_while_the_edge_is_cut_off_works_only_once_the_edge_hears_of_it
     let (alice_wg, _) = lab.tunnel_up(&edge, "alice");
 
     // The cut: in home, the edge's connections to the broker (127.0.0.1:8443) are refused.
-    for rule in [
-        "add table inet gwtest_cut",
-        "add chain inet gwtest_cut out { type filter hook output priority 0 ; }",
-        "add rule inet gwtest_cut out ip daddr 127.0.0.1 tcp dport 8443 reject with tcp reset",
-    ] {
-        let mut argv = vec!["nft"];
-        argv.extend(rule.split(' '));
-        lab.home.exec_ok(&argv);
-    }
+    lab.cut_edge_from_broker();
     let cut = grantwire_e2e::wait_for(Duration::from_secs(20), Duration::from_millis(200), || {
         let metrics = lab.edge().metrics(&lab.home);
         (metrics.require("grantwire_edge_broker_connected") == 0.0).then_some(())
@@ -73,8 +65,7 @@ fn a_lease_issued_while_the_edge_is_cut_off_works_only_once_the_edge_hears_of_it
     );
 
     // The cut ends: the edge resyncs, and bob's same profile works.
-    lab.home
-        .exec_ok(&["nft", "delete", "table", "inet", "gwtest_cut"]);
+    lab.heal_edge_from_broker();
     let back = Instant::now();
     lab.wait_page(other, &url, RESYNC + FIRST_LOAD)
         .unwrap_or_else(|last| panic!("bob's lease never worked after the cut ended: {last:?}"));

@@ -9,10 +9,10 @@
 //! than the window and repeated ones are refused is shown in
 //! `crates/edge-core/tests/it/harness.rs::reordered_data_inside_the_window_arrives_once_and_older_data_never`.
 
-use grantwire_e2e::harness::lab::{FIRST_LOAD, HOME_OUTSIDE_IP};
+use grantwire_e2e::harness::lab::FIRST_LOAD;
 use grantwire_e2e::harness::plex::play;
-use grantwire_e2e::harness::wan::{BadLink, Line};
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::harness::wan::Line;
+use grantwire_e2e::{require_env, Lab};
 
 const RELAY_PORT: u16 = 51998;
 const DROPPED_INVALID: &str = "grantwire_edge_dropped_invalid_total";
@@ -28,27 +28,13 @@ fn a_film_plays_through_a_reordering_line_and_the_edge_refuses_none_of_it() {
     }
     let mut lab = Lab::new("ro", false);
     let edge = lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login(&phone, &alice);
-    let profile = lab.profile(&phone, "alice-home.conf");
-    let link = BadLink::start(
-        &lab.client,
-        lab.dir.path(),
-        RELAY_PORT,
-        (HOME_OUTSIDE_IP, 51820),
-        Line {
-            delay_ms: 5,
-            reorder_percent: 10.0,
-            hold_ms: 15,
-            ..Line::default()
-        },
-    );
-    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
-    link.route_wireguard(&lab.client, wg.ifname());
-    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
-        .unwrap_or_else(|last| panic!("the page did not load over the reordering line: {last:?}"));
+    let line = Line {
+        delay_ms: 5,
+        reorder_percent: 10.0,
+        hold_ms: 15,
+        ..Line::default()
+    };
+    let (wg, link, _) = lab.tunnel_over(&edge, "alice", RELAY_PORT, line, FIRST_LOAD);
 
     let before = lab.edge().metrics(&lab.home).require(DROPPED_INVALID);
     let played = play(

@@ -295,15 +295,7 @@ fn a_lease_that_expired_while_the_edge_was_down_is_not_served_from_its_cache() {
     // The edge goes down, and the broker becomes unreachable from it (the broker keeps running
     // for the admin): when the edge comes back, its cache is all it has.
     lab.edge = None;
-    for rule in [
-        "add table inet gwtest_cut",
-        "add chain inet gwtest_cut out { type filter hook output priority 0 ; }",
-        "add rule inet gwtest_cut out ip daddr 127.0.0.1 tcp dport 8443 reject with tcp reset",
-    ] {
-        let mut argv = vec!["nft"];
-        argv.extend(rule.split(' '));
-        lab.home.exec_ok(&argv);
-    }
+    lab.cut_edge_from_broker();
     let cache = lab.dir.path().join("edge-state").join("leases.json");
     let cached = std::fs::read_to_string(&cache).expect("the edge's lease cache");
     assert!(
@@ -338,6 +330,5 @@ fn a_lease_that_expired_while_the_edge_was_down_is_not_served_from_its_cache() {
         logs.contains("enforcing the cached lease set"),
         "the restarted edge must have read its cache (and dropped the expired lease):\n{logs}"
     );
-    lab.home
-        .exec_ok(&["nft", "delete", "table", "inet", "gwtest_cut"]);
+    lab.heal_edge_from_broker();
 }
