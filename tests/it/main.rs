@@ -29,6 +29,7 @@ mod restarts;
 mod secrets;
 mod selftest;
 mod spoof;
+mod storm;
 mod stranger;
 mod stream;
 mod throughput;
