@@ -221,6 +221,10 @@ fn junk_to_the_wireguard_port_draws_no_answer_on_either_family_or_listener() {
         eprintln!("{what}: {} junk datagrams, no answer", arrived.len());
     };
     send_junk("default dual-stack listener");
+    lab.edge
+        .as_mut()
+        .expect("the edge")
+        .assert_running("the junk to be over (it must not have died of it)");
 
     // An edge told to listen on IPv4 only: no socket takes the IPv6 datagrams, so without the
     // guard's rule the kernel would answer each with ICMPv6 port-unreachable.
@@ -249,6 +253,10 @@ fn junk_to_the_wireguard_port_draws_no_answer_on_either_family_or_listener() {
         ruleset.stdout
     );
     send_junk("--listen 0.0.0.0:51820");
+    lab.edge
+        .as_mut()
+        .expect("the edge")
+        .assert_running("the junk to be over (it must not have died of it)");
     lab.assert_no_unexpected_warnings(&[]);
 }
 

@@ -6,6 +6,8 @@
 //! passed through: the password, the TOTP secret and the code, the session token, the
 //! profile's private and preshared keys, the edge's enrolment token and credential. None may
 //! appear. The logs are shown to be TRACE (they hold trace lines), or this would show nothing.
+//! Then the files that hold those secrets, on the client, the edge and the broker, are checked
+//! to be the owner's alone (scenario J2).
 
 use std::path::Path;
 use std::time::Duration;
@@ -53,8 +55,8 @@ fn trace_logs_of_broker_edge_and_client_hold_no_secret() {
     lab.broker.grant(&lab.home, "alice", "home", None);
 
     // The client's commands, run as `grantwire` with GRANTWIRE_LOG=trace.
+    // Not made here: the client makes it, as it would on a friend's laptop.
     let config = lab.dir.path().join("device-alice");
-    std::fs::create_dir_all(&config).expect("the client's config dir");
     let client = |args: &[&str], stdin: Option<&[u8]>| {
         let mut argv = vec![
             "env",
@@ -171,5 +173,50 @@ fn trace_logs_of_broker_edge_and_client_hold_no_secret() {
             assert!(!log.contains(secret.as_str()), "{what} holds {name}");
         }
     }
+
+    // The files that hold those secrets are the owner's alone (scenario J2): the client's
+    // config dir 0700, its session.json and the profile 0600; the edge's state dir 0700 and its
+    // credential 0600; the broker's data dir 0700 and every file in it 0600 but the certificate
+    // and its fingerprint.
+    let mode = |path: &Path| {
+        std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+                .permissions(),
+        ) & 0o777
+    };
+    let edge_state = lab.dir.path().join("edge-state");
+    let mut expected = vec![
+        (config.clone(), 0o700),
+        (config.join("session.json"), 0o600),
+        (profile.clone(), 0o600),
+        (edge_state.clone(), 0o700),
+        (edge_state.join("credential"), 0o600),
+        (data.clone(), 0o700),
+    ];
+    for entry in std::fs::read_dir(&data)
+        .expect("the broker's data dir")
+        .flatten()
+    {
+        // The certificate and its fingerprint are public.
+        let path = entry.path();
+        let public = entry.file_name().to_string_lossy().starts_with("tls-cert");
+        if path.is_file() && !public {
+            expected.push((path, 0o600));
+        }
+    }
+    for (path, want) in &expected {
+        assert_eq!(
+            mode(path),
+            *want,
+            "{} is mode {:o}, not {want:o}",
+            path.display(),
+            mode(path)
+        );
+    }
+    eprintln!(
+        "{} files and directories have their owner-only modes",
+        expected.len()
+    );
     drop(wg);
 }
