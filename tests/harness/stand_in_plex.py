@@ -11,10 +11,13 @@ GET /film?bytes=N&seed=S
                        sent as fast as the client takes them
 GET /film.sha256?bytes=N&seed=S
                        the SHA-256 of that stream, to compare with what crossed the tunnel
+GET /whoami            JSON: the address the request came from and its headers, as Plex would
+                       see them (Plex trusts local addresses and its allowedNetworks)
 """
 
 import hashlib
 import http.server
+import json
 import random
 import sys
 import time
@@ -50,6 +53,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 self.page()
             elif url.path == "/film":
                 self.film(int(query["bytes"]), int(query.get("seed", "0")))
+            elif url.path == "/whoami":
+                seen = {"peer": self.client_address[0], "headers": dict(self.headers.items())}
+                self.reply(json.dumps(seen).encode() + b"\n", "application/json")
             elif url.path == "/film.sha256":
                 digest = hashlib.sha256()
                 for piece in film(int(query["bytes"]), int(query.get("seed", "0"))):

@@ -3,7 +3,8 @@
 //!
 //! alice's client widens its side of the tunnel to everything (`AllowedIPs = 0.0.0.0/0` on the
 //! edge's peer, as a curious or compromised device could) and routes probes into it: TCP to the
-//! edge's tunnel address on Plex's other ports (32469, 8324), SSH, the metrics port, UDP to
+//! edge's tunnel address on Plex's other ports (32469, 8324), SSH, the metrics port, the broker's
+//! port, UDP to
 //! Plex's discovery ports (1900, 5353, 32410 to 32414) and to 32400; TCP and UDP to another
 //! tunnel address, to home's address on a second link (198.51.100.1) and to an address beyond
 //! (203.0.113.77); and Plex's own port from a second address on her interface (10.77.0.99, an
@@ -12,6 +13,11 @@
 //! from her tunnel address to 10.77.0.1:32400) and nothing else; the edge counts the probes as
 //! dropped by its inner filter. The guard accepts everything on the TUN device, so this is the
 //! edge's userspace filter alone, through a real WireGuard client.
+//!
+//! And what Plex sees of her (scenario I2): the stand-in's `/whoami`, asked through the tunnel,
+//! reports her lease's tunnel address as the peer (not 127.0.0.1, which Plex trusts as local,
+//! and not the edge's own address), and exactly the headers curl sent: the edge routes IP and
+//! adds no forwarding header.
 
 use std::time::Duration;
 
@@ -82,7 +88,7 @@ fn a_tunnel_reaches_plex_and_nothing_else_whatever_the_client_sends_into_it() {
 
     let before = lab.edge().metrics(&lab.home).require(INNER_FILTER);
     let plex = edge.tunnel_ip.as_str();
-    let mut tcp: Vec<(&str, u16)> = [32469, 8324, 22, 9586, 80]
+    let mut tcp: Vec<(&str, u16)> = [32469, 8324, 22, 9586, 8443, 80]
         .iter()
         .map(|port| (plex, *port))
         .collect();
@@ -142,6 +148,34 @@ fn a_tunnel_reaches_plex_and_nothing_else_whatever_the_client_sends_into_it() {
         Some(28),
         "Plex answered a request from {FORGED_INNER}, not alice's tunnel address:\n{forged}"
     );
+    // What Plex sees of her: her own tunnel address, and only the headers she sent.
+    let seen = http_get(
+        &lab.client,
+        &format!("http://{plex}:32400/whoami"),
+        Duration::from_secs(3),
+    );
+    assert!(
+        seen.ok(),
+        "/whoami did not answer through the tunnel: {seen:?}"
+    );
+    let seen: serde_json::Value = serde_json::from_str(&seen.body).expect("/whoami's JSON");
+    assert_eq!(
+        seen["peer"], alice_ip,
+        "Plex must see alice's tunnel address, not a local or proxy address: {seen}"
+    );
+    let mut headers: Vec<String> = seen["headers"]
+        .as_object()
+        .expect("the headers Plex saw")
+        .keys()
+        .map(|k| k.to_ascii_lowercase())
+        .collect();
+    headers.sort();
+    assert_eq!(
+        headers,
+        ["accept", "host", "user-agent"],
+        "Plex saw headers curl did not send: {seen}"
+    );
+
     // The plain page still loads: the probes cut nothing, and the counter sees Plex traffic.
     let page = http_get(&lab.client, &url, Duration::from_secs(3));
     assert!(

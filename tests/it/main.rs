@@ -19,6 +19,7 @@ mod flood;
 mod forwarded;
 mod ipv6;
 mod lateral;
+mod local_apis;
 mod lossy;
 mod mtu;
 mod nat;
