@@ -588,6 +588,11 @@ impl ClientCli {
         self.run(ns, &["renew", edge, "--out", path_str(out)], None)
     }
 
+    /// `grantwire revoke LEASE --json`: one of the user's own leases ended at once.
+    pub fn revoke(&self, ns: &Netns, lease: &str) -> Output {
+        self.run(ns, &["revoke", lease, "--json"], None)
+    }
+
     /// `grantwire profile EDGE --out FILE`: a new lease, written as a wg-quick file.
     pub fn profile(&self, ns: &Netns, edge: &str, out: &Path) -> Output {
         self.run(ns, &["profile", edge, "--out", path_str(out)], None)

@@ -28,6 +28,7 @@ mod no_answer;
 mod partition;
 mod reorder;
 mod restarts;
+mod rotation;
 mod secrets;
 mod selftest;
 mod spoof;
