@@ -13,6 +13,7 @@ mod browser_qr;
 mod browser_tunnel;
 mod churn;
 mod clocks;
+mod counters;
 mod cutoffs;
 mod e2e;
 mod film;
