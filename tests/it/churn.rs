@@ -8,8 +8,8 @@
 //!   corrupt her session. (The churned leases carry no traffic themselves; that keys and
 //!   indices are never crossed between peers is shown in edge-core's unit tests.)
 //! - afterwards the edge's and the broker's open file descriptors (but the broker's database
-//!   files: its pool opens readers on demand, up to its size) and threads are what they were
-//!   before, and the edge's resident memory has not grown by more than 4 KiB a lease
+//!   files: its pool opens readers on demand, up to its size) are what they were before, their
+//!   threads within two of it (tokio's blocking pool), and the edge's resident memory has not grown by more than 4 KiB a lease
 //!   (printed each run; `scripts/bench/edge-scale.sh` measures memory per lease and over
 //!   cycles). "Before" is a steady state: after a first film and a first round of churn, and
 //!   12 s idle, so lazily opened things (the broker's pooled database readers) and idle worker
@@ -36,6 +36,8 @@ const RATE_BPS: u64 = 20_000_000;
 /// peer's state, so a peer left behind each time would show. The edge releases freed memory to
 /// the system after big removals; what stays is allocator slack (about 0.3 MiB here).
 const RSS_GROWTH_BOUND_KIB: u64 = 4 * 1024;
+/// Threads above the count before the churn that are not a leak (see the check).
+const THREAD_SLACK: u64 = 2;
 /// Longer than tokio keeps an idle blocking thread (10 s).
 const SETTLE: Duration = Duration::from_secs(12);
 
@@ -185,15 +187,20 @@ fn a_thousand_leases_come_and_go_on_a_running_edge_while_a_film_plays() {
 
     // As before the churn: connections closed, idle threads gone, freed memory released. The
     // counts are read until they match (at most a few seconds more), so a connection still
-    // closing is not taken for a leak; a leak never matches.
+    // closing is not taken for a leak; a leak never matches. Descriptors must come back exactly;
+    // threads to within THREAD_SLACK, because tokio keeps a blocking-pool thread for 10 s after
+    // its last task and the edge's reports (every second) keep some of the broker's in use, so
+    // how many are alive depends on how recently two database reads overlapped. A thread a lease
+    // would be a thousand more.
     std::thread::sleep(SETTLE);
+    let back = |now: &Usage, before: &Usage| {
+        now.fds == before.fds && now.threads <= before.threads + THREAD_SLACK
+    };
     let settled =
         grantwire_e2e::wait_for(Duration::from_secs(10), Duration::from_millis(250), || {
             let (edge_now, broker_now) = (Usage::of(edge_pid), Usage::of(broker_pid));
-            let same = (edge_now.fds, edge_now.threads) == (edge_before.fds, edge_before.threads)
-                && (broker_now.fds, broker_now.threads)
-                    == (broker_before.fds, broker_before.threads);
-            same.then_some((edge_now, broker_now))
+            (back(&edge_now, &edge_before) && back(&broker_now, &broker_before))
+                .then_some((edge_now, broker_now))
         });
     let (edge_after, broker_after) = settled.unwrap_or_else(|| {
         panic!(
