@@ -64,6 +64,7 @@ pub fn edge() -> EdgeCore {
             .map(|(s, at, addr)| lease(*s, at, *addr))
             .collect(),
         generated_at: 0,
+        broker_time_ms: None,
     };
     core.apply_lease_set(&set, now());
     core
