@@ -460,6 +460,31 @@ impl Lab {
         (wg, link, took)
     }
 
+    /// Starts counting, in home, the WireGuard handshake responses (type 2) the edge sends
+    /// toward the client (nftables table `gwtest_responses`); read with
+    /// [`Lab::handshake_responses`].
+    pub fn count_handshake_responses(&self) {
+        let client_if = &self.home_client_if;
+        super::nft::load(
+            &self.home,
+            &format!(
+                "table inet gwtest_responses {{\n\
+                 \x20   counter responses {{}}\n\
+                 \x20   chain post {{\n\
+                 \x20       type filter hook postrouting priority srcnat + 10; policy accept;\n\
+                 \x20       oifname \"{client_if}\" udp sport {EDGE_WG_PORT} @th,64,8 2 \
+                 counter name responses\n\
+                 \x20   }}\n\
+                 }}\n"
+            ),
+        );
+    }
+
+    /// Handshake responses toward the client since [`Lab::count_handshake_responses`].
+    pub fn handshake_responses(&self) -> u64 {
+        super::nft::counter(&self.home, "gwtest_responses", "responses").packets
+    }
+
     /// Cuts the edge off from its broker: in home, connections to the broker's port on
     /// 127.0.0.1 (where the edge reaches it) are reset, while the broker keeps serving clients
     /// and the admin. [`Lab::heal_edge_from_broker`] ends the cut.

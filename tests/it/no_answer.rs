@@ -11,37 +11,12 @@
 
 use std::time::{Duration, Instant};
 
-use grantwire_e2e::harness::grantwire::EDGE_WG_PORT;
-use grantwire_e2e::harness::nft;
 use grantwire_e2e::harness::wg::genkey;
 use grantwire_e2e::{require_env, Lab, WgClient};
 
-const TABLE: &str = "gwtest_noanswer";
 const UNKNOWN_PEER: &str = "grantwire_edge_dropped_unknown_peer_total";
 /// wireguard-go sends an initiation at once and retries every 5 s: two chances and a margin.
 const LISTEN: Duration = Duration::from_secs(12);
-
-/// A counter in home of WireGuard handshake responses (type 2) sent toward the client.
-fn count_responses(lab: &Lab) {
-    let client_if = &lab.home_client_if;
-    nft::load(
-        &lab.home,
-        &format!(
-            "table inet {TABLE} {{\n\
-             \x20   counter responses {{}}\n\
-             \x20   chain post {{\n\
-             \x20       type filter hook postrouting priority srcnat + 10; policy accept;\n\
-             \x20       oifname \"{client_if}\" udp sport {EDGE_WG_PORT} @th,64,8 2 \
-             counter name responses\n\
-             \x20   }}\n\
-             }}\n"
-        ),
-    );
-}
-
-fn responses(lab: &Lab) -> u64 {
-    nft::counter(&lab.home, TABLE, "responses").packets
-}
 
 /// `profile` with its `PrivateKey` replaced by `private`, written beside it.
 fn with_private_key(profile: &std::path::Path, private: &str) -> std::path::PathBuf {
@@ -78,9 +53,9 @@ fn a_key_with_no_lease_gets_no_answer_even_from_a_pinned_address() {
     }
     let mut lab = Lab::new("nak", false);
     let edge = lab.enrol_edge();
-    count_responses(&lab);
+    lab.count_handshake_responses();
     let (wg, profile) = lab.tunnel_up(&edge, "alice");
-    let answered = responses(&lab);
+    let answered = lab.handshake_responses();
     assert!(
         answered >= 1,
         "the counter did not see the edge's answer to alice's own handshake"
@@ -95,7 +70,7 @@ fn a_key_with_no_lease_gets_no_answer_even_from_a_pinned_address() {
     eprintln!(
         "the unknown key sent {sent} bytes; responses to the client {} (alice's own: \
          {answered}); the edge dropped {} for no known peer",
-        responses(&lab),
+        lab.handshake_responses(),
         after - before
     );
     assert!(
@@ -103,7 +78,7 @@ fn a_key_with_no_lease_gets_no_answer_even_from_a_pinned_address() {
         "the unknown key's interface sent nothing: this shows nothing"
     );
     assert_eq!(
-        responses(&lab),
+        lab.handshake_responses(),
         answered,
         "the edge answered a handshake from a key with no lease"
     );
@@ -133,7 +108,7 @@ fn an_expired_lease_gets_no_handshake_answer() {
     const TTL: Duration = Duration::from_secs(12);
     let mut lab = Lab::new("nax", false);
     let edge = lab.enrol_edge();
-    count_responses(&lab);
+    lab.count_handshake_responses();
     let alice = lab.add_user("alice");
     lab.broker.grant(&lab.home, "alice", "home", Some("12s"));
     let device = lab.device("alice");
@@ -150,7 +125,7 @@ fn an_expired_lease_gets_no_handshake_answer() {
     std::thread::sleep(
         (issued_by + TTL + Duration::from_secs(2)).saturating_duration_since(Instant::now()),
     );
-    let answered = responses(&lab);
+    let answered = lab.handshake_responses();
     let fresh = WgClient::up(&lab.client, &format!("{}d", lab.base), &profile);
     std::thread::sleep(LISTEN);
     let sent = fresh.dev.peers().iter().map(|p| p.tx_bytes).sum::<u64>();
@@ -159,7 +134,7 @@ fn an_expired_lease_gets_no_handshake_answer() {
         "the fresh interface sent nothing: this shows nothing"
     );
     assert_eq!(
-        responses(&lab),
+        lab.handshake_responses(),
         answered,
         "the edge answered a handshake for an expired lease"
     );

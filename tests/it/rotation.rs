@@ -9,12 +9,8 @@
 
 use std::time::{Duration, Instant};
 
-use grantwire_e2e::harness::grantwire::EDGE_WG_PORT;
 use grantwire_e2e::harness::lab::FIRST_LOAD;
-use grantwire_e2e::harness::nft;
 use grantwire_e2e::{require_env, Lab, WgClient};
-
-const TABLE: &str = "gwtest_rotation";
 
 #[test]
 fn a_rotated_key_is_refused_at_once_and_the_new_one_works() {
@@ -46,20 +42,7 @@ fn a_rotated_key_is_refused_at_once_and_the_new_one_works() {
         .unwrap_or_else(|last| panic!("key B never loaded the page: {last:?}"));
 
     // A retired: its lease revoked by the device itself.
-    let client_if = &lab.home_client_if;
-    nft::load(
-        &lab.home,
-        &format!(
-            "table inet {TABLE} {{\n\
-             \x20   counter responses {{}}\n\
-             \x20   chain post {{\n\
-             \x20       type filter hook postrouting priority srcnat + 10; policy accept;\n\
-             \x20       oifname \"{client_if}\" udp sport {EDGE_WG_PORT} @th,64,8 2 \
-             counter name responses\n\
-             \x20   }}\n\
-             }}\n"
-        ),
-    );
+    lab.count_handshake_responses();
     let revoked_at = Instant::now();
     laptop
         .revoke(&lab.client, &lease_a)
@@ -80,7 +63,7 @@ fn a_rotated_key_is_refused_at_once_and_the_new_one_works() {
         "key A's interface sent nothing: this shows nothing"
     );
     assert_eq!(
-        nft::counter(&lab.home, TABLE, "responses").packets,
+        lab.handshake_responses(),
         0,
         "the edge answered a handshake with the retired key A"
     );
