@@ -545,16 +545,21 @@ impl Browser {
     }
 
     fn shutdown(&mut self) {
+        // Known before the session ends: once Chromium's main process exits, a child it
+        // leaves is reparented and may name no profile path, so a fresh look would miss it.
+        let known = self.chromium_pids();
         if let Some(client) = self.client.take() {
             let _ = self.rt.block_on(async {
                 tokio::time::timeout(Duration::from_secs(10), client.close()).await
             });
         }
         let gone = crate::wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
-            self.chromium_pids().is_empty().then_some(())
+            (self.chromium_pids().is_empty() && still_running(&known).is_empty()).then_some(())
         });
         if gone.is_none() {
-            kill_pids(&self.chromium_pids());
+            let mut left = self.chromium_pids();
+            left.extend(still_running(&known));
+            kill_pids(&left);
         }
     }
 
@@ -731,6 +736,21 @@ fn stat_field(pid: u32, n: usize) -> Option<u32> {
         .nth(n)?
         .parse()
         .ok()
+}
+
+/// Those of `pids` that are still live processes.
+fn still_running(pids: &[u32]) -> Vec<u32> {
+    pids.iter().copied().filter(|&p| pid_alive(p)).collect()
+}
+
+/// Waits up to `limit` for every one of `pids` to exit and returns those still running then.
+/// A process that is leaving (its memory already released, not yet a zombie) is caught by
+/// this wait; one that was left behind is still running at the end.
+pub fn running_after(pids: &[u32], limit: Duration) -> Vec<u32> {
+    crate::wait_for(limit, Duration::from_millis(50), || {
+        still_running(pids).is_empty().then_some(())
+    });
+    still_running(pids)
 }
 
 /// Whether `pid` is a live process (a zombie counts as gone).

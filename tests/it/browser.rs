@@ -4,10 +4,10 @@
 //! no chromedriver or Chromium process left behind.
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::browser::{
-    encode_qr_png, pgid_of, pid_alive, png_to_luma, spki_pin_of_pem,
+    encode_qr_png, pgid_of, png_to_luma, running_after, spki_pin_of_pem,
 };
 use grantwire_e2e::{require_browser, Browser, BrowserOpts, Chromedriver, LoopbackBroker};
 use serde_json::Value;
@@ -119,18 +119,15 @@ fn browser_pins_the_broker_reads_pages_and_qr_codes_and_cleans_up() {
     drop(unpinned);
     drop(pinned);
     drop(driver);
-    let left: Vec<u32> = pids
-        .iter()
-        .copied()
-        .chain([driver_pid])
-        .filter(|&p| pid_alive(p))
-        .collect();
+    let processes = pids.len();
+    pids.push(driver_pid);
+    let left = running_after(&pids, Duration::from_secs(3));
     assert!(left.is_empty(), "processes left behind: {left:?}");
     eprintln!(
         "browser self-test: user add {user_ms} ms, first Chromium session in {} ms ({} \
          processes), whole test {} ms; screenshots in {}",
         startup.as_millis(),
-        pids.len(),
+        processes,
         t0.elapsed().as_millis(),
         shots[0]
             .parent()

@@ -17,7 +17,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use grantwire_e2e::harness::browser::pid_alive;
+use grantwire_e2e::harness::browser::running_after;
 use grantwire_e2e::{
     bins, conf_keys, host_exec, require_browser, totp, unix_now, Browser, BrowserOpts,
     Chromedriver, KeyPair, LoopbackBroker, UserInfo,
@@ -773,6 +773,6 @@ fn end_without_leftovers(driver: Chromedriver, browsers: Vec<Browser>) {
         b.close();
     }
     drop(driver);
-    let left: Vec<u32> = pids.into_iter().filter(|&p| pid_alive(p)).collect();
+    let left = running_after(&pids, Duration::from_secs(3));
     assert!(left.is_empty(), "processes left behind: {left:?}");
 }
