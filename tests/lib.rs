@@ -46,7 +46,7 @@ pub use harness::grantwire::{
     user_ids, Broker, ClientCli, Edge, EdgeInfo, EdgeStart, UserInfo, EDGE_ROOT_WARNING,
     EXIT_REFUSED,
 };
-pub use harness::lab::{Lab, PagePoll};
+pub use harness::lab::{Family, Lab, PagePoll};
 pub use harness::loopback::LoopbackBroker;
 pub use harness::metrics::Metrics;
 pub use harness::netns::{unique_base, veth_pair, Netns};

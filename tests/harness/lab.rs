@@ -44,6 +44,34 @@ pub const POLL_EVERY: Duration = Duration::from_millis(100);
 pub const NATTED_IP: &str = "203.0.113.2";
 pub const NATTED_IP2: &str = "203.0.113.18";
 
+/// The family of the outer transport (the addresses WireGuard's datagrams travel between).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    /// Both, for tests that run once per family.
+    pub const BOTH: [Family; 2] = [Family::V4, Family::V6];
+
+    /// Home's address on the client's link in this family, where the edge listens.
+    pub fn edge_host(self) -> &'static str {
+        match self {
+            Family::V4 => HOME_OUTSIDE_IP,
+            Family::V6 => HOME_OUTSIDE_IP6,
+        }
+    }
+
+    /// The edge's endpoint of this family as a profile writes it.
+    pub fn edge_endpoint(self) -> String {
+        match self {
+            Family::V4 => format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}"),
+            Family::V6 => format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}"),
+        }
+    }
+}
+
 /// How the NAT router of [`Lab::behind_nat`] maps its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nat {
@@ -268,6 +296,33 @@ impl Lab {
         }
     }
 
+    /// The router of a [`Lab::behind_nat`] lab filters IPv6 as home routers do (RFC 6092): it
+    /// forwards what its clients send, and from outside only what belongs to a flow they
+    /// started (conntrack `established`). Its UDP flows are forgotten after the NAT's idle
+    /// time ([`Nat::Hard`]), as its IPv4 mappings are. Call after [`Lab::add_ipv6`].
+    pub fn firewall_ipv6(&self) {
+        let (Some(nat), Some(outside)) = (&self.nat, &self.nat_outside_if) else {
+            panic!("firewall_ipv6 needs a router: use Lab::behind_nat");
+        };
+        let ruleset = format!(
+            "table inet gwfw {{\n\
+             \x20   counter dropped {{ }}\n\
+             \x20   chain forward {{\n\
+             \x20       type filter hook forward priority filter; policy accept;\n\
+             \x20       meta nfproto ipv6 iifname \"{outside}\" ct state established,related accept\n\
+             \x20       meta nfproto ipv6 iifname \"{outside}\" counter name \"dropped\" drop\n\
+             \x20   }}\n\
+             }}\n"
+        );
+        super::nft::load(nat, &ruleset);
+    }
+
+    /// How many IPv6 packets from outside the router of [`Lab::firewall_ipv6`] has dropped.
+    pub fn firewall_ipv6_drops(&self) -> u64 {
+        let nat = self.nat.as_ref().expect("a router");
+        super::nft::counter(nat, "gwfw", "dropped").packets
+    }
+
     /// The broker's URL at home's IPv6 address on the client's link.
     pub fn broker_url6(&self) -> String {
         format!("https://[{HOME_OUTSIDE_IP6}]:{BROKER_PORT}")
@@ -292,6 +347,18 @@ impl Lab {
     pub fn enrol_edge_with(&mut self, args: EdgeArgs<'_>) -> EdgeInfo {
         let endpoint = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
         self.enrol_edge_at(&[&endpoint], EdgeStart::Root, args)
+    }
+
+    /// An edge whose endpoint a client of `family` is given: [`Lab::enrol_edge`] for IPv4;
+    /// for IPv6, [`Lab::add_ipv6`] and [`Lab::enrol_edge_dual_stack`].
+    pub fn enrol_edge_for(&mut self, family: Family) -> EdgeInfo {
+        match family {
+            Family::V4 => self.enrol_edge(),
+            Family::V6 => {
+                self.add_ipv6();
+                self.enrol_edge_dual_stack()
+            }
+        }
     }
 
     /// [`Lab::enrol_edge`] with an IPv4 and an IPv6 endpoint (call [`Lab::add_ipv6`] first):
@@ -388,66 +455,68 @@ impl Lab {
     /// written (`NAME-home.conf`) and brought up in wireguard-go, and the page loaded through
     /// it. Returns the tunnel and the profile.
     pub fn tunnel_up(&self, edge: &EdgeInfo, name: &str) -> (WgClient, PathBuf) {
-        let user = self.add_user(name);
-        self.broker.grant(&self.home, name, "home", None);
-        let device = self.device(&format!("{name}-phone"));
-        self.login(&device, &user);
-        let profile = self.profile(&device, &format!("{name}-home.conf"));
-        let wg = WgClient::up(&self.client, &format!("{}c", self.base), &profile);
-        let url = self.plex_url(edge);
-        self.wait_page(&self.client, &url, FIRST_LOAD)
-            .unwrap_or_else(|last| {
-                panic!("{name}'s page did not load through the tunnel: {last:?}")
-            });
-        (wg, profile)
+        self.tunnel(edge, name, Family::V4)
     }
 
     /// [`Lab::tunnel_up`] over IPv6 (call [`Lab::add_ipv6`] and enrol a dual-stack edge
     /// first): `name` signs in at the broker's IPv6 address, so the lease is pinned to the
     /// client's /64 and its profile names the edge's IPv6 endpoint (asserted).
     pub fn tunnel_up6(&self, edge: &EdgeInfo, name: &str) -> (WgClient, PathBuf) {
-        let user = self.add_user(name);
-        self.broker.grant(&self.home, name, "home", None);
-        let device = self.device(&format!("{name}-phone"));
-        self.login_at(&device, &user, &self.broker_url6());
-        let profile = self.profile(&device, &format!("{name}-home.conf"));
-        let text = std::fs::read_to_string(&profile).expect("the profile");
-        let endpoint = format!("Endpoint = [{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}\n");
-        assert!(
-            text.contains(&endpoint),
-            "{name}'s lease must be for the edge's IPv6 endpoint:\n{text}"
-        );
+        self.tunnel(edge, name, Family::V6)
+    }
+
+    /// [`Lab::tunnel_up`] or [`Lab::tunnel_up6`], as `family` says.
+    pub fn tunnel(&self, edge: &EdgeInfo, name: &str, family: Family) -> (WgClient, PathBuf) {
+        let profile = self.granted_profile(name, family);
         let wg = WgClient::up(&self.client, &format!("{}c", self.base), &profile);
         self.wait_page(&self.client, &self.plex_url(edge), FIRST_LOAD)
             .unwrap_or_else(|last| {
-                panic!("{name}'s page did not load through the IPv6 tunnel: {last:?}")
+                panic!("{name}'s page did not load through the tunnel ({family:?}): {last:?}")
             });
         (wg, profile)
     }
 
+    /// `name` added, granted `home`, signed in from the client namespace at the broker's
+    /// address of `family` and given a profile (`NAME-home.conf`), whose endpoint is asserted
+    /// to be the edge's of that family.
+    fn granted_profile(&self, name: &str, family: Family) -> PathBuf {
+        let user = self.add_user(name);
+        self.broker.grant(&self.home, name, "home", None);
+        let device = self.device(&format!("{name}-phone"));
+        let url = match family {
+            Family::V4 => self.broker_url(),
+            Family::V6 => self.broker_url6(),
+        };
+        self.login_at(&device, &user, &url);
+        let profile = self.profile(&device, &format!("{name}-home.conf"));
+        let text = std::fs::read_to_string(&profile).expect("the profile");
+        let endpoint = format!("Endpoint = {}\n", family.edge_endpoint());
+        assert!(
+            text.contains(&endpoint),
+            "{name}'s lease must be for the edge's {family:?} endpoint:\n{text}"
+        );
+        profile
+    }
+
     /// alice over a bad line: `name` added, granted `home`, signed in and given a profile
-    /// from the client namespace, her WireGuard pointed at a [`BadLink`] relay on 127.0.0.1:
-    /// `relay_port` that does to every datagram what `line` says, and the page loaded through
-    /// it within `first_load`. Returns the interface, the relay and how long that first page
-    /// took.
+    /// from the client namespace over `family`, her WireGuard pointed at a [`BadLink`] relay
+    /// on 127.0.0.1:`relay_port` that sends to the edge's endpoint of that family and does to
+    /// every datagram what `line` says, and the page loaded through it within `first_load`.
+    /// Returns the interface, the relay and how long that first page took.
     pub fn tunnel_over(
         &self,
         edge: &EdgeInfo,
         name: &str,
-        relay_port: u16,
+        (relay_port, family): (u16, Family),
         line: Line,
         first_load: Duration,
     ) -> (WgClient, BadLink, Duration) {
-        let user = self.add_user(name);
-        self.broker.grant(&self.home, name, "home", None);
-        let phone = self.device(&format!("{name}-phone"));
-        self.login(&phone, &user);
-        let profile = self.profile(&phone, &format!("{name}-home.conf"));
+        let profile = self.granted_profile(name, family);
         let link = BadLink::start(
             &self.client,
             self.dir.path(),
             relay_port,
-            (HOME_OUTSIDE_IP, EDGE_WG_PORT),
+            (family.edge_host(), EDGE_WG_PORT),
             line,
         );
         let wg = WgClient::up(&self.client, &format!("{}c", self.base), &profile);
@@ -455,7 +524,7 @@ impl Lab {
         let took = self
             .wait_page(&self.client, &self.plex_url(edge), first_load)
             .unwrap_or_else(|last| {
-                panic!("{name}'s page did not load over the line {line:?}: {last:?}")
+                panic!("{name}'s page did not load over the line {line:?} ({family:?}): {last:?}")
             });
         (wg, link, took)
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use grantwire_e2e::harness::plex::play;
 use grantwire_e2e::harness::wan::Line;
-use grantwire_e2e::{require_env, Lab};
+use grantwire_e2e::{require_env, Family, Lab};
 
 /// Loss makes the first handshake and page slower: allow for retries.
 const FIRST_LOAD: Duration = Duration::from_secs(30);
@@ -24,18 +24,27 @@ const RELAY_PORT: u16 = 51999;
 
 #[test]
 fn a_4_mbit_film_plays_through_2_percent_loss_and_an_80_ms_round_trip() {
+    lossy(Family::V4);
+}
+
+#[test]
+fn a_4_mbit_film_plays_through_2_percent_loss_and_an_80_ms_round_trip_over_ipv6() {
+    lossy(Family::V6);
+}
+
+fn lossy(family: Family) {
     let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
     let mut lab = Lab::new("ls", false);
-    let edge = lab.enrol_edge();
+    let edge = lab.enrol_edge_for(family);
     let line = Line {
         delay_ms: 40,
         loss_percent: 2.0,
         ..Line::default()
     };
-    let (wg, link, took) = lab.tunnel_over(&edge, "alice", RELAY_PORT, line, FIRST_LOAD);
+    let (wg, link, took) = lab.tunnel_over(&edge, "alice", (RELAY_PORT, family), line, FIRST_LOAD);
 
     let bytes = std::env::var("GW_LOSSY_BYTES")
         .ok()
@@ -55,7 +64,7 @@ fn a_4_mbit_film_plays_through_2_percent_loss_and_an_80_ms_round_trip() {
     );
     let counts = link.stop();
     eprintln!(
-        "first page after {took:?}; {bytes} bytes at {rate} bit/s in {:.1} s ({:.2} Mbit/s); longest wait {:.2} s, {} waits over 1 s; relay {counts}",
+        "{family:?}: first page after {took:?}; {bytes} bytes at {rate} bit/s in {:.1} s ({:.2} Mbit/s); longest wait {:.2} s, {} waits over 1 s; relay {counts}",
         played.seconds,
         bytes as f64 * 8.0 / played.seconds / 1e6,
         played.longest_wait,

@@ -18,8 +18,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::capture::{Capture, Direction};
-use grantwire_e2e::harness::lab::{Nat, CLIENT_IP, FIRST_LOAD, HOME_OUTSIDE_IP};
-use grantwire_e2e::{http_get, require_env, Lab, WgClient};
+use grantwire_e2e::harness::grantwire::EdgeInfo;
+use grantwire_e2e::harness::lab::{Nat, CLIENT_IP, FIRST_LOAD, ROUTED_CLIENT_IP6};
+use grantwire_e2e::{http_get, require_env, Family, Lab, WgClient};
 
 const POLL_TIMEOUT: Duration = Duration::from_millis(300);
 const EDGE_WG_PORT: u16 = 51820;
@@ -99,8 +100,48 @@ fn a_hard_nat_moving_the_clients_port_does_not_interrupt_the_tunnel() {
     let idle_secs = 2;
     let mut lab = Lab::behind_nat("rb", Nat::Hard { idle_secs });
     let edge = lab.enrol_edge();
-    let url = lab.plex_url(&edge);
     let (wg, _) = lab.tunnel_up(&edge, "alice");
+    // Idle past the NAT's memory (the profile's keepalive, 25 s, does not come this soon):
+    // the next packet gets a fresh mapping on a random port.
+    let new_port = || std::thread::sleep(Duration::from_secs(u64::from(idle_secs) * 2));
+    a_new_source_port_keeps_the_lease(&lab, &edge, Family::V4, new_port);
+    drop(wg);
+}
+
+/// IPv6 has no NAT here (the router routes a delegated /64, as home routers do), so the port
+/// changes at the client: wireguard-go rebinds to another port, as a phone's WireGuard does
+/// when its app restarts. The router's stateful filter forgets flows after 2 s, so inbound
+/// datagrams get through only on the flow the client's new port opened.
+#[test]
+fn a_client_changing_its_source_port_over_ipv6_keeps_its_tunnel_and_lease() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::behind_nat("r6", Nat::Hard { idle_secs: 2 });
+    lab.add_ipv6();
+    lab.firewall_ipv6();
+    let edge = lab.enrol_edge_dual_stack();
+    let (wg, _) = lab.tunnel_up6(&edge, "alice");
+    let ifname = wg.ifname().to_owned();
+    let new_port = || {
+        lab.client
+            .exec_ok(&["wg", "set", &ifname, "listen-port", "40123"]);
+    };
+    a_new_source_port_keeps_the_lease(&lab, &edge, Family::V6, new_port);
+    drop(wg);
+}
+
+/// Scenario B6: the page loads, `new_port` makes the client's datagrams leave from another
+/// source port, and the page loads again with no renew: a capture at home sees at least two
+/// source ports from the client's address, and the lease (id, pin, expiry) is unchanged.
+fn a_new_source_port_keeps_the_lease(
+    lab: &Lab,
+    edge: &EdgeInfo,
+    family: Family,
+    new_port: impl FnOnce(),
+) {
+    let url = lab.plex_url(edge);
     let terms = |leases: Vec<serde_json::Value>| -> Vec<(String, String, i64)> {
         leases
             .iter()
@@ -124,23 +165,25 @@ fn a_hard_nat_moving_the_clients_port_does_not_interrupt_the_tunnel() {
         &format!("udp dst port {EDGE_WG_PORT}"),
         lab.dir.path(),
     );
-    // The tunnel is up; once more on the port the NAT gave it, for the capture.
+    // The tunnel is up; once more on the port it has, for the capture.
     lab.wait_page(&lab.client, &url, FIRST_LOAD)
-        .unwrap_or_else(|last| panic!("the page did not load behind the hard NAT: {last:?}"));
-    // Idle past the NAT's memory (the profile's keepalive, 25 s, does not come this soon):
-    // the next packet gets a fresh mapping on a random port.
-    std::thread::sleep(Duration::from_secs(u64::from(idle_secs) * 2));
+        .unwrap_or_else(|last| panic!("the page did not load ({family:?}): {last:?}"));
+    new_port();
     let took = lab
         .wait_page(&lab.client, &url, FIRST_LOAD)
         .unwrap_or_else(|last| {
-            panic!("after the NAT forgot the client's mapping the page did not load: {last:?}")
+            panic!("after the client's source port changed the page did not load ({family:?}): {last:?}")
         });
     let packets = arriving.packets();
-    let ports = source_ports(&packets);
+    let client = match family {
+        Family::V4 => CLIENT_IP,
+        Family::V6 => ROUTED_CLIENT_IP6,
+    };
+    let ports = source_ports(&packets, client, family);
     assert!(
         ports.len() >= 2,
-        "the NAT should have moved the client to a new port after {idle_secs} s idle; the edge \
-         saw WireGuard from {CLIENT_IP} on ports {ports:?}:\n{}",
+        "the client's datagrams should have come from a new port; the edge saw WireGuard from \
+         {client} on ports {ports:?}:\n{}",
         packets.join("\n")
     );
     assert_eq!(
@@ -148,44 +191,86 @@ fn a_hard_nat_moving_the_clients_port_does_not_interrupt_the_tunnel() {
         lease_before,
         "the tunnel must carry on under the same lease, with no renew"
     );
-    eprintln!("after the NAT moved the client across ports {ports:?}, the page loaded in {took:?}");
+    eprintln!(
+        "{family:?}: after the client moved across ports {ports:?}, the page loaded in {took:?}"
+    );
     lab.assert_no_unexpected_warnings(&[]);
-    drop(wg);
 }
 
 #[test]
 fn keepalives_hold_the_nat_open_so_plex_can_answer_after_40_s_of_silence() {
+    keepalives_hold(Family::V4);
+}
+
+/// Over IPv6 the router does not translate but filters: from outside it forwards only what
+/// belongs to a flow its client started, and forgets an idle UDP flow after 30 s (RFC 6092's
+/// home router, with a short timeout). The keepalive keeps the flow, as it keeps an IPv4
+/// mapping.
+#[test]
+fn keepalives_hold_the_firewall_open_so_plex_can_answer_after_40_s_of_silence_over_ipv6() {
+    keepalives_hold(Family::V6);
+}
+
+/// Scenario G1: behind a router that forgets UDP flows after 30 s, Plex answers a long poll
+/// 40 s after the request, with only WireGuard keepalives crossing meanwhile.
+fn keepalives_hold(family: Family) {
     let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
     let (idle_secs, silence_secs) = (30, 40);
     let mut lab = Lab::behind_nat("ka", Nat::Hard { idle_secs });
-    let edge = lab.enrol_edge();
-    let (wg, profile) = lab.tunnel_up(&edge, "alice");
+    if family == Family::V6 {
+        lab.add_ipv6();
+        lab.firewall_ipv6();
+    }
+    let edge = match family {
+        Family::V4 => lab.enrol_edge(),
+        Family::V6 => lab.enrol_edge_dual_stack(),
+    };
+    let (wg, profile) = lab.tunnel(&edge, "alice", family);
     let text = std::fs::read_to_string(&profile).expect("profile");
+    let keepalive = "PersistentKeepalive = 25\n";
     assert!(
-        text.contains("PersistentKeepalive = 25\n"),
+        text.contains(keepalive),
         "the profile should keep NAT mappings open:\n{text}"
     );
+    if std::env::var_os("GW_NAT_NO_KEEPALIVE").is_some() {
+        // The negative control, by hand: without the keepalive the answer must be lost.
+        lab.client.exec_ok(&[
+            "wg",
+            "set",
+            wg.ifname(),
+            "peer",
+            &grantwire_e2e::harness::wg::profile_peer_key(&profile),
+            "persistent-keepalive",
+            "off",
+        ]);
+    }
 
     let url = format!("{}wait?secs={silence_secs}", lab.plex_url(&edge));
     let asked = Instant::now();
     let got = http_get(&lab.client, &url, Duration::from_secs(silence_secs + 15));
     assert!(
         got.has(lab.plex.marker()),
-        "Plex's answer after {silence_secs} s of silence, longer than the NAT's {idle_secs} s \
-         memory, did not reach the client: {got:?}"
+        "Plex's answer after {silence_secs} s of silence, longer than the router's {idle_secs} \
+         s memory, did not reach the client ({family:?}): {got:?}"
     );
-    eprintln!("the long poll's answer arrived after {:?}", asked.elapsed());
+    eprintln!(
+        "{family:?}: the long poll's answer arrived after {:?}",
+        asked.elapsed()
+    );
     lab.assert_no_unexpected_warnings(&[]);
     drop(wg);
 }
 
-/// Source ports of `192.0.2.2.PORT > 192.0.2.1.51820` lines of `tcpdump -r -n`.
-fn source_ports(lines: &[String]) -> BTreeSet<u16> {
-    let to = format!(" > {HOME_OUTSIDE_IP}.{EDGE_WG_PORT}:");
-    let from = format!("IP {CLIENT_IP}.");
+/// Source ports of `CLIENT.PORT > HOME.51820` lines of `tcpdump -r -n` (`IP` or `IP6`).
+fn source_ports(lines: &[String], client: &str, family: Family) -> BTreeSet<u16> {
+    let to = format!(" > {}.{EDGE_WG_PORT}:", family.edge_host());
+    let from = match family {
+        Family::V4 => format!("IP {client}."),
+        Family::V6 => format!("IP6 {client}."),
+    };
     lines
         .iter()
         .filter(|l| l.contains(&to))

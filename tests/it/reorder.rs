@@ -12,7 +12,7 @@
 use grantwire_e2e::harness::lab::FIRST_LOAD;
 use grantwire_e2e::harness::plex::play;
 use grantwire_e2e::harness::wan::Line;
-use grantwire_e2e::{require_env, Lab};
+use grantwire_e2e::{require_env, Family, Lab};
 
 const RELAY_PORT: u16 = 51998;
 const DROPPED_INVALID: &str = "grantwire_edge_dropped_invalid_total";
@@ -22,19 +22,28 @@ const RATE_BPS: u64 = 8_000_000;
 
 #[test]
 fn a_film_plays_through_a_reordering_line_and_the_edge_refuses_none_of_it() {
+    reordering(Family::V4);
+}
+
+#[test]
+fn a_film_plays_through_a_reordering_line_and_the_edge_refuses_none_of_it_over_ipv6() {
+    reordering(Family::V6);
+}
+
+fn reordering(family: Family) {
     let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
     let mut lab = Lab::new("ro", false);
-    let edge = lab.enrol_edge();
+    let edge = lab.enrol_edge_for(family);
     let line = Line {
         delay_ms: 5,
         reorder_percent: 10.0,
         hold_ms: 15,
         ..Line::default()
     };
-    let (wg, link, _) = lab.tunnel_over(&edge, "alice", RELAY_PORT, line, FIRST_LOAD);
+    let (wg, link, _) = lab.tunnel_over(&edge, "alice", (RELAY_PORT, family), line, FIRST_LOAD);
 
     let before = lab.edge().metrics(&lab.home).require(DROPPED_INVALID);
     let played = play(
@@ -47,7 +56,9 @@ fn a_film_plays_through_a_reordering_line_and_the_edge_refuses_none_of_it() {
     );
     let after = lab.edge().metrics(&lab.home).require(DROPPED_INVALID);
     let counts = link.stop();
-    eprintln!("film {played:?}; relay {counts}; edge dropped_invalid {before} -> {after}");
+    eprintln!(
+        "{family:?}: film {played:?}; relay {counts}; edge dropped_invalid {before} -> {after}"
+    );
     assert_eq!(
         played.bytes, FILM_BYTES,
         "the film arrived short: {played:?}"
