@@ -315,6 +315,22 @@ impl Lab {
              }}\n"
         );
         super::nft::load(nat, &ruleset);
+        // It filters: a datagram home starts toward the client is dropped, not forwarded.
+        let probe = format!(
+            "import socket\n\
+             s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+             s.sendto(b'unsolicited', ('{ROUTED_CLIENT_IP6}', 9))\n"
+        );
+        self.home.exec_ok(&["python3", "-c", &probe]);
+        let dropped = crate::wait_for(Duration::from_secs(5), Duration::from_millis(50), || {
+            (self.firewall_ipv6_drops() == 1).then_some(())
+        });
+        assert!(
+            dropped.is_some(),
+            "the router's IPv6 filter should drop a datagram from outside that no client asked \
+             for; it counted {}",
+            self.firewall_ipv6_drops()
+        );
     }
 
     /// How many IPv6 packets from outside the router of [`Lab::firewall_ipv6`] has dropped.

@@ -12,7 +12,16 @@
 //! - Behind a NAT that forgets a UDP mapping after 30 s of silence, Plex answers a long poll
 //!   40 s after the request, with nothing but WireGuard keepalives crossing meanwhile: the
 //!   profile's `PersistentKeepalive = 25` keeps the mapping, so the answer reaches the client
-//!   (scenario G1). Without the keepalive line the answer is lost (checked by hand).
+//!   (scenario G1). Without the keepalive the answer is lost: `GW_NAT_NO_KEEPALIVE=1 cargo
+//!   test -p grantwire-e2e --test it nat::keepalives` turns it off and both tests fail.
+//!
+//! Over IPv6 the router does what home routers with a delegated prefix do: it routes the
+//! client's /64 untranslated and filters (`Lab::firewall_ipv6`: from outside only what belongs
+//! to a flow the client started, UDP flows forgotten as fast as the IPv4 mappings). The
+//! keepalive test runs over it too, and B6's port change is made by the client (wireguard-go
+//! rebinding to another port) since nothing translates. Two clients sharing one IPv6 address
+//! (B9) do not occur without NAT; two devices in one /64 share a pin, which `ipv6.rs` covers
+//! with a second address in the /64.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -256,6 +265,14 @@ fn keepalives_hold(family: Family) {
         "Plex's answer after {silence_secs} s of silence, longer than the router's {idle_secs} \
          s memory, did not reach the client ({family:?}): {got:?}"
     );
+    if family == Family::V6 {
+        assert_eq!(
+            lab.firewall_ipv6_drops(),
+            1,
+            "only the router's own probe may have been dropped: the tunnel's datagrams from \
+             outside all belonged to the client's flow"
+        );
+    }
     eprintln!(
         "{family:?}: the long poll's answer arrived after {:?}",
         asked.elapsed()
