@@ -19,9 +19,7 @@
 //! client's /64 untranslated and filters (`Lab::firewall_ipv6`: from outside only what belongs
 //! to a flow the client started, UDP flows forgotten as fast as the IPv4 mappings). The
 //! keepalive test runs over it too, and B6's port change is made by the client (wireguard-go
-//! rebinding to another port) since nothing translates. Two clients sharing one IPv6 address
-//! (B9) do not occur without NAT; two devices in one /64 share a pin, which `ipv6.rs` covers
-//! with a second address in the /64.
+//! rebinding to another port) since nothing translates.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
