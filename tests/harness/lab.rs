@@ -495,7 +495,7 @@ impl Lab {
     /// `name` added, granted `home`, signed in from the client namespace at the broker's
     /// address of `family` and given a profile (`NAME-home.conf`), whose endpoint is asserted
     /// to be the edge's of that family.
-    fn granted_profile(&self, name: &str, family: Family) -> PathBuf {
+    pub fn granted_profile(&self, name: &str, family: Family) -> PathBuf {
         let user = self.add_user(name);
         self.broker.grant(&self.home, name, "home", None);
         let device = self.device(&format!("{name}-phone"));
