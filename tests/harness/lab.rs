@@ -21,7 +21,7 @@ use super::grantwire::{
     EDGE_ROOT_WARNING, EDGE_WG_PORT,
 };
 use super::netns::{unique_base, veth_pair, Netns};
-use super::plex::{http_get, HttpResult, StandInPlex, PLEX_PORT};
+use super::plex::{assert_safe_host, http_get, HttpResult, StandInPlex, PLEX_PORT};
 use super::proc::unexpected_warnings;
 use super::wan::{BadLink, Line};
 use super::wg::WgClient;
@@ -36,6 +36,8 @@ pub const OTHER_IP6: &str = "2001:db8:2::2";
 /// The first client's IPv6 address behind the router of [`Lab::behind_nat`] (routed, not
 /// translated; see [`Lab::add_ipv6`]).
 pub const ROUTED_CLIENT_IP6: &str = "2001:db8:3::2";
+/// The second client of a [`Lab::behind_nat`] lab with IPv6, in the first one's /64.
+pub const ROUTED_CLIENT2_IP6: &str = "2001:db8:3::3";
 /// curl's budget when polling for a change; a healthy tunnel in a netns answers in milliseconds.
 pub const POLL_TIMEOUT: Duration = Duration::from_millis(300);
 pub const POLL_EVERY: Duration = Duration::from_millis(100);
@@ -153,6 +155,8 @@ pub struct Lab {
     pub nat_client_if: Option<String>,
     /// The NAT router's end of its link to home (192.0.2.2/24).
     pub nat_outside_if: Option<String>,
+    /// The router's and the second client's ends of their link ([`Lab::behind_nat`]).
+    pub client2_link: Option<(String, String)>,
     pub dir: tempfile::TempDir,
 }
 
@@ -183,7 +187,7 @@ impl Lab {
             .expect("lab dir");
         let home = Netns::new(&format!("{base}-home"));
         let client = Netns::new(&format!("{base}-client"));
-        let (mut nat_inside, mut nat_outside_if) = (None, None);
+        let (mut nat_inside, mut nat_outside_if, mut second_link) = (None, None, None);
         let (home_client_if, client_if, nat, client2) = match nat_kind {
             None => {
                 let (home_if, client_if) = veth_pair(
@@ -205,12 +209,13 @@ impl Lab {
                 );
                 let (nat_client_if, client_if) =
                     veth_pair(&nat, "203.0.113.1/28", &client, &format!("{NATTED_IP}/28"));
-                let (_, _) = veth_pair(
+                let (nat_client2, client2_if) = veth_pair(
                     &nat,
                     "203.0.113.17/28",
                     &client2,
                     &format!("{NATTED_IP2}/28"),
                 );
+                second_link = Some((nat_client2, client2_if));
                 client.route_via("default", "203.0.113.1");
                 client2.route_via("default", "203.0.113.17");
                 kind.set_up(&nat, &nat_outside);
@@ -246,6 +251,7 @@ impl Lab {
             other_if,
             nat_client_if: nat_inside,
             nat_outside_if,
+            client2_link: second_link,
             dir,
         }
     }
@@ -257,7 +263,8 @@ impl Lab {
     /// routers with a delegated prefix do: the router is 2001:db8:1::2 on home's link and
     /// 2001:db8:3::1 on the first client's, the client is [`ROUTED_CLIENT_IP6`] (2001:db8:3::2,
     /// default route via the router), and home routes 2001:db8:3::/64 to the router. The second
-    /// client stays IPv4-only.
+    /// client is [`ROUTED_CLIENT2_IP6`] (2001:db8:3::3), in the same /64, so both are pinned
+    /// to one prefix as two devices of a household are.
     pub fn add_ipv6(&self) {
         let add = |ns: &Netns, ip: &str, dev: &str| {
             super::plex::assert_safe_host(ip);
@@ -284,6 +291,38 @@ impl Lab {
                     "via",
                     CLIENT_IP6,
                 ]);
+                if let (Some(client2), Some((nat_if, client2_if))) =
+                    (&self.client2, &self.client2_link)
+                {
+                    // The second client's address is in the first one's /64, as two devices
+                    // of one household are; a host route stands in for their shared link.
+                    add(nat, "2001:db8:4::1", nat_if);
+                    add(client2, "2001:db8:4::2", client2_if);
+                    assert_safe_host(ROUTED_CLIENT2_IP6);
+                    let host = format!("{ROUTED_CLIENT2_IP6}/128");
+                    client2
+                        .exec_ok(&["ip", "-6", "addr", "add", &host, "dev", client2_if, "nodad"]);
+                    client2.exec_ok(&[
+                        "ip",
+                        "-6",
+                        "route",
+                        "replace",
+                        "default",
+                        "via",
+                        "2001:db8:4::1",
+                        "src",
+                        ROUTED_CLIENT2_IP6,
+                    ]);
+                    nat.exec_ok(&[
+                        "ip",
+                        "-6",
+                        "route",
+                        "replace",
+                        &host,
+                        "via",
+                        "2001:db8:4::2",
+                    ]);
+                }
             }
             _ => add(&self.client, CLIENT_IP6, &self.client_if),
         }
@@ -342,6 +381,15 @@ impl Lab {
     /// The broker's URL at home's IPv6 address on the client's link.
     pub fn broker_url6(&self) -> String {
         format!("https://[{HOME_OUTSIDE_IP6}]:{BROKER_PORT}")
+    }
+
+    /// [`Lab::broker_url`] or [`Lab::broker_url6`]: a client signing in there is pinned in
+    /// `family` and given the edge's endpoint of that family.
+    pub fn broker_url_for(&self, family: Family) -> String {
+        match family {
+            Family::V4 => self.broker_url(),
+            Family::V6 => self.broker_url6(),
+        }
     }
 
     pub fn broker_url(&self) -> String {
@@ -499,11 +547,7 @@ impl Lab {
         let user = self.add_user(name);
         self.broker.grant(&self.home, name, "home", None);
         let device = self.device(&format!("{name}-phone"));
-        let url = match family {
-            Family::V4 => self.broker_url(),
-            Family::V6 => self.broker_url6(),
-        };
-        self.login_at(&device, &user, &url);
+        self.login_at(&device, &user, &self.broker_url_for(family));
         let profile = self.profile(&device, &format!("{name}-home.conf"));
         let text = std::fs::read_to_string(&profile).expect("the profile");
         let endpoint = format!("Endpoint = {}\n", family.edge_endpoint());

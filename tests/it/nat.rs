@@ -19,7 +19,9 @@
 //! client's /64 untranslated and filters (`Lab::firewall_ipv6`: from outside only what belongs
 //! to a flow the client started, UDP flows forgotten as fast as the IPv4 mappings). The
 //! keepalive test runs over it too, and B6's port change is made by the client (wireguard-go
-//! rebinding to another port) since nothing translates.
+//! rebinding to another port) since nothing translates. B9's twin is two devices of one
+//! household: their own addresses in one /64 (the second routed to it by a host route), both
+//! leases pinned to that /64.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -34,20 +36,40 @@ const EDGE_WG_PORT: u16 = 51820;
 
 #[test]
 fn two_clients_behind_one_address_hold_their_own_leases_and_a_revoke_ends_only_one() {
+    two_clients_one_pin(Family::V4);
+}
+
+/// Over IPv6 nothing is shared but the pin: two devices of one household have their own
+/// addresses in one /64, and each lease is pinned to that /64.
+#[test]
+fn two_clients_in_one_64_hold_their_own_leases_and_a_revoke_ends_only_one() {
+    two_clients_one_pin(Family::V6);
+}
+
+/// Scenario B9: two clients whose leases have the same pin, each with its own key, both load
+/// the page; revoking one's grant stops that one within a second and never costs the other.
+fn two_clients_one_pin(family: Family) {
     let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
     let mut lab = Lab::behind_nat("cg", Nat::Home);
-    let edge = lab.enrol_edge();
+    let (edge, pin) = match family {
+        Family::V4 => (lab.enrol_edge(), format!("{CLIENT_IP}/32")),
+        Family::V6 => {
+            lab.add_ipv6();
+            (lab.enrol_edge_dual_stack(), "2001:db8:3::/64".to_owned())
+        }
+    };
     let url = lab.plex_url(&edge);
     let client2 = lab.client2.as_ref().expect("a NAT lab has a second client");
     let (alice, bob) = (lab.add_user("alice"), lab.add_user("bob"));
     lab.broker.grant(&lab.home, "alice", "home", None);
     lab.broker.grant(&lab.home, "bob", "home", None);
     let (phone, laptop) = (lab.device("alice-phone"), lab.device("bob-laptop"));
-    lab.login(&phone, &alice);
-    lab.login_from(client2, &laptop, &bob, &lab.broker_url());
+    let broker = lab.broker_url_for(family);
+    lab.login_at(&phone, &alice, &broker);
+    lab.login_from(client2, &laptop, &bob, &broker);
     let alice_profile = lab.profile(&phone, "alice-home.conf");
     let bob_profile = lab.profile_from(client2, &laptop, "bob-home.conf");
 
@@ -55,9 +77,17 @@ fn two_clients_behind_one_address_hold_their_own_leases_and_a_revoke_ends_only_o
     let pins: Vec<&str> = leases.iter().filter_map(|l| l["pin"].as_str()).collect();
     assert_eq!(
         pins,
-        [format!("{CLIENT_IP}/32"), format!("{CLIENT_IP}/32")],
-        "both leases must be pinned to the NAT's public address: {leases:?}"
+        [&pin, &pin],
+        "both leases must be pinned to {pin} ({family:?}): {leases:?}"
     );
+    let endpoint = format!("Endpoint = {}\n", family.edge_endpoint());
+    for profile in [&alice_profile, &bob_profile] {
+        let text = std::fs::read_to_string(profile).expect("the profile");
+        assert!(
+            text.contains(&endpoint),
+            "not a {family:?} profile:\n{text}"
+        );
+    }
 
     let alice_wg = WgClient::up(&lab.client, &format!("{}a", lab.base), &alice_profile);
     let bob_wg = WgClient::up(client2, &format!("{}b", lab.base), &bob_profile);
@@ -91,7 +121,8 @@ fn two_clients_behind_one_address_hold_their_own_leases_and_a_revoke_ends_only_o
         "bob's revoked lease still loaded the page at {bob_late:?} after the revoke"
     );
     eprintln!(
-        "{} polls over 4 s after bob's revoke: alice loaded every one, bob none after 1 s",
+        "{family:?}: {} polls over 4 s after bob's revoke: alice loaded every one, bob none \
+         after 1 s",
         polls.len()
     );
     lab.assert_no_unexpected_warnings(&[]);

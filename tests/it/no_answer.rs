@@ -8,11 +8,14 @@
 //!   the edge counts them as for no known peer.
 //! - An expired lease (C1): the same profile, brought up on a fresh interface after its lease
 //!   ended, draws no handshake response and the edge holds no lease.
+//!
+//! Both run over each outer family: the counter matches WireGuard responses over IPv4 and
+//! IPv6, and over IPv6 the pin is the client's /64.
 
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::wg::genkey;
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::{require_env, Family, Lab, WgClient};
 
 const UNKNOWN_PEER: &str = "grantwire_edge_dropped_unknown_peer_total";
 /// wireguard-go sends an initiation at once and retries every 5 s: two chances and a margin.
@@ -47,14 +50,23 @@ fn with_private_key(profile: &std::path::Path, private: &str) -> std::path::Path
 
 #[test]
 fn a_key_with_no_lease_gets_no_answer_even_from_a_pinned_address() {
+    a_key_with_no_lease(Family::V4);
+}
+
+#[test]
+fn a_key_with_no_lease_gets_no_answer_even_from_a_pinned_address_over_ipv6() {
+    a_key_with_no_lease(Family::V6);
+}
+
+fn a_key_with_no_lease(family: Family) {
     let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
     let mut lab = Lab::new("nak", false);
-    let edge = lab.enrol_edge();
+    let edge = lab.enrol_edge_for(family);
     lab.count_handshake_responses();
-    let (wg, profile) = lab.tunnel_up(&edge, "alice");
+    let (wg, profile) = lab.tunnel(&edge, "alice", family);
     let answered = lab.handshake_responses();
     assert!(
         answered >= 1,
@@ -68,7 +80,7 @@ fn a_key_with_no_lease_gets_no_answer_even_from_a_pinned_address() {
     let sent = unknown.dev.peers().iter().map(|p| p.tx_bytes).sum::<u64>();
     let after = lab.edge().metrics(&lab.home).require(UNKNOWN_PEER);
     eprintln!(
-        "the unknown key sent {sent} bytes; responses to the client {} (alice's own: \
+        "{family:?}: the unknown key sent {sent} bytes; responses to the client {} (alice's own: \
          {answered}); the edge dropped {} for no known peer",
         lab.handshake_responses(),
         after - before
@@ -101,21 +113,35 @@ fn a_key_with_no_lease_gets_no_answer_even_from_a_pinned_address() {
 
 #[test]
 fn an_expired_lease_gets_no_handshake_answer() {
+    an_expired_lease(Family::V4);
+}
+
+#[test]
+fn an_expired_lease_gets_no_handshake_answer_over_ipv6() {
+    an_expired_lease(Family::V6);
+}
+
+fn an_expired_lease(family: Family) {
     let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
     const TTL: Duration = Duration::from_secs(12);
     let mut lab = Lab::new("nax", false);
-    let edge = lab.enrol_edge();
+    let edge = lab.enrol_edge_for(family);
     lab.count_handshake_responses();
     let alice = lab.add_user("alice");
     lab.broker.grant(&lab.home, "alice", "home", Some("12s"));
     let device = lab.device("alice");
-    lab.login(&device, &alice);
+    lab.login_at(&device, &alice, &lab.broker_url_for(family));
     let profile = lab.profile(&device, "alice-home.conf");
     let issued_by = Instant::now();
     let url = lab.plex_url(&edge);
+    let endpoint = format!("Endpoint = {}\n", family.edge_endpoint());
+    assert!(
+        std::fs::read_to_string(&profile).is_ok_and(|t| t.contains(&endpoint)),
+        "the profile is not for the edge's {family:?} endpoint"
+    );
     let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
     lab.wait_page(&lab.client, &url, TTL - Duration::from_secs(4))
         .unwrap_or_else(|last| panic!("the page did not load before the lease expired: {last:?}"));
