@@ -65,6 +65,19 @@ impl Family {
         }
     }
 
+    /// Panics unless the profile at `path` names the edge's endpoint of this family.
+    #[track_caller]
+    pub fn assert_profile(self, path: &std::path::Path) {
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("reading the profile {}: {e}", path.display()));
+        let endpoint = format!("Endpoint = {}\n", self.edge_endpoint());
+        assert!(
+            text.contains(&endpoint),
+            "{} must be a profile for the edge's {self:?} endpoint:\n{text}",
+            path.display()
+        );
+    }
+
     /// The edge's endpoint of this family as a profile writes it.
     pub fn edge_endpoint(self) -> String {
         match self {
@@ -549,12 +562,7 @@ impl Lab {
         let device = self.device(&format!("{name}-phone"));
         self.login_at(&device, &user, &self.broker_url_for(family));
         let profile = self.profile(&device, &format!("{name}-home.conf"));
-        let text = std::fs::read_to_string(&profile).expect("the profile");
-        let endpoint = format!("Endpoint = {}\n", family.edge_endpoint());
-        assert!(
-            text.contains(&endpoint),
-            "{name}'s lease must be for the edge's {family:?} endpoint:\n{text}"
-        );
+        family.assert_profile(&profile);
         profile
     }
 

@@ -80,14 +80,8 @@ fn two_clients_one_pin(family: Family) {
         [&pin, &pin],
         "both leases must be pinned to {pin} ({family:?}): {leases:?}"
     );
-    let endpoint = format!("Endpoint = {}\n", family.edge_endpoint());
-    for profile in [&alice_profile, &bob_profile] {
-        let text = std::fs::read_to_string(profile).expect("the profile");
-        assert!(
-            text.contains(&endpoint),
-            "not a {family:?} profile:\n{text}"
-        );
-    }
+    family.assert_profile(&alice_profile);
+    family.assert_profile(&bob_profile);
 
     let alice_wg = WgClient::up(&lab.client, &format!("{}a", lab.base), &alice_profile);
     let bob_wg = WgClient::up(client2, &format!("{}b", lab.base), &bob_profile);

@@ -137,11 +137,7 @@ fn an_expired_lease(family: Family) {
     let profile = lab.profile(&device, "alice-home.conf");
     let issued_by = Instant::now();
     let url = lab.plex_url(&edge);
-    let endpoint = format!("Endpoint = {}\n", family.edge_endpoint());
-    assert!(
-        std::fs::read_to_string(&profile).is_ok_and(|t| t.contains(&endpoint)),
-        "the profile is not for the edge's {family:?} endpoint"
-    );
+    family.assert_profile(&profile);
     let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
     lab.wait_page(&lab.client, &url, TTL - Duration::from_secs(4))
         .unwrap_or_else(|last| panic!("the page did not load before the lease expired: {last:?}"));

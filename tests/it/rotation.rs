@@ -10,22 +10,32 @@
 use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::lab::FIRST_LOAD;
-use grantwire_e2e::{require_env, Lab, WgClient};
+use grantwire_e2e::{require_env, Family, Lab, WgClient};
 
 #[test]
 fn a_rotated_key_is_refused_at_once_and_the_new_one_works() {
+    rotation(Family::V4);
+}
+
+#[test]
+fn a_rotated_key_is_refused_at_once_and_the_new_one_works_over_ipv6() {
+    rotation(Family::V6);
+}
+
+fn rotation(family: Family) {
     let _alone = crate::one_module_at_a_time(module_path!());
     if !require_env() {
         return;
     }
     let mut lab = Lab::new("rot", false);
-    let edge = lab.enrol_edge();
+    let edge = lab.enrol_edge_for(family);
     let url = lab.plex_url(&edge);
     let alice = lab.add_user("alice");
     lab.broker.grant(&lab.home, "alice", "home", None);
     let laptop = lab.device("alice-laptop");
-    lab.login(&laptop, &alice);
+    lab.login_at(&laptop, &alice, &lab.broker_url_for(family));
     let profile_a = lab.profile(&laptop, "alice-home-a.conf");
+    family.assert_profile(&profile_a);
     let lease_a = lab.broker.leases(&lab.home)[0]["id"]
         .as_str()
         .expect("lease A's id")
