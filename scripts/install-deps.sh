@@ -6,7 +6,8 @@
 # end-to-end test that starts the edge as its systemd unit does), tcpdump for the packet
 # captures the silence and NAT scenarios assert on, faketime (libfaketime) to step the edge's
 # wall clock, iperf3 for the end-to-end throughput scenario (tests/it/throughput.rs, and
-# scripts/bench/edge.sh), chromium and chromium-driver
+# scripts/bench/edge.sh), nmap for the port scans of the silent-host scenario
+# (tests/it/silent_host.rs), chromium and chromium-driver
 # for the web pages' browser tests (tests/harness/browser.rs drives /usr/bin/chromedriver), with
 # fonts-liberation, only a Recommends of chromium, so the screenshots kept as test artifacts
 # show legible text.
@@ -14,7 +15,7 @@
 # packages a caller needs.
 set -euo pipefail
 
-packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux tcpdump faketime iperf3 chromium chromium-driver fonts-liberation "$@")
+packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux tcpdump faketime iperf3 nmap chromium chromium-driver fonts-liberation "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

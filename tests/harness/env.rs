@@ -23,6 +23,8 @@ const TOOLS: &[&str] = &[
     "faketime",
     // TCP and UDP through the tunnel, both ways and in parallel (tests/it/throughput.rs).
     "iperf3",
+    // The silent host's port scans (tests/it/silent_host.rs).
+    "nmap",
 ];
 
 /// Returns true when the end-to-end tests can run: root, the tools, `/dev/net/tun`, and a
@@ -38,7 +40,7 @@ pub fn require_env() -> bool {
     }
     let reason = format!(
         "the end-to-end tests need: {} (run as root on Linux with wireguard-go, wireguard-tools, \
-         nftables, iproute2, curl, python3, tcpdump, faketime and iperf3 installed; scripts/install-deps.sh does it)",
+         nftables, iproute2, curl, python3, tcpdump, faketime, iperf3 and nmap installed; scripts/install-deps.sh does it)",
         missing.join(", ")
     );
     if must_run() {

@@ -441,9 +441,14 @@ impl Lab {
     /// [`Lab::enrol_edge`] with an IPv4 and an IPv6 endpoint (call [`Lab::add_ipv6`] first):
     /// a profile gets the one of its pin's family.
     pub fn enrol_edge_dual_stack(&mut self) -> EdgeInfo {
+        self.enrol_edge_dual_stack_with(EdgeArgs::default())
+    }
+
+    /// [`Lab::enrol_edge_dual_stack`], with `args` around the edge's command line.
+    pub fn enrol_edge_dual_stack_with(&mut self, args: EdgeArgs<'_>) -> EdgeInfo {
         let v4 = format!("{HOME_OUTSIDE_IP}:{EDGE_WG_PORT}");
         let v6 = format!("[{HOME_OUTSIDE_IP6}]:{EDGE_WG_PORT}");
-        self.enrol_edge_at(&[&v4, &v6], EdgeStart::Root, EdgeArgs::default())
+        self.enrol_edge_at(&[&v4, &v6], EdgeStart::Root, args)
     }
 
     fn enrol_edge_at(

@@ -32,6 +32,7 @@ mod restarts;
 mod rotation;
 mod secrets;
 mod selftest;
+mod silent_host;
 mod spoof;
 mod storm;
 mod stranger;

@@ -9,6 +9,7 @@ use ipnet::{IpNet, Ipv4Net};
 use reqwest::Url;
 
 use crate::doctor::DEFAULT_PREFS_PATH;
+use crate::guard::HostPort;
 
 /// The port and state directory defaults are DESIGN.md's; the TUN name is short because Linux
 /// interface names are limited to 15 bytes and scripts type it.
@@ -119,6 +120,23 @@ pub struct RunArgs {
     )]
     pub allow_lan: Vec<IpNet>,
 
+    /// Keep the whole host silent to strangers, not only Plex's ports: on every interface but
+    /// loopback and the tunnel, drop what no connection of the host's own asked for, except
+    /// the WireGuard port, `--allow-lan` ranges and `--host-allow` ports. Off by default: it
+    /// also closes the host's other services (SSH, a broker on this host) unless listed.
+    #[arg(long, env = "GRANTWIRE_EDGE_SILENT_HOST")]
+    pub silent_host: bool,
+
+    /// With --silent-host, a port strangers may still reach, as tcp/PORT or udp/PORT (tcp/22
+    /// for SSH, tcp/8443 for a broker on this host); repeatable.
+    #[arg(
+        long = "host-allow",
+        env = "GRANTWIRE_EDGE_HOST_ALLOW",
+        value_delimiter = ',',
+        requires = "silent_host"
+    )]
+    pub host_allow: Vec<HostPort>,
+
     /// Serve Prometheus metrics at http://ADDR/metrics, or `off`. Keep it on loopback (or a
     /// management network): the counters say who is being refused and how often.
     #[arg(long, env = "GRANTWIRE_EDGE_METRICS_LISTEN", default_value = DEFAULT_METRICS_LISTEN)]
@@ -172,6 +190,43 @@ mod tests {
             MetricsListen(Some("127.0.0.1:9851".parse().unwrap()))
         );
         assert!(args.user.is_none());
+        assert!(!args.silent_host && args.host_allow.is_empty());
+    }
+
+    fn run_args(extra: &[&str]) -> Result<RunArgs, clap::Error> {
+        let mut argv = vec![
+            "grantwire-edge",
+            "run",
+            "--broker",
+            "https://broker.test:8443",
+        ];
+        argv.extend(extra);
+        let cli = Cli::try_parse_from(argv)?;
+        let Command::Run(args) = cli.command else {
+            panic!("not run");
+        };
+        Ok(args)
+    }
+
+    #[test]
+    fn a_silent_host_takes_the_ports_it_still_serves() {
+        let args = run_args(&["--silent-host", "--host-allow", "tcp/22,udp/546"]).unwrap();
+        assert!(args.silent_host);
+        let allowed: Vec<String> = args.host_allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allowed, ["tcp/22", "udp/546"]);
+    }
+
+    #[test]
+    fn host_allow_is_refused_without_silent_host_or_with_a_bad_port() {
+        let without = run_args(&["--host-allow", "tcp/22"]).unwrap_err();
+        assert!(without.to_string().contains("--silent-host"), "{without}");
+        for bad in ["22", "icmp/8", "tcp/0", "tcp/65536", "tcp/ssh", "tcp/"] {
+            let err = run_args(&["--silent-host", "--host-allow", bad]).unwrap_err();
+            assert!(
+                err.to_string().contains("tcp/PORT") || err.to_string().contains("port"),
+                "{bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -24,10 +24,21 @@
 //! most 65,536 entries, forgotten after 10 s idle; a full set stops limiting new sources, which
 //! then meet the edge's own checks.)
 
+//!
+//! With `--silent-host` ([`HostPolicy::Silent`]) the guard keeps the whole host quiet to
+//! strangers, not only Plex's ports: on every interface but loopback and the tunnel it drops
+//! whatever no connection of the host's own asked for, except the WireGuard port, the allowed
+//! LAN ranges, the listed ports, and the ICMPv6 messages IPv6 cannot work without (neighbour
+//! and router discovery, multicast listener queries). A port scan then draws nothing: no TCP
+//! reset, no ICMP port-unreachable, no echo reply. Off by default, because it also closes the
+//! host's other services (SSH, a broker on this host) unless they are listed.
+
 mod worker;
 
+use std::fmt;
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::str::FromStr;
 
 use ipnet::IpNet;
 
@@ -106,11 +117,67 @@ pub const INITIATIONS_PER_PORT: u32 = 5;
 /// Handshake initiations a second from one source address, over all its ports.
 pub const INITIATIONS_PER_ADDRESS: u32 = 500;
 
+/// Whether the guard closes only Plex's ports or silences the whole host.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HostPolicy {
+    /// Only Plex's ports are closed; the host's other services answer as they always did.
+    #[default]
+    Open,
+    /// Everything unsolicited is dropped but the WireGuard port and these ports.
+    Silent(Vec<HostPort>),
+}
+
+/// A port strangers may still reach on a silent host: `tcp/22`, `udp/546`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostPort {
+    pub proto: Proto,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let expected = || format!("expected tcp/PORT or udp/PORT (tcp/22, say), got {s:?}");
+        let (proto, port) = s.split_once('/').ok_or_else(expected)?;
+        let proto = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => Proto::Tcp,
+            "udp" => Proto::Udp,
+            _ => return Err(expected()),
+        };
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{port:?} in {s:?} is not a port number (1-65535)"))?;
+        if port == 0 {
+            return Err(format!("port 0 in {s:?} is not a port strangers can reach"));
+        }
+        Ok(HostPort { proto, port })
+    }
+}
+
+impl fmt::Display for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let proto = match self.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        };
+        write!(f, "{proto}/{}", self.port)
+    }
+}
+
 /// What the guard lets through besides the tunnel and loopback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuardSpec {
     pub tun_name: String,
     pub allow_lan: Vec<IpNet>,
+    /// Plex's ports only, or the whole host (`--silent-host`).
+    pub host: HostPolicy,
     /// The edge's WireGuard port.
     pub wg_port: u16,
     /// What the WireGuard socket takes; datagrams to the port it does not take are dropped
@@ -247,6 +314,7 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
          {allow}\
          \x20       tcp dport {{ {tcp} }} drop\n\
          \x20       udp dport {{ {udp} }} drop\n\
+         {host}\
          \x20   }}\n\
          }}\n",
         tun = quote(&spec.tun_name),
@@ -257,7 +325,38 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
         init_rules = initiation_rules(spec.wg_port),
         tcp = nft_set(PLEX_TCP_PORTS),
         udp = nft_set(PLEX_UDP_PORTS),
+        host = host_rules(&spec.host, spec.wg_port),
     )
+}
+
+/// The end of the input chain on a silent host (nothing on an open one): answers to the
+/// host's own connections and the ICMPv6 that IPv6 needs pass, then the WireGuard port (whose
+/// excess the rules above already dropped) and the listed ports; everything else is dropped.
+fn host_rules(host: &HostPolicy, wg_port: u16) -> String {
+    let HostPolicy::Silent(allowed) = host else {
+        return String::new();
+    };
+    let mut rules = String::from(
+        "        ct state established,related accept\n        \
+         icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, \
+         mld-listener-query } accept\n",
+    );
+    rules.push_str(&format!("        udp dport {wg_port} accept\n"));
+    for (proto, name) in [(Proto::Tcp, "tcp"), (Proto::Udp, "udp")] {
+        let ports: Vec<String> = allowed
+            .iter()
+            .filter(|p| p.proto == proto)
+            .map(|p| p.port.to_string())
+            .collect();
+        if !ports.is_empty() {
+            rules.push_str(&format!(
+                "        {name} dport {{ {} }} accept\n",
+                ports.join(", ")
+            ));
+        }
+    }
+    rules.push_str("        drop\n");
+    rules
 }
 
 /// The per-source state of the initiation limits: by address and port, and by address.
@@ -379,6 +478,7 @@ mod tests {
         let text = render_ruleset(&GuardSpec {
             tun_name: "gw0".into(),
             allow_lan: vec![],
+            host: HostPolicy::Open,
             wg_port: 51820,
             wg_served: Served::DualStack,
         });
@@ -415,6 +515,7 @@ mod tests {
         let text = render_ruleset(&GuardSpec {
             tun_name: "gw0".into(),
             allow_lan: vec![],
+            host: HostPolicy::Open,
             wg_port: 51820,
             wg_served: Served::V4(std::net::Ipv4Addr::UNSPECIFIED),
         });
@@ -434,6 +535,7 @@ mod tests {
                 "fd00::/64".parse().unwrap(),
                 "10.1.0.0/16".parse().unwrap(),
             ],
+            host: HostPolicy::Open,
             wg_port: 51820,
             wg_served: Served::DualStack,
         });
@@ -473,6 +575,71 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_host_drops_what_is_left_after_its_allowed_ports() {
+        let text = render_ruleset(&GuardSpec {
+            tun_name: "gw0".into(),
+            allow_lan: vec![],
+            host: HostPolicy::Silent(vec![
+                "tcp/22".parse().unwrap(),
+                "udp/546".parse().unwrap(),
+                "tcp/8443".parse().unwrap(),
+            ]),
+            wg_port: 51820,
+            wg_served: Served::DualStack,
+        });
+        let tail = text
+            .split_once("        udp dport { 1900, 5353, 32410-32414 } drop\n")
+            .expect("Plex's UDP ports are still dropped first")
+            .1;
+        assert_eq!(
+            tail,
+            "        ct state established,related accept\n\
+             \x20       icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query } accept\n\
+             \x20       udp dport 51820 accept\n\
+             \x20       tcp dport { 22, 8443 } accept\n\
+             \x20       udp dport { 546 } accept\n\
+             \x20       drop\n\
+             \x20   }\n\
+             }\n"
+        );
+        // With nothing listed, only the WireGuard port stays reachable.
+        let bare = render_ruleset(&GuardSpec {
+            host: HostPolicy::Silent(vec![]),
+            ..GuardSpec {
+                tun_name: "gw0".into(),
+                allow_lan: vec![],
+                host: HostPolicy::Open,
+                wg_port: 51820,
+                wg_served: Served::DualStack,
+            }
+        });
+        assert!(
+            bare.contains("udp dport 51820 accept\n        drop\n"),
+            "{bare}"
+        );
+        assert!(!bare.contains("tcp dport { 22"), "{bare}");
+    }
+
+    #[test]
+    fn host_ports_parse_only_as_tcp_or_udp_slash_a_real_port() {
+        let ok: HostPort = "TCP/22".parse().unwrap();
+        assert_eq!(
+            (ok.proto, ok.port, ok.to_string().as_str()),
+            (Proto::Tcp, 22, "tcp/22")
+        );
+        for (bad, says) in [
+            ("22", "expected tcp/PORT"),
+            ("sctp/22", "expected tcp/PORT"),
+            ("tcp/0", "port 0"),
+            ("udp/65536", "not a port number"),
+            ("tcp/ssh", "not a port number"),
+        ] {
+            let err = bad.parse::<HostPort>().unwrap_err();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn port_ranges_cover_exactly_their_ports() {
         let gdm = PLEX_UDP_PORTS[2];
         assert!(gdm.contains(32410) && gdm.contains(32414));
@@ -487,6 +654,7 @@ mod tests {
         let spec = GuardSpec {
             tun_name: "gw0".into(),
             allow_lan: vec![],
+            host: HostPolicy::Open,
             wg_port: 51820,
             wg_served: Served::DualStack,
         };

@@ -35,7 +35,7 @@ use tracing::{error, info, warn};
 
 use crate::broker::BrokerError;
 use crate::cli::{Cli, Command, RunArgs};
-use crate::guard::{Guard, GuardSpec, GuardThread, NftGuard};
+use crate::guard::{Guard, GuardSpec, GuardThread, HostPolicy, NftGuard};
 use crate::metrics::Snapshot;
 use crate::privileges::{Account, Plan};
 use crate::state::{Credential, StateDir};
@@ -113,6 +113,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
 async fn run(args: RunArgs, plan: Plan) -> Result<()> {
     // A mistyped switch is refused before anything is set up.
     let offload = dataplane::Offload::from_env().map_err(UsageError)?;
+    if !args.silent_host && !args.host_allow.is_empty() {
+        // clap's `requires` sees GRANTWIRE_EDGE_SILENT_HOST=false as given: ports listed for a
+        // host that is not silent would be ignored without a word.
+        bail!(UsageError(
+            "--host-allow lists the ports a silent host still serves: it needs --silent-host \
+             (GRANTWIRE_EDGE_SILENT_HOST=true)"
+                .into()
+        ));
+    }
     let state = StateDir::open(&args.state_dir).context("opening the state directory")?;
     let key = state.private_key().context("loading the edge key")?;
     let client = http_client(args.broker_fingerprint);
@@ -128,6 +137,11 @@ async fn run(args: RunArgs, plan: Plan) -> Result<()> {
     let spec = GuardSpec {
         tun_name: args.tun_name.clone(),
         allow_lan: args.allow_lan.clone(),
+        host: if args.silent_host {
+            HostPolicy::Silent(args.host_allow.clone())
+        } else {
+            HostPolicy::Open
+        },
         wg_port: args.listen.port(),
         wg_served: served,
     };
@@ -135,6 +149,14 @@ async fn run(args: RunArgs, plan: Plan) -> Result<()> {
         .install(&spec)
         .context("installing the nftables guard for Plex's ports")?;
     info!(tun = %spec.tun_name, allow_lan = ?spec.allow_lan, "guard installed (nftables table inet grantwire)");
+    if let HostPolicy::Silent(allowed) = &spec.host {
+        let allowed: Vec<String> = allowed.iter().map(ToString::to_string).collect();
+        info!(
+            wireguard = %format!("udp/{}", spec.wg_port),
+            also_open = %allowed.join(","),
+            "silent host: everything else unsolicited from outside is dropped"
+        );
+    }
     let (tun, metrics) = open_io(&args, &config, offload, &udp).await?;
     let guard = leave_root(&plan, &state).await?;
     let setup = Setup {

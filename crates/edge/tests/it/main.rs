@@ -2,3 +2,4 @@
 //! module), so a new test file adds no link of the dependency tree.
 
 mod doctor;
+mod run_flags;
