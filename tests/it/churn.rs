@@ -9,7 +9,9 @@
 //!   indices are never crossed between peers is shown in edge-core's unit tests.)
 //! - afterwards the edge's and the broker's open file descriptors (but the broker's database
 //!   files: its pool opens readers on demand, up to its size) are what they were before, their
-//!   threads within two of it (tokio's blocking pool), and the edge's resident memory has not grown by more than 4 KiB a lease
+//!   threads within two of it (tokio's blocking pool), the edge's tokio tasks
+//!   (`grantwire_edge_tasks`) exactly what they were, and the edge's resident memory has not
+//!   grown by more than 4 KiB a lease
 //!   (printed each run; `scripts/bench/edge-scale.sh` measures memory per lease and over
 //!   cycles). "Before" is a steady state: after a first film and a first round of churn, and
 //!   12 s idle, so lazily opened things (the broker's pooled database readers) and idle worker
@@ -122,6 +124,12 @@ fn a_thousand_leases_come_and_go_on_a_running_edge_while_a_film_plays() {
     assert!(warm.success(), "the warm-up churn failed:\n{warm}");
     std::thread::sleep(SETTLE);
     let (edge_before, broker_before) = (Usage::of(edge_pid), Usage::of(broker_pid));
+    let tasks = || {
+        lab.edge()
+            .metrics(&lab.home)
+            .require("grantwire_edge_tasks")
+    };
+    let tasks_before = tasks();
 
     let argv = churn_argv(&ROUNDS.to_string());
     let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -199,20 +207,24 @@ fn a_thousand_leases_come_and_go_on_a_running_edge_while_a_film_plays() {
     let settled =
         grantwire_e2e::wait_for(Duration::from_secs(10), Duration::from_millis(250), || {
             let (edge_now, broker_now) = (Usage::of(edge_pid), Usage::of(broker_pid));
-            (back(&edge_now, &edge_before) && back(&broker_now, &broker_before))
+            (back(&edge_now, &edge_before)
+                && back(&broker_now, &broker_before)
+                && tasks() == tasks_before)
                 .then_some((edge_now, broker_now))
         });
     let (edge_after, broker_after) = settled.unwrap_or_else(|| {
         panic!(
-            "the descriptors or threads did not come back after the churn: edge before \
-             {edge_before:?}, now {:?}; broker before {broker_before:?}, now {:?}",
+            "the descriptors, threads or tasks did not come back after the churn: edge before \
+             {edge_before:?} and {tasks_before} tasks, now {:?} and {} tasks; broker before \
+             {broker_before:?}, now {:?}",
             Usage::of(edge_pid),
+            tasks(),
             Usage::of(broker_pid)
         )
     });
     eprintln!(
-        "edge before {edge_before:?}, after {edge_after:?}; broker before {broker_before:?}, \
-         after {broker_after:?}"
+        "edge before {edge_before:?}, after {edge_after:?}, {tasks_before} tasks both times; \
+         broker before {broker_before:?}, after {broker_after:?}"
     );
     assert!(
         edge_after.rss_kib <= edge_before.rss_kib + RSS_GROWTH_BOUND_KIB,

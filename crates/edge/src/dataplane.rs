@@ -266,8 +266,10 @@ pub async fn run<T: TunDevice>(
             let now = Snapshot {
                 stats: core.stats(),
                 leases: core.lease_count(),
-                // Filled in by the metrics server from the sync task's own channel.
+                // Filled in by the metrics server, from the sync task's own channel and the
+                // runtime.
                 broker_connected: false,
+                tasks: 0,
             };
             std::mem::replace(s, now) != now
         });

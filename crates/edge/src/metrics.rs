@@ -18,6 +18,9 @@ pub struct Snapshot {
     pub leases: usize,
     /// Whether the broker sync stream is open (filled in by [`serve`] from the sync task).
     pub broker_connected: bool,
+    /// Tokio tasks alive in the edge's runtime (filled in by [`serve`]): a task leaked per
+    /// lease or per connection shows as growth.
+    pub tasks: usize,
 }
 
 /// A slow or idle client must not hold a connection open; scrapes take milliseconds.
@@ -37,6 +40,10 @@ pub async fn serve(
         };
         let snapshot = Snapshot {
             broker_connected: *broker_link.borrow(),
+            // Counted before this request's own task is spawned.
+            tasks: tokio::runtime::Handle::current()
+                .metrics()
+                .num_alive_tasks(),
             ..*snapshots.borrow()
         };
         tokio::spawn(async move {
@@ -210,6 +217,11 @@ pub fn render(snapshot: &Snapshot) -> String {
         "# HELP grantwire_edge_broker_connected Whether the broker sync stream is open (1) or not (0).\n# TYPE grantwire_edge_broker_connected gauge\ngrantwire_edge_broker_connected {}\n",
         u8::from(snapshot.broker_connected)
     );
+    let _ = write!(
+        out,
+        "# HELP grantwire_edge_tasks Tokio tasks alive in the edge (growth that does not come back is a leak).\n# TYPE grantwire_edge_tasks gauge\ngrantwire_edge_tasks {}\n",
+        snapshot.tasks
+    );
     out
 }
 
@@ -224,6 +236,7 @@ mod tests {
         snapshot.stats.cookies_sent = 3;
         snapshot.leases = 2;
         snapshot.broker_connected = true;
+        snapshot.tasks = 9;
         snapshot.stats.handshake_dh = 4;
         snapshot.stats.bytes_from_tun = 1500;
         snapshot.stats.dropped_inner.source = 2;
@@ -237,6 +250,7 @@ mod tests {
             "grantwire_edge_cookies_sent_total 3",
             "grantwire_edge_leases 2",
             "grantwire_edge_broker_connected 1",
+            "grantwire_edge_tasks 9",
             "grantwire_edge_handshake_dh_total 4",
             "grantwire_edge_bytes_from_tun_total 1500",
             "grantwire_edge_bytes_to_tun_total 0",
