@@ -451,7 +451,9 @@ impl Lab {
         self.enrol_edge_at(&[&v4, &v6], EdgeStart::Root, args)
     }
 
-    fn enrol_edge_at(
+    /// Enrols edge `home` with `endpoints` (`HOST:PORT` each, as `edge add --endpoint` takes
+    /// them) and starts it as `how` says with `args`.
+    pub fn enrol_edge_at(
         &mut self,
         endpoints: &[&str],
         how: EdgeStart<'static>,

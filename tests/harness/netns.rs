@@ -8,6 +8,9 @@ use super::proc::{host_exec, run, Output, Proc};
 
 const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Every namespace's hosts file to begin with ([`Netns::set_hosts`] adds to it).
+const DEFAULT_HOSTS: &str = "127.0.0.1 localhost\n::1 localhost\n";
+
 /// A fresh name stem, unique among every live test process and every test thread in this one:
 /// `gw` + a tag of at most 3 characters + the pid and a per-process counter in base 36. At most
 /// 13 characters, so one more role character still fits an interface name (15).
@@ -56,7 +59,55 @@ impl Netns {
             name: name.to_owned(),
         };
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        // `ip netns exec` mounts /etc/netns/NAME/* over /etc/*: names resolve from this
+        // namespace's own hosts file, and a DNS query goes to its own loopback, where nothing
+        // answers, never to a server outside the test.
+        let etc = ns.etc_dir();
+        std::fs::create_dir_all(&etc).expect("create /etc/netns/NAME");
+        std::fs::write(etc.join("hosts"), DEFAULT_HOSTS).expect("write the namespace's hosts");
+        std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n")
+            .expect("write the namespace's resolv.conf");
         ns
+    }
+
+    fn etc_dir(&self) -> std::path::PathBuf {
+        std::path::Path::new("/etc/netns").join(&self.name)
+    }
+
+    /// Panics unless `name` is in this namespace's hosts file with only test addresses: the
+    /// only way a name resolves in a test namespace (see [`Netns::new`]).
+    #[track_caller]
+    pub fn assert_local_name(&self, name: &str) {
+        let hosts = std::fs::read_to_string(self.etc_dir().join("hosts")).unwrap_or_default();
+        let addrs: Vec<&str> = hosts
+            .lines()
+            .filter(|l| l.split_whitespace().skip(1).any(|n| n == name))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(
+            !addrs.is_empty(),
+            "refusing to use {name:?}: it is not in namespace {}'s hosts file",
+            self.name
+        );
+        for addr in addrs {
+            super::plex::assert_safe_host(addr);
+        }
+    }
+
+    /// Adds `lines` (`ADDRESS NAME` each) to what the namespace's hosts file held at the start;
+    /// processes already running see them at their next lookup. The file is rewritten in place,
+    /// since the running processes see it through a bind mount of this very file.
+    pub fn set_hosts(&self, lines: &str) {
+        for line in lines.lines() {
+            if let Some(addr) = line.split_whitespace().next() {
+                super::plex::assert_safe_host(addr);
+            }
+        }
+        std::fs::write(
+            self.etc_dir().join("hosts"),
+            format!("{DEFAULT_HOSTS}{lines}"),
+        )
+        .expect("rewrite the namespace's hosts");
     }
 
     pub fn name(&self) -> &str {
@@ -143,6 +194,7 @@ impl Drop for Netns {
         if !del.success() {
             eprintln!("warning: could not delete netns {}:\n{del}", self.name);
         }
+        let _ = std::fs::remove_dir_all(self.etc_dir());
     }
 }
 

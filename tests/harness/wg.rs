@@ -174,7 +174,12 @@ impl WgClient {
         let parsed = parse_wg_quick(&conf);
         if let Some(ep) = &parsed.endpoint {
             let host = ep.rsplit_once(':').map_or(ep.as_str(), |(h, _)| h);
-            assert_safe_host(host.trim_start_matches('[').trim_end_matches(']'));
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if host.parse::<std::net::IpAddr>().is_ok() {
+                assert_safe_host(host);
+            } else {
+                ns.assert_local_name(host);
+            }
         }
         for a in &parsed.allowed_ips {
             assert_safe_host(a.split('/').next().unwrap_or(a));

@@ -13,7 +13,8 @@
 //! - A friend who reaches the broker over IPv6 asking for a lease on an edge with only an IPv4
 //!   endpoint (a dual-stack mismatch, scenario B8) is refused: the pin would be IPv6 and the
 //!   datagrams IPv4, so the tunnel could never come up. `grantwire profile` exits 1 with the
-//!   broker's message saying so and what to do; no lease and no file are made.
+//!   broker's message saying so and what to do; no lease and no file are made. An edge known
+//!   by a host name gets each client an endpoint of its own family, or a refusal saying why.
 //! - A friend whose IPv6 address changes inside the /64 (privacy addresses rotate daily) keeps
 //!   watching on the same lease without a renew; one who lands in another /64 is refused, the
 //!   broker hears of the lease's key off its pin, and `grantwire renew` moves the pin to the new
@@ -25,7 +26,7 @@ use grantwire_e2e::harness::capture::{Capture, Direction, ANSWERS};
 use grantwire_e2e::harness::grantwire::EdgeArgs;
 use grantwire_e2e::harness::lab::{HOME_OTHER_IP6, HOME_OUTSIDE_IP6, OTHER_IP6};
 use grantwire_e2e::harness::wg::set_peer_endpoint;
-use grantwire_e2e::{http_get, require_env, Edge, EdgeStart, Lab, WgClient};
+use grantwire_e2e::{http_get, require_env, Edge, EdgeStart, Family, Lab, WgClient};
 
 const FIRST_LOAD: Duration = Duration::from_secs(10);
 const DROPPED_UNPINNED: &str = "grantwire_edge_dropped_unpinned_total";
@@ -295,6 +296,97 @@ fn a_friend_over_ipv6_on_an_edge_without_an_ipv6_endpoint_is_told_why_and_gets_n
     assert!(
         lab.broker.leases(&lab.home).is_empty(),
         "the refusal made a lease"
+    );
+    lab.assert_no_unexpected_warnings(&[]);
+}
+
+/// An edge registered by a host name (an owner's dynamic-DNS name), scenario B8's other half:
+/// the client's WireGuard resolves the name itself and may pick the family it was not pinned
+/// in. The broker resolves the name when it issues the lease (home's hosts file here): a name
+/// with addresses of both families gives each client the address of its own family; a name
+/// of the client's family only is handed out as the name; a name without the client's family,
+/// or that does not resolve, is refused saying so, with no lease made.
+#[test]
+fn an_edge_known_by_a_host_name_gets_each_client_an_endpoint_of_its_own_family() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("dns", false);
+    lab.add_ipv6();
+    lab.home
+        .set_hosts("192.0.2.1 edge.test\n2001:db8:1::1 edge.test\n");
+    let endpoint = format!("edge.test:{EDGE_WG_PORT}");
+    let edge = lab.enrol_edge_at(&[&endpoint], EdgeStart::Root, EdgeArgs::default());
+
+    // Both families: each gets its own family's address; alice's loads over IPv6.
+    let (wg, _) = lab.tunnel(&edge, "alice", Family::V6);
+    drop(wg);
+    lab.granted_profile("bob", Family::V4);
+
+    // The name loses its IPv6 address: an IPv4 client gets the name itself.
+    lab.home.set_hosts("192.0.2.1 edge.test\n");
+    let carol = lab.add_user("carol");
+    lab.broker.grant(&lab.home, "carol", "home", None);
+    let laptop = lab.device("carol-laptop");
+    lab.login(&laptop, &carol);
+    let profile = lab.profile(&laptop, "carol-home.conf");
+    let text = std::fs::read_to_string(&profile).expect("carol's profile");
+    assert!(
+        text.contains(&format!("Endpoint = {endpoint}\n")),
+        "a name with addresses of the client's family only should be handed out as the name:\n{text}"
+    );
+    // Her WireGuard resolves it (the client's hosts file) and her page loads.
+    lab.client.set_hosts("192.0.2.1 edge.test\n");
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &profile);
+    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("carol's tunnel to edge.test did not load: {last:?}"));
+    drop(wg);
+    // A renewal looks the name up again: the name gains an IPv6 address, and carol's renewed
+    // profile names the IPv4 address instead of the name.
+    lab.home
+        .set_hosts("192.0.2.1 edge.test\n2001:db8:1::1 edge.test\n");
+    laptop
+        .renew(&lab.client, "home", &profile)
+        .expect_ok("grantwire renew home");
+    Family::V4.assert_profile(&profile);
+    lab.home.set_hosts("192.0.2.1 edge.test\n");
+    let leases = lab.broker.leases(&lab.home).len();
+
+    // An IPv6 client on the IPv4-only name, and anyone once the name is gone: refused.
+    let refusals = [
+        (
+            "dave",
+            Family::V6,
+            "edge home's endpoint edge.test:51820 has no IPv6 address (it resolves to 192.0.2.1)",
+        ),
+        (
+            "erin",
+            Family::V4,
+            "could not resolve edge home's endpoint edge.test:51820",
+        ),
+    ];
+    for (name, family, says) in refusals {
+        if name == "erin" {
+            lab.home.set_hosts("");
+        }
+        let user = lab.add_user(name);
+        lab.broker.grant(&lab.home, name, "home", None);
+        let phone = lab.device(&format!("{name}-phone"));
+        lab.login_at(&phone, &user, &lab.broker_url_for(family));
+        let out = lab.dir.path().join(format!("{name}-home.conf"));
+        let refused = phone.profile(&lab.client, "home", &out);
+        assert_eq!(refused.code, Some(1), "{name} ({family:?}):\n{refused}");
+        assert!(
+            refused.stderr.contains(says),
+            "{name}'s refusal should say {says:?}:\n{refused}"
+        );
+        assert!(!out.exists(), "a refused profile wrote {}", out.display());
+    }
+    assert_eq!(
+        lab.broker.leases(&lab.home).len(),
+        leases,
+        "a refusal made a lease"
     );
     lab.assert_no_unexpected_warnings(&[]);
 }

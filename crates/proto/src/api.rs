@@ -53,7 +53,8 @@ pub enum ErrorCode {
     NotFound,
     /// 409: the name already exists, the edge's subnet is full, the edge has not enrolled, the
     /// public key is another user's, or the edge has no endpoint of the address family the client
-    /// reached the broker over (its message says which, and what to do).
+    /// reached the broker over, or its endpoint is a host name that does not resolve (to that
+    /// family) from the broker (its message says which, and what to do).
     Conflict,
     /// 409: the grant already holds its most live leases (`max_leases`); a lease must end (or
     /// be revoked) before another is issued. Renewing a lease is not a new lease.

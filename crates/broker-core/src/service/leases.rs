@@ -13,6 +13,7 @@ use rusqlite::Connection;
 use crate::broker::ip_text;
 use crate::error::{Error, Result};
 use crate::service::audit::admin_audit;
+use crate::service::endpoint;
 use crate::service::Leases;
 use crate::store::users::{self, SessionUser};
 use crate::store::{self, edges, leases, AuditEvent};
@@ -34,8 +35,20 @@ impl Leases<'_> {
         req: LeaseRequest,
         source: IpAddr,
     ) -> Result<LeaseResponse> {
+        // A name among the edge's endpoints is looked up first, outside the transaction.
+        let edge_name = req.edge.clone();
+        let stored = self
+            .broker
+            .db()
+            .read(move |c| Ok(edges::by_name(c, &edge_name)?.and_then(|e| e.endpoint_for(source))))
+            .await?;
+        let resolved = match stored {
+            Some(e) => endpoint::resolve(&e, source).await,
+            None => None,
+        };
         let issue = Issue {
             session_id: user.session_id,
+            resolved,
             user_id: user.user_id,
             user_name: user.name.clone(),
             req,
@@ -122,6 +135,21 @@ impl Leases<'_> {
     ) -> Result<LeaseResponse> {
         let now = self.broker.now();
         let (id, user_id, name) = (id.to_owned(), user.user_id, user.name.clone());
+        let lookup = id.clone();
+        let stored = self
+            .broker
+            .db()
+            .read(move |c| {
+                let Some(lease) = leases::live_by_id(c, &lookup, now)? else {
+                    return Ok(None);
+                };
+                Ok(edges::by_id(c, lease.edge_id)?.and_then(|e| e.endpoint_for(source)))
+            })
+            .await?;
+        let resolved = match stored {
+            Some(e) => endpoint::resolve(&e, source).await,
+            None => None,
+        };
         let (lease, edge, endpoint, pin, expires_at) = self
             .broker
             .db()
@@ -137,9 +165,7 @@ impl Leases<'_> {
                 // Refused before any write: a lease on an edge without a key is no use.
                 edge_key(&edge)?;
                 let pin = grant.pin_for(source)?;
-                let endpoint = edge
-                    .endpoint_for(source)
-                    .ok_or_else(|| no_endpoint_for(&edge.name, source))?;
+                let endpoint = endpoint::for_client(&edge, source, resolved.as_ref())?;
                 let expires_at = lease_terms::lease_expiry(now, grant.lease_ttl(), grant.ends_at);
                 leases::repin(tx, &lease.id, pin, expires_at)?;
                 let event = AuditEvent {
@@ -237,6 +263,8 @@ impl Leases<'_> {
 /// One lease request, as the batch writer runs it.
 struct Issue {
     session_id: i64,
+    /// What a name among the edge's endpoints stood for, looked up before the transaction.
+    resolved: Option<endpoint::Resolved>,
     user_id: i64,
     user_name: String,
     req: LeaseRequest,
@@ -266,6 +294,7 @@ impl Issue {
     fn write(self, conn: &rusqlite::Connection) -> Result<Written> {
         let Self {
             session_id,
+            resolved,
             user_id,
             user_name,
             req,
@@ -285,9 +314,7 @@ impl Issue {
         // Refused before any write: a lease on an edge without a key is no use.
         edge_key(&edge)?;
         let pin = grant.pin_for(source)?;
-        let endpoint = edge
-            .endpoint_for(source)
-            .ok_or_else(|| no_endpoint_for(&edge.name, source))?;
+        let endpoint = endpoint::for_client(&edge, source, resolved.as_ref())?;
         let subnet = edge.subnet()?;
         let preshared_key = PresharedKey::from_bytes(secrets::random_bytes::<32>());
         let lease_id = format!("l-{}", hex(&secrets::random_bytes::<8>()));
@@ -415,25 +442,6 @@ fn profile(
 
 /// A stored name, id or endpoint as the wire type clients parse it into. Each was checked by
 /// the same rule when it was made, so a failure is a damaged row, not a user's mistake.
-/// The refusal of a lease, or a renewal, for a client that reached the broker over one address
-/// family on an edge with no endpoint of that family (scenario B8, a dual-stack mismatch). The
-/// lease would be pinned to an address of that family and its profile would name the other's
-/// endpoint: the client's datagrams would come from an address outside the pin and the tunnel
-/// could never come up. So it is refused, saying what the user and the operator can do.
-fn no_endpoint_for(edge: &str, source: IpAddr) -> Error {
-    let family = if source.to_canonical().is_ipv4() {
-        "IPv4"
-    } else {
-        "IPv6"
-    };
-    Error::Conflict(format!(
-        "the broker sees you over {family} (at {}), but edge {edge} has no {family} endpoint, so \
-         a lease pinned to that address could never connect; reach the broker over the other \
-         address family, or ask its operator to add an {family} endpoint to edge {edge}",
-        source.to_canonical()
-    ))
-}
-
 pub(crate) fn wire_field<T>(stored: &str) -> Result<T>
 where
     T: std::str::FromStr<Err = grantwire_proto::FieldError>,

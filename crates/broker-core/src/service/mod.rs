@@ -19,6 +19,7 @@ pub mod access;
 pub mod accounts;
 pub mod audit;
 pub mod edges;
+pub mod endpoint;
 pub mod grants;
 pub mod invites;
 pub mod leases;
