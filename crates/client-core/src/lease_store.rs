@@ -109,6 +109,65 @@ impl LeaseStore {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// `<config-dir>/profiles/EDGE.pending`: the key of a lease request whose answer has not
+    /// arrived yet (see [`PendingKey`]).
+    pub fn pending_path(&self, edge: &str) -> Result<PathBuf, Error> {
+        Ok(default_profile_path(&self.dir, edge)?.with_extension("pending"))
+    }
+
+    /// Records `key` as the one about to be sent for a lease on `edge` by `user` at `broker`,
+    /// before it is sent (atomically, mode 0600).
+    pub fn save_pending(&self, edge: &str, pending: &PendingKey) -> Result<(), Error> {
+        let mut json = serde_json::to_vec_pretty(pending).map_err(|source| Error::Protocol {
+            detail: "cannot encode the pending key".into(),
+            source: Some(source),
+        })?;
+        json.push(b'\n');
+        write_private_file(&self.pending_path(edge)?, &json)
+    }
+
+    /// The key of an unanswered lease request on `edge` by `user` at `broker`, if one is kept.
+    /// A file for another user or broker, or one that does not read, is no such key (and is
+    /// replaced by the next request's).
+    pub fn pending(
+        &self,
+        edge: &str,
+        broker: &str,
+        user: &str,
+    ) -> Result<Option<PrivateKey>, Error> {
+        let path = self.pending_path(edge)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io("read", path, e)),
+        };
+        Ok(serde_json::from_slice::<PendingKey>(&bytes)
+            .ok()
+            .filter(|p| p.broker == broker && p.user == user)
+            .map(|p| p.private_key))
+    }
+
+    /// Forgets the pending key of `edge`: its request was answered.
+    pub fn clear_pending(&self, edge: &str) -> Result<(), Error> {
+        let path = self.pending_path(edge)?;
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::io("remove", path, e)),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The key of a lease request kept until the broker's answer arrives, so that `grantwire
+/// profile` asked again after a lost answer (the connection broke, the broker restarted) sends
+/// the same key: the broker then replaces the lease it may have made instead of adding a
+/// second one beside it, and a retry is idempotent. `Debug` redacts the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingKey {
+    /// The broker's base URL and the user of the session that asked.
+    pub broker: String,
+    pub user: String,
+    pub private_key: PrivateKey,
 }
 
 #[cfg(test)]
@@ -123,6 +182,41 @@ mod tests {
             path: Some(PathBuf::from("/tmp/gw/home.conf")),
             profile: None,
         }
+    }
+
+    #[test]
+    fn a_pending_key_is_kept_private_for_its_broker_and_user_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LeaseStore::new(dir.path().join("grantwire"));
+        let (broker, user) = ("https://broker.test:8443/", "alice");
+        assert!(store.pending("home", broker, user).unwrap().is_none());
+        let key = PrivateKey::from_random_bytes([5; 32]);
+        let pending = PendingKey {
+            broker: broker.into(),
+            user: user.into(),
+            private_key: key.clone(),
+        };
+        store.save_pending("home", &pending).unwrap();
+        let path = store.pending_path("home").unwrap();
+        assert_eq!(path, dir.path().join("grantwire/profiles/home.pending"));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+        let back = store.pending("home", broker, user).unwrap().unwrap();
+        assert_eq!(back.as_bytes(), key.as_bytes());
+        assert!(store.pending("home", broker, "bob").unwrap().is_none());
+        assert!(store
+            .pending("home", "https://other.test:8443/", user)
+            .unwrap()
+            .is_none());
+        assert!(store.pending("cabin", broker, user).unwrap().is_none());
+        assert!(!format!("{pending:?}").contains(&key.to_base64()));
+        std::fs::write(&path, b"{ not json").unwrap();
+        assert!(store.pending("home", broker, user).unwrap().is_none());
+        store.clear_pending("home").unwrap();
+        assert!(!path.exists());
+        store.clear_pending("home").unwrap();
     }
 
     #[test]

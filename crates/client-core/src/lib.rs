@@ -36,7 +36,7 @@ pub use grantwire_proto::{
     WhoamiLease, WhoamiResponse as WhoAmI,
 };
 pub use known_brokers::KnownBrokers;
-pub use lease_store::{LeaseStore, StoredLease};
+pub use lease_store::{LeaseStore, PendingKey, StoredLease};
 pub use output::{default_profile_path, write_private_file, write_profile};
 pub use qr::{render_qr, render_qr_png, render_qr_svg, write_qr_png, write_qr_svg};
 pub use session::{Session, SessionStore};

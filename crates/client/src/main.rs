@@ -21,7 +21,7 @@ use clap::Parser as _;
 use grantwire_client_core::time::format_unix_time;
 use grantwire_client_core::{
     default_profile_path, keys, render_qr, write_profile, write_qr_png, write_qr_svg, BrokerClient,
-    Error, ErrorKind, LeaseStore, Profile, Session, SessionStore, StoredLease,
+    Error, ErrorKind, LeaseStore, PendingKey, Profile, Session, SessionStore, StoredLease,
 };
 
 use cli::{Cli, Command, LogoutArgs, ProfileArgs, RenewArgs, WhoamiArgs};
@@ -132,10 +132,25 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
     // An edge name that is no plain file name (possible with --out) cannot be remembered.
     let remember = leases.path(&args.edge).is_ok();
     let client = BrokerClient::for_session(&session)?;
-    let key = keys::generate();
-    let profile = client
+    let key = if remember {
+        pending_or_new_key(&leases, &args.edge, &session)?
+    } else {
+        keys::generate()
+    };
+    let asked = client
         .request_lease(&session, &args.edge, &key.public_key())
-        .await?;
+        .await;
+    let profile = match asked {
+        Ok(profile) => profile,
+        Err(e) => {
+            // An answer from the broker settles the request: no lease was made. A broken
+            // connection or a failing broker leaves it open, and the key waits for the retry.
+            if remember && !matches!(e.kind(), ErrorKind::Network | ErrorKind::Server) {
+                leases.clear_pending(&args.edge)?;
+            }
+            return Err(e.into());
+        }
+    };
     let wg_quick = profile.to_wg_quick(&key);
 
     if let Some(path) = &path {
@@ -152,6 +167,8 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
             profile: Some(profile.clone()),
         };
         leases.save(&args.edge, &stored)?;
+        // Kept until here: if writing the profile failed, a retry still sends the same key.
+        leases.clear_pending(&args.edge)?;
     } else {
         eprintln!(
             "note: edge name {:?} is no plain file name; `grantwire renew` will not know this profile",
@@ -187,6 +204,36 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The key for a new lease on `edge`: the one of an earlier request that got no answer, if one
+/// is kept for this broker and user (so the broker replaces the lease it may have made rather
+/// than adding another: a retry is idempotent), else a fresh one. Either way it is kept as
+/// pending before it is sent.
+fn pending_or_new_key(
+    leases: &LeaseStore,
+    edge: &str,
+    session: &Session,
+) -> anyhow::Result<grantwire_proto::PrivateKey> {
+    let key = match leases.pending(edge, &session.broker_url, &session.user)? {
+        Some(key) => {
+            eprintln!(
+                "note: sending the key of an earlier `grantwire profile {edge}` that got no \
+                 answer, so a lease the broker made for it is replaced, not doubled"
+            );
+            key
+        }
+        None => keys::generate(),
+    };
+    leases.save_pending(
+        edge,
+        &PendingKey {
+            broker: session.broker_url.clone(),
+            user: session.user.clone(),
+            private_key: key.clone(),
+        },
+    )?;
+    Ok(key)
 }
 
 /// Shows where the broker sees this device and whether each live lease is pinned there.

@@ -14,6 +14,7 @@ mod hostile_broker;
 mod interop;
 mod leases;
 mod private_key;
+mod retry;
 mod session_versions;
 mod terminal;
 mod trust;
