@@ -9,12 +9,22 @@
 //!   audit row names a lease that is not listed.
 //! - The edge, reconnected, holds exactly the leases the broker lists (alice's and the storm's).
 //! - alice, whose lease was issued before the storm, loads the page through the tunnel after.
+//!
+//! And the client's side of an issuance whose answer is lost (H2's retry): a relay in the
+//! client's namespace (`tests/harness/tcp_relay.py`) lets `grantwire profile`'s request through
+//! and drops the broker's answer once the lease is committed, then breaks the connection. The
+//! command fails and writes nothing; asked again, it sends the same key, and the broker
+//! replaces that lease: one lease, for the key in the profile, which the edge holds alone and
+//! whose tunnel loads the page.
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use grantwire_e2e::harness::lab::FIRST_LOAD;
-use grantwire_e2e::{require_env, unix_now, Broker, Lab};
+use grantwire_e2e::harness::lab::{FIRST_LOAD, HOME_OUTSIDE_IP};
+use grantwire_e2e::{require_env, unix_now, Broker, Lab, WgClient};
+
+const TCP_RELAY_PY: &str = include_str!("../harness/tcp_relay.py");
+const RELAY_PORT: &str = "18443";
 
 /// Asks for leases on edge "home" one after another on one HTTPS connection until the broker
 /// stops answering; prints each answered lease id on its own line as it comes.
@@ -221,4 +231,108 @@ fn a_broker_killed_in_a_lease_storm_keeps_every_answered_lease_whole_and_the_edg
         .unwrap_or_else(|last| panic!("alice's tunnel failed after the crash: {last:?}"));
     lab.assert_no_unexpected_warnings(&[]);
     drop(wg);
+}
+
+#[test]
+fn a_profile_retried_after_its_answer_was_lost_leaves_one_lease_that_tunnels() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("rty", false);
+    let edge = lab.enrol_edge();
+    let alice = lab.add_user("alice");
+    lab.broker.grant(&lab.home, "alice", "home", None);
+    let dir = lab.dir.path().to_owned();
+    let script = dir.join("tcp_relay.py");
+    std::fs::write(&script, TCP_RELAY_PY).expect("write the relay");
+    let control = dir.join("relay");
+    let path = |p: &std::path::Path| p.to_str().expect("UTF-8 path").to_owned();
+    let mut relay = lab.client.spawn(
+        "tcp relay",
+        &[
+            "python3",
+            &path(&script),
+            RELAY_PORT,
+            HOME_OUTSIDE_IP,
+            "8443",
+            &path(&control),
+        ],
+    );
+    let ready = grantwire_e2e::wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
+        relay.assert_running("the relay to listen");
+        relay.stdout().contains("ready").then_some(())
+    });
+    assert!(
+        ready.is_some(),
+        "the relay did not start:\n{}",
+        relay.logs()
+    );
+    let phone = lab.device("alice-phone");
+    lab.login_at(&phone, &alice, &format!("https://127.0.0.1:{RELAY_PORT}"));
+    let out = dir.join("alice-home.conf");
+
+    // The answer is lost once the broker has committed the lease.
+    std::fs::write(dir.join("relay.lose"), b"").expect("lose mode");
+    let lost = std::thread::scope(|s| {
+        let asking = s.spawn(|| phone.profile(&lab.client, "home", &out));
+        let committed =
+            grantwire_e2e::wait_for(Duration::from_secs(15), Duration::from_millis(100), || {
+                (lab.broker.leases(&lab.home).len() == 1).then_some(())
+            });
+        std::fs::write(dir.join("relay.release"), b"").expect("release");
+        assert!(
+            committed.is_some(),
+            "the broker never committed the first lease"
+        );
+        asking.join().expect("the profile thread")
+    });
+    assert_eq!(
+        lost.code,
+        Some(1),
+        "a lost answer is a runtime failure:\n{lost}"
+    );
+    assert!(
+        relay.stdout().contains("lost"),
+        "the relay lost no answer:\n{}",
+        relay.logs()
+    );
+    assert!(
+        !out.exists(),
+        "no answer arrived, yet {} was written",
+        out.display()
+    );
+    let first_key = lab.broker.leases(&lab.home)[0]["public_key"].clone();
+
+    std::fs::remove_file(dir.join("relay.lose")).expect("pass mode");
+    let retry = phone.profile(&lab.client, "home", &out);
+    assert_eq!(retry.code, Some(0), "the retry failed:\n{retry}");
+    let leases = lab.broker.leases(&lab.home);
+    let text = std::fs::read_to_string(&out).expect("the profile");
+    let key = grantwire_e2e::conf_keys(&text).public;
+    assert_eq!(
+        leases.len(),
+        1,
+        "after the retry alice must hold one lease, not one per attempt: {leases:?}"
+    );
+    assert_eq!(leases[0]["public_key"], key.as_str(), "{leases:?}");
+    assert_eq!(
+        first_key,
+        key.as_str(),
+        "the retry must send the first attempt's key"
+    );
+    let synced =
+        grantwire_e2e::wait_for(Duration::from_secs(5), Duration::from_millis(100), || {
+            (lab.edge()
+                .metrics(&lab.home)
+                .require("grantwire_edge_leases")
+                == 1.0)
+                .then_some(())
+        });
+    assert!(synced.is_some(), "the edge should hold alice's one lease");
+    let wg = WgClient::up(&lab.client, &format!("{}c", lab.base), &out);
+    lab.wait_page(&lab.client, &lab.plex_url(&edge), FIRST_LOAD)
+        .unwrap_or_else(|last| panic!("the retried profile's tunnel did not load: {last:?}"));
+    drop(wg);
+    lab.assert_no_unexpected_warnings(&[]);
 }
