@@ -211,6 +211,8 @@ impl TryFrom<LeaseStatus> for core::WhoamiLease {
             pin: l.pin.parse().map_err(|_| bad("pin"))?,
             pinned_here: l.pinned_here,
             expires_at: l.expires_at,
+            // The app's lease records carry no handshake time (yet): renewal decisions need none.
+            last_handshake_at: None,
         })
     }
 }

@@ -9,8 +9,9 @@ pin holds), and each answer back to the client. Every datagram, either way, wait
 is dropped with probability LOSS_PERCENT / 100: a round trip gains twice DELAY_MS. With
 REORDER_PERCENT, that share of the datagrams not dropped is held HOLD_MS longer, so the ones
 sent after it overtake it (netem's reordering). (The kernel here has no netem qdisc, which would
-do this in the kernel.) Prints "ready" once listening, and on SIGTERM the datagrams it
-forwarded, dropped and held back each way.
+do this in the kernel.) SIGUSR1 cuts the line (every datagram dropped, counted as "cut") and
+SIGUSR2 mends it. Prints "ready" once listening, and on SIGTERM the datagrams it forwarded,
+dropped, held back and cut each way.
 """
 
 import asyncio
@@ -25,7 +26,9 @@ delay = float(sys.argv[4]) / 1000
 loss = float(sys.argv[5]) / 100
 reorder = float(sys.argv[6]) / 100 if len(sys.argv) > 6 else 0.0
 hold = float(sys.argv[7]) / 1000 if len(sys.argv) > 7 else 0.0
-counts = {"up": 0, "up_dropped": 0, "up_held": 0, "down": 0, "down_dropped": 0, "down_held": 0}
+counts = {"up": 0, "up_dropped": 0, "up_held": 0, "up_cut": 0,
+          "down": 0, "down_dropped": 0, "down_held": 0, "down_cut": 0}
+line = {"cut": False}
 
 
 async def main():
@@ -40,6 +43,9 @@ async def main():
     peer = {}
 
     def later(send, data, way):
+        if line["cut"]:
+            counts[way + "_cut"] += 1
+            return
         if random.random() < loss:
             counts[way + "_dropped"] += 1
             return
@@ -86,6 +92,8 @@ async def main():
     loop.add_reader(wan.fileno(), from_wan)
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, lambda: line.update(cut=True))
+    loop.add_signal_handler(signal.SIGUSR2, lambda: line.update(cut=False))
     print("ready", flush=True)
     await stop.wait()
     print(json.dumps(counts), flush=True)

@@ -64,6 +64,18 @@ impl BadLink {
         BadLink { proc, port }
     }
 
+    /// Cuts the line (`true`: every datagram dropped, both ways) or mends it.
+    pub fn set_cut(&self, cut: bool) {
+        let pid = self.proc.pid().expect("the relay is running");
+        let signal = if cut { "USR1" } else { "USR2" };
+        crate::host_exec(
+            &["kill", "-s", signal, &pid.to_string()],
+            None,
+            Duration::from_secs(5),
+        )
+        .expect_ok("signal the relay");
+    }
+
     /// Points WireGuard interface `ifname` in `ns` (one peer, the edge) at this relay.
     pub fn route_wireguard(&self, ns: &Netns, ifname: &str) {
         super::wg::set_peer_endpoint(ns, ifname, &format!("127.0.0.1:{}", self.port));

@@ -9,7 +9,7 @@
 //! having survived the loss (WireGuard retries every REKEY_TIMEOUT). `GW_LOSSY_BYTES` and
 //! `GW_LOSSY_RATE` (bits a second, 0 for unpaced) change the film, to measure the line.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use grantwire_e2e::harness::plex::play;
 use grantwire_e2e::harness::wan::Line;
@@ -84,6 +84,101 @@ fn lossy(family: Family) {
         "the player waited {:.2} s for data over the bad line ({played:?})",
         played.longest_wait
     );
+    lab.assert_no_unexpected_warnings(&[]);
+    drop(wg);
+}
+
+/// G3's worst case: 30 % of datagrams lost each way while the tunnel comes up (WireGuard
+/// retries its handshake every 5 s until one gets through), then the line cut entirely for
+/// longer than WireGuard retries (90 s) and than a session lives (180 s). `grantwire status`
+/// says the tunnel is connected before the cut and down once no handshake could still be
+/// carrying data (about 210 s after the last, from the edge's reports); the lease itself stays
+/// `ok`, so the message says to look at the tunnel or the network, not to renew. When the line
+/// comes back, the next page request brings the tunnel back by itself, on the same lease.
+/// (Named to sort first: libtest starts a module's tests in name order, so this long one runs
+/// beside both films instead of after them.)
+#[test]
+fn a_210_s_silence_on_a_cut_line_shows_in_status_as_a_down_tunnel_that_then_recovers() {
+    let _alone = crate::one_module_at_a_time(module_path!());
+    if !require_env() {
+        return;
+    }
+    let mut lab = Lab::new("out", false);
+    let edge = lab.enrol_edge();
+    let line = Line {
+        delay_ms: 20,
+        loss_percent: 30.0,
+        ..Line::default()
+    };
+    let (wg, link, took) = lab.tunnel_over(
+        &edge,
+        "alice",
+        (RELAY_PORT, Family::V4),
+        line,
+        Duration::from_secs(60),
+    );
+    // The device tunnel_over signed in (its config dir is named after it).
+    let phone = lab.device("alice-phone");
+    let status = |what: &str| {
+        let out = phone.status(&lab.client, "home", true);
+        assert_eq!(out.code, Some(0), "{what}: the lease itself stands:\n{out}");
+        out.json()
+    };
+    let lease = lab.broker.leases(&lab.home)[0]["id"].clone();
+    let connected =
+        grantwire_e2e::wait_for(Duration::from_secs(10), Duration::from_millis(500), || {
+            let v = status("before the cut");
+            (v["tunnel"] == "connected").then_some(v)
+        });
+    let before = connected.expect("status should say the tunnel is connected once it loaded");
+    assert_eq!(before["state"], "ok", "{before}");
+
+    link.set_cut(true);
+    let cut_at = Instant::now();
+    let url = lab.plex_url(&edge);
+    let mut down = None;
+    while cut_at.elapsed() < Duration::from_secs(260) {
+        // Something to send, as a viewer pressing play would: WireGuard handshakes only for it.
+        assert!(
+            !lab.page_loads(&lab.client, &url, Duration::from_secs(2)),
+            "a page loaded through a cut line"
+        );
+        let v = status("during the cut");
+        if v["tunnel"] == "down" {
+            down = Some((v, cut_at.elapsed()));
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(8));
+    }
+    let (down, after) = down.expect("status never said the tunnel was down during a 260 s cut");
+    assert_eq!(down["state"], "ok", "the lease itself stands: {down}");
+    let text = phone.status(&lab.client, "home", false);
+    assert!(
+        text.stderr.contains("its tunnel is down: no handshake for"),
+        "{text}"
+    );
+
+    link.set_cut(false);
+    let mended = Instant::now();
+    let back = lab.wait_page(&lab.client, &url, Duration::from_secs(30));
+    let counts = link.stop();
+    eprintln!(
+        "first page through 30 % loss after {took:?}; status said down {after:?} into the cut; \
+         the page loaded {:?} after the line came back; relay {counts}",
+        mended.elapsed()
+    );
+    back.unwrap_or_else(|last| panic!("the tunnel did not come back after the cut: {last:?}"));
+    assert_eq!(
+        lab.broker.leases(&lab.home)[0]["id"],
+        lease,
+        "the tunnel must come back on the same lease, with no renew"
+    );
+    for way in ["up_cut", "up_dropped", "down_dropped"] {
+        assert!(
+            counts[way].as_u64().is_some_and(|n| n > 0),
+            "the relay's {way} is 0: {counts}"
+        );
+    }
     lab.assert_no_unexpected_warnings(&[]);
     drop(wg);
 }

@@ -82,6 +82,7 @@ mod tests {
             pin: "198.51.100.7/32".parse().unwrap(),
             pinned_here,
             expires_at,
+            last_handshake_at: None,
         }
     }
 

@@ -1,6 +1,15 @@
 //! `grantwire status EDGE`: whether the last profile made here for EDGE works from where this
 //! device is now. One `whoami` call; a lease that moved or ended is a refusal (exit 3) whose
 //! message names the command that fixes it.
+//!
+//! For a lease that stands, it also says whether its tunnel is connected, from the last
+//! handshake the edge reported: a tunnel that is up makes a new session at least every
+//! REKEY_AFTER_TIME (120 s; the profile's keepalive keeps it sending), and a session older
+//! than REJECT_AFTER_TIME (180 s) carries nothing, so no handshake for longer than that (and
+//! the edge's report interval) means the tunnel is down on this device or cannot reach the
+//! edge from here: over a path that drops everything, WireGuard retries for 90 s and then
+//! waits for the next packet to try again. Reading the state needs no root and sends nothing
+//! through the tunnel.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -34,6 +43,41 @@ impl State {
     }
 }
 
+/// A session this old can carry nothing (WireGuard's REJECT_AFTER_TIME).
+pub const REJECT_AFTER_SECS: i64 = 180;
+/// How late an edge's report of a handshake may reach the broker (its default
+/// `--report-secs`).
+pub const REPORT_LAG_SECS: i64 = 30;
+
+/// Whether the lease's tunnel is connected, as far as the edge's reports tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tunnel {
+    /// A handshake recent enough that the session can carry data.
+    Connected,
+    /// None for longer than a session can live.
+    Down,
+    /// No handshake reported since the lease was made.
+    Never,
+}
+
+impl Tunnel {
+    pub fn of(last_handshake_at: Option<i64>, now: i64) -> Tunnel {
+        match last_handshake_at {
+            None => Tunnel::Never,
+            Some(at) if now - at > REJECT_AFTER_SECS + REPORT_LAG_SECS => Tunnel::Down,
+            Some(_) => Tunnel::Connected,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tunnel::Connected => "connected",
+            Tunnel::Down => "down",
+            Tunnel::Never => "never_connected",
+        }
+    }
+}
+
 /// The stored lease for one edge next to what the broker said about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -46,6 +90,9 @@ pub struct Status {
     /// From the broker, else from the profile file written for the lease; none if neither.
     pub expires_at: Option<i64>,
     pub state: State,
+    /// The last handshake the edge reported for the lease, and what it says of the tunnel.
+    pub last_handshake_at: Option<i64>,
+    pub tunnel: Tunnel,
 }
 
 /// Compares the stored lease `lease_id` with `me`. `written_expiry` is the expiry recorded in
@@ -72,10 +119,32 @@ pub fn assess(
         pinned_here: listed.is_some_and(|l| l.pinned_here),
         expires_at: listed.map(|l| l.expires_at).or(written_expiry),
         state,
+        last_handshake_at: listed.and_then(|l| l.last_handshake_at),
+        tunnel: Tunnel::of(listed.and_then(|l| l.last_handshake_at), now),
     }
 }
 
 impl Status {
+    /// What the edge's reports say of the tunnel, and what to do when it is not connected.
+    fn tunnel_message(&self, now: i64) -> String {
+        let edge = &self.edge;
+        let bring_up = format!("bring it up (`grantwire up {edge}` or your WireGuard app)");
+        match (self.tunnel, self.last_handshake_at) {
+            (Tunnel::Connected, Some(at)) => format!(
+                "its tunnel is connected (last handshake {} s ago)",
+                (now - at).max(0)
+            ),
+            (Tunnel::Down, Some(at)) => format!(
+                "its tunnel is down: no handshake for {} s, longer than a WireGuard session \
+                 lives ({REJECT_AFTER_SECS} s). Either the tunnel is not up on this device \
+                 ({bring_up}) or the network between here and the edge is dropping it; \
+                 WireGuard tries again with the next thing you open",
+                now - at
+            ),
+            _ => format!("its tunnel has not connected yet: {bring_up}"),
+        }
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "edge": self.edge,
@@ -85,6 +154,8 @@ impl Status {
             "pinned_here": self.pinned_here,
             "expires_at": self.expires_at,
             "state": self.state.as_str(),
+            "last_handshake_at": self.last_handshake_at,
+            "tunnel": self.tunnel.as_str(),
         })
     }
 
@@ -94,9 +165,10 @@ impl Status {
         match (self.state, self.pin) {
             (State::Ok, Some(pin)) => format!(
                 "your lease for {edge} is pinned to {pin}, where the broker sees you ({}), \
-                 until {}",
+                 until {}; {}",
                 self.source_ip,
-                self.expires_at.map_or_else(String::new, format_unix_time)
+                self.expires_at.map_or_else(String::new, format_unix_time),
+                self.tunnel_message(now)
             ),
             (State::PinMoved, Some(pin)) => format!(
                 "your lease for {edge} is pinned to {pin} but the broker now sees you at {}: \
@@ -200,6 +272,7 @@ mod tests {
             pin: "192.0.2.2/32".parse().unwrap(),
             pinned_here,
             expires_at,
+            last_handshake_at: None,
         }
     }
 
@@ -217,6 +290,46 @@ mod tests {
         assert!(s.pinned_here);
         assert_eq!(s.to_json()["state"], "ok");
         assert_eq!(s.to_json()["pin"], "192.0.2.2/32");
+    }
+
+    #[test]
+    fn the_tunnel_is_connected_until_a_session_could_no_longer_live() {
+        let with_handshake = |at: Option<i64>| {
+            let lease = WhoamiLease {
+                last_handshake_at: at,
+                ..listed("l-1", NOW + 600, true)
+            };
+            assess("home", "l-1", &me(vec![lease]), NOW, None)
+        };
+        let limit = REJECT_AFTER_SECS + REPORT_LAG_SECS;
+        let fresh = with_handshake(Some(NOW - 40));
+        assert_eq!(fresh.tunnel, Tunnel::Connected);
+        assert_eq!(fresh.to_json()["tunnel"], "connected");
+        assert_eq!(fresh.to_json()["last_handshake_at"], NOW - 40);
+        assert!(
+            fresh
+                .message(NOW)
+                .ends_with("its tunnel is connected (last handshake 40 s ago)"),
+            "{}",
+            fresh.message(NOW)
+        );
+        assert_eq!(with_handshake(Some(NOW - limit)).tunnel, Tunnel::Connected);
+        let down = with_handshake(Some(NOW - limit - 1));
+        assert_eq!(down.tunnel, Tunnel::Down);
+        assert_eq!(down.to_json()["tunnel"], "down");
+        let msg = down.message(NOW);
+        assert!(
+            msg.contains(&format!("no handshake for {} s", limit + 1)),
+            "{msg}"
+        );
+        assert!(msg.contains("`grantwire up home`"), "{msg}");
+        let never = with_handshake(None);
+        assert_eq!(never.tunnel, Tunnel::Never);
+        assert_eq!(never.to_json()["tunnel"], "never_connected");
+        assert!(never.to_json()["last_handshake_at"].is_null());
+        assert!(never.message(NOW).contains("has not connected yet"));
+        // The lease's own state is what the exit code follows: a down tunnel is still `ok`.
+        assert_eq!(down.state, State::Ok);
     }
 
     #[test]

@@ -133,6 +133,10 @@ pub struct WhoamiLease {
     /// Whether `pin` covers `source_ip`.
     pub pinned_here: bool,
     pub expires_at: i64,
+    /// Unix seconds of the lease's last completed WireGuard handshake as its edge reported it;
+    /// none yet (or a broker from before this field).
+    #[serde(default)]
+    pub last_handshake_at: Option<i64>,
 }
 
 /// `Debug` is written out below: it redacts the secret fields.

@@ -82,6 +82,7 @@ impl Access<'_> {
                     edge: wire_field(&info.edge)?,
                     pin: info.pin,
                     expires_at: info.expires_at,
+                    last_handshake_at: info.usage.and_then(|u| u.last_handshake_at),
                 })
             })
             .collect::<Result<_>>()?;

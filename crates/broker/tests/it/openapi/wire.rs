@@ -212,6 +212,7 @@ fn whoami() -> WhoamiResponse {
             pin: "198.51.100.7/32".parse().unwrap(),
             pinned_here: true,
             expires_at: 1_700_000_000,
+            last_handshake_at: Some(1_699_999_000),
         }],
     }
 }
