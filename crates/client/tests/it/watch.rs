@@ -158,7 +158,10 @@ async fn status_is_ok_for_a_live_lease_pinned_here_with_json_fields() {
     assert_eq!(v["pinned_here"], true, "{v}");
     assert_eq!(v["expires_at"], lease["expires_at"], "{v}");
     assert_eq!(v["state"], "ok", "{v}");
-    assert_eq!(v.as_object().unwrap().len(), 7, "{v}");
+    // No edge has reported a handshake for this lease.
+    assert!(v["last_handshake_at"].is_null(), "{v}");
+    assert_eq!(v["tunnel"], "never_connected", "{v}");
+    assert_eq!(v.as_object().unwrap().len(), 9, "{v}");
     broker.shutdown().await.unwrap();
 }
 
