@@ -67,6 +67,17 @@ impl Netns {
         std::fs::write(etc.join("hosts"), DEFAULT_HOSTS).expect("write the namespace's hosts");
         std::fs::write(etc.join("resolv.conf"), "nameserver 127.0.0.1\n")
             .expect("write the namespace's resolv.conf");
+        // Host names from the files and DNS above only: not from a resolver daemon or mDNS
+        // that the host's own nsswitch.conf may name (reached over sockets, outside the test).
+        // The other databases (users, groups) stay as the host has them.
+        let host_nss = std::fs::read_to_string("/etc/nsswitch.conf").unwrap_or_default();
+        let mut nss: Vec<&str> = host_nss
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("hosts:"))
+            .collect();
+        nss.push("hosts: files dns");
+        std::fs::write(etc.join("nsswitch.conf"), nss.join("\n") + "\n")
+            .expect("write the namespace's nsswitch.conf");
         ns
     }
 

@@ -10,7 +10,7 @@
 //! - afterwards the edge's and the broker's open file descriptors (but the broker's database
 //!   files: its pool opens readers on demand, up to its size) are what they were before, their
 //!   threads within two of it (tokio's blocking pool), the edge's tokio tasks
-//!   (`grantwire_edge_tasks`) exactly what they were, and the edge's resident memory has not
+//!   (`grantwire_edge_tasks`, its main runtime's) no more than they were, and the edge's resident memory has not
 //!   grown by more than 4 KiB a lease
 //!   (printed each run; `scripts/bench/edge-scale.sh` measures memory per lease and over
 //!   cycles). "Before" is a steady state: after a first film and a first round of churn, and
@@ -209,7 +209,7 @@ fn a_thousand_leases_come_and_go_on_a_running_edge_while_a_film_plays() {
             let (edge_now, broker_now) = (Usage::of(edge_pid), Usage::of(broker_pid));
             (back(&edge_now, &edge_before)
                 && back(&broker_now, &broker_before)
-                && tasks() == tasks_before)
+                && tasks() <= tasks_before)
                 .then_some((edge_now, broker_now))
         });
     let (edge_after, broker_after) = settled.unwrap_or_else(|| {
@@ -223,8 +223,9 @@ fn a_thousand_leases_come_and_go_on_a_running_edge_while_a_film_plays() {
         )
     });
     eprintln!(
-        "edge before {edge_before:?}, after {edge_after:?}, {tasks_before} tasks both times; \
-         broker before {broker_before:?}, after {broker_after:?}"
+        "edge before {edge_before:?}, after {edge_after:?}, {tasks_before} tasks before and {} after; \
+         broker before {broker_before:?}, after {broker_after:?}",
+        tasks()
     );
     assert!(
         edge_after.rss_kib <= edge_before.rss_kib + RSS_GROWTH_BOUND_KIB,

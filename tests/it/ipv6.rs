@@ -271,28 +271,16 @@ fn a_friend_over_ipv6_on_an_edge_without_an_ipv6_endpoint_is_told_why_and_gets_n
     lab.add_ipv6();
     // The usual lab edge: an IPv4 endpoint only.
     lab.enrol_edge();
-    let alice = lab.add_user("alice");
-    lab.broker.grant(&lab.home, "alice", "home", None);
-    let phone = lab.device("alice-phone");
-    lab.login_at(&phone, &alice, &lab.broker_url6());
-    let out = lab.dir.path().join("alice-home.conf");
-    let refused = phone.profile(&lab.client, "home", &out);
-    assert_eq!(
-        refused.code,
-        Some(1),
-        "a lease that could never connect must be refused (exit 1, not a policy refusal):\n{refused}"
+    refused_profile(
+        &lab,
+        "alice",
+        Family::V6,
+        &[
+            "the broker sees you over IPv6 (at 2001:db8:1::2)",
+            "edge home has no IPv6 endpoint",
+            "add an IPv6 endpoint to edge home",
+        ],
     );
-    for words in [
-        "the broker sees you over IPv6 (at 2001:db8:1::2)",
-        "edge home has no IPv6 endpoint",
-        "add an IPv6 endpoint to edge home",
-    ] {
-        assert!(
-            refused.stderr.contains(words),
-            "the refusal should say {words:?}:\n{refused}"
-        );
-    }
-    assert!(!out.exists(), "a refused profile wrote {}", out.display());
     assert!(
         lab.broker.leases(&lab.home).is_empty(),
         "the refusal made a lease"
@@ -370,18 +358,7 @@ fn an_edge_known_by_a_host_name_gets_each_client_an_endpoint_of_its_own_family()
         if name == "erin" {
             lab.home.set_hosts("");
         }
-        let user = lab.add_user(name);
-        lab.broker.grant(&lab.home, name, "home", None);
-        let phone = lab.device(&format!("{name}-phone"));
-        lab.login_at(&phone, &user, &lab.broker_url_for(family));
-        let out = lab.dir.path().join(format!("{name}-home.conf"));
-        let refused = phone.profile(&lab.client, "home", &out);
-        assert_eq!(refused.code, Some(1), "{name} ({family:?}):\n{refused}");
-        assert!(
-            refused.stderr.contains(says),
-            "{name}'s refusal should say {says:?}:\n{refused}"
-        );
-        assert!(!out.exists(), "a refused profile wrote {}", out.display());
+        refused_profile(&lab, name, family, &[says]);
     }
     assert_eq!(
         lab.broker.leases(&lab.home).len(),
@@ -389,6 +366,31 @@ fn an_edge_known_by_a_host_name_gets_each_client_an_endpoint_of_its_own_family()
         "a refusal made a lease"
     );
     lab.assert_no_unexpected_warnings(&[]);
+}
+
+/// `name` added, granted `home` and signed in over `family`, whose `grantwire profile home` is
+/// refused: exit 1 (a lease that could never connect, not a policy refusal), the message
+/// holding each of `says`, and no file written.
+fn refused_profile(lab: &Lab, name: &str, family: Family, says: &[&str]) {
+    let user = lab.add_user(name);
+    lab.broker.grant(&lab.home, name, "home", None);
+    let phone = lab.device(&format!("{name}-phone"));
+    lab.login_at(&phone, &user, &lab.broker_url_for(family));
+    let out = lab.dir.path().join(format!("{name}-home.conf"));
+    let refused = phone.profile(&lab.client, "home", &out);
+    assert_eq!(
+        refused.code,
+        Some(1),
+        "{name} ({family:?}): a lease that could never connect must be refused (exit 1, not a \
+         policy refusal):\n{refused}"
+    );
+    for words in says {
+        assert!(
+            refused.stderr.contains(words),
+            "{name}'s refusal should say {words:?}:\n{refused}"
+        );
+    }
+    assert!(!out.exists(), "a refused profile wrote {}", out.display());
 }
 
 /// `lease list --json`'s one lease's id and pin.

@@ -38,6 +38,9 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Internal(String),
+    /// Something the request needs is out of reach for now; the message says what.
+    #[error("unavailable: {message}")]
+    Unavailable { message: String, retry_after: u64 },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,6 +56,7 @@ impl Error {
             Self::LeaseCap(_) => ErrorCode::LeaseCap,
             Self::PayloadTooLarge => ErrorCode::PayloadTooLarge,
             Self::RateLimited { .. } => ErrorCode::RateLimited,
+            Self::Unavailable { .. } => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         }
     }
@@ -68,6 +72,7 @@ impl Error {
             Self::Unauthorized => "unauthorized".into(),
             Self::PayloadTooLarge => "request body is too large".into(),
             Self::RateLimited { .. } => "too many requests; retry later".into(),
+            Self::Unavailable { message, .. } => message.clone(),
             _ => "internal error".into(),
         }
     }

@@ -41,7 +41,11 @@ impl IntoResponse for ApiError {
             tracing::error!(error = %e, "request failed");
         }
         let mut response = (status(code), axum::Json(e.body())).into_response();
-        if let Error::RateLimited { retry_after: secs } = e {
+        if let Error::RateLimited { retry_after: secs }
+        | Error::Unavailable {
+            retry_after: secs, ..
+        } = e
+        {
             response
                 .headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from(secs));

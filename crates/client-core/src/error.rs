@@ -342,9 +342,13 @@ pub(crate) fn from_response(status: u16, body: &[u8], call: Call<'_>) -> Error {
         (ErrorCode::BadRequest, _) => Error::BadRequest { message },
         (ErrorCode::Conflict, _) => Error::Conflict { message },
         (ErrorCode::LeaseCap, _) => Error::LeaseCap { message },
-        (ErrorCode::PayloadTooLarge | ErrorCode::RateLimited | ErrorCode::Internal, _) => {
-            Error::Server { status, message }
-        }
+        (
+            ErrorCode::PayloadTooLarge
+            | ErrorCode::RateLimited
+            | ErrorCode::Internal
+            | ErrorCode::Unavailable,
+            _,
+        ) => Error::Server { status, message },
         // Login has no grant or named resource to miss: such an answer means the URL does not
         // lead to a grantwire broker's API.
         (ErrorCode::Forbidden | ErrorCode::NotFound, Call::Login) => Error::Protocol {
@@ -378,6 +382,7 @@ fn code_for_status(status: u16) -> Option<ErrorCode> {
         ErrorCode::Conflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::RateLimited,
+        ErrorCode::Unavailable,
     ]
     .into_iter()
     .find(|c| c.http_status() == status)

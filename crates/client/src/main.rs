@@ -143,9 +143,19 @@ async fn profile(config_dir: &Path, args: ProfileArgs) -> anyhow::Result<()> {
     let profile = match asked {
         Ok(profile) => profile,
         Err(e) => {
-            // An answer from the broker settles the request: no lease was made. A broken
-            // connection or a failing broker leaves it open, and the key waits for the retry.
-            if remember && !matches!(e.kind(), ErrorKind::Network | ErrorKind::Server) {
+            // The broker's refusal of this request settles it: no lease was made. Anything
+            // else (a broken connection, a failing broker, an answer that did not parse, a
+            // session or certificate to sort out first) leaves it open, and the key waits for
+            // the retry.
+            let refused = matches!(
+                e.kind(),
+                ErrorKind::Forbidden
+                    | ErrorKind::NotFound
+                    | ErrorKind::BadRequest
+                    | ErrorKind::Conflict
+                    | ErrorKind::LeaseCap
+            );
+            if remember && refused {
                 leases.clear_pending(&args.edge)?;
             }
             return Err(e.into());

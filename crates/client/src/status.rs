@@ -206,7 +206,9 @@ pub async fn status(config_dir: &Path, args: StatusArgs) -> anyhow::Result<()> {
         .path
         .as_deref()
         .and_then(|p| written_expiry(p, &stored.lease_id));
-    let now = unix_now();
+    // The lease's times are on the broker's clock: compared with it, a device whose clock is
+    // off still reads them right.
+    let now = me.now.unwrap_or_else(unix_now);
     let status = assess(edge, &stored.lease_id, &me, now, written);
     if args.json {
         print_json(&status.to_json())?;
@@ -262,6 +264,7 @@ mod tests {
             user: "alice".into(),
             source_ip: "192.0.2.3".parse().unwrap(),
             leases,
+            now: Some(NOW),
         }
     }
 

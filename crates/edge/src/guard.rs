@@ -144,6 +144,7 @@ impl FromStr for HostPort {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
         let expected = || format!("expected tcp/PORT or udp/PORT (tcp/22, say), got {s:?}");
         let (proto, port) = s.split_once('/').ok_or_else(expected)?;
         let proto = match proto.to_ascii_lowercase().as_str() {
@@ -169,6 +170,31 @@ impl fmt::Display for HostPort {
         };
         write!(f, "{proto}/{}", self.port)
     }
+}
+
+/// Refuses a `--host-allow` port the guard would not open anyway: one of Plex's ports (which
+/// stay closed to outside whatever is listed; `--allow-lan` is for the LAN) or the WireGuard
+/// port (open already, with its own limits).
+pub fn check_host_allow(allowed: &[HostPort], wg_port: u16) -> Result<(), String> {
+    for port in allowed {
+        let plex = match port.proto {
+            Proto::Tcp => PLEX_TCP_PORTS,
+            Proto::Udp => PLEX_UDP_PORTS,
+        };
+        if plex.iter().any(|r| r.contains(port.port)) {
+            return Err(format!(
+                "--host-allow {port}: that is Plex's port, which the guard keeps closed to \
+                 outside whatever is listed; give your LAN --allow-lan instead"
+            ));
+        }
+        if port.proto == Proto::Udp && port.port == wg_port {
+            return Err(format!(
+                "--host-allow {port}: that is the WireGuard port, open already (with its own \
+                 limits)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What the guard lets through besides the tunnel and loopback.
@@ -316,6 +342,7 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
          \x20       udp dport {{ {udp} }} drop\n\
          {host}\
          \x20   }}\n\
+         {untracked}\
          }}\n",
         tun = quote(&spec.tun_name),
         wg = spec.wg_port,
@@ -326,6 +353,27 @@ pub fn render_ruleset(spec: &GuardSpec) -> String {
         tcp = nft_set(PLEX_TCP_PORTS),
         udp = nft_set(PLEX_UDP_PORTS),
         host = host_rules(&spec.host, spec.wg_port),
+        untracked = untracked_chains(&spec.host, spec.wg_port),
+    )
+}
+
+/// On a silent host, the WireGuard port's datagrams bypass conntrack (nothing on an open one,
+/// whose rules need no connection state). The silent host's rules track connections, and a
+/// flood of datagrams from forged sources (a /64 pin offers 2^64 of them) would otherwise
+/// make an entry each; the port is accepted by its own rule, so it needs no state.
+fn untracked_chains(host: &HostPolicy, wg_port: u16) -> String {
+    if *host == HostPolicy::Open {
+        return String::new();
+    }
+    format!(
+        "    chain untracked_in {{\n        \
+         type filter hook prerouting priority raw; policy accept;\n        \
+         udp dport {wg_port} notrack\n    \
+         }}\n    \
+         chain untracked_out {{\n        \
+         type filter hook output priority raw; policy accept;\n        \
+         udp sport {wg_port} notrack\n    \
+         }}\n"
     )
 }
 
@@ -336,10 +384,13 @@ fn host_rules(host: &HostPolicy, wg_port: u16) -> String {
     let HostPolicy::Silent(allowed) = host else {
         return String::new();
     };
+    // DHCPv6 answers a client from its server's link-local address, never from beyond the
+    // link, so the host keeps its DHCPv6 address without opening the port to the internet.
     let mut rules = String::from(
         "        ct state established,related accept\n        \
          icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, \
-         mld-listener-query } accept\n",
+         mld-listener-query } accept\n        \
+         ip6 saddr fe80::/10 udp dport 546 accept\n",
     );
     rules.push_str(&format!("        udp dport {wg_port} accept\n"));
     for (proto, name) in [(Proto::Tcp, "tcp"), (Proto::Udp, "udp")] {
@@ -595,10 +646,19 @@ mod tests {
             tail,
             "        ct state established,related accept\n\
              \x20       icmpv6 type { nd-router-advert, nd-neighbor-solicit, nd-neighbor-advert, mld-listener-query } accept\n\
+             \x20       ip6 saddr fe80::/10 udp dport 546 accept\n\
              \x20       udp dport 51820 accept\n\
              \x20       tcp dport { 22, 8443 } accept\n\
              \x20       udp dport { 546 } accept\n\
              \x20       drop\n\
+             \x20   }\n\
+             \x20   chain untracked_in {\n\
+             \x20       type filter hook prerouting priority raw; policy accept;\n\
+             \x20       udp dport 51820 notrack\n\
+             \x20   }\n\
+             \x20   chain untracked_out {\n\
+             \x20       type filter hook output priority raw; policy accept;\n\
+             \x20       udp sport 51820 notrack\n\
              \x20   }\n\
              }\n"
         );
@@ -621,8 +681,27 @@ mod tests {
     }
 
     #[test]
+    fn plex_ports_and_the_wireguard_port_are_not_host_allow_ports() {
+        let ports =
+            |list: &[&str]| -> Vec<HostPort> { list.iter().map(|p| p.parse().unwrap()).collect() };
+        assert_eq!(
+            check_host_allow(&ports(&["tcp/22", "udp/546", "tcp/51820"]), 51820),
+            Ok(())
+        );
+        for (bad, says) in [
+            ("tcp/32400", "Plex's port"),
+            ("udp/32412", "Plex's port"),
+            ("udp/1900", "Plex's port"),
+            ("udp/51820", "the WireGuard port"),
+        ] {
+            let err = check_host_allow(&ports(&["tcp/22", bad]), 51820).unwrap_err();
+            assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn host_ports_parse_only_as_tcp_or_udp_slash_a_real_port() {
-        let ok: HostPort = "TCP/22".parse().unwrap();
+        let ok: HostPort = " TCP/22 ".parse().unwrap();
         assert_eq!(
             (ok.proto, ok.port, ok.to_string().as_str()),
             (Proto::Tcp, 22, "tcp/22")

@@ -122,6 +122,7 @@ async fn run(args: RunArgs, plan: Plan) -> Result<()> {
                 .into()
         ));
     }
+    guard::check_host_allow(&args.host_allow, args.listen.port()).map_err(UsageError)?;
     let state = StateDir::open(&args.state_dir).context("opening the state directory")?;
     let key = state.private_key().context("loading the edge key")?;
     let client = http_client(args.broker_fingerprint);

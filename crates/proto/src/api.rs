@@ -66,6 +66,9 @@ pub enum ErrorCode {
     RateLimited,
     /// 500: something broke on the broker; details are only in its log.
     Internal,
+    /// 503: something the request needs is out of reach for now (the edge's endpoint name did
+    /// not resolve from the broker); the `Retry-After` header says when to try again.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -79,6 +82,7 @@ impl ErrorCode {
             Self::PayloadTooLarge => 413,
             Self::RateLimited => 429,
             Self::Internal => 500,
+            Self::Unavailable => 503,
         }
     }
 }
@@ -123,6 +127,11 @@ pub struct WhoamiResponse {
     /// masked to the grant's prefix).
     pub source_ip: IpAddr,
     pub leases: Vec<WhoamiLease>,
+    /// The broker's clock (Unix seconds) when it answered: the times above are on it, so a
+    /// client compares them with this rather than with its own clock. None from a broker from
+    /// before this field.
+    #[serde(default)]
+    pub now: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

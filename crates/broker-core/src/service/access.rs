@@ -90,6 +90,7 @@ impl Access<'_> {
             user: user.name.clone(),
             source_ip: source.to_canonical(),
             leases,
+            now: Some(self.broker.now()),
         })
     }
 

@@ -11,8 +11,10 @@
 //!   tunnel up again later follows the name to a new address;
 //! - addresses of both families: the client's WireGuard might pick the other family, so the
 //!   first address of the client's family is handed out instead of the name;
-//! - none of the client's family, or no answer within [`RESOLVE_TIMEOUT`]: refused (409),
-//!   saying what the broker found, since such a lease could never connect.
+//! - none of the client's family: refused (409), saying what the broker found, since such a
+//!   lease could never connect;
+//! - no answer within [`RESOLVE_TIMEOUT`], or an error: 503 with `Retry-After`, since DNS may
+//!   answer in a moment (`grantwire watch` retries it; `profile` keeps its key for the retry).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -22,6 +24,8 @@ use crate::store::edges::EdgeRow;
 
 /// How long a lease request waits for DNS.
 pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(3);
+/// What a client is told to wait after a name did not resolve (503 `Retry-After`).
+pub const UNRESOLVED_RETRY_AFTER_SECS: u64 = 5;
 
 /// What an edge's endpoint name stood for, for a client at `source`, when it was looked up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,12 +129,15 @@ pub fn for_client(edge: &EdgeRow, source: IpAddr, resolved: Option<&Resolved>) -
                 ips.join(", ")
             )))
         }
-        Outcome::Unresolved(why) => Err(Error::Conflict(format!(
-            "the broker could not resolve edge {}'s endpoint {endpoint} ({why}), so it cannot \
-             tell which address your {family} lease must use; try again, and if it persists \
-             ask its operator to check the name",
-            edge.name
-        ))),
+        Outcome::Unresolved(why) => Err(Error::Unavailable {
+            message: format!(
+                "the broker could not resolve edge {}'s endpoint {endpoint} ({why}), so it \
+                 cannot tell which address your {family} lease must use; try again, and if it \
+                 persists ask its operator to check the name",
+                edge.name
+            ),
+            retry_after: UNRESOLVED_RETRY_AFTER_SECS,
+        }),
     }
 }
 

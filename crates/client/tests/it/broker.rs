@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common::*;
-use grantwire_proto::{GrantRevokeRequest, PrivateKey};
+use grantwire_proto::GrantRevokeRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_and_profiles_against_a_real_broker() {
@@ -101,12 +101,7 @@ async fn login_and_profiles_against_a_real_broker() {
         assert_eq!(mode, 0o600);
     }
     let text = std::fs::read_to_string(&path).unwrap();
-    let private: PrivateKey = text
-        .lines()
-        .find_map(|l| l.strip_prefix("PrivateKey = "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let private = private_key_in(&text);
     let leases = broker.admin().leases().list().await.unwrap().leases;
     assert_eq!(leases.len(), 1);
     assert_eq!(leases[0].public_key, private.public_key());

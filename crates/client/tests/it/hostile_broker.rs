@@ -239,7 +239,11 @@ async fn a_lease_answer_with_any_field_out_of_shape_is_refused_and_nothing_is_wr
         assert!(run.stderr.contains("does not parse"), "{case}");
         assert!(run.stderr.contains(names), "{case}");
         assert_eq!(run.stderr.lines().count(), 1, "one line, escaped: {case}");
-        assert_eq!(files_under(&config), before, "{case}");
+        // Only the request's key is kept (0600), for a retry: an answer that does not parse
+        // may stand for a lease the broker made.
+        let mut after = files_under(&config);
+        after.retain(|f| f != "profiles/home.pending");
+        assert_eq!(after, before, "{case}");
 
         // `up`: the kept lease is not listed, so it renews and gets the same answer.
         keep_lease(&config);

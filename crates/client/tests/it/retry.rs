@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::common::*;
-use grantwire_proto::PrivateKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -105,14 +104,9 @@ async fn lease_keys(broker: &grantwire_broker::RunningBroker, user: &str) -> Vec
 
 /// The public key of the private key in wg-quick file `profile`.
 fn key_of(profile: &Path) -> String {
-    let text = std::fs::read_to_string(profile).unwrap();
-    let private: PrivateKey = text
-        .lines()
-        .find_map(|l| l.strip_prefix("PrivateKey = "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    private.public_key().to_base64()
+    private_key_in(&std::fs::read_to_string(profile).unwrap())
+        .public_key()
+        .to_base64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -49,11 +49,13 @@ fn host_allow_without_a_silent_host_is_refused_from_flags_and_from_the_environme
 }
 
 #[test]
-fn a_host_port_that_is_not_tcp_or_udp_and_a_port_is_refused() {
+fn a_host_port_that_is_malformed_plex_s_or_the_wireguard_port_is_refused() {
     for (bad, says) in [
         ("ssh", "expected tcp/PORT or udp/PORT"),
         ("tcp/0", "port 0"),
         ("udp/70000", "not a port number"),
+        ("tcp/32400", "that is Plex's port"),
+        ("udp/51820", "that is the WireGuard port"),
     ] {
         let (code, stderr, made) = run(&["--silent-host", "--host-allow", bad], &[]);
         assert_eq!(code, Some(2), "{bad}: {stderr}");

@@ -18,11 +18,12 @@ pub(crate) fn all_error_codes() -> Vec<ErrorCode> {
         PayloadTooLarge,
         RateLimited,
         Internal,
+        Unavailable,
     ];
     for code in &all {
         match code {
             BadRequest | Unauthorized | Forbidden | NotFound | Conflict | LeaseCap
-            | PayloadTooLarge | RateLimited | Internal => {}
+            | PayloadTooLarge | RateLimited | Internal | Unavailable => {}
         }
     }
     all
@@ -214,6 +215,7 @@ fn whoami() -> WhoamiResponse {
             expires_at: 1_700_000_000,
             last_handshake_at: Some(1_699_999_000),
         }],
+        now: Some(1_699_999_100),
     }
 }
 

@@ -192,3 +192,12 @@ pub async fn login(config: &Path, broker: &RunningBroker, user: &str, secret: &[
     let run = grantwire(config, &args, &format!("{PASSWORD}\n")).await;
     assert_eq!(run.code, Some(0), "{}", run.stderr);
 }
+
+/// The private key in the wg-quick text `conf` (its `PrivateKey = ` line).
+pub fn private_key_in(conf: &str) -> grantwire_proto::PrivateKey {
+    conf.lines()
+        .find_map(|l| l.strip_prefix("PrivateKey = "))
+        .expect("a PrivateKey line")
+        .parse()
+        .expect("a private key")
+}
