@@ -74,26 +74,40 @@ pub fn judge(endpoint: &str, source: IpAddr, addrs: &[SocketAddr]) -> Resolved {
     }
 }
 
+/// Lookups running at once. Each holds a thread of tokio's blocking pool (getaddrinfo) until
+/// the resolver answers, which the timeout above does not shorten: the permit goes with the
+/// thread, so against a resolver that never answers a lease storm cannot take the threads that
+/// database reads and password checks share.
+const CONCURRENT_LOOKUPS: usize = 4;
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_LOOKUPS);
+
 /// Looks `endpoint` (`NAME:PORT`) up for a client at `source`; `None` for an address literal,
-/// which needs no lookup.
+/// which needs no lookup. Every lease asks afresh (the resolver's own cache, if any, spares
+/// DNS), so a changed address is seen at once.
 pub async fn resolve(endpoint: &str, source: IpAddr) -> Option<Resolved> {
     if endpoint.parse::<SocketAddr>().is_ok() {
         return None;
     }
-    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(endpoint)).await;
+    let unresolved = |why: String| Resolved {
+        endpoint: endpoint.to_owned(),
+        outcome: Outcome::Unresolved(why),
+    };
+    let waited = format!("no answer within {} s", RESOLVE_TIMEOUT.as_secs());
+    let name = endpoint.to_owned();
+    let lookup = tokio::time::timeout(RESOLVE_TIMEOUT, async move {
+        let permit = LOOKUPS.acquire().await.map_err(std::io::Error::other)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            std::net::ToSocketAddrs::to_socket_addrs(&name).map(Iterator::collect::<Vec<_>>)
+        })
+        .await
+        .map_err(std::io::Error::other)?
+    })
+    .await;
     Some(match lookup {
-        Ok(Ok(addrs)) => judge(endpoint, source, &addrs.collect::<Vec<_>>()),
-        Ok(Err(e)) => Resolved {
-            endpoint: endpoint.to_owned(),
-            outcome: Outcome::Unresolved(e.to_string()),
-        },
-        Err(_) => Resolved {
-            endpoint: endpoint.to_owned(),
-            outcome: Outcome::Unresolved(format!(
-                "no answer within {} s",
-                RESOLVE_TIMEOUT.as_secs()
-            )),
-        },
+        Ok(Ok(addrs)) => judge(endpoint, source, &addrs),
+        Ok(Err(e)) => unresolved(e.to_string()),
+        Err(_) => unresolved(waited),
     })
 }
 

@@ -35,12 +35,21 @@ impl Leases<'_> {
         req: LeaseRequest,
         source: IpAddr,
     ) -> Result<LeaseResponse> {
-        // A name among the edge's endpoints is looked up first, outside the transaction.
-        let edge_name = req.edge.clone();
+        // A name among the edge's endpoints is looked up first, outside the transaction, and
+        // only for a user who holds a grant on the edge (the transaction checks again).
+        let (edge_name, user_id, now) = (req.edge.clone(), user.user_id, self.broker.now());
         let stored = self
             .broker
             .db()
-            .read(move |c| Ok(edges::by_name(c, &edge_name)?.and_then(|e| e.endpoint_for(source))))
+            .read(move |c| {
+                let Some(edge) = edges::by_name(c, &edge_name)? else {
+                    return Ok(None);
+                };
+                if edges::live_grant(c, user_id, edge.id, now)?.is_none() {
+                    return Ok(None);
+                }
+                Ok(edge.endpoint_for(source))
+            })
             .await?;
         let resolved = match stored {
             Some(e) => endpoint::resolve(&e, source).await,
@@ -140,7 +149,9 @@ impl Leases<'_> {
             .broker
             .db()
             .read(move |c| {
-                let Some(lease) = leases::live_by_id(c, &lookup, now)? else {
+                let Some(lease) =
+                    leases::live_by_id(c, &lookup, now)?.filter(|l| l.user_id == user_id)
+                else {
                     return Ok(None);
                 };
                 Ok(edges::by_id(c, lease.edge_id)?.and_then(|e| e.endpoint_for(source)))
