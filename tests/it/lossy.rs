@@ -185,6 +185,11 @@ fn a_210_s_silence_on_a_cut_line_shows_in_status_as_a_down_tunnel_that_then_reco
             "the relay's {way} is 0: {counts}"
         );
     }
-    lab.assert_no_unexpected_warnings(&[]);
+    // The edge, with Plex's answers for alice queued, tries to handshake across the cut
+    // itself and gives up after REKEY_ATTEMPT_TIME (boringtun logs both): expected here.
+    lab.assert_no_unexpected_warnings(&[
+        "boringtun::noise::timers: HANDSHAKE(",
+        "boringtun::noise::timers: CONNECTION_EXPIRED(REKEY_ATTEMPT_TIME)",
+    ]);
     drop(wg);
 }
