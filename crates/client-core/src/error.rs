@@ -81,7 +81,9 @@ pub enum Error {
 
     #[error(
         "{mismatch}: something may be intercepting the connection; if the broker's admin \
-         confirms its certificate was regenerated, run `grantwire login --fingerprint {}`",
+         confirms its certificate or key was replaced, run `grantwire login --fingerprint \
+         <the fingerprint the broker printed at start>` (the certificate's {}, or with ACME \
+         certificates the key's)",
         .mismatch.presented
     )]
     PinMismatch {

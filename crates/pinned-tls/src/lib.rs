@@ -18,8 +18,15 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 
-/// SHA-256 of a certificate's DER encoding. Written as 64 lowercase hex digits; parsing also
-/// accepts upper case, `:` separators and a `sha256:` prefix, as other tools print them.
+/// SHA-256 of a certificate's DER encoding, or of its public key's (the SubjectPublicKeyInfo).
+/// Written as 64 lowercase hex digits; parsing also accepts upper case, `:` separators and a
+/// `sha256:` prefix, as other tools print them.
+///
+/// A pin matches a certificate when it is either digest: a self-signed broker announces its
+/// certificate's (it never changes), a broker with ACME certificates its key's, which it keeps
+/// across renewals, so a pin outlives every certificate that key is issued in. The two digests
+/// cover different byte strings, and finding a certificate whose digest equals some key's is a
+/// SHA-256 second preimage.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Fingerprint([u8; 32]);
 
@@ -35,9 +42,19 @@ impl Fingerprint {
         Self(out)
     }
 
-    /// Constant-time, so a probing peer learns nothing from how fast a wrong certificate fails.
-    pub fn matches(&self, der: &[u8]) -> bool {
-        Self::of_der(der).0.ct_eq(&self.0).into()
+    /// The digest of the public key in the certificate `cert_der`; `None` when it does not
+    /// parse as an X.509 certificate.
+    pub fn of_key_in(cert_der: &[u8]) -> Option<Self> {
+        let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+        Some(Self::of_der(cert.tbs_certificate.subject_pki.raw))
+    }
+
+    /// Whether this pin is the certificate's digest or its public key's. Constant-time in the
+    /// comparisons, so a probing peer learns nothing from how fast a wrong certificate fails.
+    pub fn matches(&self, cert_der: &[u8]) -> bool {
+        let cert: bool = Self::of_der(cert_der).0.ct_eq(&self.0).into();
+        let key: bool = Self::of_key_in(cert_der).is_some_and(|k| k.0.ct_eq(&self.0).into());
+        cert | key
     }
 }
 
@@ -81,11 +98,15 @@ impl fmt::Debug for Fingerprint {
 /// `rustls::Error::InvalidCertificate(CertificateError::Other(..))` a failed handshake returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the broker's certificate does not match the pinned fingerprint {pinned} (it presented {presented})"
+    "the broker's certificate does not match the pinned fingerprint {pinned} (it presented certificate {presented}{})",
+    presented_key.map(|k| format!(", key {k}")).unwrap_or_default()
 )]
 pub struct PinMismatch {
     pub pinned: Fingerprint,
+    /// The presented certificate's digest.
     pub presented: Fingerprint,
+    /// Its public key's, when it parsed.
+    pub presented_key: Option<Fingerprint>,
 }
 
 impl Serialize for Fingerprint {
@@ -109,8 +130,8 @@ pub fn public_roots() -> Arc<RootCertStore> {
     ))
 }
 
-/// A rustls client configuration that accepts exactly the certificate with `pin`'s fingerprint
-/// (any name, no CA), or, without a pin, certificates signed by the public web CAs.
+/// A rustls client configuration that accepts exactly the certificates `pin` matches (its
+/// fingerprint, or one of its key; any name, no CA), or, without a pin, certificates signed by the public web CAs.
 pub fn client_config(pin: Option<Fingerprint>) -> ClientConfig {
     client_config_for_versions(pin, rustls::DEFAULT_VERSIONS)
 }
@@ -285,6 +306,7 @@ impl ServerCertVerifier for PinnedVerifier {
             let mismatch = PinMismatch {
                 pinned: self.pin,
                 presented: Fingerprint::of_der(end_entity.as_ref()),
+                presented_key: Fingerprint::of_key_in(end_entity.as_ref()),
             };
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::Other(rustls::OtherError(Arc::new(mismatch))),
@@ -347,6 +369,61 @@ mod tests {
         }
         assert!(fp.matches(b"certificate"));
         assert!(!fp.matches(b"certificatf"));
+    }
+
+    fn cert_with(key: &rcgen::KeyPair, name: &str) -> Vec<u8> {
+        let params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+        params.self_signed(key).unwrap().der().to_vec()
+    }
+
+    #[test]
+    fn a_key_pin_matches_every_certificate_of_that_key_and_no_other() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let first = cert_with(&key, "broker.example");
+        let renewed = cert_with(&key, "broker.example");
+        assert_ne!(first, renewed, "two issuances differ (serial numbers)");
+        let pin = Fingerprint::of_key_in(&first).unwrap();
+        assert_eq!(pin, Fingerprint::of_der(&key.public_key_der()));
+        assert!(pin.matches(&first));
+        assert!(pin.matches(&renewed));
+        // Same name, another key: refused.
+        let other = cert_with(&rcgen::KeyPair::generate().unwrap(), "broker.example");
+        assert!(!pin.matches(&other));
+        // A certificate pin still matches only its certificate.
+        let cert_pin = Fingerprint::of_der(&first);
+        assert!(cert_pin.matches(&first));
+        assert!(!cert_pin.matches(&renewed));
+        assert_eq!(Fingerprint::of_key_in(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn the_pinned_verifier_reports_both_digests_on_a_mismatch() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let der = cert_with(&key, "broker.example");
+        let pinned = Fingerprint::of_der(b"something else");
+        let verifier = PinnedVerifier {
+            pin: pinned,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        };
+        let cert = CertificateDer::from(der.clone());
+        let name = ServerName::try_from("broker.example").unwrap();
+        let err = verifier
+            .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+            .unwrap_err();
+        let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = err else {
+            panic!("not a pin mismatch: {err:?}");
+        };
+        let mismatch = other.0.downcast_ref::<PinMismatch>().unwrap();
+        assert_eq!(mismatch.presented, Fingerprint::of_der(&der));
+        assert_eq!(mismatch.presented_key, Fingerprint::of_key_in(&der));
+        let key_pin = Fingerprint::of_der(&key.public_key_der());
+        let ok = PinnedVerifier {
+            pin: key_pin,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        };
+        assert!(ok
+            .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+            .is_ok());
     }
 
     #[test]
