@@ -76,6 +76,27 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, env = "GRANTWIRE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// Get and renew the certificate from an ACME CA (Let's Encrypt by default) for this public
+    /// DNS name, with the TLS-ALPN-01 challenge on this listener (which must be reachable on
+    /// port 443 under that name). Edges and clients then pin the TLS key, which every renewal
+    /// keeps.
+    #[arg(long, env = "GRANTWIRE_ACME_DOMAIN", conflicts_with = "tls_cert")]
+    pub acme_domain: Option<String>,
+    /// Contact address for the CA's expiry notices.
+    #[arg(long, env = "GRANTWIRE_ACME_EMAIL", requires = "acme_domain")]
+    pub acme_email: Option<String>,
+    /// The ACME CA's directory URL.
+    #[arg(
+        long,
+        env = "GRANTWIRE_ACME_DIRECTORY",
+        requires = "acme_domain",
+        default_value = grantwire_broker::acme::LETS_ENCRYPT
+    )]
+    pub acme_directory: String,
+    /// PEM root certificate to check the ACME directory's HTTPS against instead of the system's
+    /// (a private CA, or a test CA).
+    #[arg(long, env = "GRANTWIRE_ACME_DIRECTORY_CA", requires = "acme_domain")]
+    pub acme_directory_ca: Option<PathBuf>,
     /// Lifetime of a login session (e.g. 12h, 30m, 1s).
     #[arg(long, env = "GRANTWIRE_SESSION_TTL", default_value = "12h")]
     pub session_ttl: humantime::Duration,

@@ -268,6 +268,13 @@ impl<S: Send + 'static> Accept<TcpStream, S> for GuardedAcceptor {
             // On refusal the stream is dropped here: closed before TLS.
             let (slot, stream) = slot?;
             let (tls_stream, service) = tls.accept(stream, service).await?;
+            // A TLS-ALPN-01 validation (RFC 8737) ends with the handshake: the CA only looks
+            // at the certificate. Nothing is served on such a connection.
+            if tls_stream.get_ref().1.alpn_protocol() == Some(crate::acme::ACME_TLS_ALPN) {
+                return Err(io::Error::other(
+                    "ACME TLS-ALPN-01 validation: handshake only",
+                ));
+            }
             Ok((Guarded::new(tls_stream, slot, timeouts), service))
         })
     }

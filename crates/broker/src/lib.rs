@@ -10,6 +10,7 @@
 //! What it must not do: hold an operation's logic (that is the core's), trust a forwarding
 //! header for the client's address, or log a secret.
 
+pub mod acme;
 pub mod admin_client;
 mod admin_socket;
 pub mod alerts;

@@ -287,11 +287,24 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
         known = conn_limits.known,
         "descriptor limit and connection caps"
     );
+    let acme = args
+        .acme_domain
+        .map(|domain| grantwire_broker::acme::AcmeConfig {
+            domain: domain.to_ascii_lowercase(),
+            email: args.acme_email,
+            directory: args.acme_directory,
+            directory_ca: args.acme_directory_ca,
+        });
+    if let Some(acme) = &acme {
+        acme.check().map_err(usage)?;
+    }
+    let with_acme = acme.is_some();
     let config = ServeConfig {
         data_dir,
         listen: args.listen,
         tls_cert: args.tls_cert,
         tls_key: args.tls_key,
+        acme,
         session_ttl: args.session_ttl.into(),
         session_idle: args.session_idle.into(),
         clock: std::sync::Arc::new(grantwire_broker::clock::SystemClock),
@@ -313,10 +326,18 @@ async fn serve(data_dir: std::path::PathBuf, args: ServeArgs) -> anyhow::Result<
         .await
         .context("starting the broker")?;
     eprintln!("grantwire-broker: listening on {}", running.url());
-    eprintln!(
-        "grantwire-broker: TLS certificate SHA-256 fingerprint: {}",
-        running.fingerprint()
-    );
+    if with_acme {
+        eprintln!(
+            "grantwire-broker: TLS key SHA-256 fingerprint: {} (certificates come from the ACME \
+             CA and are renewed for this same key: edges and clients pin this)",
+            running.fingerprint()
+        );
+    } else {
+        eprintln!(
+            "grantwire-broker: TLS certificate SHA-256 fingerprint: {}",
+            running.fingerprint()
+        );
+    }
     tokio::select! {
         res = running.stopped() => return res.context("broker stopped"),
         res = shutdown_signal() => res?,

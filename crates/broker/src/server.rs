@@ -31,6 +31,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    /// Certificates from an ACME CA instead (`--acme-domain`); not with `tls_cert`.
+    pub acme: Option<crate::acme::AcmeConfig>,
     pub session_ttl: Duration,
     /// How long a session may go unused before it ends.
     pub session_idle: Duration,
@@ -60,6 +62,7 @@ impl ServeConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tls_cert: None,
             tls_key: None,
+            acme: None,
             session_ttl: Duration::from_secs(12 * 3600),
             session_idle: Duration::from_secs(3600),
             clock: std::sync::Arc::new(crate::clock::SystemClock),
@@ -101,7 +104,8 @@ impl RunningBroker {
         format!("https://{}", self.addr)
     }
 
-    /// SHA-256 of the TLS certificate, 64 lowercase hex digits.
+    /// What clients and edges pin, 64 lowercase hex digits: SHA-256 of the TLS certificate, or
+    /// with ACME certificates of the TLS key (the same across renewals).
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
@@ -171,12 +175,39 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         crate::service::sessions::AuthState::prepare(&db, &config.data_dir, auth_config).await?;
     let proxies = crate::proxy::TrustedProxies::new(config.trusted_proxies.clone());
     let broker = Broker::new(db, config.session_ttl, argon2, auth, proxies)?;
-    let identity = tls::load_or_create(
-        &config.data_dir,
-        config.tls_cert.as_deref(),
-        config.tls_key.as_deref(),
-        config.listen,
-    )?;
+    let (identity, acme, presented) = match &config.acme {
+        None => {
+            let identity = tls::load_or_create(
+                &config.data_dir,
+                config.tls_cert.as_deref(),
+                config.tls_key.as_deref(),
+                config.listen,
+            )?;
+            let presented = if config.tls_cert.is_some() {
+                tls::Presented::Operator
+            } else {
+                tls::Presented::SelfSigned {
+                    fingerprint: identity.fingerprint.clone(),
+                }
+            };
+            (identity, None, presented)
+        }
+        Some(acme) => {
+            if config.tls_cert.is_some() {
+                return Err(Error::BadRequest(
+                    "--acme-domain and --tls-cert are alternatives".into(),
+                ));
+            }
+            acme.check().map_err(Error::BadRequest)?;
+            let manager = Arc::new(crate::acme::Manager::load(&config.data_dir, acme.clone())?);
+            let identity =
+                tls::with_resolver(manager.certs(), manager.key_pin(), &config.data_dir)?;
+            let presented = tls::Presented::Acme {
+                domain: acme.domain.clone(),
+            };
+            (identity, Some(manager), presented)
+        }
+    };
 
     let listener = bind_public(config.listen)?;
     listener.set_nonblocking(true)?;
@@ -197,9 +228,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         .timer(TokioTimer::new())
         .keep_alive_interval(crate::conn::H2_PING_INTERVAL)
         .keep_alive_timeout(crate::conn::H2_PING_TIMEOUT);
-    let server = server
-        .handle(https.clone())
-        .serve(routes::app(broker.clone()).into_make_service_with_connect_info::<SocketAddr>());
+    let server = server.handle(https.clone()).serve(
+        routes::app(broker.clone(), presented).into_make_service_with_connect_info::<SocketAddr>(),
+    );
 
     let (admin_stop, mut stop_rx) = watch::channel(false);
     let admin_server = axum::serve(admin_listener, routes::admin_app(broker.clone()))
@@ -218,6 +249,9 @@ pub async fn start(config: ServeConfig) -> Result<RunningBroker> {
         tokio::spawn(sweep_expired(broker.clone())),
         tokio::spawn(crate::retention::run(broker.clone(), config.retention)),
     ];
+    if let Some(manager) = acme {
+        background.push(tokio::spawn(crate::acme::run(manager, broker.clone())));
+    }
     if let Some(webhook) = config.alert_webhook.clone() {
         background.push(tokio::spawn(crate::alerts::run(broker.clone(), webhook)));
     }

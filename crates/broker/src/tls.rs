@@ -1,6 +1,7 @@
-//! The broker's TLS identity: an operator-supplied certificate, or a self-signed one made on
-//! first start and kept in the data directory. Clients and edges pin the SHA-256 fingerprint of
-//! the certificate, so the names it carries matter little.
+//! The broker's TLS identity: an operator-supplied certificate, a self-signed one made on first
+//! start and kept in the data directory, or certificates from an ACME CA ([`crate::acme`]).
+//! Clients and edges pin the SHA-256 fingerprint of the certificate (of its key with ACME, which
+//! outlives renewals), so the names it carries matter little to them.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -17,6 +18,18 @@ use crate::error::{Error, Result};
 pub const CERT_FILE: &str = "tls-cert.pem";
 pub const KEY_FILE: &str = "tls-key.pem";
 pub const FINGERPRINT_FILE: &str = "tls-cert.sha256";
+
+/// Where the listener's certificate comes from, as far as a friend's browser is concerned: the
+/// invitation page tells the admin what the friend will see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// Made by the broker itself: browsers warn, and only the fingerprint tells it apart.
+    SelfSigned { fingerprint: String },
+    /// From an ACME CA for `domain`: browsers trust it at that name.
+    Acme { domain: String },
+    /// Given with `--tls-cert`: trusted by a browser if a CA it trusts signed it.
+    Operator,
+}
 
 /// A loaded server identity.
 pub struct Identity {
@@ -71,6 +84,31 @@ pub fn server_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<Identity> {
     Ok(Identity {
         config: Arc::new(config),
         fingerprint,
+    })
+}
+
+/// The listener's configuration when certificates come and go (ACME): `resolver` picks the
+/// certificate per handshake, `pin` (the key's digest) is what the fingerprint file holds.
+pub fn with_resolver(
+    resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    pin: String,
+    data_dir: &Path,
+) -> Result<Identity> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(std::io::Error::other)?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![
+        b"h2".to_vec(),
+        b"http/1.1".to_vec(),
+        crate::acme::ACME_TLS_ALPN.to_vec(),
+    ];
+    std::fs::write(data_dir.join(FINGERPRINT_FILE), format!("{pin}\n"))?;
+    Ok(Identity {
+        config: Arc::new(config),
+        fingerprint: pin,
     })
 }
 

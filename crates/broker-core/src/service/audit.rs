@@ -102,6 +102,27 @@ impl Audit<'_> {
     }
 }
 
+impl Audit<'_> {
+    /// Records what the broker's certificate manager did: `tls_certificate_issued` (detail:
+    /// the certificate's digest and end of validity) or `tls_renewal_failed` (detail: the
+    /// error), which also raises an alert. No actor and no source: the broker did it.
+    pub async fn tls_event(&self, kind: &'static str, detail: String) -> Result<()> {
+        let now = self.broker.now();
+        self.broker
+            .db()
+            .write(move |tx| {
+                let event = AuditEvent {
+                    kind,
+                    actor: None,
+                    source_ip: None,
+                    detail: Some(detail),
+                };
+                store::audit(tx, now, event)
+            })
+            .await
+    }
+}
+
 pub fn admin_audit(
     conn: &rusqlite::Connection,
     now: i64,

@@ -23,6 +23,7 @@ const FILES: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/0006_web_sessions.sql")),
     (8, include_str!("../../migrations/0008_network_lockout.sql")),
     (9, include_str!("../../migrations/0009_bounds.sql")),
+    (10, include_str!("../../migrations/0010_tls_renewal.sql")),
 ];
 
 /// Brings the database at `conn` to the latest schema.

@@ -25,13 +25,16 @@ use crate::store::{edges::EdgeRow, users::SessionUser};
 pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// The public API, served over HTTPS. Must be served with `ConnectInfo<SocketAddr>`.
-pub fn app(broker: Broker) -> Router {
+/// `presented` says where the TLS certificate comes from (the invitation page tells the admin
+/// what a friend's browser will make of it).
+pub fn app(broker: Broker, presented: crate::tls::Presented) -> Router {
     let api = Router::new()
         .merge(api::router())
         .merge(crate::web::router())
         .fallback(unrouted)
         .method_not_allowed_fallback(unrouted)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::Extension(presented))
         .with_state(broker);
     // axum adds `Allow` to a wrong-method answer after the router's own layers have run, which
     // would tell a stranger which routes exist; the headers are set on the outside of it all.

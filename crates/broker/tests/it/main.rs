@@ -6,6 +6,7 @@
 mod common;
 
 mod accounts;
+mod acme;
 mod admin_ops;
 mod bounds;
 mod cli;

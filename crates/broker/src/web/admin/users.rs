@@ -8,6 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::header::{self, HeaderMap};
 use axum::http::Uri;
 use axum::response::Response;
+use axum::Extension;
 use grantwire_proto::{
     UserInfo, UserInviteRequest, UserInviteResponse, UserName, UserNameRequest, UserPasswordRequest,
 };
@@ -17,6 +18,7 @@ use super::{blank_none, named, notice, AdminChange, AdminSession};
 use crate::broker::Broker;
 use crate::error::Error;
 use crate::service::invites::{DEFAULT_INVITE_TTL_SECS, MAX_INVITE_TTL_SECS};
+use crate::tls::Presented;
 use crate::web::layout::{csrf_field, rfc3339, utc};
 use crate::web::session::{PageForm, TokenOnly};
 use crate::web::welcome::grouped;
@@ -82,6 +84,7 @@ pub(in crate::web) async fn invite(
     change: AdminChange,
     headers: HeaderMap,
     uri: Uri,
+    Extension(presented): Extension<Presented>,
     PageForm(form): PageForm<InviteForm>,
 ) -> Result<Response, PageError> {
     let (broker, admin) = change
@@ -97,8 +100,8 @@ pub(in crate::web) async fn invite(
         ttl_secs,
     };
     let invited = broker.invites().create(req).await?;
-    let welcome = welcome_url(&headers, &uri);
-    Ok(admin.page("User invited", invited_main(&invited, &welcome)))
+    let welcome = welcome_url(&headers, &uri, &presented);
+    Ok(admin.page("User invited", invited_main(&invited, &welcome, &presented)))
 }
 
 pub(in crate::web) async fn disable(
@@ -276,7 +279,37 @@ fn invite_form(csrf: &str) -> Markup {
     }
 }
 
-fn invited_main(invited: &UserInviteResponse, welcome: &str) -> Markup {
+/// What the friend's browser will make of the set-up page, said plainly to the admin who
+/// hands out the invitation.
+fn certificate_note(presented: &Presented) -> Markup {
+    match presented {
+        Presented::SelfSigned { fingerprint } => html! {
+            p id="certificate-note" class="notice" {
+                "Their browser will warn that the connection is not private: this broker's "
+                "certificate is its own (self-signed), not one from an authority their device "
+                "trusts. Tell them to go on only if the certificate's SHA-256 fingerprint is "
+                code id="certificate-fingerprint" { (grouped(fingerprint)) }
+                ". To spare them the warning, give the broker a public name: "
+                code { "grantwire-broker serve --acme-domain NAME" } "."
+            }
+        },
+        Presented::Acme { domain } => html! {
+            p id="certificate-note" {
+                "Their browser will trust the set-up page: its certificate for "
+                strong { (domain) } " comes from a certificate authority, renewed by the broker."
+            }
+        },
+        Presented::Operator => html! {
+            p id="certificate-note" {
+                "The set-up page shows the certificate given with " code { "--tls-cert" }
+                ": their browser trusts it only if an authority their device trusts signed it, "
+                "for the name in the address below."
+            }
+        },
+    }
+}
+
+fn invited_main(invited: &UserInviteResponse, welcome: &str, presented: &Presented) -> Markup {
     html! {
         h1 { "User invited" }
         p { "Give these to " strong { (invited.name) } " by a way only they read. "
@@ -289,20 +322,36 @@ fn invited_main(invited: &UserInviteResponse, welcome: &str) -> Markup {
                 time datetime=(rfc3339(invited.expires_at)) { (utc(invited.expires_at)) }
             }
         }
+        (certificate_note(presented))
         p { a href="/admin/users" { "Back to users" } }
     }
 }
 
 /// The set-up page's address as the admin's browser reaches the broker: HTTP/1.1 names the
-/// host in `Host`, HTTP/2 in the request's authority.
-fn welcome_url(headers: &HeaderMap, uri: &Uri) -> String {
+/// host in `Host`, HTTP/2 in the request's authority. With ACME certificates the host is the
+/// certificate's name (the port kept), whatever address the admin used: at another name the
+/// friend's browser would not trust the page.
+fn welcome_url(headers: &HeaderMap, uri: &Uri, presented: &Presented) -> String {
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| uri.authority().map(|a| a.as_str()));
-    match host {
-        Some(host) => format!("https://{host}/welcome"),
-        None => "/welcome".into(),
+    let Some(host) = host else {
+        return "/welcome".into();
+    };
+    match presented {
+        Presented::Acme { domain } => {
+            let port = host
+                .parse::<axum::http::uri::Authority>()
+                .ok()
+                .and_then(|a| a.port_u16())
+                .filter(|p| *p != 443);
+            match port {
+                Some(port) => format!("https://{domain}:{port}/welcome"),
+                None => format!("https://{domain}/welcome"),
+            }
+        }
+        _ => format!("https://{host}/welcome"),
     }
 }
 
@@ -312,4 +361,63 @@ pub(super) fn hours_to_secs(text: &str) -> Result<u64, Error> {
         .ok()
         .and_then(|h| h.checked_mul(3600))
         .ok_or_else(|| Error::BadRequest(format!("{text:?} is not a whole number of hours")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(h: &str) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        m.insert(header::HOST, h.parse().unwrap());
+        m
+    }
+
+    #[test]
+    fn with_acme_the_set_up_address_is_the_certificates_name() {
+        let uri: Uri = "/admin/users/invite".parse().unwrap();
+        let acme = Presented::Acme {
+            domain: "broker.example.org".into(),
+        };
+        assert_eq!(
+            welcome_url(&host("192.0.2.1:8443"), &uri, &acme),
+            "https://broker.example.org:8443/welcome"
+        );
+        assert_eq!(
+            welcome_url(&host("[2001:db8::1]:443"), &uri, &acme),
+            "https://broker.example.org/welcome"
+        );
+        assert_eq!(
+            welcome_url(&host("192.0.2.1"), &uri, &acme),
+            "https://broker.example.org/welcome"
+        );
+        let own = Presented::SelfSigned {
+            fingerprint: "ab".repeat(32),
+        };
+        assert_eq!(
+            welcome_url(&host("192.0.2.1:8443"), &uri, &own),
+            "https://192.0.2.1:8443/welcome"
+        );
+    }
+
+    #[test]
+    fn the_invitation_says_what_the_friends_browser_will_show() {
+        let own = certificate_note(&Presented::SelfSigned {
+            fingerprint: "ab".repeat(32),
+        })
+        .into_string();
+        assert!(own.contains("will warn"), "{own}");
+        assert!(own.contains(&grouped(&"ab".repeat(32))), "{own}");
+        let acme = certificate_note(&Presented::Acme {
+            domain: "broker.example.org".into(),
+        })
+        .into_string();
+        assert!(
+            acme.contains("will trust") && acme.contains("broker.example.org"),
+            "{acme}"
+        );
+        assert!(!acme.contains("warn"), "{acme}");
+        let operator = certificate_note(&Presented::Operator).into_string();
+        assert!(operator.contains("--tls-cert"), "{operator}");
+    }
 }

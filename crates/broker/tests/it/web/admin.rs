@@ -256,6 +256,14 @@ async fn an_admin_invites_a_user_who_then_sets_up_their_account() {
     let password = between(&html, r#"<code id="temporary-password">"#, "<").to_owned();
     let welcome = between(&html, r#"<code id="welcome-url">"#, "<").to_owned();
     assert_eq!(welcome, format!("{}/welcome", a.h.broker.url()));
+    // A self-signed broker: the admin is told the friend's browser will warn, and by what
+    // fingerprint the friend tells this broker's certificate apart.
+    let note = between(&html, r#"<p id="certificate-note" class="notice">"#, "</p>");
+    assert!(note.contains("will warn"), "{note}");
+    let shown: String = between(&html, r#"<code id="certificate-fingerprint">"#, "<")
+        .split_whitespace()
+        .collect();
+    assert_eq!(shown, a.h.broker.fingerprint());
     let users = a.h.broker.admin().accounts().list().await.unwrap().users;
     let bob = users.iter().find(|u| u.name == "bob").unwrap();
     assert!(!bob.admin);
