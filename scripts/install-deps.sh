@@ -7,7 +7,9 @@
 # captures the silence and NAT scenarios assert on, faketime (libfaketime) to step the edge's
 # wall clock, iperf3 for the end-to-end throughput scenario (tests/it/throughput.rs, and
 # scripts/bench/edge.sh), nmap for the port scans of the silent-host scenario
-# (tests/it/silent_host.rs), chromium and chromium-driver
+# (tests/it/silent_host.rs), pebble (Let's Encrypt's test ACME CA, with pebble-challtestsrv for
+# its DNS) and libnss3-tools (certutil, to add Pebble's root to a test browser's trust) for the
+# ACME scenario (tests/it/acme.rs), chromium and chromium-driver
 # for the web pages' browser tests (tests/harness/browser.rs drives /usr/bin/chromedriver), with
 # fonts-liberation, only a Recommends of chromium, so the screenshots kept as test artifacts
 # show legible text.
@@ -15,7 +17,7 @@
 # packages a caller needs.
 set -euo pipefail
 
-packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux tcpdump faketime iperf3 nmap chromium chromium-driver fonts-liberation "$@")
+packages=(wireguard-go wireguard-tools nftables iproute2 curl python3 ca-certificates util-linux tcpdump faketime iperf3 nmap pebble libnss3-tools chromium chromium-driver fonts-liberation "$@")
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

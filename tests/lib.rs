@@ -22,6 +22,7 @@
 //! their screenshots under `<target>/browser-artifacts/` (see `harness::browser`).
 
 pub mod harness {
+    pub mod acme;
     pub mod bins;
     pub mod browser;
     pub mod capture;

@@ -183,6 +183,34 @@ impl Chromedriver {
         }
     }
 
+    /// Adds the CA certificate `pem` as a trusted root to the NSS store in the driver's HOME,
+    /// where Chromium on Linux keeps the user's own trust (`~/.pki/nssdb`), as a person adds a
+    /// private CA. Call before starting a browser. Needs `certutil` (Debian's libnss3-tools).
+    pub fn trust_root(&self, pem: &Path, nickname: &str) {
+        let certutil = which("certutil").unwrap_or_else(|| {
+            panic!("certutil (Debian's libnss3-tools) is needed to add a root to Chromium's trust")
+        });
+        let db = self.home.path().join(".pki/nssdb");
+        std::fs::create_dir_all(&db).expect("nssdb dir");
+        let db_arg = format!("sql:{}", db.display());
+        let run = |args: &[&str]| {
+            let out = Command::new(&certutil)
+                .args(args)
+                .output()
+                .expect("run certutil");
+            assert!(
+                out.status.success(),
+                "certutil {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        if !db.join("cert9.db").exists() {
+            run(&["-N", "-d", &db_arg, "--empty-password"]);
+        }
+        let pem = pem.to_str().expect("UTF-8 path");
+        run(&["-A", "-d", &db_arg, "-n", nickname, "-t", "C,,", "-i", pem]);
+    }
+
     /// `http://127.0.0.1:PORT`, the WebDriver endpoint.
     pub fn url(&self) -> &str {
         &self.url
@@ -252,6 +280,8 @@ pub struct BrowserOpts {
     /// Hosts (IP literals) the browser may reach besides 127.0.0.1: a test namespace's
     /// broker. Every other name or address is unreachable.
     pub reach: Vec<String>,
+    /// Names the browser resolves, each to an address in `reach`: (name, address).
+    pub names: Vec<(String, String)>,
 }
 
 impl BrowserOpts {
@@ -263,6 +293,7 @@ impl BrowserOpts {
             mobile: false,
             downloads: None,
             reach: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -274,6 +305,7 @@ impl BrowserOpts {
             mobile: true,
             downloads: None,
             reach: Vec::new(),
+            names: Vec::new(),
         }
     }
 
@@ -282,6 +314,14 @@ impl BrowserOpts {
         crate::assert_safe_host(host);
         self.reach.push(host.to_owned());
         self
+    }
+
+    /// Lets the browser reach `host` (an address inside a namespace the test made) by the
+    /// name `name`, as DNS would give it: for pages whose certificate names the host.
+    pub fn resolving(mut self, name: &str, host: &str) -> BrowserOpts {
+        crate::assert_safe_host(host);
+        self.names.push((name.to_owned(), host.to_owned()));
+        self.reaching(host)
     }
 
     /// Saves downloads into `dir` without a prompt.
@@ -619,7 +659,7 @@ fn chromium_args(profile: &Path, opts: &BrowserOpts) -> Vec<String> {
         "--disable-component-update".to_owned(),
         "--disable-sync".to_owned(),
         "--no-first-run".to_owned(),
-        host_rules(&opts.reach),
+        host_rules(&opts.names, &opts.reach),
     ];
     if is_root() {
         // Chromium refuses to start as root with its sandbox on (the sandbox relies on
@@ -633,9 +673,14 @@ fn chromium_args(profile: &Path, opts: &BrowserOpts) -> Vec<String> {
     args
 }
 
-/// Every host unresolvable (IP literals too) except 127.0.0.1 and `reach`.
-fn host_rules(reach: &[String]) -> String {
-    let mut rules = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".to_owned();
+/// Every host unresolvable (IP literals too) except 127.0.0.1, `reach`, and the `names`
+/// (each mapped to its address; the first matching rule applies).
+fn host_rules(names: &[(String, String)], reach: &[String]) -> String {
+    let mut rules = "--host-resolver-rules=".to_owned();
+    for (name, host) in names {
+        rules.push_str(&format!("MAP {name} {host}, "));
+    }
+    rules.push_str("MAP * ~NOTFOUND, EXCLUDE 127.0.0.1");
     for host in reach {
         rules.push_str(", EXCLUDE ");
         rules.push_str(host);

@@ -25,6 +25,9 @@ const TOOLS: &[&str] = &[
     "iperf3",
     // The silent host's port scans (tests/it/silent_host.rs).
     "nmap",
+    // Let's Encrypt's test CA and its DNS, for the broker's ACME certificates (tests/it/acme.rs).
+    "pebble",
+    "pebble-challtestsrv",
 ];
 
 /// Returns true when the end-to-end tests can run: root, the tools, `/dev/net/tun`, and a
@@ -40,7 +43,7 @@ pub fn require_env() -> bool {
     }
     let reason = format!(
         "the end-to-end tests need: {} (run as root on Linux with wireguard-go, wireguard-tools, \
-         nftables, iproute2, curl, python3, tcpdump, faketime, iperf3 and nmap installed; scripts/install-deps.sh does it)",
+         nftables, iproute2, curl, python3, tcpdump, faketime, iperf3, nmap and pebble installed; scripts/install-deps.sh does it)",
         missing.join(", ")
     );
     if must_run() {

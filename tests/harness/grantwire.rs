@@ -109,6 +109,17 @@ impl Broker {
     /// [`Broker::start`] under `wrapper` (for example `prlimit --nofile=1024:1024`), which must
     /// exec the broker so its pid is the broker's.
     pub fn start_wrapped(ns: &Netns, data_dir: &Path, wrapper: &[&str]) -> Broker {
+        Self::start_full(ns, data_dir, wrapper, &[])
+    }
+
+    /// [`Broker::start`] with `serve` flags added (`--acme-domain`, say). With ACME the broker
+    /// is ready once its first certificate is in service, and what it announces and writes to
+    /// `tls-cert.sha256` is its key's fingerprint.
+    pub fn start_with_flags(ns: &Netns, data_dir: &Path, flags: &[&str]) -> Broker {
+        Self::start_full(ns, data_dir, &[], flags)
+    }
+
+    fn start_full(ns: &Netns, data_dir: &Path, wrapper: &[&str], flags: &[&str]) -> Broker {
         // The broker refuses a data dir that others can read (it holds the TLS key).
         std::fs::create_dir_all(data_dir).expect("broker data dir");
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
@@ -120,6 +131,7 @@ impl Broker {
             "--data-dir",
             path_str(data_dir),
         ]);
+        argv.extend_from_slice(flags);
         let mut proc = spawn_daemon(ns, "grantwire-broker serve", &argv);
         let fp_file = data_dir.join("tls-cert.sha256");
         let sock = data_dir.join("admin.sock");
@@ -161,14 +173,18 @@ impl Broker {
             .chars()
             .filter(char::is_ascii_hexdigit)
             .collect();
+        let line = if flags.contains(&"--acme-domain") {
+            "TLS key SHA-256 fingerprint:"
+        } else {
+            "TLS certificate SHA-256 fingerprint:"
+        };
         let announced = proc.stderr().lines().any(|l| {
-            l.contains("TLS certificate SHA-256 fingerprint:")
-                && l.to_ascii_lowercase().contains(&hex.to_ascii_lowercase())
+            l.contains(line) && l.to_ascii_lowercase().contains(&hex.to_ascii_lowercase())
         });
         assert!(
             announced,
-            "the broker's stderr must announce `grantwire-broker: TLS certificate SHA-256 \
-             fingerprint: {fingerprint}` (the value in {})\n{}",
+            "the broker's stderr must announce `grantwire-broker: {line} {fingerprint}` (the \
+             value in {})\n{}",
             fp_file.display(),
             proc.logs()
         );

@@ -6,6 +6,7 @@
 //! tests load the machine on purpose, the revocation tests time to the second, and the browser
 //! tests each start a Chromium. [`one_module_at_a_time`] keeps that order inside this process.
 
+mod acme;
 mod auth_sweep;
 mod browser;
 mod browser_pages;
