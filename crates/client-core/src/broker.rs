@@ -224,7 +224,7 @@ impl BrokerClient {
         base_url: &str,
         roots: Arc<RootCertStore>,
     ) -> Result<BrokerTrust, Error> {
-        Ok(Self::probe_presented(base_url, roots).await?.0)
+        Ok(Self::probe_shown(base_url, roots).await?.0)
     }
 
     /// How to trust the broker at `base_url` for a login, given the fingerprints this device
@@ -239,9 +239,11 @@ impl BrokerClient {
         roots: Arc<RootCertStore>,
     ) -> Result<BrokerTrust, Error> {
         let known_fp = known.get(base_url)?;
-        let (trust, presented) = Self::probe_presented(base_url, roots).await?;
-        match (known_fp, presented) {
-            (Some(known), Some(presented)) if known != presented => {
+        let (trust, shown) = Self::probe_shown(base_url, roots).await?;
+        // A pin of the certificate or of its key (a broker with ACME certificates announces
+        // its key's, which every renewal keeps).
+        match (known_fp, shown.get()) {
+            (Some(known), Some(presented)) if !shown.matched_by(&known) => {
                 Err(Error::FingerprintChanged {
                     broker: base_url.to_owned(),
                     known,
@@ -253,12 +255,11 @@ impl BrokerClient {
         }
     }
 
-    /// The probe's verdict and the fingerprint of the certificate it was shown, CA-signed
-    /// or not.
-    async fn probe_presented(
+    /// The probe's verdict and the certificate it was shown, CA-signed or not.
+    async fn probe_shown(
         base_url: &str,
         roots: Arc<RootCertStore>,
-    ) -> Result<(BrokerTrust, Option<Fingerprint>), Error> {
+    ) -> Result<(BrokerTrust, Arc<grantwire_pinned_tls::Presented>), Error> {
         let base = parse_broker_url(base_url)?;
         let (http, presented) = probe_client_with(roots);
         let url = base
@@ -266,10 +267,10 @@ impl BrokerClient {
             .map_err(|_| invalid_url(base.as_str(), "cannot join an API path to it"))?;
         // Any HTTP answer (a 401 is the usual one) means the handshake passed the CA check.
         match http.get(url).timeout(REQUEST_TIMEOUT).send().await {
-            Ok(_) => Ok((BrokerTrust::CaSigned, presented.get())),
+            Ok(_) => Ok((BrokerTrust::CaSigned, presented)),
             Err(e) => match (from_reqwest(&base, e), presented.get()) {
                 (Error::Untrusted { .. }, Some(fingerprint)) => {
-                    Ok((BrokerTrust::Fingerprint(fingerprint), Some(fingerprint)))
+                    Ok((BrokerTrust::Fingerprint(fingerprint), presented))
                 }
                 (err, _) => Err(err),
             },

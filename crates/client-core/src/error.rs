@@ -81,9 +81,8 @@ pub enum Error {
 
     #[error(
         "{mismatch}: something may be intercepting the connection; if the broker's admin \
-         confirms its certificate or key was replaced, run `grantwire login --fingerprint \
-         <the fingerprint the broker printed at start>` (the certificate's {}, or with ACME \
-         certificates the key's)",
+         confirms its certificate was regenerated, run `grantwire login --fingerprint {}` (a \
+         broker with ACME certificates prints its key's fingerprint instead: pin that one)",
         .mismatch.presented
     )]
     PinMismatch {

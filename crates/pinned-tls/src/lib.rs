@@ -184,16 +184,26 @@ pub fn http_client_with(pin: Option<Fingerprint>, roots: Arc<RootCertStore>) -> 
         .expect("reqwest client with rustls")
 }
 
-/// The fingerprint of the certificate a [`probe_client`] was last shown.
+/// The certificate a [`probe_client`] was last shown (DER).
 #[derive(Debug, Default)]
-pub struct Presented(std::sync::Mutex<Option<Fingerprint>>);
+pub struct Presented(std::sync::Mutex<Option<Vec<u8>>>);
 
 impl Presented {
+    /// Its fingerprint.
     pub fn get(&self) -> Option<Fingerprint> {
-        *self
-            .0
+        self.der().map(|der| Fingerprint::of_der(&der))
+    }
+
+    /// Whether `pin` matches it (its certificate or its key, as [`Fingerprint::matches`]).
+    pub fn matched_by(&self, pin: &Fingerprint) -> bool {
+        self.der().is_some_and(|der| pin.matches(&der))
+    }
+
+    fn der(&self) -> Option<Vec<u8>> {
+        self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -252,8 +262,7 @@ impl ServerCertVerifier for RecordingVerifier {
             .presented
             .0
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some(Fingerprint::of_der(end_entity.as_ref()));
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(end_entity.to_vec());
         self.inner
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
     }

@@ -112,3 +112,60 @@ async fn a_changed_certificate_is_refused_naming_both_fingerprints() {
     assert!(known.contains(&new) && !known.contains(&old), "{known}");
     second.shutdown().await.unwrap();
 }
+
+/// A broker pinned by its key's fingerprint (what a broker with ACME certificates announces,
+/// and what a self-signed certificate's key matches too) is known: the next login needs no
+/// `--fingerprint`, and the key pin is what stays stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_pinned_by_its_key_is_known_at_the_next_login() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("client");
+    let (broker, secret) = broker_with_alice(&tmp.path().join("broker")).await;
+    use rustls::pki_types::pem::PemObject as _;
+    let cert_pem = std::fs::read(broker.data_dir().join("tls-cert.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&cert_pem).unwrap();
+    let key_pin = grantwire_client_core::Fingerprint::of_key_in(der.as_ref())
+        .unwrap()
+        .to_string();
+    assert_ne!(key_pin, broker.fingerprint());
+
+    let url = broker.url();
+    let login = |code: String, pin: Option<String>| {
+        let mut args = vec![
+            "login".to_owned(),
+            "--broker".into(),
+            url.clone(),
+            "--user".into(),
+            "alice".into(),
+            "--password-stdin".into(),
+            "--totp".into(),
+            code,
+        ];
+        if let Some(pin) = pin {
+            args.extend(["--fingerprint".to_owned(), pin]);
+        }
+        args
+    };
+    let first = login(
+        grantwire_broker::totp::code_at(&secret, now()),
+        Some(key_pin.clone()),
+    );
+    let run = grantwire(&config, &first, &format!("{PASSWORD}\n")).await;
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let second = login(grantwire_broker::totp::code_at(&secret, now() + 30), None);
+    let run = grantwire(&config, &second, &format!("{PASSWORD}\n")).await;
+    assert_eq!(
+        run.code,
+        Some(0),
+        "a key pin must match the certificate it is the key of: {}",
+        run.stderr
+    );
+    let known: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.join("known_brokers.json")).unwrap()).unwrap();
+    assert_eq!(
+        known["brokers"][format!("{url}/")],
+        key_pin.as_str(),
+        "{known}"
+    );
+    broker.shutdown().await.unwrap();
+}
