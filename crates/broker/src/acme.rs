@@ -38,7 +38,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::tls::{write_private, KEY_FILE};
+use crate::tls::{write_private, write_private_atomic, KEY_FILE};
 
 /// Let's Encrypt's production directory, the default `--acme-directory`.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -127,9 +127,12 @@ impl Certs {
 
 impl ResolvesServerCert for Certs {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let acme = hello
-            .alpn()
-            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        // RFC 8737: a validation offers acme-tls/1 and nothing else. A hello that offers it
+        // beside another protocol is an ordinary one (and negotiates the other protocol).
+        let acme = hello.alpn().is_some_and(|protocols| {
+            let offered: Vec<&[u8]> = protocols.collect();
+            offered == [ACME_TLS_ALPN]
+        });
         if acme {
             // Only the name being validated, and only while it is: a stranger offering
             // acme-tls/1 at other times gets no certificate at all.
@@ -241,9 +244,21 @@ impl Manager {
         Ok(Some(validity))
     }
 
+    /// Checks `chain_pem` as [`Manager::install`] does, without serving it.
+    fn check(&self, chain_pem: &[u8]) -> Result<Validity> {
+        self.parse(chain_pem).map(|(_, validity)| validity)
+    }
+
     /// Makes `chain_pem` the certificate in service, after checking that it holds our key and
     /// names our domain.
     fn install(&self, chain_pem: &[u8]) -> Result<Validity> {
+        let (chain, validity) = self.parse(chain_pem)?;
+        let certified = certified_key(chain, &self.key)?;
+        self.certs.set_current(certified);
+        Ok(validity)
+    }
+
+    fn parse(&self, chain_pem: &[u8]) -> Result<(Vec<CertificateDer<'static>>, Validity)> {
         let chain = CertificateDer::pem_slice_iter(chain_pem)
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| Error::Internal(format!("reading the ACME certificate: {e}")))?;
@@ -274,9 +289,7 @@ impl Manager {
             )));
         }
         let validity = validity_of(leaf.as_ref())?;
-        let certified = certified_key(chain, &self.key)?;
-        self.certs.set_current(certified);
-        Ok(validity)
+        Ok((chain, validity))
     }
 
     /// Asks the CA for a certificate for our key and, on success, saves and serves it.
@@ -361,9 +374,11 @@ impl Manager {
             .poll_certificate(&poll)
             .await
             .map_err(acme_error("downloading the certificate"))?;
-        let validity = self.install(chain_pem.as_bytes())?;
-        write_private(&self.data_dir.join(CERT_FILE), chain_pem.as_bytes())?;
-        Ok(validity)
+        self.check(chain_pem.as_bytes())?;
+        // Saved before it is served, through a rename: a crash leaves the old file or the new
+        // one, and a certificate that could not be saved is not served (a restart would lose it).
+        write_private_atomic(&self.data_dir.join(CERT_FILE), chain_pem.as_bytes())?;
+        self.install(chain_pem.as_bytes())
     }
 
     /// The saved account, or a new one (saved 0600 before it is used).
@@ -401,7 +416,7 @@ impl Manager {
             credentials,
         };
         let json = serde_json::to_vec(&saved).map_err(std::io::Error::other)?;
-        write_private(&path, &json)?;
+        write_private_atomic(&path, &json)?;
         tracing::info!(directory = %self.config.directory, "created an ACME account");
         Ok(account)
     }
@@ -482,6 +497,21 @@ async fn keep_current(manager: Arc<Manager>, broker: Broker) {
             continue;
         }
         match manager.issue().await {
+            Ok(v) if v.renew_at() <= now_unix() => {
+                // Due for renewal the moment it arrived: this host's clock is far ahead of the
+                // CA's, or the CA issues very short certificates. Ordering again at once would
+                // only spend the CA's rate limits; wait as after a failure.
+                failures = failures.saturating_add(1);
+                let wait = v.retry_after(failures);
+                tracing::warn!(
+                    not_before = v.not_before,
+                    not_after = v.not_after,
+                    now = now_unix(),
+                    retry_in_secs = wait.as_secs(),
+                    "the new ACME certificate is already due for renewal; is this host's clock right?"
+                );
+                tokio::time::sleep(wait).await;
+            }
             Ok(v) => {
                 failures = 0;
                 tracing::info!(
@@ -600,6 +630,135 @@ mod tests {
         let waits: Vec<u64> = (1..=4).map(|n| minute.retry_after(n).as_secs()).collect();
         assert_eq!(waits, [1, 2, 4, 5]);
         assert_eq!(minute.retry_after(u32::MAX).as_secs(), 5);
+    }
+
+    /// A client that takes any certificate and any signature, remembering the certificate:
+    /// an ACME validator's view (the challenge certificate's critical acmeIdentifier extension
+    /// is one webpki, rightly, refuses).
+    #[derive(Debug, Default)]
+    struct Shown(Mutex<Option<Vec<u8>>>);
+
+    impl rustls::client::danger::ServerCertVerifier for Shown {
+        fn verify_server_cert(
+            &self,
+            end_entity: &CertificateDer<'_>,
+            _: &[CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error>
+        {
+            *self.0.lock().unwrap() = Some(end_entity.to_vec());
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
+        {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error>
+        {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+
+    /// A TLS handshake in memory between `certs` and a client offering `alpn` for `sni`: the
+    /// certificate presented and the protocol negotiated, or the failure.
+    fn handshake(
+        certs: &Arc<Certs>,
+        sni: &str,
+        alpn: &[&[u8]],
+    ) -> std::result::Result<(Vec<u8>, Option<Vec<u8>>), String> {
+        let dir = tempfile::tempdir().unwrap();
+        let server_config =
+            crate::tls::with_resolver(certs.clone(), "00".repeat(32), dir.path()).unwrap();
+        let shown = Arc::new(Shown::default());
+        let mut client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(shown.clone())
+        .with_no_client_auth();
+        client_config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
+        let mut client = rustls::ClientConnection::new(Arc::new(client_config), name).unwrap();
+        let mut server = rustls::ServerConnection::new(server_config.config).unwrap();
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).unwrap();
+            server.read_tls(&mut wire.as_slice()).unwrap();
+            server
+                .process_new_packets()
+                .map_err(|e| format!("server: {e}"))?;
+            let mut wire = Vec::new();
+            server.write_tls(&mut wire).unwrap();
+            client.read_tls(&mut wire.as_slice()).unwrap();
+            client
+                .process_new_packets()
+                .map_err(|e| format!("client: {e}"))?;
+            if !client.is_handshaking() && !server.is_handshaking() {
+                let cert = shown.0.lock().unwrap().clone().unwrap();
+                return Ok((cert, server.alpn_protocol().map(<[u8]>::to_vec)));
+            }
+        }
+        Err("the handshake did not finish".into())
+    }
+
+    #[test]
+    fn the_challenge_answer_goes_only_to_a_validation_of_its_name_while_it_is_pending() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Manager::load(dir.path(), config("broker.example.org")).unwrap();
+        let ours = rcgen::CertificateParams::new(vec!["broker.example.org".into()])
+            .unwrap()
+            .self_signed(&manager.key)
+            .unwrap();
+        manager.install(ours.pem().as_bytes()).unwrap();
+        let answer = challenge_cert("broker.example.org", &[7u8; 32]).unwrap();
+        let answer_der = answer.cert[0].to_vec();
+        let certs = manager.certs();
+        certs
+            .challenges()
+            .insert("broker.example.org".into(), answer);
+        let acme: &[&[u8]] = &[ACME_TLS_ALPN];
+        let h2: &[u8] = b"h2";
+
+        let real = ours.der().to_vec();
+
+        // A validation: only acme-tls/1, the name being validated.
+        assert_eq!(
+            handshake(&certs, "broker.example.org", acme),
+            Ok((answer_der.clone(), Some(ACME_TLS_ALPN.to_vec())))
+        );
+        // Another name: no certificate at all.
+        assert!(handshake(&certs, "other.example.org", acme).is_err());
+        // acme-tls/1 beside h2 is an ordinary hello: the real certificate, and h2.
+        assert_eq!(
+            handshake(&certs, "broker.example.org", &[h2, ACME_TLS_ALPN]),
+            Ok((real.clone(), Some(h2.to_vec())))
+        );
+        assert_eq!(
+            handshake(&certs, "broker.example.org", &[h2]),
+            Ok((real.clone(), Some(h2.to_vec())))
+        );
+        // Once the order is over, a validation hello gets nothing.
+        certs.challenges().clear();
+        assert!(handshake(&certs, "broker.example.org", acme).is_err());
     }
 
     #[test]

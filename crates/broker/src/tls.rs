@@ -128,13 +128,38 @@ fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(Vec<u8>, Vec<u8>)
     if !listen.ip().is_unspecified() && !listen.ip().is_loopback() {
         names.push(listen.ip().to_string());
     }
-    let made = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
-    let cert_pem = made.cert.pem();
-    let key_pem = made.key_pair.serialize_pem();
-    write_private(&key_path, key_pem.as_bytes())?;
+    // A key without a certificate (a broker that ran with ACME only) is kept: it is what edges
+    // and clients pinned, and a new one would lock them all out.
+    let key = if key_path.exists() {
+        let pem = std::fs::read_to_string(&key_path)?;
+        rcgen::KeyPair::from_pem(&pem)
+            .map_err(|e| Error::Internal(format!("reading {}: {e}", key_path.display())))?
+    } else {
+        let key = rcgen::KeyPair::generate().map_err(std::io::Error::other)?;
+        write_private(&key_path, key.serialize_pem().as_bytes())?;
+        key
+    };
+    let cert = rcgen::CertificateParams::new(names)
+        .and_then(|params| params.self_signed(&key))
+        .map_err(std::io::Error::other)?;
+    let cert_pem = cert.pem();
     write_private(&cert_path, cert_pem.as_bytes())?;
     tracing::info!(path = %cert_path.display(), "made a self-signed TLS certificate");
-    Ok((cert_pem.into_bytes(), key_pem.into_bytes()))
+    Ok((cert_pem.into_bytes(), key.serialize_pem().into_bytes()))
+}
+
+/// [`write_private`] to a temporary file beside `path`, then renamed over it: a reader (or a
+/// crash) sees the old contents or the new, never a part.
+pub fn write_private_atomic(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".new");
+    let tmp = std::path::PathBuf::from(tmp);
+    write_private(&tmp, contents)?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Writes a file readable by the owner only, created with that mode (never widened first).
@@ -170,5 +195,35 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let line = std::fs::read_to_string(dir.path().join(FINGERPRINT_FILE)).unwrap();
         assert_eq!(line.trim(), first.fingerprint);
+    }
+
+    #[test]
+    fn a_key_left_by_acme_is_kept_for_the_self_signed_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        write_private(&dir.path().join(KEY_FILE), key.serialize_pem().as_bytes()).unwrap();
+        let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        load_or_create(dir.path(), None, None, listen).unwrap();
+        let kept = std::fs::read_to_string(dir.path().join(KEY_FILE)).unwrap();
+        assert_eq!(kept, key.serialize_pem(), "the key was replaced");
+        let cert_pem = std::fs::read(dir.path().join(CERT_FILE)).unwrap();
+        let der = CertificateDer::from_pem_slice(&cert_pem).unwrap();
+        let pin = grantwire_pinned_tls::Fingerprint::of_der(&key.public_key_der());
+        assert!(
+            pin.matches(der.as_ref()),
+            "the certificate is for the kept key"
+        );
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_whole_file_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.pem");
+        write_private_atomic(&path, b"first, and longer").unwrap();
+        write_private_atomic(&path, b"second").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"second");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert!(!dir.path().join("f.pem.new").exists());
     }
 }
