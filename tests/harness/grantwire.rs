@@ -599,6 +599,33 @@ impl ClientCli {
         )
     }
 
+    /// `grantwire login --broker URL --user NAME --password-stdin --totp CODE`, without
+    /// `--fingerprint`: the broker must be known from an earlier login.
+    pub fn login_known(
+        &self,
+        ns: &Netns,
+        broker_url: &str,
+        user: &str,
+        password: &str,
+        code: &str,
+    ) -> Output {
+        super::plex::assert_safe_host(super::plex::url_host(broker_url));
+        self.run(
+            ns,
+            &[
+                "login",
+                "--broker",
+                broker_url,
+                "--user",
+                user,
+                "--password-stdin",
+                "--totp",
+                code,
+            ],
+            Some(format!("{password}\n").as_bytes()),
+        )
+    }
+
     /// `grantwire renew EDGE --out FILE`: the lease moved to the address the broker sees now.
     pub fn renew(&self, ns: &Netns, edge: &str, out: &Path) -> Output {
         self.run(ns, &["renew", edge, "--out", path_str(out)], None)

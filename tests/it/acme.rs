@@ -99,8 +99,18 @@ fn acme_certificates_are_issued_renewed_and_keep_the_pin_of_every_edge_and_cli()
     });
     assert_eq!(leaf_key_pin(&renewed), pin, "a renewal must keep the key");
     assert_audit(&lab, "tls_certificate_issued", 2);
-    // The CLI with its stored pin, on new connections to the renewed certificate.
+    // The CLI with its stored pin, on new connections to the renewed certificate: a new lease,
+    // and a new login that names no fingerprint (the broker is known by its key).
     let after = lab.profile(&cli, "after.conf");
+    let code = user.totp_at(grantwire_e2e::unix_now() + 30);
+    cli.login_known(
+        &lab.client,
+        &lab.broker_url(),
+        &user.name,
+        &user.password,
+        &code,
+    )
+    .expect_ok("grantwire login without --fingerprint after the renewal");
     // The edge, restarted so that it connects to the renewed certificate with its stored pin.
     restart_edge(&mut lab);
     let wg = grantwire_e2e::WgClient::up(&lab.client, &format!("{}c", lab.base), &after);
