@@ -104,7 +104,7 @@ impl Audit<'_> {
 
 impl Audit<'_> {
     /// Records what the broker's certificate manager did: `tls_certificate_issued` (detail:
-    /// the certificate's digest and end of validity) or `tls_renewal_failed` (detail: the
+    /// the domain and the validity period) or `tls_renewal_failed` (detail: the
     /// error), which also raises an alert. No actor and no source: the broker did it.
     pub async fn tls_event(&self, kind: &'static str, detail: String) -> Result<()> {
         let now = self.broker.now();
