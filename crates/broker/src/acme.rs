@@ -38,7 +38,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::broker::Broker;
 use crate::error::{Error, Result};
-use crate::tls::{write_private, write_private_atomic, KEY_FILE};
+use crate::tls::{load_or_make_key, write_private_atomic, KEY_FILE};
 
 /// Let's Encrypt's production directory, the default `--acme-directory`.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -46,6 +46,8 @@ pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const ACCOUNT_FILE: &str = "acme-account.json";
 /// The current certificate chain, 0600.
 pub const CERT_FILE: &str = "acme-cert.pem";
+/// The directory URL of the CA the saved certificate came from.
+pub const CERT_DIRECTORY_FILE: &str = "acme-cert.directory";
 /// RFC 8737's ALPN protocol id.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
@@ -183,17 +185,7 @@ impl Validity {
 impl Manager {
     /// Loads (or makes) the TLS key, and the last certificate if it is still for this key.
     pub fn load(data_dir: &Path, config: AcmeConfig) -> Result<Self> {
-        let key_path = data_dir.join(KEY_FILE);
-        let key = if key_path.exists() {
-            let pem = std::fs::read_to_string(&key_path)?;
-            rcgen::KeyPair::from_pem(&pem)
-                .map_err(|e| Error::Internal(format!("reading {}: {e}", key_path.display())))?
-        } else {
-            let key = rcgen::KeyPair::generate().map_err(std::io::Error::other)?;
-            write_private(&key_path, key.serialize_pem().as_bytes())?;
-            tracing::info!(path = %key_path.display(), "made the broker's TLS key");
-            key
-        };
+        let key = load_or_make_key(&data_dir.join(KEY_FILE))?;
         let manager = Self {
             config,
             data_dir: data_dir.to_owned(),
@@ -238,6 +230,17 @@ impl Manager {
         let path = self.data_dir.join(CERT_FILE);
         if !path.exists() {
             return Ok(None);
+        }
+        // A certificate from another CA directory (staging before production, say) is not
+        // kept: a new one is asked for at once.
+        let from =
+            std::fs::read_to_string(self.data_dir.join(CERT_DIRECTORY_FILE)).unwrap_or_default();
+        if from.trim() != self.config.directory {
+            return Err(Error::Internal(format!(
+                "the saved certificate came from {:?}, not {}",
+                from.trim(),
+                self.config.directory
+            )));
         }
         let pem = std::fs::read(&path)?;
         let validity = self.install(&pem)?;
@@ -377,6 +380,10 @@ impl Manager {
         self.check(chain_pem.as_bytes())?;
         // Saved before it is served, through a rename: a crash leaves the old file or the new
         // one, and a certificate that could not be saved is not served (a restart would lose it).
+        write_private_atomic(
+            &self.data_dir.join(CERT_DIRECTORY_FILE),
+            format!("{}\n", self.config.directory).as_bytes(),
+        )?;
         write_private_atomic(&self.data_dir.join(CERT_FILE), chain_pem.as_bytes())?;
         self.install(chain_pem.as_bytes())
     }
@@ -759,6 +766,31 @@ mod tests {
         // Once the order is over, a validation hello gets nothing.
         certs.challenges().clear();
         assert!(handshake(&certs, "broker.example.org", acme).is_err());
+    }
+
+    #[test]
+    fn a_saved_certificate_from_another_ca_directory_is_not_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let manager = Manager::load(dir.path(), config("broker.example.org")).unwrap();
+        let ours = rcgen::CertificateParams::new(vec!["broker.example.org".into()])
+            .unwrap()
+            .self_signed(&manager.key)
+            .unwrap();
+        write_private_atomic(&dir.path().join(CERT_FILE), ours.pem().as_bytes()).unwrap();
+        let mut staging = config("broker.example.org");
+        staging.directory = "https://staging.example.org/dir".into();
+        write_private_atomic(
+            &dir.path().join(CERT_DIRECTORY_FILE),
+            b"https://staging.example.org/dir\n",
+        )
+        .unwrap();
+        // Saved by the staging CA: served under it, not under production.
+        assert!(Manager::load(dir.path(), staging)
+            .unwrap()
+            .current()
+            .is_some());
+        let production = Manager::load(dir.path(), config("broker.example.org")).unwrap();
+        assert_eq!(production.current(), None);
     }
 
     #[test]

@@ -130,15 +130,7 @@ fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(Vec<u8>, Vec<u8>)
     }
     // A key without a certificate (a broker that ran with ACME only) is kept: it is what edges
     // and clients pinned, and a new one would lock them all out.
-    let key = if key_path.exists() {
-        let pem = std::fs::read_to_string(&key_path)?;
-        rcgen::KeyPair::from_pem(&pem)
-            .map_err(|e| Error::Internal(format!("reading {}: {e}", key_path.display())))?
-    } else {
-        let key = rcgen::KeyPair::generate().map_err(std::io::Error::other)?;
-        write_private(&key_path, key.serialize_pem().as_bytes())?;
-        key
-    };
+    let key = load_or_make_key(&key_path)?;
     let cert = rcgen::CertificateParams::new(names)
         .and_then(|params| params.self_signed(&key))
         .map_err(std::io::Error::other)?;
@@ -146,6 +138,20 @@ fn self_signed(data_dir: &Path, listen: SocketAddr) -> Result<(Vec<u8>, Vec<u8>)
     write_private(&cert_path, cert_pem.as_bytes())?;
     tracing::info!(path = %cert_path.display(), "made a self-signed TLS certificate");
     Ok((cert_pem.into_bytes(), key.serialize_pem().into_bytes()))
+}
+
+/// The broker's TLS key at `path` (PEM), made and saved 0600 if there is none. Self-signed and
+/// ACME certificates alike are for this one key, which is what edges and clients pin.
+pub fn load_or_make_key(path: &Path) -> Result<rcgen::KeyPair> {
+    if path.exists() {
+        let pem = std::fs::read_to_string(path)?;
+        return rcgen::KeyPair::from_pem(&pem)
+            .map_err(|e| Error::Internal(format!("reading {}: {e}", path.display())));
+    }
+    let key = rcgen::KeyPair::generate().map_err(std::io::Error::other)?;
+    write_private(path, key.serialize_pem().as_bytes())?;
+    tracing::info!(path = %path.display(), "made the broker's TLS key");
+    Ok(key)
 }
 
 /// [`write_private`] to a temporary file beside `path`, then renamed over it: a reader (or a
